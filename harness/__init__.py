@@ -1,0 +1,1 @@
+"""Harness: runtimes, runner, reports and the command line."""

@@ -1,0 +1,55 @@
+"""The `faultline` command line: one click group, each subcommand in `harness/commands/`.
+
+Subcommands are imported only when invoked, so `faultline broker` does not load the
+checkers and `faultline check` does not load the broker.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> (module under harness.commands, attribute, one-line help shown in `faultline --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "check": ("check", "check", "Check a history file for anomalies and write results.json."),
+    "broker": ("broker", "broker", "Run one reference broker node on real TCP and files."),
+}
+
+EXIT_VALID = 0
+EXIT_ANOMALIES = 1
+EXIT_BAD_INPUT = 2
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr, _ = entry
+        module = importlib.import_module(f"harness.commands.{module_name}")
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="faultline")
+def cli() -> None:
+    """faultline: a Jepsen-style correctness lab for Kafka-style logs.
+
+    Exit codes: 0 valid, 1 anomalies found, 2 bad input or setup error.
+    """
+
+
+def main() -> None:
+    """Console-script entry point; click usage errors exit 2 as bad input should."""
+    cli(prog_name="faultline")

@@ -1,0 +1,1 @@
+"""One module per faultline subcommand; harness.cli registers them."""

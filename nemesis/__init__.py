@@ -1,0 +1,1 @@
+"""Nemeses: fault injection over the sim and process runtimes (arrives with issue 5)."""
