@@ -53,3 +53,7 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point; click usage errors exit 2 as bad input should."""
     cli(prog_name="faultline")
+
+
+if __name__ == "__main__":
+    main()

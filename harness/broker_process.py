@@ -1,0 +1,123 @@
+"""The reference broker as a real OS process (`faultline broker ...`), started and stopped
+by the harness, benchmarks and tests.
+
+The broker prints `listening on HOST:PORT` once bound (port 0 picks a free port), which is
+how the launcher learns its address without racing for a port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_LISTENING = re.compile(rb"listening on (\S+):(\d+)")
+
+
+class BrokerStartError(RuntimeError):
+    """Raised when a broker process exits or stays silent instead of listening."""
+
+
+@dataclass
+class BrokerProcess:
+    """A running `faultline broker` process."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    _pump: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        """`host:port` for a Kafka client's bootstrap.servers."""
+        return f"{self.host}:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, un-fsynced data in process memory is gone."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait for the clean shutdown; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+        return self.process.returncode
+
+
+def start_broker(
+    data_dir: Path,
+    *,
+    settings: Mapping[str, object] | None = None,
+    listen: str = "127.0.0.1:0",
+    log_path: Path | None = None,
+    start_timeout_s: float = 20.0,
+) -> BrokerProcess:
+    """Start `faultline broker` on `listen` with Kafka-named `settings`; wait until it listens."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or data_dir.parent / f"{data_dir.name}.log"
+    cmd = [sys.executable, "-m", "harness.cli", "broker", "--data-dir", str(data_dir)]
+    cmd += ["--listen", listen]
+    for name, value in (settings or {}).items():
+        rendered = str(value).lower() if isinstance(value, bool) else str(value)
+        cmd += ["--set", f"{name}={rendered}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert process.stdout is not None
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the pump thread below
+    deadline = time.monotonic() + start_timeout_s
+    address: tuple[str, int] | None = None
+    while address is None:
+        line = process.stdout.readline()
+        if not line:
+            log.close()
+            process.wait()
+            raise BrokerStartError(
+                f"broker exited with code {process.returncode} before listening; see {log_path}"
+            )
+        log.write(line)
+        log.flush()
+        match = _LISTENING.search(line)
+        if match:
+            address = (match.group(1).decode(), int(match.group(2)))
+        elif time.monotonic() > deadline:
+            process.kill()
+            raise BrokerStartError(f"broker did not report listening in {start_timeout_s}s")
+
+    def pump() -> None:
+        # The broker's output must be drained or it blocks on a full pipe.
+        with log:
+            for chunk in iter(lambda: process.stdout.readline(), b""):  # type: ignore[union-attr]
+                log.write(chunk)
+                log.flush()
+
+    pump_thread = threading.Thread(target=pump, name="broker-log-pump", daemon=True)
+    pump_thread.start()
+    return BrokerProcess(process, address[0], address[1], data_dir, log_path, pump_thread)
+
+
+@contextmanager
+def running_broker(data_dir: Path, **kwargs: object) -> Iterator[BrokerProcess]:
+    """`start_broker` as a context manager that never leaves the process behind."""
+    broker = start_broker(data_dir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield broker
+    finally:
+        if broker.process.poll() is None:
+            broker.terminate()
