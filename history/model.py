@@ -1,0 +1,122 @@
+"""Typed events of the history format (DESIGN.md section 4).
+
+Client events are a msgspec tagged union on `f`, so one decode both validates the
+envelope and gives each operation's value its own shape. Nemesis events have free-form
+`f` and `value` and are decoded separately.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+EventType = Literal["invoke", "ok", "fail", "info"]
+SeekMode = Literal["committed", "beginning"]
+
+# A poll returns, per log, [offset, key, value] triples.
+Record = tuple[int, str | None, int]
+PollResult = dict[str, list[Record]]
+
+
+class Message(msgspec.Struct, forbid_unknown_fields=True):
+    """One message of a send: `partition` and `offset` are known only on completion."""
+
+    topic: str
+    key: str | None
+    value: int
+    partition: int | None = None
+    offset: int | None = None
+
+
+class AssignValue(msgspec.Struct, forbid_unknown_fields=True):
+    """Manual assignment of logs and where to start reading them."""
+
+    logs: list[str]
+    seek: SeekMode
+
+
+class SubscribeValue(msgspec.Struct, forbid_unknown_fields=True):
+    """Group subscription: the group decides which logs of these topics the process owns."""
+
+    topics: list[str]
+    group: str
+
+
+class ClientEvent(msgspec.Struct, tag_field="f", kw_only=True):
+    """Fields common to every client event; subclasses fix `f` and the shape of `value`."""
+
+    index: int
+    time: int
+    process: int
+    type: EventType
+    error: str | None = None
+    # Set on a completion when a group rebalance changed what the process owns.
+    assignment: list[str] | None = None
+    generation: int | None = None
+
+
+class Send(ClientEvent, tag="send", kw_only=True):
+    """Produce messages; the completion lists them again with partition and offset."""
+
+    value: list[Message] | None
+
+
+class Poll(ClientEvent, tag="poll", kw_only=True):
+    """One consumer poll; the completion maps each log to the records it returned."""
+
+    value: PollResult | None
+
+
+class Assign(ClientEvent, tag="assign", kw_only=True):
+    """Manually assign logs to the process's consumer."""
+
+    value: AssignValue | None
+
+
+class Subscribe(ClientEvent, tag="subscribe", kw_only=True):
+    """Subscribe the process's consumer to topics as a member of a group."""
+
+    value: SubscribeValue | None
+
+
+class Commit(ClientEvent, tag="commit", kw_only=True):
+    """Commit, per log, the next offset to read (as Kafka commits)."""
+
+    value: dict[str, int] | None
+
+
+class Crash(ClientEvent, tag="crash", kw_only=True):
+    """Tear down the process's client; always completes `info`."""
+
+    value: None = None
+
+
+class NemesisEvent(msgspec.Struct, kw_only=True):
+    """A fault event; not paired with invocations and never checked for pairing."""
+
+    index: int
+    time: int
+    process: Literal["nemesis"]
+    type: EventType
+    f: str
+    value: Any = None
+    error: str | None = None
+
+
+AnyClientEvent = Send | Poll | Assign | Subscribe | Commit | Crash
+Event = Send | Poll | Assign | Subscribe | Commit | Crash | NemesisEvent
+
+CLIENT_FS: tuple[str, ...] = ("send", "poll", "assign", "subscribe", "commit", "crash")
+EVENT_TYPES: tuple[str, ...] = ("invoke", "ok", "fail", "info")
+
+
+def split_log(name: str) -> tuple[str, int]:
+    """Split a log name `"topic/partition"` into its topic and partition number.
+
+    Raises ValueError with a readable message when the name has another form.
+    """
+    topic, sep, partition = name.rpartition("/")
+    if not sep or not topic or not partition.isdigit():
+        raise ValueError(f"log name {name!r} is not of the form 'topic/partition'")
+    return topic, int(partition)

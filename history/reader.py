@@ -1,0 +1,178 @@
+"""Streaming, validating reader of JSON Lines histories.
+
+The reader never holds more than one line: it yields each event with the invoke it
+completes, so a checker can build compact summaries in one pass over a file of any size.
+Any malformation stops the read with one HistoryError naming the file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, NoReturn
+
+import msgspec
+
+from history.errors import HistoryError
+from history.model import (
+    CLIENT_FS,
+    EVENT_TYPES,
+    AnyClientEvent,
+    Assign,
+    Commit,
+    Event,
+    NemesisEvent,
+    Poll,
+    Send,
+    Subscribe,
+    split_log,
+)
+from history.pairing import Pairing, PairingError
+
+# An event and, for a completion, the invoke it completes.
+Step = tuple[Event, AnyClientEvent | None]
+
+_client_decoder = msgspec.json.Decoder(AnyClientEvent)
+_nemesis_decoder = msgspec.json.Decoder(NemesisEvent)
+
+
+class HistoryReader:
+    """Iterate over a history file's events, validated and paired.
+
+    Iterating yields `(event, invoke)`: `invoke` is the pending invocation a completion
+    closes, None for invocations and nemesis events. After a full iteration,
+    `pending` holds the operations that never completed (Jepsen treats them as `info`)
+    and `events` the number of events read.
+    """
+
+    def __init__(self, path: str, stream: IO[bytes] | None = None) -> None:
+        self.path = path
+        self._stream = stream
+        self._pairing = Pairing()
+        self._good_logs: set[str] = set()
+        self.events = 0
+
+    @property
+    def pending(self) -> dict[int, AnyClientEvent]:
+        """Invocations still open at the point the reader has reached."""
+        return self._pairing.pending
+
+    def __iter__(self) -> Iterator[Step]:
+        if self._stream is not None:
+            yield from self._steps(self._stream)
+            return
+        try:
+            stream = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as error:
+            raise HistoryError(self.path, 0, f"cannot open history: {error.strerror}") from None
+        with stream:
+            yield from self._steps(stream)
+
+    def _steps(self, stream: IO[bytes]) -> Iterator[Step]:
+        decode = _client_decoder.decode
+        observe = self._pairing.observe
+        check_value = self._check_value
+        expected = 0
+        for lineno, line in enumerate(stream, 1):
+            try:
+                event: Event = decode(line)
+            except (msgspec.ValidationError, msgspec.DecodeError) as error:
+                event = self._decode_slow(line, lineno, error)
+            if event.index != expected:
+                self._fail(
+                    lineno,
+                    f"index {event.index} out of sequence: expected {expected} "
+                    "(indices are dense from 0, one event per line)",
+                )
+            expected += 1
+            if type(event) is NemesisEvent:
+                yield event, None
+                continue
+            try:
+                invoke = observe(event)
+            except PairingError as error:
+                self._fail(lineno, str(error))
+            if event.value is not None:
+                check_value(event, invoke, lineno)
+            yield event, invoke
+        self.events = expected
+
+    def _decode_slow(
+        self, line: bytes, lineno: int, error: msgspec.ValidationError | msgspec.DecodeError
+    ) -> Event:
+        """Decode a line the fast client decoder refused: a nemesis event, or an error."""
+        if isinstance(error, msgspec.DecodeError) and not isinstance(
+            error, msgspec.ValidationError
+        ):
+            if not line.endswith(b"\n"):
+                self._fail(lineno, "truncated last line (no newline; was the writer cut off?)")
+            if not line.strip():
+                self._fail(lineno, "empty line (each line must hold one JSON event)")
+            self._fail(lineno, f"not valid JSON: {error}")
+        try:
+            return _nemesis_decoder.decode(line)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        message = str(error)
+        raw = msgspec.json.decode(line)
+        if isinstance(raw, dict):
+            if message.endswith("`$.f`") or "missing required field `f`" in message:
+                if "f" not in raw:
+                    self._fail(lineno, "event has no `f` field")
+                self._fail(
+                    lineno,
+                    f"unknown f {raw['f']!r} for client process {raw.get('process')!r} "
+                    f"(expected one of {', '.join(CLIENT_FS)}; "
+                    "nemesis events need process \"nemesis\")",
+                )
+            if message.endswith("`$.type`"):
+                self._fail(
+                    lineno,
+                    f"unknown type {raw.get('type')!r} (expected one of {', '.join(EVENT_TYPES)})",
+                )
+        self._fail(lineno, f"invalid event: {message}")
+
+    def _check_value(
+        self, event: AnyClientEvent, invoke: AnyClientEvent | None, lineno: int
+    ) -> None:
+        """Validate what the typed decode cannot: log names and send completions."""
+        good = self._good_logs
+        kind = type(event)
+        try:
+            if kind is Poll:
+                for name in event.value:
+                    if name not in good:
+                        split_log(name)
+                        good.add(name)
+            elif kind is Send:
+                if invoke is not None and invoke.value is not None:
+                    sent = [m.value for m in invoke.value]
+                    if [m.value for m in event.value] != sent:
+                        raise ValueError(
+                            f"send completion lists values {[m.value for m in event.value]} "
+                            f"but its invoke at index {invoke.index} listed {sent}"
+                        )
+            elif kind is Commit:
+                for name in event.value:
+                    if name not in good:
+                        split_log(name)
+                        good.add(name)
+            elif kind is Assign:
+                for name in event.value.logs:
+                    split_log(name)
+            elif kind is Subscribe:
+                for topic in event.value.topics:
+                    if "/" in topic:
+                        raise ValueError(f"subscribe names topics, not logs: {topic!r}")
+            if event.assignment is not None:
+                for name in event.assignment:
+                    split_log(name)
+        except ValueError as error:
+            self._fail(lineno, str(error))
+
+    def _fail(self, lineno: int, problem: str) -> NoReturn:
+        raise HistoryError(self.path, lineno, problem)
+
+
+def read_history(path: str) -> Iterator[Step]:
+    """Yield `(event, invoke)` for each event of the history file at `path`."""
+    return iter(HistoryReader(path))
