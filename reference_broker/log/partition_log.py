@@ -1,0 +1,765 @@
+"""The log of one partition: segments of verbatim v2 batches, offsets, durability.
+
+A `PartitionLog` owns the directory `<topic>-<partition>/` in a node's storage.
+Appends are synchronous and touch only batch headers; `flush` (fsync) and `close`
+are the async edges. Opening a log recovers it: every batch of every segment is
+checked (framing, magic, CRC-32C, increasing offsets) and the log is cut at the
+first bad byte, so a torn or corrupt tail is never served.
+
+Offsets: `log_start_offset` (first offset kept by retention), `log_end_offset`
+(LEO, the next offset to assign) and `high_watermark` (set by the broker: the
+offset below which data is replicated enough to be read by consumers).
+
+Durability follows Kafka's flush.messages / flush.ms: the log counts unflushed
+records and tells the broker when a flush is due (`flush_due`); the broker awaits
+`flush()` (on the produce path for flush.messages, from a timer for flush.ms).
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+
+from reference_broker.env import Clock, Storage, StorageFile
+from reference_broker.errors import (
+    KafkaStorageError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+)
+from reference_broker.log.config import LogConfig
+from reference_broker.log.epoch_cache import LeaderEpochCache
+from reference_broker.log.producer_state import (
+    SNAPSHOT_SUFFIX,
+    PlannedBatch,
+    ProducerStateEntry,
+    ProducerStateManager,
+)
+from reference_broker.log.record_batch import (
+    BatchHeader,
+    assign_offset_and_epoch,
+    iter_batches,
+    record_timestamps,
+    set_log_append_time,
+    validate_batch,
+    validate_client_batch,
+)
+from reference_broker.log.segment import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    BatchInfo,
+    LogSegment,
+    ScanStop,
+    file_name,
+    parse_file_name,
+)
+
+HIGH_WATERMARK_FILE = "high-watermark.checkpoint"
+_HW_RECORD = struct.Struct(">qI")
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where an append landed (or, for a duplicate, where the original landed)."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time: int  # -1 for CreateTime
+    log_start_offset: int
+    duplicate: bool
+    record_count: int
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Whole batches for a fetch, with the partition's offsets at read time."""
+
+    records: bytes
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What `PartitionLog.open` found and cut."""
+
+    segments: int
+    batches: int
+    truncated_bytes: int
+    deleted_segments: int
+    reason: str | None
+
+
+def parse_partition_dir(directory: str) -> tuple[str, int]:
+    """(topic, partition) from a directory named `<topic>-<partition>`."""
+    name = directory.rstrip("/").rsplit("/", 1)[-1]
+    topic, sep, number = name.rpartition("-")
+    if not sep or not topic or not number.isdigit():
+        raise ValueError(f"partition directory {directory!r} is not named <topic>-<partition>")
+    return topic, int(number)
+
+
+class PartitionLog:
+    """A partition's segmented log. Create with `PartitionLog.open`."""
+
+    def __init__(self, storage: Storage, directory: str, config: LogConfig, clock: Clock) -> None:
+        self.storage = storage
+        self.directory = directory.rstrip("/")
+        self.topic, self.partition = parse_partition_dir(self.directory)
+        self.config = config
+        self._clock = clock
+        self._segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self._producers = ProducerStateManager()
+        self._epochs = LeaderEpochCache()
+        self._log_end_offset = 0
+        self._high_watermark = 0
+        self._recovery_point = 0
+        self._unflushed_messages = 0
+        self._last_flush_ms = clock.now_ms()
+        self._dirty: set[LogSegment] = set()
+        self._unsynced_files: list[StorageFile] = []
+        self._dir_dirty = False
+        self._flush_lock = trio.Lock()
+        self._closed = False
+        self.recovery: RecoveryReport | None = None
+
+    # --- opening and recovery -------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, storage: Storage, directory: str, config: LogConfig, clock: Clock
+    ) -> PartitionLog:
+        """Open (creating if needed) and recover the log in `directory`."""
+        log = cls(storage, directory, config, clock)
+        storage.makedirs(log.directory)
+        log._recover()
+        return log
+
+    def _recover(self) -> None:
+        names = self.storage.listdir(self.directory)
+        bases = sorted(b for b in (parse_file_name(n, LOG_SUFFIX) for n in names) if b is not None)
+        # Index files without their log are leftovers of a deleted segment.
+        for name in names:
+            for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                base = parse_file_name(name, suffix)
+                if base is not None and base not in bases:
+                    self.storage.remove(f"{self.directory}/{name}")
+            if name.endswith(".tmp"):
+                self.storage.remove(f"{self.directory}/{name}")
+        now = self._clock.now_ms()
+        if not bases:
+            bases = [0]
+        batches = 0
+        truncated = 0
+        deleted = 0
+        reason: str | None = None
+        next_offset = bases[0]
+        for i, base in enumerate(bases):
+            segment = self._new_segment(base, created_ms=now, track=False)
+            if reason is not None:
+                # Everything after the first bad byte goes, whole segments included.
+                truncated += segment.size
+                segment.delete()
+                deleted += 1
+                continue
+            size_before = segment.log.size()
+            headers, stop = segment.recover(next_offset)
+            batches += len(headers)
+            for header in headers:
+                self._epochs.assign(header.partition_leader_epoch, header.base_offset)
+            self._append_segment(segment)
+            next_offset = segment.next_offset
+            if stop is not None:
+                truncated += size_before - stop.position
+                reason = (
+                    f"{self.directory}/{file_name(base, LOG_SUFFIX)} byte {stop.position}: "
+                    f"{stop.reason}"
+                )
+                if i + 1 < len(bases):
+                    self._dirty.add(segment)
+        if reason is not None:
+            self._dir_dirty = True
+        self._log_end_offset = self._active.next_offset
+        self._recovery_point = self._log_end_offset
+        self._high_watermark = min(self._read_high_watermark(), self._log_end_offset)
+        self._high_watermark = max(self._high_watermark, self.log_start_offset)
+        self._rebuild_producer_state()
+        self.recovery = RecoveryReport(len(self._segments), batches, truncated, deleted, reason)
+
+    def _new_segment(self, base: int, *, created_ms: int, track: bool = True) -> LogSegment:
+        segment = LogSegment(
+            self.storage,
+            self.directory,
+            base,
+            index_interval_bytes=self.config.index_interval_bytes,
+            created_ms=created_ms,
+        )
+        if track:
+            self._append_segment(segment)
+        return segment
+
+    def _append_segment(self, segment: LogSegment) -> None:
+        self._segments.append(segment)
+        self._bases.append(segment.base_offset)
+
+    @property
+    def _active(self) -> LogSegment:
+        return self._segments[-1]
+
+    def _snapshot_offsets(self) -> list[int]:
+        offsets = (
+            parse_file_name(n, SNAPSHOT_SUFFIX) for n in self.storage.listdir(self.directory)
+        )
+        return sorted(o for o in offsets if o is not None)
+
+    def _rebuild_producer_state(self) -> None:
+        """Load the newest usable snapshot at or below the LEO and replay the log after it."""
+        self._producers = ProducerStateManager()
+        start = self.log_start_offset
+        for offset in reversed(self._snapshot_offsets()):
+            path = f"{self.directory}/{file_name(offset, SNAPSHOT_SUFFIX)}"
+            if offset > self._log_end_offset:
+                self.storage.remove(path)  # describes data the log no longer has
+                continue
+            f = self.storage.open(path, create=False)
+            try:
+                data = f.read(0, f.size())
+            finally:
+                f.close()
+            try:
+                self._producers = ProducerStateManager.from_snapshot(data)
+            except ValueError:
+                self.storage.remove(path)
+                continue
+            start = offset
+            break
+        for segment in self._segments[self._segment_index(start) :]:
+            found = segment.find(start)
+            if found is None:
+                continue
+            for _, header in segment.iter_batches_from(found[0]):
+                if header.base_offset >= start:
+                    self._producers.replay(header)
+
+    def _read_high_watermark(self) -> int:
+        path = f"{self.directory}/{HIGH_WATERMARK_FILE}"
+        if not self.storage.exists(path):
+            return 0
+        f = self.storage.open(path, create=False)
+        try:
+            data = f.read(0, _HW_RECORD.size)
+        finally:
+            f.close()
+        if len(data) != _HW_RECORD.size:
+            return 0
+        hw, check = _HW_RECORD.unpack(data)
+        return hw if check == _hw_check(hw) else 0
+
+    # --- offsets ----------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        """The first offset still in the log."""
+        return self._segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """The offset the next appended record will get (LEO)."""
+        return self._log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """The offset below which records are committed (set by the broker)."""
+        return self._high_watermark
+
+    @property
+    def recovery_point(self) -> int:
+        """Offsets below this were fsynced by the last completed flush."""
+        return self._recovery_point
+
+    @property
+    def latest_epoch(self) -> int:
+        """The newest leader epoch written in this log (-1 when none)."""
+        return self._epochs.latest_epoch
+
+    @property
+    def size_in_bytes(self) -> int:
+        """Total bytes of all segments."""
+        return sum(s.size for s in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        """Number of segments (the active one included)."""
+        return len(self._segments)
+
+    @property
+    def segment_base_offsets(self) -> list[int]:
+        """Base offsets of the segments, oldest first."""
+        return list(self._bases)
+
+    def update_high_watermark(self, offset: int) -> None:
+        """Advance the high watermark; never backwards, never past the LEO."""
+        offset = min(offset, self._log_end_offset)
+        if offset > self._high_watermark:
+            self._high_watermark = offset
+
+    # --- appends ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KafkaStorageError(f"log {self.directory} is closed")
+
+    def append_as_leader(self, records: bytes, leader_epoch: int) -> AppendResult:
+        """Append a produce request's batches for this partition, all or nothing.
+
+        Assigns offsets from the LEO and stamps `leader_epoch`; checks size limits,
+        framing, magic, CRC-32C and idempotent producer state. A retried batch that
+        this partition already holds is answered with its original offsets and
+        nothing is appended (`duplicate=True`).
+        """
+        self._check_open()
+        headers = self._check_batches(records, leader=True)
+        if not headers:
+            return AppendResult(-1, -1, -1, self.log_start_offset, False, 0)
+        planned: list[PlannedBatch] = []
+        offset = self._log_end_offset
+        for header in headers:
+            planned.append(PlannedBatch(header, offset, offset + header.last_offset_delta))
+            offset += header.last_offset_delta + 1
+        pending, duplicate = self._producers.validate(planned)
+        if duplicate is not None:
+            return AppendResult(
+                duplicate.base_offset,
+                duplicate.last_offset,
+                -1,
+                self.log_start_offset,
+                True,
+                duplicate.last_offset - duplicate.base_offset + 1,
+            )
+        buf = bytearray(records)
+        append_time = -1
+        if self.config.message_timestamp_type == "LogAppendTime":
+            append_time = self._clock.now_ms()
+        infos: list[BatchInfo] = []
+        pos = 0
+        for header, plan in zip(headers, planned, strict=True):
+            size = header.size_in_bytes
+            assign_offset_and_epoch(buf, pos, plan.base_offset, leader_epoch)
+            max_timestamp = header.max_timestamp
+            if append_time >= 0:
+                set_log_append_time(buf, pos, size, append_time)
+                max_timestamp = append_time
+            infos.append(BatchInfo(pos, size, plan.base_offset, plan.last_offset, max_timestamp))
+            pos += size
+        self._write(buf, infos)
+        self._producers.install(pending)
+        self._epochs.assign(leader_epoch, planned[0].base_offset)
+        return AppendResult(
+            planned[0].base_offset,
+            planned[-1].last_offset,
+            append_time,
+            self.log_start_offset,
+            False,
+            sum(h.record_count for h in headers),
+        )
+
+    def append_as_follower(self, records: bytes) -> AppendResult:
+        """Append batches replicated from a leader, keeping their offsets and epochs.
+
+        The batches must start at or after the LEO and their offsets must increase;
+        producer state is updated from them without validation (the leader did it).
+        """
+        self._check_open()
+        headers = self._check_batches(records, leader=False)
+        if not headers:
+            return AppendResult(-1, -1, -1, self.log_start_offset, False, 0)
+        expected = self._log_end_offset
+        infos: list[BatchInfo] = []
+        pos = 0
+        for header in headers:
+            if header.base_offset < expected:
+                raise OffsetOutOfRangeError(
+                    f"replicated batch at offset {header.base_offset} does not follow the "
+                    f"log end offset {expected} of {self.directory}; truncate first"
+                )
+            infos.append(
+                BatchInfo(
+                    pos,
+                    header.size_in_bytes,
+                    header.base_offset,
+                    header.last_offset,
+                    header.max_timestamp,
+                )
+            )
+            expected = header.last_offset + 1
+            pos += header.size_in_bytes
+        self._write(bytes(records), infos)
+        for header in headers:
+            self._producers.replay(header)
+            self._epochs.assign(header.partition_leader_epoch, header.base_offset)
+        return AppendResult(
+            headers[0].base_offset,
+            headers[-1].last_offset,
+            -1,
+            self.log_start_offset,
+            False,
+            sum(h.record_count for h in headers),
+        )
+
+    def _check_batches(self, records: bytes, *, leader: bool) -> list[BatchHeader]:
+        headers: list[BatchHeader] = []
+        total = len(records)
+        if total > self.config.segment_bytes:
+            raise RecordListTooLargeError(
+                f"{total} bytes of batches exceed segment.bytes={self.config.segment_bytes} "
+                f"of {self.directory}"
+            )
+        for header, raw in iter_batches(records):
+            if leader and header.size_in_bytes > self.config.max_message_bytes:
+                raise MessageTooLargeError(
+                    f"record batch of {header.size_in_bytes} bytes exceeds "
+                    f"max.message.bytes={self.config.max_message_bytes} of {self.directory}"
+                )
+            validate_batch(header, raw)
+            if leader:
+                validate_client_batch(header, self.config.max_message_bytes)
+            headers.append(header)
+        return headers
+
+    def _write(self, data: bytes | bytearray, infos: list[BatchInfo]) -> None:
+        segment = self._maybe_roll(len(data), infos[0].max_timestamp)
+        try:
+            segment.append(data, infos)
+        except OSError as exc:
+            raise KafkaStorageError(f"write to {self.directory} failed: {exc}") from exc
+        self._dirty.add(segment)
+        self._log_end_offset = infos[-1].last_offset + 1
+        self._unflushed_messages += sum(i.last_offset - i.base_offset + 1 for i in infos)
+
+    def _maybe_roll(self, size: int, max_timestamp: int) -> LogSegment:
+        """The segment to append `size` bytes to, rolling a new one as Kafka's maybeRoll."""
+        active = self._active
+        if active.is_empty:
+            return active
+        full = active.size > self.config.segment_bytes - size
+        rolling_ts = active.rolling_timestamp
+        # As Kafka's timeWaitedForRoll: record time since the segment's first batch,
+        # or wall time since the segment was created when batches carry no timestamp.
+        if rolling_ts is not None and rolling_ts >= 0:
+            since = max_timestamp - rolling_ts
+        else:
+            since = self._clock.now_ms() - active.created_ms
+        aged = since > self.config.segment_ms
+        if not (full or aged):
+            return active
+        return self.roll()
+
+    def roll(self) -> LogSegment:
+        """Start a new active segment at the LEO (no-op when the active one is empty)."""
+        self._check_open()
+        if self._active.is_empty:
+            return self._active
+        base = self._log_end_offset
+        self._write_snapshot(base)
+        segment = self._new_segment(base, created_ms=self._clock.now_ms())
+        self._dir_dirty = True
+        return segment
+
+    def _write_snapshot(self, offset: int) -> None:
+        # Written without fsync on the append path; flush() fsyncs it, and a torn
+        # snapshot fails its CRC at open and is ignored.
+        path = f"{self.directory}/{file_name(offset, SNAPSHOT_SUFFIX)}"
+        f = self.storage.open(path)
+        f.truncate(0)
+        f.append(self._producers.snapshot_bytes())
+        self._unsynced_files.append(f)
+        self._dir_dirty = True
+
+    # --- reads ------------------------------------------------------------------------
+
+    def _segment_index(self, offset: int) -> int:
+        return max(bisect_right(self._bases, offset) - 1, 0)
+
+    def read(
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        max_offset: int | None = None,
+        min_one: bool = True,
+    ) -> ReadResult:
+        """Whole batches from the one containing `offset`, Kafka's fetch semantics.
+
+        Returns batches while they fit in `max_bytes` (the first one always when
+        `min_one`, even if larger), none reaching `max_offset` (e.g. the high
+        watermark for consumers). Raises OffsetOutOfRangeError when `offset` is
+        below the log start offset or beyond the LEO.
+        """
+        self._check_open()
+        lso, leo = self.log_start_offset, self._log_end_offset
+        if offset < lso or offset > leo:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self.directory}: "
+                f"log start offset {lso}, log end offset {leo}"
+            )
+        limit = leo if max_offset is None else min(max_offset, leo)
+        parts: list[bytes] = []
+        remaining = max_bytes
+        if offset < limit:
+            for segment in self._segments[self._segment_index(offset) :]:
+                if segment.base_offset >= limit:
+                    break
+                found = segment.find(offset)
+                if found is None:
+                    continue
+                position, _ = found
+                chunk = segment.read(position, remaining, limit, min_one and not parts)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                remaining -= len(chunk)
+                if remaining <= 0 or segment.next_offset >= limit:
+                    break
+                # Continue only if this segment was read to its end.
+                if position + len(chunk) < segment.size:
+                    break
+                offset = segment.next_offset
+        return ReadResult(b"".join(parts), self._high_watermark, lso, leo)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= `timestamp_ms`.
+
+        As Kafka's ListOffsets: the first batch whose max timestamp reaches the target,
+        then the first record in it that does (uncompressed batches; for compressed
+        ones the batch's base offset and max timestamp). None when no record does.
+        """
+        self._check_open()
+        for segment in self._segments:
+            if segment.max_timestamp < timestamp_ms:
+                continue
+            start = segment.time_lookup_position(timestamp_ms)
+            for position, header in segment.iter_batches_from(start):
+                if header.max_timestamp < timestamp_ms:
+                    continue
+                if header.is_log_append_time:
+                    return header.base_offset, header.max_timestamp
+                raw = segment.log.read(position, header.size_in_bytes)
+                for offset, ts in record_timestamps(header, raw):
+                    if ts >= timestamp_ms and offset >= self.log_start_offset:
+                        return offset, ts
+                return header.base_offset, header.max_timestamp
+        return None
+
+    def end_offset_for_epoch(self, leader_epoch: int) -> tuple[int, int]:
+        """(epoch, end offset) for OffsetForLeaderEpoch, Kafka's semantics."""
+        return self._epochs.end_offset_for(leader_epoch, self._log_end_offset)
+
+    def producer_state(self) -> Mapping[int, ProducerStateEntry]:
+        """Read-only view: producer id -> epoch and last batches."""
+        return self._producers.view()
+
+    # --- truncation and retention -----------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Cut the log so that the LEO is at most `offset` (follower truncation).
+
+        As Kafka, a batch containing `offset` goes whole, so the LEO may end below
+        `offset`. Below the log start offset the log is emptied and restarts there.
+        """
+        self._check_open()
+        if offset >= self._log_end_offset:
+            return
+        if offset < self.log_start_offset:
+            self._truncate_fully_and_start_at(offset)
+            return
+        index = self._segment_index(offset)
+        for segment in self._segments[index + 1 :]:
+            self._dirty.discard(segment)
+            segment.delete()
+        del self._segments[index + 1 :]
+        del self._bases[index + 1 :]
+        segment = self._segments[index]
+        found = segment.find(offset)
+        if found is not None:
+            segment.truncate_to_position(found[0])
+        self._dirty.add(segment)
+        self._dir_dirty = True
+        self._after_truncation(segment.next_offset)
+
+    def _truncate_fully_and_start_at(self, offset: int) -> None:
+        for segment in self._segments:
+            self._dirty.discard(segment)
+            segment.delete()
+        self._segments.clear()
+        self._bases.clear()
+        for snapshot in self._snapshot_offsets():
+            self.storage.remove(f"{self.directory}/{file_name(snapshot, SNAPSHOT_SUFFIX)}")
+        self._new_segment(offset, created_ms=self._clock.now_ms())
+        self._dir_dirty = True
+        self._epochs.clear()
+        self._high_watermark = offset
+        self._after_truncation(offset)
+
+    def _after_truncation(self, leo: int) -> None:
+        self._log_end_offset = leo
+        self._high_watermark = min(self._high_watermark, leo)
+        self._recovery_point = min(self._recovery_point, leo)
+        self._epochs.truncate_from_end(leo)
+        self._unflushed_messages = min(self._unflushed_messages, leo - self._recovery_point)
+        self._unsynced_files = [f for f in self._unsynced_files if _still_valid(f, leo)]
+        self._rebuild_producer_state()
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Delete old segments per retention.ms and retention.bytes; returns how many.
+
+        Only whole segments below the high watermark go, never the active one; the
+        log start offset moves to the first remaining segment.
+        """
+        self._check_open()
+        deleted = 0
+        if self.config.retention_ms >= 0:
+            while self._deletable() and (
+                now_ms - self._segments[0].largest_timestamp > self.config.retention_ms
+            ):
+                self._delete_oldest()
+                deleted += 1
+        if self.config.retention_bytes >= 0:
+            excess = self.size_in_bytes - self.config.retention_bytes
+            while self._deletable() and excess - self._segments[0].size >= 0:
+                excess -= self._segments[0].size
+                self._delete_oldest()
+                deleted += 1
+        if deleted:
+            lso = self.log_start_offset
+            self._epochs.truncate_from_start(lso)
+            self._high_watermark = max(self._high_watermark, lso)
+            self._recovery_point = max(self._recovery_point, lso)
+            for snapshot in self._snapshot_offsets():
+                if snapshot < lso:
+                    self.storage.remove(f"{self.directory}/{file_name(snapshot, SNAPSHOT_SUFFIX)}")
+        return deleted
+
+    def _deletable(self) -> bool:
+        # Never the active segment, and never data the high watermark has not passed.
+        return len(self._segments) > 1 and self._bases[1] <= self._high_watermark
+
+    def _delete_oldest(self) -> None:
+        segment = self._segments.pop(0)
+        self._bases.pop(0)
+        self._dirty.discard(segment)
+        segment.delete()
+        self._dir_dirty = True
+
+    # --- durability -------------------------------------------------------------------
+
+    @property
+    def unflushed_messages(self) -> int:
+        """Records appended since the last completed flush."""
+        return self._unflushed_messages
+
+    def flush_due(self, now_ms: int) -> bool:
+        """Whether flush.messages or flush.ms asks for a flush now (`now_ms` from the Clock)."""
+        if self._unflushed_messages <= 0:
+            return False
+        messages = self.config.flush_messages
+        if messages is not None and self._unflushed_messages >= messages:
+            return True
+        interval = self.config.flush_ms
+        return interval is not None and now_ms - self._last_flush_ms >= interval
+
+    async def flush(self) -> None:
+        """fsync every segment written since the last flush, its indexes and snapshots."""
+        async with self._flush_lock:
+            if self._closed:
+                return
+            pending = self._unflushed_messages
+            target = self._log_end_offset
+            dirty = sorted(self._dirty, key=lambda s: s.base_offset)
+            self._dirty.clear()
+            unsynced, self._unsynced_files = self._unsynced_files, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            try:
+                for segment in dirty:
+                    await segment.flush()
+                for f in unsynced:
+                    await f.fsync()
+                    f.close()
+                if dir_dirty:
+                    await self.storage.fsync_dir(self.directory)
+            except BaseException:
+                # Not durable: a later flush must try again.
+                self._dirty.update(s for s in dirty if not s.closed)
+                self._unsynced_files[:0] = unsynced
+                self._dir_dirty = self._dir_dirty or dir_dirty
+                raise
+            self._unflushed_messages = max(self._unflushed_messages - pending, 0)
+            self._recovery_point = max(self._recovery_point, min(target, self._log_end_offset))
+            self._last_flush_ms = self._clock.now_ms()
+
+    async def checkpoint_high_watermark(self) -> None:
+        """Persist the high watermark durably (Kafka's replication-offset-checkpoint)."""
+        tmp = f"{self.directory}/{HIGH_WATERMARK_FILE}.tmp"
+        f = self.storage.open(tmp)
+        try:
+            f.truncate(0)
+            f.append(_HW_RECORD.pack(self._high_watermark, _hw_check(self._high_watermark)))
+            await f.fsync()
+        finally:
+            f.close()
+        self.storage.rename(tmp, f"{self.directory}/{HIGH_WATERMARK_FILE}")
+        await self.storage.fsync_dir(self.directory)
+
+    async def close(self) -> None:
+        """Flush everything, snapshot producer state at the LEO, release the files."""
+        if self._closed:
+            return
+        if not self._active.is_empty or self._producers.view():
+            self._write_snapshot(self._log_end_offset)
+        await self.flush()
+        await self.checkpoint_high_watermark()
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Release the files without flushing (unsynced data stays as the storage keeps it)."""
+        self._closed = True
+        for segment in self._segments:
+            segment.close()
+        for f in self._unsynced_files:
+            f.close()
+        self._unsynced_files = []
+
+    def delete(self) -> None:
+        """Close the log and remove its directory with everything in it."""
+        self.close_now()
+        if self.storage.exists(self.directory):
+            self.storage.remove(self.directory)
+
+
+def _hw_check(hw: int) -> int:
+    return (hw * 2654435761 + 0x5BD1E995) & 0xFFFFFFFF
+
+
+def _still_valid(f: StorageFile, leo: int) -> bool:
+    name = f.path.rsplit("/", 1)[-1]
+    offset = parse_file_name(name, SNAPSHOT_SUFFIX)
+    if offset is not None and offset > leo:
+        f.close()
+        return False
+    return True
+
+
+__all__ = [
+    "AppendResult",
+    "PartitionLog",
+    "ReadResult",
+    "RecoveryReport",
+    "ScanStop",
+    "parse_partition_dir",
+]

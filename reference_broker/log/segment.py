@@ -1,0 +1,368 @@
+"""One segment of a partition log: a `.log` file of batches and its sparse indexes.
+
+Kafka's layout: `<20-digit base offset>.log` holds whole v2 batches back to back;
+`.index` holds 8-byte entries (int32 offset relative to the base, int32 byte
+position), one every index.interval.bytes, each naming the last offset of the batch
+that starts at that position; `.timeindex` holds 12-byte entries (int64 max
+timestamp so far, int32 relative offset) written at the same moments.
+
+The indexes live in memory as sorted lists and are appended to their files as they
+grow. Recovery rebuilds them from the `.log`, the only file whose bytes are trusted.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from reference_broker.env import Storage, StorageFile
+from reference_broker.errors import CorruptRecordError
+from reference_broker.log.record_batch import (
+    CURRENT_MAGIC,
+    HEADER_SIZE,
+    BatchHeader,
+    compute_crc,
+    parse_header,
+)
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+
+_INDEX_ENTRY = struct.Struct(">ii")
+_TIME_ENTRY = struct.Struct(">qi")
+_SCAN_CHUNK = 1 << 20
+
+
+def file_name(base_offset: int, suffix: str) -> str:
+    """Kafka's file name for a segment file: the base offset in 20 digits."""
+    return f"{base_offset:020d}{suffix}"
+
+
+def parse_file_name(name: str, suffix: str) -> int | None:
+    """The base offset in a segment file name, or None when the name is not one."""
+    if not name.endswith(suffix):
+        return None
+    stem = name[: -len(suffix)]
+    if len(stem) != 20 or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What the log remembers of a batch: where it is and which offsets it holds."""
+
+    position: int
+    size: int
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStop:
+    """Why and where a recovery scan stopped before the end of a segment."""
+
+    position: int
+    reason: str
+
+
+class LogSegment:
+    """A segment's files and in-memory indexes; sizes and positions are in bytes."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        directory: str,
+        base_offset: int,
+        *,
+        index_interval_bytes: int,
+        created_ms: int,
+    ) -> None:
+        self.storage = storage
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.created_ms = created_ms
+        self.log: StorageFile = storage.open(self._path(LOG_SUFFIX))
+        self.index: StorageFile = storage.open(self._path(INDEX_SUFFIX))
+        self.time_index: StorageFile = storage.open(self._path(TIME_INDEX_SUFFIX))
+        self.size = self.log.size()
+        self.closed = False
+        self._reset_memory()
+
+    def _reset_memory(self) -> None:
+        self.next_offset = self.base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = -1
+        # segment.ms counts from the first batch's max timestamp, as in Kafka.
+        self.rolling_timestamp: int | None = None
+        self._index_offsets: list[int] = []
+        self._index_positions: list[int] = []
+        self._time_stamps: list[int] = []
+        self._time_offsets: list[int] = []
+        self._bytes_since_index = 0
+
+    def _path(self, suffix: str) -> str:
+        return f"{self.directory}/{file_name(self.base_offset, suffix)}"
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the segment holds no batch."""
+        return self.size == 0
+
+    @property
+    def largest_timestamp(self) -> int:
+        """The newest record timestamp in the segment, or its creation time when empty."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.created_ms
+
+    def index_entry_count(self) -> int:
+        """How many offset-index entries the segment has (for tests and tools)."""
+        return len(self._index_offsets)
+
+    # --- writing ---------------------------------------------------------------------
+
+    def append(self, data: bytes | bytearray, batches: list[BatchInfo]) -> None:
+        """Append whole batches; each BatchInfo position is relative to `data`'s start."""
+        start = self.size
+        self.log.append(bytes(data))
+        self.size += len(data)
+        for batch in batches:
+            self._track(start + batch.position, batch, write_index=True)
+
+    def _track(self, position: int, batch: BatchInfo, *, write_index: bool) -> None:
+        if self.rolling_timestamp is None:
+            self.rolling_timestamp = batch.max_timestamp
+        if batch.max_timestamp > self.max_timestamp:
+            self.max_timestamp = batch.max_timestamp
+            self.offset_of_max_timestamp = batch.last_offset
+        if self._bytes_since_index > self.index_interval_bytes:
+            self._add_index_entry(batch.last_offset, position, write_index)
+            self._bytes_since_index = 0
+        self._bytes_since_index += batch.size
+        self.next_offset = batch.last_offset + 1
+
+    def _add_index_entry(self, last_offset: int, position: int, write: bool) -> None:
+        self._index_offsets.append(last_offset)
+        self._index_positions.append(position)
+        if write:
+            self.index.append(_INDEX_ENTRY.pack(last_offset - self.base_offset, position))
+        if not self._time_stamps or self.max_timestamp > self._time_stamps[-1]:
+            self._time_stamps.append(self.max_timestamp)
+            self._time_offsets.append(self.offset_of_max_timestamp)
+            if write:
+                self.time_index.append(
+                    _TIME_ENTRY.pack(
+                        self.max_timestamp, self.offset_of_max_timestamp - self.base_offset
+                    )
+                )
+
+    def _rewrite_index_files(self) -> None:
+        self.index.truncate(0)
+        self.index.append(
+            b"".join(
+                _INDEX_ENTRY.pack(off - self.base_offset, pos)
+                for off, pos in zip(self._index_offsets, self._index_positions, strict=True)
+            )
+        )
+        self.time_index.truncate(0)
+        self.time_index.append(
+            b"".join(
+                _TIME_ENTRY.pack(ts, off - self.base_offset)
+                for ts, off in zip(self._time_stamps, self._time_offsets, strict=True)
+            )
+        )
+
+    # --- recovery and truncation -------------------------------------------------------
+
+    def recover(
+        self, first_offset: int, *, check_crc: bool = True
+    ) -> tuple[list[BatchHeader], ScanStop | None]:
+        """Rebuild the in-memory state from the `.log` and cut off any invalid tail.
+
+        Walks every batch checking framing (length, magic), CRC-32C when `check_crc`,
+        and offsets that only grow from `first_offset`. At the first bad batch the
+        file is truncated there. Returns the headers of the valid batches (for
+        producer state and leader epochs) and where the scan stopped, if it stopped
+        early. The index files are rewritten from the rebuilt entries.
+        """
+        self._reset_memory()
+        self.next_offset = max(first_offset, self.base_offset)
+        headers: list[BatchHeader] = []
+        stop: ScanStop | None = None
+        file_size = self.log.size()
+        pos = 0
+        for position, header, item in self._scan(0, file_size, want_raw=check_crc):
+            if isinstance(item, str):
+                stop = ScanStop(position, item)
+                break
+            assert header is not None
+            reason = _offset_problem(header, self.next_offset)
+            if reason is None and item is not None:
+                actual = compute_crc(item)
+                if actual != header.crc:
+                    reason = (
+                        f"CRC-32C mismatch (stored {header.crc:#010x}, computed {actual:#010x})"
+                    )
+            if reason is not None:
+                stop = ScanStop(position, reason)
+                break
+            size = header.size_in_bytes
+            info = BatchInfo(
+                position, size, header.base_offset, header.last_offset, header.max_timestamp
+            )
+            self._track(position, info, write_index=False)
+            headers.append(header)
+            pos = position + size
+        self.size = pos
+        if pos < file_size:
+            self.log.truncate(pos)
+        self._rewrite_index_files()
+        return headers, stop
+
+    def _scan(
+        self, start: int, end: int, *, want_raw: bool
+    ) -> Iterator[tuple[int, BatchHeader | None, memoryview | str | None]]:
+        """Yield (position, header, raw bytes or None) per batch; a reason string at junk.
+
+        Reads the file in large chunks so that scanning many small batches costs few
+        reads; a batch larger than a chunk is read whole when its bytes are wanted.
+        """
+        pos = start
+        chunk = b""
+        chunk_start = start
+        while pos < end:
+            remaining = end - pos
+            if remaining < HEADER_SIZE:
+                yield pos, None, f"torn batch header: only {remaining} bytes at the end"
+                return
+            rel = pos - chunk_start
+            if rel + HEADER_SIZE > len(chunk):
+                chunk = self.log.read(pos, min(_SCAN_CHUNK, remaining))
+                chunk_start, rel = pos, 0
+            header = parse_header(chunk, rel)
+            problem = _framing_problem(header, remaining)
+            if problem is not None:
+                yield pos, header, problem
+                return
+            size = header.size_in_bytes
+            raw: memoryview | None = None
+            if want_raw:
+                if rel + size > len(chunk):
+                    chunk = self.log.read(pos, max(size, min(_SCAN_CHUNK, remaining)))
+                    chunk_start, rel = pos, 0
+                raw = memoryview(chunk)[rel : rel + size]
+            yield pos, header, raw
+            pos += size
+
+    def truncate_to_position(self, position: int) -> None:
+        """Cut the segment at a batch boundary and rebuild its in-memory state."""
+        self.log.truncate(position)
+        self.size = position
+        self.recover(self.base_offset, check_crc=False)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def _index_lookup(self, offset: int) -> int:
+        """Byte position to start scanning from for `offset` (Kafka's OffsetIndex.lookup)."""
+        i = bisect_right(self._index_offsets, offset)
+        return self._index_positions[i - 1] if i else 0
+
+    def header_at(self, position: int) -> BatchHeader:
+        """The header of the batch at `position` (which must be a batch boundary)."""
+        return parse_header(self.log.read(position, HEADER_SIZE))
+
+    def find(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """The first batch whose last offset is >= `offset`, as (position, header)."""
+        pos = self._index_lookup(offset)
+        while pos < self.size:
+            header = self.header_at(pos)
+            if header.last_offset >= offset:
+                return pos, header
+            pos += header.size_in_bytes
+        return None
+
+    def read(self, position: int, max_bytes: int, max_offset: int, min_one: bool) -> bytes:
+        """Whole batches from `position`: as many as fit in `max_bytes`, the first
+        always when `min_one`, stopping before any batch reaching `max_offset`."""
+        want = min(max(max_bytes, HEADER_SIZE), self.size - position)
+        chunk = self.log.read(position, want)
+        end = 0
+        while end + HEADER_SIZE <= len(chunk):
+            header = parse_header(chunk, end)
+            if header.last_offset >= max_offset:
+                break
+            size = header.size_in_bytes
+            if end + size > len(chunk):
+                if end == 0 and min_one:
+                    return self.log.read(position, size)
+                break
+            if end + size > max_bytes and not (end == 0 and min_one):
+                break
+            end += size
+        return bytes(chunk[:end])
+
+    def iter_batches_from(self, position: int) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch from `position` to the end (no CRC check)."""
+        for pos, header, item in self._scan(position, self.size, want_raw=False):
+            if isinstance(item, str) or header is None:
+                raise CorruptRecordError(f"segment {self._path(LOG_SUFFIX)} at byte {pos}: {item}")
+            yield pos, header
+
+    def time_lookup_position(self, timestamp_ms: int) -> int:
+        """A position before every batch whose max timestamp is >= `timestamp_ms`."""
+        i = bisect_left(self._time_stamps, timestamp_ms)
+        if i == 0:
+            return 0
+        # Every batch up to that offset has max timestamp < timestamp_ms.
+        found = self.find(self._time_offsets[i - 1])
+        return found[0] if found else 0
+
+    # --- durability and lifetime -----------------------------------------------------
+
+    async def flush(self) -> None:
+        """fsync the log and both index files."""
+        for f in (self.log, self.index, self.time_index):
+            if self.closed:
+                return
+            await f.fsync()
+
+    def close(self) -> None:
+        """Release the file handles."""
+        if not self.closed:
+            self.closed = True
+            for f in (self.log, self.index, self.time_index):
+                f.close()
+
+    def delete(self) -> None:
+        """Close and remove the segment's files."""
+        self.close()
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            path = self._path(suffix)
+            if self.storage.exists(path):
+                self.storage.remove(path)
+
+
+def _framing_problem(header: BatchHeader, remaining: int) -> str | None:
+    if header.magic != CURRENT_MAGIC:
+        return f"magic {header.magic} where a v2 batch (magic 2) must start"
+    size = header.size_in_bytes
+    if size < HEADER_SIZE:
+        return f"batch length {header.batch_length} is shorter than a v2 header"
+    if size > remaining:
+        return f"torn batch: header claims {size} bytes, only {remaining} remain"
+    return None
+
+
+def _offset_problem(header: BatchHeader, expected_next: int) -> str | None:
+    if header.last_offset_delta < 0:
+        return f"negative lastOffsetDelta {header.last_offset_delta}"
+    if header.base_offset < expected_next:
+        return (
+            f"batch base offset {header.base_offset} does not follow the previous "
+            f"batch (expected at least {expected_next})"
+        )
+    return None
