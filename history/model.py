@@ -7,7 +7,7 @@ envelope and gives each operation's value its own shape. Nemesis events have fre
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -46,6 +46,9 @@ class SubscribeValue(msgspec.Struct, forbid_unknown_fields=True):
 class ClientEvent(msgspec.Struct, tag_field="f", kw_only=True):
     """Fields common to every client event; subclasses fix `f` and the shape of `value`."""
 
+    # The operation; the tag msgspec decodes by, also readable as an attribute.
+    f: ClassVar[str]
+
     index: int
     time: int
     process: int
@@ -59,36 +62,42 @@ class ClientEvent(msgspec.Struct, tag_field="f", kw_only=True):
 class Send(ClientEvent, tag="send", kw_only=True):
     """Produce messages; the completion lists them again with partition and offset."""
 
+    f: ClassVar[str] = "send"
     value: list[Message] | None
 
 
 class Poll(ClientEvent, tag="poll", kw_only=True):
     """One consumer poll; the completion maps each log to the records it returned."""
 
+    f: ClassVar[str] = "poll"
     value: PollResult | None
 
 
 class Assign(ClientEvent, tag="assign", kw_only=True):
     """Manually assign logs to the process's consumer."""
 
+    f: ClassVar[str] = "assign"
     value: AssignValue | None
 
 
 class Subscribe(ClientEvent, tag="subscribe", kw_only=True):
     """Subscribe the process's consumer to topics as a member of a group."""
 
+    f: ClassVar[str] = "subscribe"
     value: SubscribeValue | None
 
 
 class Commit(ClientEvent, tag="commit", kw_only=True):
     """Commit, per log, the next offset to read (as Kafka commits)."""
 
+    f: ClassVar[str] = "commit"
     value: dict[str, int] | None
 
 
 class Crash(ClientEvent, tag="crash", kw_only=True):
     """Tear down the process's client; always completes `info`."""
 
+    f: ClassVar[str] = "crash"
     value: None = None
 
 

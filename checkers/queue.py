@@ -1,0 +1,461 @@
+"""The queue checker: Jepsen's Kafka-checker semantics over one streaming pass.
+
+One pass over the history feeds `QueueChecker`'s handlers, which keep only compact
+per-log version orders (offset -> value), per-value facts (who sent it, how the send
+ended, who first read it, where it was first seen) and per-process cursors. Checks that
+need the final version order (skips across gaps, lost writes, positions of sends whose
+offset was unknown) are recorded as small candidates and settled in `finish`.
+
+Definitions (L is a log, v a value; values are unique per run):
+
+- version order of L: every (offset, value) any poll returned (`ok`, `info` or `fail`
+  alike, as in Jepsen: reads are always supposed to be safe) and every (offset, value)
+  of a send that must have committed (`ok`; an `info` send only where a poll saw it).
+  A *dense index* counts occupied offsets only, so gaps are not skips.
+- inconsistent-offsets: two different values at one offset of L.
+- duplicate: one value observed at two positions (two offsets, or two logs).
+- lost-write: v's send completed `ok` at offset o of L, o is at or below the highest
+  offset any poll returned from L, and no poll ever returned v.
+- unseen: v's send completed `ok`, no poll returned v, and it is not a lost-write
+  (reads never got past it, or its offset is unknown). Uncertainty, not proof.
+- aborted-read: a poll returned v and v's send completed `fail`.
+- precommitted-read: a poll completed (returning v) before any send of v was invoked,
+  i.e. the read saw a value no client had yet offered to the log (or one never sent).
+  Under transactions this will extend to reads before the producing commit.
+- int-poll-skip / int-nonmonotonic-poll: within one poll, consecutive records r1, r2 of
+  L whose dense indices differ by more than one / by less than one.
+- poll-skip / nonmonotonic-poll: for one process, the last record of L in one `ok` poll
+  and the first record of L in its next `ok` poll that returned L, compared the same
+  way. A process's cursors reset on `assign`, `subscribe`, `crash`, any `info`
+  completion and any completion carrying a new `assignment` (a rebalance).
+- int-send-skip / int-nonmonotonic-send: within one send, consecutive messages to L
+  whose positions differ by more than one / less than one dense index.
+- nonmonotonic-send: for one process, its next send's first message to L landed at or
+  before its previous send's last message to L. As in Jepsen, an `assign`/`subscribe`
+  keeps only the send cursors of logs (topics) it still names.
+- key-order: one process sent key k twice, the second send invoked after the first
+  completed, both acknowledged into the same partition, the second at a lower offset.
+- key-split: key k (not null) observed in two partitions of one topic.
+
+Positions of values whose send completed without an offset come from reads; a pair with
+an unknown position proves nothing and is skipped (Jepsen does the same).
+"""
+
+from __future__ import annotations
+
+from checkers.anomalies import Findings
+from checkers.version_order import LogOrder
+from history.model import Message, PollResult
+
+# How many skipped records a skip's evidence lists.
+_SKIPPED_SHOWN = 8
+
+
+class QueueChecker:
+    """Streaming state of the queue checker; feed it events, then call `finish`."""
+
+    def __init__(self, findings: Findings) -> None:
+        self.findings = findings
+        self.logs: dict[str, LogOrder] = {}
+        # Per-topic key -> (partition, first index seeing it there), for key-split.
+        self._key_partition: dict[str, dict[str, tuple[int, int]]] = {}
+        self._key_splits: dict[tuple[str, str], dict[int, int]] = {}
+        # value -> index of the (first) send invoke carrying it.
+        self.send_invoked: dict[int, int] = {}
+        # value -> (log or None, offset or None, completion index) of an `ok` send.
+        self.acked: dict[int, tuple[str | None, int | None, int]] = {}
+        # value -> completion index of a `fail` / `info` send.
+        self.failed: dict[int, int] = {}
+        self.indeterminate: dict[int, int] = {}
+        # value -> index of the first completion of a poll returning it.
+        self.read_by: dict[int, int] = {}
+        # value -> first (log, offset, observing index); later different ones in _dups.
+        self.position: dict[int, tuple[str, int, int]] = {}
+        self._dups: dict[int, dict[tuple[str, int], int]] = {}
+        # (log, offset) -> {value: first observing index} where values disagree.
+        self._conflicts: dict[tuple[str, int], dict[int, int]] = {}
+        # value -> (read index, log, offset) for reads before any send of it was invoked.
+        self._early_reads: dict[int, tuple[int, str, int]] = {}
+        # process -> log -> (offset, value, index) of its last ok poll's last record.
+        self._poll_cursor: dict[int, dict[str, tuple[int, int, int]]] = {}
+        # process -> log -> (value, offset or None, index) of its last send's last message.
+        self._send_cursor: dict[int, dict[str, tuple[int, int | None, int]]] = {}
+        # process -> topic -> key -> (partition, highest offset, value, index).
+        self._key_cursor: dict[int, dict[str, dict[str, tuple[int, int, int, int]]]] = {}
+        # Settled in finish(): (kind, log, o1, o2, v1, v2, i1, i2, process).
+        self._gaps: list[tuple[str, str, int, int, int, int, int, int, int]] = []
+        # Sends with a message of unknown position, settled in finish():
+        # (kind, log or None, v1, v2, i1, i2, process); log None means "same log as v1".
+        self._unresolved_pairs: list[tuple[str, str | None, int, int, int, int, int]] = []
+        self._info_sends: list[tuple[int, int, list[int], dict[str, tuple[int, int | None, int]]]]
+        self._info_sends = []
+
+    # -- logs -------------------------------------------------------------------------
+
+    def _log(self, name: str) -> LogOrder:
+        order = self.logs.get(name)
+        if order is None:
+            order = self.logs[name] = LogOrder(name)
+            self._key_partition.setdefault(order.topic, {})
+        return order
+
+    def _conflict(self, log: str, offset: int, first: int, value: int, index: int) -> None:
+        values = self._conflicts.get((log, offset))
+        if values is None:
+            first_seen = self.position.get(first)
+            first_index = first_seen[2] if first_seen is not None else index
+            values = self._conflicts[(log, offset)] = {first: first_index}
+        values.setdefault(value, index)
+
+    def _duplicate(
+        self, value: int, first: tuple[str, int, int], log: str, offset: int, index: int
+    ) -> None:
+        positions = self._dups.get(value)
+        if positions is None:
+            positions = self._dups[value] = {(first[0], first[1]): first[2]}
+        positions.setdefault((log, offset), index)
+
+    def _key_seen(
+        self, order: LogOrder, key: str, index: int, table: dict[str, tuple[int, int]]
+    ) -> None:
+        """Slow path of key-split tracking: key seen in a partition other than its first."""
+        partition, first_index = table[key]
+        splits = self._key_splits.setdefault((order.topic, key), {partition: first_index})
+        splits.setdefault(order.partition, index)
+
+    # -- polls ------------------------------------------------------------------------
+
+    def poll(self, process: int, index: int, result: PollResult, ok: bool) -> None:
+        """A poll completed at `index` returning `result`; `ok` polls advance cursors."""
+        position = self.position
+        read_by = self.read_by
+        send_invoked = self.send_invoked
+        gaps = self._gaps
+        cursor = self._poll_cursor.setdefault(process, {}) if ok else None
+        for log, records in result.items():
+            if not records:
+                continue
+            order = self.logs.get(log) or self._log(log)
+            values = order.values
+            keys = self._key_partition[order.topic]
+            partition = order.partition
+            prev_o = -1
+            prev_v = 0
+            high = order.max_read
+            for o, k, v in records:
+                seen = values.setdefault(o, v)
+                if seen != v:
+                    self._conflict(log, o, seen, v, index)
+                where = position.get(v)
+                if where is None:
+                    position[v] = (log, o, index)
+                elif where[1] != o or where[0] != log:
+                    self._duplicate(v, where, log, o, index)
+                if v not in read_by:
+                    read_by[v] = index
+                    if v not in send_invoked:
+                        self._early_reads.setdefault(v, (index, log, o))
+                if k is not None:
+                    first = keys.setdefault(k, (partition, index))
+                    if first[0] != partition:
+                        self._key_seen(order, k, index, keys)
+                if prev_o >= 0 and o != prev_o + 1:
+                    if o <= prev_o:
+                        self._poll_order("int-nonmonotonic-poll", log, prev_o, o, prev_v, v,
+                                         index, index, process)
+                    else:
+                        gaps.append(("int-poll-skip", log, prev_o, o, prev_v, v, index, index,
+                                     process))
+                if o > high:
+                    high = o
+                prev_o = o
+                prev_v = v
+            if high > order.max_read:
+                order.max_read = high
+                order.max_read_index = index
+            if cursor is not None:
+                last = cursor.get(log)
+                if last is not None:
+                    o1, v1, i1 = last
+                    o2, _, v2 = records[0]
+                    if o2 != o1 + 1:
+                        if o2 <= o1:
+                            self._poll_order("nonmonotonic-poll", log, o1, o2, v1, v2, i1, index,
+                                             process)
+                        else:
+                            gaps.append(("poll-skip", log, o1, o2, v1, v2, i1, index, process))
+                cursor[log] = (prev_o, prev_v, index)
+
+    def _poll_order(
+        self, kind: str, log: str, o1: int, o2: int, v1: int, v2: int, i1: int, i2: int,
+        process: int,
+    ) -> None:
+        self.findings.add(kind, {
+            "indices": sorted({i1, i2}), "process": process, "log": log,
+            "offsets": [o1, o2], "values": [v1, v2],
+        })
+
+    def reset_cursors(self, process: int) -> None:
+        """Forget where `process` was reading (assign, subscribe, rebalance, crash)."""
+        self._poll_cursor.pop(process, None)
+
+    def retire(self, process: int) -> None:
+        """`process` got an `info`: a new process replaces it, so drop all its cursors."""
+        self._poll_cursor.pop(process, None)
+        self._send_cursor.pop(process, None)
+        self._key_cursor.pop(process, None)
+
+    def keep_send_cursors(self, process: int, logs: set[str] | None, topics: set[str] | None
+                          ) -> None:
+        """After assign/subscribe keep only send cursors of the named logs or topics."""
+        cursors = self._send_cursor.get(process)
+        if not cursors:
+            return
+        for log in list(cursors):
+            if logs is not None and log in logs:
+                continue
+            if topics is not None and log.rpartition("/")[0] in topics:
+                continue
+            del cursors[log]
+
+    # -- sends ------------------------------------------------------------------------
+
+    def send_invoke(self, index: int, messages: list[Message]) -> None:
+        """A send of `messages` was invoked at `index`."""
+        send_invoked = self.send_invoked
+        for m in messages:
+            send_invoked.setdefault(m.value, index)
+
+    def send_fail(self, index: int, messages: list[Message]) -> None:
+        """A send completed `fail` at `index`: none of its messages were written."""
+        for m in messages:
+            self.failed[m.value] = index
+
+    def send_ok(self, process: int, index: int, messages: list[Message]) -> None:
+        """A send completed `ok` at `index`; `messages` carry partition and offset."""
+        acked = self.acked
+        position = self.position
+        cursor = self._send_cursor.setdefault(process, {})
+        key_cursor = self._key_cursor.setdefault(process, {})
+        # Per log: (value, offset, index) of this op's last message to it so far.
+        this_op: dict[str, tuple[int, int | None, int]] = {}
+        key_updates: list[tuple[str, str, int, int, int]] = []
+        for m in messages:
+            v = m.value
+            if m.partition is None:
+                acked[v] = (None, None, index)
+                continue
+            log = f"{m.topic}/{m.partition}"
+            order = self.logs.get(log) or self._log(log)
+            o = m.offset
+            acked[v] = (log, o, index)
+            if o is not None:
+                seen = order.values.setdefault(o, v)
+                if seen != v:
+                    self._conflict(log, o, seen, v, index)
+                where = position.get(v)
+                if where is None:
+                    position[v] = (log, o, index)
+                elif where[1] != o or where[0] != log:
+                    self._duplicate(v, where, log, o, index)
+            k = m.key
+            if k is not None:
+                keys = self._key_partition[order.topic]
+                first = keys.setdefault(k, (order.partition, index))
+                if first[0] != order.partition:
+                    self._key_seen(order, k, index, keys)
+                if o is not None:
+                    key_updates.append((m.topic, k, order.partition, o, v))
+            previous = this_op.get(log)
+            if previous is not None:
+                self._send_pair("int", log, previous, (v, o, index), process)
+            else:
+                last = cursor.get(log)
+                if last is not None:
+                    self._send_pair("ext", log, last, (v, o, index), process)
+            this_op[log] = (v, o, index)
+        cursor.update(this_op)
+        # Compare with earlier ops only (a batch's own messages have no defined order),
+        # then remember, per key, the highest offset it reached in its partition.
+        for topic, k, partition, o, v in key_updates:
+            last_key = key_cursor.get(topic, {}).get(k)
+            if last_key is not None and last_key[0] == partition and o < last_key[1]:
+                self.findings.add("key-order", {
+                    "indices": [last_key[3], index], "process": process,
+                    "log": f"{topic}/{partition}", "key": k,
+                    "offsets": [last_key[1], o], "values": [last_key[2], v],
+                })
+        for topic, k, partition, o, v in key_updates:
+            keys_of_topic = key_cursor.setdefault(topic, {})
+            last_key = keys_of_topic.get(k)
+            if last_key is None or last_key[0] != partition or o > last_key[1]:
+                keys_of_topic[k] = (partition, o, v, index)
+
+    def send_info(self, process: int, index: int, messages: list[Message]) -> None:
+        """A send completed `info`: its messages may or may not have been written.
+
+        Positions of these values are known only from reads, so the order checks for
+        this send are settled in `finish` against the process's cursors as they are now.
+        """
+        values = []
+        for m in messages:
+            self.indeterminate[m.value] = index
+            values.append(m.value)
+        snapshot = dict(self._send_cursor.get(process, {}))
+        self._info_sends.append((process, index, values, snapshot))
+
+    def _send_pair(
+        self,
+        scope: str,
+        log: str,
+        first: tuple[int, int | None, int],
+        second: tuple[int, int | None, int],
+        process: int,
+    ) -> None:
+        """Compare two sends to `log`: within one op (`int`) or consecutive ops (`ext`)."""
+        v1, o1, i1 = first
+        v2, o2, i2 = second
+        if o1 is None or o2 is None:
+            kind = "int-send" if scope == "int" else "nonmonotonic-send"
+            self._unresolved_pairs.append((kind, log, v1, v2, i1, i2, process))
+            return
+        self._send_offsets(scope, log, o1, o2, v1, v2, i1, i2, process)
+
+    def _send_offsets(
+        self, scope: str, log: str, o1: int, o2: int, v1: int, v2: int, i1: int, i2: int,
+        process: int,
+    ) -> None:
+        if o2 <= o1:
+            kind = "int-nonmonotonic-send" if scope == "int" else "nonmonotonic-send"
+            self.findings.add(kind, {
+                "indices": sorted({i1, i2}), "process": process, "log": log,
+                "offsets": [o1, o2], "values": [v1, v2],
+            })
+        elif scope == "int" and o2 != o1 + 1:
+            self._gaps.append(("int-send-skip", log, o1, o2, v1, v2, i1, i2, process))
+
+    # -- the end ----------------------------------------------------------------------
+
+    def _resolve(self, value: int) -> tuple[str, int] | None:
+        """Where `value` sits: its acknowledged offset, else where a read saw it."""
+        acked = self.acked.get(value)
+        if acked is not None and acked[1] is not None and acked[0] is not None:
+            return acked[0], acked[1]
+        where = self.position.get(value)
+        if where is not None:
+            return where[0], where[1]
+        return None
+
+    def _settle_info_sends(self) -> None:
+        for process, index, values, cursors in self._info_sends:
+            this_op: dict[str, tuple[int, int, int]] = {}
+            for v in values:
+                where = self._resolve(v)
+                if where is None:
+                    continue
+                log, o = where
+                previous = this_op.get(log)
+                if previous is not None:
+                    self._send_offsets("int", log, previous[1], o, previous[0], v,
+                                       index, index, process)
+                else:
+                    last = cursors.get(log)
+                    if last is not None:
+                        self._unresolved_pairs.append(
+                            ("nonmonotonic-send", log, last[0], v, last[2], index, process)
+                        )
+                this_op[log] = (v, o, index)
+
+    def _settle_pairs(self) -> None:
+        for kind, log, v1, v2, i1, i2, process in self._unresolved_pairs:
+            first = self._resolve(v1)
+            second = self._resolve(v2)
+            if first is None or second is None or first[0] != log or second[0] != log:
+                continue
+            scope = "int" if kind == "int-send" else "ext"
+            self._send_offsets(scope, log, first[1], second[1], v1, v2, i1, i2, process)
+
+    def _settle_gaps(self) -> None:
+        for kind, log, o1, o2, v1, v2, i1, i2, process in self._gaps:
+            order = self.logs[log]
+            skipped = order.between(o1, o2)
+            if not skipped:
+                continue
+            self.findings.add(kind, {
+                "indices": sorted({i1, i2}), "process": process, "log": log,
+                "offsets": [o1, o2], "values": [v1, v2], "delta": len(skipped) + 1,
+                "skipped": [[o, order.values[o]] for o in skipped[:_SKIPPED_SHOWN]],
+            })
+
+    def _observer(self, value: int) -> int | None:
+        where = self.position.get(value)
+        return where[2] if where is not None else None
+
+    def finish(self) -> None:
+        """Settle every deferred check and add the remaining anomalies to the findings."""
+        add = self.findings.add
+        for order in self.logs.values():
+            order.freeze()
+        self._settle_info_sends()
+        self._settle_pairs()
+        self._settle_gaps()
+
+        for (log, offset), values in sorted(self._conflicts.items()):
+            add("inconsistent-offsets", {
+                "indices": sorted(set(values.values())), "log": log, "offsets": [offset],
+                "values": sorted(values),
+            })
+        for value, positions in sorted(self._dups.items()):
+            ordered = sorted(positions.items())
+            add("duplicate", {
+                "indices": sorted(set(positions.values())), "log": ordered[0][0][0],
+                "logs": [log for (log, _), _ in ordered],
+                "offsets": [offset for (_, offset), _ in ordered], "values": [value],
+            })
+        read_by = self.read_by
+        for value, fail_index in sorted(self.failed.items()):
+            reader = read_by.get(value)
+            if reader is not None:
+                where = self.position.get(value)
+                add("aborted-read", {
+                    "indices": sorted({fail_index, reader}),
+                    "log": where[0] if where else None,
+                    "offsets": [where[1]] if where else [], "values": [value],
+                })
+        for value, (read_index, log, offset) in sorted(self._early_reads.items()):
+            send_index = self.send_invoked.get(value)
+            add("precommitted-read", {
+                "indices": [read_index] if send_index is None else [read_index, send_index],
+                "log": log, "offsets": [offset], "values": [value],
+                "send_invoked": send_index,
+            })
+        self._lost_and_unseen()
+        for (topic, key), partitions in sorted(self._key_splits.items()):
+            add("key-split", {
+                "indices": sorted(set(partitions.values())), "topic": topic, "key": key,
+                "log": f"{topic}/{min(partitions)}",
+                "logs": [f"{topic}/{p}" for p in sorted(partitions)], "offsets": [],
+                "values": [],
+            })
+
+    def _lost_and_unseen(self) -> None:
+        add = self.findings.add
+        read_by = self.read_by
+        logs = self.logs
+        self.unseen_by_log: dict[str, int] = {}
+        for value, (log, offset, index) in self.acked.items():
+            if value in read_by:
+                continue
+            order = logs.get(log) if log is not None else None
+            if order is not None and offset is not None and offset <= order.max_read:
+                add("lost-write", {
+                    "indices": [index, order.max_read_index], "log": log, "offsets": [offset],
+                    "values": [value], "max_read_offset": order.max_read,
+                })
+            else:
+                key = log if log is not None else "?"
+                self.unseen_by_log[key] = self.unseen_by_log.get(key, 0) + 1
+                add("unseen", {
+                    "indices": [index], "log": log,
+                    "offsets": [offset] if offset is not None else [], "values": [value],
+                })

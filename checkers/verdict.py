@@ -1,0 +1,220 @@
+"""One streaming pass over a history, both checkers, and the verdict of DESIGN.md section 5.
+
+Verdict rules: `valid` is false if any anomaly type outside the allowed set was found;
+otherwise "unknown" if the only ones outside it are uncertainties (`unseen`: messages
+acknowledged but never read, which a longer final read might still find); otherwise
+true. An empty history is valid, with a note that nothing ran.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable
+from typing import Any
+
+from checkers.anomalies import ANOMALIES, UNCERTAIN, Findings, allowed_for
+from checkers.groups import GroupChecker
+from checkers.queue import QueueChecker
+from history.model import Assign, Commit, NemesisEvent, Poll, Send, Subscribe
+from history.reader import HistoryReader, Step
+
+Verdict = dict[str, Any]
+
+
+class _Tally:
+    """Counts of operations by f and outcome, and other run-wide figures."""
+
+    __slots__ = ("by_f", "events", "first_time", "last_time", "nemesis", "processes")
+
+    def __init__(self) -> None:
+        self.by_f: dict[str, dict[str, int]] = {}
+        self.events = 0
+        self.nemesis: dict[str, int] = {}
+        self.processes: set[int] = set()
+        self.first_time: int | None = None
+        self.last_time: int | None = None
+
+
+def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally: _Tally) -> None:
+    """Feed every step to the checkers; the dispatch is inline because this loop is hot."""
+    by_f = tally.by_f
+    events = 0
+    event = None
+    for event, invoke in steps:
+        if not events:
+            tally.first_time = event.time
+        events += 1
+        f = event.f
+        kind = event.type
+        cls = type(event)
+        if cls is NemesisEvent:
+            tally.nemesis[f] = tally.nemesis.get(f, 0) + 1
+            continue
+        counts = by_f.get(f)
+        if counts is None:
+            counts = by_f[f] = {"invoke": 0, "ok": 0, "fail": 0, "info": 0}
+        counts[kind] += 1
+        process = event.process
+        if kind == "invoke":
+            tally.processes.add(process)
+            if cls is Send:
+                if event.value:
+                    queue.send_invoke(event.index, event.value)
+            elif cls is Commit and event.value:
+                groups.commit_invoke(process, event.value)
+            continue
+        if event.assignment is not None:
+            # A rebalance: the process's positions were reset from committed offsets.
+            queue.reset_cursors(process)
+            groups.assignment(process, event.index, event.assignment, event.generation)
+        if cls is Poll:
+            if event.value:
+                queue.poll(process, event.index, event.value, kind == "ok")
+                groups.poll(process, event.value)
+        elif cls is Send:
+            messages = event.value if event.value is not None else invoke.value
+            if messages:
+                if kind == "ok":
+                    queue.send_ok(process, event.index, messages)
+                elif kind == "fail":
+                    queue.send_fail(event.index, messages)
+                else:
+                    queue.send_info(process, event.index, messages)
+        elif cls is Commit:
+            if kind == "ok" and event.value is not None:
+                groups.commit_ok(process, event.index, event.value)
+            else:
+                groups.commit_done(process)
+        elif cls is Assign:
+            value = event.value if event.value is not None else invoke.value
+            if kind != "fail":
+                queue.reset_cursors(process)
+                if value is not None:
+                    queue.keep_send_cursors(process, set(value.logs), None)
+                    if kind == "ok":
+                        groups.assign_ok(process, value.logs, value.seek)
+        elif cls is Subscribe:
+            value = event.value if event.value is not None else invoke.value
+            if kind != "fail":
+                queue.reset_cursors(process)
+                if value is not None:
+                    queue.keep_send_cursors(process, None, set(value.topics))
+                    if kind == "ok":
+                        groups.subscribe_ok(process, value.group)
+        if kind == "info":
+            queue.retire(process)
+    tally.events = events
+    if event is not None:
+        tally.last_time = event.time
+
+
+def check_steps(
+    steps: Iterable[Step],
+    *,
+    allowed: frozenset[str] = frozenset(),
+    max_evidence: int = 100,
+    pending: dict[int, Any] | None = None,
+) -> Verdict:
+    """Check a stream of `(event, invoke)` steps and return the verdict.
+
+    `allowed` anomaly types are reported but do not make the verdict invalid;
+    `max_evidence` bounds the evidence kept per type (counts stay exact).
+    """
+    findings = Findings(max_evidence)
+    queue = QueueChecker(findings)
+    groups = GroupChecker(findings)
+    tally = _Tally()
+    # The pass allocates millions of small acyclic objects; the cyclic collector would
+    # rescan them again and again for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _run(steps, queue, groups, tally)
+        queue.finish()
+        groups.finish(queue.logs, queue.position)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return _verdict(findings, queue, groups, tally, allowed, pending or {})
+
+
+def check_file(
+    path: str, *, mode: str = "assign", allow: Iterable[str] = (), max_evidence: int = 100
+) -> Verdict:
+    """Read, validate and check the history at `path` in one streaming pass.
+
+    `mode` picks the default allowed anomaly types (see `checkers.anomalies.MODE_ALLOWED`)
+    and `allow` adds more. Raises `history.HistoryError` for a malformed file and
+    ValueError for an unknown mode or anomaly type.
+    """
+    allowed = allowed_for(mode, tuple(allow))
+    reader = HistoryReader(path)
+    verdict = check_steps(reader, allowed=allowed, max_evidence=max_evidence,
+                          pending=reader.pending)
+    verdict["mode"] = mode
+    return verdict
+
+
+def _verdict(
+    findings: Findings,
+    queue: QueueChecker,
+    groups: GroupChecker,
+    tally: _Tally,
+    allowed: frozenset[str],
+    pending: dict[int, Any],
+) -> Verdict:
+    counts = {kind: findings.counts[kind] for kind in ANOMALIES if kind in findings.counts}
+    bad = [kind for kind in counts if kind not in allowed]
+    notes: list[str] = []
+    if tally.events == 0:
+        notes.append("empty history: nothing ran, so nothing could go wrong")
+    if any(findings.counts[kind] > findings.limit for kind in counts):
+        notes.append(f"evidence is limited to the first {findings.limit} instances per type; "
+                     "counts are exact")
+    valid: bool | str
+    if any(kind not in UNCERTAIN for kind in bad):
+        valid = False
+    elif bad:
+        valid = "unknown"
+        notes.append("only uncertainty beyond the allowed set: acknowledged messages were "
+                     "never read (unseen); a longer final read could settle it")
+    else:
+        valid = True
+    ok_sends = len(queue.acked)
+    logs = {
+        name: {
+            "high_offset": order.high_offset(),
+            "high_read_offset": order.max_read,
+            "occupied_offsets": len(order.values),
+            "unseen": getattr(queue, "unseen_by_log", {}).get(name, 0),
+        }
+        for name, order in sorted(queue.logs.items())
+    }
+    stats = {
+        "events": tally.events,
+        "nemesis": dict(sorted(tally.nemesis.items())),
+        "processes": len(tally.processes),
+        "ops": {f: dict(by) for f, by in sorted(tally.by_f.items())},
+        "pending_at_end": len(pending),
+        "messages": {
+            "sent": len(queue.send_invoked),
+            "acknowledged": ok_sends,
+            "failed": len(queue.failed),
+            "indeterminate": len(queue.indeterminate),
+            "read": len(queue.read_by),
+        },
+        "logs": logs,
+        "commits_without_group": groups.commits_without_group,
+        "duration_ns": (tally.last_time - tally.first_time)
+        if tally.first_time is not None and tally.last_time is not None else 0,
+    }
+    return {
+        "valid": valid,
+        "anomaly_types": list(counts),
+        "bad_anomaly_types": bad,
+        "allowed": sorted(allowed),
+        "anomalies": {kind: findings.evidence.get(kind, []) for kind in counts},
+        "counts": counts,
+        "stats": stats,
+        "notes": notes,
+    }
