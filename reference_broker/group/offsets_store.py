@@ -1,0 +1,266 @@
+"""Committed offsets: written to and replayed from the `__consumer_offsets` partition logs.
+
+Every commit is one record batch (one record per partition) appended to the partition of
+`__consumer_offsets` that owns the group, exactly as Kafka's GroupMetadataManager does. The
+in-memory view is updated only once the append is complete (high watermark moved and, if
+the log's flush policy says so, fsynced), so a fetch never returns an offset that a crash
+could still take back. On start the logs are replayed, last record wins; a null value is a
+tombstone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import trio
+from kafka.record.default_records import DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecords
+
+from reference_broker.env import Clock
+from reference_broker.errors import BrokerError, ErrorCode
+from reference_broker.group.records import (
+    GroupMetadataKey,
+    OffsetCommitKey,
+    OffsetsRecordError,
+    decode_key,
+    decode_offset_commit_value,
+    encode_offset_commit_key,
+    encode_offset_commit_value,
+)
+from reference_broker.group.results import OffsetAndMetadata
+from reference_broker.log.config import LogConfig
+from reference_broker.log.log_manager import LogManager
+from reference_broker.log.partition_log import PartitionLog
+
+OFFSETS_TOPIC = "__consumer_offsets"
+# Kafka's offsets.topic.segment.bytes default. Kafka compacts this topic; the reference log
+# only deletes, so retention is off and replay keeps the last record per key instead.
+OFFSETS_LOG_CONFIG = LogConfig(segment_bytes=100 * 1024 * 1024, retention_ms=-1)
+_READ_CHUNK_BYTES = 1 << 20
+
+TopicPartition = tuple[str, int]
+
+
+def java_string_hash(value: str) -> int:
+    """Java's String.hashCode: 31-polynomial over UTF-16 code units, as a signed int32."""
+    h = 0
+    units = value.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_for(group_id: str, num_partitions: int) -> int:
+    """The `__consumer_offsets` partition of a group: Utils.abs(hashCode) % partitions."""
+    h = java_string_hash(group_id)
+    # Kafka's Utils.abs maps Integer.MIN_VALUE to 0 rather than overflowing.
+    return (0 if h == -(1 << 31) else abs(h)) % num_partitions
+
+
+@dataclass(frozen=True)
+class _Committed:
+    value: OffsetAndMetadata
+    log_offset: int  # where the record sits in the group's partition: later wins
+
+
+class OffsetsStore:
+    """Committed offsets of every group, durable in `__consumer_offsets`."""
+
+    def __init__(
+        self,
+        logs: LogManager,
+        clock: Clock,
+        num_partitions: int,
+        log_config: LogConfig = OFFSETS_LOG_CONFIG,
+    ) -> None:
+        self._logs = logs
+        self._clock = clock
+        self._num_partitions = num_partitions
+        self._log_config = log_config
+        self._partitions: list[PartitionLog] = []
+        self._offsets: dict[str, dict[TopicPartition, _Committed]] = {}
+        # Groups named by a GroupMetadata record (e.g. written by a real Kafka) still present.
+        self._metadata_groups: set[str] = set()
+
+    def partition_for(self, group_id: str) -> int:
+        """The `__consumer_offsets` partition that stores this group."""
+        return partition_for(group_id, self._num_partitions)
+
+    def groups(self) -> set[str]:
+        """Groups with at least one committed offset (or a replayed group record)."""
+        return {g for g, offsets in self._offsets.items() if offsets} | self._metadata_groups
+
+    async def load(self) -> None:
+        """Open (creating if needed) every partition and replay the committed offsets."""
+        self._partitions = []
+        self._offsets = {}
+        self._metadata_groups = set()
+        for partition in range(self._num_partitions):
+            log = self._logs.get(OFFSETS_TOPIC, partition)
+            if log is None:
+                log = self._logs.create(OFFSETS_TOPIC, partition, self._log_config)
+            self._partitions.append(log)
+            self._replay(partition, log)
+            # One node is the whole ISR: everything in the log is committed.
+            log.update_high_watermark(log.log_end_offset)
+            await trio.lowlevel.checkpoint()
+
+    def _replay(self, partition: int, log: PartitionLog) -> None:
+        position = log.log_start_offset
+        end = log.log_end_offset
+        while position < end:
+            data = log.read(position, _READ_CHUNK_BYTES, max_offset=end).records
+            progressed = False
+            records = MemoryRecords(bytes(data))
+            while records.has_next():
+                batch = records.next_batch()
+                next_position = batch.base_offset + batch.last_offset_delta + 1
+                if batch.magic >= 2 and not batch.is_control_batch and not batch.is_transactional:
+                    # Transactional offset commits need their markers; not implemented yet.
+                    for record in batch:
+                        self._apply(partition, record.offset, record.key, record.value)
+                if next_position > position:
+                    position = next_position
+                    progressed = True
+            if not progressed:
+                raise OffsetsRecordError(
+                    f"{OFFSETS_TOPIC}-{partition}: no complete record batch at offset {position} "
+                    f"below the log end {end}; the log is damaged"
+                )
+
+    def _apply(
+        self, partition: int, log_offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        if key is None:
+            raise OffsetsRecordError(
+                f"{OFFSETS_TOPIC}-{partition} offset {log_offset}: record without a key"
+            )
+        try:
+            decoded = decode_key(bytes(key))
+            if isinstance(decoded, GroupMetadataKey):
+                if value is None:
+                    self._metadata_groups.discard(decoded.group)
+                else:
+                    self._metadata_groups.add(decoded.group)
+                return
+            tp = (decoded.topic, decoded.partition)
+            group = self._offsets.setdefault(decoded.group, {})
+            if value is None:
+                group.pop(tp, None)
+            else:
+                group[tp] = _Committed(decode_offset_commit_value(bytes(value)), log_offset)
+        except OffsetsRecordError as exc:
+            raise OffsetsRecordError(
+                f"{OFFSETS_TOPIC}-{partition} offset {log_offset}: {exc}"
+            ) from None
+
+    async def commit(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> dict[TopicPartition, ErrorCode]:
+        """Append one batch with these offsets; every partition gets the append's outcome.
+
+        Offsets without a commit timestamp get the node clock's. Append failures map to
+        the coordinator errors Kafka gives clients (so they retry or rediscover).
+        """
+        if not offsets:
+            return {}
+        log = self._partitions[self.partition_for(group_id)]
+        now_ms = self._clock.now_ms()
+        stamped = {
+            tp: om if om.commit_timestamp_ms >= 0 else replace(om, commit_timestamp_ms=now_ms)
+            for tp, om in offsets.items()
+        }
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=0,
+            is_transactional=False,
+            producer_id=-1,
+            producer_epoch=-1,
+            base_sequence=-1,
+            batch_size=1 << 31,
+        )
+        for delta, ((topic, partition), om) in enumerate(stamped.items()):
+            builder.append(
+                delta,
+                timestamp=now_ms,
+                key=encode_offset_commit_key(OffsetCommitKey(group_id, topic, partition)),
+                value=encode_offset_commit_value(om),
+                headers=[],
+            )
+        try:
+            appended = log.append_as_leader(bytes(builder.build()), leader_epoch=0)
+            log.update_high_watermark(log.log_end_offset)
+            if log.flush_due(now_ms):
+                # Shielded: a client hanging up must not leave a half-acknowledged commit.
+                with trio.CancelScope(shield=True):
+                    await log.flush()
+        except BrokerError as exc:
+            error = _commit_error(exc.code)
+            return dict.fromkeys(offsets, error)
+        group = self._offsets.setdefault(group_id, {})
+        for delta, (tp, om) in enumerate(stamped.items()):
+            current = group.get(tp)
+            log_offset = appended.base_offset + delta
+            # Concurrent commits may finish their flushes out of order: the log decides.
+            if current is None or current.log_offset < log_offset:
+                group[tp] = _Committed(om, log_offset)
+        return dict.fromkeys(offsets, ErrorCode.NONE)
+
+    def fetch(
+        self, group_id: str, partitions: Sequence[TopicPartition] | None
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """Committed offsets of a group: for `partitions` (None where never committed) or all."""
+        group = self._offsets.get(group_id, {})
+        if partitions is None:
+            return {tp: c.value for tp, c in group.items()}
+        return {tp: (group[tp].value if tp in group else None) for tp in partitions}
+
+    async def delete_group(self, group_id: str) -> None:
+        """Write tombstones for every offset of a group (DeleteGroups)."""
+        group = self._offsets.get(group_id, {})
+        await self._append_tombstones(group_id, list(group))
+        self._offsets.pop(group_id, None)
+
+    async def _append_tombstones(self, group_id: str, partitions: Iterable[TopicPartition]) -> None:
+        keys = list(partitions)
+        if not keys:
+            return
+        log = self._partitions[self.partition_for(group_id)]
+        now_ms = self._clock.now_ms()
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=0,
+            is_transactional=False,
+            producer_id=-1,
+            producer_epoch=-1,
+            base_sequence=-1,
+            batch_size=1 << 31,
+        )
+        for delta, (topic, partition) in enumerate(keys):
+            key = encode_offset_commit_key(OffsetCommitKey(group_id, topic, partition))
+            builder.append(delta, timestamp=now_ms, key=key, value=None, headers=[])
+        log.append_as_leader(bytes(builder.build()), leader_epoch=0)
+        log.update_high_watermark(log.log_end_offset)
+        if log.flush_due(now_ms):
+            with trio.CancelScope(shield=True):
+                await log.flush()
+
+
+def _commit_error(code: ErrorCode) -> ErrorCode:
+    # GroupMetadataManager.storeOffsets: what a failed append means to a committing client.
+    if code in (
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.NOT_ENOUGH_REPLICAS,
+        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    ):
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
+    if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.KAFKA_STORAGE_ERROR):
+        return ErrorCode.NOT_COORDINATOR
+    if code in (
+        ErrorCode.MESSAGE_TOO_LARGE,
+        ErrorCode.RECORD_LIST_TOO_LARGE,
+        ErrorCode.INVALID_FETCH_SIZE,
+    ):
+        return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
+    return code
