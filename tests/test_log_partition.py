@@ -92,7 +92,7 @@ def test_corrupt_crc_is_rejected_and_nothing_of_the_request_is_appended(tmp_path
 
 def test_batch_over_max_message_bytes_is_rejected(tmp_path: Path) -> None:
     log = open_log(tmp_path, max_message_bytes=500)
-    with pytest.raises(MessageTooLargeError, match="max.message.bytes=500"):
+    with pytest.raises(MessageTooLargeError, match=r"max\.message\.bytes=500"):
         log.append_as_leader(build_batch([b"x" * 600]), 0)
     assert log.log_end_offset == 0
 

@@ -163,6 +163,14 @@ class PartitionLog:
         next_offset = bases[0]
         for i, base in enumerate(bases):
             segment = self._new_segment(base, created_ms=now, track=False)
+            if reason is None and i > 0 and base != next_offset:
+                # A segment is rolled at the LEO, so its base offset is where the
+                # previous one ends. A shorter predecessor lost its tail (a power cut
+                # after the roll reached the directory): what follows would be a hole.
+                reason = (
+                    f"{self.directory}/{file_name(base, LOG_SUFFIX)} starts at offset {base} "
+                    f"but the previous segment ends at {next_offset}"
+                )
             if reason is not None:
                 # Everything after the first bad byte goes, whole segments included.
                 truncated += segment.size
