@@ -1,0 +1,300 @@
+"""The Broker: one node's logs, partitions, topics, group coordinator and periodic tasks.
+
+Everything the request handlers act on hangs off a `Broker`. It is opened from a
+`NodeEnv` (storage, clock, rng) and a `BrokerConfig`; `run` owns the background
+work (group coordinator timers, the log flusher, retention) in its own nursery;
+`close` flushes and closes every log. The network side lives in `server.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+
+from .config import BrokerConfig, Listener
+from .env import NodeEnv
+from .errors import BrokerError, ErrorCode, UnknownTopicOrPartitionError
+from .group.config import GroupConfig
+from .group.coordinator import GroupCoordinator
+from .log.config import LogConfig
+from .log.log_manager import LogManager
+from .log.partition_log import PartitionLog
+from .metadata import (
+    INTERNAL_TOPICS,
+    MetadataStore,
+    ProducerIdManager,
+    TopicRecord,
+    TopicRegistry,
+    validate_topic_name,
+)
+from .replication.partition import HighWatermarkSignal, Partition
+
+logger = logging.getLogger("faultline.broker")
+
+CONSUMER_OFFSETS = "__consumer_offsets"
+# With no flush scheduler interval configured, how often the flusher looks for new flush.ms.
+_IDLE_FLUSH_CHECK_S = 1.0
+
+
+class InvalidPartitionsError(BrokerError):
+    code = ErrorCode.INVALID_PARTITIONS
+
+
+class InvalidReplicationFactorError(BrokerError):
+    code = ErrorCode.INVALID_REPLICATION_FACTOR
+
+
+class InvalidConfigError(BrokerError):
+    code = ErrorCode.INVALID_CONFIG
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """A broker as clients see it in Metadata and FindCoordinator."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+class Broker:
+    """A single Kafka-style node. Build it with `Broker.open`, then `run` it and `close` it."""
+
+    def __init__(
+        self,
+        env: NodeEnv,
+        config: BrokerConfig,
+        store: MetadataStore,
+        logs: LogManager,
+        coordinator: GroupCoordinator,
+    ) -> None:
+        self.env = env
+        self.config = config
+        self.node_id = config.node_id
+        self.store = store
+        self.topics = TopicRegistry(store, env.rng)
+        self.producer_ids = ProducerIdManager(store)
+        self.logs = logs
+        self.coordinator = coordinator
+        self.hw_signal = HighWatermarkSignal()
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        # Set by the server once the listeners are bound (port 0 becomes a real port).
+        self.endpoint = BrokerEndpoint(
+            config.node_id, config.listeners[0].host, config.listeners[0].port
+        )
+        self._topic_lock = trio.Lock()
+
+    @property
+    def cluster_id(self) -> str:
+        """This cluster's id, created with the data dir."""
+        return self.store.state.cluster_id
+
+    @classmethod
+    async def open(cls, env: NodeEnv, config: BrokerConfig) -> Broker:
+        """Open (or create) the node's metadata and logs, and load the group coordinator."""
+        store = await MetadataStore.open(env.storage, env.rng, config.node_id)
+        logs = LogManager.open(env.storage, env.clock, config.log)
+        coordinator = GroupCoordinator(logs, env.clock, group_config(config), env.rng)
+        broker = cls(env, config, store, logs, coordinator)
+        await broker._load_partitions()
+        await coordinator.load()
+        return broker
+
+    def advertise(self, bound: Listener) -> None:
+        """Set the endpoint clients are told about: advertised.listeners, else the bound one."""
+        advertised = self.config.advertised_listeners
+        listener = advertised[0] if advertised else bound
+        self.endpoint = BrokerEndpoint(self.node_id, listener.host, listener.port)
+
+    async def _load_partitions(self) -> None:
+        # The registry is the truth: create logs it names that are missing (a crash
+        # between registering a topic and creating its logs) and delete logs of
+        # topics it does not know (a crash in the middle of a deletion).
+        for record in self.topics:
+            await self._open_topic(record)
+        for log in list(self.logs.all()):
+            if log.topic not in self.topics and log.topic not in INTERNAL_TOPICS:
+                logger.warning("deleting log %s-%d of unknown topic", log.topic, log.partition)
+                self.logs.delete(log.topic, log.partition)
+
+    def topic_log_config(self, record: TopicRecord) -> LogConfig:
+        """A topic's log config: the broker's log.* defaults overridden by the topic's configs."""
+        return LogConfig.from_kafka(record.configs, base=self.config.log)
+
+    async def _open_topic(self, record: TopicRecord) -> None:
+        log_config = self.topic_log_config(record)
+        for index in range(record.partitions):
+            log = self.logs.get(record.name, index)
+            if log is None:
+                log = self.logs.create(record.name, index, log_config)
+            partition = Partition(
+                record.name,
+                index,
+                log,
+                local_id=self.node_id,
+                replicas=[self.node_id],
+                leader_id=self.node_id,
+                leader_epoch=0,
+                min_insync_replicas=log_config.min_insync_replicas,
+                signal=self.hw_signal,
+            )
+            # The only in-sync replica after a restart is this node: the high watermark
+            # catches up with the recovered log end, as a new leader's does in Kafka.
+            partition.maybe_advance_high_watermark()
+            self.partitions[(record.name, index)] = partition
+
+    def partition(self, topic: str, index: int) -> Partition:
+        """The partition `topic`-`index`; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        partition = self.partitions.get((topic, index))
+        if partition is None:
+            raise UnknownTopicOrPartitionError(f"this broker does not host {topic}-{index}")
+        return partition
+
+    def log_of(self, partition: Partition) -> PartitionLog:
+        """The log behind a partition, typed as the log layer's class."""
+        return partition.log  # type: ignore[return-value]
+
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int = -1,
+        replication_factor: int = -1,
+        configs: Mapping[str, str] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> TopicRecord | None:
+        """Validate and (unless validate_only) create a topic and its partitions' logs.
+
+        -1 means the broker default (num.partitions, default.replication.factor), as in
+        CreateTopics. Raises BrokerError subclasses with the Kafka error to report.
+        """
+        validate_topic_name(name)
+        if name in INTERNAL_TOPICS:
+            from .metadata import InvalidTopicError
+
+            raise InvalidTopicError(f"{name} is an internal topic and cannot be created")
+        partitions = self.config.num_partitions if num_partitions == -1 else num_partitions
+        factor = (
+            self.config.default_replication_factor
+            if replication_factor == -1
+            else replication_factor
+        )
+        if partitions < 1:
+            raise InvalidPartitionsError(
+                f"number of partitions must be at least 1, not {partitions}"
+            )
+        if factor < 1:
+            raise InvalidReplicationFactorError(
+                f"replication factor must be at least 1, not {factor}"
+            )
+        if factor > 1:
+            raise InvalidReplicationFactorError(
+                f"replication factor {factor} is larger than the 1 available broker"
+            )
+        topic_configs = {k: v for k, v in (configs or {}).items()}
+        try:
+            LogConfig.from_kafka(topic_configs, base=self.config.log)
+        except ValueError as exc:
+            raise InvalidConfigError(str(exc)) from None
+        async with self._topic_lock:
+            if name in self.topics:
+                from .metadata import TopicExistsError
+
+                raise TopicExistsError(f"topic {name!r} already exists")
+            if validate_only:
+                return None
+            record = await self.topics.create(name, partitions, factor, topic_configs)
+            await self._open_topic(record)
+        logger.info("created topic %s with %d partitions", name, partitions)
+        return record
+
+    async def ensure_topic(self, name: str) -> TopicRecord | None:
+        """The topic, auto-created with broker defaults if auto.create.topics.enable; else None."""
+        record = self.topics.get(name)
+        if record is not None or not self.config.auto_create_topics_enable:
+            return record
+        try:
+            return await self.create_topic(name)
+        except BrokerError as exc:
+            if exc.code == ErrorCode.TOPIC_ALREADY_EXISTS:
+                return self.topics.get(name)
+            raise
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic durably, then its logs; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        async with self._topic_lock:
+            record = await self.topics.delete(name)
+            if record is None:
+                raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+            for index in range(record.partitions):
+                self.partitions.pop((name, index), None)
+                self.logs.delete(name, index)
+        # Wake long-polling fetches so they notice the partitions are gone.
+        self.hw_signal.fire()
+        logger.info("deleted topic %s", name)
+
+    async def flush_if_due(self, partition: Partition) -> None:
+        """Apply the flush policy after an append (flush.messages / flush.ms)."""
+        log = self.log_of(partition)
+        if log.flush_due(self.env.clock.now_ms()):
+            await log.flush()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the background tasks until cancelled: coordinator timers, flusher, retention."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.coordinator.run)
+            nursery.start_soon(self._flusher)
+            nursery.start_soon(self._retention)
+            task_status.started()
+
+    def _flush_check_interval_s(self) -> float:
+        if self.config.log_flush_scheduler_interval_ms is not None:
+            return self.config.log_flush_scheduler_interval_ms / 1000
+        flush_ms = [
+            log.config.flush_ms for log in self.logs.all() if log.config.flush_ms is not None
+        ]
+        if not flush_ms:
+            return _IDLE_FLUSH_CHECK_S
+        return max(min(flush_ms), 1) / 1000
+
+    async def _flusher(self) -> None:
+        # Kafka's LogManager flush scheduler: flush every log whose flush.ms is due.
+        while True:
+            await trio.sleep(self._flush_check_interval_s())
+            now = self.env.clock.now_ms()
+            for log in list(self.logs.all()):
+                if log.flush_due(now):
+                    await log.flush()
+
+    async def _retention(self) -> None:
+        interval = self.config.log_retention_check_interval_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            now = self.env.clock.now_ms()
+            for log in list(self.logs.all()):
+                if log.topic in INTERNAL_TOPICS:
+                    continue
+                deleted = log.enforce_retention(now)
+                if deleted:
+                    logger.info(
+                        "retention deleted %s segments of %s-%d", deleted, log.topic, log.partition
+                    )
+
+    async def close(self) -> None:
+        """Flush and close every log (clean shutdown)."""
+        await self.logs.close()
+
+
+def group_config(config: BrokerConfig) -> GroupConfig:
+    """The group coordinator's settings from the broker's group.* and offsets.* names."""
+    return GroupConfig(
+        min_session_timeout_ms=config.group_min_session_timeout_ms,
+        max_session_timeout_ms=config.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+        max_size=config.group_max_size,
+        offsets_topic_num_partitions=config.offsets_topic_num_partitions,
+        offset_metadata_max_bytes=config.offset_metadata_max_bytes,
+    )

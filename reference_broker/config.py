@@ -1,0 +1,361 @@
+"""Broker configuration under Apache Kafka's names (server.properties), plus one of our own.
+
+A `BrokerConfig` is built from a flat mapping of Kafka names to values, as found in
+a TOML file (dotted keys or quoted keys, both flatten to `log.retention.ms`) and in
+`--set name=value` overrides. Unknown names are an error, never ignored: a typo in
+a durability knob must not silently run the default.
+
+Broker-wide `log.*` settings are the defaults of every topic's `LogConfig` and are
+translated to the topic-level names (`log.retention.ms` -> `retention.ms`), exactly
+as Kafka derives a topic's config from the broker's.
+
+faultline-only settings live under `faultline.`:
+
+- `faultline.storage.volatile.until.fsync` (bool, default false): file writes stay
+  in the broker's process memory until fsync, so SIGKILL behaves as a power cut
+  and loses exactly the un-fsynced suffix of every file.
+
+One deliberate difference from Kafka: `log.flush.scheduler.interval.ms` defaults to
+Kafka's Long.MAX ("never"), but then the flusher checks every log's `flush.ms`
+on its own schedule, so that setting `log.flush.interval.ms` alone takes effect.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .log.config import LogConfig
+
+INT64_MAX = (1 << 63) - 1
+INT32_MAX = (1 << 31) - 1
+
+
+class ConfigError(ValueError):
+    """A configuration name or value the broker cannot accept; the message says which."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One PLAINTEXT endpoint: where to bind, or what to tell clients."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str, *, setting: str) -> Listener:
+        """Parse `PLAINTEXT://host:port` or `host:port` (`[::1]:port` for IPv6)."""
+        spec = text.strip()
+        if "://" in spec:
+            protocol, spec = spec.split("://", 1)
+            if protocol.upper() != "PLAINTEXT":
+                raise ConfigError(
+                    f"{setting}: only PLAINTEXT listeners are supported, not {protocol!r}"
+                )
+        host, sep, port_text = spec.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{setting}: expected host:port, got {text!r}")
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"{setting}: port {port_text!r} is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{setting}: port {port} is outside 0..65535")
+        return cls(host, port)
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value.strip(), 10)
+    raise ValueError(f"expected an integer, not {type(value).__name__}")
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str | int):
+        raise ValueError(f"expected a string, not {type(value).__name__}")
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One known configuration name: how to parse it and what it does."""
+
+    name: str
+    parse: Callable[[object], object]
+    doc: str
+
+
+def _settings(*rows: tuple[str, Callable[[object], object], str]) -> dict[str, Setting]:
+    return {name: Setting(name, parse, doc) for name, parse, doc in rows}
+
+
+SETTINGS: dict[str, Setting] = _settings(
+    ("node.id", _parse_int, "this broker's id (default 0)"),
+    ("broker.id", _parse_int, "synonym of node.id"),
+    ("listeners", _parse_str, "PLAINTEXT://host:port to bind (default 127.0.0.1:9092)"),
+    ("advertised.listeners", _parse_str, "host:port told to clients (default: bound address)"),
+    ("num.partitions", _parse_int, "partitions of auto-created topics (1)"),
+    ("default.replication.factor", _parse_int, "replication factor of auto-created topics (1)"),
+    ("min.insync.replicas", _parse_int, "default min.insync.replicas of topics (1)"),
+    ("unclean.leader.election.enable", _parse_bool, "default of the topic config (false)"),
+    ("auto.create.topics.enable", _parse_bool, "create unknown topics on metadata/produce (true)"),
+    ("message.max.bytes", _parse_int, "largest record batch accepted (1048588)"),
+    ("log.segment.bytes", _parse_int, "segment size (1 GiB)"),
+    ("log.roll.ms", _parse_int, "segment age before rolling"),
+    ("log.roll.hours", _parse_int, "segment age before rolling (168)"),
+    ("log.retention.ms", _parse_int, "retention by time; -1 keeps forever"),
+    ("log.retention.minutes", _parse_int, "retention by time"),
+    ("log.retention.hours", _parse_int, "retention by time (168)"),
+    ("log.retention.bytes", _parse_int, "retention by size per partition; -1 unlimited"),
+    ("log.retention.check.interval.ms", _parse_int, "how often retention runs (300000)"),
+    ("log.flush.interval.messages", _parse_int, "fsync after this many messages (never)"),
+    ("log.flush.interval.ms", _parse_int, "fsync data older than this (never)"),
+    ("log.flush.scheduler.interval.ms", _parse_int, "how often the flusher checks logs"),
+    ("log.index.interval.bytes", _parse_int, "bytes between offset index entries (4096)"),
+    ("log.message.timestamp.type", _parse_str, "CreateTime or LogAppendTime"),
+    ("log.cleanup.policy", _parse_str, "only 'delete' is implemented"),
+    ("socket.request.max.bytes", _parse_int, "largest request frame accepted (104857600)"),
+    ("group.min.session.timeout.ms", _parse_int, "smallest session.timeout.ms (6000)"),
+    ("group.max.session.timeout.ms", _parse_int, "largest session.timeout.ms (1800000)"),
+    ("group.initial.rebalance.delay.ms", _parse_int, "wait for more members of a new group"),
+    ("group.max.size", _parse_int, "members per group"),
+    ("offsets.topic.num.partitions", _parse_int, "partitions of __consumer_offsets (50)"),
+    ("offset.metadata.max.bytes", _parse_int, "largest commit metadata string (4096)"),
+    (
+        "faultline.storage.volatile.until.fsync",
+        _parse_bool,
+        "keep writes in process memory until fsync, so SIGKILL = power cut (false)",
+    ),
+)
+
+# Broker-wide log settings and the topic config each one defaults.
+_TOPIC_DEFAULTS = {
+    "log.segment.bytes": "segment.bytes",
+    "log.retention.bytes": "retention.bytes",
+    "log.flush.interval.messages": "flush.messages",
+    "log.index.interval.bytes": "index.interval.bytes",
+    "message.max.bytes": "max.message.bytes",
+    "min.insync.replicas": "min.insync.replicas",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
+    "log.message.timestamp.type": "message.timestamp.type",
+    "log.cleanup.policy": "cleanup.policy",
+}
+
+
+def _ms_with_units(values: Mapping[str, object], base: str) -> int | None:
+    # Kafka's precedence: X.ms over X.minutes over X.hours.
+    if f"{base}.ms" in values:
+        return int(values[f"{base}.ms"])  # type: ignore[call-overload]
+    if f"{base}.minutes" in values:
+        return int(values[f"{base}.minutes"]) * 60_000  # type: ignore[call-overload]
+    if f"{base}.hours" in values:
+        return int(values[f"{base}.hours"]) * 3_600_000  # type: ignore[call-overload]
+    return None
+
+
+def _optional_long(value: object | None) -> int | None:
+    if value is None:
+        return None
+    number = int(value)  # type: ignore[call-overload]
+    return None if number >= INT64_MAX else number
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Everything a broker node is configured with. Build it with `from_properties`."""
+
+    node_id: int = 0
+    listeners: tuple[Listener, ...] = (Listener("127.0.0.1", 9092),)
+    advertised_listeners: tuple[Listener, ...] | None = None
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    auto_create_topics_enable: bool = True
+    socket_request_max_bytes: int = 104857600
+    log_retention_check_interval_ms: int = 300000
+    log_flush_scheduler_interval_ms: int | None = None
+    log: LogConfig = field(default_factory=LogConfig)
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1800000
+    group_initial_rebalance_delay_ms: int = 3000
+    group_max_size: int = INT32_MAX
+    offsets_topic_num_partitions: int = 50
+    offset_metadata_max_bytes: int = 4096
+    volatile_until_fsync: bool = False
+    properties: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def message_max_bytes(self) -> int:
+        """The broker-wide default of max.message.bytes (Kafka's message.max.bytes)."""
+        return self.log.max_message_bytes
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, object]) -> BrokerConfig:
+        """Build a config from Kafka names; raises ConfigError naming any bad key or value."""
+        values: dict[str, object] = {}
+        for name, raw in props.items():
+            setting = SETTINGS.get(name)
+            if setting is None:
+                raise ConfigError(
+                    f"unknown broker config {name!r}; "
+                    "run `faultline broker --help-config` for the supported names"
+                )
+            try:
+                values[name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"invalid value {raw!r} for {name}: {exc}") from None
+
+        node_id = values.get("node.id", values.get("broker.id", 0))
+        if (
+            "node.id" in values
+            and "broker.id" in values
+            and values["node.id"] != values["broker.id"]
+        ):
+            raise ConfigError(
+                f"node.id={values['node.id']} and broker.id={values['broker.id']} disagree"
+            )
+
+        def listeners(name: str) -> tuple[Listener, ...] | None:
+            if name not in values:
+                return None
+            parts = [p for p in str(values[name]).split(",") if p.strip()]
+            if not parts:
+                raise ConfigError(f"{name} is empty")
+            return tuple(Listener.parse(p, setting=name) for p in parts)
+
+        topic_props: dict[str, str | int] = {
+            topic_name: values[name]  # type: ignore[misc]
+            for name, topic_name in _TOPIC_DEFAULTS.items()
+            if name in values
+        }
+        segment_ms = _ms_with_units(values, "log.roll")
+        if segment_ms is not None:
+            topic_props["segment.ms"] = segment_ms
+        retention_ms = _ms_with_units(values, "log.retention")
+        if retention_ms is not None:
+            topic_props["retention.ms"] = retention_ms
+        scheduler_ms = _optional_long(values.get("log.flush.scheduler.interval.ms"))
+        # Kafka: log.flush.interval.ms unset means "use log.flush.scheduler.interval.ms".
+        flush_ms = _optional_long(values.get("log.flush.interval.ms", scheduler_ms))
+        if flush_ms is not None:
+            topic_props["flush.ms"] = flush_ms
+        try:
+            log = LogConfig.from_kafka(topic_props)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+        config = cls(
+            node_id=int(node_id),  # type: ignore[call-overload]
+            listeners=listeners("listeners") or cls.listeners,
+            advertised_listeners=listeners("advertised.listeners"),
+            num_partitions=int(values.get("num.partitions", 1)),  # type: ignore[call-overload]
+            default_replication_factor=int(values.get("default.replication.factor", 1)),  # type: ignore[call-overload]
+            auto_create_topics_enable=bool(values.get("auto.create.topics.enable", True)),
+            socket_request_max_bytes=int(values.get("socket.request.max.bytes", 104857600)),  # type: ignore[call-overload]
+            log_retention_check_interval_ms=int(
+                values.get("log.retention.check.interval.ms", 300000)  # type: ignore[call-overload]
+            ),
+            log_flush_scheduler_interval_ms=scheduler_ms,
+            log=log,
+            group_min_session_timeout_ms=int(values.get("group.min.session.timeout.ms", 6000)),  # type: ignore[call-overload]
+            group_max_session_timeout_ms=int(
+                values.get("group.max.session.timeout.ms", 1800000)  # type: ignore[call-overload]
+            ),
+            group_initial_rebalance_delay_ms=int(
+                values.get("group.initial.rebalance.delay.ms", 3000)  # type: ignore[call-overload]
+            ),
+            group_max_size=int(values.get("group.max.size", INT32_MAX)),  # type: ignore[call-overload]
+            offsets_topic_num_partitions=int(values.get("offsets.topic.num.partitions", 50)),  # type: ignore[call-overload]
+            offset_metadata_max_bytes=int(values.get("offset.metadata.max.bytes", 4096)),  # type: ignore[call-overload]
+            volatile_until_fsync=bool(values.get("faultline.storage.volatile.until.fsync", False)),
+            properties=dict(props),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check ranges and relations between settings; raises ConfigError."""
+        positive = {
+            "num.partitions": self.num_partitions,
+            "default.replication.factor": self.default_replication_factor,
+            "socket.request.max.bytes": self.socket_request_max_bytes,
+            "log.retention.check.interval.ms": self.log_retention_check_interval_ms,
+            "offsets.topic.num.partitions": self.offsets_topic_num_partitions,
+            "group.max.size": self.group_max_size,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}")
+        if self.node_id < 0:
+            raise ConfigError(f"node.id must be non-negative, not {self.node_id}")
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
+            raise ConfigError(
+                "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms"
+            )
+        if (
+            self.log_flush_scheduler_interval_ms is not None
+            and self.log_flush_scheduler_interval_ms < 1
+        ):
+            raise ConfigError("log.flush.scheduler.interval.ms must be at least 1")
+        if self.advertised_listeners and any(a.port == 0 for a in self.advertised_listeners):
+            raise ConfigError("advertised.listeners must name a real port, not 0")
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, overrides: Iterable[str] = ()) -> BrokerConfig:
+        """Read a TOML file of Kafka names (optional), then apply `name=value` overrides."""
+        props: dict[str, object] = {}
+        if config_file is not None:
+            try:
+                with open(config_file, "rb") as handle:
+                    document = tomllib.load(handle)
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+            props.update(flatten_toml(document))
+        for item in overrides:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"--set expects name=value, got {item!r}")
+            props[name.strip()] = value.strip()
+        return cls.from_properties(props)
+
+
+def flatten_toml(document: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """Flatten TOML tables to dotted names: `[log.retention] ms = 1` -> `log.retention.ms`."""
+    flat: dict[str, object] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_toml(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def describe_settings() -> str:
+    """A table of every supported name for `--help-config`."""
+    width = max(len(name) for name in SETTINGS)
+    return "\n".join(f"{s.name:<{width}}  {s.doc}" for s in SETTINGS.values())

@@ -1,0 +1,59 @@
+"""Request handlers, one module per API family, and the table that dispatches to them.
+
+A handler is `async def handle_x(broker, ctx, request) -> response | None`: it gets
+the decoded request body and returns the response body at the request's version
+(None means "no response", only for acks=0 produce). Errors a client should see are
+Kafka error codes inside the response; `CloseConnection` asks the server to close.
+"""
+
+from __future__ import annotations
+
+from kafka.protocol.api_key import ApiKey
+
+from .api_versions import handle_api_versions
+from .context import CloseConnection, Handler, RequestContext
+from .fetch import handle_fetch
+from .groups import (
+    handle_describe_groups,
+    handle_find_coordinator,
+    handle_heartbeat,
+    handle_join_group,
+    handle_leave_group,
+    handle_list_groups,
+    handle_offset_commit,
+    handle_offset_fetch,
+    handle_sync_group,
+)
+from .metadata import (
+    handle_create_topics,
+    handle_delete_topics,
+    handle_describe_configs,
+    handle_metadata,
+)
+from .offsets import handle_list_offsets, handle_offset_for_leader_epoch
+from .produce import handle_produce
+from .producer_id import handle_init_producer_id
+
+HANDLERS: dict[int, Handler] = {
+    ApiKey.Produce: handle_produce,
+    ApiKey.Fetch: handle_fetch,
+    ApiKey.ListOffsets: handle_list_offsets,
+    ApiKey.Metadata: handle_metadata,
+    ApiKey.OffsetCommit: handle_offset_commit,
+    ApiKey.OffsetFetch: handle_offset_fetch,
+    ApiKey.FindCoordinator: handle_find_coordinator,
+    ApiKey.JoinGroup: handle_join_group,
+    ApiKey.Heartbeat: handle_heartbeat,
+    ApiKey.LeaveGroup: handle_leave_group,
+    ApiKey.SyncGroup: handle_sync_group,
+    ApiKey.DescribeGroups: handle_describe_groups,
+    ApiKey.ListGroups: handle_list_groups,
+    ApiKey.ApiVersions: handle_api_versions,
+    ApiKey.CreateTopics: handle_create_topics,
+    ApiKey.DeleteTopics: handle_delete_topics,
+    ApiKey.InitProducerId: handle_init_producer_id,
+    ApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
+    ApiKey.DescribeConfigs: handle_describe_configs,
+}
+
+__all__ = ["HANDLERS", "CloseConnection", "Handler", "RequestContext"]

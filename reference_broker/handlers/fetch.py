@@ -1,0 +1,184 @@
+"""Fetch: read whole batches up to the high watermark, long-polling for min_bytes.
+
+As Kafka's ReplicaManager.fetchMessages: partitions are read in request order,
+each up to its partition_max_bytes and what is left of the response's max_bytes;
+the first partition that returns data may exceed the limits by one batch so that
+a consumer always makes progress. If fewer than min_bytes are available and
+max_wait_ms > 0, the request waits (a DelayedFetch) until a high watermark moves
+on one of its partitions or the time is up, then reads again.
+
+Consumers (replica_id < 0) read up to the high watermark (the last stable offset
+for read_committed, equal to it while there are no transactions); replicas read to
+the log end offset and report their LEO to the partition.
+
+Incremental fetch sessions (KIP-227) are not offered: every response carries
+session_id 0, which tells clients to keep sending full fetch requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+from kafka.protocol.api_message import ApiMessage
+from kafka.protocol.consumer import FetchResponse
+
+from ..errors import BrokerError, ErrorCode, OffsetOutOfRangeError
+from .context import RequestContext
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+_TopicResponse = FetchResponse.FetchableTopicResponse
+_PartitionData = _TopicResponse.PartitionData
+
+READ_COMMITTED = 1
+
+
+@dataclass
+class _Read:
+    """The outcome of one pass over the requested partitions."""
+
+    responses: list[ApiMessage]
+    bytes_read: int
+    has_error: bool
+
+
+def _error_partition(index: int, code: ErrorCode, hw: int = -1, log_start: int = -1) -> ApiMessage:
+    return _PartitionData(
+        partition_index=index,
+        error_code=int(code),
+        high_watermark=hw,
+        last_stable_offset=hw,
+        log_start_offset=log_start,
+        aborted_transactions=None,
+        preferred_read_replica=-1,
+        records=b"",
+    )
+
+
+def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
+    replica_id = request.replica_id
+    is_replica = replica_id >= 0
+    read_committed = request.isolation_level == READ_COMMITTED
+    # read_committed answers carry an (empty) aborted transaction list; others null.
+    aborted = [] if read_committed else None
+    remaining = max(request.max_bytes, 0)
+    min_one = True
+    bytes_read = 0
+    has_error = False
+    responses = []
+    for topic in request.topics:
+        entries = []
+        for p in topic.partitions:
+            try:
+                partition = broker.partition(topic.topic, p.partition)
+                partition.ensure_leader()
+                if version >= 9:
+                    partition.check_leader_epoch(p.current_leader_epoch)
+                log = broker.log_of(partition)
+                if is_replica:
+                    partition.update_replica_leo(replica_id, p.fetch_offset)
+                    max_offset = None
+                else:
+                    max_offset = partition.high_watermark
+                result = log.read(
+                    p.fetch_offset,
+                    min(p.partition_max_bytes, remaining),
+                    max_offset=max_offset,
+                    min_one=min_one,
+                )
+            except OffsetOutOfRangeError:
+                has_error = True
+                entries.append(
+                    _error_partition(
+                        p.partition,
+                        ErrorCode.OFFSET_OUT_OF_RANGE,
+                        partition.high_watermark,
+                        partition.log_start_offset,
+                    )
+                )
+                continue
+            except BrokerError as exc:
+                has_error = True
+                entries.append(_error_partition(p.partition, exc.code))
+                continue
+            records = result.records
+            if records:
+                size = len(records)
+                remaining = max(remaining - size, 0)
+                bytes_read += size
+                min_one = False
+            entries.append(
+                _PartitionData(
+                    partition_index=p.partition,
+                    error_code=0,
+                    high_watermark=result.high_watermark,
+                    last_stable_offset=result.high_watermark,
+                    log_start_offset=result.log_start_offset,
+                    aborted_transactions=aborted,
+                    preferred_read_replica=-1,
+                    records=records,
+                )
+            )
+        responses.append(_TopicResponse(topic=topic.topic, partitions=entries))
+    return _Read(responses, bytes_read, has_error)
+
+
+def _new_data_available(broker: Broker, request: ApiMessage) -> bool:
+    # Cheaper than a full re-read: did any requested partition's visible end move past
+    # the fetch offset (or the partition vanish)?
+    is_replica = request.replica_id >= 0
+    for topic in request.topics:
+        for p in topic.partitions:
+            partition = broker.partitions.get((topic.topic, p.partition))
+            if partition is None:
+                return True
+            end = partition.log_end_offset if is_replica else partition.high_watermark
+            if end > p.fetch_offset:
+                return True
+    return False
+
+
+async def handle_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    """Answer a Fetch, waiting up to max_wait_ms for min_bytes of data."""
+    version = ctx.version
+    if version >= 7 and request.session_id != 0:
+        # We never hand out a session id, so any id a client names is unknown to us.
+        return FetchResponse(
+            version=version,
+            throttle_time_ms=0,
+            error_code=int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND),
+            session_id=0,
+            responses=[],
+        )
+    if version >= 7 and request.session_epoch not in (0, -1):
+        return FetchResponse(
+            version=version,
+            throttle_time_ms=0,
+            error_code=int(ErrorCode.INVALID_FETCH_SESSION_EPOCH),
+            session_id=0,
+            responses=[],
+        )
+    deadline = trio.current_time() + max(request.max_wait_ms, 0) / 1000
+    min_bytes = request.min_bytes
+    while True:
+        # Taken before reading, so an append between the read and the wait still wakes us.
+        changed = broker.hw_signal.current()
+        result = _read_once(broker, request, version)
+        if result.bytes_read >= min_bytes or result.has_error or trio.current_time() >= deadline:
+            break
+        with trio.move_on_at(deadline):
+            while True:
+                await changed.wait()
+                changed = broker.hw_signal.current()
+                if _new_data_available(broker, request):
+                    break
+    return FetchResponse(
+        version=version,
+        throttle_time_ms=0,
+        error_code=0,
+        session_id=0,
+        responses=result.responses,
+    )

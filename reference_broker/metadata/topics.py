@@ -1,0 +1,84 @@
+"""The topic registry: which topics exist, with their ids, partition counts and configs."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator, Mapping
+
+from ..errors import BrokerError, ErrorCode
+from .store import MetadataStore, TopicRecord, random_uuid
+
+MAX_TOPIC_NAME_LENGTH = 249
+_LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+class InvalidTopicError(BrokerError):
+    code = ErrorCode.INVALID_TOPIC_EXCEPTION
+
+
+class TopicExistsError(BrokerError):
+    code = ErrorCode.TOPIC_ALREADY_EXISTS
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's rules (Topic.validate): 1..249 chars of [a-zA-Z0-9._-], not '.' or '..'."""
+    if not name:
+        raise InvalidTopicError("topic name is empty")
+    if name in (".", ".."):
+        raise InvalidTopicError(f"topic name cannot be {name!r}")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise InvalidTopicError(
+            f"topic name is {len(name)} characters; the limit is {MAX_TOPIC_NAME_LENGTH}"
+        )
+    if not _LEGAL_NAME.fullmatch(name):
+        raise InvalidTopicError(
+            f"topic name {name!r} has characters outside ASCII letters, digits, '.', '_', '-'"
+        )
+
+
+class TopicRegistry:
+    """The topics of the cluster, kept in the node's `MetadataStore`."""
+
+    def __init__(self, store: MetadataStore, rng: random.Random) -> None:
+        self._store = store
+        self._rng = rng
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._store.state.topics
+
+    def __iter__(self) -> Iterator[TopicRecord]:
+        return iter(list(self._store.state.topics.values()))
+
+    def __len__(self) -> int:
+        return len(self._store.state.topics)
+
+    def get(self, name: str) -> TopicRecord | None:
+        """The topic named `name`, or None."""
+        return self._store.state.topics.get(name)
+
+    async def create(
+        self, name: str, partitions: int, replication_factor: int, configs: Mapping[str, str]
+    ) -> TopicRecord:
+        """Register a new topic durably; raises TopicExistsError or InvalidTopicError."""
+        validate_topic_name(name)
+        if name in self._store.state.topics:
+            raise TopicExistsError(f"topic {name!r} already exists")
+        record = TopicRecord(
+            name=name,
+            topic_id=str(random_uuid(self._rng)),
+            partitions=partitions,
+            replication_factor=replication_factor,
+            configs=dict(configs),
+        )
+        self._store.state.topics[name] = record
+        await self._store.save()
+        return record
+
+    async def delete(self, name: str) -> TopicRecord | None:
+        """Forget a topic durably; returns its record, or None if it did not exist."""
+        record = self._store.state.topics.pop(name, None)
+        if record is not None:
+            await self._store.save()
+        return record

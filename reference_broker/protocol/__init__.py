@@ -1,0 +1,38 @@
+"""Kafka wire protocol for the reference broker: framing, the API table and the codec."""
+
+from .apis import SUPPORTED_APIS, ApiSpec
+from .codec import (
+    MalformedRequestError,
+    Request,
+    RequestHeader,
+    UnknownApiError,
+    UnsupportedVersionError,
+    api_versions_response,
+    decode_header,
+    decode_request,
+    encode_response,
+    error_response,
+    unsupported_api_versions_frame,
+)
+from .framing import FrameDecoder, InvalidFrameSizeError, ProtocolError, frame, receive_frame
+
+__all__ = [
+    "SUPPORTED_APIS",
+    "ApiSpec",
+    "FrameDecoder",
+    "InvalidFrameSizeError",
+    "MalformedRequestError",
+    "ProtocolError",
+    "Request",
+    "RequestHeader",
+    "UnknownApiError",
+    "UnsupportedVersionError",
+    "api_versions_response",
+    "decode_header",
+    "decode_request",
+    "encode_response",
+    "error_response",
+    "frame",
+    "receive_frame",
+    "unsupported_api_versions_frame",
+]

@@ -1,0 +1,171 @@
+"""Decode request frames and encode response frames with kafka-python's JSON-schema messages.
+
+Only the 4-byte size prefix is hand-written (framing.py); headers and bodies, including
+flexible versions and tagged fields, go through `kafka.protocol`'s compiled codecs.
+
+A request header is decoded in two steps because its own version depends on the
+API and version it names: header v1 (no tagged fields) is read first, and if that
+API version is flexible, re-read as header v2. Kafka's special cases:
+
+- ApiVersions responses always use response header v0, so that a client that sent
+  a version the broker does not know can still read the answer;
+- an ApiVersions request of a version newer than the broker serves is answered with
+  a v0 response carrying UNSUPPORTED_VERSION and the supported ranges (KIP-511).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka.protocol.api_header import RequestHeader as KafkaRequestHeader
+from kafka.protocol.api_key import ApiKey
+from kafka.protocol.api_message import ApiMessage
+
+from ..errors import ErrorCode
+from .apis import SUPPORTED_APIS, ApiSpec
+from .framing import ProtocolError
+
+_HEADER_V1 = KafkaRequestHeader._struct.compiled_decode_from(
+    1, compact=False, tagged=False, data_class=KafkaRequestHeader
+)
+_HEADER_V2 = KafkaRequestHeader._struct.compiled_decode_from(
+    2, compact=False, tagged=True, data_class=KafkaRequestHeader
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    """The fields of a request header the broker uses."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded request: its header, the API it belongs to and its body."""
+
+    header: RequestHeader
+    spec: ApiSpec
+    body: ApiMessage
+
+    @property
+    def version(self) -> int:
+        """The API version the client used (responses must use the same)."""
+        return self.header.api_version
+
+
+class UnknownApiError(ProtocolError):
+    """The request names an API key this broker does not serve; Kafka closes the connection."""
+
+    def __init__(self, header: RequestHeader) -> None:
+        super().__init__(f"unknown or unsupported api key {header.api_key}")
+        self.header = header
+
+
+class UnsupportedVersionError(ProtocolError):
+    """A known API at a version outside the range this broker serves."""
+
+    def __init__(self, header: RequestHeader, spec: ApiSpec) -> None:
+        super().__init__(
+            f"{spec.key.name} v{header.api_version} is not supported "
+            f"(this broker serves v{spec.min_version}..v{spec.max_version})"
+        )
+        self.header = header
+        self.spec = spec
+
+
+class MalformedRequestError(ProtocolError):
+    """The header parsed but the body did not; carries what is needed for an error response."""
+
+    def __init__(self, header: RequestHeader, spec: ApiSpec, reason: str) -> None:
+        super().__init__(f"malformed {spec.key.name} v{header.api_version} body: {reason}")
+        self.header = header
+        self.spec = spec
+
+
+def decode_header(frame: bytes | memoryview) -> tuple[RequestHeader, int]:
+    """Decode the request header; returns it and the offset where the body starts.
+
+    Raises ProtocolError when not even a v1 header can be read.
+    """
+    view = memoryview(frame)
+    try:
+        raw, pos = _HEADER_V1(view, 0)
+    except Exception as exc:  # truncated or garbage header: kafka-python raises various types
+        raise ProtocolError(f"unreadable request header ({len(view)} bytes): {exc!r}") from exc
+    api_key, version = raw.request_api_key, raw.request_api_version
+    spec = SUPPORTED_APIS.get(api_key)
+    if spec is not None and spec.supports(version) and spec.flexible(version):
+        try:
+            raw, pos = _HEADER_V2(view, 0)
+        except Exception as exc:
+            raise ProtocolError(f"unreadable flexible request header: {exc!r}") from exc
+    header = RequestHeader(api_key, version, raw.correlation_id, raw.client_id)
+    return header, pos
+
+
+def decode_request(frame: bytes | memoryview) -> Request:
+    """Decode one request frame (without its size prefix).
+
+    Raises UnknownApiError, UnsupportedVersionError, MalformedRequestError, or
+    ProtocolError for an unreadable header.
+    """
+    header, pos = decode_header(frame)
+    spec = SUPPORTED_APIS.get(header.api_key)
+    if spec is None:
+        raise UnknownApiError(header)
+    if not spec.supports(header.api_version):
+        raise UnsupportedVersionError(header, spec)
+    try:
+        body = spec.request.decode(memoryview(frame)[pos:], version=header.api_version)
+    except Exception as exc:  # struct.error, ValueError, IndexError, UnicodeDecodeError...
+        raise MalformedRequestError(header, spec, repr(exc)) from exc
+    return Request(header, spec, body)
+
+
+def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
+    """Encode `response` as the answer to `header`, framed, at the request's version."""
+    # The version must be set before the header exists: kafka-python's version setter
+    # assumes a request header.
+    if header.api_version != response.API_VERSION:
+        response.API_VERSION = header.api_version
+    response.with_header(correlation_id=header.correlation_id)
+    return bytes(response.encode(header=True, framed=True))
+
+
+def error_response(spec: ApiSpec, version: int, code: ErrorCode) -> ApiMessage:
+    """A response of `spec` at `version` with schema defaults and a top-level error code.
+
+    APIs whose errors live only per partition (Produce, Fetch before v7) get an empty
+    response, which a client reads as "no answer for my partitions" and retries.
+    """
+    response = spec.response(version=version)
+    field = spec.response.fields.get("error_code")
+    if field is not None and field.for_version_q(version):
+        response.error_code = int(code)
+    return response
+
+
+def api_versions_response(version: int, error: ErrorCode = ErrorCode.NONE) -> ApiMessage:
+    """The ApiVersions answer: every supported API with its version range."""
+    spec = SUPPORTED_APIS[ApiKey.ApiVersions]
+    entry = spec.response.ApiVersion
+    return spec.response(
+        version=version,
+        error_code=int(error),
+        api_keys=[
+            entry(api_key=int(s.key), min_version=s.min_version, max_version=s.max_version)
+            for s in sorted(SUPPORTED_APIS.values(), key=lambda s: s.key)
+        ],
+        throttle_time_ms=0,
+    )
+
+
+def unsupported_api_versions_frame(header: RequestHeader) -> bytes:
+    """Kafka's answer to an ApiVersions request newer than the broker: v0 with the ranges."""
+    response = api_versions_response(0, ErrorCode.UNSUPPORTED_VERSION)
+    response.with_header(correlation_id=header.correlation_id)
+    return bytes(response.encode(header=True, framed=True))

@@ -1,0 +1,1 @@
+"""Replication: partition leadership, ISR and the high watermark."""
