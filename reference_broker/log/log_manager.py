@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from reference_broker.env import Clock, Storage
+from reference_broker.env import Clock, Storage, StorageFile
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition_log import PartitionLog
 
@@ -75,18 +75,17 @@ class LogManager:
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
 
-    def _write_topic_config(self, directory: str, config: LogConfig) -> None:
+    def _write_topic_config(self, directory: str, config: LogConfig) -> StorageFile:
+        """Write the overrides file; returns its open handle, not yet fsynced."""
         defaults = self.default_config.to_kafka()
         overrides = {k: v for k, v in config.to_kafka().items() if defaults.get(k) != v}
         path = f"{directory}/{TOPIC_CONFIG_FILE}"
         tmp = path + ".tmp"
         f = self.storage.open(tmp)
-        try:
-            f.truncate(0)
-            f.append("".join(f"{k}={v}\n" for k, v in sorted(overrides.items())).encode())
-        finally:
-            f.close()
+        f.truncate(0)
+        f.append("".join(f"{k}={v}\n" for k, v in sorted(overrides.items())).encode())
         self.storage.rename(tmp, path)
+        return f
 
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         """The log of a partition, if this node has it."""
@@ -103,8 +102,10 @@ class LogManager:
         directory = partition_dir(topic, partition)
         config = config or self.default_config
         self.storage.makedirs(directory)
-        self._write_topic_config(directory, config)
+        written = self._write_topic_config(directory, config)
         log = PartitionLog.open(self.storage, directory, config, self.clock)
+        # The config file becomes durable with the log's next flush.
+        log.sync_with_next_flush(written)
         self._logs[(topic, partition)] = log
         return log
 
@@ -112,7 +113,7 @@ class LogManager:
         """Apply and persist a new config to every local partition of `topic`."""
         for (t, _), log in self._logs.items():
             if t == topic:
-                self._write_topic_config(log.directory, config)
+                log.sync_with_next_flush(self._write_topic_config(log.directory, config))
                 log.config = config
 
     def delete(self, topic: str, partition: int) -> None:

@@ -480,6 +480,11 @@ class PartitionLog:
         self._dir_dirty = True
         return segment
 
+    def sync_with_next_flush(self, f: StorageFile) -> None:
+        """Have the next `flush` fsync (then close) `f`, a file written beside the log."""
+        self._unsynced_files.append(f)
+        self._dir_dirty = True
+
     def _write_snapshot(self, offset: int) -> None:
         # Written without fsync on the append path; flush() fsyncs it, and a torn
         # snapshot fails its CRC at open and is ignored.
