@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from reference_broker.errors import (
     CorruptRecordError,
+    KafkaStorageError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
 )
@@ -399,3 +401,17 @@ async def test_clean_close_and_reopen_keeps_high_watermark(tmp_path: Path) -> No
     reopened = open_log(tmp_path)
     assert reopened.high_watermark == 7
     assert reopened.log_end_offset == 10
+
+
+async def test_failed_fsync_takes_the_log_offline(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=1024)
+    for i in range(20):
+        log.append_as_leader(build_batch(values(2, 2 * i)), 0)
+    assert log.segment_count > 1  # rolls left directory entries to fsync
+    shutil.rmtree(tmp_path / "events-0")
+    with pytest.raises(KafkaStorageError, match="fsync failed"):
+        await log.flush()
+    with pytest.raises(KafkaStorageError, match="offline"):
+        log.append_as_leader(build_batch([b"late"]), 0)
+    with pytest.raises(KafkaStorageError, match="offline"):
+        log.read(0, 100)

@@ -128,6 +128,7 @@ class PartitionLog:
         self._dir_dirty = False
         self._flush_lock = trio.Lock()
         self._closed = False
+        self._failure: str | None = None
         self.recovery: RecoveryReport | None = None
 
     # --- opening and recovery -------------------------------------------------------
@@ -321,6 +322,11 @@ class PartitionLog:
     # --- appends ----------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._failure is not None:
+            raise KafkaStorageError(
+                f"log {self.directory} is offline after an I/O error ({self._failure}); "
+                "restart the broker to recover it"
+            )
         if self._closed:
             raise KafkaStorageError(f"log {self.directory} is closed")
 
@@ -442,11 +448,12 @@ class PartitionLog:
         return headers
 
     def _write(self, data: bytes | bytearray, infos: list[BatchInfo]) -> None:
-        segment = self._maybe_roll(len(data), infos[0].max_timestamp)
         try:
+            segment = self._maybe_roll(len(data), infos[0].max_timestamp)
             segment.append(data, infos)
         except OSError as exc:
-            raise KafkaStorageError(f"write to {self.directory} failed: {exc}") from exc
+            self._fail(f"write failed: {exc}")
+            raise KafkaStorageError(f"{self.directory}: write failed: {exc}") from exc
         self._dirty.add(segment)
         self._log_end_offset = infos[-1].last_offset + 1
         self._unflushed_messages += sum(i.last_offset - i.base_offset + 1 for i in infos)
@@ -688,7 +695,11 @@ class PartitionLog:
         return interval is not None and now_ms - self._last_flush_ms >= interval
 
     async def flush(self) -> None:
-        """fsync every segment written since the last flush, its indexes and snapshots."""
+        """fsync every segment written since the last flush, its indexes and snapshots.
+
+        Raises KafkaStorageError when the disk refuses; the log then refuses all
+        further work, as Kafka takes a failed log directory offline.
+        """
         async with self._flush_lock:
             if self._closed:
                 return
@@ -701,20 +712,36 @@ class PartitionLog:
             try:
                 for segment in dirty:
                     await segment.flush()
-                for f in unsynced:
-                    await f.fsync()
-                    f.close()
+                    if self._closed:
+                        return
+                while unsynced:
+                    await unsynced[0].fsync()
+                    unsynced.pop(0).close()
+                    if self._closed:
+                        return
                 if dir_dirty:
                     await self.storage.fsync_dir(self.directory)
+            except OSError as exc:
+                self._fail(f"fsync failed: {exc}")
+                raise KafkaStorageError(f"{self.directory}: fsync failed: {exc}") from exc
             except BaseException:
-                # Not durable: a later flush must try again.
+                # Cancelled: nothing is known durable, a later flush tries again.
                 self._dirty.update(s for s in dirty if not s.closed)
                 self._unsynced_files[:0] = unsynced
+                unsynced = []
                 self._dir_dirty = self._dir_dirty or dir_dirty
                 raise
+            finally:
+                for f in unsynced:
+                    f.close()
             self._unflushed_messages = max(self._unflushed_messages - pending, 0)
             self._recovery_point = max(self._recovery_point, min(target, self._log_end_offset))
             self._last_flush_ms = self._clock.now_ms()
+
+    def _fail(self, reason: str) -> None:
+        """Take the log offline after an I/O error: its state may no longer match the disk."""
+        self._failure = reason
+        self.close_now()
 
     async def checkpoint_high_watermark(self) -> None:
         """Persist the high watermark durably (Kafka's replication-offset-checkpoint)."""
