@@ -15,6 +15,7 @@ API version is flexible, re-read as header v2. Kafka's special cases:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka.protocol.api_header import RequestHeader as KafkaRequestHeader
@@ -103,6 +104,8 @@ def decode_header(frame: bytes | memoryview) -> tuple[RequestHeader, int]:
             raw, pos = _HEADER_V2(view, 0)
         except Exception as exc:
             raise ProtocolError(f"unreadable flexible request header: {exc!r}") from exc
+    if pos > len(view):
+        raise ProtocolError(f"truncated request header ({len(view)} bytes)")
     header = RequestHeader(api_key, version, raw.correlation_id, raw.client_id)
     return header, pos
 
@@ -119,11 +122,35 @@ def decode_request(frame: bytes | memoryview) -> Request:
         raise UnknownApiError(header)
     if not spec.supports(header.api_version):
         raise UnsupportedVersionError(header, spec)
+    view = memoryview(frame)
     try:
-        body = spec.request.decode(memoryview(frame)[pos:], version=header.api_version)
+        body, end = _body_decoder(spec, header.api_version)(view, pos)
     except Exception as exc:  # struct.error, ValueError, IndexError, UnicodeDecodeError...
         raise MalformedRequestError(header, spec, repr(exc)) from exc
+    if end > len(view):
+        # kafka-python's decoders slice past the end silently; a short body is truncated.
+        raise MalformedRequestError(
+            header, spec, f"body needs {end - pos} bytes, frame has {len(view) - pos}"
+        )
     return Request(header, spec, body)
+
+
+_DECODERS: dict[tuple[int, int], Callable[[memoryview, int], tuple[ApiMessage, int]]] = {}
+
+
+def _body_decoder(
+    spec: ApiSpec, version: int
+) -> Callable[[memoryview, int], tuple[ApiMessage, int]]:
+    # ApiMessage.decode, minus its habit of dropping the end position we need to check.
+    key = (spec.key, version)
+    decoder = _DECODERS.get(key)
+    if decoder is None:
+        flexible = spec.flexible(version)
+        decoder = spec.request._struct.compiled_decode_from(
+            version, compact=flexible, tagged=flexible, data_class=spec.request[None]
+        )
+        _DECODERS[key] = decoder
+    return decoder
 
 
 def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
