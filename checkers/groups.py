@@ -123,12 +123,8 @@ class GroupChecker:
                     offsets = polled[(group, log)] = set()
                 offsets.update([r[0] for r in records])
 
-    def finish(self, logs: dict[str, LogOrder], observer: dict[int, tuple[str, int, int]]
-               ) -> None:
-        """Find lost-by-commit against the final version orders `logs`.
-
-        `observer` maps a value to where it was first seen and by which event index.
-        """
+    def finish(self, logs: dict[str, LogOrder]) -> None:
+        """Find lost-by-commit against the final version orders `logs`."""
         for (group, log), raises in sorted(self._raises.items()):
             order = logs.get(log)
             if order is None:
@@ -141,7 +137,7 @@ class GroupChecker:
             passing = raises[bisect_right([offset for offset, _ in raises], missed[0])]
             shown = missed[:_SHOWN]
             values = [order.values[o] for o in shown]
-            seen_at = [observer[v][2] for v in values if v in observer]
+            seen_at = [order.observers[o] for o in shown]
             self.findings.add("lost-by-commit", {
                 "indices": sorted({passing[1], *seen_at}), "group": group, "log": log,
                 "committed": passing[0], "offsets": shown, "values": values,

@@ -50,6 +50,9 @@ from history.model import Message, PollResult
 # How many skipped records a skip's evidence lists.
 _SKIPPED_SHOWN = 8
 
+# (log, offset, index of the first event that observed the value there)
+Located = tuple[str, int, int]
+
 
 class QueueChecker:
     """Streaming state of the queue checker; feed it events, then call `finish`."""
@@ -57,21 +60,23 @@ class QueueChecker:
     def __init__(self, findings: Findings) -> None:
         self.findings = findings
         self.logs: dict[str, LogOrder] = {}
-        # Per-topic key -> (partition, first index seeing it there), for key-split.
-        self._key_partition: dict[str, dict[str, tuple[int, int]]] = {}
+        # Per-topic key -> partition it was first seen in (and the index that saw it).
+        self._key_partition: dict[str, dict[str, int]] = {}
+        self._key_first: dict[tuple[str, str], int] = {}
         self._key_splits: dict[tuple[str, str], dict[int, int]] = {}
         # value -> index of the (first) send invoke carrying it.
         self.send_invoked: dict[int, int] = {}
-        # value -> (log or None, offset or None, completion index) of an `ok` send.
-        self.acked: dict[int, tuple[str | None, int | None, int]] = {}
+        # value -> completion index of an `ok` send (its position is in the version order).
+        self.acked: dict[int, int] = {}
         # value -> completion index of a `fail` / `info` send.
         self.failed: dict[int, int] = {}
         self.indeterminate: dict[int, int] = {}
         # value -> index of the first completion of a poll returning it.
         self.read_by: dict[int, int] = {}
-        # value -> first (log, offset, observing index); later different ones in _dups.
-        self.position: dict[int, tuple[str, int, int]] = {}
-        self._dups: dict[int, dict[tuple[str, int], int]] = {}
+        # Built by finish() from the version orders: value -> where it was first seen,
+        # and value -> every position for values seen at more than one.
+        self.located: dict[int, Located] = {}
+        self._dups: dict[int, list[Located]] = {}
         # (log, offset) -> {value: first observing index} where values disagree.
         self._conflicts: dict[tuple[str, int], dict[int, int]] = {}
         # value -> (read index, log, offset) for reads before any send of it was invoked.
@@ -80,8 +85,10 @@ class QueueChecker:
         self._poll_cursor: dict[int, dict[str, tuple[int, int, int]]] = {}
         # process -> log -> (value, offset or None, index) of its last send's last message.
         self._send_cursor: dict[int, dict[str, tuple[int, int | None, int]]] = {}
-        # process -> topic -> key -> (partition, highest offset, value, index).
-        self._key_cursor: dict[int, dict[str, dict[str, tuple[int, int, int, int]]]] = {}
+        # process -> log -> key -> (offset, value, index) of its highest send of the key,
+        # then the same for its highest send of it by an earlier op (-1s if none).
+        self._key_cursor: dict[int, dict[str, dict[str, tuple[int, int, int, int, int, int]]]]
+        self._key_cursor = {}
         # Settled in finish(): (kind, log, o1, o2, v1, v2, i1, i2, process).
         self._gaps: list[tuple[str, str, int, int, int, int, int, int, int]] = []
         # Sends with a message of unknown position, settled in finish():
@@ -102,89 +109,84 @@ class QueueChecker:
     def _conflict(self, log: str, offset: int, first: int, value: int, index: int) -> None:
         values = self._conflicts.get((log, offset))
         if values is None:
-            first_seen = self.position.get(first)
-            first_index = first_seen[2] if first_seen is not None else index
+            first_index = self.logs[log].observers[offset]
             values = self._conflicts[(log, offset)] = {first: first_index}
         values.setdefault(value, index)
 
-    def _duplicate(
-        self, value: int, first: tuple[str, int, int], log: str, offset: int, index: int
-    ) -> None:
-        positions = self._dups.get(value)
-        if positions is None:
-            positions = self._dups[value] = {(first[0], first[1]): first[2]}
-        positions.setdefault((log, offset), index)
-
-    def _key_seen(
-        self, order: LogOrder, key: str, index: int, table: dict[str, tuple[int, int]]
-    ) -> None:
-        """Slow path of key-split tracking: key seen in a partition other than its first."""
-        partition, first_index = table[key]
-        splits = self._key_splits.setdefault((order.topic, key), {partition: first_index})
+    def _key_seen(self, order: LogOrder, key: str, index: int) -> None:
+        """Slow path of key-split tracking: a key's first sighting, or another partition."""
+        table = self._key_partition[order.topic]
+        first = table.get(key)
+        if first is None:
+            table[key] = order.partition
+            self._key_first[(order.topic, key)] = index
+            return
+        splits = self._key_splits.setdefault(
+            (order.topic, key), {first: self._key_first[(order.topic, key)]}
+        )
         splits.setdefault(order.partition, index)
 
     # -- polls ------------------------------------------------------------------------
 
     def poll(self, process: int, index: int, result: PollResult, ok: bool) -> None:
         """A poll completed at `index` returning `result`; `ok` polls advance cursors."""
-        position = self.position
         read_by = self.read_by
         send_invoked = self.send_invoked
-        gaps = self._gaps
         cursor = self._poll_cursor.setdefault(process, {}) if ok else None
         for log, records in result.items():
             if not records:
                 continue
             order = self.logs.get(log) or self._log(log)
             values = order.values
+            observers = order.observers
             keys = self._key_partition[order.topic]
             partition = order.partition
-            prev_o = -1
+            prev_o = records[0][0] - 1
             prev_v = 0
-            high = order.max_read
+            backward = False
             for o, k, v in records:
-                seen = values.setdefault(o, v)
-                if seen != v:
+                seen = values.get(o)
+                if seen is None:
+                    values[o] = v
+                    observers[o] = index
+                    # A record at a known offset had its key checked when first seen.
+                    if k is not None and keys.get(k) != partition:
+                        self._key_seen(order, k, index)
+                elif seen != v:
                     self._conflict(log, o, seen, v, index)
-                where = position.get(v)
-                if where is None:
-                    position[v] = (log, o, index)
-                elif where[1] != o or where[0] != log:
-                    self._duplicate(v, where, log, o, index)
+                    if k is not None and keys.get(k) != partition:
+                        self._key_seen(order, k, index)
                 if v not in read_by:
                     read_by[v] = index
                     if v not in send_invoked:
                         self._early_reads.setdefault(v, (index, log, o))
-                if k is not None:
-                    first = keys.setdefault(k, (partition, index))
-                    if first[0] != partition:
-                        self._key_seen(order, k, index, keys)
-                if prev_o >= 0 and o != prev_o + 1:
-                    if o <= prev_o:
-                        self._poll_order("int-nonmonotonic-poll", log, prev_o, o, prev_v, v,
-                                         index, index, process)
-                    else:
-                        gaps.append(("int-poll-skip", log, prev_o, o, prev_v, v, index, index,
-                                     process))
-                if o > high:
-                    high = o
+                if o != prev_o + 1:
+                    backward = backward or o <= prev_o
+                    self._poll_pair("int", log, prev_o, o, prev_v, v, index, index, process)
                 prev_o = o
                 prev_v = v
+            high = max(r[0] for r in records) if backward else prev_o
             if high > order.max_read:
                 order.max_read = high
                 order.max_read_index = index
             if cursor is not None:
                 last = cursor.get(log)
-                if last is not None:
-                    o1, v1, i1 = last
-                    o2, _, v2 = records[0]
-                    if o2 != o1 + 1:
-                        if o2 <= o1:
-                            self._poll_order("nonmonotonic-poll", log, o1, o2, v1, v2, i1, index,
-                                             process)
-                        else:
-                            gaps.append(("poll-skip", log, o1, o2, v1, v2, i1, index, process))
+                if last is not None and records[0][0] != last[0] + 1:
+                    self._poll_pair("ext", log, last[0], records[0][0], last[1], records[0][2],
+                                    last[2], index, process)
                 cursor[log] = (prev_o, prev_v, index)
+
+    def _poll_pair(
+        self, scope: str, log: str, o1: int, o2: int, v1: int, v2: int, i1: int, i2: int,
+        process: int,
+    ) -> None:
+        """Two consecutive reads of `log` whose offsets are not adjacent."""
+        if o2 <= o1:
+            kind = "int-nonmonotonic-poll" if scope == "int" else "nonmonotonic-poll"
+            self._poll_order(kind, log, o1, o2, v1, v2, i1, i2, process)
+        else:
+            kind = "int-poll-skip" if scope == "int" else "poll-skip"
+            self._gaps.append((kind, log, o1, o2, v1, v2, i1, i2, process))
 
     def _poll_order(
         self, kind: str, log: str, o1: int, o2: int, v1: int, v2: int, i1: int, i2: int,
@@ -234,62 +236,76 @@ class QueueChecker:
     def send_ok(self, process: int, index: int, messages: list[Message]) -> None:
         """A send completed `ok` at `index`; `messages` carry partition and offset."""
         acked = self.acked
-        position = self.position
-        cursor = self._send_cursor.setdefault(process, {})
-        key_cursor = self._key_cursor.setdefault(process, {})
+        logs = self.logs
+        cursor = self._send_cursor.get(process)
+        if cursor is None:
+            cursor = self._send_cursor[process] = {}
+        key_cursor = self._key_cursor.get(process)
+        if key_cursor is None:
+            key_cursor = self._key_cursor[process] = {}
         # Per log: (value, offset, index) of this op's last message to it so far.
         this_op: dict[str, tuple[int, int | None, int]] = {}
-        key_updates: list[tuple[str, str, int, int, int]] = []
         for m in messages:
             v = m.value
+            acked[v] = index
             if m.partition is None:
-                acked[v] = (None, None, index)
                 continue
             log = f"{m.topic}/{m.partition}"
-            order = self.logs.get(log) or self._log(log)
+            order = logs.get(log) or self._log(log)
             o = m.offset
-            acked[v] = (log, o, index)
-            if o is not None:
-                seen = order.values.setdefault(o, v)
-                if seen != v:
-                    self._conflict(log, o, seen, v, index)
-                where = position.get(v)
-                if where is None:
-                    position[v] = (log, o, index)
-                elif where[1] != o or where[0] != log:
-                    self._duplicate(v, where, log, o, index)
             k = m.key
-            if k is not None:
-                keys = self._key_partition[order.topic]
-                first = keys.setdefault(k, (order.partition, index))
-                if first[0] != order.partition:
-                    self._key_seen(order, k, index, keys)
-                if o is not None:
-                    key_updates.append((m.topic, k, order.partition, o, v))
+            if o is not None:
+                seen = order.values.get(o)
+                if seen is None:
+                    order.values[o] = v
+                    order.observers[o] = index
+                elif seen != v:
+                    self._conflict(log, o, seen, v, index)
+                if k is not None:
+                    self._key_order(process, key_cursor, log, k, o, v, index)
+            if k is not None and self._key_partition[order.topic].get(k) != order.partition:
+                self._key_seen(order, k, index)
             previous = this_op.get(log)
-            if previous is not None:
+            if previous is None:
+                previous = cursor.get(log)
+                if previous is not None and (o is None or previous[1] is None or o <= previous[1]):
+                    self._send_pair("ext", log, previous, (v, o, index), process)
+            elif o is None or previous[1] is None or o != previous[1] + 1:
                 self._send_pair("int", log, previous, (v, o, index), process)
-            else:
-                last = cursor.get(log)
-                if last is not None:
-                    self._send_pair("ext", log, last, (v, o, index), process)
             this_op[log] = (v, o, index)
         cursor.update(this_op)
-        # Compare with earlier ops only (a batch's own messages have no defined order),
-        # then remember, per key, the highest offset it reached in its partition.
-        for topic, k, partition, o, v in key_updates:
-            last_key = key_cursor.get(topic, {}).get(k)
-            if last_key is not None and last_key[0] == partition and o < last_key[1]:
-                self.findings.add("key-order", {
-                    "indices": [last_key[3], index], "process": process,
-                    "log": f"{topic}/{partition}", "key": k,
-                    "offsets": [last_key[1], o], "values": [last_key[2], v],
-                })
-        for topic, k, partition, o, v in key_updates:
-            keys_of_topic = key_cursor.setdefault(topic, {})
-            last_key = keys_of_topic.get(k)
-            if last_key is None or last_key[0] != partition or o > last_key[1]:
-                keys_of_topic[k] = (partition, o, v, index)
+
+    def _key_order(
+        self,
+        process: int,
+        key_cursor: dict[str, dict[str, tuple[int, int, int, int, int, int]]],
+        log: str,
+        k: str,
+        o: int,
+        v: int,
+        index: int,
+    ) -> None:
+        """Compare one acknowledged keyed send with the process's earlier sends of the key.
+
+        Only earlier ops count: one batch's messages have no defined order among
+        themselves, so each entry also keeps the highest send by an earlier op.
+        """
+        keys_of_log = key_cursor.get(log)
+        if keys_of_log is None:
+            keys_of_log = key_cursor[log] = {}
+        last = keys_of_log.get(k)
+        if last is None:
+            keys_of_log[k] = (o, v, index, -1, -1, -1)
+            return
+        # The highest send of this key by an earlier op: `last` itself, or what it kept.
+        earlier = last[:3] if last[2] != index else last[3:]
+        if o < earlier[0]:
+            self.findings.add("key-order", {
+                "indices": [earlier[2], index], "process": process, "log": log, "key": k,
+                "offsets": [earlier[0], o], "values": [earlier[1], v],
+            })
+        if o > last[0]:
+            keys_of_log[k] = (o, v, index, *earlier)
 
     def send_info(self, process: int, index: int, messages: list[Message]) -> None:
         """A send completed `info`: its messages may or may not have been written.
@@ -337,14 +353,30 @@ class QueueChecker:
     # -- the end ----------------------------------------------------------------------
 
     def _resolve(self, value: int) -> tuple[str, int] | None:
-        """Where `value` sits: its acknowledged offset, else where a read saw it."""
-        acked = self.acked.get(value)
-        if acked is not None and acked[1] is not None and acked[0] is not None:
-            return acked[0], acked[1]
-        where = self.position.get(value)
-        if where is not None:
-            return where[0], where[1]
-        return None
+        """Where `value` sits in the version order (its first position), if anywhere."""
+        where = self.located.get(value)
+        return (where[0], where[1]) if where is not None else None
+
+    def _locate(self) -> None:
+        """Invert the version orders: where each value is, and which sit at two places."""
+        located = self.located
+        dups = self._dups
+        for name, order in self.logs.items():
+            observers = order.observers
+            for o, v in order.values.items():
+                here = (name, o, observers[o])
+                first = located.setdefault(v, here)
+                if first is not here:
+                    dups.setdefault(v, [first]).append(here)
+        for (log, o), values in self._conflicts.items():
+            first_value = self.logs[log].values[o]
+            for v, index in values.items():
+                if v == first_value:
+                    continue
+                here = (log, o, index)
+                first = located.setdefault(v, here)
+                if first is not here:
+                    dups.setdefault(v, [first]).append(here)
 
     def _settle_info_sends(self) -> None:
         for process, index, values, cursors in self._info_sends:
@@ -387,15 +419,12 @@ class QueueChecker:
                 "skipped": [[o, order.values[o]] for o in skipped[:_SKIPPED_SHOWN]],
             })
 
-    def _observer(self, value: int) -> int | None:
-        where = self.position.get(value)
-        return where[2] if where is not None else None
-
     def finish(self) -> None:
         """Settle every deferred check and add the remaining anomalies to the findings."""
         add = self.findings.add
         for order in self.logs.values():
             order.freeze()
+        self._locate()
         self._settle_info_sends()
         self._settle_pairs()
         self._settle_gaps()
@@ -406,17 +435,17 @@ class QueueChecker:
                 "values": sorted(values),
             })
         for value, positions in sorted(self._dups.items()):
-            ordered = sorted(positions.items())
+            ordered = sorted(positions)
             add("duplicate", {
-                "indices": sorted(set(positions.values())), "log": ordered[0][0][0],
-                "logs": [log for (log, _), _ in ordered],
-                "offsets": [offset for (_, offset), _ in ordered], "values": [value],
+                "indices": sorted({index for _, _, index in ordered}), "log": ordered[0][0],
+                "logs": [log for log, _, _ in ordered],
+                "offsets": [offset for _, offset, _ in ordered], "values": [value],
             })
         read_by = self.read_by
         for value, fail_index in sorted(self.failed.items()):
             reader = read_by.get(value)
             if reader is not None:
-                where = self.position.get(value)
+                where = self.located.get(value)
                 add("aborted-read", {
                     "indices": sorted({fail_index, reader}),
                     "log": where[0] if where else None,
@@ -442,20 +471,23 @@ class QueueChecker:
         add = self.findings.add
         read_by = self.read_by
         logs = self.logs
+        located = self.located
         self.unseen_by_log: dict[str, int] = {}
-        for value, (log, offset, index) in self.acked.items():
+        for value, index in self.acked.items():
             if value in read_by:
                 continue
-            order = logs.get(log) if log is not None else None
-            if order is not None and offset is not None and offset <= order.max_read:
+            # Unread, so its only positions come from acknowledgements.
+            where = located.get(value)
+            if where is not None and where[1] <= logs[where[0]].max_read:
+                order = logs[where[0]]
                 add("lost-write", {
-                    "indices": [index, order.max_read_index], "log": log, "offsets": [offset],
-                    "values": [value], "max_read_offset": order.max_read,
+                    "indices": [index, order.max_read_index], "log": where[0],
+                    "offsets": [where[1]], "values": [value], "max_read_offset": order.max_read,
                 })
             else:
-                key = log if log is not None else "?"
-                self.unseen_by_log[key] = self.unseen_by_log.get(key, 0) + 1
+                log = where[0] if where is not None else "?"
+                self.unseen_by_log[log] = self.unseen_by_log.get(log, 0) + 1
                 add("unseen", {
-                    "indices": [index], "log": log,
-                    "offsets": [offset] if offset is not None else [], "values": [value],
+                    "indices": [index], "log": where[0] if where is not None else None,
+                    "offsets": [where[1]] if where is not None else [], "values": [value],
                 })

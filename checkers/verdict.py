@@ -131,7 +131,7 @@ def check_steps(
     try:
         _run(steps, queue, groups, tally)
         queue.finish()
-        groups.finish(queue.logs, queue.position)
+        groups.finish(queue.logs)
     finally:
         if gc_was_enabled:
             gc.enable()

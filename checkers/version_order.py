@@ -16,17 +16,23 @@ from history.model import split_log
 class LogOrder:
     """The version order of one log, built incrementally and queried after the pass.
 
-    `values` maps offset -> first value observed there; writers use `values.setdefault`
-    on the hot path. After `freeze()`, `between` answers which occupied offsets lie
-    strictly between two offsets.
+    `values` maps offset -> first value observed there and `observers` offset -> the
+    index of the event that observed it; the checkers fill both directly on the hot
+    path. After `freeze()`, `between` answers which occupied offsets lie strictly
+    between two offsets.
     """
 
-    __slots__ = ("_sorted", "max_read", "max_read_index", "name", "partition", "topic", "values")
+    __slots__ = (
+        "_sorted", "max_read", "max_read_index", "name", "observers", "partition", "topic",
+        "values",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.topic, self.partition = split_log(name)
         self.values: dict[int, int] = {}
+        # offset -> index of the first event that observed a value there.
+        self.observers: dict[int, int] = {}
         # The highest offset any poll returned for this log, and the poll that did.
         self.max_read = -1
         self.max_read_index = -1

@@ -7,15 +7,18 @@ envelope and gives each operation's value its own shape. Nemesis events have fre
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 EventType = Literal["invoke", "ok", "fail", "info"]
 SeekMode = Literal["committed", "beginning"]
 
+# Offsets and partitions are never negative; rejecting them at decode keeps the
+# checkers' arithmetic on positions sound.
+Natural = Annotated[int, msgspec.Meta(ge=0)]
 # A poll returns, per log, [offset, key, value] triples.
-Record = tuple[int, str | None, int]
+Record = tuple[Natural, str | None, int]
 PollResult = dict[str, list[Record]]
 
 
@@ -25,8 +28,8 @@ class Message(msgspec.Struct, forbid_unknown_fields=True):
     topic: str
     key: str | None
     value: int
-    partition: int | None = None
-    offset: int | None = None
+    partition: Natural | None = None
+    offset: Natural | None = None
 
 
 class AssignValue(msgspec.Struct, forbid_unknown_fields=True):
@@ -91,7 +94,7 @@ class Commit(ClientEvent, tag="commit", kw_only=True):
     """Commit, per log, the next offset to read (as Kafka commits)."""
 
     f: ClassVar[str] = "commit"
-    value: dict[str, int] | None
+    value: dict[str, Natural] | None
 
 
 class Crash(ClientEvent, tag="crash", kw_only=True):

@@ -69,7 +69,7 @@ class HistoryReader:
 
     def _steps(self, stream: IO[bytes]) -> Iterator[Step]:
         decode = _client_decoder.decode
-        observe = self._pairing.observe
+        pending = self._pairing.pending
         check_value = self._check_value
         expected = 0
         for lineno, line in enumerate(stream, 1):
@@ -87,10 +87,19 @@ class HistoryReader:
             if type(event) is NemesisEvent:
                 yield event, None
                 continue
-            try:
-                invoke = observe(event)
-            except PairingError as error:
-                self._fail(lineno, str(error))
+            # The common cases inline; anything unusual goes through the state machine,
+            # which raises with the explanation.
+            if event.type == "invoke":
+                if event.process in pending:
+                    self._pairing_error(event, lineno)
+                pending[event.process] = event
+                invoke = None
+            else:
+                invoke = pending.pop(event.process, None)
+                if invoke is None or invoke.f != event.f or event.f == "crash":
+                    if invoke is not None:
+                        pending[event.process] = invoke
+                    invoke = self._pairing_error(event, lineno)
             if event.value is not None:
                 check_value(event, invoke, lineno)
             yield event, invoke
@@ -139,18 +148,21 @@ class HistoryReader:
         kind = type(event)
         try:
             if kind is Poll:
-                for name in event.value:
-                    if name not in good:
+                if not good.issuperset(event.value):
+                    for name in event.value:
                         split_log(name)
                         good.add(name)
             elif kind is Send:
-                if invoke is not None and invoke.value is not None:
-                    sent = [m.value for m in invoke.value]
-                    if [m.value for m in event.value] != sent:
-                        raise ValueError(
-                            f"send completion lists values {[m.value for m in event.value]} "
-                            f"but its invoke at index {invoke.index} listed {sent}"
-                        )
+                sent = invoke.value if invoke is not None else None
+                if sent is not None and (
+                    len(sent) != len(event.value)
+                    or any(a.value != b.value for a, b in zip(sent, event.value, strict=True))
+                ):
+                    raise ValueError(
+                        f"send completion lists values {[m.value for m in event.value]} "
+                        f"but its invoke at index {invoke.index} listed "
+                        f"{[m.value for m in sent]}"
+                    )
             elif kind is Commit:
                 for name in event.value:
                     if name not in good:
@@ -167,6 +179,13 @@ class HistoryReader:
                 for name in event.assignment:
                     split_log(name)
         except ValueError as error:
+            self._fail(lineno, str(error))
+
+    def _pairing_error(self, event: AnyClientEvent, lineno: int) -> AnyClientEvent | None:
+        """Run `event` through the pairing state machine, turning its error into ours."""
+        try:
+            return self._pairing.observe(event)
+        except PairingError as error:
             self._fail(lineno, str(error))
 
     def _fail(self, lineno: int, problem: str) -> NoReturn:

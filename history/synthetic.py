@@ -42,6 +42,8 @@ class ModelConfig:
     p_nemesis: float = 0.01
     # Finish with a fresh consumer reading every log from the beginning.
     final_reads: bool = True
+    # Records per log in one final poll.
+    final_poll: int = 500
 
     @property
     def logs(self) -> list[str]:
@@ -103,11 +105,17 @@ class CorrectLogModel:
 
     # -- the run ----------------------------------------------------------------------
 
-    def events(self, steps: int) -> Iterator[Event]:
-        """Run `steps` scheduling steps, settle every open operation, then final reads."""
+    def events(self, steps: int, max_events: int | None = None) -> Iterator[Event]:
+        """Run `steps` scheduling steps, settle every open operation, then final reads.
+
+        With `max_events`, scheduling stops early once that many events were emitted
+        (settling and final reads still follow, so the history stays complete).
+        """
         rng = self.rng
         clients = self.clients
         for _ in range(steps):
+            if max_events is not None and self.index >= max_events:
+                break
             if rng.random() < self.config.p_nemesis:
                 yield self._event("nemesis", "info", rng.choice(["kill", "pause", "resume"]),
                                   {"nodes": [rng.randrange(3)]})
@@ -127,10 +135,9 @@ class CorrectLogModel:
         if op is None:
             yield from self._invoke(client)
         elif not op.effected and not op.failed:
-            roll = rng.random()
-            if roll < self.config.p_fail and op.f in ("send", "commit"):
+            if op.f in ("send", "commit") and rng.random() < self.config.p_fail:
                 op.failed = True
-            elif roll < self.config.p_fail + self.config.p_info:
+            elif rng.random() < self.config.p_info:
                 yield from self._complete(slot, client, "info")
             else:
                 self._take_effect(client, op)
@@ -273,12 +280,20 @@ class CorrectLogModel:
         value = {"logs": logs, "seek": "beginning"}
         yield self._event(process, "invoke", "assign", value)
         yield self._event(process, "ok", "assign", value)
-        yield self._event(process, "invoke", "poll", None)
-        result = {
-            log: [[o, self.key_of[v], v] for o, v in enumerate(self.logs[log])]
-            for log in logs if self.logs[log]
-        }
-        yield self._event(process, "ok", "poll", result)
+        # Chunked like a real consumer's polls, so no single line grows without bound.
+        cursors = dict.fromkeys(logs, 0)
+        while any(cursors[log] < len(self.logs[log]) for log in logs):
+            result = {}
+            for log in logs:
+                values = self.logs[log]
+                start = cursors[log]
+                end = min(len(values), start + self.config.final_poll)
+                if end > start:
+                    result[log] = [[o, self.key_of[values[o]], values[o]]
+                                   for o in range(start, end)]
+                    cursors[log] = end
+            yield self._event(process, "invoke", "poll", None)
+            yield self._event(process, "ok", "poll", result)
 
 
 def generate_history(seed: int | random.Random, steps: int = 200,
