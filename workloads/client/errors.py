@@ -1,0 +1,178 @@
+"""Exceptions of faultline's Kafka client, and what each one means for a history.
+
+Every send either succeeds with a partition and offset, or fails with exactly one of
+two kinds of exception, and the difference is the whole point of a Jepsen history:
+
+`DefiniteFailure` -> the history records `fail`
+    The client *knows* the records were not appended. Either no request carrying
+    them ever left this process (the batch expired in the accumulator, the
+    topic does not exist, the message is over `max.request.size`), or every request
+    that did leave was answered by the broker with an error that Kafka defines as
+    "this batch was rejected and not written" (MESSAGE_TOO_LARGE, INVALID_RECORD,
+    CORRUPT_MESSAGE, NOT_LEADER_OR_FOLLOWER before retries ran out,
+    OUT_OF_ORDER_SEQUENCE_NUMBER, authorization errors, ...).
+
+`UnknownOutcome` -> the history records `info`
+    At least one request carrying the records was written to the connection and
+    no answer came back for it: the request timed out, the connection dropped, or
+    the broker answered REQUEST_TIMED_OUT / NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+    leader appended but could not replicate in time). The records may be in the
+    log now, may appear later, or may never appear. A checker must treat them as
+    "maybe".
+
+A retry after an unknown attempt that then fails definitively is still unknown:
+the earlier attempt may have landed. The client tracks this per batch
+(`maybe_appended`) rather than per attempt, which is why a `DefiniteFailure` can be
+trusted.
+
+The other exceptions are configuration or environment problems; their messages say
+what to change.
+"""
+
+from __future__ import annotations
+
+import kafka.errors as kafka_errors
+
+
+class KafkaClientError(Exception):
+    """Base class of every error raised by faultline's Kafka client."""
+
+
+class DefiniteFailure(KafkaClientError):
+    """The operation certainly did not take effect (history type `fail`)."""
+
+
+class UnknownOutcome(KafkaClientError):
+    """The operation may or may not have taken effect (history type `info`)."""
+
+
+class BrokerError(KafkaClientError):
+    """The broker answered with a Kafka error code."""
+
+    def __init__(self, code: int, context: str, hint: str = "") -> None:
+        self.code = code
+        self.name = error_name(code)
+        self.retriable = is_retriable(code)
+        text = f"{context}: broker returned {self.name} ({code})"
+        if hint:
+            text += f"; {hint}"
+        super().__init__(text)
+
+
+class ProduceFailed(DefiniteFailure):
+    """A batch was rejected by the broker and not appended."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MessageTooLargeError(DefiniteFailure):
+    """A record is over `max.request.size` (client) or the broker's `message.max.bytes`."""
+
+
+class ProduceOutcomeUnknown(UnknownOutcome):
+    """A batch was sent and its fate is unknown (timeout, disconnect, unreplicated append)."""
+
+
+class CommitFailedError(DefiniteFailure):
+    """The group coordinator rejected an offset commit (rebalance, fenced member)."""
+
+
+class BootstrapUnreachableError(KafkaClientError):
+    """None of `bootstrap.servers` accepted a connection and answered ApiVersions."""
+
+
+class ConnectionLostError(KafkaClientError):
+    """A broker connection could not be opened, or closed while requests were outstanding.
+
+    `maybe_delivered` is False only when the request certainly never reached the wire.
+    """
+
+    def __init__(self, message: str, *, maybe_delivered: bool) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
+
+
+class RequestTimedOutError(KafkaClientError):
+    """No response arrived within `request.timeout.ms`; the request may have been processed."""
+
+    maybe_delivered = True
+
+
+class UnknownTopicError(KafkaClientError):
+    """The topic does not exist and the broker would not create it."""
+
+
+class AuthorizationError(KafkaClientError):
+    """The broker refused an operation for lack of authorization."""
+
+
+class UnsupportedVersionError(KafkaClientError):
+    """The broker and this client share no version of an API the client needs."""
+
+
+class ConfigError(KafkaClientError, ValueError):
+    """A client setting has an invalid value."""
+
+
+class ProtocolViolationError(KafkaClientError):
+    """The broker sent bytes that are not a valid response; the connection is closed."""
+
+
+class GroupError(KafkaClientError):
+    """The consumer group could not be joined or kept (see the message)."""
+
+
+class ProducerFencedError(DefiniteFailure):
+    """Another producer with a newer epoch took over this producer id; close this producer."""
+
+
+# Codes where the broker may have appended although it answered with an error: the
+# leader wrote the batch locally and then could not satisfy acks=all in time.
+APPENDED_MAYBE = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
+
+# Codes that say the client's metadata is stale: refresh before retrying.
+STALE_METADATA = frozenset({3, 5, 6, 9, 74, 75})
+
+# Codes Kafka marks retriable (Errors.java / RetriableException), plus the coordinator ones.
+_RETRIABLE = frozenset({3, 5, 6, 7, 8, 9, 13, 14, 15, 16, 19, 20, 56, 74, 75, 78, 89})
+
+_AUTHORIZATION = frozenset({29, 30, 31, 53})
+
+
+def error_name(code: int) -> str:
+    """Kafka's name of an error code, e.g. 6 -> NOT_LEADER_OR_FOLLOWER."""
+    if code == 6:
+        return "NOT_LEADER_OR_FOLLOWER"
+    try:
+        return kafka_errors.for_code(code).message
+    except Exception:
+        return f"UNKNOWN_ERROR_CODE_{code}"
+
+
+def is_retriable(code: int) -> bool:
+    """Whether Kafka defines this error as transient (worth a retry after backoff)."""
+    return code in _RETRIABLE
+
+
+def is_authorization(code: int) -> bool:
+    """Whether this error code means the principal lacks an ACL."""
+    return code in _AUTHORIZATION
+
+
+def raise_for_code(code: int, context: str) -> None:
+    """Raise the exception that fits a non-zero top-level error code, with a hint."""
+    if code == 0:
+        return
+    if is_authorization(code):
+        raise AuthorizationError(
+            f"{context}: broker returned {error_name(code)} ({code}); grant this client's "
+            "principal the needed ACL on the broker, or connect as another principal"
+        )
+    if code == 35:
+        raise UnsupportedVersionError(
+            f"{context}: broker returned UNSUPPORTED_VERSION (35); the broker is older or "
+            "newer than this client supports, upgrade one of them"
+        )
+    raise BrokerError(code, context)

@@ -1,0 +1,807 @@
+"""The producer: an accumulator of per-partition batches and a sender task, as in Kafka.
+
+`send()` appends a record to the open batch of its partition and returns a `Delivery`
+at once. The sender task drains batches that are full (batch.size), old enough
+(linger.ms) or being flushed, groups them by partition leader into Produce
+requests (one batch per partition per request), and keeps at most
+max.in.flight.requests.per.connection requests outstanding per broker.
+
+Failure handling follows the Java client:
+
+- retriable errors (NOT_LEADER_OR_FOLLOWER, timeouts, disconnects, ...) requeue the
+  batch after retry.backoff.ms, refreshing metadata when it is stale, until
+  `retries` attempts or delivery.timeout.ms (counted from the batch's creation) run
+  out;
+- with enable.idempotence the producer gets a producer id (InitProducerId), stamps
+  each batch with its epoch and per-partition sequence when first drained, sends
+  retried batches in sequence order and only once the partition has nothing else
+  in flight, and bumps its epoch locally (resetting every sequence to 0) after a
+  sequenced batch failed or timed out, so that later batches are not rejected
+  for a sequence gap;
+- every batch remembers whether any attempt may have reached the broker without an
+  answer (`maybe_appended`); that decides between `DefiniteFailure` and
+  `UnknownOutcome` when it finally fails (see errors.py).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import trio
+from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from .cluster import Cluster, TopicPartition
+from .config import ProducerConfig
+from .errors import (
+    APPENDED_MAYBE,
+    STALE_METADATA,
+    AuthorizationError,
+    BrokerError,
+    ConnectionLostError,
+    DefiniteFailure,
+    KafkaClientError,
+    MessageTooLargeError,
+    ProduceFailed,
+    ProduceOutcomeUnknown,
+    ProducerFencedError,
+    RequestTimedOutError,
+    UnknownOutcome,
+    UnsupportedVersionError,
+    error_name,
+    is_authorization,
+    is_retriable,
+)
+from .partitioner import DefaultPartitioner
+from .transport import Network, TcpNetwork, wall_clock_ms
+
+Header = tuple[str, bytes | None]
+
+_BATCH_OVERHEAD = DefaultRecordBatchBuilder.HEADER_STRUCT.size
+_RECORD_OVERHEAD = DefaultRecordBatchBuilder.MAX_RECORD_OVERHEAD
+_MAX_EPOCH = 32767
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where a record landed: partition and offset (offset None with acks=0)."""
+
+    topic: str
+    partition: int
+    offset: int | None
+    timestamp_ms: int
+
+
+class _Batch:
+    """Records bound for one partition, sent and retried together."""
+
+    __slots__ = (
+        "attempts",
+        "base_sequence",
+        "closed",
+        "created_at",
+        "done",
+        "encoded",
+        "error",
+        "headers",
+        "keys",
+        "last_attempt_at",
+        "log_append_time",
+        "maybe_appended",
+        "offset",
+        "producer_epoch",
+        "producer_id",
+        "size",
+        "timestamps",
+        "tp",
+        "values",
+    )
+
+    def __init__(self, tp: TopicPartition, created_at: float) -> None:
+        self.tp = tp
+        self.created_at = created_at
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+        self.headers: list[Sequence[Header]] = []
+        self.timestamps: list[int] = []
+        self.size = _BATCH_OVERHEAD
+        self.closed = False
+        self.attempts = 0
+        self.last_attempt_at = -math.inf
+        self.maybe_appended = False
+        self.base_sequence: int | None = None
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.encoded: bytes | None = None
+        self.done = trio.Event()
+        self.offset: int | None = None
+        self.log_append_time = -1
+        self.error: KafkaClientError | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def append(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[Header], ts: int, size: int
+    ) -> int:
+        self.keys.append(key)
+        self.values.append(value)
+        self.headers.append(headers)
+        self.timestamps.append(ts)
+        self.size += size
+        return len(self.values) - 1
+
+    def encode(self) -> bytes:
+        """The v2 record batch, stamped with producer id, epoch and base sequence."""
+        if self.encoded is None:
+            builder = DefaultRecordBatchBuilder(
+                magic=2,
+                compression_type=0,
+                is_transactional=False,
+                producer_id=self.producer_id,
+                producer_epoch=self.producer_epoch,
+                base_sequence=-1 if self.base_sequence is None else self.base_sequence,
+                batch_size=self.size,
+            )
+            append = builder.append
+            for i, (k, v, h, ts) in enumerate(
+                zip(self.keys, self.values, self.headers, self.timestamps, strict=True)
+            ):
+                append(i, timestamp=ts, key=k, value=v, headers=h)
+            self.encoded = bytes(builder.build())
+        return self.encoded
+
+
+class Delivery:
+    """The outcome of one `send`: await `wait()` for its RecordMetadata or exception."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        """The partition the record was routed to."""
+        return self._batch.tp
+
+    @property
+    def done(self) -> bool:
+        """Whether the outcome is known."""
+        return self._batch.done.is_set()
+
+    def result(self) -> RecordMetadata:
+        """The outcome of a completed delivery (raises its error)."""
+        batch = self._batch
+        if not batch.done.is_set():
+            raise RuntimeError("delivery not complete yet; await wait() first")
+        if batch.error is not None:
+            raise batch.error
+        ts = batch.log_append_time if batch.log_append_time >= 0 else batch.timestamps[self._index]
+        offset = None if batch.offset is None else batch.offset + self._index
+        return RecordMetadata(batch.tp.topic, batch.tp.partition, offset, ts)
+
+    async def wait(self) -> RecordMetadata:
+        """Wait for the outcome; raises DefiniteFailure or UnknownOutcome on failure."""
+        await self._batch.done.wait()
+        return self.result()
+
+
+class _PartitionState:
+    """Per-partition sender state: queued batches, in-flight batches, sequences."""
+
+    __slots__ = ("in_flight", "last_acked_sequence", "next_sequence", "queue")
+
+    def __init__(self) -> None:
+        self.queue: deque[_Batch] = deque()
+        self.in_flight: list[_Batch] = []
+        self.next_sequence = 0
+        self.last_acked_sequence = -1
+
+
+class Producer:
+    """faultline's Kafka producer; use as `async with Producer(config, ...) as producer:`."""
+
+    def __init__(
+        self,
+        config: ProducerConfig,
+        *,
+        network: Network | None = None,
+        rng: random.Random | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.config = config
+        self.network = network or TcpNetwork()
+        self.rng = rng or random.Random(0)
+        self.clock_ms = clock_ms or wall_clock_ms
+        self.partitioner = DefaultPartitioner(self.rng)
+        self._cluster: Cluster | None = None
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: trio.Nursery | None = None
+        self._partitions: dict[TopicPartition, _PartitionState] = {}
+        self._wakeup = trio.Event()
+        self._in_flight_requests: dict[int, int] = {}
+        self._incomplete: set[_Batch] = set()
+        self._flushing = 0
+        self._closing = False
+        self._metadata_stale: set[str] = set()
+        self._refreshing = False
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self._epoch_bump_required = False
+        self._fatal: KafkaClientError | None = None
+        self._buffered_bytes = 0
+        self._space = trio.Event()
+        self.epoch_bumps = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        try:
+            self._cluster = Cluster(
+                self.config, network=self.network, rng=self.rng, nursery=self._nursery
+            )
+            await self._cluster.bootstrap_cluster()
+            if self.config.enable_idempotence:
+                await self._init_producer_id()
+            self._nursery.start_soon(self._sender)
+        except BaseException as exc:
+            self._nursery.cancel_scope.cancel()
+            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None and self._nursery_cm is not None
+        try:
+            if exc is None:
+                await self.flush()
+        finally:
+            self._abort_incomplete("producer closed before delivery")
+            self._nursery.cancel_scope.cancel()
+            if self._cluster is not None:
+                self._cluster.close()
+        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+
+    @property
+    def cluster(self) -> Cluster:
+        """The producer's cluster view (valid inside `async with`)."""
+        if self._cluster is None:
+            raise RuntimeError("use the producer inside `async with Producer(...) as p:`")
+        return self._cluster
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        partition: int | None = None,
+        headers: Sequence[Header] = (),
+        timestamp_ms: int | None = None,
+    ) -> Delivery:
+        """Queue a record; returns its Delivery. Waits only for metadata or buffer space.
+
+        Raises UnknownTopicError / AuthorizationError if the topic cannot be used and
+        MessageTooLargeError if the record can never fit in a request.
+        """
+        return await self._send(topic, value, key, partition, headers, timestamp_ms, True)
+
+    async def _send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        headers: Sequence[Header],
+        timestamp_ms: int | None,
+        may_reroute: bool,
+    ) -> Delivery:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing:
+            raise DefiniteFailure("send() on a closed producer; open a new one")
+        if not (value is None or isinstance(value, bytes | bytearray)):
+            raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
+        if not (key is None or isinstance(key, bytes | bytearray)):
+            raise TypeError(f"key must be bytes or None, not {type(key).__name__}")
+        cluster = self.cluster
+        info = cluster.topics.get(topic)
+        if info is None or info.error_code != 0 or not info.partitions:
+            await cluster.wait_for_topic(topic)
+        size = _RECORD_OVERHEAD + DefaultRecordBatchBuilder.size_of(key, value, headers)
+        if size + _BATCH_OVERHEAD > self.config.max_request_size:
+            raise MessageTooLargeError(
+                f"record of {size} bytes (serialized) is larger than max.request.size="
+                f"{self.config.max_request_size}; send smaller records or raise max.request.size "
+                "(and the broker's message.max.bytes)"
+            )
+        partitions = cluster.partitions_for(topic)
+        if partition is None:
+            available = cluster.available_partitions_for(topic)
+            partition = self.partitioner.partition(topic, key, partitions, available)
+            sticky = key is None and may_reroute
+        else:
+            if partition not in partitions:
+                raise DefiniteFailure(
+                    f"partition {partition} of topic {topic!r} does not exist "
+                    f"(it has partitions {partitions[0]}..{partitions[-1]})"
+                )
+            sticky = False
+        if self._buffered_bytes + size > self.config.buffer_memory:
+            await self._wait_for_space(size)
+        ts = self.clock_ms() if timestamp_ms is None else timestamp_ms
+        tp = TopicPartition(topic, partition)
+        state = self._partitions.get(tp)
+        if state is None:
+            state = self._partitions[tp] = _PartitionState()
+        queue = state.queue
+        batch = queue[-1] if queue else None
+        if (
+            batch is None
+            or batch.closed
+            or batch.base_sequence is not None
+            or (len(batch) > 0 and batch.size + size > self.config.batch_size)
+        ):
+            if batch is not None and not batch.closed:
+                batch.closed = True
+                self._wake()
+            if sticky and batch is not None and batch.base_sequence is None:
+                self.partitioner.on_new_batch(
+                    topic, partitions, cluster.available_partitions_for(topic), partition
+                )
+                # The sticky partition moved on: route this record to the new one.
+                return await self._send(topic, value, key, None, headers, ts, False)
+            batch = _Batch(tp, trio.current_time())
+            queue.append(batch)
+            self._incomplete.add(batch)
+            self._wake()
+        index = batch.append(
+            None if key is None else bytes(key),
+            None if value is None else bytes(value),
+            headers,
+            ts,
+            size,
+        )
+        self._buffered_bytes += size
+        if batch.size >= self.config.batch_size:
+            batch.closed = True
+            self._wake()
+        return Delivery(batch, index)
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        **kwargs: object,
+    ) -> RecordMetadata:
+        """Send one record and wait for its outcome."""
+        delivery = await self.send(topic, value, key, **kwargs)  # type: ignore[arg-type]
+        return await delivery.wait()
+
+    async def flush(self) -> None:
+        """Send everything queued now and wait until each of those batches has an outcome."""
+        pending = list(self._incomplete)
+        if not pending:
+            return
+        self._flushing += 1
+        self._wake()
+        try:
+            for batch in pending:
+                await batch.done.wait()
+        finally:
+            self._flushing -= 1
+
+    # -- sender --------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    async def _wait_for_space(self, size: int) -> None:
+        deadline = trio.current_time() + self.config.max_block_ms / 1000
+        while self._buffered_bytes + size > self.config.buffer_memory:
+            self._space = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._space.wait()
+            if trio.current_time() >= deadline:
+                raise DefiniteFailure(
+                    f"buffer.memory={self.config.buffer_memory} bytes stayed full for "
+                    f"max.block.ms={self.config.max_block_ms}; the broker is not keeping up or "
+                    "unreachable: raise buffer.memory or max.block.ms, or send less"
+                )
+
+    async def _sender(self) -> None:
+        while True:
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            self._expire(now)
+            if self._epoch_bump_required and not any(
+                s.in_flight for s in self._partitions.values()
+            ):
+                await self._bump_epoch()
+            next_at = self._drain(now)
+            if self._metadata_stale and not self._refreshing:
+                self._refreshing = True
+                self.cluster_nursery.start_soon(self._refresh_metadata)
+            with trio.move_on_at(next_at):
+                await self._wakeup.wait()
+
+    @property
+    def cluster_nursery(self) -> trio.Nursery:
+        assert self._nursery is not None
+        return self._nursery
+
+    async def _refresh_metadata(self) -> None:
+        try:
+            topics = set(self._metadata_stale)
+            self._metadata_stale.clear()
+            try:
+                await self.cluster.refresh_metadata(topics)
+            except ConnectionLostError:
+                self._metadata_stale |= topics
+            await trio.sleep(self.config.retry_backoff_ms / 1000)
+        finally:
+            self._refreshing = False
+            self._wake()
+
+    def _drain(self, now: float) -> float:
+        """Send every ready batch; return when the sender should look again."""
+        config = self.config
+        linger = config.linger_ms / 1000
+        backoff = config.retry_backoff_ms / 1000
+        next_at = now + config.delivery_timeout_ms / 1000
+        per_node: dict[int, list[_Batch]] = {}
+        node_bytes: dict[int, int] = {}
+        for tp, state in self._partitions.items():
+            queue = state.queue
+            if not queue:
+                continue
+            batch = queue[0]
+            next_at = min(next_at, batch.created_at + config.delivery_timeout_ms / 1000)
+            if batch.attempts > 0 and now < batch.last_attempt_at + backoff:
+                next_at = min(next_at, batch.last_attempt_at + backoff)
+                continue
+            ready = (
+                batch.closed
+                or len(queue) > 1
+                or self._flushing > 0
+                or self._closing
+                or now >= batch.created_at + linger
+            )
+            if not ready:
+                next_at = min(next_at, batch.created_at + linger)
+                continue
+            if self._epoch_bump_required or (config.enable_idempotence and self.producer_id < 0):
+                continue
+            if state.in_flight and (
+                batch.base_sequence is not None or config.max_in_flight_requests_per_connection == 1
+            ):
+                # A retried idempotent batch goes out only once nothing of its partition is
+                # in flight, so sequences reach the broker in order.
+                continue
+            leader = self.cluster.leader_for(tp)
+            if leader is None:
+                self._metadata_stale.add(tp.topic)
+                continue
+            if (
+                self._in_flight_requests.get(leader, 0)
+                >= config.max_in_flight_requests_per_connection
+            ):
+                continue
+            if leader in per_node and node_bytes[leader] + batch.size > config.max_request_size:
+                continue
+            queue.popleft()
+            batch.closed = True
+            if config.enable_idempotence and batch.base_sequence is None:
+                batch.producer_id = self.producer_id
+                batch.producer_epoch = self.producer_epoch
+                batch.base_sequence = state.next_sequence
+                state.next_sequence = (state.next_sequence + len(batch)) & 0x7FFFFFFF
+                batch.encoded = None
+            state.in_flight.append(batch)
+            per_node.setdefault(leader, []).append(batch)
+            node_bytes[leader] = node_bytes.get(leader, 0) + batch.size
+        for node, batches in per_node.items():
+            self._in_flight_requests[node] = self._in_flight_requests.get(node, 0) + 1
+            for b in batches:
+                b.attempts += 1
+                b.last_attempt_at = now
+            self.cluster_nursery.start_soon(self._produce, node, batches)
+        return next_at
+
+    async def _produce(self, node: int, batches: list[_Batch]) -> None:
+        config = self.config
+        by_topic: dict[str, list[_Batch]] = {}
+        for b in batches:
+            by_topic.setdefault(b.tp.topic, []).append(b)
+        topic_cls = ProduceRequest.TopicProduceData
+        part_cls = topic_cls.PartitionProduceData
+        request = ProduceRequest(
+            transactional_id=None,
+            acks=config.acks,
+            timeout_ms=config.request_timeout_ms,
+            topic_data=[
+                topic_cls(
+                    name=topic,
+                    partition_data=[part_cls(index=b.tp.partition, records=b.encode()) for b in bs],
+                )
+                for topic, bs in by_topic.items()
+            ],
+        )
+        try:
+            try:
+                conn = await self.cluster.connection(node)
+                if config.acks == 0:
+                    version = conn.version_for(request.API_KEY, 3, 9, "ProduceRequest")
+                    await conn.send_only(request, version)
+                    for b in batches:
+                        self._complete(b, None, -1)
+                    return
+                response = await self.cluster.send_on(conn, request)
+            except (ConnectionLostError, RequestTimedOutError) as exc:
+                for b in batches:
+                    b.maybe_appended |= exc.maybe_delivered
+                    self._retry_or_fail(b, exc, code=None)
+                self._metadata_stale.update(by_topic)
+                return
+            except UnsupportedVersionError as exc:
+                for b in batches:
+                    self._fail(b, exc)
+                return
+            answered: set[TopicPartition] = set()
+            for topic_response in response.responses:
+                for pr in topic_response.partition_responses:
+                    tp = TopicPartition(topic_response.name, pr.index)
+                    batch = next((b for b in batches if b.tp == tp), None)
+                    if batch is None:
+                        continue
+                    answered.add(tp)
+                    self._handle_partition_response(batch, pr)
+            for b in batches:
+                if b.tp not in answered:
+                    # The broker dropped the partition from its answer: treat as unknown.
+                    b.maybe_appended = True
+                    self._retry_or_fail(
+                        b, KafkaClientError(f"Produce response has no entry for {b.tp}"), None
+                    )
+        finally:
+            self._in_flight_requests[node] -= 1
+            for b in batches:
+                state = self._partitions[b.tp]
+                if b in state.in_flight:
+                    state.in_flight.remove(b)
+            self._wake()
+
+    def _handle_partition_response(self, batch: _Batch, pr: object) -> None:
+        code: int = pr.error_code  # type: ignore[attr-defined]
+        if batch.done.is_set():
+            return
+        state = self._partitions[batch.tp]
+        if code == 0 or code == 46:  # NONE, DUPLICATE_SEQUENCE_NUMBER (already appended)
+            offset = pr.base_offset if pr.base_offset >= 0 else None  # type: ignore[attr-defined]
+            if batch.base_sequence is not None:
+                state.last_acked_sequence = batch.base_sequence + len(batch) - 1
+            self._complete(batch, offset, pr.log_append_time_ms)  # type: ignore[attr-defined]
+            return
+        message = getattr(pr, "error_message", None)
+        context = f"Produce to {batch.tp}"
+        if code in APPENDED_MAYBE:
+            batch.maybe_appended = True
+        if code in STALE_METADATA:
+            self._metadata_stale.add(batch.tp.topic)
+        if code == 45 and batch.base_sequence is not None:  # OUT_OF_ORDER_SEQUENCE_NUMBER
+            if batch.base_sequence != state.last_acked_sequence + 1 or self._epoch_bump_required:
+                # An earlier batch of this partition failed or is being retried: retry
+                # this one in order behind it.
+                self._requeue(batch)
+                return
+            self._epoch_bump_required = True
+            self._fail(batch, ProduceFailed(_describe(code, context, message), code))
+            return
+        if code == 59 and batch.base_sequence is not None:  # UNKNOWN_PRODUCER_ID
+            # The broker forgot our producer state (e.g. retention removed it): restart
+            # sequences under a new epoch and retry (KIP-360).
+            self._epoch_bump_required = True
+            self._requeue(batch)
+            return
+        if code in (47, 90):  # INVALID_PRODUCER_EPOCH, PRODUCER_FENCED
+            error = ProducerFencedError(
+                f"{context}: {error_name(code)}; another producer took over this producer id. "
+                "Close this producer and create a new one"
+            )
+            self._fatal = error
+            self._fail(batch, error)
+            return
+        if code == 10:
+            self._fail(
+                batch,
+                MessageTooLargeError(
+                    f"{context}: broker rejected a batch of {batch.size} bytes with "
+                    "MESSAGE_TOO_LARGE; lower batch.size or the record size, or raise the "
+                    "topic's max.message.bytes / broker's message.max.bytes"
+                ),
+            )
+            return
+        if is_authorization(code):
+            self._fail(
+                batch,
+                AuthorizationError(
+                    f"{context}: {error_name(code)}; grant this client's principal Write on "
+                    f"topic {batch.tp.topic!r}"
+                ),
+            )
+            return
+        error = BrokerError(code, context, message or "")
+        if is_retriable(code):
+            self._retry_or_fail(batch, error, code)
+        else:
+            self._fail(batch, ProduceFailed(_describe(code, context, message), code))
+
+    def _retry_or_fail(self, batch: _Batch, error: Exception, code: int | None) -> None:
+        expired = trio.current_time() >= batch.created_at + self.config.delivery_timeout_ms / 1000
+        if batch.attempts > self.config.retries or expired:
+            why = (
+                "delivery.timeout.ms expired" if expired else f"retries={self.config.retries} used"
+            )
+            self._fail(batch, KafkaClientError(f"{error} ({why})"))
+            return
+        self._requeue(batch)
+
+    def _requeue(self, batch: _Batch) -> None:
+        """Put a batch back at the head of its queue, keeping sequence order."""
+        queue = self._partitions[batch.tp].queue
+        if batch.base_sequence is None:
+            queue.appendleft(batch)
+            return
+        index = 0
+        for index, other in enumerate(queue):  # noqa: B007 - index used after the loop
+            if other.base_sequence is None or other.base_sequence > batch.base_sequence:
+                break
+        else:
+            index = len(queue)
+        queue.insert(index, batch)
+
+    def _complete(self, batch: _Batch, offset: int | None, log_append_time: int) -> None:
+        batch.offset = offset
+        batch.log_append_time = log_append_time
+        self._finish(batch)
+
+    def _fail(self, batch: _Batch, error: Exception) -> None:
+        """Finish a batch with the error kind its history allows."""
+        if isinstance(error, UnknownOutcome | DefiniteFailure) and not (
+            batch.maybe_appended and isinstance(error, DefiniteFailure)
+        ):
+            final: KafkaClientError = error
+        elif batch.maybe_appended:
+            final = ProduceOutcomeUnknown(
+                f"{len(batch)} record(s) to {batch.tp} may or may not be in the log: an attempt "
+                f"was sent and not answered; last error: {error}"
+            )
+        else:
+            final = ProduceFailed(
+                f"{len(batch)} record(s) to {batch.tp} were not appended: {error}",
+                getattr(error, "code", None),
+            )
+        if batch.base_sequence is not None:
+            # A sequence that will never be acknowledged leaves a gap: restart sequences.
+            self._epoch_bump_required = True
+        batch.error = final
+        self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        if batch.done.is_set():
+            return
+        self._incomplete.discard(batch)
+        self._buffered_bytes -= batch.size - _BATCH_OVERHEAD
+        self._space.set()
+        batch.done.set()
+
+    def _expire(self, now: float) -> None:
+        timeout = self.config.delivery_timeout_ms / 1000
+        for state in self._partitions.values():
+            queue = state.queue
+            while queue and now >= queue[0].created_at + timeout:
+                batch = queue.popleft()
+                self._fail(
+                    batch,
+                    KafkaClientError(
+                        f"delivery.timeout.ms={self.config.delivery_timeout_ms} expired after "
+                        f"{batch.attempts} attempt(s)"
+                    ),
+                )
+
+    def _abort_incomplete(self, reason: str) -> None:
+        self._closing = True
+        for state in self._partitions.values():
+            for batch in [*state.queue, *state.in_flight]:
+                if not batch.done.is_set():
+                    maybe = batch.maybe_appended or batch in state.in_flight
+                    batch.maybe_appended = maybe
+                    self._fail(batch, KafkaClientError(reason))
+            state.queue.clear()
+
+    # -- idempotence ---------------------------------------------------------------------
+
+    async def _init_producer_id(self) -> None:
+        """Get a producer id and epoch (InitProducerId), retrying within max.block.ms."""
+        deadline = trio.current_time() + self.config.max_block_ms / 1000
+        last: Exception | None = None
+        while trio.current_time() < deadline:
+            node = self.cluster._candidates()[0]
+            try:
+                response = await self.cluster.send(
+                    node,
+                    InitProducerIdRequest(
+                        transactional_id=None,
+                        transaction_timeout_ms=2_147_483_647,
+                        producer_id=-1,
+                        producer_epoch=-1,
+                    ),
+                )
+            except UnsupportedVersionError as exc:
+                raise UnsupportedVersionError(
+                    f"{exc}; this broker cannot do idempotent produce: set enable.idempotence=false"
+                ) from exc
+            except (ConnectionLostError, RequestTimedOutError) as exc:
+                last = exc
+                await trio.sleep(self.config.retry_backoff_ms / 1000)
+                continue
+            code = response.error_code
+            if code == 0:
+                self.producer_id = response.producer_id
+                self.producer_epoch = response.producer_epoch
+                return
+            if is_authorization(code):
+                raise AuthorizationError(
+                    f"InitProducerId: {error_name(code)}; grant IdempotentWrite on the cluster "
+                    "to this client's principal, or set enable.idempotence=false"
+                )
+            if not is_retriable(code):
+                raise BrokerError(code, "InitProducerId", "set enable.idempotence=false to skip")
+            last = BrokerError(code, "InitProducerId")
+            await trio.sleep(self.config.retry_backoff_ms / 1000)
+        raise KafkaClientError(
+            f"no producer id within max.block.ms={self.config.max_block_ms}: {last}"
+        )
+
+    async def _bump_epoch(self) -> None:
+        """Restart every partition's sequences at 0 under a new epoch (Java's local bump)."""
+        self._epoch_bump_required = False
+        self.epoch_bumps += 1
+        if self.producer_epoch >= _MAX_EPOCH:
+            self.producer_id = -1
+            await self._init_producer_id()
+        else:
+            self.producer_epoch += 1
+        for state in self._partitions.values():
+            state.next_sequence = 0
+            state.last_acked_sequence = -1
+            for batch in state.queue:
+                if batch.base_sequence is not None:
+                    batch.producer_id = self.producer_id
+                    batch.producer_epoch = self.producer_epoch
+                    batch.base_sequence = state.next_sequence
+                    state.next_sequence += len(batch)
+                    batch.encoded = None
+
+
+def _describe(code: int, context: str, message: str | None) -> str:
+    text = f"{context}: broker returned {error_name(code)} ({code})"
+    return f"{text}: {message}" if message else text
