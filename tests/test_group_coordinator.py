@@ -131,6 +131,9 @@ async def test_two_members_join_one_generation_leader_gets_metadata_both_get_ass
         a = await member_id_for(c, "consumer-a")
         b = await member_id_for(c, "consumer-b")
         joined = await join_all(c, [a, b])
+        # group.initial.rebalance.delay.ms (3s) for a new group, extended once because a
+        # second member arrived during the first delay.
+        assert trio.current_time() == 6.0
         assert {r.error for r in joined.values()} == {ErrorCode.NONE}
         assert {r.generation_id for r in joined.values()} == {1}
         assert {r.protocol_name for r in joined.values()} == {"range"}
