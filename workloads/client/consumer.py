@@ -119,9 +119,10 @@ class Consumer:
                 self.config, network=self.network, rng=self.rng, nursery=self._nursery
             )
             await self._cluster.bootstrap_cluster()
-        except BaseException as exc:
+        except BaseException:
+            # Stop the background tasks, then raise the original error unwrapped.
             self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            await self._nursery_cm.__aexit__(None, None, None)
             raise
         self._last_commit_at = trio.current_time()
         return self
@@ -140,7 +141,10 @@ class Consumer:
             self._nursery.cancel_scope.cancel()
             if self._cluster is not None:
                 self._cluster.close()
-        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+        # The body's own exception propagates as itself, not inside an ExceptionGroup;
+        # a failure of a background task (a bug) still surfaces from the nursery.
+        await self._nursery_cm.__aexit__(None, None, None)
+        return None
 
     async def close(self, *, leave_group: bool = True) -> None:
         """Auto-commit (if enabled), leave the group, stop background tasks."""

@@ -254,9 +254,10 @@ class Producer:
             if self.config.enable_idempotence:
                 await self._init_producer_id()
             self._nursery.start_soon(self._sender)
-        except BaseException as exc:
+        except BaseException:
+            # Stop the background tasks, then raise the original error unwrapped.
             self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            await self._nursery_cm.__aexit__(None, None, None)
             raise
         return self
 
@@ -275,7 +276,10 @@ class Producer:
             self._nursery.cancel_scope.cancel()
             if self._cluster is not None:
                 self._cluster.close()
-        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+        # The body's own exception propagates as itself, not inside an ExceptionGroup;
+        # a failure of a background task (a bug) still surfaces from the nursery.
+        await self._nursery_cm.__aexit__(None, None, None)
+        return None
 
     @property
     def cluster(self) -> Cluster:
