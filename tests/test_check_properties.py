@@ -1,0 +1,54 @@
+"""Property tests: the checkers call every history of a correct log valid, and find
+every anomaly a mutation injects, under its name, with the injected indices as evidence."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from checkers import ANOMALIES, check_steps
+from tests.history_strategies import MUTATIONS, histories, steps_of
+
+SETTINGS = settings(
+    max_examples=60, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+MORE = settings(SETTINGS, max_examples=200)
+
+
+@MORE
+@given(histories())
+def test_histories_of_a_correct_log_are_valid(events: list[dict]) -> None:
+    verdict = check_steps(steps_of(events))
+    assert verdict["counts"] == {}, verdict["anomalies"]
+    assert verdict["valid"] is True
+
+
+@MORE
+@given(histories(final_reads=False))
+def test_without_final_reads_only_unseen_can_appear(events: list[dict]) -> None:
+    verdict = check_steps(steps_of(events))
+    assert set(verdict["counts"]) <= {"unseen"}, verdict["anomalies"]
+    assert verdict["valid"] == ("unknown" if verdict["counts"] else True)
+
+
+def test_every_anomaly_type_has_a_mutation() -> None:
+    assert set(MUTATIONS) == set(ANOMALIES)
+
+
+@pytest.mark.parametrize("kind", sorted(MUTATIONS))
+def test_injected_anomaly_is_reported_with_its_indices(kind: str) -> None:
+    @SETTINGS
+    @given(st.data(), histories(max_steps=80))
+    def check(data: st.DataObject, events: list[dict]) -> None:
+        injected = data.draw(MUTATIONS[kind](events))
+        verdict = check_steps(steps_of(injected.events), max_evidence=100_000)
+        assert injected.kind in verdict["counts"], (kind, verdict["counts"])
+        evidence = verdict["anomalies"][injected.kind]
+        assert any(set(injected.indices) <= set(item["indices"]) for item in evidence), (
+            injected.indices, evidence,
+        )
+        assert verdict["valid"] is not True
+
+    check()
