@@ -1,11 +1,12 @@
 """Benchmark `faultline check` end to end on a large synthetic history.
 
-Generates a valid history from the correct-log model (default 1,000,000 events plus the final reads, 10 logs,
-50 concurrent client slots, a mix of sends, polls, assigns, a consumer group with
-rebalances and commits, failures and crashes), then runs `faultline check` on it as a
-subprocess, timing the whole command (start-up, parsing, checking, writing results) and
-reading the child's peak resident memory. Prints the figures; asserts nothing about
-speed. Target on a 2-core machine: >= 100,000 events/s and peak memory < 2 GB.
+Generates a valid history from the correct-log model (default 1,000,000 events plus
+the final reads, 10 logs, 50 concurrent client slots, a mix of sends, polls, assigns, a
+consumer group with rebalances and commits, failures and crashes), then runs
+`faultline check` on it as a subprocess, timing the whole command (start-up, parsing,
+checking, writing results) and reading the child's peak resident memory. Prints the
+figures; asserts nothing about speed. Target on a 2-core machine: >= 100,000 events/s
+and peak memory < 2 GB.
 
     python3 benchmarks/bench_check.py [--events N] [--seed S] [--keep DIR]
 """

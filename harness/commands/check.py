@@ -57,7 +57,7 @@ def summary_table(verdict: dict[str, Any]) -> str:
     messages = stats["messages"]
     lines.append("")
     lines.append(
-        f"{stats['events']} events, {stats['processes']} processes, {len(stats['logs'])} logs; "
+        f"{stats['events']} events, {stats['processes']} processes, {len(stats['logs'])} log(s); "
         f"messages sent {messages['sent']}, acknowledged {messages['acknowledged']}, "
         f"read {messages['read']}"
     )
