@@ -26,6 +26,11 @@ def emit(line: str) -> None:
     sys.stdout.flush()
 
 
+def emit_assignment(owned: set[int]) -> None:
+    """Print the member's whole assignment after a change."""
+    emit("assigned " + ",".join(map(str, sorted(owned))))
+
+
 def run_kafka_python(bootstrap: str, topic: str, group: str, assignor: str) -> None:
     """Consume with kafka-python's KafkaConsumer."""
     from kafka import KafkaConsumer, TopicPartition
@@ -50,13 +55,17 @@ def run_kafka_python(bootstrap: str, topic: str, group: str, assignor: str) -> N
         partition_assignment_strategy=[assignors[assignor]],
     )
 
-    class Listener(ConsumerRebalanceListener):
-        def on_partitions_revoked(self, revoked: object) -> None:
-            pass
+    owned: set[int] = set()
 
-        def on_partitions_assigned(self, assigned: object) -> None:
-            owned = sorted(tp.partition for tp in consumer.assignment())
-            emit("assigned " + ",".join(map(str, owned)))
+    class Listener(ConsumerRebalanceListener):
+        # Under cooperative rebalancing the callbacks carry only what changed.
+        def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            owned.difference_update(tp.partition for tp in revoked)
+            emit_assignment(owned)
+
+        def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+            owned.update(tp.partition for tp in assigned)
+            emit_assignment(owned)
 
     consumer.subscribe([topic], listener=Listener())
     while True:
@@ -93,11 +102,19 @@ def run_confluent(bootstrap: str, topic: str, group: str, assignor: str) -> None
         }
     )
 
-    def on_assign(c: Consumer, _partitions: list[TopicPartition]) -> None:
-        owned = sorted(tp.partition for tp in c.assignment())
-        emit("assigned " + ",".join(map(str, owned)))
+    owned: set[int] = set()
 
-    consumer.subscribe([topic], on_assign=on_assign, on_revoke=lambda c, p: None)
+    # librdkafka's assignment() is not yet updated inside the callbacks; under cooperative
+    # rebalancing the callbacks carry only what changed.
+    def on_assign(_c: Consumer, partitions: list[TopicPartition]) -> None:
+        owned.update(tp.partition for tp in partitions)
+        emit_assignment(owned)
+
+    def on_revoke(_c: Consumer, partitions: list[TopicPartition]) -> None:
+        owned.difference_update(tp.partition for tp in partitions)
+        emit_assignment(owned)
+
+    consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
     while True:
         messages = consumer.consume(500, 0.5)
         positions: dict[int, int] = {}
@@ -132,13 +149,16 @@ async def run_aiokafka(bootstrap: str, topic: str, group: str, assignor: str) ->
         partition_assignment_strategy=(assignors[assignor],),
     )
 
-    class Listener(ConsumerRebalanceListener):
-        async def on_partitions_revoked(self, revoked: object) -> None:
-            pass
+    owned: set[int] = set()
 
-        async def on_partitions_assigned(self, assigned: object) -> None:
-            owned = sorted(tp.partition for tp in consumer.assignment())
-            emit("assigned " + ",".join(map(str, owned)))
+    class Listener(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            owned.difference_update(tp.partition for tp in revoked)
+            emit_assignment(owned)
+
+        async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+            owned.update(tp.partition for tp in assigned)
+            emit_assignment(owned)
 
     await consumer.start()
     consumer.subscribe([topic], listener=Listener())
