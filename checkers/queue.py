@@ -96,6 +96,9 @@ class QueueChecker:
         self._unresolved_pairs: list[tuple[str, str | None, int, int, int, int, int]] = []
         self._info_sends: list[tuple[int, int, list[int], dict[str, tuple[int, int | None, int]]]]
         self._info_sends = []
+        # (value, log, offset, index) an `info` send reported; they join the version order
+        # in finish() if some poll saw the value (then the send must have committed).
+        self._info_positions: list[tuple[int, str, int, int]] = []
 
     # -- logs -------------------------------------------------------------------------
 
@@ -317,6 +320,8 @@ class QueueChecker:
         for m in messages:
             self.indeterminate[m.value] = index
             values.append(m.value)
+            if m.partition is not None and m.offset is not None:
+                self._info_positions.append((m.value, f"{m.topic}/{m.partition}", m.offset, index))
         snapshot = dict(self._send_cursor.get(process, {}))
         self._info_sends.append((process, index, values, snapshot))
 
@@ -422,6 +427,15 @@ class QueueChecker:
     def finish(self) -> None:
         """Settle every deferred check and add the remaining anomalies to the findings."""
         add = self.findings.add
+        for v, log, o, index in self._info_positions:
+            if v in self.read_by:
+                order = self._log(log)
+                seen = order.values.get(o)
+                if seen is None:
+                    order.values[o] = v
+                    order.observers[o] = index
+                elif seen != v:
+                    self._conflict(log, o, seen, v, index)
         for order in self.logs.values():
             order.freeze()
         self._locate()
