@@ -38,6 +38,8 @@ class _Tally:
 def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally: _Tally) -> None:
     """Feed every step to the checkers; the dispatch is inline because this loop is hot."""
     by_f = tally.by_f
+    processes = tally.processes
+    group_of = groups.group_of
     events = 0
     event = None
     for event, invoke in steps:
@@ -56,7 +58,7 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
         counts[kind] += 1
         process = event.process
         if kind == "invoke":
-            tally.processes.add(process)
+            processes.add(process)
             if cls is Send:
                 if event.value:
                     queue.send_invoke(event.index, event.value)
@@ -70,7 +72,8 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
         if cls is Poll:
             if event.value:
                 queue.poll(process, event.index, event.value, kind == "ok")
-                groups.poll(process, event.value)
+                if process in group_of:
+                    groups.poll(process, event.value)
         elif cls is Send:
             messages = event.value if event.value is not None else invoke.value
             if messages:

@@ -19,6 +19,7 @@ from history.model import (
     AnyClientEvent,
     Assign,
     Commit,
+    Crash,
     Event,
     NemesisEvent,
     Poll,
@@ -71,6 +72,7 @@ class HistoryReader:
         decode = _client_decoder.decode
         pending = self._pairing.pending
         check_value = self._check_value
+        good = self._good_logs
         expected = 0
         for lineno, line in enumerate(stream, 1):
             try:
@@ -84,23 +86,26 @@ class HistoryReader:
                     "(indices are dense from 0, one event per line)",
                 )
             expected += 1
-            if type(event) is NemesisEvent:
+            cls = type(event)
+            if cls is NemesisEvent:
                 yield event, None
                 continue
             # The common cases inline; anything unusual goes through the state machine,
             # which raises with the explanation.
+            process = event.process
             if event.type == "invoke":
-                if event.process in pending:
+                if process in pending:
                     self._pairing_error(event, lineno)
-                pending[event.process] = event
+                pending[process] = event
                 invoke = None
             else:
-                invoke = pending.pop(event.process, None)
-                if invoke is None or invoke.f != event.f or event.f == "crash":
+                invoke = pending.pop(process, None)
+                if invoke is None or invoke.f != event.f or cls is Crash:
                     if invoke is not None:
-                        pending[event.process] = invoke
+                        pending[process] = invoke
                     invoke = self._pairing_error(event, lineno)
-            if event.value is not None:
+            value = event.value
+            if value is not None and (cls is not Poll or not good.issuperset(value)):
                 check_value(event, invoke, lineno)
             yield event, invoke
         self.events = expected
