@@ -91,14 +91,16 @@ class QueueChecker:
         self._key_cursor = {}
         # Settled in finish(): (kind, log, o1, o2, v1, v2, i1, i2, process).
         self._gaps: list[tuple[str, str, int, int, int, int, int, int, int]] = []
-        # Sends with a message of unknown position, settled in finish():
-        # (kind, log or None, v1, v2, i1, i2, process); log None means "same log as v1".
-        self._unresolved_pairs: list[tuple[str, str | None, int, int, int, int, int]] = []
+        # Pairs of sends to one log where a position was unknown, settled in finish()
+        # from where reads saw the values: (kind, log, v1, v2, i1, i2, process).
+        self._unresolved_pairs: list[tuple[str, str, int, int, int, int, int]] = []
         self._info_sends: list[tuple[int, int, list[int], dict[str, tuple[int, int | None, int]]]]
         self._info_sends = []
         # (value, log, offset, index) an `info` send reported; they join the version order
         # in finish() if some poll saw the value (then the send must have committed).
         self._info_positions: list[tuple[int, str, int, int]] = []
+        # log -> acknowledged messages never read and not lost, after finish().
+        self.unseen_by_log: dict[str, int] = {}
 
     # -- logs -------------------------------------------------------------------------
 
@@ -384,6 +386,7 @@ class QueueChecker:
                     dups.setdefault(v, [first]).append(here)
 
     def _settle_info_sends(self) -> None:
+        """Order checks of `info` sends, now that reads have placed their values."""
         for process, index, values, cursors in self._info_sends:
             this_op: dict[str, tuple[int, int, int]] = {}
             for v in values:
@@ -404,6 +407,7 @@ class QueueChecker:
                 this_op[log] = (v, o, index)
 
     def _settle_pairs(self) -> None:
+        """Send pairs whose positions were unknown at the time: compare where reads saw them."""
         for kind, log, v1, v2, i1, i2, process in self._unresolved_pairs:
             first = self._resolve(v1)
             second = self._resolve(v2)
@@ -413,6 +417,7 @@ class QueueChecker:
             self._send_offsets(scope, log, first[1], second[1], v1, v2, i1, i2, process)
 
     def _settle_gaps(self) -> None:
+        """A forward jump between two reads or sends is a skip only over occupied offsets."""
         for kind, log, o1, o2, v1, v2, i1, i2, process in self._gaps:
             order = self.logs[log]
             skipped = order.between(o1, o2)
@@ -482,11 +487,11 @@ class QueueChecker:
             })
 
     def _lost_and_unseen(self) -> None:
+        """Acknowledged values nobody read: lost below the highest read, else unseen."""
         add = self.findings.add
         read_by = self.read_by
         logs = self.logs
         located = self.located
-        self.unseen_by_log: dict[str, int] = {}
         for value, index in self.acked.items():
             if value in read_by:
                 continue

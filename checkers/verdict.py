@@ -189,7 +189,7 @@ def _verdict(
             "high_offset": order.high_offset(),
             "high_read_offset": order.max_read,
             "occupied_offsets": len(order.values),
-            "unseen": getattr(queue, "unseen_by_log", {}).get(name, 0),
+            "unseen": queue.unseen_by_log.get(name, 0),
         }
         for name, order in sorted(queue.logs.items())
     }
