@@ -17,6 +17,7 @@ import argparse
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,8 +60,11 @@ def main() -> None:
     print(f"generated {count:,} events ({size / 1e6:.1f} MB) in {generated:.1f} s")
 
     started = time.perf_counter()
+    # The installed console script when there is one: exactly what a user runs.
+    command = [shutil.which("faultline")] if shutil.which("faultline") else [
+        sys.executable, "-m", "harness.cli"]
     run = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "check", path, "--mode", "subscribe"],
+        [*command, "check", path, "--mode", "subscribe"],
         capture_output=True, text=True, check=False,
     )
     elapsed = time.perf_counter() - started
