@@ -267,7 +267,17 @@ class QueueChecker:
                 elif seen != v:
                     self._conflict(log, o, seen, v, index)
                 if k is not None:
-                    self._key_order(process, key_cursor, log, k, o, v, index)
+                    # The common case inline: a later op's send of the key, further on.
+                    keys_of_log = key_cursor.get(log)
+                    if keys_of_log is None:
+                        keys_of_log = key_cursor[log] = {}
+                    last = keys_of_log.get(k)
+                    if last is None:
+                        keys_of_log[k] = (o, v, index, -1, -1, -1)
+                    elif last[2] != index and o > last[0]:
+                        keys_of_log[k] = (o, v, index, last[0], last[1], last[2])
+                    else:
+                        self._key_order(process, keys_of_log, log, k, o, v, index)
             if k is not None and self._key_partition[order.topic].get(k) != order.partition:
                 self._key_seen(order, k, index)
             previous = this_op.get(log)
@@ -283,7 +293,7 @@ class QueueChecker:
     def _key_order(
         self,
         process: int,
-        key_cursor: dict[str, dict[str, tuple[int, int, int, int, int, int]]],
+        keys_of_log: dict[str, tuple[int, int, int, int, int, int]],
         log: str,
         k: str,
         o: int,
@@ -295,13 +305,7 @@ class QueueChecker:
         Only earlier ops count: one batch's messages have no defined order among
         themselves, so each entry also keeps the highest send by an earlier op.
         """
-        keys_of_log = key_cursor.get(log)
-        if keys_of_log is None:
-            keys_of_log = key_cursor[log] = {}
-        last = keys_of_log.get(k)
-        if last is None:
-            keys_of_log[k] = (o, v, index, -1, -1, -1)
-            return
+        last = keys_of_log[k]
         # The highest send of this key by an earlier op: `last` itself, or what it kept.
         earlier = last[:3] if last[2] != index else last[3:]
         if o < earlier[0]:
