@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from checkers.anomalies import ANOMALIES, UNCERTAIN, Findings, allowed_for
 from checkers.groups import GroupChecker
@@ -18,7 +18,20 @@ from checkers.queue import QueueChecker
 from history.model import Assign, Commit, NemesisEvent, Poll, Send, Subscribe
 from history.reader import HistoryReader, Step
 
-Verdict = dict[str, Any]
+
+class Verdict(TypedDict):
+    """The checker's answer, as written to results.json (DESIGN.md section 5)."""
+
+    valid: bool | str  # True, False or "unknown"
+    anomaly_types: list[str]  # every type found, allowed or not
+    bad_anomaly_types: list[str]  # found and not allowed
+    allowed: list[str]
+    anomalies: dict[str, list[dict[str, Any]]]  # type -> evidence, each naming `indices`
+    counts: dict[str, int]  # type -> exact count (evidence may be capped)
+    stats: dict[str, Any]
+    notes: list[str]
+    mode: NotRequired[str]
+    history: NotRequired[str]
 
 
 class _Tally:
