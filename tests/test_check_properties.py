@@ -3,11 +3,14 @@ every anomaly a mutation injects, under its name, with the injected indices as e
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkers import ANOMALIES, check_steps
+from history.synthetic import CorrectLogModel, ModelConfig
 from tests.history_strategies import MUTATIONS, histories, steps_of
 
 SETTINGS = settings(
@@ -52,3 +55,20 @@ def test_injected_anomaly_is_reported_with_its_indices(kind: str) -> None:
         assert verdict["valid"] is not True
 
     check()
+
+
+
+def test_large_busy_history_of_a_correct_log_is_valid() -> None:
+    """The benchmark's shape at a smaller scale: 50 client slots, 10 logs, a big group."""
+    config = ModelConfig(topics=2, partitions=5, slots=50, members=40, keys=40, max_batch=4,
+                         max_poll=20, assign_logs=2, p_fail=0.02, p_info=0.002,
+                         p_crash_op=0.001, p_nemesis=0.001)
+    events = list(CorrectLogModel(random.Random(7), config).events(steps=30_000))
+    verdict = check_steps(steps_of(events))
+    assert verdict["valid"] is True, verdict["counts"]
+    stats = verdict["stats"]
+    assert stats["events"] == len(events) > 15_000
+    assert len(stats["logs"]) == 10
+    # The final reads saw every acknowledged message, and the group committed.
+    assert stats["messages"]["read"] >= stats["messages"]["acknowledged"] > 0
+    assert stats["ops"]["commit"]["ok"] > 0 and stats["ops"]["poll"]["ok"] > 0
