@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,17 @@ def test_volatile_storage_setting_makes_sigkill_lose_unflushed_writes(
         broker.kill()
     with running_broker(tmp_path / "n", settings=settings, log_path=tmp_path / "b.log") as again:
         assert _count(again.bootstrap, "t") == survivors
+
+
+def test_periodic_flusher_makes_writes_durable_after_flush_interval(tmp_path: Path) -> None:
+    # Volatile storage loses everything not fsynced on SIGKILL; the flusher's flush.ms tick
+    # is the only thing that can have fsynced these writes.
+    settings = {"faultline.storage.volatile.until.fsync": "true", "log.flush.interval.ms": 100}
+    broker = start_broker(tmp_path / "n", settings=settings, log_path=tmp_path / "a.log")
+    try:
+        assert _produce_and_count(broker.bootstrap, "t", 5) == 5
+        time.sleep(1.0)  # several flush.ms periods
+    finally:
+        broker.kill()
+    with running_broker(tmp_path / "n", settings=settings, log_path=tmp_path / "b.log") as again:
+        assert _count(again.bootstrap, "t") == 5
