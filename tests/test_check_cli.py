@@ -89,7 +89,7 @@ def test_malformed_history_exits_2_with_path_and_line_and_no_traceback(tmp_path:
         capture_output=True, text=True, cwd=ROOT, check=False,
     )
     assert run.returncode == 2
-    assert run.stderr.startswith(f"error: {history}:2: process 1 invokes poll while")
+    assert run.stderr.startswith(f"{history}:2: process 1 invokes poll while")
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "results.json").exists()
 

@@ -112,7 +112,8 @@ def check(
     try:
         verdict = check_file(history, mode=mode, allow=allow, max_evidence=max_evidence)
     except HistoryError as error:
-        click.echo(f"error: {error}", err=True)
+        # Exactly `path:line: what is wrong`, the form editors jump to.
+        click.echo(str(error), err=True)
         sys.exit(EXIT_BAD_INPUT)
     verdict["history"] = os.path.abspath(history)
     target = out or os.path.join(os.path.dirname(os.path.abspath(history)), "results.json")
