@@ -246,3 +246,48 @@ async def test_two_kafka_python_consumers_share_three_partitions(tmp_path: Path)
     a, b = (m.assignment for m in members)
     assert a.isdisjoint(b) and a | b == {0, 1, 2}
     assert {v for m in members for v in m.values} == set(values)
+
+
+def admin_session(bootstrap: str) -> dict[str, object]:
+    """Drive kafka-python's admin client through topics, configs and group administration."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    out: dict[str, object] = {}
+    admin.create_topics([NewTopic("adm", 2, 1, topic_configs={"retention.ms": "60000"})])
+    configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "adm")])
+    out["modified_configs"] = configs["topic"]["adm"]
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer.send("adm", b"v", partition=1)
+    producer.flush(10)
+    producer.close()
+    consumer = KafkaConsumer(
+        "adm", bootstrap_servers=bootstrap, group_id="adm-group", auto_offset_reset="earliest"
+    )
+    while not consumer.poll(timeout_ms=200):
+        pass
+    consumer.commit()
+    out["described"] = admin.describe_groups(["adm-group"])["adm-group"]
+    out["listed"] = admin.list_groups()
+    out["delete_while_member"] = admin.delete_groups(["adm-group"])
+    consumer.close()
+    out["offsets_before_delete"] = admin.list_group_offsets("adm-group")["adm-group"]
+    out["delete_after_close"] = admin.delete_groups(["adm-group"])
+    out["offsets_after_delete"] = admin.list_group_offsets("adm-group")["adm-group"]
+    admin.close()
+    return out
+
+
+async def test_admin_client_manages_topics_configs_and_groups(tmp_path: Path) -> None:
+    async with in_process_broker(tmp_path, SETTINGS) as running:
+        out = await trio.to_thread.run_sync(admin_session, bootstrap_of(running))
+    assert set(out["modified_configs"]) == {"retention.ms"}  # type: ignore[arg-type]
+    described = out["described"]
+    assert described["group_state"] == "Stable" and len(described["members"]) == 1  # type: ignore[index]
+    assert {"group_id": "adm-group", "protocol_type": "consumer"} in out["listed"]  # type: ignore[operator]
+    assert out["delete_while_member"] == {"adm-group": "NonEmptyGroupError"}
+    committed = {tp.partition: om.offset for tp, om in out["offsets_before_delete"].items()}  # type: ignore[attr-defined]
+    assert committed == {0: 0, 1: 1}
+    assert out["delete_after_close"] == {"adm-group": "OK"}
+    assert not out["offsets_after_delete"]

@@ -14,6 +14,7 @@ from .api_versions import handle_api_versions
 from .context import CloseConnection, Handler, RequestContext
 from .fetch import handle_fetch
 from .groups import (
+    handle_delete_groups,
     handle_describe_groups,
     handle_find_coordinator,
     handle_heartbeat,
@@ -54,6 +55,7 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.InitProducerId: handle_init_producer_id,
     ApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
     ApiKey.DescribeConfigs: handle_describe_configs,
+    ApiKey.DeleteGroups: handle_delete_groups,
 }
 
 __all__ = ["HANDLERS", "CloseConnection", "Handler", "RequestContext"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from kafka.protocol.admin import DescribeGroupsResponse, ListGroupsResponse
+from kafka.protocol.admin import DeleteGroupsResponse, DescribeGroupsResponse, ListGroupsResponse
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.consumer import (
     HeartbeatResponse,
@@ -47,6 +47,7 @@ _FetchGroupPartition = _FetchGroupTopic.OffsetFetchResponsePartitions
 _DescribedGroup = DescribeGroupsResponse.DescribedGroup
 _DescribedMember = _DescribedGroup.DescribedGroupMember
 _ListedGroup = ListGroupsResponse.ListedGroup
+_DeletedGroup = DeleteGroupsResponse.DeletableGroupResult
 
 
 def _find(broker: Broker, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
@@ -335,7 +336,7 @@ async def handle_describe_groups(
                     )
                     for m in d.members
                 ],
-                authorized_operations=-2147483648,
+                authorized_operations=None,  # Kafka's "not requested" (INT32_MIN)
             )
         )
     return DescribeGroupsResponse(version=ctx.version, throttle_time_ms=0, groups=groups)
@@ -352,5 +353,20 @@ async def handle_list_groups(
         groups=[
             _ListedGroup(group_id=group_id, protocol_type=protocol_type)
             for group_id, protocol_type in broker.coordinator.list_groups()
+        ],
+    )
+
+
+async def handle_delete_groups(
+    broker: Broker, ctx: RequestContext, request: ApiMessage
+) -> ApiMessage:
+    """Delete empty groups and their committed offsets (NON_EMPTY_GROUP otherwise)."""
+    results = await broker.coordinator.delete_groups(list(request.groups_names))
+    return DeleteGroupsResponse(
+        version=ctx.version,
+        throttle_time_ms=0,
+        results=[
+            _DeletedGroup(group_id=group_id, error_code=int(code))
+            for group_id, code in results.items()
         ],
     )

@@ -254,7 +254,8 @@ async def handle_describe_configs(
     """Topic configs (topic overrides over broker defaults) and the broker's own settings."""
     results = []
     for resource in request.resources:
-        keys = set(resource.configuration_keys) if resource.configuration_keys is not None else None
+        # Null or empty both mean "every config", as Kafka's ConfigHelper reads them.
+        keys = set(resource.configuration_keys or ()) or None
         entries: list[tuple[str, str, int]] = []
         error, message = ErrorCode.NONE, None
         if resource.resource_type == RESOURCE_TOPIC:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from kafka.protocol.admin import (
     CreateTopicsRequest,
     CreateTopicsResponse,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
     DescribeConfigsRequest,
@@ -121,5 +123,6 @@ SUPPORTED_APIS: dict[int, ApiSpec] = {
             4,
         ),
         _spec(ApiKey.DescribeConfigs, DescribeConfigsRequest, DescribeConfigsResponse, 1, 4),
+        _spec(ApiKey.DeleteGroups, DeleteGroupsRequest, DeleteGroupsResponse, 0, 2),
     )
 }
