@@ -24,8 +24,10 @@ from .log.log_manager import LogManager
 from .log.partition_log import PartitionLog
 from .metadata import (
     INTERNAL_TOPICS,
+    InvalidTopicError,
     MetadataStore,
     ProducerIdManager,
+    TopicExistsError,
     TopicRecord,
     TopicRegistry,
     validate_topic_name,
@@ -173,8 +175,6 @@ class Broker:
         """
         validate_topic_name(name)
         if name in INTERNAL_TOPICS:
-            from .metadata import InvalidTopicError
-
             raise InvalidTopicError(f"{name} is an internal topic and cannot be created")
         partitions = self.config.num_partitions if num_partitions == -1 else num_partitions
         factor = (
@@ -201,8 +201,6 @@ class Broker:
             raise InvalidConfigError(str(exc)) from None
         async with self._topic_lock:
             if name in self.topics:
-                from .metadata import TopicExistsError
-
                 raise TopicExistsError(f"topic {name!r} already exists")
             if validate_only:
                 return None

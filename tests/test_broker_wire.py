@@ -490,3 +490,14 @@ async def test_metadata_auto_creates_topics_only_when_enabled(tmp_path: Path) ->
         )
         assert not_created.topics[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         await conn.aclose()
+
+
+async def test_acks_all_needs_min_insync_replicas_but_acks_one_does_not(tmp_path: Path) -> None:
+    async with in_process_broker(tmp_path) as running:
+        conn = await RawConnection.open(running)
+        assert await create_topic(conn, "strict", min_insync_replicas="2") == 0
+        refused = await produce(conn, "strict", 0, batch([b"a"]), acks=-1)
+        assert refused.error_code == ErrorCode.NOT_ENOUGH_REPLICAS
+        accepted = await produce(conn, "strict", 0, batch([b"a"]), acks=1)
+        assert (accepted.error_code, accepted.base_offset) == (0, 0)
+        await conn.aclose()
