@@ -501,3 +501,56 @@ async def test_acks_all_needs_min_insync_replicas_but_acks_one_does_not(tmp_path
         accepted = await produce(conn, "strict", 0, batch([b"a"]), acks=1)
         assert (accepted.error_code, accepted.base_offset) == (0, 0)
         await conn.aclose()
+
+
+async def test_stale_producer_epoch_is_rejected(tmp_path: Path) -> None:
+    async with in_process_broker(tmp_path) as running:
+        conn = await RawConnection.open(running)
+        assert await create_topic(conn, "t") == 0
+        init = await conn.request(
+            InitProducerIdRequest(version=4, transactional_id=None, transaction_timeout_ms=1),
+            4,
+            InitProducerIdResponse,
+        )
+        pid = init.producer_id
+        bumped = batch([b"a"], producer_id=pid, producer_epoch=1, base_sequence=0)
+        assert (await produce(conn, "t", 0, bumped)).error_code == 0
+        stale = batch([b"b"], producer_id=pid, producer_epoch=0, base_sequence=1)
+        assert (await produce(conn, "t", 0, stale)).error_code == ErrorCode.INVALID_PRODUCER_EPOCH
+        await conn.aclose()
+
+
+async def test_fetch_honours_response_max_bytes_but_always_returns_a_first_batch(
+    tmp_path: Path,
+) -> None:
+    async with in_process_broker(tmp_path) as running:
+        conn = await RawConnection.open(running)
+        assert await create_topic(conn, "t", partitions=2) == 0
+        big = batch([b"x" * 400])
+        for partition in (0, 1):
+            await produce(conn, "t", partition, big)
+            await produce(conn, "t", partition, big)
+        request = fetch_request("t", 0, 0)
+        first = request.topics[0].partitions[0]
+        second = FetchRequest.FetchTopic.FetchPartition(
+            partition=1,
+            current_leader_epoch=-1,
+            fetch_offset=0,
+            last_fetched_epoch=-1,
+            log_start_offset=-1,
+            partition_max_bytes=1 << 20,
+        )
+        request.topics[0].partitions.append(second)
+        request.max_bytes = 100  # smaller than one batch
+        response = await conn.request(request, 12, FetchResponse)
+        p0, p1 = response.responses[0].partitions
+        # The first partition gets exactly one batch despite the limit; the second nothing.
+        assert p0.records == big and p0.high_watermark == 2
+        assert p1.error_code == 0 and p1.records == b"" and p1.high_watermark == 2
+        first.partition_max_bytes = 100
+        request.max_bytes = 1 << 20
+        response = await conn.request(request, 12, FetchResponse)
+        p0, p1 = response.responses[0].partitions
+        assert p0.records == big  # over its partition_max_bytes: still one batch, no more
+        assert len(p1.records) == 2 * len(big)
+        await conn.aclose()
