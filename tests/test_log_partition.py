@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from reference_broker.errors import (
     CorruptRecordError,
@@ -415,3 +417,20 @@ async def test_failed_fsync_takes_the_log_offline(tmp_path: Path) -> None:
         log.append_as_leader(build_batch([b"late"]), 0)
     with pytest.raises(KafkaStorageError, match="offline"):
         log.read(0, 100)
+
+
+async def test_appends_during_a_flush_are_made_durable_by_the_next_flush(tmp_path: Path) -> None:
+    storage = OsStorage(tmp_path, volatile_until_fsync=True)
+    log = PartitionLog.open(storage, "events-0", LogConfig(segment_bytes=1024), ManualClock())
+    for i in range(10):
+        log.append_as_leader(build_batch(values(2, 2 * i)), 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.flush)
+        await trio.testing.wait_all_tasks_blocked()  # the first flush is inside fsync
+        for i in range(10, 20):
+            log.append_as_leader(build_batch(values(2, 2 * i)), 0)
+        await log.flush()  # waits for the first, then syncs what it did not cover
+    assert log.unflushed_messages == 0 and log.recovery_point == 40
+    crashed = OsStorage(tmp_path, volatile_until_fsync=True)
+    after = PartitionLog.open(crashed, "events-0", LogConfig(segment_bytes=1024), ManualClock())
+    assert all_records(after) == list(enumerate(values(40)))

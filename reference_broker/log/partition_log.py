@@ -129,6 +129,7 @@ class PartitionLog:
         self._flush_lock = trio.Lock()
         self._closed = False
         self._failure: str | None = None
+        self._truncations = 0
         self.recovery: RecoveryReport | None = None
 
     # --- opening and recovery -------------------------------------------------------
@@ -628,6 +629,7 @@ class PartitionLog:
         self._after_truncation(offset)
 
     def _after_truncation(self, leo: int) -> None:
+        self._truncations += 1
         self._log_end_offset = leo
         self._high_watermark = min(self._high_watermark, leo)
         self._recovery_point = min(self._recovery_point, leo)
@@ -705,6 +707,7 @@ class PartitionLog:
                 return
             pending = self._unflushed_messages
             target = self._log_end_offset
+            truncations = self._truncations
             dirty = sorted(self._dirty, key=lambda s: s.base_offset)
             self._dirty.clear()
             unsynced, self._unsynced_files = self._unsynced_files, []
@@ -735,7 +738,10 @@ class PartitionLog:
                 for f in unsynced:
                     f.close()
             self._unflushed_messages = max(self._unflushed_messages - pending, 0)
-            self._recovery_point = max(self._recovery_point, min(target, self._log_end_offset))
+            if truncations == self._truncations:
+                # A truncation during the fsyncs may have put new, unsynced bytes below
+                # `target`; then the recovery point stays where truncation left it.
+                self._recovery_point = max(self._recovery_point, target)
             self._last_flush_ms = self._clock.now_ms()
 
     def _fail(self, reason: str) -> None:
