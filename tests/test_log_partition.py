@@ -395,6 +395,24 @@ async def test_flush_policy_counts_messages_and_time(tmp_path: Path) -> None:
     assert not never.flush_due(clock.now + 10**9)
 
 
+async def test_a_rolled_segment_is_flushed_even_when_flush_is_never_forced(
+    tmp_path: Path,
+) -> None:
+    """Kafka syncs a segment when it is rolled: with no flush.messages/flush.ms, a roll makes a
+    flush due, and after it the rolled segment's records are below the recovery point."""
+    clock = ManualClock()
+    log = open_log(tmp_path, clock, segment_bytes=300)
+    log.append_as_leader(build_batch(values(5)), 0)
+    assert not log.flush_due(clock.now + 10**9)
+    first_segment_end = log.log_end_offset
+    while log.segment_count < 2:
+        log.append_as_leader(build_batch(values(5)), 0)
+    assert log.flush_due(clock.now)
+    await log.flush()
+    assert log.recovery_point >= first_segment_end
+    assert not log.flush_due(clock.now + 10**9)
+
+
 async def test_clean_close_and_reopen_keeps_high_watermark(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     log.append_as_leader(build_batch(values(10)), 0)

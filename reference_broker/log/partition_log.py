@@ -122,6 +122,7 @@ class PartitionLog:
         self._high_watermark = 0
         self._recovery_point = 0
         self._unflushed_messages = 0
+        self._rolled_unflushed = False
         self._last_flush_ms = clock.now_ms()
         self._dirty: set[LogSegment] = set()
         self._unsynced_files: list[StorageFile] = []
@@ -486,6 +487,9 @@ class PartitionLog:
         self._write_snapshot(base)
         segment = self._new_segment(base, created_ms=self._clock.now_ms())
         self._dir_dirty = True
+        # Kafka flushes a segment once it is rolled, whatever flush.messages/flush.ms say;
+        # this makes the next flush_due() true so the appender syncs it.
+        self._rolled_unflushed = True
         return segment
 
     def sync_with_next_flush(self, f: StorageFile) -> None:
@@ -690,6 +694,8 @@ class PartitionLog:
         """Whether flush.messages or flush.ms asks for a flush now (`now_ms` from the Clock)."""
         if self._unflushed_messages <= 0:
             return False
+        if self._rolled_unflushed:
+            return True
         messages = self.config.flush_messages
         if messages is not None and self._unflushed_messages >= messages:
             return True
@@ -707,6 +713,7 @@ class PartitionLog:
                 return
             pending = self._unflushed_messages
             target = self._log_end_offset
+            self._rolled_unflushed = False
             truncations = self._truncations
             dirty = sorted(self._dirty, key=lambda s: s.base_offset)
             self._dirty.clear()
@@ -729,6 +736,7 @@ class PartitionLog:
                 raise KafkaStorageError(f"{self.directory}: fsync failed: {exc}") from exc
             except BaseException:
                 # Cancelled: nothing is known durable, a later flush tries again.
+                self._rolled_unflushed = True
                 self._dirty.update(s for s in dirty if not s.closed)
                 self._unsynced_files[:0] = unsynced
                 unsynced = []
