@@ -1,1 +1,4 @@
-"""The reference broker: a single Kafka-style node speaking Kafka wire protocol. Imports nothing else of faultline."""
+"""The reference broker: a Kafka-style node speaking Kafka wire protocol.
+
+It imports nothing else of faultline and reaches the world only through `env.NodeEnv`.
+"""
