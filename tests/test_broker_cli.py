@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,3 +140,23 @@ def test_periodic_flusher_makes_writes_durable_after_flush_interval(tmp_path: Pa
         broker.kill()
     with running_broker(tmp_path / "n", settings=settings, log_path=tmp_path / "b.log") as again:
         assert _count(again.bootstrap, "t") == 5
+
+
+def test_port_in_use_is_a_clear_error_with_exit_code_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_cli("--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert "Address already in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_data_dir_of_another_node_is_refused_with_exit_code_2(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path / "n", log_path=tmp_path / "a.log")
+    assert broker.terminate() == 0
+    result = _run_cli(
+        "--data-dir", str(tmp_path / "n"), "--listen", "127.0.0.1:0", "--set", "node.id=7"
+    )
+    assert result.returncode == 2
+    assert "node.id=0" in result.stderr and "node.id=7" in result.stderr

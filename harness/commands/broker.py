@@ -109,12 +109,20 @@ def broker(
     env = os_node_env(data_dir, volatile_until_fsync=config.volatile_until_fsync, seed=seed)
     try:
         trio.run(_main, env, config)
-    except MetadataCorruptError as exc:
-        click.echo(f"faultline broker: {exc}", err=True)
+    except (MetadataCorruptError, OSError, BaseExceptionGroup) as exc:
+        # Setup failures (port in use, unreadable data dir) arrive wrapped by nurseries.
+        leaves = _leaves(exc)
+        if not all(isinstance(e, MetadataCorruptError | OSError) for e in leaves):
+            raise
+        for leaf in leaves:
+            click.echo(f"faultline broker: {leaf}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except OSError as exc:
-        click.echo(f"faultline broker: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 async def _main(env: object, config: object) -> None:
