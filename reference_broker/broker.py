@@ -36,7 +36,6 @@ from .replication.partition import HighWatermarkSignal, Partition
 
 logger = logging.getLogger("faultline.broker")
 
-CONSUMER_OFFSETS = "__consumer_offsets"
 # With no flush scheduler interval configured, how often the flusher looks for new flush.ms.
 _IDLE_FLUSH_CHECK_S = 1.0
 
@@ -275,7 +274,12 @@ class Broker:
             for log in list(self.logs.all()):
                 if log.topic in INTERNAL_TOPICS:
                     continue
-                deleted = log.enforce_retention(now)
+                try:
+                    deleted = log.enforce_retention(now)
+                except (BrokerError, OSError):
+                    # One partition's failure must not stop retention (or the broker).
+                    logger.exception("retention failed for %s-%d", log.topic, log.partition)
+                    continue
                 if deleted:
                     logger.info(
                         "retention deleted %s segments of %s-%d", deleted, log.topic, log.partition
