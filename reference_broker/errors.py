@@ -140,6 +140,10 @@ class FencedLeaderEpochError(BrokerError):
     code = ErrorCode.FENCED_LEADER_EPOCH
 
 
+class UnknownLeaderEpochError(BrokerError):
+    code = ErrorCode.UNKNOWN_LEADER_EPOCH
+
+
 class KafkaStorageError(BrokerError):
     code = ErrorCode.KAFKA_STORAGE_ERROR
 

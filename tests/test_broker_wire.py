@@ -554,3 +554,17 @@ async def test_fetch_honours_response_max_bytes_but_always_returns_a_first_batch
         assert p0.records == big  # over its partition_max_bytes: still one batch, no more
         assert len(p1.records) == 2 * len(big)
         await conn.aclose()
+
+
+async def test_fetch_from_a_future_leader_epoch_is_refused(tmp_path: Path) -> None:
+    async with in_process_broker(tmp_path) as running:
+        conn = await RawConnection.open(running)
+        assert await create_topic(conn, "t") == 0
+        request = fetch_request("t", 0, 0)
+        request.topics[0].partitions[0].current_leader_epoch = 5
+        response = await conn.request(request, 12, FetchResponse)
+        assert response.responses[0].partitions[0].error_code == ErrorCode.UNKNOWN_LEADER_EPOCH
+        request.topics[0].partitions[0].current_leader_epoch = 0
+        response = await conn.request(request, 12, FetchResponse)
+        assert response.responses[0].partitions[0].error_code == 0
+        await conn.aclose()

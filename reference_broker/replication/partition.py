@@ -19,16 +19,12 @@ from typing import Protocol
 import trio
 
 from ..errors import (
-    BrokerError,
     ErrorCode,
     FencedLeaderEpochError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
+    UnknownLeaderEpochError,
 )
-
-
-class UnknownLeaderEpochError(BrokerError):
-    code = ErrorCode.UNKNOWN_LEADER_EPOCH
 
 
 class PartitionLogLike(Protocol):
