@@ -39,6 +39,8 @@ from kafka.protocol.producer import (
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from reference_broker.errors import ErrorCode
+from reference_broker.log import LogConfig, LogManager
+from reference_broker.os_env import os_node_env
 from tests.broker_process import RawConnection, RunningBroker, in_process_broker
 
 TIMESTAMP_MS = 1_700_000_000_000
@@ -568,3 +570,20 @@ async def test_fetch_from_a_future_leader_epoch_is_refused(tmp_path: Path) -> No
         response = await conn.request(request, 12, FetchResponse)
         assert response.responses[0].partitions[0].error_code == 0
         await conn.aclose()
+
+
+async def test_startup_removes_logs_of_unregistered_topics_but_keeps_internal_ones(
+    tmp_path: Path,
+) -> None:
+    # A crash between "forget the topic" and "delete its logs" leaves such directories.
+    env = os_node_env(tmp_path, seed=0)
+    logs = LogManager.open(env.storage, env.clock, LogConfig())
+    logs.create("orphan", 0).append_as_leader(batch([b"stale"]), 0)
+    logs.create("__cluster_metadata", 0)
+    await logs.close()
+    async with in_process_broker(tmp_path) as running:
+        conn = await RawConnection.open(running)
+        assert await create_topic(conn, "orphan") == 0  # a fresh topic, not the old log
+        assert await list_offset(conn, "orphan", 0, -1) == (0, 0, -1)
+        await conn.aclose()
+    assert (tmp_path / "__cluster_metadata-0").is_dir()

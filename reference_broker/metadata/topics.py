@@ -11,7 +11,9 @@ from .store import MetadataStore, TopicRecord, random_uuid
 
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]+")
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+# Topics the broker itself owns: never auto-created, deleted or listed for clients. Their logs
+# are left alone at startup even though the registry does not name them.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__cluster_metadata"})
 
 
 class InvalidTopicError(BrokerError):
