@@ -319,6 +319,13 @@ class BrokerConfig:
             raise ConfigError("log.flush.scheduler.interval.ms must be at least 1")
         if self.advertised_listeners and any(a.port == 0 for a in self.advertised_listeners):
             raise ConfigError("advertised.listeners must name a real port, not 0")
+        advertised = self.advertised_listeners or self.listeners
+        if advertised[0].host in ("0.0.0.0", "::"):
+            # As Kafka: clients cannot connect to the wildcard address they would be told.
+            raise ConfigError(
+                f"listeners binds the wildcard address {advertised[0].host}; set "
+                "advertised.listeners to the host:port clients should connect to"
+            )
 
     @classmethod
     def load(cls, config_file: Path | None = None, overrides: Iterable[str] = ()) -> BrokerConfig:

@@ -104,3 +104,12 @@ def test_malformed_toml_and_missing_equals_are_config_errors(tmp_path: Path) -> 
         BrokerConfig.load(path)
     with pytest.raises(ConfigError, match="name=value"):
         BrokerConfig.load(None, ["num.partitions"])
+
+
+def test_wildcard_listener_needs_an_advertised_listener() -> None:
+    with pytest.raises(ConfigError, match="advertised"):
+        BrokerConfig.from_properties({"listeners": "PLAINTEXT://0.0.0.0:9092"})
+    config = BrokerConfig.from_properties(
+        {"listeners": "PLAINTEXT://0.0.0.0:9092", "advertised.listeners": "10.0.0.5:9092"}
+    )
+    assert config.advertised_listeners == (Listener("10.0.0.5", 9092),)
