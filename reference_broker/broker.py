@@ -141,6 +141,7 @@ class Broker:
                 leader_epoch=0,
                 min_insync_replicas=log_config.min_insync_replicas,
                 signal=self.hw_signal,
+                now=trio.current_time(),
             )
             # The only in-sync replica after a restart is this node: the high watermark
             # catches up with the recovered log end, as a new leader's does in Kafka.

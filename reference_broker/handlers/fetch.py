@@ -79,7 +79,7 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                     partition.check_leader_epoch(p.current_leader_epoch)
                 log = broker.log_of(partition)
                 if is_replica:
-                    partition.update_replica_leo(replica_id, p.fetch_offset)
+                    partition.update_follower_fetch(replica_id, p.fetch_offset, trio.current_time())
                     max_offset = None
                 else:
                     max_offset = partition.high_watermark

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -62,6 +63,17 @@ class HighWatermarkSignal:
         self._event = trio.Event()
 
 
+@dataclass
+class FollowerState:
+    """The leader's view of one follower replica (Kafka's Replica state on the leader)."""
+
+    log_end_offset: int = 0
+    # trio-clock seconds at which the follower was last known to hold the leader's LEO.
+    last_caught_up_time: float = 0.0
+    last_fetch_time: float = 0.0
+    last_fetch_leader_leo: int = 0
+
+
 class Partition:
     """Leader-side replication state of one topic partition.
 
@@ -82,6 +94,7 @@ class Partition:
         leader_epoch: int,
         min_insync_replicas: int,
         signal: HighWatermarkSignal,
+        now: float = 0.0,
     ) -> None:
         self.topic = topic
         self.index = index
@@ -93,8 +106,11 @@ class Partition:
         self.isr: set[int] = set(replicas)
         self.min_insync_replicas = min_insync_replicas
         self._signal = signal
-        # LEO of every replica as last reported; the local one is read from the log.
-        self._replica_leo: dict[int, int] = {r: 0 for r in replicas if r != local_id}
+        # What the leader knows of each follower; the local replica is read from the log.
+        # Followers in the ISR count as caught up when this node became leader (`now`).
+        self._followers: dict[int, FollowerState] = {
+            r: FollowerState(last_caught_up_time=now) for r in replicas if r != local_id
+        }
 
     def __repr__(self) -> str:
         return (
@@ -154,18 +170,66 @@ class Partition:
                 f"min.insync.replicas is {self.min_insync_replicas}"
             )
 
-    def update_replica_leo(self, replica_id: int, leo: int) -> None:
-        """Record a follower's LEO (from its fetch offset) and advance the HW if possible."""
-        if replica_id in self._replica_leo:
-            self._replica_leo[replica_id] = leo
+    def follower(self, replica_id: int) -> FollowerState | None:
+        """What the leader knows of a follower (None for the leader or a non-replica)."""
+        return self._followers.get(replica_id)
+
+    def update_follower_fetch(self, replica_id: int, fetch_offset: int, now: float) -> None:
+        """A follower fetched from `fetch_offset` at `now` (trio clock seconds).
+
+        As Kafka's Replica.updateFetchState: the fetch offset is the follower's LEO; the
+        follower is caught up at `now` if it asked for the leader's LEO, or caught up as
+        of its previous fetch if it has now reached the LEO the leader had then. Then the
+        ISR may grow and the high watermark advance.
+        """
+        state = self._followers.get(replica_id)
+        if state is None:
+            return
+        leader_leo = self.log.log_end_offset
+        if fetch_offset >= leader_leo:
+            state.last_caught_up_time = now
+        elif fetch_offset >= state.last_fetch_leader_leo:
+            state.last_caught_up_time = max(state.last_caught_up_time, state.last_fetch_time)
+        state.log_end_offset = fetch_offset
+        state.last_fetch_leader_leo = leader_leo
+        state.last_fetch_time = now
+        self.maybe_expand_isr(replica_id)
+        self.maybe_advance_high_watermark()
+
+    def maybe_expand_isr(self, replica_id: int) -> bool:
+        """Add a follower that has caught up to the high watermark (Kafka's isFollowerInSync)."""
+        state = self._followers.get(replica_id)
+        if state is None or replica_id in self.isr:
+            return False
+        if state.log_end_offset < self.log.high_watermark:
+            return False
+        self.isr.add(replica_id)
+        return True
+
+    def maybe_shrink_isr(self, now: float, max_lag_s: float) -> set[int]:
+        """Drop followers not caught up for longer than replica.lag.time.max.ms; returns them.
+
+        A smaller ISR may let the high watermark advance (it is a min over the ISR).
+        """
+        removed = {
+            replica
+            for replica, state in self._followers.items()
+            if replica in self.isr and now - state.last_caught_up_time > max_lag_s
+        }
+        if removed:
+            self.isr -= removed
             self.maybe_advance_high_watermark()
+            # Waiters for acks=all re-check the ISR against min.insync.replicas.
+            self._signal.fire()
+        return removed
 
     def maybe_advance_high_watermark(self) -> bool:
         """HW = min LEO over the ISR; it never moves backwards. Returns whether it moved."""
         new_hw = self.log.log_end_offset
         for replica in self.isr:
-            if replica != self.local_id:
-                new_hw = min(new_hw, self._replica_leo.get(replica, 0))
+            state = self._followers.get(replica)
+            if state is not None:
+                new_hw = min(new_hw, state.log_end_offset)
         if new_hw > self.log.high_watermark:
             self.log.update_high_watermark(new_hw)
             self._signal.fire()
