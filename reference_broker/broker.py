@@ -41,14 +41,20 @@ _IDLE_FLUSH_CHECK_S = 1.0
 
 
 class InvalidPartitionsError(BrokerError):
+    """A topic must have at least one partition."""
+
     code = ErrorCode.INVALID_PARTITIONS
 
 
 class InvalidReplicationFactorError(BrokerError):
+    """A replication factor below 1 or above the number of brokers."""
+
     code = ErrorCode.INVALID_REPLICATION_FACTOR
 
 
 class InvalidConfigError(BrokerError):
+    """A topic config name or value the log layer rejects."""
+
     code = ErrorCode.INVALID_CONFIG
 
 

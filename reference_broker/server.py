@@ -158,6 +158,7 @@ async def serve_broker(
             broker.advertise(addresses[0])
 
             async def handle(stream: trio.abc.Stream) -> None:
+                """Serve one accepted connection (trio.serve_listeners' handler)."""
                 await serve_connection(broker, stream)
 
             await nursery.start(

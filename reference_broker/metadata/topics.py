@@ -17,10 +17,14 @@ INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__clu
 
 
 class InvalidTopicError(BrokerError):
+    """A topic name Kafka would not accept, or an internal topic."""
+
     code = ErrorCode.INVALID_TOPIC_EXCEPTION
 
 
 class TopicExistsError(BrokerError):
+    """CreateTopics for a name that is already registered."""
+
     code = ErrorCode.TOPIC_ALREADY_EXISTS
 
 
