@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse, MetadataRequest
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
@@ -124,3 +128,33 @@ def test_error_response_sets_the_top_level_error_where_the_schema_has_one() -> N
     assert response.error_code == ErrorCode.INVALID_REQUEST
     produce = error_response(SUPPORTED_APIS[ApiKey.Produce], 9, ErrorCode.INVALID_REQUEST)
     assert isinstance(produce, ProduceResponse) and produce.responses == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_a_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        decode_request(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spec_version=st.sampled_from(SERVED),
+    cut=st.integers(min_value=0, max_value=64),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=4),
+)
+def test_mutated_valid_requests_decode_or_raise_a_protocol_error(
+    spec_version, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    spec, version = spec_version
+    data = bytearray(_request_bytes(spec.request(version=version), version))
+    for position, value in flips:
+        data[position % len(data)] = value
+    data = data[: max(len(data) - cut, 0)]
+    try:
+        decoded = decode_request(bytes(data))
+    except ProtocolError:
+        return
+    # Whatever decodes is dispatchable: a served API at a served version.
+    assert decoded.spec.key == decoded.header.api_key
+    assert decoded.spec.supports(decoded.header.api_version)
