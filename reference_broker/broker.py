@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -19,6 +19,7 @@ from .env import NodeEnv
 from .errors import BrokerError, ErrorCode, UnknownTopicOrPartitionError
 from .group.config import GroupConfig
 from .group.coordinator import GroupCoordinator
+from .group.offsets_store import OFFSETS_LOG_CONFIG
 from .log.config import LogConfig
 from .log.log_manager import LogManager
 from .log.partition_log import PartitionLog
@@ -104,7 +105,15 @@ class Broker:
         """Open (or create) the node's metadata and logs, and load the group coordinator."""
         store = await MetadataStore.open(env.storage, env.rng, config.node_id)
         logs = LogManager.open(env.storage, env.clock, config.log)
-        coordinator = GroupCoordinator(logs, env.clock, group_config(config), env.rng)
+        # Offset commits follow the broker's fsync policy like any other log.
+        offsets_log = replace(
+            OFFSETS_LOG_CONFIG,
+            flush_messages=config.log.flush_messages,
+            flush_ms=config.log.flush_ms,
+        )
+        coordinator = GroupCoordinator(
+            logs, env.clock, group_config(config), env.rng, offsets_log_config=offsets_log
+        )
         broker = cls(env, config, store, logs, coordinator)
         await broker._load_partitions()
         await coordinator.load()

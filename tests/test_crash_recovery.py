@@ -147,3 +147,27 @@ def test_power_cut_without_fsync_keeps_the_synced_prefix_and_accepts_appends(
     producer.produce(TOPIC, value=str(sent).encode())
     assert producer.flush(30) == 0
     assert read_all(third.bootstrap) == [*reads, (1000, sent)], "the append did not land at the end"
+
+
+def test_committed_offsets_survive_a_power_cut_when_every_message_is_fsynced(
+    broker_factory: StartBroker,
+) -> None:
+    """flush.messages=1 applies to __consumer_offsets too: a commit acknowledged before a
+    SIGKILL of a broker whose unsynced writes vanish is still there after the restart."""
+    settings = {
+        "num.partitions": 1,
+        "faultline.storage.volatile.until.fsync": True,
+        "log.flush.interval.messages": 1,
+    }
+    broker = broker_factory(settings=settings)
+    create_topic(broker.bootstrap, TOPIC, partitions=1)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "durable-commits"})
+    consumer.commit(offsets=[TopicPartition(TOPIC, 0, 42)], asynchronous=False)
+    consumer.close()
+    broker.kill()
+
+    revived = restart(broker_factory, broker, settings)
+    consumer = Consumer({"bootstrap.servers": revived.bootstrap, "group.id": "durable-commits"})
+    [committed] = consumer.committed([TopicPartition(TOPIC, 0)], timeout=30)
+    consumer.close()
+    assert committed.offset == 42
