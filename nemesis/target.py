@@ -1,0 +1,97 @@
+"""The fault interface: what a runtime (sim or process) exposes for the nemesis to break.
+
+Both runtimes implement `FaultTarget`; the nemesis computes *what* to break (grudges,
+schedules) and calls these primitives, recording each action as a `nemesis` history event.
+Node names are strings: brokers are "n1".."nN"; client endpoints are whatever the runtime
+lists in `clients` (the sim runtime names each client, the process runtime has one shared
+"clients" endpoint because all clients reach a broker through the same proxy).
+
+Network faults are per directed link (src -> dst): blocking a link holds its bytes, as a
+firewall DROP does — nothing is lost, senders stall, timeouts fire, and held bytes flow
+when the link is unblocked (unless the connection was reset meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LinkFault:
+    """Degradation of one directed link; None fields leave that aspect healthy."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    bandwidth_bytes_per_s: int | None = None
+
+
+class FaultTarget(Protocol):
+    """A running cluster that the nemesis can break and repair."""
+
+    @property
+    def nodes(self) -> Sequence[str]:
+        """Broker node names, e.g. ["n1", "n2", "n3"]."""
+        ...
+
+    @property
+    def clients(self) -> Sequence[str]:
+        """Client endpoint names whose links to brokers can be faulted."""
+        ...
+
+    async def block(self, src: str, dst: str) -> None:
+        """Hold every byte sent from src to dst (one direction) until unblocked."""
+        ...
+
+    async def unblock(self, src: str, dst: str) -> None:
+        """Let src -> dst flow again, delivering held bytes."""
+        ...
+
+    async def heal_network(self) -> None:
+        """Unblock every link and clear every link fault."""
+        ...
+
+    async def set_link_fault(self, src: str, dst: str, fault: LinkFault | None) -> None:
+        """Degrade (or, with None, restore) the link src -> dst."""
+        ...
+
+    async def reset_connections(self, node: str) -> None:
+        """Reset (RST) every open connection to or from node."""
+        ...
+
+    async def kill(self, node: str) -> None:
+        """Crash the node at once (SIGKILL); its fsynced data survives."""
+        ...
+
+    async def restart(self, node: str) -> None:
+        """Start a killed or power-lost node again on its data; returns once it serves."""
+        ...
+
+    async def pause(self, node: str) -> None:
+        """Freeze the node (SIGSTOP): it neither computes nor answers, connections stay open."""
+        ...
+
+    async def resume(self, node: str) -> None:
+        """Unfreeze a paused node (SIGCONT)."""
+        ...
+
+    async def power_loss(self, node: str) -> None:
+        """Crash the node losing every write not fsynced; `restart` brings it back."""
+        ...
+
+    async def bump_clock(self, node: str, delta_ms: int) -> None:
+        """Shift the node's wall clock (record timestamps) by delta_ms from now on."""
+        ...
+
+    async def reset_clock(self, node: str) -> None:
+        """Put the node's wall clock back in step."""
+        ...
+
+    def leader_of(self, topic: str, partition: int) -> str | None:
+        """The node currently leading a partition, if the runtime can tell."""
+        ...
+
+    def controller(self) -> str | None:
+        """The active controller node, if the runtime can tell."""
+        ...
