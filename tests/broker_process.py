@@ -23,6 +23,7 @@ from harness.broker_process import BrokerProcess, BrokerStartError, running_brok
 from reference_broker.config import BrokerConfig
 from reference_broker.os_env import os_node_env
 from reference_broker.server import RunningBroker, serve_broker
+from tests.wire import encode_request
 
 __all__ = [
     "BrokerProcess",
@@ -85,8 +86,7 @@ class RawConnection:
     def encode(self, request: ApiMessage, version: int) -> bytes:
         """The framed bytes of `request` at `version` with the next correlation id."""
         self.correlation_id += 1
-        request.with_header(correlation_id=self.correlation_id, client_id="faultline-tests")
-        return bytes(request.encode(version=version, header=True, framed=True))
+        return encode_request(request, version, self.correlation_id)
 
     async def read_frame(self) -> bytes | None:
         """One response frame without its size prefix; None if the broker closed the connection."""

@@ -36,37 +36,12 @@ from kafka.protocol.producer import (
     ProduceRequest,
     ProduceResponse,
 )
-from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from reference_broker.errors import ErrorCode
 from reference_broker.log import LogConfig, LogManager
 from reference_broker.os_env import os_node_env
 from tests.broker_process import RawConnection, RunningBroker, in_process_broker
-
-TIMESTAMP_MS = 1_700_000_000_000
-
-
-def batch(
-    values: list[bytes],
-    *,
-    producer_id: int = -1,
-    producer_epoch: int = -1,
-    base_sequence: int = -1,
-    first_timestamp: int = TIMESTAMP_MS,
-) -> bytes:
-    """A v2 record batch as a client builds it (offsets from 0, timestamps 1 ms apart)."""
-    builder = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=0,
-        is_transactional=False,
-        producer_id=producer_id,
-        producer_epoch=producer_epoch,
-        base_sequence=base_sequence,
-        batch_size=1 << 20,
-    )
-    for i, value in enumerate(values):
-        builder.append(i, timestamp=first_timestamp + i, key=b"k", value=value, headers=[])
-    return bytes(builder.build())
+from tests.wire import record_batch
 
 
 def produce_request(
@@ -207,7 +182,9 @@ async def test_acks_zero_produce_gets_no_response_but_is_appended(tmp_path: Path
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "t") == 0
-        await conn.send_raw(conn.encode(produce_request("t", 0, batch([b"a", b"b"]), acks=0), 9))
+        await conn.send_raw(
+            conn.encode(produce_request("t", 0, record_batch([b"a", b"b"]), acks=0), 9)
+        )
         # The next frame on this connection must answer the Metadata request, not the produce.
         metadata = await conn.request(MetadataRequest(version=9, topics=None), 9, MetadataResponse)
         assert metadata.header.correlation_id == conn.correlation_id
@@ -218,7 +195,9 @@ async def test_acks_zero_produce_gets_no_response_but_is_appended(tmp_path: Path
 async def test_acks_zero_failure_closes_the_connection(tmp_path: Path) -> None:
     async with in_process_broker(tmp_path, {"auto.create.topics.enable": "false"}) as running:
         conn = await RawConnection.open(running)
-        await conn.send_raw(conn.encode(produce_request("missing", 0, batch([b"x"]), acks=0), 9))
+        await conn.send_raw(
+            conn.encode(produce_request("missing", 0, record_batch([b"x"]), acks=0), 9)
+        )
         assert await conn.read_frame() is None
         assert await api_versions_ok(running)
 
@@ -284,24 +263,24 @@ async def test_produce_errors_map_to_kafka_codes(tmp_path: Path) -> None:
     async with in_process_broker(tmp_path, settings) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "t") == 0
-        assert (await produce(conn, "t", 0, batch([b"v"]), acks=2)).error_code == (
+        assert (await produce(conn, "t", 0, record_batch([b"v"]), acks=2)).error_code == (
             ErrorCode.INVALID_REQUIRED_ACKS
         )
-        corrupt = bytearray(batch([b"value"]))
+        corrupt = bytearray(record_batch([b"value"]))
         corrupt[-1] ^= 0xFF  # the CRC no longer matches
         assert (await produce(conn, "t", 0, bytes(corrupt))).error_code == ErrorCode.CORRUPT_MESSAGE
-        assert (await produce(conn, "t", 0, batch([b"x" * 3000]))).error_code == (
+        assert (await produce(conn, "t", 0, record_batch([b"x" * 3000]))).error_code == (
             ErrorCode.MESSAGE_TOO_LARGE
         )
-        assert (await produce(conn, "nope", 0, batch([b"v"]))).error_code == (
+        assert (await produce(conn, "nope", 0, record_batch([b"v"]))).error_code == (
             ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         )
-        assert (await produce(conn, "t", 7, batch([b"v"]))).error_code == (
+        assert (await produce(conn, "t", 7, record_batch([b"v"]))).error_code == (
             ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         )
-        ok = await produce(conn, "t", 0, batch([b"a", b"b", b"c"]))
+        ok = await produce(conn, "t", 0, record_batch([b"a", b"b", b"c"]))
         assert (ok.error_code, ok.base_offset) == (0, 0)
-        assert (await produce(conn, "t", 0, batch([b"d"]))).base_offset == 3
+        assert (await produce(conn, "t", 0, record_batch([b"d"]))).base_offset == 3
         await conn.aclose()
 
 
@@ -318,14 +297,14 @@ async def test_idempotent_retry_returns_the_original_offset_and_gaps_are_rejecte
         )
         assert init.error_code == 0 and init.producer_id >= 0 and init.producer_epoch == 0
         pid = init.producer_id
-        first = batch([b"a", b"b"], producer_id=pid, producer_epoch=0, base_sequence=0)
+        first = record_batch([b"a", b"b"], producer_id=pid, producer_epoch=0, base_sequence=0)
         assert (await produce(conn, "t", 0, first)).base_offset == 0
-        other = batch([b"c"], producer_id=pid, producer_epoch=0, base_sequence=2)
+        other = record_batch([b"c"], producer_id=pid, producer_epoch=0, base_sequence=2)
         assert (await produce(conn, "t", 0, other)).base_offset == 2
         retried = await produce(conn, "t", 0, first)
         assert (retried.error_code, retried.base_offset) == (0, 0)
         assert await list_offset(conn, "t", 0, -1) == (0, 3, -1)
-        gap = batch([b"d"], producer_id=pid, producer_epoch=0, base_sequence=9)
+        gap = record_batch([b"d"], producer_id=pid, producer_epoch=0, base_sequence=9)
         assert (
             await produce(conn, "t", 0, gap)
         ).error_code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
@@ -365,7 +344,7 @@ async def test_fetch_long_poll_is_woken_by_an_append(tmp_path: Path) -> None:
                 nursery.start_soon(long_poll)
                 await trio.sleep(0.2)
                 assert not result
-                assert (await produce(setup, "t", 0, batch([b"hello"]))).error_code == 0
+                assert (await produce(setup, "t", 0, record_batch([b"hello"]))).error_code == 0
         p = result[0].responses[0].partitions[0]
         assert p.error_code == 0 and p.high_watermark == 1 and len(p.records) > 0
         await setup.aclose()
@@ -388,7 +367,7 @@ async def test_fetch_reads_what_was_produced_and_out_of_range_is_reported(tmp_pa
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "t") == 0
-        records = batch([b"a", b"b", b"c"])
+        records = record_batch([b"a", b"b", b"c"])
         await produce(conn, "t", 0, records)
         response = await conn.request(fetch_request("t", 0, 0), 12, FetchResponse)
         p = response.responses[0].partitions[0]
@@ -406,8 +385,8 @@ async def test_list_offsets_earliest_latest_and_by_timestamp(tmp_path: Path) -> 
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "t") == 0
-        await produce(conn, "t", 0, batch([b"a", b"b"], first_timestamp=1000))
-        await produce(conn, "t", 0, batch([b"c", b"d"], first_timestamp=2000))
+        await produce(conn, "t", 0, record_batch([b"a", b"b"], first_timestamp=1000))
+        await produce(conn, "t", 0, record_batch([b"c", b"d"], first_timestamp=2000))
         assert await list_offset(conn, "t", 0, -2) == (0, 0, -1)
         assert await list_offset(conn, "t", 0, -1) == (0, 4, -1)
         assert await list_offset(conn, "t", 0, 1001) == (0, 1, 1001)
@@ -423,7 +402,7 @@ async def test_offset_for_leader_epoch_returns_the_log_end_for_the_current_epoch
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "t") == 0
-        await produce(conn, "t", 0, batch([b"a", b"b"]))
+        await produce(conn, "t", 0, record_batch([b"a", b"b"]))
         t = OffsetForLeaderEpochRequest.OffsetForLeaderTopic
         request = OffsetForLeaderEpochRequest(
             version=4,
@@ -452,7 +431,7 @@ async def test_topics_and_data_survive_a_clean_restart(tmp_path: Path) -> None:
         assert await create_topic(conn, "kept") == ErrorCode.TOPIC_ALREADY_EXISTS
         assert await create_topic(conn, "bad/name") == ErrorCode.INVALID_TOPIC_EXCEPTION
         assert await create_topic(conn, "gone") == 0
-        await produce(conn, "kept", 1, batch([b"a", b"b"]))
+        await produce(conn, "kept", 1, record_batch([b"a", b"b"]))
         deleted = await conn.request(
             DeleteTopicsRequest(version=5, topic_names=["gone", "never"], timeout_ms=1000),
             5,
@@ -498,9 +477,9 @@ async def test_acks_all_needs_min_insync_replicas_but_acks_one_does_not(tmp_path
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "strict", min_insync_replicas="2") == 0
-        refused = await produce(conn, "strict", 0, batch([b"a"]), acks=-1)
+        refused = await produce(conn, "strict", 0, record_batch([b"a"]), acks=-1)
         assert refused.error_code == ErrorCode.NOT_ENOUGH_REPLICAS
-        accepted = await produce(conn, "strict", 0, batch([b"a"]), acks=1)
+        accepted = await produce(conn, "strict", 0, record_batch([b"a"]), acks=1)
         assert (accepted.error_code, accepted.base_offset) == (0, 0)
         await conn.aclose()
 
@@ -515,9 +494,9 @@ async def test_stale_producer_epoch_is_rejected(tmp_path: Path) -> None:
             InitProducerIdResponse,
         )
         pid = init.producer_id
-        bumped = batch([b"a"], producer_id=pid, producer_epoch=1, base_sequence=0)
+        bumped = record_batch([b"a"], producer_id=pid, producer_epoch=1, base_sequence=0)
         assert (await produce(conn, "t", 0, bumped)).error_code == 0
-        stale = batch([b"b"], producer_id=pid, producer_epoch=0, base_sequence=1)
+        stale = record_batch([b"b"], producer_id=pid, producer_epoch=0, base_sequence=1)
         assert (await produce(conn, "t", 0, stale)).error_code == ErrorCode.INVALID_PRODUCER_EPOCH
         await conn.aclose()
 
@@ -528,7 +507,7 @@ async def test_fetch_honours_response_max_bytes_but_always_returns_a_first_batch
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "t", partitions=2) == 0
-        big = batch([b"x" * 400])
+        big = record_batch([b"x" * 400])
         for partition in (0, 1):
             await produce(conn, "t", partition, big)
             await produce(conn, "t", partition, big)
@@ -578,7 +557,7 @@ async def test_startup_removes_logs_of_unregistered_topics_but_keeps_internal_on
     # A crash between "forget the topic" and "delete its logs" leaves such directories.
     env = os_node_env(tmp_path, seed=0)
     logs = LogManager.open(env.storage, env.clock, LogConfig())
-    logs.create("orphan", 0).append_as_leader(batch([b"stale"]), 0)
+    logs.create("orphan", 0).append_as_leader(record_batch([b"stale"]), 0)
     logs.create("__cluster_metadata", 0)
     await logs.close()
     async with in_process_broker(tmp_path) as running:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import socket
 import struct
-import time
 
 from kafka.protocol.api_message import ApiMessage
 from kafka.record.default_records import DefaultRecordBatchBuilder
@@ -84,10 +83,18 @@ def decode_response(request: ApiMessage, version: int, frame: bytes) -> ApiMessa
     return response_class(request).decode(frame, version=version, header=True)
 
 
-def idempotent_batch(
-    producer_id: int, producer_epoch: int, base_sequence: int, values: list[bytes]
+TIMESTAMP_MS = 1_700_000_000_000
+
+
+def record_batch(
+    values: list[bytes],
+    *,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    first_timestamp: int = TIMESTAMP_MS,
 ) -> bytes:
-    """A v2 record batch with producer id, epoch and sequence, as an idempotent producer sends."""
+    """A v2 record batch as a client builds it (offsets from 0, timestamps 1 ms apart, key b"k")."""
     builder = DefaultRecordBatchBuilder(
         magic=2,
         compression_type=0,
@@ -97,7 +104,18 @@ def idempotent_batch(
         base_sequence=base_sequence,
         batch_size=1 << 20,
     )
-    now_ms = int(time.time() * 1000)
     for i, value in enumerate(values):
-        builder.append(i, timestamp=now_ms, key=b"k", value=value, headers=[])
+        builder.append(i, timestamp=first_timestamp + i, key=b"k", value=value, headers=[])
     return bytes(builder.build())
+
+
+def idempotent_batch(
+    producer_id: int, producer_epoch: int, base_sequence: int, values: list[bytes]
+) -> bytes:
+    """A batch carrying producer id, epoch and first sequence, as an idempotent producer sends."""
+    return record_batch(
+        values,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+    )
