@@ -3,10 +3,16 @@ by the harness, benchmarks and tests.
 
 The broker prints `listening on HOST:PORT` once bound (port 0 picks a free port), which is
 how the launcher learns its address without racing for a port.
+
+`start_broker` is the blocking launcher for tests and benchmarks. The process runtime
+(`harness/runtime/process`) spawns brokers from its trio run with the same command
+(`broker_command`) and `die_with_parent` as the child's preexec hook, so that the
+kernel kills a broker whose harness died without cleaning up.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -20,6 +26,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _LISTENING = re.compile(rb"listening on (\S+):(\d+)")
+_PR_SET_PDEATHSIG = 1
+
+
+def parse_listening(line: bytes) -> tuple[str, int] | None:
+    """The (host, port) of a broker's `listening on HOST:PORT` line, else None."""
+    match = _LISTENING.search(line)
+    return (match.group(1).decode(), int(match.group(2))) if match else None
+
+
+def broker_command(
+    data_dir: Path, *, listen: str = "127.0.0.1:0", settings: Mapping[str, object] | None = None
+) -> list[str]:
+    """The argv of `faultline broker` on `data_dir` with Kafka-named `settings`."""
+    cmd = [sys.executable, "-m", "harness.cli", "broker", "--data-dir", str(data_dir)]
+    cmd += ["--listen", listen]
+    for name, value in (settings or {}).items():
+        rendered = str(value).lower() if isinstance(value, bool) else str(value)
+        cmd += ["--set", f"{name}={rendered}"]
+    return cmd
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a forked child (preexec_fn): get SIGKILL when the spawning thread dies (Linux).
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so spawn from a
+    thread that lives as long as the harness (the trio run's own thread), never from a
+    worker thread. If the parent already died before prctl took effect, die now.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(125)
+    if os.getppid() != parent_pid:
+        os._exit(125)
 
 
 class BrokerStartError(RuntimeError):
@@ -72,11 +113,7 @@ def start_broker(
     """Start `faultline broker` on `listen` with Kafka-named `settings`; wait until it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or data_dir.parent / f"{data_dir.name}.log"
-    cmd = [sys.executable, "-m", "harness.cli", "broker", "--data-dir", str(data_dir)]
-    cmd += ["--listen", listen]
-    for name, value in (settings or {}).items():
-        rendered = str(value).lower() if isinstance(value, bool) else str(value)
-        cmd += ["--set", f"{name}={rendered}"]
+    cmd = broker_command(data_dir, listen=listen, settings=settings)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     assert process.stdout is not None
@@ -93,10 +130,8 @@ def start_broker(
             )
         log.write(line)
         log.flush()
-        match = _LISTENING.search(line)
-        if match:
-            address = (match.group(1).decode(), int(match.group(2)))
-        elif time.monotonic() > deadline:
+        address = parse_listening(line)
+        if address is None and time.monotonic() > deadline:
             process.kill()
             raise BrokerStartError(f"broker did not report listening in {start_timeout_s}s")
 

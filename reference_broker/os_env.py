@@ -24,11 +24,15 @@ from reference_broker.env import NodeEnv
 
 
 class WallClock:
-    """The host's wall clock."""
+    """The host's wall clock, optionally skewed by `offset_ms` (the process runtime's
+    clock nemesis sets it from a file on SIGUSR1; see `harness/commands/broker.py`)."""
+
+    def __init__(self, offset_ms: int = 0) -> None:
+        self.offset_ms = offset_ms
 
     def now_ms(self) -> int:
-        """Milliseconds since the Unix epoch."""
-        return time.time_ns() // 1_000_000
+        """Milliseconds since the Unix epoch, plus the skew."""
+        return time.time_ns() // 1_000_000 + self.offset_ms
 
 
 class OsNetwork:
@@ -331,6 +335,20 @@ class OsStorage:
         return sum(
             len(i.tail) + sum(len(d) for _, d in i.overwrites) for i in self._inodes.values()
         )
+
+    def spill_to_os(self) -> int:
+        """Hand every buffered write to the OS without fsync; returns the bytes written.
+
+        In volatile mode the broker's memory plays the page cache. A real process crash
+        (unlike a power cut) keeps what the process wrote to the page cache, so before
+        the process runtime's `kill` takes the broker down it calls this: afterwards
+        the files hold exactly what a crashed Kafka broker would leave behind.
+        """
+        spilled = self.unsynced_bytes()
+        for inode in list(self._inodes.values()):
+            if not inode.detached:
+                inode.write_back()
+        return spilled
 
     def _maybe_release(self, inode: _Inode) -> None:
         # An inode with buffered bytes outlives its handles: the data is "in the

@@ -8,19 +8,41 @@ connections the broker prints `listening on HOST:PORT` to stdout (flushed), so a
 launcher can start it on port 0 and learn the real port. SIGTERM or Ctrl-C shut it
 down cleanly: connections are dropped, every log is flushed and closed, exit 0.
 Exit 2 on a bad configuration or an unusable data dir.
+
+Two signals serve the process runtime's nemesis (harness/runtime/process), which
+has no network control endpoint into the broker:
+
+- SIGUSR1 re-reads `<data-dir>/clock-offset-ms` (an integer, absent = 0) and skews
+  the wall clock used for record timestamps by that many milliseconds. The file is
+  also read at startup, so a skew outlives a restart, as a wrong host clock would.
+- SIGUSR2 is a *process crash that keeps the page cache*: with
+  `faultline.storage.volatile.until.fsync=true` the broker's memory stands in for the
+  page cache, so SIGKILL alone would behave as a power cut. On SIGUSR2 the broker
+  writes every buffered byte to its files WITHOUT fsync (what the kernel would keep
+  after a crash) and exits at once with `os._exit(137)` (128 + SIGKILL): no flush,
+  no clean shutdown, no logs closed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import trio
 
+if TYPE_CHECKING:
+    from reference_broker.config import BrokerConfig
+    from reference_broker.env import NodeEnv
+
 EXIT_BAD_INPUT = 2
+# Exit status of a broker crashed on purpose by SIGUSR2, as if SIGKILLed.
+EXIT_CRASHED = 137
+CLOCK_OFFSET_FILE = "clock-offset-ms"
 
 
 def _print_help_config(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -108,7 +130,8 @@ def broker(
         sys.exit(EXIT_BAD_INPUT)
     env = os_node_env(data_dir, volatile_until_fsync=config.volatile_until_fsync, seed=seed)
     try:
-        trio.run(_main, env, config)
+        _apply_clock_offset(env, data_dir)
+        trio.run(_main, env, config, data_dir)
     except (MetadataCorruptError, OSError, BaseExceptionGroup) as exc:
         # Setup failures (port in use, unreadable data dir) arrive wrapped by nurseries.
         leaves = _leaves(exc)
@@ -125,18 +148,59 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-async def _main(env: object, config: object) -> None:
+def _apply_clock_offset(env: NodeEnv, data_dir: Path) -> None:
+    """Set the wall clock's skew from `<data_dir>/clock-offset-ms` (absent: no skew)."""
+    from reference_broker.os_env import WallClock
+
+    path = data_dir / CLOCK_OFFSET_FILE
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = "0"
+    try:
+        offset_ms = int(text or "0")
+    except ValueError:
+        raise OSError(f"{path} must hold an integer of milliseconds, not {text!r}") from None
+    assert isinstance(env.clock, WallClock)
+    if env.clock.offset_ms != offset_ms:
+        logging.getLogger("faultline.broker").info("clock skewed by %d ms", offset_ms)
+    env.clock.offset_ms = offset_ms
+
+
+def _crash_keeping_page_cache(env: NodeEnv) -> None:
+    """Write buffered bytes to the files without fsync, then die as SIGKILL would."""
+    from reference_broker.os_env import OsStorage
+
+    assert isinstance(env.storage, OsStorage)
+    spilled = env.storage.spill_to_os()
+    # Straight to stderr: the logging machinery may buffer, and nothing runs after this.
+    os.write(2, f"crashing on SIGUSR2 ({spilled} unsynced bytes left to the OS)\n".encode())
+    os._exit(EXIT_CRASHED)
+
+
+async def _main(env: NodeEnv, config: BrokerConfig, data_dir: Path) -> None:
     from reference_broker.server import serve_broker
 
+    log = logging.getLogger("faultline.broker")
     async with trio.open_nursery() as nursery:
         # Signals are received from the start, so a SIGTERM during startup is honoured too.
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # Handling SIGUSR1/2 in the trio loop (not in a raw signal handler) means they act
+        # between two broker steps, never in the middle of a write.
+        with trio.open_signal_receiver(
+            signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2
+        ) as signals:
             running = await nursery.start(serve_broker, env, config)
             for address in running.addresses:
                 print(f"listening on {address.host}:{address.port}", flush=True)
             async for signum in signals:
-                logging.getLogger("faultline.broker").info(
-                    "received %s; shutting down", signal.Signals(signum).name
-                )
+                if signum == signal.SIGUSR1:
+                    try:
+                        _apply_clock_offset(env, data_dir)
+                    except OSError as exc:
+                        log.error("clock offset not changed: %s", exc)
+                    continue
+                if signum == signal.SIGUSR2:
+                    _crash_keeping_page_cache(env)
+                log.info("received %s; shutting down", signal.Signals(signum).name)
                 break
         nursery.cancel_scope.cancel()

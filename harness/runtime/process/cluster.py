@@ -1,0 +1,356 @@
+"""The process runtime: N real `faultline broker` processes behind trio fault proxies.
+
+    async with ProcessCluster(run_dir, size=3, power_loss=True) as cluster:
+        producer_config = ProducerConfig.from_kafka({"bootstrap.servers": cluster.bootstrap})
+        await cluster.block("clients", "n1")      # FaultTarget, see nemesis/target.py
+        ...
+
+Layout under `run_dir`: `nodes/n1/data` (the broker's data dir), `nodes/n1/broker.log`
+(its stdout and stderr, appended across restarts).
+
+Every connection goes through a `FaultProxy` owned by this cluster:
+
+- client -> node: one proxy per node, advertised to clients through the broker's
+  `advertised.listeners`, so Metadata answers send clients to the proxy, never to the
+  broker's real port. Its two directions are the links ("clients", n) and (n, "clients").
+- node -> node: one proxy per ordered pair (src, dst) with src's own port, whose
+  directions are the links (src, dst) and (dst, src). `peer_addresses(src)` gives
+  the map {dst node id: proxy address} a replicating broker must dial. Brokers do not
+  replicate yet (issue 7), so nothing dials these proxies today; with `pass_peers=True`
+  the map is passed as `--set faultline.peer.<id>=host:port`, which the broker's
+  config must first learn to accept.
+
+Faults (FaultTarget):
+
+- kill = a crash that keeps the page cache. Without `power_loss` the broker writes
+  straight to its files, so SIGKILL is exact. With `power_loss=True` every broker runs
+  with `faultline.storage.volatile.until.fsync=true` (its memory holds unsynced
+  writes), so `kill` sends SIGUSR2, on which the broker hands its buffers to the OS
+  without fsync and exits 137 (see harness/commands/broker.py), while `power_loss`
+  sends SIGKILL: unsynced writes vanish, exactly as in a power cut.
+- pause/resume = SIGSTOP/SIGCONT; restart = a new process on the same data dir,
+  behind the same proxy port, so clients reconnect to the address they know.
+- clock = `<data_dir>/clock-offset-ms` holds the node's skew, SIGUSR1 makes the broker
+  re-read it; it is also read at startup, so a skew survives a restart.
+
+Processes never outlive the cluster: the context manager's `finally` stops them
+(SIGTERM, then SIGKILL), and each broker has PR_SET_PDEATHSIG=SIGKILL, so the kernel
+kills it should the harness itself be SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import trio
+
+from harness.runtime.process.node import BrokerNode, NodeState
+from harness.runtime.process.proxy import FaultProxy, Link
+from nemesis.target import LinkFault
+
+log = logging.getLogger("faultline.runtime.process")
+
+CLIENTS = "clients"
+CLOCK_OFFSET_FILE = "clock-offset-ms"
+
+
+class ClusterError(RuntimeError):
+    """A fault or lookup the cluster cannot perform; the message says why."""
+
+
+class ProcessCluster:
+    """N brokers n1..nN as OS processes behind fault proxies; a `FaultTarget`."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        size: int = 3,
+        *,
+        settings: Mapping[str, object] | None = None,
+        power_loss: bool = False,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        start_timeout_s: float = 20.0,
+        pass_peers: bool = False,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a cluster needs at least one node, not {size}")
+        self.run_dir = Path(run_dir)
+        self.power_loss_enabled = power_loss
+        self.host = host
+        self.start_timeout_s = start_timeout_s
+        self.pass_peers = pass_peers
+        self._base_settings = dict(settings or {})
+        rng = random.Random(seed)
+        names = [f"n{i}" for i in range(1, size + 1)]
+        self._nodes: dict[str, BrokerNode] = {}
+        for i, name in enumerate(names, start=1):
+            node_settings = dict(self._base_settings)
+            if power_loss:
+                node_settings["faultline.storage.volatile.until.fsync"] = True
+            node_settings["node.id"] = i
+            self._nodes[name] = BrokerNode(
+                name, i, self.run_dir / "nodes" / name, node_settings, listen_host=host
+            )
+        endpoints = [*names, CLIENTS]
+        # One rng per link, drawn in a fixed order, so jitter is reproducible per seed.
+        self._links: dict[tuple[str, str], Link] = {
+            (a, b): Link(a, b, random.Random(rng.getrandbits(64)))
+            for a in endpoints
+            for b in endpoints
+            if a != b and not (a == CLIENTS and b == CLIENTS)
+        }
+        self._client_proxies: dict[str, FaultProxy] = {
+            n: FaultProxy(
+                self._links[(CLIENTS, n)], self._links[(n, CLIENTS)], None, listen_host=host
+            )
+            for n in names
+        }
+        self._peer_proxies: dict[tuple[str, str], FaultProxy] = {
+            (a, b): FaultProxy(self._links[(a, b)], self._links[(b, a)], None, listen_host=host)
+            for a in names
+            for b in names
+            if a != b
+        }
+        self._clock_offsets: dict[str, int] = dict.fromkeys(names, 0)
+        self._nursery: trio.Nursery | None = None
+        self._context: AbstractAsyncContextManager[Self] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._context = self._running()
+        return await self._context.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._context is not None
+        return await self._context.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[Self]:
+        # The body's own exception is re-raised as itself, not wrapped in the group
+        # of the nursery that owns the proxies and log pumps.
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                for proxy in self._proxies():
+                    await nursery.start(proxy.serve)
+                for node in self._nodes.values():
+                    self._prepare(node)
+                async with trio.open_nursery() as starting:
+                    for node in self._nodes.values():
+                        starting.start_soon(self._start, node)
+                try:
+                    yield self
+                except BaseException as exc:
+                    body_error = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._stop_all()
+                nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+
+    def _proxies(self) -> list[FaultProxy]:
+        return [*self._client_proxies.values(), *self._peer_proxies.values()]
+
+    def _prepare(self, node: BrokerNode) -> None:
+        node.settings["advertised.listeners"] = (
+            f"PLAINTEXT://{self._client_proxies[node.name].address}"
+        )
+        if self.pass_peers:
+            for peer_id, address in self.peer_addresses(node.name).items():
+                node.settings[f"faultline.peer.{peer_id}"] = address
+
+    async def _start(self, node: BrokerNode) -> None:
+        assert self._nursery is not None
+        upstream = await node.start(self._nursery, timeout_s=self.start_timeout_s)
+        for proxy in self._proxies_to(node.name):
+            proxy.upstream = upstream
+        log.info("%s (pid %s) listens on %s:%s", node.name, node.pid, upstream.host, upstream.port)
+
+    async def _stop_all(self) -> None:
+        async with trio.open_nursery() as stopping:
+            for node in self._nodes.values():
+                if node.state is not NodeState.STOPPED:
+                    stopping.start_soon(node.terminate)
+
+    def _proxies_to(self, name: str) -> list[FaultProxy]:
+        return [p for p in self._proxies() if p.forward.dst == name]
+
+    # -- addresses -----------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """bootstrap.servers for clients: every node's client proxy."""
+        return ",".join(p.address for p in self._client_proxies.values())
+
+    def client_address(self, node: str) -> str:
+        """`host:port` of the proxy clients use to reach `node` (its advertised listener)."""
+        return self._client_proxies[self._node(node).name].address
+
+    def peer_addresses(self, node: str) -> dict[int, str]:
+        """{peer node id: proxy address} that `node` must dial to reach each peer."""
+        self._node(node)
+        return {
+            self._nodes[dst].node_id: proxy.address
+            for (src, dst), proxy in self._peer_proxies.items()
+            if src == node
+        }
+
+    def broker(self, node: str) -> BrokerNode:
+        """The node's process handle (pid, data dir, log path, state)."""
+        return self._node(node)
+
+    def link(self, src: str, dst: str) -> Link:
+        """The directed link src -> dst."""
+        try:
+            return self._links[(src, dst)]
+        except KeyError:
+            raise ClusterError(
+                f"no link {src} -> {dst}; endpoints are {[*self._nodes, CLIENTS]}"
+            ) from None
+
+    def _node(self, name: str) -> BrokerNode:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise ClusterError(f"no node {name!r}; nodes are {list(self._nodes)}") from None
+
+    # -- FaultTarget: network ------------------------------------------------------------
+
+    @property
+    def nodes(self) -> Sequence[str]:
+        """Broker node names, n1..nN."""
+        return list(self._nodes)
+
+    @property
+    def clients(self) -> Sequence[str]:
+        """The one client endpoint: every client reaches brokers through the client proxies."""
+        return [CLIENTS]
+
+    async def block(self, src: str, dst: str) -> None:
+        """Hold every byte sent from src to dst until unblocked."""
+        self.link(src, dst).block()
+
+    async def unblock(self, src: str, dst: str) -> None:
+        """Let src -> dst flow again, delivering held bytes."""
+        self.link(src, dst).unblock()
+
+    async def heal_network(self) -> None:
+        """Unblock every link and clear every link fault."""
+        for link in self._links.values():
+            link.set_fault(None)
+            link.unblock()
+
+    async def set_link_fault(self, src: str, dst: str, fault: LinkFault | None) -> None:
+        """Degrade (or, with None, restore) the link src -> dst."""
+        self.link(src, dst).set_fault(fault)
+
+    async def reset_connections(self, node: str) -> None:
+        """RST every proxied connection to or from `node`."""
+        if node != CLIENTS:
+            self._node(node)
+        for proxy in self._proxies():
+            if node in (proxy.forward.src, proxy.forward.dst):
+                proxy.reset_connections()
+
+    # -- FaultTarget: processes ----------------------------------------------------------
+
+    async def kill(self, node: str) -> None:
+        """Crash the node; what it wrote to the OS (fsynced or not) survives."""
+        broker = self._running_node(node, "kill")
+        self._detach(node)
+        if self.power_loss_enabled:
+            code = await broker.crash_keeping_page_cache()
+        else:
+            code = await broker.kill()
+        log.info("%s killed (exit %s)", node, code)
+
+    async def power_loss(self, node: str) -> None:
+        """Crash the node losing every write it did not fsync."""
+        if not self.power_loss_enabled:
+            raise ClusterError(
+                "power_loss needs brokers that hold unsynced writes in memory: "
+                "create the ProcessCluster with power_loss=True"
+            )
+        broker = self._running_node(node, "power_loss")
+        self._detach(node)
+        code = await broker.kill()
+        log.info("%s lost power (exit %s)", node, code)
+
+    async def restart(self, node: str) -> None:
+        """Start a stopped node again on its data dir, behind the same proxies.
+
+        A node that is running (or paused) is left as it is, as Jepsen's `start!`.
+        """
+        broker = self._node(node)
+        if broker.state is not NodeState.STOPPED:
+            return
+        await self._start(broker)
+
+    async def pause(self, node: str) -> None:
+        """SIGSTOP the node: connections stay open, nothing is answered."""
+        await self._running_node(node, "pause").pause()
+
+    async def resume(self, node: str) -> None:
+        """SIGCONT a paused node."""
+        broker = self._node(node)
+        if broker.state is NodeState.PAUSED:
+            await broker.resume()
+
+    def _running_node(self, node: str, action: str) -> BrokerNode:
+        broker = self._node(node)
+        if broker.state is NodeState.STOPPED:
+            raise ClusterError(f"cannot {action} {node}: it is not running")
+        return broker
+
+    def _detach(self, node: str) -> None:
+        # New connections to a dead node are reset at once, as a refused connection.
+        for proxy in self._proxies_to(node):
+            proxy.upstream = None
+
+    # -- FaultTarget: clocks -------------------------------------------------------------
+
+    async def bump_clock(self, node: str, delta_ms: int) -> None:
+        """Shift the node's record-timestamp clock by delta_ms (cumulative)."""
+        self._set_clock(node, self._clock_offsets[self._node(node).name] + delta_ms)
+
+    async def reset_clock(self, node: str) -> None:
+        """Put the node's clock back in step."""
+        self._set_clock(node, 0)
+
+    def _set_clock(self, node: str, offset_ms: int) -> None:
+        broker = self._node(node)
+        self._clock_offsets[node] = offset_ms
+        broker.data_dir.mkdir(parents=True, exist_ok=True)
+        path = broker.data_dir / CLOCK_OFFSET_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{offset_ms}\n")
+        tmp.replace(path)  # the broker never reads a half-written number
+        if broker.state is not NodeState.STOPPED:
+            # A paused broker acts on it when resumed; a stopped one reads it at start.
+            broker.signal(signal.SIGUSR1)
+
+    # -- FaultTarget: topology -----------------------------------------------------------
+
+    def leader_of(self, topic: str, partition: int) -> str | None:
+        """Unknown: brokers do not replicate yet, so there is no cluster-wide leader."""
+        return None
+
+    def controller(self) -> str | None:
+        """Unknown until the controller quorum lands."""
+        return None
