@@ -1,0 +1,298 @@
+"""`SimCluster`: N reference brokers in one trio run, implementing `nemesis.target.FaultTarget`.
+
+Each node n1..nN runs `serve_broker` in its own cancel scope with a `NodeEnv` built
+from the simulation: its incarnation of the network, its view of its `SimDisk`, its
+skewable clock and an rng derived from the run's seed.
+
+- kill: the incarnation's storage and network die first (so its cancelled tasks'
+  `finally` blocks cannot flush, fsync or say goodbye — a crash is not a shutdown),
+  the disk keeps every write (the page cache outlives a process), then the scope is
+  cancelled and the cluster waits for the node's task to end.
+- power_loss: the same, but the disk keeps only what was fsynced (optionally tearing
+  the last write).
+- restart: a new incarnation on the same disk; returns once the broker serves.
+- pause/resume: the node's host gate (see `network.SimHost`).
+
+The brokers are single-node until replication lands (issue 7): each node is an
+independent broker; `topic_homes` records which node a workload put each topic on,
+and that is what `leader_of` reports.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from nemesis.target import LinkFault
+from reference_broker.config import BrokerConfig
+from reference_broker.env import NodeEnv
+from reference_broker.server import RunningBroker, serve_broker
+
+from .clock import DEFAULT_EPOCH_MS, SimClock
+from .disk import SimDisk, SimStorage
+from .network import HostNetwork, SimNetwork
+from .scheduler import derive_rng
+
+BROKER_PORT = 9092
+
+
+class SimClusterError(Exception):
+    """A fault primitive was asked for something impossible (unknown node, ...)."""
+
+
+@dataclass
+class SimNode:
+    """One broker node: its durable disk and clock, and its current incarnation."""
+
+    name: str
+    node_id: int
+    config: BrokerConfig
+    disk: SimDisk = field(default_factory=SimDisk)
+    clock: SimClock = field(default_factory=SimClock)
+    incarnation: int = 0
+    storage: SimStorage | None = None
+    network: HostNetwork | None = None
+    running: RunningBroker | None = None
+    scope: trio.CancelScope | None = None
+    stopped: trio.Event | None = None
+
+    @property
+    def up(self) -> bool:
+        """Whether an incarnation is alive (it may be paused)."""
+        return self.storage is not None and self.storage.alive
+
+    @property
+    def address(self) -> str:
+        """host:port clients bootstrap to."""
+        return f"{self.name}:{BROKER_PORT}"
+
+
+class SimCluster:
+    """Brokers n1..nN on a `SimNetwork`, started in `nursery`; the sim's FaultTarget."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        network: SimNetwork,
+        *,
+        seed: int,
+        nodes: int = 3,
+        broker_settings: Mapping[str, object] | None = None,
+        fsync_latency_ms: float = 0.5,
+        tear_on_power_loss: bool = False,
+        epoch_ms: int = DEFAULT_EPOCH_MS,
+    ) -> None:
+        if nodes < 1:
+            raise SimClusterError(f"a cluster needs at least one node, not {nodes}")
+        self._nursery = nursery
+        self.network = network
+        self.seed = seed
+        self.fsync_latency_s = fsync_latency_ms / 1000
+        self.tear_on_power_loss = tear_on_power_loss
+        self.epoch_ms = epoch_ms
+        self._tear_rng = derive_rng(seed, "torn-writes")
+        self._nodes: dict[str, SimNode] = {}
+        for node_id in range(1, nodes + 1):
+            name = f"n{node_id}"
+            listener = f"PLAINTEXT://{name}:{BROKER_PORT}"
+            props = {
+                **(broker_settings or {}),
+                "node.id": node_id,
+                "listeners": listener,
+                "advertised.listeners": listener,
+            }
+            self._nodes[name] = SimNode(
+                name, node_id, BrokerConfig.from_properties(props), clock=SimClock(epoch_ms)
+            )
+            network.add_host(name)
+        self._clients: dict[str, HostNetwork] = {}
+        self._client_clocks: dict[str, SimClock] = {}
+        self.topic_homes: dict[str, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every node; returns once all of them serve."""
+        for node in self._nodes.values():
+            await self._start_node(node)
+
+    def node(self, name: str) -> SimNode:
+        """The node called `name`; SimClusterError if there is none."""
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise SimClusterError(
+                f"no node {name!r} in this cluster; nodes are {', '.join(self._nodes)}"
+            ) from None
+
+    def client_network(self, name: str) -> HostNetwork:
+        """The network a client endpoint called `name` dials through (one per name)."""
+        if name in self._nodes:
+            raise SimClusterError(f"{name!r} is a broker's name; pick another client name")
+        view = self._clients.get(name)
+        if view is None:
+            view = self._clients[name] = self.network.incarnate(name)
+            self._client_clocks[name] = SimClock(self.epoch_ms)
+        return view
+
+    def client_clock(self, name: str) -> SimClock:
+        """The wall clock of client `name` (for record timestamps)."""
+        self.client_network(name)
+        return self._client_clocks[name]
+
+    def client_rng(self, name: str, *labels: str) -> random.Random:
+        """A seeded rng for a client, independent of every other stream of randomness."""
+        return derive_rng(self.seed, "client", name, *labels)
+
+    async def _start_node(self, node: SimNode) -> None:
+        node.incarnation += 1
+        node.storage = SimStorage(
+            node.disk,
+            fsync_latency_s=self.fsync_latency_s,
+            gate=self.network.add_host(node.name).gate,
+        )
+        node.network = self.network.incarnate(node.name)
+        node.running = await self._nursery.start(self._run_node, node)
+
+    async def _run_node(
+        self,
+        node: SimNode,
+        *,
+        task_status: trio.TaskStatus[RunningBroker] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        storage, network = node.storage, node.network
+        assert storage is not None and network is not None
+        env = NodeEnv(
+            network=network,
+            storage=storage,
+            clock=node.clock,
+            rng=derive_rng(self.seed, "node", node.name, str(node.incarnation)),
+        )
+        stopped = node.stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                node.scope = scope
+                try:
+                    await serve_broker(env, node.config, task_status=task_status)
+                except BaseException:
+                    if storage.alive:
+                        raise
+                    # What a crashed incarnation raised while dying (its disk and
+                    # sockets vanished under it) is not an error of the run.
+        finally:
+            stopped.set()
+
+    async def _crash(self, name: str, *, power_loss: bool) -> None:
+        node = self.node(name)
+        if not node.up:
+            return
+        assert node.storage is not None and node.scope is not None and node.stopped is not None
+        # No checkpoint from here to the end of the crash: the cancellation reaches the
+        # node's blocked tasks before the vanishing sockets could wake them with errors.
+        node.storage.crash()
+        node.scope.cancel()
+        self.network.crash(name)
+        if power_loss:
+            node.disk.survive_power_loss(self._tear_rng if self.tear_on_power_loss else None)
+        else:
+            node.disk.survive_kill()
+        # SIGKILL ends a stopped process too; its gate must not hold the dying tasks.
+        self.network.hosts[name].resume()
+        node.running = None
+        await node.stopped.wait()
+
+    # -- FaultTarget -----------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> Sequence[str]:
+        """Broker node names, n1..nN."""
+        return list(self._nodes)
+
+    @property
+    def clients(self) -> Sequence[str]:
+        """Client endpoint names created so far (see `client_network`)."""
+        return list(self._clients)
+
+    def _check_endpoint(self, name: str) -> None:
+        if name not in self._nodes and name not in self._clients:
+            raise SimClusterError(
+                f"unknown endpoint {name!r}; nodes: {', '.join(self._nodes)}; "
+                f"clients: {', '.join(self._clients) or 'none yet'}"
+            )
+
+    async def block(self, src: str, dst: str) -> None:
+        """Hold every byte from src to dst until unblocked."""
+        self._check_endpoint(src)
+        self._check_endpoint(dst)
+        self.network.block(src, dst)
+        await trio.lowlevel.checkpoint()
+
+    async def unblock(self, src: str, dst: str) -> None:
+        """Let src -> dst flow again, delivering held bytes."""
+        self._check_endpoint(src)
+        self._check_endpoint(dst)
+        self.network.unblock(src, dst)
+        await trio.lowlevel.checkpoint()
+
+    async def heal_network(self) -> None:
+        """Unblock every link and clear every link fault."""
+        self.network.heal()
+        await trio.lowlevel.checkpoint()
+
+    async def set_link_fault(self, src: str, dst: str, fault: LinkFault | None) -> None:
+        """Degrade (or, with None, restore) the link src -> dst."""
+        self._check_endpoint(src)
+        self._check_endpoint(dst)
+        self.network.set_fault(src, dst, fault)
+        await trio.lowlevel.checkpoint()
+
+    async def reset_connections(self, node: str) -> None:
+        """RST every open connection to or from node."""
+        self._check_endpoint(node)
+        self.network.reset(node)
+        await trio.lowlevel.checkpoint()
+
+    async def kill(self, node: str) -> None:
+        """Crash the node at once; every write survives (the page cache outlives it)."""
+        await self._crash(node, power_loss=False)
+
+    async def restart(self, node: str) -> None:
+        """Start a crashed node again on its disk; returns once it serves (no-op if up)."""
+        target = self.node(node)
+        if not target.up:
+            await self._start_node(target)
+
+    async def pause(self, node: str) -> None:
+        """Freeze the node: its network calls and fsyncs wait until resume."""
+        self.network.hosts[self.node(node).name].pause()
+        await trio.lowlevel.checkpoint()
+
+    async def resume(self, node: str) -> None:
+        """Unfreeze a paused node."""
+        self.network.hosts[self.node(node).name].resume()
+        await trio.lowlevel.checkpoint()
+
+    async def power_loss(self, node: str) -> None:
+        """Crash the node losing every write not fsynced; `restart` brings it back."""
+        await self._crash(node, power_loss=True)
+
+    async def bump_clock(self, node: str, delta_ms: int) -> None:
+        """Shift the node's wall clock by delta_ms from now on."""
+        self.node(node).clock.bump(delta_ms)
+        await trio.lowlevel.checkpoint()
+
+    async def reset_clock(self, node: str) -> None:
+        """Put the node's wall clock back in step."""
+        self.node(node).clock.reset()
+        await trio.lowlevel.checkpoint()
+
+    def leader_of(self, topic: str, partition: int) -> str | None:
+        """The node hosting the topic (single-node brokers: every partition lives there)."""
+        return self.topic_homes.get(topic)
+
+    def controller(self) -> str | None:
+        """No controller quorum exists before issue 7, so none can be named."""
+        return None

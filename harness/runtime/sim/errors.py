@@ -1,0 +1,12 @@
+"""Errors the simulation raises into the code it runs."""
+
+from __future__ import annotations
+
+
+class NodeCrashedError(OSError):
+    """I/O attempted by an incarnation of a node that the simulation has crashed.
+
+    A killed process does nothing at all; in the simulation its cancelled tasks may
+    still run `finally` blocks, and every disk or network call they make raises this,
+    so that a crash never turns into a graceful shutdown (no last flush, no goodbye).
+    """
