@@ -1,0 +1,223 @@
+"""Faults as data: the operations of a schedule and the schedule itself.
+
+A `Schedule` is a list of timed `FaultOp`s plus the final heal-everything phase and the
+quiet recovery after it. Every op names its concrete targets (nodes, links, grudge) so a
+schedule means the same thing on every run, reads as JSON, and can be searched and
+shrunk by editing the list. The one choice left to run time is who leads: a `leader`
+partition names what to look up and a fallback node for targets that cannot tell.
+
+Each op's tag `f` is also the `f` of the nemesis history event the executor writes.
+Times are integer milliseconds from the start of the schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+Millis = Annotated[int, msgspec.Meta(ge=0)]
+Link = tuple[str, str]
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be run as written (bad order, unknown node, bad timing)."""
+
+
+class FaultOp(msgspec.Struct, tag_field="f", kw_only=True, frozen=True):
+    """One timed nemesis action; `at_ms` is when it starts, from the schedule's start."""
+
+    at_ms: Millis
+
+    def nodes_named(self) -> list[str]:
+        """Every endpoint this op names (for validating a schedule against a cluster)."""
+        return []
+
+
+class LeaderTarget(msgspec.Struct, kw_only=True, frozen=True):
+    """Whom a `leader` partition isolates, resolved when the partition starts.
+
+    `log` ("topic/partition") picks its leader; None picks the active controller. When the
+    target cannot tell, `fallback` is isolated. Clients in `clients_isolated` stay with
+    the isolated node; every other client listed in the op's `clients` stays with the rest.
+    """
+
+    log: str | None
+    fallback: str
+    clients_isolated: list[str] = []
+
+
+class StartPartition(FaultOp, tag="start-partition", frozen=True):
+    """Block every link the grudge names: `{dst: [src, ...]}` = dst won't hear src."""
+
+    shape: str
+    grudge: dict[str, list[str]] = {}
+    one_way: bool = False
+    clients: list[str] = []
+    leader: LeaderTarget | None = None
+
+    def nodes_named(self) -> list[str]:
+        named = set(self.grudge) | {src for srcs in self.grudge.values() for src in srcs}
+        named |= set(self.clients)
+        if self.leader is not None:
+            named |= {self.leader.fallback, *self.leader.clients_isolated}
+        return sorted(named)
+
+
+class StopPartition(FaultOp, tag="stop-partition", frozen=True):
+    """Unblock every link the partitions so far blocked."""
+
+
+class StartLinkFault(FaultOp, tag="start-link-fault", frozen=True):
+    """Degrade each listed link (src, dst) with latency and jitter or a bandwidth cap."""
+
+    links: list[Link]
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    bandwidth_bytes_per_s: int | None = None
+
+    def nodes_named(self) -> list[str]:
+        return sorted({end for link in self.links for end in link})
+
+
+class StopLinkFault(FaultOp, tag="stop-link-fault", frozen=True):
+    """Restore every link a link fault degraded."""
+
+
+class ResetConnections(FaultOp, tag="reset-connections", frozen=True):
+    """Reset every open connection to or from each node (an instant fault)."""
+
+    nodes: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.nodes)
+
+
+class _NodesOp(FaultOp, frozen=True):
+    nodes: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.nodes)
+
+
+class Kill(_NodesOp, tag="kill", frozen=True):
+    """Crash the nodes at once (SIGKILL); fsynced data survives."""
+
+
+class PowerLoss(_NodesOp, tag="power-loss", frozen=True):
+    """Crash the nodes at once losing every write not yet fsynced."""
+
+
+class Restart(_NodesOp, tag="restart", frozen=True):
+    """Start killed or power-lost nodes again on their data."""
+
+
+class Pause(_NodesOp, tag="pause", frozen=True):
+    """Freeze the nodes (SIGSTOP)."""
+
+
+class Resume(_NodesOp, tag="resume", frozen=True):
+    """Unfreeze paused nodes (SIGCONT)."""
+
+
+class ClockSkew(FaultOp, tag="clock-skew", frozen=True):
+    """Bump one node's wall clock by `delta_ms` (negative = into the past)."""
+
+    node: str
+    delta_ms: int
+
+    def nodes_named(self) -> list[str]:
+        return [self.node]
+
+
+class ClockStrobe(FaultOp, tag="clock-strobe", frozen=True):
+    """Flip one node's clock between +delta_ms and true time every `period_ms`, for
+    `duration_ms`, then leave it in step."""
+
+    node: str
+    delta_ms: int
+    period_ms: Annotated[int, msgspec.Meta(gt=0)]
+    duration_ms: Millis
+
+    def nodes_named(self) -> list[str]:
+        return [self.node]
+
+
+class ClockReset(FaultOp, tag="clock-reset", frozen=True):
+    """Put the nodes' clocks back in step."""
+
+    nodes: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.nodes)
+
+
+AnyFaultOp = (
+    StartPartition
+    | StopPartition
+    | StartLinkFault
+    | StopLinkFault
+    | ResetConnections
+    | Kill
+    | PowerLoss
+    | Restart
+    | Pause
+    | Resume
+    | ClockSkew
+    | ClockStrobe
+    | ClockReset
+)
+
+
+class Schedule(msgspec.Struct, kw_only=True, frozen=True):
+    """Timed fault ops, then at `duration_ms` a heal of everything still broken, then
+    `recovery_ms` of quiet. `packages`, `seed` and `interval_ms` record how it was made."""
+
+    nodes: list[str]
+    clients: list[str] = []
+    packages: list[str] = []
+    seed: int | None = None
+    interval_ms: Millis = 0
+    duration_ms: Millis
+    recovery_ms: Millis = 0
+    ops: list[AnyFaultOp] = []
+
+    def to_json(self) -> bytes:
+        """The schedule as JSON."""
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Schedule:
+        """Decode and validate a schedule; raises ScheduleError naming what is wrong."""
+        try:
+            schedule = msgspec.json.decode(data, type=cls)
+        except msgspec.ValidationError as e:
+            raise ScheduleError(f"invalid schedule: {e}") from e
+        except msgspec.DecodeError as e:
+            raise ScheduleError(f"schedule is not valid JSON: {e}") from e
+        schedule.validate()
+        return schedule
+
+    def validate(self) -> None:
+        """Raise ScheduleError unless ops are in time order, within the duration, and name
+        only this schedule's nodes and clients."""
+        known = set(self.nodes) | set(self.clients)
+        previous = 0
+        for i, op in enumerate(self.ops):
+            if op.at_ms < previous:
+                raise ScheduleError(
+                    f"op {i} ({type(op).__name__}) at {op.at_ms} ms comes before the "
+                    f"previous op at {previous} ms; ops must be in time order"
+                )
+            if op.at_ms > self.duration_ms:
+                raise ScheduleError(
+                    f"op {i} ({type(op).__name__}) at {op.at_ms} ms is after the final "
+                    f"heal at {self.duration_ms} ms"
+                )
+            unknown = [name for name in op.nodes_named() if name not in known]
+            if unknown:
+                raise ScheduleError(
+                    f"op {i} ({type(op).__name__}) names {unknown}, which are not among "
+                    f"the schedule's nodes {self.nodes} or clients {self.clients}"
+                )
+            previous = op.at_ms
