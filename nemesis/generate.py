@@ -215,6 +215,9 @@ class _Clock:
 
     def step(self, at_ms: int, world: _World, rng: random.Random) -> AnyFaultOp | None:
         if self.skewed is not None:
+            if self.skewed not in world.up():
+                # Another package crashed or paused it; reset once it is back.
+                return None
             node, self.skewed = self.skewed, None
             return ClockReset(at_ms=at_ms, nodes=[node])
         eligible = world.up()
