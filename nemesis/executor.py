@@ -1,5 +1,8 @@
 """Run a `Schedule` against a `FaultTarget`, writing one nemesis event per action.
 
+Each event is written once its action is done (a restart's event, once the node serves),
+with the concrete targets: the grudge as {node: [hated...]}, the links, the nodes.
+
 Time comes only from trio's clock (`trio.sleep_until`, `trio.current_time`), so the same
 code runs in real time against OS processes and in virtual time under the simulation's
 MockClock. The executor keeps a `Ledger` of what it broke; at the schedule's end it heals
