@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from harness.runtime.process import ClusterError, NodeState, ProcessCluster
 from workloads.client import Producer, ProducerConfig
@@ -138,3 +139,23 @@ def test_an_interrupted_harness_stops_its_brokers(tmp_path: Path) -> None:
     # Stopped by the harness (clean shutdown logged), not by the kernel.
     assert "received SIGTERM" in (tmp_path / "nodes" / "n1" / "broker.log").read_text()
     assert os.getpid() not in pids
+
+
+async def test_a_broker_that_dies_on_its_own_reads_as_stopped_and_can_be_restarted(
+    tmp_path: Path,
+) -> None:
+    async with ProcessCluster(tmp_path, 1) as cluster:
+        node = cluster.broker("n1")
+        assert node.pid is not None
+        os.kill(node.pid, signal.SIGKILL)  # behind the cluster's back
+        with trio.fail_after(2):
+            while node.state is not NodeState.STOPPED:
+                await trio.sleep(0.01)
+        assert node.exit_codes == [-signal.SIGKILL]
+        with pytest.raises(ClusterError, match="not running"):
+            await cluster.pause("n1")
+        await cluster.restart("n1")
+        assert node.state is NodeState.RUNNING
+        config = ProducerConfig.from_kafka({"bootstrap.servers": cluster.bootstrap})
+        async with Producer(config) as producer:
+            assert (await producer.send_and_wait("again", b"x")).offset == 0

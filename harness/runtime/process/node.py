@@ -12,6 +12,7 @@ then stops its brokers itself. Its exit is awaited through a pidfd, cancellably.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
@@ -60,7 +61,7 @@ class BrokerNode:
         self.log_path = node_dir / "broker.log"
         self.settings = dict(settings)
         self.listen_host = listen_host
-        self.state = NodeState.STOPPED
+        self._state = NodeState.STOPPED
         self.address: Upstream | None = None
         self.exit_codes: list[int] = []
         self._popen: subprocess.Popen[bytes] | None = None
@@ -68,6 +69,13 @@ class BrokerNode:
 
     def __repr__(self) -> str:
         return f"BrokerNode({self.name}, id={self.node_id}, {self.state.value}, pid={self.pid})"
+
+    @property
+    def state(self) -> NodeState:
+        """Stopped, running or paused; a process that exited on its own reads as stopped."""
+        if self._popen is not None and self._popen.poll() is not None:
+            self._forget(self._popen.returncode)
+        return self._state
 
     @property
     def pid(self) -> int | None:
@@ -102,7 +110,7 @@ class BrokerNode:
             os.close(write_fd)
         self._popen = popen
         self._pidfd = os.pidfd_open(popen.pid)
-        self.state = NodeState.RUNNING
+        self._state = NodeState.RUNNING
         output = trio.lowlevel.FdStream(read_fd)
         try:
             with trio.fail_after(timeout_s):
@@ -127,20 +135,22 @@ class BrokerNode:
         popen, pidfd = self._popen, self._pidfd
         if popen is None or pidfd is None:
             raise RuntimeError(f"{self.name} has no process")
-        if popen.poll() is None:
-            await trio.lowlevel.wait_readable(pidfd)
-        code = popen.wait()
+        while popen.poll() is None:
+            # ClosedResourceError: reaped meanwhile by `state` (poll), which closed the pidfd.
+            with contextlib.suppress(trio.ClosedResourceError):
+                await trio.lowlevel.wait_readable(pidfd)
         if self._popen is popen:
-            self._forget(code)
-        return code
+            self._forget(popen.returncode)
+        return popen.returncode
 
     def _forget(self, code: int) -> None:
         if self._pidfd is not None:
+            trio.lowlevel.notify_closing(self._pidfd)
             os.close(self._pidfd)
         self._popen = None
         self._pidfd = None
         self.address = None
-        self.state = NodeState.STOPPED
+        self._state = NodeState.STOPPED
         self.exit_codes.append(code)
 
     def signal(self, signum: int) -> None:
@@ -185,7 +195,7 @@ class BrokerNode:
         if self.state is not NodeState.RUNNING:
             raise RuntimeError(f"cannot pause {self.name}: it is {self.state.value}")
         self.signal(signal.SIGSTOP)
-        self.state = NodeState.PAUSED
+        self._state = NodeState.PAUSED
         await _until_proc_state(self.pid, stopped=True)
 
     async def resume(self) -> None:
@@ -193,7 +203,7 @@ class BrokerNode:
         if self.state is not NodeState.PAUSED:
             raise RuntimeError(f"cannot resume {self.name}: it is {self.state.value}")
         self.signal(signal.SIGCONT)
-        self.state = NodeState.RUNNING
+        self._state = NodeState.RUNNING
         await _until_proc_state(self.pid, stopped=False)
 
 
