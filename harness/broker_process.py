@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,17 @@ def broker_command(
     return cmd
 
 
+def _resolve_prctl() -> Callable[..., int] | None:
+    # Resolved in the parent, once: after fork() only the plain function call is safe,
+    # dlopen/dlsym could wait forever on a lock another thread held at fork time.
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+
+
+_prctl = _resolve_prctl()
+
+
 def die_with_parent(parent_pid: int) -> None:
     """In a forked child (preexec_fn): get SIGKILL when the spawning thread dies (Linux).
 
@@ -54,10 +65,9 @@ def die_with_parent(parent_pid: int) -> None:
     thread that lives as long as the harness (the trio run's own thread), never from a
     worker thread. If the parent already died before prctl took effect, die now.
     """
-    if not sys.platform.startswith("linux"):
+    if _prctl is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         os._exit(125)
     if os.getppid() != parent_pid:
         os._exit(125)
