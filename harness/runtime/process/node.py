@@ -32,6 +32,8 @@ from harness.runtime.process.proxy import Upstream
 
 # How long a process may take to act on SIGUSR2 (crash) or SIGTERM before SIGKILL.
 GRACE_S = 10.0
+# How long to wait, after a process exited, for its output to be copied to the log.
+OUTPUT_DRAIN_S = 2.0
 
 
 class NodeState(enum.Enum):
@@ -66,6 +68,7 @@ class BrokerNode:
         self.exit_codes: list[int] = []
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
+        self._output_done = trio.Event()
 
     def __repr__(self) -> str:
         return f"BrokerNode({self.name}, id={self.node_id}, {self.state.value}, pid={self.pid})"
@@ -112,9 +115,12 @@ class BrokerNode:
         self._pidfd = os.pidfd_open(popen.pid)
         self._state = NodeState.RUNNING
         output = trio.lowlevel.FdStream(read_fd)
+        self._output_done = trio.Event()
         try:
             with trio.fail_after(timeout_s):
-                host, port = await nursery.start(_pump_output, output, self.log_path)
+                host, port = await nursery.start(
+                    _pump_output, output, self.log_path, self._output_done
+                )
         except BaseException as exc:
             await self.kill()
             if isinstance(exc, trio.TooSlowError):
@@ -141,6 +147,9 @@ class BrokerNode:
                 await trio.lowlevel.wait_readable(pidfd)
         if self._popen is popen:
             self._forget(popen.returncode)
+        # Its last words (e.g. the SIGUSR2 crash line) reach broker.log before we return.
+        with trio.move_on_after(OUTPUT_DRAIN_S):
+            await self._output_done.wait()
         return popen.returncode
 
     def _forget(self, code: int) -> None:
@@ -233,10 +242,22 @@ async def _until_proc_state(pid: int | None, *, stopped: bool) -> None:
 async def _pump_output(
     output: trio.lowlevel.FdStream,
     log_path: Path,
+    done: trio.Event,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Copy the broker's output to its log; report its address from `listening on`."""
+    try:
+        await _copy_output(output, log_path, task_status)
+    finally:
+        done.set()
+
+
+async def _copy_output(
+    output: trio.lowlevel.FdStream,
+    log_path: Path,
+    task_status: trio.TaskStatus[tuple[str, int]],
+) -> None:
     pending = b""
     listening = False
     async with output:
