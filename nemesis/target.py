@@ -81,7 +81,7 @@ class FaultTarget(Protocol):
         ...
 
     async def bump_clock(self, node: str, delta_ms: int) -> None:
-        """Shift the node's wall clock (record timestamps) by delta_ms from now on."""
+        """Add delta_ms to the node's clock skew (cumulative) for record timestamps from now on."""
         ...
 
     async def reset_clock(self, node: str) -> None:
