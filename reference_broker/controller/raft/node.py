@@ -148,8 +148,9 @@ class RaftNode:
                     deadline = self._fetch_due_ms()
                 return deadline
             case Candidate() as s:
-                due = s.backoff_deadline_ms or s.election_deadline_ms
-                return min(due, s.next_vote_resend_ms)
+                if s.backoff_deadline_ms is not None:
+                    return s.backoff_deadline_ms
+                return min(s.election_deadline_ms, s.next_vote_resend_ms)
             case Leader() as s:
                 return min(s.check_quorum_deadline_ms, s.next_begin_resend_ms)
             case Follower() as s:
@@ -252,7 +253,7 @@ class RaftNode:
             return []
         if now_ms >= s.election_deadline_ms:
             # Lost (or split) the election: back off a random while, then stand again.
-            s.backoff_deadline_ms = now_ms + self.rng.randrange(self.config.election_backoff_max_ms)
+            s.backoff_deadline_ms = now_ms + 1 + self.rng.randrange(self.config.election_backoff_max_ms)
             return []
         if now_ms >= s.next_vote_resend_ms:
             return self._send_votes(s, now_ms)
@@ -628,4 +629,3 @@ class RaftNode:
     def _advance_high_watermark(self, offset: int) -> None:
         if offset > self._high_watermark:
             self._high_watermark = offset
-
