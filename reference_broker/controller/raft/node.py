@@ -253,7 +253,8 @@ class RaftNode:
             return []
         if now_ms >= s.election_deadline_ms:
             # Lost (or split) the election: back off a random while, then stand again.
-            s.backoff_deadline_ms = now_ms + 1 + self.rng.randrange(self.config.election_backoff_max_ms)
+            backoff = 1 + self.rng.randrange(self.config.election_backoff_max_ms)
+            s.backoff_deadline_ms = now_ms + backoff
             return []
         if now_ms >= s.next_vote_resend_ms:
             return self._send_votes(s, now_ms)

@@ -1,0 +1,333 @@
+"""The controller's metadata state machine (KIP-631), on top of the Raft metadata log.
+
+Two halves, as in Kafka's QuorumController:
+
+- `MetadataImage.replay(record)` applies a committed record. Every controller (and,
+  later, every broker) replays the same log, so they all hold the same image.
+- `Controller` decides what to write: it reads the image and returns the records a
+  request or an expired session calls for, plus the answer to give. The active
+  controller proposes those records to Raft and answers once they are committed.
+
+Broker sessions (when each broker last heartbeated) are not in the log: like Kafka's
+BrokerHeartbeatManager they live only on the active controller, which gives every
+broker a fresh session when it takes over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from .records import (
+    NO_LEADER,
+    FenceBrokerRecord,
+    MetadataRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    RegisterBrokerRecord,
+    TopicRecord,
+    UnfenceBrokerRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRegistration:
+    """A registered broker as the image knows it."""
+
+    broker_id: int
+    incarnation_id: str
+    broker_epoch: int
+    host: str
+    port: int
+    fenced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """A partition's replicas, leader and ISR, with the epochs that version them."""
+
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    leader: int
+    leader_epoch: int
+    partition_epoch: int
+
+
+class MetadataImage:
+    """Brokers, topics and partitions as replayed from committed records."""
+
+    def __init__(self) -> None:
+        self.brokers: dict[int, BrokerRegistration] = {}
+        self.topics: dict[str, str] = {}  # name -> topic id
+        self.partitions: dict[tuple[str, int], PartitionState] = {}  # (topic id, index)
+        self.last_broker_epoch = 0
+
+    def is_live(self, broker_id: int) -> bool:
+        """Registered and not fenced."""
+        broker = self.brokers.get(broker_id)
+        return broker is not None and not broker.fenced
+
+    def replay(self, record: MetadataRecord) -> None:
+        """Apply one committed record."""
+        match record:
+            case RegisterBrokerRecord():
+                self.brokers[record.broker_id] = BrokerRegistration(
+                    record.broker_id,
+                    record.incarnation_id,
+                    record.broker_epoch,
+                    record.host,
+                    record.port,
+                )
+                self.last_broker_epoch = max(self.last_broker_epoch, record.broker_epoch)
+            case FenceBrokerRecord() | UnfenceBrokerRecord():
+                broker = self.brokers.get(record.broker_id)
+                if broker is None or broker.broker_epoch != record.broker_epoch:
+                    return  # about an older registration; the new one stands
+                fenced = isinstance(record, FenceBrokerRecord)
+                self.brokers[record.broker_id] = replace(broker, fenced=fenced)
+            case TopicRecord():
+                self.topics[record.name] = record.topic_id
+            case PartitionRecord():
+                self.partitions[(record.topic_id, record.partition)] = PartitionState(
+                    record.replicas,
+                    record.isr,
+                    record.leader,
+                    record.leader_epoch,
+                    record.partition_epoch,
+                )
+            case PartitionChangeRecord():
+                key = (record.topic_id, record.partition)
+                old = self.partitions[key]
+                leader = old.leader if record.leader is None else record.leader
+                self.partitions[key] = PartitionState(
+                    old.replicas,
+                    old.isr if record.isr is None else record.isr,
+                    leader,
+                    old.leader_epoch + (1 if leader != old.leader else 0),
+                    old.partition_epoch + 1,
+                )
+            case _:
+                raise TypeError(f"not a metadata record: {record!r}")
+
+
+class Errors(Enum):
+    """Kafka's error names for what the controller refuses."""
+
+    NONE = "NONE"
+    DUPLICATE_BROKER_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
+    STALE_BROKER_EPOCH = "STALE_BROKER_EPOCH"
+    TOPIC_ALREADY_EXISTS = "TOPIC_ALREADY_EXISTS"
+    INVALID_REPLICATION_FACTOR = "INVALID_REPLICATION_FACTOR"
+    UNKNOWN_TOPIC_OR_PARTITION = "UNKNOWN_TOPIC_OR_PARTITION"
+    NOT_LEADER_OR_FOLLOWER = "NOT_LEADER_OR_FOLLOWER"
+    FENCED_LEADER_EPOCH = "FENCED_LEADER_EPOCH"
+    INVALID_UPDATE_VERSION = "INVALID_UPDATE_VERSION"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    INELIGIBLE_REPLICA = "INELIGIBLE_REPLICA"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the controller will write, and the answer to give once it is committed."""
+
+    records: tuple[MetadataRecord, ...] = ()
+    error: Errors = Errors.NONE
+    broker_epoch: int | None = None
+    partition: PartitionState | None = None
+
+
+@dataclass
+class ControllerConfig:
+    """Kafka's `broker.session.timeout.ms` and `unclean.leader.election.enable`."""
+
+    session_timeout_ms: int = 9000
+    unclean_leader_election: bool = False
+
+
+@dataclass
+class Controller:
+    """The active controller's decisions over an image (which the caller keeps replayed).
+
+    Methods return a `Decision`; the caller proposes its records, replays them once
+    committed, and only then answers. The controller itself never mutates the image.
+    """
+
+    image: MetadataImage
+    config: ControllerConfig = field(default_factory=ControllerConfig)
+    sessions: dict[int, int] = field(default_factory=dict)  # broker id -> session expiry
+
+    # -- brokers ----------------------------------------------------------------------
+
+    def register_broker(
+        self, broker_id: int, incarnation_id: str, host: str, port: int, now_ms: int
+    ) -> Decision:
+        """A broker starts: a new epoch, fenced until it heartbeats (BrokerRegistration)."""
+        existing = self.image.brokers.get(broker_id)
+        if (
+            existing is not None
+            and existing.incarnation_id != incarnation_id
+            and self.sessions.get(broker_id, -1) > now_ms
+        ):
+            # Another process holds this id and is alive: refuse, as Kafka does.
+            return Decision(error=Errors.DUPLICATE_BROKER_REGISTRATION)
+        if existing is not None and existing.incarnation_id == incarnation_id:
+            return Decision(broker_epoch=existing.broker_epoch)
+        epoch = self.image.last_broker_epoch + 1
+        self.sessions[broker_id] = now_ms + self.config.session_timeout_ms
+        record = RegisterBrokerRecord(broker_id, incarnation_id, epoch, host, port)
+        return Decision((record,), broker_epoch=epoch)
+
+    def heartbeat(
+        self, broker_id: int, broker_epoch: int, want_fence: bool, now_ms: int
+    ) -> Decision:
+        """Renew the session; unfence a fenced broker that asks to be active."""
+        broker = self.image.brokers.get(broker_id)
+        if broker is None or broker.broker_epoch != broker_epoch:
+            return Decision(error=Errors.STALE_BROKER_EPOCH)
+        self.sessions[broker_id] = now_ms + self.config.session_timeout_ms
+        if broker.fenced and not want_fence:
+            unfence = UnfenceBrokerRecord(broker_id, broker_epoch)
+            return Decision((unfence, *self._elect_for_unfenced(broker_id)))
+        return Decision()
+
+    def expire_sessions(self, now_ms: int) -> Decision:
+        """Fence every live broker whose session ran out, moving leadership off it."""
+        records: list[MetadataRecord] = []
+        fenced: set[int] = set()
+        for broker_id in sorted(self.image.brokers):
+            broker = self.image.brokers[broker_id]
+            if broker.fenced or self.sessions.get(broker_id, now_ms) > now_ms:
+                continue
+            records.append(FenceBrokerRecord(broker_id, broker.broker_epoch))
+            fenced.add(broker_id)
+        if fenced:
+            records += self._changes_for_fenced(fenced)
+        return Decision(tuple(records))
+
+    def reset_sessions(self, now_ms: int) -> None:
+        """On becoming the active controller, give every broker a full session."""
+        self.sessions = {b: now_ms + self.config.session_timeout_ms for b in self.image.brokers}
+
+    # -- topics -----------------------------------------------------------------------
+
+    def create_topic(
+        self, name: str, topic_id: str, assignments: list[tuple[int, ...]]
+    ) -> Decision:
+        """A topic with one replica list per partition; leaders are the first live replica."""
+        if name in self.image.topics:
+            return Decision(error=Errors.TOPIC_ALREADY_EXISTS)
+        if not assignments or any(not r or len(set(r)) != len(r) for r in assignments):
+            return Decision(error=Errors.INVALID_REPLICATION_FACTOR)
+        records: list[MetadataRecord] = [TopicRecord(name, topic_id)]
+        for index, replicas in enumerate(assignments):
+            live = tuple(r for r in replicas if self.image.is_live(r))
+            leader = live[0] if live else NO_LEADER
+            isr = live or replicas
+            records.append(PartitionRecord(topic_id, index, replicas, isr, leader, 0, 0))
+        return Decision(tuple(records))
+
+    # -- partitions ---------------------------------------------------------------------
+
+    def alter_partition(
+        self,
+        topic_id: str,
+        partition: int,
+        leader_id: int,
+        leader_epoch: int,
+        partition_epoch: int,
+        new_isr: tuple[int, ...],
+    ) -> Decision:
+        """A leader asks to shrink or expand its ISR (AlterPartition), validated as Kafka does."""
+        state = self.image.partitions.get((topic_id, partition))
+        if state is None:
+            return Decision(error=Errors.UNKNOWN_TOPIC_OR_PARTITION)
+        if leader_id != state.leader:
+            return Decision(error=Errors.NOT_LEADER_OR_FOLLOWER, partition=state)
+        if leader_epoch < state.leader_epoch:
+            return Decision(error=Errors.FENCED_LEADER_EPOCH, partition=state)
+        if partition_epoch != state.partition_epoch or leader_epoch != state.leader_epoch:
+            return Decision(error=Errors.INVALID_UPDATE_VERSION, partition=state)
+        if leader_id not in new_isr or any(r not in state.replicas for r in new_isr):
+            return Decision(error=Errors.INVALID_REQUEST, partition=state)
+        if any(r not in state.isr and not self.image.is_live(r) for r in new_isr):
+            return Decision(error=Errors.INELIGIBLE_REPLICA, partition=state)
+        change = PartitionChangeRecord(topic_id, partition, isr=tuple(new_isr))
+        return Decision((change,), partition=_applied(state, change))
+
+    def elect_preferred_leaders(self) -> Decision:
+        """Move leadership back to each partition's first replica where it is live and in sync."""
+        records: list[MetadataRecord] = []
+        for (topic_id, index), state in sorted(self.image.partitions.items()):
+            preferred = state.replicas[0]
+            if (
+                state.leader != preferred
+                and preferred in state.isr
+                and self.image.is_live(preferred)
+            ):
+                records.append(PartitionChangeRecord(topic_id, index, leader=preferred))
+        return Decision(tuple(records))
+
+    # -- elections ------------------------------------------------------------------------
+
+    def _elect(self, state: PartitionState, unavailable: set[int]) -> tuple[int, tuple[int, ...]]:
+        """(leader, isr) after removing `unavailable` brokers: clean from the ISR first."""
+
+        def live(r: int) -> bool:
+            return r not in unavailable and self.image.is_live(r)
+
+        isr = tuple(r for r in state.isr if r not in unavailable)
+        for replica in state.replicas:
+            if replica in isr and live(replica):
+                return replica, isr
+        if self.config.unclean_leader_election:
+            for replica in state.replicas:
+                if live(replica):
+                    # Unclean: the ISR restarts from the new leader; what others held may be lost.
+                    return replica, (replica,)
+        # Kafka never empties the ISR: the last member stays, so a clean election can
+        # happen when it returns.
+        return NO_LEADER, isr or state.isr
+
+    def _changes_for_fenced(self, fenced: set[int]) -> list[MetadataRecord]:
+        records: list[MetadataRecord] = []
+        for (topic_id, index), state in sorted(self.image.partitions.items()):
+            if not (fenced & set(state.isr)) and state.leader not in fenced:
+                continue
+            if state.leader in fenced or state.leader == NO_LEADER:
+                leader, isr = self._elect(state, fenced)
+            else:
+                leader, isr = state.leader, tuple(r for r in state.isr if r not in fenced)
+            records.append(
+                PartitionChangeRecord(
+                    topic_id,
+                    index,
+                    leader=None if leader == state.leader else leader,
+                    isr=None if isr == state.isr else isr,
+                )
+            )
+        return records
+
+    def _elect_for_unfenced(self, broker_id: int) -> list[MetadataRecord]:
+        """Leaderless partitions this broker can now lead (treating it as live)."""
+        records: list[MetadataRecord] = []
+        for (topic_id, index), state in sorted(self.image.partitions.items()):
+            if state.leader != NO_LEADER or broker_id not in state.replicas:
+                continue
+            if broker_id in state.isr:
+                records.append(PartitionChangeRecord(topic_id, index, leader=broker_id))
+            elif self.config.unclean_leader_election:
+                records.append(
+                    PartitionChangeRecord(topic_id, index, leader=broker_id, isr=(broker_id,))
+                )
+        return records
+
+
+def _applied(state: PartitionState, change: PartitionChangeRecord) -> PartitionState:
+    leader = state.leader if change.leader is None else change.leader
+    return PartitionState(
+        state.replicas,
+        state.isr if change.isr is None else change.isr,
+        leader,
+        state.leader_epoch + (1 if leader != state.leader else 0),
+        state.partition_epoch + 1,
+    )

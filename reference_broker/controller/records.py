@@ -1,0 +1,82 @@
+"""The controller's metadata records (KIP-631), as the metadata log carries them.
+
+Names and fields follow Kafka's `metadata/src/main/resources/common/metadata/*.json`
+where they exist; `NO_LEADER` is Kafka's -1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NO_LEADER = -1
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBrokerRecord:
+    """A broker (re)registered; it starts fenced."""
+
+    broker_id: int
+    incarnation_id: str
+    broker_epoch: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class FenceBrokerRecord:
+    """The broker missed its session; it may lead nothing and is out of every ISR it can leave."""
+
+    broker_id: int
+    broker_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnfenceBrokerRecord:
+    """The broker heartbeats again and has caught up; it may lead and join ISRs."""
+
+    broker_id: int
+    broker_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """A topic exists."""
+
+    name: str
+    topic_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord:
+    """A partition's full state, written when it is created."""
+
+    topic_id: str
+    partition: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    leader: int
+    leader_epoch: int
+    partition_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionChangeRecord:
+    """A change to a partition: None fields are unchanged.
+
+    Replaying it bumps the partition epoch, and the leader epoch when the leader moves.
+    """
+
+    topic_id: str
+    partition: int
+    leader: int | None = None
+    isr: tuple[int, ...] | None = None
+
+
+MetadataRecord = (
+    RegisterBrokerRecord
+    | FenceBrokerRecord
+    | UnfenceBrokerRecord
+    | TopicRecord
+    | PartitionRecord
+    | PartitionChangeRecord
+)
