@@ -1,0 +1,130 @@
+"""The controller's metadata machine: fencing elects from the ISR, unclean only when enabled,
+AlterPartition validated against the partition epoch, preferred-leader election."""
+
+from __future__ import annotations
+
+from reference_broker.controller.metadata import (
+    Controller,
+    ControllerConfig,
+    Decision,
+    Errors,
+    MetadataImage,
+)
+from reference_broker.controller.records import NO_LEADER, FenceBrokerRecord
+
+
+def commit(controller: Controller, decision: Decision) -> Decision:
+    for record in decision.records:
+        controller.image.replay(record)
+    return decision
+
+
+def cluster(unclean: bool = False, brokers: int = 3) -> Controller:
+    controller = Controller(
+        MetadataImage(), ControllerConfig(session_timeout_ms=1000, unclean_leader_election=unclean)
+    )
+    for b in range(1, brokers + 1):
+        reg = commit(
+            controller, controller.register_broker(b, f"inc-{b}", "127.0.0.1", 9090 + b, 0)
+        )
+        assert controller.image.brokers[b].fenced
+        commit(controller, controller.heartbeat(b, reg.broker_epoch, want_fence=False, now_ms=0))
+        assert controller.image.is_live(b)
+    commit(controller, controller.create_topic("t0", "id0", [(1, 2, 3)]))
+    return controller
+
+
+def keep_alive(controller: Controller, brokers: list[int], now_ms: int) -> None:
+    for b in brokers:
+        epoch = controller.image.brokers[b].broker_epoch
+        commit(controller, controller.heartbeat(b, epoch, want_fence=False, now_ms=now_ms))
+
+
+def test_missed_heartbeats_fence_the_leader_and_elect_the_next_isr_member() -> None:
+    controller = cluster()
+    assert controller.image.partitions[("id0", 0)].leader == 1
+    keep_alive(controller, [2, 3], 900)
+    decision = commit(controller, controller.expire_sessions(1500))
+    assert FenceBrokerRecord(1, controller.image.brokers[1].broker_epoch) in decision.records
+    state = controller.image.partitions[("id0", 0)]
+    assert (state.leader, state.isr) == (2, (2, 3))
+    assert (state.leader_epoch, state.partition_epoch) == (1, 1)
+
+
+def test_fenced_follower_leaves_the_isr_without_a_leader_change() -> None:
+    controller = cluster()
+    keep_alive(controller, [1, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    state = controller.image.partitions[("id0", 0)]
+    assert (state.leader, state.isr, state.leader_epoch) == (1, (1, 3), 0)
+
+
+def test_no_live_isr_member_leaves_the_partition_leaderless_when_unclean_is_off() -> None:
+    controller = cluster()
+    commit(controller, controller.alter_partition("id0", 0, 1, 0, 0, (1,)))
+    keep_alive(controller, [2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    state = controller.image.partitions[("id0", 0)]
+    assert state.leader == NO_LEADER and state.isr == (1,), "the ISR keeps its last member"
+    # The last ISR member returns: it is elected, cleanly.
+    reg = commit(controller, controller.register_broker(1, "inc-1b", "127.0.0.1", 9091, 2000))
+    commit(controller, controller.heartbeat(1, reg.broker_epoch, want_fence=False, now_ms=2000))
+    assert controller.image.partitions[("id0", 0)].leader == 1
+
+
+def test_unclean_election_picks_a_live_out_of_sync_replica_only_when_enabled() -> None:
+    controller = cluster(unclean=True)
+    commit(controller, controller.alter_partition("id0", 0, 1, 0, 0, (1,)))
+    keep_alive(controller, [2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    state = controller.image.partitions[("id0", 0)]
+    assert (state.leader, state.isr) == (2, (2,))
+
+
+def test_alter_partition_with_a_stale_partition_epoch_is_rejected() -> None:
+    controller = cluster()
+    first = commit(controller, controller.alter_partition("id0", 0, 1, 0, 0, (1, 2)))
+    assert first.error is Errors.NONE and first.partition.partition_epoch == 1
+    stale = controller.alter_partition("id0", 0, 1, 0, 0, (1, 2, 3))
+    assert stale.error is Errors.INVALID_UPDATE_VERSION and stale.records == ()
+    assert (
+        controller.alter_partition("id0", 0, 2, 0, 1, (1, 2)).error is Errors.NOT_LEADER_OR_FOLLOWER
+    )
+    assert controller.alter_partition("id0", 0, 1, 0, 1, (2, 3)).error is Errors.INVALID_REQUEST
+    expand = commit(controller, controller.alter_partition("id0", 0, 1, 0, 1, (1, 2, 3)))
+    assert expand.error is Errors.NONE
+    assert controller.image.partitions[("id0", 0)].isr == (1, 2, 3)
+
+
+def test_alter_partition_cannot_add_a_fenced_broker() -> None:
+    controller = cluster()
+    commit(controller, controller.alter_partition("id0", 0, 1, 0, 0, (1, 2)))
+    keep_alive(controller, [1, 2], 900)
+    commit(controller, controller.expire_sessions(1500))
+    decision = controller.alter_partition("id0", 0, 1, 0, 1, (1, 2, 3))
+    assert decision.error is Errors.INELIGIBLE_REPLICA
+
+
+def test_preferred_leader_election_returns_leadership_to_the_first_replica() -> None:
+    controller = cluster()
+    keep_alive(controller, [2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    assert controller.image.partitions[("id0", 0)].leader == 2
+    reg = commit(controller, controller.register_broker(1, "inc-1b", "127.0.0.1", 9091, 1600))
+    commit(controller, controller.heartbeat(1, reg.broker_epoch, want_fence=False, now_ms=1600))
+    assert controller.image.partitions[("id0", 0)].leader == 2, "1 is not in the ISR yet"
+    assert controller.elect_preferred_leaders().records == ()
+    state = controller.image.partitions[("id0", 0)]
+    commit(controller, controller.alter_partition("id0", 0, 2, 1, state.partition_epoch, (2, 3, 1)))
+    commit(controller, controller.elect_preferred_leaders())
+    state = controller.image.partitions[("id0", 0)]
+    assert (state.leader, state.leader_epoch) == (1, 2)
+
+
+def test_second_process_cannot_take_a_live_brokers_id_and_stale_epochs_are_refused() -> None:
+    controller = cluster()
+    duplicate = controller.register_broker(2, "intruder", "127.0.0.1", 9999, 500)
+    assert duplicate.error is Errors.DUPLICATE_BROKER_REGISTRATION
+    old_epoch = controller.image.brokers[3].broker_epoch
+    commit(controller, controller.register_broker(3, "inc-3b", "127.0.0.1", 9093, 5000))
+    assert controller.heartbeat(3, old_epoch, False, 5000).error is Errors.STALE_BROKER_EPOCH
