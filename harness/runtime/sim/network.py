@@ -82,6 +82,11 @@ class SimHost:
             await self._resumed.wait()
         await trio.lowlevel.checkpoint()
 
+    async def gate_if_paused(self) -> None:
+        """Wait while the host is paused; not a checkpoint when it is not (callers are)."""
+        while self.paused:
+            await self._resumed.wait()
+
 
 @dataclass
 class Link:
@@ -130,6 +135,10 @@ class _Pipe:
 
     async def wait_change(self, deadline: float = math.inf) -> None:
         event = self._changed
+        if deadline == math.inf:
+            # Most waits have no deadline; a cancel scope per wait is a measurable cost.
+            await event.wait()
+            return
         with trio.move_on_at(deadline):
             await event.wait()
 
@@ -210,12 +219,11 @@ class SimStream(trio.abc.Stream):
             self._receiving = False
 
     async def _receive_some(self, max_bytes: int | None) -> bytes:
-        await self._owner.host.gate()
         pipe = self._in
+        waited = False
         while True:
-            if self._owner.host.paused:
-                # Woken during a pause: the frozen host takes nothing until resumed.
-                await self._owner.host.gate()
+            # Woken during a pause or not, a frozen host takes nothing until resumed.
+            await self._owner.host.gate_if_paused()
             self._check()
             if pipe.reset:
                 raise trio.BrokenResourceError("connection reset by peer")
@@ -223,9 +231,15 @@ class SimStream(trio.abc.Stream):
             if pipe.chunks and not pipe.link.held:
                 at, chunk = pipe.chunks[0]
                 if at <= trio.current_time():
+                    if not waited:
+                        # Every receive is a checkpoint, even when bytes are ready.
+                        await trio.lowlevel.checkpoint()
+                        waited = True
+                        continue
                     return self._take(pipe, chunk, max_bytes)
                 deadline = at
             await pipe.wait_change(deadline)
+            waited = True
 
     def _take(self, pipe: _Pipe, chunk: bytes | _ResetMarker, max_bytes: int | None) -> bytes:
         if isinstance(chunk, _ResetMarker):

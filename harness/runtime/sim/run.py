@@ -30,6 +30,8 @@ class SimSettings:
     """The simulated cluster's shape and the physics of its network and disks."""
 
     nodes: int = 3
+    # Every link takes at least this long, as on a real loopback. Zero would be faster
+    # (no timer per delivered chunk) but lets a retry loop spin in zero virtual time.
     base_latency_ms: float = 0.1
     fsync_latency_ms: float = 0.5
     pipe_capacity: int = DEFAULT_PIPE_CAPACITY
