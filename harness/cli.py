@@ -14,6 +14,9 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("check", "check", "Check a history file for anomalies and write results.json."),
     "broker": ("broker", "broker", "Run one reference broker node on real TCP and files."),
+    "run": ("run", "run", "Run a cluster under faults with a workload; check it; write a report."),
+    "report": ("report", "report", "Re-render a run's report.html (and results/index.html)."),
+    "replay": ("replay", "replay", "Re-run a sim run from its seed and config; compare histories."),
 }
 
 EXIT_VALID = 0

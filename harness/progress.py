@@ -1,0 +1,148 @@
+"""Live progress of a run: counters fed by the history writer, and a task that prints them.
+
+`CountingWriter` is the run's one `HistoryWriter`: every event (workload and nemesis)
+passes through it, and it keeps running totals and the set of faults in force. The
+`show_progress` task only reads those totals and prints them; it never writes to the
+history, and it wakes on a fixed schedule of trio time, so in the simulation it is the
+same task in every run of a seed and cannot change what the history records. Whether a
+line is actually printed (terminal or not, wall-time rate limit) has no effect on trio.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import trio
+
+from history.writer import HistoryWriter
+
+# Nemesis f -> (fault label it starts, or None) and (label it ends, or None).
+_STARTS = {
+    "start-partition": "partition",
+    "start-link-fault": "link",
+    "clock-skew": "clock",
+    "clock-strobe": "clock",
+}
+_ENDS = {
+    "stop-partition": "partition",
+    "stop-link-fault": "link",
+    "clock-reset": "clock",
+}
+_NODE_STARTS = {"kill": "down", "power-loss": "down", "pause": "paused"}
+_NODE_ENDS = {"restart": "down", "resume": "paused"}
+
+
+@dataclass
+class RunCounters:
+    """Running totals of a run, read by the progress printer and the summary."""
+
+    events: int = 0
+    invokes: int = 0
+    ok: int = 0
+    fail: int = 0
+    info: int = 0
+    nemesis: int = 0
+    phase: str = "setup"
+    active: dict[str, set[str]] = field(default_factory=dict)
+
+    def faults_active(self) -> str:
+        """The faults in force, e.g. "partition, down n2", or "none"."""
+        parts = [f"{label} {','.join(sorted(nodes))}" if nodes != {""} else label
+                 for label, nodes in sorted(self.active.items()) if nodes]
+        return "; ".join(parts) or "none"
+
+    def observe(self, process: int | str, type: str, f: str, value: Any,
+                error: str | None) -> None:
+        """Account for one event written to the history."""
+        self.events += 1
+        if process == "nemesis":
+            self.nemesis += 1
+            if error is None:
+                self._observe_fault(f, value)
+            return
+        if type == "invoke":
+            self.invokes += 1
+        elif type == "ok":
+            self.ok += 1
+        elif type == "fail":
+            self.fail += 1
+        else:
+            self.info += 1
+
+    def _observe_fault(self, f: str, value: Any) -> None:
+        nodes = value.get("nodes", []) if isinstance(value, dict) else []
+        if f in _STARTS:
+            target = value.get("node", "") if isinstance(value, dict) else ""
+            self.active.setdefault(_STARTS[f], set()).add(target or "")
+        elif f in _ENDS:
+            if f == "clock-reset":
+                self.active.get("clock", set()).difference_update(nodes)
+            else:
+                self.active.pop(_ENDS[f], None)
+        elif f in _NODE_STARTS:
+            self.active.setdefault(_NODE_STARTS[f], set()).update(nodes)
+        elif f in _NODE_ENDS:
+            self.active.get(_NODE_ENDS[f], set()).difference_update(nodes)
+
+
+class CountingWriter(HistoryWriter):
+    """A HistoryWriter that also keeps `RunCounters` up to date."""
+
+    def __init__(self, stream: IO[bytes], counters: RunCounters) -> None:
+        super().__init__(stream)
+        self.counters = counters
+
+    def append(self, process: int | str, type: str, f: str, value: Any = None, *,
+               time: int, error: str | None = None, assignment: list[str] | None = None,
+               generation: int | None = None) -> int:
+        """Write one event (see HistoryWriter.append) and count it."""
+        index = super().append(process, type, f, value, time=time, error=error,
+                               assignment=assignment, generation=generation)
+        self.counters.observe(process, type, f, value, error)
+        return index
+
+
+async def show_progress(
+    counters: RunCounters,
+    *,
+    origin: float,
+    simulated: bool,
+    stream: IO[str] | None = None,
+    tick_s: float = 1.0,
+) -> None:
+    """Print elapsed time, ops/s and active faults every `tick_s` of trio time, forever.
+
+    On a terminal the line is redrawn in place (at most 5 times per wall second); into a
+    pipe or file a line is printed every 10 ticks. The caller cancels this task.
+    """
+    out = stream or sys.stderr
+    tty = out.isatty()
+    unit = "sim s" if simulated else "s"
+    last_ok, last_print = 0, 0.0
+    tick = 0
+    try:
+        while True:
+            await trio.sleep(tick_s)
+            tick += 1
+            rate = (counters.ok - last_ok) / tick_s
+            last_ok = counters.ok
+            elapsed = trio.current_time() - origin
+            line = (f"[{elapsed:7.1f} {unit}] {counters.phase:<11} ops ok {counters.ok:>7}  "
+                    f"{rate:6.1f} ok/s  fail {counters.fail}  info {counters.info}  "
+                    f"faults: {counters.faults_active()}")
+            if tty:
+                now = time.monotonic()
+                if now - last_print >= 0.2:
+                    last_print = now
+                    out.write("\r\x1b[2K" + line[:160])
+                    out.flush()
+            elif tick % 10 == 0:
+                out.write(line + "\n")
+                out.flush()
+    finally:
+        if tty:
+            out.write("\r\x1b[2K")
+            out.flush()

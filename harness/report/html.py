@@ -1,0 +1,339 @@
+"""`report.html`: one self-contained page per run, and `results/index.html` listing runs.
+
+The page is built from the run directory alone (results.json, history.jsonl,
+nemesis.json), so `faultline report RUN_DIR` can re-render it at any time. Inline CSS
+and SVG only: the file can be mailed, archived or attached to a CI job as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from harness.report.plots import Series, Window, thin, time_chart
+
+EVIDENCE_SHOWN = 8  # evidence items rendered per anomaly type
+EVENTS_SHOWN = 12  # history events rendered per evidence item
+POINTS_LIMIT = 4000  # points per chart series
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1040px;
+color:#222;padding:0 12px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+h3{font-size:15px;margin:18px 0 6px}
+.verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:700;color:#fff}
+.valid{background:#2e7d32}.invalid{background:#c62828}.unknown{background:#ef6c00}
+table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}
+.kv td:first-child{color:#555;white-space:nowrap}
+pre,code{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
+.ev{border-left:3px solid #c62828;padding:4px 10px;margin:8px 0;background:#fafafa}
+.allowed .ev{border-left-color:#999}
+.ev pre{margin:4px 0;white-space:pre-wrap;word-break:break-all}
+.chart .ct{font-weight:600;font-size:13px}.chart .tk{font-size:11px;fill:#555}
+.muted{color:#777}.legend span{display:inline-block;padding:1px 8px;margin-right:6px;
+border-radius:3px;font-size:12px}
+"""
+
+
+@dataclass
+class HistoryDigest:
+    """What the report needs from one pass over the history."""
+
+    end_s: float = 0.0
+    completions: list[tuple[float, str, str, float]] = field(default_factory=list)
+    nemesis: list[tuple[float, str, Any, str | None]] = field(default_factory=list)
+    sends: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    polls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    events: dict[int, bytes] = field(default_factory=dict)
+
+
+def digest_history(path: Path, wanted: set[int]) -> HistoryDigest:
+    """Stream the history once: completions with latency, nemesis events, offsets by log,
+    and the raw lines of the `wanted` indices."""
+    digest = HistoryDigest()
+    invoked: dict[Any, float] = {}
+    decode = msgspec.json.decode
+    with open(path, "rb") as stream:
+        for line in stream:
+            if not line.strip():
+                continue
+            event = decode(line)
+            index, t = event["index"], event["time"] / 1e9
+            digest.end_s = max(digest.end_s, t)
+            if index in wanted:
+                digest.events[index] = line.rstrip(b"\n")
+            process, kind, f = event["process"], event["type"], event["f"]
+            if process == "nemesis":
+                digest.nemesis.append((t, f, event.get("value"), event.get("error")))
+                continue
+            if kind == "invoke":
+                invoked[process] = t
+                continue
+            started = invoked.pop(process, t)
+            digest.completions.append((t, f, kind, t - started))
+            value = event.get("value")
+            if kind != "ok" or value is None:
+                continue
+            if f == "send":
+                for m in value:
+                    if m.get("offset") is not None:
+                        log = f"{m['topic']}/{m['partition']}"
+                        digest.sends.setdefault(log, []).append((t, m["offset"]))
+            elif f == "poll" and isinstance(value, dict):
+                for log, records in value.items():
+                    points = digest.polls.setdefault(log, [])
+                    points.extend((t, r[0]) for r in records)
+    return digest
+
+
+def fault_windows(nemesis: Iterable[tuple[float, str, Any, str | None]],
+                  end_s: float) -> list[Window]:
+    """Pair nemesis start/stop events into shaded windows (open ones end at `end_s`)."""
+    windows: list[Window] = []
+    open_: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def close(key: tuple[str, str], t: float) -> None:
+        if key in open_:
+            start, label = open_.pop(key)
+            windows.append(Window(start, t, key[0], label))
+
+    for t, f, value, error in nemesis:
+        if error is not None:
+            continue
+        v = value if isinstance(value, dict) else {}
+        nodes = v.get("nodes", [])
+        if f == "start-partition":
+            shape = v.get("shape", "")
+            close(("partition", ""), t)
+            open_[("partition", "")] = (t, f"partition {shape}")
+        elif f == "stop-partition":
+            close(("partition", ""), t)
+        elif f == "start-link-fault":
+            close(("link", ""), t)
+            open_[("link", "")] = (t, f"link fault {v.get('latency_ms', 0)} ms")
+        elif f == "stop-link-fault":
+            close(("link", ""), t)
+        elif f in ("kill", "power-loss"):
+            for n in nodes:
+                open_[("down", n)] = (t, f"{f} {n}")
+        elif f == "restart":
+            for n in nodes:
+                close(("down", n), t)
+        elif f == "pause":
+            for n in nodes:
+                open_[("paused", n)] = (t, f"pause {n}")
+        elif f == "resume":
+            for n in nodes:
+                close(("paused", n), t)
+        elif f in ("clock-skew", "clock-strobe"):
+            node = v.get("node", "")
+            close(("clock", node), t)
+            if f == "clock-strobe":
+                windows.append(Window(t, t + v.get("duration_ms", 0) / 1000, "clock",
+                                      f"clock strobe {node}"))
+            else:
+                open_[("clock", node)] = (t, f"clock {node} {v.get('delta_ms')} ms")
+        elif f == "clock-reset":
+            for n in nodes:
+                close(("clock", n), t)
+        elif f == "reset-connections":
+            windows.append(Window(t, t, "reset", f"reset connections {nodes}"))
+    for key in list(open_):
+        close(key, end_s)
+    return sorted(windows, key=lambda w: (w.start, w.kind))
+
+
+def _throughput(digest: HistoryDigest, bucket_s: float) -> list[Series]:
+    buckets = int(digest.end_s / bucket_s) + 1
+    counts = {kind: [0] * buckets for kind in ("ok", "fail", "info")}
+    for t, _f, kind, _lat in digest.completions:
+        counts[kind][min(int(t / bucket_s), buckets - 1)] += 1
+    colours = {"ok": "#1565c0", "fail": "#ef6c00", "info": "#c62828"}
+    return [Series(kind, [((i + 0.5) * bucket_s, c / bucket_s) for i, c in enumerate(cs)],
+                   colours[kind]) for kind, cs in counts.items()]
+
+
+def _latency(digest: HistoryDigest) -> list[Series]:
+    colours = {"ok": "#1565c0", "fail": "#ef6c00", "info": "#c62828"}
+    out = []
+    for kind in ("ok", "fail", "info"):
+        points = [(t, max(lat * 1000, 0.01)) for t, _f, k, lat in digest.completions if k == kind]
+        out.append(Series(kind, thin(points, POINTS_LIMIT), colours[kind], dots=True))
+    return out
+
+
+def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:
+    cells = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
+                    for k, v in rows)
+    return f'<table class="kv">{cells}</table>'
+
+
+def _verdict_badge(valid: Any) -> str:
+    word, cls = {True: ("VALID", "valid"), False: ("INVALID", "invalid")}.get(
+        valid, ("UNKNOWN", "unknown"))
+    return f'<span class="verdict {cls}">{word}</span>'
+
+
+def _evidence_html(item: dict[str, Any], events: dict[int, bytes]) -> str:
+    fields = {k: v for k, v in item.items() if k != "indices"}
+    indices = item.get("indices") or []
+    shown = indices[:EVENTS_SHOWN]
+    lines = [events[i].decode() if i in events else f"(index {i} not in history)"
+             for i in shown]
+    more = (f'<div class="muted">… {len(indices) - len(shown)} more indices</div>'
+            if len(indices) > len(shown) else "")
+    return (f'<div class="ev"><code>{escape(json.dumps(fields))}</code>'
+            f'<div class="muted">history indices {escape(str(indices[:40]))}</div>'
+            f"<pre>{escape(chr(10).join(lines))}</pre>{more}</div>")
+
+
+def evidence_indices(verdict: dict[str, Any]) -> set[int]:
+    """Every history index the rendered evidence refers to."""
+    wanted: set[int] = set()
+    for items in verdict.get("anomalies", {}).values():
+        for item in items[:EVIDENCE_SHOWN]:
+            wanted.update((item.get("indices") or [])[:EVENTS_SHOWN])
+    return wanted
+
+
+def render_report(run_dir: Path) -> str:
+    """The HTML of `run_dir`'s report."""
+    results = json.loads((run_dir / "results.json").read_text())
+    verdict = results["verdict"]
+    config = results.get("config", {})
+    digest = digest_history(run_dir / "history.jsonl", evidence_indices(verdict))
+    windows = fault_windows(digest.nemesis, digest.end_s)
+    end = max(digest.end_s, 1e-3)
+    bucket = max(0.5, end / 120)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
+             f"<title>faultline {escape(results['run_id'])}</title><style>{CSS}</style>"
+             "</head><body>"]
+    parts.append(f"<h1>faultline run {escape(results['run_id'])}</h1>")
+    allowed = set(verdict.get("allowed", []))
+    bad = verdict.get("bad_anomaly_types", [])
+    parts.append(f"<p>{_verdict_badge(results['valid'])} &nbsp; "
+                 f"{escape(', '.join(bad) or 'no anomalies outside the allowed set')}</p>")
+    for note in verdict.get("notes", []):
+        parts.append(f'<p class="muted">note: {escape(note)}</p>')
+    stats = verdict["stats"]
+    messages = stats["messages"]
+    timing = results.get("timing", {})
+    parts.append("<h2>Summary</h2>")
+    parts.append(_kv_table([
+        ("target / workload", f"{config.get('target')} / {config.get('workload')} "
+                              f"(checker mode {results.get('checker_mode')})"),
+        ("nemesis", f"{config.get('nemesis')} every ~{config.get('nemesis_interval_s')} s, "
+                    f"{results.get('schedule', {}).get('ops', 0)} ops"),
+        ("seed", results.get("seed")),
+        ("duration", f"{timing.get('run_seconds')} {timing.get('clock')} s "
+                     f"({timing.get('wall_seconds')} s wall)"),
+        ("events", stats["events"]),
+        ("messages", f"sent {messages['sent']}, acknowledged {messages['acknowledged']}, "
+                     f"failed {messages['failed']}, indeterminate {messages['indeterminate']}, "
+                     f"read {messages['read']}"),
+        ("operations", ", ".join(f"{f}: {d.get('ok', 0)} ok / {d.get('fail', 0)} fail / "
+                                 f"{d.get('info', 0)} info" for f, d in stats["ops"].items())),
+        ("history sha256", results.get("history", {}).get("sha256", "")),
+    ]))
+    parts.append("<h2>Anomalies</h2>")
+    counts = verdict.get("counts", {})
+    if not counts:
+        parts.append("<p>None found.</p>")
+    else:
+        rows = "".join(
+            f"<tr><td><a href='#a-{escape(k)}'>{escape(k)}</a></td><td>{c}</td>"
+            f"<td>{'allowed' if k in allowed else 'not allowed'}</td></tr>"
+            for k, c in counts.items())
+        parts.append(f"<table><tr><th>type</th><th>count</th><th></th></tr>{rows}</table>")
+        for kind, items in verdict["anomalies"].items():
+            cls = "allowed" if kind in allowed else ""
+            parts.append(f"<div class='{cls}'><h3 id='a-{escape(kind)}'>{escape(kind)} "
+                         f"({counts.get(kind, len(items))}{', allowed' if cls else ''})</h3>")
+            for item in items[:EVIDENCE_SHOWN]:
+                parts.append(_evidence_html(item, digest.events))
+            if len(items) > EVIDENCE_SHOWN:
+                parts.append(f"<p class='muted'>{len(items) - EVIDENCE_SHOWN} more in "
+                             "results.json</p>")
+            parts.append("</div>")
+    parts.append("<h2>Over time</h2>")
+    legend = "".join(f'<span style="background:{c}">{k}</span>'
+                     for k, c in (("partition", "#f6c9c9"), ("link", "#f9e1b5"),
+                                  ("down", "#d6c8ef"), ("paused", "#c8dcef"),
+                                  ("clock", "#d3ecd0")))
+    parts.append(f'<p class="legend">fault windows: {legend} '
+                 '(dashed line: connections reset; hover for details)</p>')
+    parts.append(time_chart(f"throughput (completions/s, {bucket:.1f} s buckets)",
+                            _throughput(digest, bucket), windows, x_max=end,
+                            y_label="ops/s"))
+    parts.append(time_chart("latency (invoke to completion)", _latency(digest), windows,
+                            x_max=end, y_label="ms", log_y=True))
+    parts.append("<h2>Offsets per log</h2><p class='muted'>blue: offsets acknowledged to "
+                 "producers; green: offsets read by polls.</p>")
+    for log in sorted(set(digest.sends) | set(digest.polls)):
+        series = [Series("read", thin(digest.polls.get(log, []), POINTS_LIMIT), "#2e7d32",
+                         dots=True),
+                  Series("acked", thin(digest.sends.get(log, []), POINTS_LIMIT), "#1565c0",
+                         dots=True)]
+        parts.append(time_chart(f"log {log}", series, windows, x_max=end,
+                                y_label="offset", height=180))
+    parts.append("<h2>Faults</h2>")
+    if digest.nemesis:
+        rows = "".join(
+            f"<tr><td>{t:.3f}</td><td>{escape(f)}</td><td><code>{escape(json.dumps(v))}"
+            f"</code>{' — ' + escape(e) if e else ''}</td></tr>"
+            for t, f, v, e in digest.nemesis)
+        parts.append(f"<table><tr><th>time (s)</th><th>f</th><th>value</th></tr>{rows}</table>")
+    else:
+        parts.append("<p>No faults were injected.</p>")
+    parts.append("<h2>Configuration</h2>")
+    parts.append(_kv_table(sorted(config.items())))
+    topology = results.get("topology", {})
+    parts.append(f"<p class='muted'>{escape(json.dumps(topology.get('topics', {})))} — "
+                 f"{escape(topology.get('note', ''))}</p>")
+    parts.append("<p class='muted'>Files: history.jsonl, results.json, nemesis.json, "
+                 "nodes/.</p></body></html>")
+    return "".join(parts)
+
+
+def write_report(run_dir: Path) -> Path:
+    """Render `run_dir/report.html` and return its path."""
+    path = run_dir / "report.html"
+    path.write_text(render_report(run_dir), encoding="utf-8")
+    return path
+
+
+def render_index(results_dir: Path) -> Path:
+    """Write `results_dir/index.html`: every run below it, newest first, with verdicts."""
+    rows = []
+    for results_path in sorted(results_dir.glob("*/results.json"), reverse=True):
+        try:
+            results = json.loads(results_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if "run_id" not in results:
+            continue
+        config = results.get("config", {})
+        run = results_path.parent.name
+        counts = results.get("verdict", {}).get("counts", {})
+        rows.append(
+            f"<tr><td><a href='{escape(run)}/report.html'>{escape(run)}</a></td>"
+            f"<td>{_verdict_badge(results.get('valid'))}</td>"
+            f"<td>{escape(str(config.get('target')))}</td>"
+            f"<td>{escape(str(config.get('workload')))}</td>"
+            f"<td>{escape(str(config.get('nemesis')))}</td>"
+            f"<td>{escape(str(config.get('seed')))}</td>"
+            f"<td>{escape(', '.join(f'{k} {v}' for k, v in counts.items()) or '-')}</td></tr>")
+    body = ("<table><tr><th>run</th><th>verdict</th><th>target</th><th>workload</th>"
+            "<th>nemesis</th><th>seed</th><th>anomalies</th></tr>" + "".join(rows) + "</table>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>faultline runs</title>"
+            f"<style>{CSS}</style></head><body><h1>faultline runs</h1>{body}</body></html>")
+    path = results_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,357 @@
+"""The runner: target + workload + nemesis schedule + checker -> `results/<run-id>/`.
+
+One run, in order (DESIGN.md §6, Jepsen's test lifecycle):
+
+1. start the target (sim: inside one seeded `trio.run` on a MockClock);
+2. `workload.setup` creates the topics;
+3. main phase: `workload.run` until `time_limit`, while the nemesis executor applies the
+   generated schedule's ops at their times;
+4. `Executor.heal_everything`, then `recovery_s` of quiet;
+5. `workload.final_reads` until caught up or `final_read_s`;
+6. check `history.jsonl` with the workload's checker mode plus `--allow`, write
+   `results.json`, `nemesis.json`, node logs, `report.html`, `results/index.html`.
+
+Every event, workload and nemesis, goes through one `CountingWriter`, which also feeds
+the live progress line. Nothing in steps 2-5 reads the wall clock in the sim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+from checkers.verdict import Verdict, check_file
+from harness.progress import CountingWriter, RunCounters, show_progress
+from harness.run_config import ConfigError, RunConfig
+from harness.targets import Session
+from nemesis import Executor, Schedule, generate
+from workloads.base import Workload, WorkloadOptions
+from workloads.recorder import HistoryRecorder
+
+EXIT_VALID = 0
+EXIT_ANOMALIES = 1
+EXIT_SETUP = 2
+
+# How long past `until` the workload may take to wind its processes down.
+WIND_DOWN_S = 30.0
+
+
+class RunSetupError(RuntimeError):
+    """The run could not start (bad config, target unreachable); the message says why."""
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run produced."""
+
+    run_dir: Path
+    config: RunConfig
+    verdict: Verdict
+    exit_code: int
+    wall_seconds: float
+    run_seconds: float  # trio time: simulated seconds in the sim
+    events: int
+    history_sha256: str
+
+
+def load_workload(name: str) -> Workload:
+    """The registered workload called `name`; ConfigError listing the known ones."""
+    registry = workload_registry()
+    factory = registry.get(name)
+    if factory is None:
+        raise ConfigError(f"--workload must be one of {', '.join(sorted(registry))}, not {name!r}")
+    return factory()
+
+
+def workload_registry() -> dict[str, Callable[[], Workload]]:
+    """Name -> factory of every workload (from `workloads.registry`)."""
+    try:
+        from workloads.registry import WORKLOADS
+    except ImportError:
+        from workloads.queue import QueueWorkload  # until the registry lands
+
+        return {"queue": QueueWorkload}
+    return dict(WORKLOADS)
+
+
+def workload_options(config: RunConfig, topics: tuple[str, ...]) -> WorkloadOptions:
+    """The workload's knobs from the run config."""
+    return WorkloadOptions(
+        topics=topics,
+        partitions=config.partitions,
+        replication_factor=config.replication_factor,
+        min_insync_replicas=config.min_insync_replicas,
+        acks=config.acks,
+        enable_idempotence=config.enable_idempotence,
+        commit=config.commit,
+        rate=config.rate,
+        concurrency=config.concurrency,
+    )
+
+
+def make_schedule(config: RunConfig, session: Session, topics: tuple[str, ...]) -> Schedule:
+    """The nemesis schedule for this run, generated from its packages and seed."""
+    return generate(
+        config.nemesis,
+        nodes=list(session.fault_target.nodes),
+        clients=list(session.fault_target.clients),
+        duration_ms=round(config.time_limit_s * 1000),
+        interval_ms=max(1, round(config.nemesis_interval_s * 1000)),
+        recovery_ms=round(config.recovery_s * 1000),
+        seed=config.seed,
+        logs=[f"{t}/{p}" for t in topics for p in range(config.partitions)],
+    )
+
+
+async def drive(
+    session: Session,
+    config: RunConfig,
+    workload: Workload,
+    writer: CountingWriter,
+    *,
+    schedule: Schedule | None = None,
+    on_schedule: Callable[[Schedule], None] | None = None,
+    progress: IO[str] | None = None,
+) -> Schedule:
+    """Run setup, main phase under the schedule, heal, recovery and final reads.
+
+    `schedule` replaces the generated one (known-answer tests build schedules by hand);
+    `on_schedule` sees the schedule before it runs (the runner saves it).
+    """
+    counters = writer.counters
+    origin = trio.current_time()
+    recorder = HistoryRecorder(writer, lambda: round((trio.current_time() - origin) * 1e9))
+    topics = tuple(session.topic_homes)
+    opts = workload_options(config, topics)
+    env = session.env
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_progress, counters, origin, session.simulated, progress)
+        counters.phase = "setup"
+        await workload.setup(env, opts)
+        if schedule is None:
+            schedule = make_schedule(config, session, topics)
+        if on_schedule is not None:
+            on_schedule(schedule)
+        executor = Executor(session.fault_target, writer, origin=origin)
+        start = trio.current_time()
+        until = start + schedule.duration_ms / 1000
+        counters.phase = "workload"
+        async with trio.open_nursery() as strobes:
+            async with trio.open_nursery() as main:
+                main.start_soon(_workload_main, workload, env, opts, recorder, until)
+                main.start_soon(_apply_ops, executor, schedule, start, strobes)
+            counters.phase = "heal"
+            await trio.sleep_until(until)
+            await executor.heal_everything()
+        counters.phase = "recovery"
+        await trio.sleep(schedule.recovery_ms / 1000)
+        counters.phase = "final-reads"
+        deadline = trio.current_time() + config.final_read_s
+        with trio.move_on_at(deadline + WIND_DOWN_S):
+            await workload.final_reads(env, opts, recorder, deadline)
+        counters.phase = "done"
+        outer.cancel_scope.cancel()
+    return schedule
+
+
+async def _progress(counters: RunCounters, origin: float, simulated: bool,
+                    stream: IO[str] | None) -> None:
+    await show_progress(counters, origin=origin, simulated=simulated, stream=stream)
+
+
+async def _workload_main(workload: Workload, env: Any, opts: WorkloadOptions,
+                         recorder: HistoryRecorder, until: float) -> None:
+    # A workload that does not stop by itself is stopped: the schedule goes on regardless.
+    with trio.move_on_at(until + WIND_DOWN_S):
+        await workload.run(env, opts, recorder, until)
+
+
+async def _apply_ops(executor: Executor, schedule: Schedule, start: float,
+                     strobes: trio.Nursery) -> None:
+    for op in schedule.ops:
+        await trio.sleep_until(start + op.at_ms / 1000)
+        await executor.apply(op, strobes)
+
+
+# -- one whole run --------------------------------------------------------------------
+
+
+def execute(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    schedule: Schedule | None = None,
+    progress: IO[str] | None = None,
+    workload: Workload | None = None,
+) -> tuple[Schedule, float]:
+    """Run the target and workload, writing `history.jsonl`, `nemesis.json` and node logs
+    into `run_dir`. Returns the schedule that ran and the trio seconds the run took.
+
+    Raises RunSetupError when the target cannot start.
+    """
+    from harness.targets import TargetSetupError
+
+    workload = workload or load_workload(config.workload)
+    counters = RunCounters()
+    history_path = run_dir / "history.jsonl"
+
+    def save_schedule(s: Schedule) -> None:
+        (run_dir / "nemesis.json").write_bytes(s.to_json() + b"\n")
+
+    with open(history_path, "wb") as stream:
+        writer = CountingWriter(stream, counters)
+        try:
+            if config.target == "sim":
+                ran, seconds = _execute_sim(config, run_dir, workload, writer, schedule,
+                                            save_schedule, progress)
+            else:
+                ran, seconds = _execute_real(config, run_dir, workload, writer, schedule,
+                                             save_schedule, progress)
+        except TargetSetupError as exc:
+            raise RunSetupError(str(exc)) from None
+    return ran, seconds
+
+
+def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: CountingWriter,
+                 schedule: Schedule | None, save: Callable[[Schedule], None],
+                 progress: IO[str] | None) -> tuple[Schedule, float]:
+    from harness.runtime.sim.cluster import SimCluster
+    from harness.runtime.sim.run import run_sim
+    from harness.targets import sim_session, sim_settings
+
+    async def scenario(cluster: SimCluster) -> Schedule:
+        session = sim_session(cluster, config)
+        ran = await drive(session, config, workload, writer, schedule=schedule,
+                          on_schedule=save, progress=progress)
+        _write_sim_node_logs(cluster, run_dir)
+        return ran
+
+    result = run_sim(scenario, config.seed, sim_settings(config))
+    return result.value, result.virtual_seconds
+
+
+def _write_sim_node_logs(cluster: Any, run_dir: Path) -> None:
+    """A short per-node summary: incarnations, state and disk at the end of the run."""
+    nodes_dir = run_dir / "nodes"
+    nodes_dir.mkdir(exist_ok=True)
+    for name in cluster.nodes:
+        node = cluster.node(name)
+        lines = [
+            f"node {name} (id {node.node_id}), simulated",
+            f"incarnations: {node.incarnation} (1 = never restarted)",
+            f"up at the end: {node.up}",
+            f"clock skew at the end: {node.clock.skew_ms} ms",
+            f"topics hosted: {sorted(t for t, n in cluster.topic_homes.items() if n == name)}",
+        ]
+        describe = getattr(node.disk, "describe", None)
+        if callable(describe):
+            lines.append(f"disk: {describe()}")
+        (nodes_dir / f"{name}.log").write_text("\n".join(lines) + "\n")
+
+
+def _execute_real(config: RunConfig, run_dir: Path, workload: Workload, writer: CountingWriter,
+                  schedule: Schedule | None, save: Callable[[Schedule], None],
+                  progress: IO[str] | None) -> tuple[Schedule, float]:
+    from harness.targets import open_real_target
+
+    async def main() -> tuple[Schedule, float]:
+        start = trio.current_time()
+        async with open_real_target(config, run_dir) as session:
+            ran = await drive(session, config, workload, writer, schedule=schedule,
+                              on_schedule=save, progress=progress)
+        return ran, trio.current_time() - start
+
+    return trio.run(main)
+
+
+def run(
+    config: RunConfig,
+    out: Path,
+    *,
+    run_dir: Path | None = None,
+    schedule: Schedule | None = None,
+    progress: IO[str] | None = None,
+    workload: Workload | None = None,
+) -> RunOutcome:
+    """One complete run: execute, check, write results, report and index."""
+    from harness.report import render_index, write_report
+    from harness.run_config import new_run_dir
+
+    config.validate()
+    if workload is None:
+        workload = load_workload(config.workload)
+    run_dir = run_dir or new_run_dir(out, config)
+    wall_start = time.monotonic()
+    ran, seconds = execute(config, run_dir, schedule=schedule, progress=progress,
+                           workload=workload)
+    history_path = run_dir / "history.jsonl"
+    verdict = check_file(str(history_path), mode=workload.checker_mode, allow=config.allow)
+    wall = time.monotonic() - wall_start
+    digest = hashlib.sha256(history_path.read_bytes()).hexdigest()
+    exit_code = EXIT_VALID if verdict["valid"] is True else EXIT_ANOMALIES
+    results = {
+        "run_id": run_dir.name,
+        "valid": verdict["valid"],
+        "exit_code": exit_code,
+        "config": config.to_json(),
+        "seed": config.seed,
+        "checker_mode": workload.checker_mode,
+        "topology": {
+            "topics": _topic_homes(config),
+            "note": "single-node era: each topic lives on one broker, brokers do not "
+                    "replicate (issue 7)",
+        },
+        "schedule": {"ops": len(ran.ops), "file": "nemesis.json"},
+        "timing": {
+            "wall_seconds": round(wall, 3),
+            "run_seconds": round(seconds, 3),
+            "clock": "simulated" if config.target == "sim" else "real",
+        },
+        "history": {"file": "history.jsonl", "sha256": digest,
+                    "events": verdict["stats"]["events"]},
+        "verdict": verdict,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_report(run_dir)
+    render_index(run_dir.parent)
+    return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
+                      verdict["stats"]["events"], digest)
+
+
+def _topic_homes(config: RunConfig) -> dict[str, str]:
+    if config.target in ("sim", "process"):
+        return {f"t{n.removeprefix('n')}": n for n in config.node_names}
+    if config.target == "tansu":
+        return dict.fromkeys(("t1", "t2", "t3"), "n1")
+    return {"<run-id>-t1..t3": config.bootstrap_servers or ""}
+
+
+def replay_history(config: RunConfig, scratch: Path,
+                   progress: IO[str] | None = None) -> bytes:
+    """Run `config` again (sim only) into `scratch` and return the history bytes."""
+    if config.target != "sim":
+        raise ConfigError("only sim runs can be replayed: real targets depend on real time")
+    scratch.mkdir(parents=True, exist_ok=True)
+    execute(config, scratch, progress=progress)
+    return (scratch / "history.jsonl").read_bytes()
+
+
+def first_divergence(a: bytes, b: bytes) -> tuple[int, str, str] | None:
+    """(1-based line number, line of a, line of b) where two histories first differ."""
+    lines_a, lines_b = a.splitlines(), b.splitlines()
+    for number, (la, lb) in enumerate(zip(lines_a, lines_b, strict=False), start=1):
+        if la != lb:
+            return number, la.decode(), lb.decode()
+    if len(lines_a) != len(lines_b):
+        number = min(len(lines_a), len(lines_b)) + 1
+        tail_a = lines_a[number - 1].decode() if len(lines_a) >= number else "<end of history>"
+        tail_b = lines_b[number - 1].decode() if len(lines_b) >= number else "<end of history>"
+        return number, tail_a, tail_b
+    return None
