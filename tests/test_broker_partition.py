@@ -18,7 +18,7 @@ from reference_broker.errors import (
 from reference_broker.log import LogConfig, PartitionLog
 from reference_broker.os_env import os_node_env
 from reference_broker.replication.partition import HighWatermarkSignal, Partition
-from tests.test_broker_wire import batch
+from tests.wire import record_batch
 
 LEADER, F1, F2 = 0, 1, 2
 LAG_S = 10.0
@@ -45,7 +45,7 @@ def make_partition(
 
 def append(partition: Partition, n: int) -> int:
     """Append n records as leader; returns the new log end offset."""
-    partition.log.append_as_leader(batch([b"v"] * n), partition.leader_epoch)  # type: ignore[attr-defined]
+    partition.log.append_as_leader(record_batch([b"v"] * n), partition.leader_epoch)  # type: ignore[attr-defined]
     partition.maybe_advance_high_watermark()
     return partition.log_end_offset
 

@@ -22,7 +22,8 @@ from reference_broker.env import NodeEnv
 from reference_broker.os_env import os_node_env
 from reference_broker.server import serve_broker
 from tests.broker_process import RawConnection
-from tests.test_broker_wire import batch, create_topic, fetch_request, produce
+from tests.test_broker_wire import create_topic, fetch_request, produce
+from tests.wire import record_batch
 
 
 class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
@@ -79,7 +80,7 @@ async def test_long_poll_and_metadata_over_a_memory_network_in_virtual_time(
         assert trio.current_time() - virtual_start >= 60
         assert time.monotonic() - wall_start < 30  # a minute passed on trio's clock only
 
-        assert (await produce(conn, "t", 0, batch([b"v"]))).error_code == 0
+        assert (await produce(conn, "t", 0, record_batch([b"v"]))).error_code == 0
         woken = await conn.request(fetch_request("t", 0, 0, max_wait_ms=60_000), 12, FetchResponse)
         assert woken.responses[0].partitions[0].high_watermark == 1
         await conn.aclose()
