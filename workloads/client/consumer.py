@@ -15,6 +15,7 @@ commit of "everything polled so far" stores, as Kafka defines it.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -487,7 +488,8 @@ class Consumer:
         positions = {tp: self._assigned[tp].position for tp in tps}
         request = FetchRequest(
             replica_id=-1,
-            max_wait_ms=int(max_wait_s * 1000),
+            # Round up: a sub-millisecond remainder sent as 0 would spin without time passing.
+            max_wait_ms=math.ceil(max_wait_s * 1000),
             min_bytes=config.fetch_min_bytes,
             max_bytes=config.fetch_max_bytes,
             isolation_level=self._isolation(),
