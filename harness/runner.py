@@ -72,12 +72,8 @@ def load_workload(name: str) -> Workload:
 
 def workload_registry() -> dict[str, Callable[[], Workload]]:
     """Name -> factory of every workload (from `workloads.registry`)."""
-    try:
-        from workloads.registry import WORKLOADS
-    except ImportError:
-        from workloads.queue import QueueWorkload  # until the registry lands
+    from workloads.registry import WORKLOADS
 
-        return {"queue": QueueWorkload}
     return dict(WORKLOADS)
 
 
@@ -333,13 +329,14 @@ def _topic_homes(config: RunConfig) -> dict[str, str]:
     return {"<run-id>-t1..t3": config.bootstrap_servers or ""}
 
 
-def replay_history(config: RunConfig, scratch: Path,
+def replay_history(config: RunConfig, scratch: Path, *, schedule: Schedule | None = None,
                    progress: IO[str] | None = None) -> bytes:
-    """Run `config` again (sim only) into `scratch` and return the history bytes."""
+    """Run `config` again (sim only, under `schedule` if given) into `scratch` and return
+    the history bytes."""
     if config.target != "sim":
         raise ConfigError("only sim runs can be replayed: real targets depend on real time")
     scratch.mkdir(parents=True, exist_ok=True)
-    execute(config, scratch, progress=progress)
+    execute(config, scratch, schedule=schedule, progress=progress)
     return (scratch / "history.jsonl").read_bytes()
 
 

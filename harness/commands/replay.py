@@ -1,0 +1,61 @@
+"""`faultline replay RUN_DIR`: re-run a sim run from its recorded seed and configuration
+and compare the new history with the recorded one, byte for byte.
+
+Exit 0 when identical, 1 naming the first diverging event, 2 when RUN_DIR cannot be
+replayed (not a sim run, missing or malformed results.json).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+EXIT_SAME = 0
+EXIT_DIVERGED = 1
+EXIT_SETUP = 2
+
+
+@click.command("replay")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the replayed history in this folder [default: a temporary one].")
+def replay(run_dir: Path, keep: Path | None) -> None:
+    """Re-run RUN_DIR's sim run and show whether the histories match."""
+    from harness.commands.run import report_determinism
+    from harness.run_config import ConfigError, RunConfig
+    from harness.runner import first_divergence, replay_history
+    from nemesis import Schedule, ScheduleError
+
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        config = RunConfig.from_json(results["config"])
+        recorded = (run_dir / "history.jsonl").read_bytes()
+        # The schedule as it ran (a hand-built one included), not regenerated.
+        schedule_path = run_dir / "nemesis.json"
+        schedule = (Schedule.from_json(schedule_path.read_bytes())
+                    if schedule_path.is_file() else None)
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, ConfigError,
+            ScheduleError) as exc:
+        click.echo(f"error: cannot replay {run_dir}: {exc}", err=True)
+        sys.exit(EXIT_SETUP)
+    if config.target != "sim":
+        click.echo(f"error: {run_dir} ran on --target {config.target}; only sim runs replay "
+                   "exactly (real targets run in real time)", err=True)
+        sys.exit(EXIT_SETUP)
+    click.echo(f"replaying {run_dir.name}: seed {config.seed}, {len(recorded.splitlines())} "
+               "recorded events")
+    started = time.monotonic()
+    if keep is not None:
+        again = replay_history(config, keep, schedule=schedule, progress=sys.stderr)
+    else:
+        with tempfile.TemporaryDirectory(prefix="faultline-replay-") as scratch:
+            again = replay_history(config, Path(scratch), schedule=schedule,
+                                   progress=sys.stderr)
+    code = report_determinism(recorded, again, first_divergence)
+    click.echo(f"({time.monotonic() - started:.1f} s wall time)")
+    sys.exit(code)

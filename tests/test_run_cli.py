@@ -1,0 +1,107 @@
+"""`faultline run`, `report` and `replay` end to end in the sim, and run-config refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+from harness.run_config import ConfigError, RunConfig, flush_settings, new_run_dir
+
+SHORT = ["--time-limit", "5", "--recovery", "1", "--final-read", "5", "--seed", "3"]
+
+
+def test_replication_beyond_one_is_refused_naming_issue_7(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["run", "--replication-factor", "3", "--out",
+                                      str(tmp_path)])
+    assert result.exit_code == 2
+    assert "issue 7" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_third_party_client_on_the_sim_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--target process"):
+        RunConfig(client="kafka-python").validate()
+
+
+def test_tansu_refuses_faults_it_cannot_inject() -> None:
+    with pytest.raises(ConfigError, match="pause"):
+        RunConfig(target="tansu", nodes=1, nemesis="kill").validate()
+    RunConfig(target="tansu", nodes=1, nemesis="pause").validate()
+
+
+def test_external_needs_bootstrap_servers_and_fault_commands_for_faults() -> None:
+    with pytest.raises(ConfigError, match="bootstrap-servers"):
+        RunConfig(target="external", nemesis="none").validate()
+    with pytest.raises(ConfigError, match="--fault-cmd"):
+        RunConfig(target="external", bootstrap_servers="h:9092", nemesis="kill").validate()
+    RunConfig(target="external", bootstrap_servers="h:9092", nemesis="kill",
+              fault_cmds={"kill": "true", "restart": "true"}).validate()
+
+
+def test_flush_maps_to_kafka_settings() -> None:
+    assert flush_settings("every") == {"log.flush.interval.messages": 1}
+    assert flush_settings("never") == {}
+    assert flush_settings("500ms")["log.flush.interval.ms"] == 500
+    with pytest.raises(ConfigError):
+        flush_settings("sometimes")
+
+
+def test_run_ids_never_collide(tmp_path: Path) -> None:
+    config = RunConfig()
+    dirs = {new_run_dir(tmp_path, config) for _ in range(3)}
+    assert len(dirs) == 3 and all(d.is_dir() for d in dirs)
+
+
+def test_config_round_trips_through_results_json() -> None:
+    config = RunConfig(seed=9, allow=("unseen",), flush="every", fault_cmds={})
+    assert RunConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_run_writes_results_report_and_index_then_replays_identically(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["run", "--nemesis", "none", *SHORT, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    for name in ("history.jsonl", "results.json", "nemesis.json", "report.html",
+                 "nodes/n1.log"):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["valid"] is True and results["seed"] == 3
+    assert results["config"]["workload"] == "queue"
+    assert results["topology"]["topics"] == {"t1": "n1", "t2": "n2", "t3": "n3"}
+    assert "wall time" in result.output and "seed 3" in result.output
+    html = (run_dir / "report.html").read_text()
+    assert "VALID" in html and "<svg" in html
+    assert "src=\"http" not in html and "href=\"http" not in html  # self-contained
+    assert run_dir.name in (tmp_path / "index.html").read_text()
+
+    replayed = runner.invoke(cli, ["replay", str(run_dir)])
+    assert replayed.exit_code == 0, replayed.output
+    assert "identical" in replayed.output
+
+    (run_dir / "report.html").unlink()
+    rerendered = runner.invoke(cli, ["report", str(run_dir)])
+    assert rerendered.exit_code == 0 and (run_dir / "report.html").is_file()
+
+
+def test_replay_names_the_first_divergence_of_a_tampered_history(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["run", "--nemesis", "none", *SHORT, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    history = run_dir / "history.jsonl"
+    lines = history.read_text().splitlines(keepends=True)
+    lines[5] = lines[5].replace('"time":', '"time":1', 1)
+    history.write_text("".join(lines))
+    replayed = runner.invoke(cli, ["replay", str(run_dir)])
+    assert replayed.exit_code == 1
+    assert "line 6" in replayed.output
+
+
+def test_report_of_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
