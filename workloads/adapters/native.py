@@ -1,0 +1,321 @@
+"""`NativeSession`: the ClientSession of faultline's own trio client (sim and process runtimes).
+
+Error mapping (the client already sorts its errors into the two kinds, see
+`workloads.client.errors`):
+
+- send: `Producer.send` raising before the record was queued -> `fail` (nothing left
+  this process); a delivery raising `DefiniteFailure` (e.g. MESSAGE_TOO_LARGE,
+  exhausted retries on errors that prove the batch was rejected) -> `fail`;
+  `UnknownOutcome` (timeout, lost connection after the request was written,
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND) -> `info`. A multi-message send is `ok` only if
+  every message is, `fail` only if every message definitely failed, else `info`.
+- poll: any client error -> `info` (a poll may auto-commit or join a group).
+- commit: `CommitFailedError` (rebalance, fenced) -> `fail`; `CommitOutcomeUnknown`
+  and anything else -> `info`.
+- assign/subscribe: local state changes; failing to bootstrap the consumer -> `fail`.
+
+Each client (producer, consumer) lives in its own task of the session's nursery, so
+a consumer can be replaced (assign <-> subscribe) while the producer stays, and a
+crash cancels them all without LeaveGroup or flush.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import trio
+
+from workloads.client import (
+    ConsumerConfig,
+    DefiniteFailure,
+    KafkaClientError,
+    Network,
+    Producer,
+    ProducerConfig,
+    TopicPartition,
+    UnknownOutcome,
+)
+from workloads.client.consumer import LATEST, CommitOutcomeUnknown, Consumer
+
+from .session import (
+    OpFailed,
+    OpUnknown,
+    PollRecords,
+    Rebalance,
+    SessionSpec,
+    decode_value,
+    split_log,
+)
+
+C = TypeVar("C")
+
+
+class _Hosted:
+    """A client context manager entered and exited in a task of its own."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.close = trio.Event()
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()
+
+    async def host(
+        self, manager: AbstractAsyncContextManager[Any], *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        try:
+            with self.scope:
+                async with manager as client:
+                    self.client = client
+                    task_status.started(client)
+                    await self.close.wait()
+        except KafkaClientError:
+            # Failing to say goodbye (flush, LeaveGroup) is not an operation of the history.
+            pass
+        finally:
+            self.done.set()
+
+    async def shut(self) -> None:
+        """Close the client politely, bounded by the caller's cancel scopes."""
+        self.close.set()
+        await self.done.wait()
+
+
+class NativeSession:
+    """faultline's trio Producer and Consumer behind the ClientSession interface."""
+
+    def __init__(
+        self,
+        spec: SessionSpec,
+        *,
+        network: Network,
+        clock_ms: Callable[[], int],
+        rng: random.Random,
+    ) -> None:
+        self.spec = spec
+        self.network = network
+        self.clock_ms = clock_ms
+        self.rng = rng
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._producer: _Hosted | None = None
+        self._consumer: _Hosted | None = None
+        self._consumer_group: str | None = None
+        self._subscribed = False
+        self._crashed = False
+        self._rebalance: Rebalance | None = None
+
+    async def __aenter__(self) -> Self:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._nursery is not None
+        try:
+            if exc is None and not self._crashed:
+                with trio.move_on_after(self.spec.admin_timeout_s):
+                    for hosted in (self._consumer, self._producer):
+                        if hosted is not None:
+                            await hosted.shut()
+        finally:
+            # Anything still running dies without a goodbye: this is the crash path.
+            self._nursery.cancel_scope.cancel()
+            await self._nursery_cm.__aexit__(None, None, None)
+
+    def crash(self) -> None:
+        """Make leaving the block drop every client as a killed process would."""
+        self._crashed = True
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def _start(self, manager: AbstractAsyncContextManager[C]) -> tuple[_Hosted, C]:
+        assert self._nursery is not None, "use the session inside `async with`"
+        hosted = _Hosted()
+        try:
+            client = await self._nursery.start(hosted.host, manager)
+        except KafkaClientError as exc:
+            raise OpFailed(f"could not start a client: {exc}") from exc
+        return hosted, client
+
+    async def _producer_client(self) -> Producer:
+        if self._producer is None:
+            s = self.spec
+            config = ProducerConfig(
+                bootstrap_servers=s.bootstrap.split(","),
+                client_id=s.client_id,
+                acks={"all": -1, "-1": -1, "1": 1, "0": 0}[s.acks],
+                enable_idempotence=s.enable_idempotence,
+                retries=s.retries,
+                max_in_flight_requests_per_connection=s.max_in_flight,
+                linger_ms=s.linger_ms,
+                delivery_timeout_ms=s.delivery_timeout_ms,
+                request_timeout_ms=s.request_timeout_ms,
+                max_block_ms=s.delivery_timeout_ms,
+                socket_connection_setup_timeout_ms=s.request_timeout_ms,
+            )
+            manager = Producer(config, network=self.network, rng=self.rng, clock_ms=self.clock_ms)
+            self._producer, _ = await self._start(manager)
+        return self._producer.client
+
+    async def _consumer_client(self, *, group: str | None, subscribe: bool) -> Consumer:
+        """The consumer for this mode, replacing one of another mode or group."""
+        current = self._consumer
+        if current is not None and (
+            self._subscribed != subscribe or (subscribe and self._consumer_group != group)
+        ):
+            with trio.move_on_after(self.spec.admin_timeout_s):
+                await current.shut()
+            current.scope.cancel()
+            self._consumer = current = None
+        if current is None:
+            s = self.spec
+            config = ConsumerConfig(
+                bootstrap_servers=s.bootstrap.split(","),
+                client_id=s.client_id,
+                group_id=group,
+                enable_auto_commit=False,
+                # Never "latest": a member that finds no committed offset and skips to
+                # the end would make the group commit past messages nobody read.
+                auto_offset_reset="earliest",
+                request_timeout_ms=s.request_timeout_ms,
+                max_block_ms=s.request_timeout_ms * 2,
+                socket_connection_setup_timeout_ms=s.request_timeout_ms,
+                fetch_max_wait_ms=s.fetch_max_wait_ms,
+                max_poll_records=s.max_poll_records,
+                session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+                max_poll_interval_ms=s.max_poll_interval_ms,
+            )
+            self._consumer, _ = await self._start(
+                Consumer(config, network=self.network, rng=self.rng)
+            )
+            self._consumer_group = group
+            self._subscribed = subscribe
+            self._rebalance = None
+        return self._consumer.client
+
+    def _assigned_consumer(self) -> Consumer:
+        if self._consumer is None:
+            raise OpFailed("poll before assign or subscribe: the process consumes nothing")
+        return self._consumer.client
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def send(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Produce `messages`; see the module docstring for the outcome mapping."""
+        producer = await self._producer_client()
+        deliveries = []
+        queue_error: KafkaClientError | None = None
+        for m in messages:
+            key = None if m["key"] is None else m["key"].encode()
+            try:
+                deliveries.append(await producer.send(m["topic"], str(m["value"]).encode(), key))
+            except KafkaClientError as exc:
+                queue_error = exc
+                break
+        if not deliveries and queue_error is not None:
+            raise OpFailed(f"not queued: {queue_error}") from queue_error
+        out: list[dict[str, Any]] = []
+        definite: list[BaseException] = []
+        unknown: list[BaseException] = []
+        for m, delivery in zip(messages, deliveries, strict=False):
+            try:
+                meta = await delivery.wait()
+            except DefiniteFailure as exc:
+                definite.append(exc)
+            except (UnknownOutcome, KafkaClientError) as exc:
+                unknown.append(exc)
+            else:
+                out.append({**m, "partition": meta.partition, "offset": meta.offset})
+        if not unknown and not out and queue_error is None:
+            raise OpFailed(str(definite[0]))
+        if unknown or definite or queue_error is not None:
+            first = (unknown or definite or [queue_error])[0]
+            raise OpUnknown(f"{len(out)} of {len(messages)} messages acknowledged: {first}")
+        return out
+
+    async def poll(self, wait_s: float) -> PollRecords:
+        """Poll once; a rebalance during it is kept for `take_rebalance`."""
+        consumer = self._assigned_consumer()
+        try:
+            records = await consumer.poll(wait_s)
+        except KafkaClientError as exc:
+            raise OpUnknown(str(exc)) from exc
+        finally:
+            self._note_rebalance(consumer)
+        polled: PollRecords = {}
+        for r in records:
+            log = f"{r.topic}/{r.partition}"
+            key = None if r.key is None else r.key.decode(errors="replace")
+            polled.setdefault(log, []).append([r.offset, key, decode_value(r.value, log)])
+        return polled
+
+    def _note_rebalance(self, consumer: Consumer) -> None:
+        events = consumer.take_rebalance_events()
+        if events:
+            last = events[-1]
+            self._rebalance = Rebalance(sorted(str(tp) for tp in last.assignment), last.generation)
+
+    async def assign(self, logs: list[str], seek: str) -> None:
+        """Assign `logs`; seek "beginning" or to the group's committed offsets."""
+        if seek == "committed" and self.spec.group is None:
+            raise OpFailed("seek 'committed' needs a group.id; this session has none")
+        consumer = await self._consumer_client(group=self.spec.group, subscribe=False)
+        tps = [TopicPartition(*split_log(log)) for log in logs]
+        # Assigning nothing first forgets every position, so a log kept from the last
+        # assignment starts over from the seek as well.
+        consumer.assign([])
+        consumer.assign(tps)
+        if seek == "beginning":
+            consumer.seek_to_beginning(tps)
+
+    async def subscribe(self, topics: list[str], group: str) -> None:
+        """Subscribe to `topics` as a member of `group`; the join happens at the next poll."""
+        consumer = await self._consumer_client(group=group, subscribe=True)
+        consumer.subscribe(topics)
+
+    async def commit(self, offsets: dict[str, int]) -> None:
+        """Commit synchronously; `CommitFailedError` is `fail`, anything else unknown."""
+        consumer = self._assigned_consumer()
+        try:
+            await consumer.commit({TopicPartition(*split_log(k)): v for k, v in offsets.items()})
+        except CommitOutcomeUnknown as exc:
+            raise OpUnknown(str(exc)) from exc
+        except DefiniteFailure as exc:
+            raise OpFailed(str(exc)) from exc
+        except KafkaClientError as exc:
+            raise OpUnknown(str(exc)) from exc
+        finally:
+            self._note_rebalance(consumer)
+
+    async def end_offsets(self, logs: list[str]) -> dict[str, int]:
+        """Each log's end offset, from its leader."""
+        consumer = self._assigned_consumer()
+        tps = [TopicPartition(*split_log(log)) for log in logs]
+        try:
+            ends = await consumer.list_offsets(tps, LATEST)
+        except KafkaClientError as exc:
+            raise OpUnknown(str(exc)) from exc
+        return {str(tp): offset for tp, offset in ends.items()}
+
+    async def position(self, log: str) -> int:
+        """Where the next poll of `log` starts."""
+        consumer = self._assigned_consumer()
+        try:
+            return await consumer.position(TopicPartition(*split_log(log)))
+        except KafkaClientError as exc:
+            raise OpUnknown(str(exc)) from exc
+
+    def take_rebalance(self) -> Rebalance | None:
+        """The assignment after the latest rebalance since the last call, if any."""
+        change, self._rebalance = self._rebalance, None
+        return change

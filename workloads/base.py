@@ -1,0 +1,315 @@
+"""The contract between workloads and the runner: options, environment, the Workload protocol.
+
+A workload drives client processes against a cluster and records every operation as a
+DESIGN.md §4 history through a `HistoryRecorder`. The runner builds a `WorkloadEnv`
+from its runtime (sim or process), calls `setup`, then `run` until a trio time, heals
+the cluster, then `final_reads` until a deadline, and checks the history with the
+workload's `checker_mode`.
+
+Below the contract are the small helpers every workload shares: deriving per-process
+rngs from `env.rng`, grouping topics by the bootstrap servers that reach them, and
+pacing operations to `opts.rate`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from workloads.adapters import ClientSession, OpFailed, OpUnknown, SessionSpec, open_session
+from workloads.client import ConsumerConfig, KafkaClientError
+from workloads.client.consumer import Consumer
+from workloads.client.transport import Network
+from workloads.recorder import HistoryRecorder, Retired
+
+
+@dataclass(frozen=True)
+class WorkloadOptions:
+    """Knobs a run passes to a workload (Kafka names where Kafka has one)."""
+
+    # The runner picks them (single-node era: one topic per broker).
+    topics: tuple[str, ...] = ("t1", "t2", "t3")
+    partitions: int = 2
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    acks: str = "all"  # "0" | "1" | "all"
+    enable_idempotence: bool = True
+    retries: int = 2**31 - 1
+    max_in_flight: int = 5
+    linger_ms: int = 0
+    delivery_timeout_ms: int = 10_000
+    request_timeout_ms: int = 2_000
+    commit: str = "after"  # "before" | "after" | "auto"  (group workload)
+    rate: float = 50.0  # target client ops/s across all processes
+    concurrency: int = 6  # client processes alive at once
+    keys: int = 20  # distinct message keys
+    crash_probability: float = 0.01  # per op, a client "crashes" (info, retired, replaced)
+
+    def __post_init__(self) -> None:
+        if not self.topics:
+            raise ValueError("a workload needs at least one topic")
+        if self.acks not in ("0", "1", "all", "-1"):
+            raise ValueError(f"acks={self.acks!r}: use 0, 1 or all")
+        if self.commit not in ("before", "after", "auto"):
+            raise ValueError(f"commit={self.commit!r}: use before, after or auto")
+        if self.rate <= 0 or self.concurrency < 1 or self.keys < 1 or self.partitions < 1:
+            raise ValueError("rate must be positive; concurrency, keys and partitions at least 1")
+        if not 0.0 <= self.crash_probability <= 1.0:
+            raise ValueError(f"crash_probability={self.crash_probability}: use 0..1")
+
+
+@dataclass
+class WorkloadEnv:
+    """How a workload reaches the cluster; the runner builds it from the runtime."""
+
+    # topic -> "host:port,..." bootstrap servers for that topic
+    bootstrap_for: Callable[[str], str]
+    # client endpoint name -> Network (sim: per client; process: TCP)
+    network_for: Callable[[str], Network]
+    clock_ms_for: Callable[[str], Callable[[], int]]  # client endpoint -> record-timestamp clock
+    client_endpoints: Sequence[str]  # endpoint names clients may use (round-robin over them)
+    rng: random.Random  # seeded; derive per-process rngs from it deterministically
+    # "faultline" | "kafka-python" | "confluent-kafka" (the last two: process runtime only)
+    client_library: str = "faultline"
+
+
+class Workload(Protocol):
+    """A workload: creates its topics, drives client processes, reads everything back."""
+
+    name: str  # "queue" | "keyed-order" | "group"
+    checker_mode: str  # checkers.anomalies mode: "assign" | "subscribe" | ...
+
+    async def setup(self, env: WorkloadEnv, opts: WorkloadOptions) -> None:
+        """Create the workload's topics."""
+        ...
+
+    async def run(
+        self, env: WorkloadEnv, opts: WorkloadOptions, recorder: HistoryRecorder, until: float
+    ) -> None:
+        """Main phase: run client processes until trio time `until`, every op recorded."""
+        ...
+
+    async def final_reads(
+        self, env: WorkloadEnv, opts: WorkloadOptions, recorder: HistoryRecorder, deadline: float
+    ) -> None:
+        """After the runner healed all faults and waited for recovery: fresh consumers assign
+        every log from the beginning and poll until caught up (to the end offsets seen at
+        the start of this phase) or `deadline`."""
+        ...
+
+
+# -- helpers shared by the workloads ------------------------------------------------------
+
+
+class RngSource:
+    """Independent rngs per label, all determined by one draw from `env.rng`.
+
+    Each process gets its own stream, so the randomness one process consumes does not
+    shift another's choices when the schedule of operations changes.
+    """
+
+    def __init__(self, rng: random.Random, name: str) -> None:
+        self._root = f"{rng.getrandbits(64)}/{name}"
+
+    def rng(self, *labels: object) -> random.Random:
+        """The rng for `labels` (string seeds hash with SHA-512: no PYTHONHASHSEED)."""
+        return random.Random("/".join([self._root, *map(str, labels)]))
+
+
+@dataclass(frozen=True)
+class TopicGroup:
+    """Topics one client session can reach through one bootstrap.
+
+    In the single-node era each topic lives on its own broker, so one consumer cannot
+    span them; once brokers replicate every topic shares a bootstrap and there is one
+    group of all topics.
+    """
+
+    index: int
+    bootstrap: str
+    topics: tuple[str, ...]
+
+    def logs(self, partitions: int) -> list[str]:
+        """Every log of the group's topics, in order."""
+        return [f"{t}/{p}" for t in self.topics for p in range(partitions)]
+
+
+def topic_groups(env: WorkloadEnv, opts: WorkloadOptions) -> list[TopicGroup]:
+    """Group `opts.topics` by the bootstrap servers that reach them, in topic order."""
+    by_bootstrap: dict[str, list[str]] = {}
+    for topic in opts.topics:
+        by_bootstrap.setdefault(env.bootstrap_for(topic), []).append(topic)
+    return [
+        TopicGroup(i, bootstrap, tuple(topics))
+        for i, (bootstrap, topics) in enumerate(by_bootstrap.items())
+    ]
+
+
+def endpoint_for(env: WorkloadEnv, slot: int) -> str:
+    """The client endpoint of worker `slot` (round-robin over `env.client_endpoints`)."""
+    if not env.client_endpoints:
+        raise ValueError("WorkloadEnv.client_endpoints is empty: give at least one endpoint name")
+    return env.client_endpoints[slot % len(env.client_endpoints)]
+
+
+async def pace(rng: random.Random, opts: WorkloadOptions, workers: int | None = None) -> None:
+    """Sleep so that `workers` looping processes together make about `opts.rate` ops/s.
+
+    The jitter (uniform 0.5x..1.5x) keeps processes from marching in lockstep; it comes
+    from the process's seeded rng, so the sim replays it exactly.
+    """
+    n = opts.concurrency if workers is None else workers
+    await trio.sleep(n / opts.rate * rng.uniform(0.5, 1.5))
+
+
+def session_spec(
+    opts: WorkloadOptions, bootstrap: str, client_id: str, group: str | None = None, **extra: Any
+) -> SessionSpec:
+    """The session settings for `opts` (producer and consumer knobs under Kafka's names)."""
+    return SessionSpec(
+        bootstrap=bootstrap,
+        client_id=client_id,
+        group=group,
+        acks=opts.acks,
+        enable_idempotence=opts.enable_idempotence,
+        retries=opts.retries,
+        max_in_flight=opts.max_in_flight,
+        linger_ms=opts.linger_ms,
+        delivery_timeout_ms=opts.delivery_timeout_ms,
+        request_timeout_ms=opts.request_timeout_ms,
+        **extra,
+    )
+
+
+# How long setup keeps trying to create topics while brokers finish starting.
+SETUP_TIMEOUT_S = 30.0
+
+
+async def create_topics(env: WorkloadEnv, opts: WorkloadOptions) -> None:
+    """Create every topic of `opts` on the brokers `env.bootstrap_for` names (idempotent).
+
+    Raises WorkloadSetupError when a topic cannot be created within SETUP_TIMEOUT_S.
+    """
+    endpoint = endpoint_for(env, 0)
+    configs = {"min.insync.replicas": str(opts.min_insync_replicas)}
+    for group in topic_groups(env, opts):
+        config = ConsumerConfig(
+            bootstrap_servers=group.bootstrap.split(","),
+            client_id="faultline-setup",
+            group_id=None,
+            request_timeout_ms=opts.request_timeout_ms,
+            max_block_ms=opts.request_timeout_ms * 2,
+            socket_connection_setup_timeout_ms=opts.request_timeout_ms,
+        )
+        deadline = trio.current_time() + SETUP_TIMEOUT_S
+        for topic in group.topics:
+            while True:
+                try:
+                    async with Consumer(
+                        config, network=env.network_for(endpoint), rng=random.Random(topic)
+                    ) as admin:
+                        await admin.cluster.create_topic(
+                            topic, opts.partitions, opts.replication_factor, configs
+                        )
+                    break
+                except KafkaClientError as exc:
+                    if trio.current_time() >= deadline:
+                        raise WorkloadSetupError(
+                            f"could not create topic {topic!r} ({opts.partitions} partitions, "
+                            f"replication factor {opts.replication_factor}) through "
+                            f"{group.bootstrap} within {SETUP_TIMEOUT_S:.0f} s: {exc}"
+                        ) from exc
+                    await trio.sleep(0.5)
+
+
+class WorkloadSetupError(Exception):
+    """A workload could not prepare the cluster (its message says what to fix)."""
+
+
+# Final reads poll in large batches: they read every log from the beginning.
+_FINAL_POLL_RECORDS = 1000
+_FINAL_POLL_WAIT_S = 0.5
+
+
+async def read_everything(
+    env: WorkloadEnv,
+    opts: WorkloadOptions,
+    recorder: HistoryRecorder,
+    deadline: float,
+    rngs: RngSource,
+) -> None:
+    """The final phase every workload shares: for each topic group a fresh process
+    assigns every log from the beginning and polls until its position reaches the end
+    offsets seen when it started, or `deadline`. A process retired by an `info` is
+    replaced and the replacement starts over from the beginning."""
+    async with trio.open_nursery() as nursery:
+        for group in topic_groups(env, opts):
+            nursery.start_soon(_read_group, env, opts, recorder, deadline, rngs, group)
+
+
+async def _read_group(
+    env: WorkloadEnv,
+    opts: WorkloadOptions,
+    recorder: HistoryRecorder,
+    deadline: float,
+    rngs: RngSource,
+    group: TopicGroup,
+) -> None:
+    logs = group.logs(opts.partitions)
+    ends: dict[str, int] | None = None
+    with trio.move_on_at(deadline):
+        while True:
+            process = recorder.new_process()
+            spec = session_spec(
+                opts, group.bootstrap, f"final-{process}", max_poll_records=_FINAL_POLL_RECORDS
+            )
+            endpoint = endpoint_for(env, group.index)
+            try:
+                async with open_session(env, endpoint, spec, rngs.rng("final", process)) as s:
+                    assign = {"logs": logs, "seek": "beginning"}
+                    ok, _ = await recorder.perform(
+                        process,
+                        "assign",
+                        assign,
+                        lambda: _assign(s, logs),
+                        timeout_s=spec.admin_timeout_s,
+                    )
+                    if not ok:
+                        await trio.sleep(_FINAL_POLL_WAIT_S)
+                        continue
+                    if ends is None:
+                        try:
+                            ends = await s.end_offsets(logs)
+                        except (OpUnknown, OpFailed):
+                            await trio.sleep(_FINAL_POLL_WAIT_S)
+                            continue
+                    while not await _caught_up(s, ends):
+                        await recorder.perform(
+                            process,
+                            "poll",
+                            None,
+                            lambda: s.poll(_FINAL_POLL_WAIT_S),
+                            timeout_s=spec.poll_timeout_s(_FINAL_POLL_WAIT_S),
+                        )
+                    return
+            except Retired:
+                await trio.sleep(_FINAL_POLL_WAIT_S)
+
+
+async def _assign(session: ClientSession, logs: list[str]) -> dict[str, Any]:
+    await session.assign(logs, "beginning")
+    return {"logs": logs, "seek": "beginning"}
+
+
+async def _caught_up(session: ClientSession, ends: dict[str, int]) -> bool:
+    for log, end in ends.items():
+        try:
+            if await session.position(log) < end:
+                return False
+        except (OpUnknown, OpFailed):
+            return False
+    return True

@@ -1,0 +1,234 @@
+"""The `queue` workload: Jepsen's Kafka queue test.
+
+`opts.concurrency` client processes each loop over randomly chosen operations:
+send one or two unique values to random keys, poll, or change what they consume —
+`assign` a random subset of logs (seeking to the beginning or to the group's committed
+offsets) or `subscribe` to the topics as a member of a consumer group. Subscribed
+processes commit what each poll returned once it is recorded (after processing), so a
+member that takes over a log resumes where the group left it. With probability
+`opts.crash_probability` per operation a process crashes: its clients are dropped
+without LeaveGroup or flush, a `crash` op completes `info`, and a new process number
+takes over the slot. Any `info` completion retires the process the same way.
+
+`final_reads` hands over to fresh processes that assign every log from the beginning
+and poll until they reach the end offsets seen when the phase began.
+
+checker_mode: "subscribe" once any process has invoked a subscribe (a rebalance may
+move a log between a process's polls, so Jepsen allows poll-skip and nonmonotonic-poll
+there), otherwise "assign". The runner reads it after `run`.
+
+Single-node era: a process works on the topics that share its bootstrap (see
+`base.topic_groups`); slot k uses topic group k mod the number of groups.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import trio
+
+from workloads.adapters import ClientSession, open_session
+from workloads.base import (
+    RngSource,
+    TopicGroup,
+    WorkloadEnv,
+    WorkloadOptions,
+    create_topics,
+    endpoint_for,
+    pace,
+    read_everything,
+    session_spec,
+    topic_groups,
+)
+from workloads.recorder import HistoryRecorder, Retired
+
+# How an operation is chosen after the crash draw: cumulative probabilities.
+SEND_P = 0.5
+POLL_P = 0.92  # poll in (SEND_P, POLL_P], change of assignment above
+# A change of assignment subscribes with this probability, else assigns.
+SUBSCRIBE_P = 0.4
+POLL_WAIT_S = 0.2
+
+
+def group_id(group: TopicGroup) -> str:
+    """The consumer group of a topic group's subscribers."""
+    return f"queue-{group.index}"
+
+
+class QueueWorkload:
+    """Jepsen's Kafka queue workload (see the module docstring)."""
+
+    name = "queue"
+
+    def __init__(self) -> None:
+        self.subscribed = False
+
+    @property
+    def checker_mode(self) -> str:
+        """"subscribe" once any process subscribed, else "assign"."""
+        return "subscribe" if self.subscribed else "assign"
+
+    async def setup(self, env: WorkloadEnv, opts: WorkloadOptions) -> None:
+        """Create the topics."""
+        await create_topics(env, opts)
+
+    async def run(
+        self, env: WorkloadEnv, opts: WorkloadOptions, recorder: HistoryRecorder, until: float
+    ) -> None:
+        """Run `opts.concurrency` process slots until trio time `until`."""
+        rngs = RngSource(env.rng, self.name)
+        groups = topic_groups(env, opts)
+        async with trio.open_nursery() as nursery:
+            for slot in range(opts.concurrency):
+                group = groups[slot % len(groups)]
+                nursery.start_soon(self._slot, env, opts, recorder, until, rngs, slot, group)
+
+    async def final_reads(
+        self, env: WorkloadEnv, opts: WorkloadOptions, recorder: HistoryRecorder, deadline: float
+    ) -> None:
+        """Fresh processes read every log from the beginning until caught up or `deadline`."""
+        await read_everything(env, opts, recorder, deadline, RngSource(env.rng, "final"))
+
+    async def _slot(
+        self,
+        env: WorkloadEnv,
+        opts: WorkloadOptions,
+        recorder: HistoryRecorder,
+        until: float,
+        rngs: RngSource,
+        slot: int,
+        group: TopicGroup,
+    ) -> None:
+        """One slot: a process at a time; each retired process is replaced by a new one."""
+        endpoint = endpoint_for(env, slot)
+        while trio.current_time() < until:
+            process = recorder.new_process()
+            rng = rngs.rng("process", process)
+            spec = session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
+            crashed = False
+            try:
+                async with open_session(env, endpoint, spec, rngs.rng("client", process)) as s:
+                    client = _QueueProcess(self, s, opts, recorder, process, rng, group, spec)
+                    crashed = await client.run(until)
+                    if crashed:
+                        recorder.invoke(process, "crash", None)
+                        s.crash()
+            except Retired:
+                await trio.sleep(rng.uniform(0.1, 0.5))
+            if crashed:
+                recorder.complete(process, "info", "crash", None, error="client crashed")
+
+
+class _QueueProcess:
+    """The operations of one process over its session."""
+
+    def __init__(
+        self,
+        workload: QueueWorkload,
+        session: ClientSession,
+        opts: WorkloadOptions,
+        recorder: HistoryRecorder,
+        process: int,
+        rng: random.Random,
+        group: TopicGroup,
+        spec: Any,
+    ) -> None:
+        self.workload = workload
+        self.session = session
+        self.opts = opts
+        self.recorder = recorder
+        self.process = process
+        self.rng = rng
+        self.group = group
+        self.spec = spec
+        self.mode: str | None = None  # "assign" | "subscribe" once one completed ok
+
+    async def run(self, until: float) -> bool:
+        """Operate until `until`; True when the process decided to crash."""
+        await self.change_assignment()
+        while True:
+            await pace(self.rng, self.opts)
+            if trio.current_time() >= until:
+                return False
+            if self.rng.random() < self.opts.crash_probability:
+                return True
+            r = self.rng.random()
+            if r < SEND_P:
+                await self.send()
+            elif r < POLL_P and self.mode is not None:
+                await self.poll()
+            else:
+                await self.change_assignment()
+
+    async def send(self) -> None:
+        count = self.rng.choice((1, 1, 2))
+        messages = [
+            {
+                "topic": self.rng.choice(self.group.topics),
+                "key": f"k{self.rng.randrange(self.opts.keys)}",
+                "value": self.recorder.next_value(),
+            }
+            for _ in range(count)
+        ]
+        await self.recorder.perform(
+            self.process,
+            "send",
+            messages,
+            lambda: self.session.send(messages),
+            timeout_s=self.spec.send_timeout_s,
+        )
+
+    async def poll(self) -> None:
+        ok, polled = await self.recorder.perform(
+            self.process,
+            "poll",
+            None,
+            lambda: self.session.poll(POLL_WAIT_S),
+            timeout_s=self.spec.poll_timeout_s(POLL_WAIT_S),
+            rebalance=self.session.take_rebalance,
+        )
+        if ok and polled and self.mode == "subscribe":
+            # Commit after processing: the poll is recorded, now the group moves on.
+            offsets = {log: records[-1][0] + 1 for log, records in sorted(polled.items())}
+            await self.recorder.perform(
+                self.process,
+                "commit",
+                offsets,
+                lambda: self._commit(offsets),
+                timeout_s=self.spec.admin_timeout_s,
+                rebalance=self.session.take_rebalance,
+            )
+
+    async def _commit(self, offsets: dict[str, int]) -> dict[str, int]:
+        await self.session.commit(offsets)
+        return offsets
+
+    async def change_assignment(self) -> None:
+        if self.rng.random() < SUBSCRIBE_P:
+            topics = list(self.group.topics)
+            value: dict[str, Any] = {"topics": topics, "group": group_id(self.group)}
+            self.workload.subscribed = True
+
+            async def subscribe() -> dict[str, Any]:
+                await self.session.subscribe(value["topics"], value["group"])
+                return value
+
+            ok, _ = await self.recorder.perform(
+                self.process, "subscribe", value, subscribe, timeout_s=self.spec.admin_timeout_s
+            )
+            # A failed change may have closed the old consumer: poll nothing until one works.
+            self.mode = "subscribe" if ok else None
+            return
+        logs = self.group.logs(self.opts.partitions)
+        chosen = sorted(self.rng.sample(logs, self.rng.randint(1, len(logs))))
+        value = {"logs": chosen, "seek": self.rng.choice(("beginning", "committed"))}
+
+        async def assign() -> dict[str, Any]:
+            await self.session.assign(value["logs"], value["seek"])
+            return value
+
+        ok, _ = await self.recorder.perform(
+            self.process, "assign", value, assign, timeout_s=self.spec.admin_timeout_s
+        )
+        self.mode = "assign" if ok else None

@@ -1,0 +1,12 @@
+"""`WORKLOADS`: every workload by the name `faultline run --workload` takes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from workloads.base import Workload
+from workloads.queue import QueueWorkload
+
+WORKLOADS: dict[str, Callable[[], Workload]] = {
+    "queue": QueueWorkload,
+}
