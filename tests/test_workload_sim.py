@@ -1,4 +1,4 @@
-"""Workloads in the simulation: histories that check valid without faults, byte-identical per seed."""
+"""Workloads in the simulation: valid histories without faults, byte-identical per seed."""
 
 from __future__ import annotations
 
@@ -86,6 +86,9 @@ def test_queue_workload_without_faults_records_a_valid_history(tmp_path: Path) -
     history, mode, recorder = run_in_sim("queue", QUEUE_OPTS, seed=7)
     verdict = check_bytes(history, mode, tmp_path)
     assert verdict["valid"] is True, verdict
+    assert recorder.completions["ok"] == sum(
+        by.get("ok", 0) for by in ops_of(history, tmp_path).values()
+    )
     ops = ops_of(history, tmp_path)
     # Every kind of operation happened and most of them succeeded.
     assert ops["send"]["ok"] > 100
@@ -109,6 +112,79 @@ def test_queue_workload_same_seed_writes_the_same_bytes() -> None:
     assert first != other
 
 
-def test_allowed_modes_exist() -> None:
-    for name in WORKLOADS:
-        assert allowed_for(WORKLOADS[name]().checker_mode) is not None
+def test_every_workload_names_a_checker_mode_the_checker_knows() -> None:
+    assert set(WORKLOADS) == {"queue", "keyed-order", "group"}
+    for name, factory in WORKLOADS.items():
+        workload = factory()
+        assert workload.name == name
+        assert allowed_for(workload.checker_mode)
+
+
+def test_keyed_order_workload_without_faults_records_a_valid_history(tmp_path: Path) -> None:
+    history, mode, _ = run_in_sim("keyed-order", QUEUE_OPTS, seed=5)
+    assert mode == "assign"
+    verdict = check_bytes(history, mode, tmp_path)
+    assert verdict["valid"] is True, verdict
+    ops = ops_of(history, tmp_path)
+    assert ops["send"]["ok"] > 100 and ops["poll"]["ok"] > 50
+    messages = verdict["stats"]["messages"]
+    assert messages["read"] >= messages["acknowledged"] > 300
+    # Several messages per send, several of one key: per-key order has something to prove.
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(history)
+    repeated = 0
+    for event, _ in HistoryReader(str(path)):
+        if event.f == "send" and event.type == "ok":
+            keys = [m.key for m in event.value]
+            repeated += len(keys) - len(set(keys))
+    assert repeated > 20
+
+
+def test_keyed_order_workload_same_seed_writes_the_same_bytes() -> None:
+    first, _, _ = run_in_sim("keyed-order", QUEUE_OPTS, seed=3, duration_s=4.0, final_s=4.0)
+    second, _, _ = run_in_sim("keyed-order", QUEUE_OPTS, seed=3, duration_s=4.0, final_s=4.0)
+    assert first == second
+
+
+def group_history(commit: str, tmp_path: Path, seed: int = 3) -> tuple[dict, dict]:
+    opts = replace(QUEUE_OPTS, commit=commit, crash_probability=0.05)
+    history, mode, _ = run_in_sim("group", opts, seed=seed, duration_s=15.0)
+    assert mode == "subscribe"
+    return check_bytes(history, mode, tmp_path), ops_of(history, tmp_path)
+
+
+def test_group_workload_commit_after_with_member_crashes_loses_nothing(tmp_path: Path) -> None:
+    verdict, ops = group_history("after", tmp_path)
+    assert verdict["valid"] is True, verdict
+    assert ops["crash"]["info"] >= 5 and ops["commit"]["ok"] > 20
+    assert verdict["stats"]["messages"]["read"] >= verdict["stats"]["messages"]["acknowledged"]
+
+
+def test_group_workload_auto_commit_records_its_commits_and_is_valid(tmp_path: Path) -> None:
+    verdict, ops = group_history("auto", tmp_path)
+    assert verdict["valid"] is True, verdict
+    # Auto-commits are periodic: far fewer than polls, but recorded.
+    assert 0 < ops["commit"]["ok"] < ops["poll"]["ok"] / 2
+
+
+def test_group_workload_commit_before_with_member_crashes_checks(tmp_path: Path) -> None:
+    verdict, ops = group_history("before", tmp_path)
+    assert ops["crash"]["info"] >= 5 and ops["commit"]["ok"] > 20
+    # At most once: the only anomaly is a commit that passed a batch nobody processed.
+    assert verdict["anomaly_types"] == ["lost-by-commit"], verdict["anomaly_types"]
+    for evidence in verdict["anomalies"]["lost-by-commit"]:
+        assert evidence
+
+
+def test_group_workload_records_rebalances_on_completions(tmp_path: Path) -> None:
+    opts = replace(QUEUE_OPTS, commit="after", crash_probability=0.05)
+    history, _, _ = run_in_sim("group", opts, seed=3, duration_s=15.0)
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(history)
+    generations = {}
+    for event, _ in HistoryReader(str(path)):
+        if event.generation is not None:
+            assert event.assignment is not None and event.type in ("ok", "fail")
+            generations.setdefault(event.process, set()).add(event.generation)
+    # Members came and went: the group went through several generations.
+    assert max(max(g) for g in generations.values()) >= 3

@@ -14,7 +14,7 @@ pacing operations to `opts.rate`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -313,3 +313,43 @@ async def _caught_up(session: ClientSession, ends: dict[str, int]) -> bool:
         except (OpUnknown, OpFailed):
             return False
     return True
+
+
+# A body runs one process over its session until `until`; True means "crash now".
+ProcessBody = Callable[[ClientSession, int, random.Random], Awaitable[bool]]
+
+
+async def run_slot(
+    env: WorkloadEnv,
+    recorder: HistoryRecorder,
+    until: float,
+    rngs: RngSource,
+    slot: int,
+    spec_for: Callable[[int], SessionSpec],
+    body: ProcessBody,
+) -> None:
+    """Keep one process alive in `slot` until `until`, replacing each one that retires.
+
+    A process retires when an operation completes `info` (`Retired`) or when `body`
+    returns True: then it crashes — the `crash` op is invoked, the session is dropped
+    without any goodbye (no LeaveGroup, no flush) and the op completes `info`. A body
+    that returns False at `until` closes its session politely.
+    """
+    endpoint = endpoint_for(env, slot)
+    while trio.current_time() < until:
+        process = recorder.new_process()
+        rng = rngs.rng("process", process)
+        crashed = False
+        try:
+            async with open_session(
+                env, endpoint, spec_for(process), rngs.rng("client", process)
+            ) as session:
+                crashed = await body(session, process, rng)
+                if crashed:
+                    recorder.invoke(process, "crash", None)
+                    session.crash()
+        except Retired:
+            # A retired client's replacement waits a moment, as a restarted one would.
+            await trio.sleep(rng.uniform(0.1, 0.5))
+        if crashed:
+            recorder.complete(process, "info", "crash", None, error="client crashed")

@@ -28,20 +28,20 @@ from typing import Any
 
 import trio
 
-from workloads.adapters import ClientSession, open_session
+from workloads.adapters import ClientSession, SessionSpec
 from workloads.base import (
     RngSource,
     TopicGroup,
     WorkloadEnv,
     WorkloadOptions,
     create_topics,
-    endpoint_for,
     pace,
     read_everything,
+    run_slot,
     session_spec,
     topic_groups,
 )
-from workloads.recorder import HistoryRecorder, Retired
+from workloads.recorder import HistoryRecorder
 
 # How an operation is chosen after the crash draw: cumulative probabilities.
 SEND_P = 0.5
@@ -101,23 +101,17 @@ class QueueWorkload:
         group: TopicGroup,
     ) -> None:
         """One slot: a process at a time; each retired process is replaced by a new one."""
-        endpoint = endpoint_for(env, slot)
-        while trio.current_time() < until:
-            process = recorder.new_process()
-            rng = rngs.rng("process", process)
-            spec = session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
-            crashed = False
-            try:
-                async with open_session(env, endpoint, spec, rngs.rng("client", process)) as s:
-                    client = _QueueProcess(self, s, opts, recorder, process, rng, group, spec)
-                    crashed = await client.run(until)
-                    if crashed:
-                        recorder.invoke(process, "crash", None)
-                        s.crash()
-            except Retired:
-                await trio.sleep(rng.uniform(0.1, 0.5))
-            if crashed:
-                recorder.complete(process, "info", "crash", None, error="client crashed")
+
+        def spec_for(process: int) -> SessionSpec:
+            return session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
+
+        async def body(session: ClientSession, process: int, rng: random.Random) -> bool:
+            client = _QueueProcess(
+                self, session, opts, recorder, process, rng, group, spec_for(process)
+            )
+            return await client.run(until)
+
+        await run_slot(env, recorder, until, rngs, slot, spec_for, body)
 
 
 class _QueueProcess:
@@ -132,7 +126,7 @@ class _QueueProcess:
         process: int,
         rng: random.Random,
         group: TopicGroup,
-        spec: Any,
+        spec: SessionSpec,
     ) -> None:
         self.workload = workload
         self.session = session

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from workloads.base import Workload
+from workloads.group import GroupWorkload
+from workloads.keyed_order import KeyedOrderWorkload
 from workloads.queue import QueueWorkload
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
     "queue": QueueWorkload,
+    "keyed-order": KeyedOrderWorkload,
+    "group": GroupWorkload,
 }
