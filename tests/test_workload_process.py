@@ -59,7 +59,7 @@ async def run_queue(tmp_path: Path, library: str, duration_s: float = 4.0) -> tu
     return check_file(str(path), mode=workload.checker_mode), ops
 
 
-@pytest.mark.parametrize("library", ["faultline", "kafka-python"])
+@pytest.mark.parametrize("library", ["faultline", "kafka-python", "confluent-kafka"])
 async def test_queue_run_against_a_process_broker_records_a_valid_history(
     tmp_path: Path, library: str
 ) -> None:

@@ -286,7 +286,9 @@ class _Member:
         self.recorder.invoke(self.process, "poll", None)
         extra: dict[str, Any] = {}
         if change is not None:
-            extra = {"assignment": change.assignment, "generation": change.generation}
+            extra = {"assignment": change.assignment}
+            if change.generation is not None:
+                extra["generation"] = change.generation
         self.recorder.complete(self.process, "ok", "poll", polled, **extra)
         self._processed(polled)
         return False

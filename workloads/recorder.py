@@ -111,7 +111,9 @@ class HistoryRecorder:
         extra: dict[str, Any] = {}
         change = rebalance() if rebalance is not None else None
         if change is not None:
-            extra = {"assignment": change.assignment, "generation": change.generation}
+            extra = {"assignment": change.assignment}
+            if change.generation is not None:
+                extra["generation"] = change.generation
         if outcome == "fail":
             self.complete(process, "fail", f, value, error=error, **extra)
             return False, None

@@ -33,7 +33,8 @@ class Rebalance:
     """What a group rebalance left this process owning."""
 
     assignment: list[str]
-    generation: int
+    # None when the library does not expose the generation (confluent-kafka).
+    generation: int | None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,337 @@
+"""`ConfluentSession`: the ClientSession of confluent-kafka / librdkafka (process runtime only).
+
+Error mapping:
+
+- send: `produce` raising (`BufferError`: the local queue is full; `KafkaException`:
+  unknown topic, message over message.max.bytes) -> `fail`: nothing was queued. A
+  delivery report whose error is MSG_SIZE_TOO_LARGE, RECORD_LIST_TOO_LARGE,
+  TOPIC_EXCEPTION, a topic/cluster authorization error or librdkafka's _UNKNOWN_TOPIC /
+  _UNKNOWN_PARTITION -> `fail` (the broker rejects such a batch every time, or it was
+  never sent). Every other delivery error — _MSG_TIMED_OUT (message.timeout.ms passed,
+  perhaps after a request went out), retriable errors after retries ran out — and a
+  message still undelivered when flush() gives up -> `info`.
+- poll: a fatal consumer error -> `info`; non-fatal error events (librdkafka reports
+  transient connection trouble this way and retries by itself) are not records and
+  are skipped.
+- commit: REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID (the group
+  moved on; nothing stored) -> `fail`; anything else -> `info`.
+- assign/subscribe: failing to create the consumer -> `fail`.
+
+Known limits, both librdkafka's: it does not expose the group generation, so
+rebalances are recorded with `assignment` but without `generation` (the checker's
+split-assignment needs generations and skips these); and its Python binding has no way
+to drop a consumer without leaving the group, so a crash still sends LeaveGroup (the
+producer's queue is purged unsent, as a killed process would lose it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+)
+from confluent_kafka import TopicPartition as CTopicPartition
+
+from .session import (
+    OpFailed,
+    OpUnknown,
+    PollRecords,
+    Rebalance,
+    SessionSpec,
+    decode_value,
+    split_log,
+)
+from .threaded import ThreadedSession
+
+_DEFINITE_DELIVERY = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+_COMMIT_REJECTED = frozenset(
+    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
+)
+
+
+def _tp(log: str, offset: int = OFFSET_INVALID) -> CTopicPartition:
+    topic, partition = split_log(log)
+    return CTopicPartition(topic, partition, offset)
+
+
+def _log(tp: CTopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+class ConfluentSession(ThreadedSession):
+    """confluent-kafka's Producer and Consumer behind the ClientSession interface."""
+
+    def __init__(self, spec: SessionSpec) -> None:
+        super().__init__(spec)
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._subscribed = False
+        self._group: str | None = None
+
+    # -- clients (called in the worker thread) ---------------------------------------------
+
+    def _common(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "bootstrap.servers": s.bootstrap,
+            "client.id": s.client_id,
+            "socket.timeout.ms": max(s.request_timeout_ms, 10),
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 1000,
+            "retry.backoff.ms": 100,
+            "broker.address.family": "v4",
+        }
+
+    def _producer_client(self) -> Producer:
+        if self._producer is None:
+            s = self.spec
+            try:
+                self._producer = Producer(
+                    {
+                        **self._common(),
+                        "acks": {"-1": "all"}.get(s.acks, s.acks),
+                        "enable.idempotence": s.enable_idempotence,
+                        "retries": min(s.retries, 2_147_483_647),
+                        "max.in.flight.requests.per.connection": s.max_in_flight,
+                        "linger.ms": s.linger_ms,
+                        "delivery.timeout.ms": s.delivery_timeout_ms,
+                        "request.timeout.ms": s.request_timeout_ms,
+                    }
+                )
+            except KafkaException as exc:
+                raise OpFailed(f"could not start a confluent Producer: {exc}") from exc
+        return self._producer
+
+    def _consumer_client(self, *, group: str | None, subscribe: bool) -> Consumer:
+        current = self._consumer
+        if current is not None and (
+            self._subscribed != subscribe or (subscribe and self._group != group)
+        ):
+            current.close()
+            self._consumer = current = None
+        if current is None:
+            s = self.spec
+            try:
+                current = Consumer(
+                    {
+                        **self._common(),
+                        # librdkafka wants a group.id even for assign(); an assign-only
+                        # session gets one of its own that never joins or commits.
+                        "group.id": group or f"{s.client_id}-assign",
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        "auto.offset.reset": "earliest",
+                        "enable.partition.eof": False,
+                        "fetch.wait.max.ms": s.fetch_max_wait_ms,
+                        "session.timeout.ms": s.session_timeout_ms,
+                        "heartbeat.interval.ms": s.heartbeat_interval_ms,
+                        "max.poll.interval.ms": s.max_poll_interval_ms,
+                    }
+                )
+            except KafkaException as exc:
+                raise OpFailed(f"could not start a confluent Consumer: {exc}") from exc
+            self._consumer = current
+            self._group = group
+            self._subscribed = subscribe
+            self._rebalance = None
+            self._polled_next = {}
+        return current
+
+    def _assigned(self) -> Consumer:
+        if self._consumer is None:
+            raise OpFailed("poll before assign or subscribe: the process consumes nothing")
+        return self._consumer
+
+    def _close(self, *, polite: bool) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        if consumer is not None:
+            consumer.close()
+        if producer is not None:
+            if polite:
+                producer.flush(self.spec.request_timeout_ms / 1000)
+            else:
+                producer.purge()
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def send(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Produce `messages`; see the module docstring for the outcome mapping."""
+        return await self.call(self._send, messages)
+
+    def _send(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        producer = self._producer_client()
+        reports: dict[int, tuple[KafkaError | None, Any]] = {}
+        queued = 0
+        queue_error: Exception | None = None
+        for i, m in enumerate(messages):
+
+            def report(err: KafkaError | None, msg: Any, i: int = i) -> None:
+                reports[i] = (err, msg)
+
+            key = None if m["key"] is None else m["key"].encode()
+            try:
+                producer.produce(m["topic"], str(m["value"]).encode(), key, on_delivery=report)
+            except (BufferError, KafkaException) as exc:
+                queue_error = exc
+                break
+            queued += 1
+        if queued == 0 and queue_error is not None:
+            raise OpFailed(f"not queued: {queue_error}")
+        producer.flush((self.spec.delivery_timeout_ms + self.spec.request_timeout_ms) / 1000)
+        out: list[dict[str, Any]] = []
+        definite: list[str] = []
+        unknown: list[str] = []
+        for i in range(queued):
+            if i not in reports:
+                unknown.append("no delivery report before flush() gave up")
+                continue
+            err, msg = reports[i]
+            if err is None:
+                out.append({**messages[i], "partition": msg.partition(), "offset": msg.offset()})
+            elif err.code() in _DEFINITE_DELIVERY:
+                definite.append(str(err))
+            else:
+                unknown.append(str(err))
+        if not unknown and not out and queue_error is None:
+            raise OpFailed(definite[0])
+        if unknown or definite or queue_error is not None:
+            first = (unknown or definite or [str(queue_error)])[0]
+            raise OpUnknown(f"{len(out)} of {len(messages)} messages acknowledged: {first}")
+        return out
+
+    async def poll(self, wait_s: float) -> PollRecords:
+        """Consume one batch (a rebalance inside it is kept for `take_rebalance`)."""
+        return await self.call(self._poll, wait_s)
+
+    def _poll(self, wait_s: float) -> PollRecords:
+        consumer = self._assigned()
+        try:
+            batch = consumer.consume(self.spec.max_poll_records, wait_s)
+        except KafkaException as exc:
+            raise OpUnknown(str(exc)) from exc
+        polled: PollRecords = {}
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise OpUnknown(f"fatal consumer error: {err}")
+                continue
+            log = f"{msg.topic()}/{msg.partition()}"
+            key = msg.key()
+            polled.setdefault(log, []).append(
+                [
+                    msg.offset(),
+                    None if key is None else key.decode(errors="replace"),
+                    decode_value(msg.value(), log),
+                ]
+            )
+        for log, records in polled.items():
+            self._polled_next[log] = records[-1][0] + 1
+        return dict(sorted(polled.items()))
+
+    async def assign(self, logs: list[str], seek: str) -> None:
+        """Assign `logs`, from the beginning or the group's committed offsets."""
+        if seek == "committed" and self.spec.group is None:
+            raise OpFailed("seek 'committed' needs a group.id; this session has none")
+        offset = OFFSET_BEGINNING if seek == "beginning" else OFFSET_STORED
+
+        def assign() -> None:
+            consumer = self._consumer_client(group=self.spec.group, subscribe=False)
+            try:
+                consumer.assign([_tp(log, offset) for log in logs])
+            except KafkaException as exc:
+                raise OpFailed(str(exc)) from exc
+            self._polled_next = {}
+
+        await self.call(assign)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[CTopicPartition]) -> None:
+        # Eager protocol: `partitions` is the whole new assignment.
+        self._rebalance = Rebalance(sorted(_log(tp) for tp in partitions), None)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[CTopicPartition]) -> None:
+        for tp in partitions:
+            self._polled_next.pop(_log(tp), None)
+
+    async def subscribe(self, topics: list[str], group: str) -> None:
+        """Subscribe as a member of `group`; the join happens in the next polls."""
+
+        def subscribe() -> None:
+            consumer = self._consumer_client(group=group, subscribe=True)
+            try:
+                consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            except KafkaException as exc:
+                raise OpFailed(str(exc)) from exc
+
+        await self.call(subscribe)
+
+    async def commit(self, offsets: dict[str, int]) -> None:
+        """Commit synchronously."""
+
+        def commit() -> None:
+            consumer = self._assigned()
+            try:
+                results = consumer.commit(
+                    offsets=[_tp(log, o) for log, o in offsets.items()], asynchronous=False
+                )
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() in _COMMIT_REJECTED:
+                    raise OpFailed(str(err)) from exc
+                raise OpUnknown(str(exc)) from exc
+            errors = [tp.error for tp in results or [] if tp.error is not None]
+            if errors:
+                if all(e.code() in _COMMIT_REJECTED for e in errors):
+                    raise OpFailed(str(errors[0]))
+                raise OpUnknown(str(errors[0]))
+
+        await self.call(commit)
+
+    async def end_offsets(self, logs: list[str]) -> dict[str, int]:
+        """Each log's end offset (the high watermark)."""
+
+        def ends() -> dict[str, int]:
+            consumer = self._assigned()
+            out: dict[str, int] = {}
+            for log in logs:
+                try:
+                    _low, high = consumer.get_watermark_offsets(
+                        _tp(log), timeout=self.spec.request_timeout_ms / 1000
+                    )
+                except KafkaException as exc:
+                    raise OpUnknown(str(exc)) from exc
+                out[log] = high
+            return out
+
+        return await self.call(ends)
+
+    async def position(self, log: str) -> int:
+        """Where the next poll of `log` starts (librdkafka knows it only after a fetch)."""
+
+        def position() -> int:
+            try:
+                [tp] = self._assigned().position([_tp(log)])
+            except KafkaException as exc:
+                raise OpUnknown(str(exc)) from exc
+            known = self._polled_next.get(log, 0)
+            return max(tp.offset, known) if tp.offset >= 0 else known
+
+        return await self.call(position)
