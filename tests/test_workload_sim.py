@@ -176,6 +176,13 @@ def test_group_workload_commit_before_with_member_crashes_checks(tmp_path: Path)
         assert evidence
 
 
+def test_group_workload_same_seed_writes_the_same_bytes() -> None:
+    opts = replace(QUEUE_OPTS, commit="before", crash_probability=0.05)
+    first, _, _ = run_in_sim("group", opts, seed=8, duration_s=8.0, final_s=4.0)
+    second, _, _ = run_in_sim("group", opts, seed=8, duration_s=8.0, final_s=4.0)
+    assert first == second
+
+
 def test_group_workload_records_rebalances_on_completions(tmp_path: Path) -> None:
     opts = replace(QUEUE_OPTS, commit="after", crash_probability=0.05)
     history, _, _ = run_in_sim("group", opts, seed=3, duration_s=15.0)
