@@ -1,6 +1,6 @@
 """The `group` workload: consumer-group members join, leave and crash under a commit strategy.
 
-Producer slots (a third of `opts.concurrency`, at least one) feed the topics with
+Producer slots (a third of `opts.concurrency`, at least one per topic group) feed the topics with
 unique values. Member slots each run one member at a time of their topic group's
 consumer group `group-N`: it subscribes, then polls and commits as `opts.commit` says:
 
@@ -75,8 +75,10 @@ class GroupWorkload:
         """Run producer and member slots until trio time `until`."""
         rngs = RngSource(env.rng, self.name)
         groups = topic_groups(env, opts)
-        producers = max(1, opts.concurrency // 3)
-        members = max(1, opts.concurrency - producers)
+        # Every topic group needs a producer and a member, even if that exceeds
+        # opts.concurrency (single-node era: one topic group per broker).
+        producers = max(len(groups), opts.concurrency // 3)
+        members = max(len(groups), opts.concurrency - producers)
         async with trio.open_nursery() as nursery:
             for slot in range(producers):
                 group = groups[slot % len(groups)]

@@ -5,7 +5,7 @@ order it sent them — with idempotence on, even across retries; without it, a r
 with more than one request in flight may reorder them. This workload puts that
 promise under test:
 
-- Producer slots (half of `opts.concurrency`, at least one) each own a range of the
+- Producer slots (half of `opts.concurrency`, at least one per topic group) each own a range of the
   `opts.keys` keys (key i belongs to producer slot i mod producers) and send 1-4
   messages per operation, drawn from a few of their keys so that one send often
   carries several messages of one key. Values come from the run-wide counter, so per
@@ -64,8 +64,10 @@ class KeyedOrderWorkload:
         """Run producer and consumer slots until trio time `until`."""
         rngs = RngSource(env.rng, self.name)
         groups = topic_groups(env, opts)
-        producers = max(1, opts.concurrency // 2)
-        consumers = max(1, opts.concurrency - producers)
+        # Every topic group needs a producer and a consumer, even if that exceeds
+        # opts.concurrency (single-node era: one topic group per broker).
+        producers = max(len(groups), opts.concurrency // 2)
+        consumers = max(len(groups), opts.concurrency - producers)
         async with trio.open_nursery() as nursery:
             for slot in range(producers):
                 keys = [f"k{i}" for i in range(opts.keys) if i % producers == slot]

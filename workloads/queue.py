@@ -80,7 +80,8 @@ class QueueWorkload:
         rngs = RngSource(env.rng, self.name)
         groups = topic_groups(env, opts)
         async with trio.open_nursery() as nursery:
-            for slot in range(opts.concurrency):
+            # At least one process per topic group, so every topic is written and read.
+            for slot in range(max(opts.concurrency, len(groups))):
                 group = groups[slot % len(groups)]
                 nursery.start_soon(self._slot, env, opts, recorder, until, rngs, slot, group)
 

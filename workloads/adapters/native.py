@@ -66,15 +66,18 @@ class _Hosted:
     async def host(
         self, manager: AbstractAsyncContextManager[Any], *, task_status: trio.TaskStatus[Any]
     ) -> None:
+        started = False
         try:
             with self.scope:
                 async with manager as client:
                     self.client = client
                     task_status.started(client)
+                    started = True
                     await self.close.wait()
         except KafkaClientError:
+            if not started:
+                raise  # to `nursery.start`: the client never came up
             # Failing to say goodbye (flush, LeaveGroup) is not an operation of the history.
-            pass
         finally:
             self.done.set()
 
