@@ -89,3 +89,22 @@ async def test_a_send_to_a_broker_that_stopped_answering_is_unknown_not_failed(
                     await session.send([{"topic": "b", "key": "k", "value": 2}])
             finally:
                 await cluster.resume("n1")
+
+
+async def test_a_client_that_cannot_reach_any_broker_fails_the_operation_cleanly() -> None:
+    # Port 1 on loopback: nothing listens, every dial is refused at once.
+    env = WorkloadEnv(
+        bootstrap_for=lambda topic: "127.0.0.1:1",
+        network_for=lambda endpoint: TcpNetwork(),
+        clock_ms_for=lambda endpoint: wall_clock_ms,
+        client_endpoints=["clients"],
+        rng=random.Random(0),
+    )
+    unreachable = SessionSpec(
+        "127.0.0.1:1", "nobody-home", group="g", request_timeout_ms=300, delivery_timeout_ms=600
+    )
+    async with open_session(env, "clients", unreachable, random.Random(0)) as session:
+        with pytest.raises(OpFailed, match="could not start a client"):
+            await session.subscribe(["t1"], "g")
+        with pytest.raises(OpFailed, match="could not start a client"):
+            await session.send([{"topic": "t1", "key": None, "value": 1}])
