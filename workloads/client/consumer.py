@@ -172,7 +172,9 @@ class Consumer:
         """Consume exactly these partitions (no group membership)."""
         if self._subscription is not None:
             raise KafkaClientError("assign() after subscribe(): use one mode per consumer")
-        wanted = set(partitions)
+        # A dict keeps the caller's order: iteration order reaches the history, and a set's
+        # order would vary with PYTHONHASHSEED and break replay across processes.
+        wanted = dict.fromkeys(partitions)
         for tp in list(self._assigned):
             if tp not in wanted:
                 del self._assigned[tp]
@@ -226,7 +228,7 @@ class Consumer:
         for tp in list(self._assigned):
             if tp not in assigned:
                 del self._assigned[tp]
-        for tp in assigned:
+        for tp in sorted(assigned):  # sorted: hash order would vary between processes
             self._assigned.setdefault(tp, _Assigned())
 
     async def _commit_before_revoke(self, revoked: set[TopicPartition]) -> None:
@@ -321,7 +323,7 @@ class Consumer:
         cluster = self.cluster
         deadline = trio.current_time() + self.config.max_block_ms / 1000
         result: dict[TopicPartition, int] = {}
-        todo = set(tps)
+        todo = dict.fromkeys(tps)  # ordered, so requests go out in the same order every run
         while todo:
             by_leader = await self._group_by_leader(todo, deadline)
             for leader, group in by_leader.items():
@@ -358,7 +360,7 @@ class Consumer:
                         tp = TopicPartition(t.name, p.partition_index)
                         if p.error_code == 0:
                             result[tp] = p.offset
-                            todo.discard(tp)
+                            todo.pop(tp, None)
                         elif is_authorization(p.error_code):
                             raise AuthorizationError(
                                 f"ListOffsets {tp}: {error_name(p.error_code)}; grant Describe "
