@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from trio._core import _run as trio_run_module
 
-from harness.commands.sim import first_divergence
+from harness.runner import first_divergence
 from harness.runtime.sim.scenario import ScenarioOptions, run_faults_scenario
 
 # Seven faults, each held for 0.5 s after 0.5 s of calm: the rotation takes 7 s.
