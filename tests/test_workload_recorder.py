@@ -107,3 +107,18 @@ async def test_a_second_invoke_while_one_is_pending_is_refused() -> None:
     rec.invoke(1, "poll", None)
     with pytest.raises(PairingError):
         rec.invoke(1, "send", [{"topic": "t1", "key": None, "value": 1}])
+
+
+async def test_an_operation_cut_short_by_an_outer_deadline_completes_info(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    rec, stream = recorder()
+
+    async def hangs() -> None:
+        await trio.sleep_forever()
+
+    with trio.move_on_after(1):
+        await rec.perform(3, "poll", None, hangs, timeout_s=10)
+    invoke, info = events(stream, tmp_path)
+    assert (info.type, info.f, info.error) == ("info", "poll", "cancelled: the phase ended first")
+    assert info.time - invoke.time == 1_000_000_000

@@ -95,14 +95,20 @@ class HistoryRecorder:
         result: Any = None
         error: str | None = None
         outcome = "info"
-        with trio.move_on_after(timeout_s):
-            try:
-                result = await action()
-                outcome = "ok"
-            except OpFailed as exc:
-                outcome, error = "fail", describe(exc)
-            except OpUnknown as exc:
-                outcome, error = "info", describe(exc)
+        try:
+            with trio.move_on_after(timeout_s):
+                try:
+                    result = await action()
+                    outcome = "ok"
+                except OpFailed as exc:
+                    outcome, error = "fail", describe(exc)
+                except OpUnknown as exc:
+                    outcome, error = "info", describe(exc)
+        except trio.Cancelled:
+            # Cut short from outside (a phase's deadline): whether it happened is
+            # unknown, and the history must not end with the operation pending.
+            self.complete(process, "info", f, value, error="cancelled: the phase ended first")
+            raise
         if outcome == "info":
             if error is None:
                 error = f"timeout: no outcome within {_seconds(timeout_s)} s"
