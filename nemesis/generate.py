@@ -3,7 +3,9 @@
 Follows Jepsen's `nemesis.combined`: every package flip-flops between a start and its
 stop; each step picks a package at random (`gen/mix`) and waits a staggered delay drawn
 uniformly from [0, 2 × interval) (`gen/stagger`), so faults come on average once per
-interval. Targets are drawn here, not at run time, so the schedule is plain data.
+interval. One departure: a fault in force for MAX_FAULT_INTERVALS intervals is repaired
+at the next step, so no fault outlives a few intervals by chance. Targets are drawn
+here, not at run time, so the schedule is plain data.
 
 A small model of the cluster (`_World`) keeps packages from colliding: a node killed by
 one package is not paused by another, and so on. The executor checks again at run time,
@@ -40,6 +42,8 @@ from nemesis.packages import parse
 
 DEFAULT_INTERVAL_MS = 10_000
 DEFAULT_RECOVERY_MS = 10_000
+# The longest a fault stays in force, in intervals, before its package repairs it.
+MAX_FAULT_INTERVALS = 2
 
 # Share of clean-cut partitions that block one direction only, and of partitions that
 # also cut clients off from the brokers on the other side.
@@ -80,6 +84,11 @@ class _Partition:
 
     def __init__(self) -> None:
         self.active = False
+
+    @property
+    def is_active(self) -> bool:
+        """Whether this package's fault is in force (its next step repairs it)."""
+        return self.active
 
     def step(self, at_ms: int, world: _World, rng: random.Random) -> AnyFaultOp | None:
         if self.active:
@@ -127,6 +136,11 @@ class _Link:
     def __init__(self) -> None:
         self.active = False
 
+    @property
+    def is_active(self) -> bool:
+        """Whether this package's fault is in force (its next step repairs it)."""
+        return self.active
+
     def step(self, at_ms: int, world: _World, rng: random.Random) -> AnyFaultOp | None:
         if self.active:
             self.active = False
@@ -166,6 +180,11 @@ class _Crash:
         self.power_loss = power_loss
         self.crashed: list[str] = []
 
+    @property
+    def is_active(self) -> bool:
+        """Whether nodes this package crashed await their restart."""
+        return bool(self.crashed)
+
     def step(self, at_ms: int, world: _World, rng: random.Random) -> AnyFaultOp | None:
         if self.crashed:
             nodes, self.crashed = self.crashed, []
@@ -187,6 +206,11 @@ class _Pause:
 
     def __init__(self) -> None:
         self.paused: list[str] = []
+
+    @property
+    def is_active(self) -> bool:
+        """Whether nodes this package paused await their resume."""
+        return bool(self.paused)
 
     def step(self, at_ms: int, world: _World, rng: random.Random) -> AnyFaultOp | None:
         if self.paused:
@@ -212,6 +236,11 @@ class _Clock:
     def __init__(self, interval_ms: int) -> None:
         self.interval_ms = interval_ms
         self.skewed: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        """Whether a bumped clock awaits its reset."""
+        return self.skewed is not None
 
     def step(self, at_ms: int, world: _World, rng: random.Random) -> AnyFaultOp | None:
         if self.skewed is not None:
@@ -283,15 +312,30 @@ def generate(
     rng = random.Random(seed)
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
     generators = [_package(name, interval_ms) for name in names]
+    active_since: dict[int, int] = {}
     ops: list[AnyFaultOp] = []
     at_ms = 0
     while generators:
         at_ms += int(rng.uniform(0, 2 * interval_ms))
         if at_ms >= duration_ms:
             break
-        op = rng.choice(generators).step(at_ms, world, rng)
-        if op is not None:
-            ops.append(op)
+        # Unlike a pure gen/mix, a fault is repaired once it has lasted MAX_FAULT_INTERVALS
+        # intervals: otherwise an unlucky draw (say, every node powered off and the
+        # power-loss package never picked again) leaves the whole run without a cluster.
+        overdue = [
+            i
+            for i, since in sorted(active_since.items())
+            if at_ms - since >= MAX_FAULT_INTERVALS * interval_ms
+        ]
+        for index in overdue or [rng.randrange(len(generators))]:
+            generator = generators[index]
+            op = generator.step(at_ms, world, rng)
+            if op is not None:
+                ops.append(op)
+            if generator.is_active:
+                active_since.setdefault(index, at_ms)
+            else:
+                active_since.pop(index, None)
     return Schedule(
         nodes=list(nodes),
         clients=list(clients),

@@ -188,3 +188,24 @@ def test_malformed_schedule_json_is_a_schedule_error() -> None:
         Schedule.from_json(b"{nope")
     with pytest.raises(ScheduleError, match="invalid schedule"):
         Schedule.from_json(b'{"nodes": ["n1"], "duration_ms": 5, "ops": [{"f": "explode"}]}')
+
+
+@settings(max_examples=200)
+@given(package_sets, seeds)
+def test_no_crash_or_pause_outlives_a_few_intervals(names: list[str], seed: int) -> None:
+    """A node killed, powered off or paused comes back within MAX_FAULT_INTERVALS intervals
+    plus one staggered step (< 2 intervals), however the packages are drawn."""
+    from nemesis.generate import MAX_FAULT_INTERVALS
+
+    schedule = make(names, seed)
+    bound = (MAX_FAULT_INTERVALS + 2) * schedule.interval_ms
+    since: dict[str, int] = {}
+    for op in schedule.ops:
+        if isinstance(op, Kill | PowerLoss | Pause):
+            for node in op.nodes:
+                since[node] = op.at_ms
+        elif isinstance(op, Restart | Resume):
+            for node in op.nodes:
+                assert op.at_ms - since.pop(node) <= bound, (node, op)
+    for node, start in since.items():
+        assert schedule.duration_ms - start <= bound, f"{node} down from {start} to the end"
