@@ -45,6 +45,7 @@ class RunConfig:
     final_read_s: float = 30.0
     rate: float = 50.0
     concurrency: int = 6
+    crash_probability: float = 0.01
     seed: int = 0
     nodes: int = 3
     partitions: int = 2
@@ -78,6 +79,8 @@ class RunConfig:
             "default.replication.factor": self.replication_factor,
             "min.insync.replicas": self.min_insync_replicas,
             "unclean.leader.election.enable": self.unclean_leader_election,
+            # As Jepsen's Kafka test does: the 3 s default only delays every run's first join.
+            "group.initial.rebalance.delay.ms": 0,
         }
         settings.update(flush_settings(self.flush))
         return settings

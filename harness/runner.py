@@ -89,6 +89,7 @@ def workload_options(config: RunConfig, topics: tuple[str, ...]) -> WorkloadOpti
         commit=config.commit,
         rate=config.rate,
         concurrency=config.concurrency,
+        crash_probability=config.crash_probability,
     )
 
 
