@@ -473,7 +473,8 @@ async def test_offsets_survive_reopening_the_log(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with running(tmp_path) as c:
-        (a, _), _ = await stable(c, 2)
+        ids, _ = await stable(c, 2)
+        a = ids[0]
         await c.commit_offsets("g", 1, a, None, {("t", 0): OffsetAndMetadata(5, 1, "x")})
         await c.commit_offsets("g", 1, a, None, {("t", 0): OffsetAndMetadata(8, 1, "y")})
         await c.commit_offsets("g2", -1, "", None, {("u", 3): OffsetAndMetadata(42, -1, "")})
@@ -482,8 +483,10 @@ async def test_offsets_survive_reopening_the_log(
         assert t0 is not None and (t0.offset, t0.leader_epoch, t0.metadata) == (8, 1, "y")
         u3 = reopened.fetch_offsets("g2", None)[1][("u", 3)]
         assert u3 is not None and u3.offset == 42
-        # Groups come back Empty: members must rejoin, and start a fresh generation.
-        assert reopened.describe_group("g").state == "Empty"
+        # The group comes back as stored (Kafka's loadGroup): Stable, same members.
+        described = reopened.describe_group("g")
+        assert described.state == "Stable"
+        assert {m.member_id for m in described.members} == set(ids)
         assert sorted(g for g, _ in reopened.list_groups()) == ["g", "g2"]
 
 

@@ -158,7 +158,8 @@ async def test_replay_takes_the_last_record_and_honours_tombstones(tmp_path: Pat
     log.append_as_leader(_batch([(key("t", 0), value(3))]), 0)
     log.append_as_leader(_batch([(key("t", 1), None)]), 0)  # tombstone
     group_key = struct.pack(">hh", 2, 1) + b"g"
-    log.append_as_leader(_batch([(group_key, b"opaque group metadata")]), 0)
+    empty_group = struct.pack(">hh", 3, 8) + b"consumer" + struct.pack(">ihhqi", 4, -1, -1, 9, 0)
+    log.append_as_leader(_batch([(group_key, empty_group)]), 0)
     await logs.close()
 
     coordinator, logs = _coordinator(tmp_path)

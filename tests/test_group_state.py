@@ -15,6 +15,7 @@ from reference_broker.group.results import JoinProtocol, JoinResult, SyncResult
 from reference_broker.group.state import (
     ClassicGroup,
     GroupState,
+    GroupWrite,
     IllegalGroupTransition,
     JoinDelivery,
     SyncDelivery,
@@ -70,6 +71,17 @@ def finish_initial_delay(group: ClassicGroup) -> None:
     group.on_timer(6.0)
 
 
+def store_writes(
+    group: ClassicGroup, now: float, error: ErrorCode = ErrorCode.NONE
+) -> list[GroupWrite]:
+    """What the coordinator does: store the queued GroupMetadata records, report the outcome."""
+    writes = group.take_writes()
+    for write in writes:
+        if write.assignment is not None:
+            group.assignment_stored(write.value.generation, write.assignment, error, now)
+    return writes
+
+
 def joins(group: ClassicGroup) -> dict[str, JoinResult]:
     return {d.member_id: d.result for d in group.take_deliveries() if isinstance(d, JoinDelivery)}
 
@@ -88,6 +100,8 @@ def stable_group(n: int, *, now: float = 0.0) -> tuple[ClassicGroup, list[str]]:
         generation_id=1, member_id=leader, group_instance_id=None,
         protocol_type="consumer", protocol_name="range", assignments=assignment, now=now + 6,
     ) is None  # fmt: skip
+    (write,) = store_writes(group, now + 6)
+    assert write.value.generation == 1 and write.assignment == assignment
     group.take_deliveries()
     for mid in ids:
         if mid != leader:
@@ -282,6 +296,7 @@ def test_static_member_rejoining_stable_group_keeps_generation_and_fences_old_id
         generation_id=1, member_id=first, group_instance_id="host-a", protocol_type=None,
         protocol_name=None, assignments={first: b"all"}, now=3.0,
     )  # fmt: skip
+    store_writes(group, 3.0)
     group.take_deliveries()
     replacement = join(group, now=5.0, instance="host-a")  # restarted: no member id
     assert isinstance(replacement, str) and replacement != first
@@ -383,7 +398,9 @@ def test_forbidden_transition_raises() -> None:
 
 _OPS = st.lists(
     st.tuples(
-        st.sampled_from(["join", "rejoin", "sync", "heartbeat", "leave", "abandon", "tick"]),
+        st.sampled_from(
+            ["join", "rejoin", "sync", "heartbeat", "leave", "abandon", "stored", "lost", "tick"]
+        ),
         st.integers(0, 4),
         st.floats(0.0, 12.0, allow_nan=False),
     ),
@@ -398,6 +415,8 @@ def test_group_invariants_hold_under_any_interleaving(ops: list[tuple[str, int, 
     parked_joins: set[str] = set()
     parked_syncs: set[str] = set()
     known: list[str] = []
+    stored_generations: set[int] = set()
+    produced: list[int] = []
     now = 0.0
     for op, who, dt in ops:
         now += dt
@@ -434,6 +453,13 @@ def test_group_invariants_hold_under_any_interleaving(ops: list[tuple[str, int, 
             if member in parked_syncs:
                 group.abandon_sync(member, now)
                 parked_syncs.discard(member)
+        elif op in ("stored", "lost"):
+            # The coordinator reports each append's outcome; "lost" is a failed append.
+            error = ErrorCode.NONE if op == "stored" else ErrorCode.NOT_COORDINATOR
+            for write in store_writes(group, now, error):
+                produced.append(write.value.generation)
+                if error is ErrorCode.NONE:
+                    stored_generations.add(write.value.generation)
         else:
             group.on_timer(now)
         for delivery in group.take_deliveries():
@@ -451,6 +477,11 @@ def test_group_invariants_hold_under_any_interleaving(ops: list[tuple[str, int, 
         if group.state in (GroupState.COMPLETING_REBALANCE, GroupState.STABLE):
             assert group.protocol_name is not None and group.members
             assert not parked_joins
+        if group.state is GroupState.STABLE:
+            # No assignment goes out before its generation is durable.
+            assert group.generation_id in stored_generations
+        # Records are produced in generation order, so the log's last one is the newest.
+        assert produced == sorted(produced)
         if group.state is GroupState.PREPARING_REBALANCE:
             # A rebalance always has a timer that will end it.
             assert group.next_deadline() is not None

@@ -8,13 +8,19 @@ only does what needs trio:
   hung up), the state machine is told, so no member counts as "rejoined" without a request;
 - one timer loop, `run()`, fires every group's deadlines (session, rebalance, initial delay,
   pending member, pending sync) on trio's clock, so a MockClock drives it in simulation;
-- offset commits go through `OffsetsStore` into `__consumer_offsets`.
+- offset commits and GroupMetadata records go through `OffsetsStore` into
+  `__consumer_offsets`. A group's records are appended the moment the state machine
+  produces them, so they reach the log in order; the leader's SyncGroup additionally waits
+  for the flush policy before its assignment goes out, and `run()` applies the flush policy
+  to the records nobody waits for (a group turning Empty). On `load()` every group comes
+  back at its stored generation, with its members (Kafka's loadGroup).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -23,13 +29,14 @@ from typing import Generic, TypeVar
 import trio
 
 from reference_broker.env import Clock
-from reference_broker.errors import ErrorCode
+from reference_broker.errors import BrokerError, ErrorCode
 from reference_broker.group.config import GroupConfig
 from reference_broker.group.offsets_store import (
     OFFSETS_LOG_CONFIG,
     OFFSETS_TOPIC,
     OffsetsStore,
     TopicPartition,
+    store_group_error,
 )
 from reference_broker.group.results import (
     UNKNOWN_MEMBER_ID,
@@ -41,7 +48,13 @@ from reference_broker.group.results import (
     OffsetAndMetadata,
     SyncResult,
 )
-from reference_broker.group.state import ClassicGroup, GroupState, JoinDelivery, SyncDelivery
+from reference_broker.group.state import (
+    ClassicGroup,
+    GroupState,
+    GroupWrite,
+    JoinDelivery,
+    SyncDelivery,
+)
 from reference_broker.log.config import LogConfig
 from reference_broker.log.log_manager import LogManager
 
@@ -59,6 +72,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger(__name__)
 
 
 class _Waiter(Generic[_T]):
@@ -105,29 +120,40 @@ class GroupCoordinator:
         self._scheduled: dict[str, float] = {}
         self._sequence = itertools.count()
         self._timers_changed = trio.Event()
+        # Groups whose appended metadata records still await the flush policy in `run()`.
+        self._unflushed: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Open or create the `__consumer_offsets` partitions and replay committed offsets.
+        """Open or create the `__consumer_offsets` partitions; replay offsets and groups.
 
-        Until this returns, every request is answered COORDINATOR_LOAD_IN_PROGRESS.
+        A group with stored metadata resumes at its generation (Stable with its members,
+        whose session timers start now; Empty without); a group with only committed
+        offsets is loaded Empty, as Kafka. Until this returns, every request is answered
+        COORDINATOR_LOAD_IN_PROGRESS.
         """
         await self._store.load()
+        now = trio.current_time()
         for group_id in sorted(self._store.groups()):
-            # Kafka loads a group with committed offsets as an Empty group.
-            self._groups.setdefault(group_id, self._new_group(group_id))
+            group = self._groups.setdefault(group_id, self._new_group(group_id))
+            stored = self._store.group_metadata(group_id)
+            if stored is not None:
+                group.restore(stored, now)
+                self._schedule(group)
         self._loaded = True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Fire group timers (session, rebalance, initial delay) until cancelled."""
+        """Fire group timers (session, rebalance, initial delay) and flush group records."""
         task_status.started()
         while True:
             self._timers_changed = trio.Event()
-            deadline = self._timers[0][0] if self._timers else math.inf
-            with trio.move_on_at(deadline):
-                await self._timers_changed.wait()
+            if not self._unflushed:
+                deadline = self._timers[0][0] if self._timers else math.inf
+                with trio.move_on_at(deadline):
+                    await self._timers_changed.wait()
             self._fire_due_timers(trio.current_time())
+            await self._flush_group_records()
 
     def partition_for(self, group_id: str) -> int:
         """The `__consumer_offsets` partition of a group (Kafka's Utils.abs(hashCode) % n)."""
@@ -233,7 +259,9 @@ class GroupCoordinator:
         self._sync_waiters[key] = waiter
         if superseded is not None:
             superseded.resolve(SyncResult.failed(ErrorCode.REBALANCE_IN_PROGRESS))
-        self._settle(group)
+        # The leader's assignment is appended here; it goes out only once stored.
+        for write, error in self._settle(group):
+            await self._complete_assignment_write(group, write, error)
         try:
             return await waiter.wait()
         except BaseException:
@@ -386,8 +414,34 @@ class GroupCoordinator:
             return ErrorCode.INVALID_GROUP_ID
         return self._check_loaded()
 
-    def _settle(self, group: ClassicGroup) -> None:
-        """Hand out the responses the group owes parked requests, then re-arm its timer."""
+    def _settle(self, group: ClassicGroup) -> list[tuple[GroupWrite, ErrorCode]]:
+        """Append the group's metadata records, hand out the responses it owes parked
+        requests, then re-arm its timer.
+
+        Returns the appended records a leader's SyncGroup waits for, each with its append
+        outcome; only `sync_group` produces those, and it completes them.
+        """
+        awaited: list[tuple[GroupWrite, ErrorCode]] = []
+        for write in group.take_writes():
+            error = ErrorCode.NONE
+            try:
+                self._store.append_group_metadata(group.group_id, write.value)
+            except BrokerError as exc:
+                error = store_group_error(exc.code)
+                if write.assignment is None:
+                    # Kafka only logs a failed store of an Empty group; the generation in
+                    # memory still moved on, and the next store carries it.
+                    logger.warning(
+                        "group %s: storing generation %d failed: %s",
+                        group.group_id,
+                        write.value.generation,
+                        exc,
+                    )
+            else:
+                self._unflushed.add(group.group_id)
+                self._timers_changed.set()
+            if write.assignment is not None:
+                awaited.append((write, error))
         for delivery in group.take_deliveries():
             key = (group.group_id, delivery.member_id)
             if isinstance(delivery, JoinDelivery):
@@ -399,6 +453,33 @@ class GroupCoordinator:
                 if sync_waiter is not None:
                     sync_waiter.resolve(delivery.result)
         self._schedule(group)
+        return awaited
+
+    async def _complete_assignment_write(
+        self, group: ClassicGroup, write: GroupWrite, error: ErrorCode
+    ) -> None:
+        # Kafka's storeGroup callback in SyncGroup: flush per policy, then let the group
+        # release (or fail) the assignment. Shielded: the leader hanging up must not leave
+        # the group waiting for a write whose outcome nobody reports.
+        assert write.assignment is not None
+        if error is ErrorCode.NONE:
+            try:
+                await self._store.flush_if_due(group.group_id)
+            except BrokerError as exc:
+                error = store_group_error(exc.code)
+        group.assignment_stored(
+            write.value.generation, write.assignment, error, trio.current_time()
+        )
+        for later, later_error in self._settle(group):
+            await self._complete_assignment_write(group, later, later_error)
+
+    async def _flush_group_records(self) -> None:
+        groups, self._unflushed = sorted(self._unflushed), set()
+        for group_id in groups:
+            try:
+                await self._store.flush_if_due(group_id)
+            except BrokerError as exc:
+                logger.warning("group %s: flushing its metadata failed: %s", group_id, exc)
 
     def _schedule(self, group: ClassicGroup) -> None:
         deadline = group.next_deadline()

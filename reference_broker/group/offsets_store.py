@@ -6,6 +6,10 @@ in-memory view is updated only once the append is complete (high watermark moved
 the log's flush policy says so, fsynced), so a fetch never returns an offset that a crash
 could still take back. On start the logs are replayed, last record wins; a null value is a
 tombstone.
+
+Group metadata (GroupMetadataKey/Value: generation, leader, members) lives in the same
+partition as the group's offsets, so a restarted coordinator resumes each group at the
+generation it last stored instead of handing generation numbers out a second time.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from reference_broker.env import Clock
 from reference_broker.errors import BrokerError, ErrorCode
 from reference_broker.group.records import (
     GroupMetadataKey,
+    GroupMetadataValue,
     OffsetCommitKey,
     OffsetsRecordError,
+    decode_group_metadata_value,
     decode_key,
     decode_offset_commit_value,
+    encode_group_metadata_key,
+    encode_group_metadata_value,
     encode_offset_commit_key,
     encode_offset_commit_value,
 )
@@ -80,22 +88,26 @@ class OffsetsStore:
         self._log_config = log_config
         self._partitions: list[PartitionLog] = []
         self._offsets: dict[str, dict[TopicPartition, _Committed]] = {}
-        # Groups named by a GroupMetadata record (e.g. written by a real Kafka) still present.
-        self._metadata_groups: set[str] = set()
+        # The last GroupMetadataValue of every group that has one and was not deleted.
+        self._group_metadata: dict[str, GroupMetadataValue] = {}
 
     def partition_for(self, group_id: str) -> int:
         """The `__consumer_offsets` partition that stores this group."""
         return partition_for(group_id, self._num_partitions)
 
     def groups(self) -> set[str]:
-        """Groups with at least one committed offset (or a replayed group record)."""
-        return {g for g, offsets in self._offsets.items() if offsets} | self._metadata_groups
+        """Groups with at least one committed offset or a stored group metadata record."""
+        return {g for g, offsets in self._offsets.items() if offsets} | set(self._group_metadata)
+
+    def group_metadata(self, group_id: str) -> GroupMetadataValue | None:
+        """The group's last stored metadata (generation, leader, members), None if none."""
+        return self._group_metadata.get(group_id)
 
     async def load(self) -> None:
         """Open (creating if needed) every partition and replay the committed offsets."""
         self._partitions = []
         self._offsets = {}
-        self._metadata_groups = set()
+        self._group_metadata = {}
         for partition in range(self._num_partitions):
             log = self._logs.get(OFFSETS_TOPIC, partition)
             if log is None:
@@ -140,9 +152,9 @@ class OffsetsStore:
             decoded = decode_key(bytes(key))
             if isinstance(decoded, GroupMetadataKey):
                 if value is None:
-                    self._metadata_groups.discard(decoded.group)
+                    self._group_metadata.pop(decoded.group, None)
                 else:
-                    self._metadata_groups.add(decoded.group)
+                    self._group_metadata[decoded.group] = decode_group_metadata_value(bytes(value))
                 return
             tp = (decoded.topic, decoded.partition)
             group = self._offsets.setdefault(decoded.group, {})
@@ -171,15 +183,7 @@ class OffsetsStore:
             tp: om if om.commit_timestamp_ms >= 0 else replace(om, commit_timestamp_ms=now_ms)
             for tp, om in offsets.items()
         }
-        builder = DefaultRecordBatchBuilder(
-            magic=2,
-            compression_type=0,
-            is_transactional=False,
-            producer_id=-1,
-            producer_epoch=-1,
-            base_sequence=-1,
-            batch_size=1 << 31,
-        )
+        builder = _batch_builder()
         for delta, ((topic, partition), om) in enumerate(stamped.items()):
             builder.append(
                 delta,
@@ -207,6 +211,35 @@ class OffsetsStore:
                 group[tp] = _Committed(om, log_offset)
         return dict.fromkeys(offsets, ErrorCode.NONE)
 
+    def append_group_metadata(self, group_id: str, value: GroupMetadataValue) -> None:
+        """Append the group's metadata record (Kafka's storeGroup) without waiting for a flush.
+
+        Synchronous so that records of one group reach the log in the order the group
+        produced them; `flush_if_due` then applies the flush policy. The current state
+        timestamp is the node clock's. Raises BrokerError when the log refuses the append.
+        """
+        now_ms = self._clock.now_ms()
+        stamped = replace(value, current_state_timestamp_ms=now_ms)
+        log = self._partitions[self.partition_for(group_id)]
+        builder = _batch_builder()
+        builder.append(
+            0,
+            timestamp=now_ms,
+            key=encode_group_metadata_key(GroupMetadataKey(group_id)),
+            value=encode_group_metadata_value(stamped),
+            headers=[],
+        )
+        log.append_as_leader(bytes(builder.build()), leader_epoch=0)
+        log.update_high_watermark(log.log_end_offset)
+        self._group_metadata[group_id] = stamped
+
+    async def flush_if_due(self, group_id: str) -> None:
+        """Flush the group's partition if the flush policy asks for it (shielded)."""
+        log = self._partitions[self.partition_for(group_id)]
+        if log.flush_due(self._clock.now_ms()):
+            with trio.CancelScope(shield=True):
+                await log.flush()
+
     def fetch(
         self, group_id: str, partitions: Sequence[TopicPartition] | None
     ) -> dict[TopicPartition, OffsetAndMetadata | None]:
@@ -217,34 +250,63 @@ class OffsetsStore:
         return {tp: (group[tp].value if tp in group else None) for tp in partitions}
 
     async def delete_group(self, group_id: str) -> None:
-        """Write tombstones for every offset of a group (DeleteGroups)."""
+        """Write tombstones for every offset of a group and for its metadata (DeleteGroups)."""
         group = self._offsets.get(group_id, {})
         await self._append_tombstones(group_id, list(group))
         self._offsets.pop(group_id, None)
+        self._group_metadata.pop(group_id, None)
 
     async def _append_tombstones(self, group_id: str, partitions: Iterable[TopicPartition]) -> None:
-        keys = list(partitions)
-        if not keys:
-            return
+        # Kafka's cleanupGroupMetadata: one batch, the offsets' tombstones then the group's.
+        keys = [
+            encode_offset_commit_key(OffsetCommitKey(group_id, topic, partition))
+            for topic, partition in partitions
+        ]
+        keys.append(encode_group_metadata_key(GroupMetadataKey(group_id)))
         log = self._partitions[self.partition_for(group_id)]
         now_ms = self._clock.now_ms()
-        builder = DefaultRecordBatchBuilder(
-            magic=2,
-            compression_type=0,
-            is_transactional=False,
-            producer_id=-1,
-            producer_epoch=-1,
-            base_sequence=-1,
-            batch_size=1 << 31,
-        )
-        for delta, (topic, partition) in enumerate(keys):
-            key = encode_offset_commit_key(OffsetCommitKey(group_id, topic, partition))
+        builder = _batch_builder()
+        for delta, key in enumerate(keys):
             builder.append(delta, timestamp=now_ms, key=key, value=None, headers=[])
         log.append_as_leader(bytes(builder.build()), leader_epoch=0)
         log.update_high_watermark(log.log_end_offset)
         if log.flush_due(now_ms):
             with trio.CancelScope(shield=True):
                 await log.flush()
+
+
+def _batch_builder() -> DefaultRecordBatchBuilder:
+    # Non-transactional, no producer id: what the coordinator appends to its own partitions.
+    return DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 31,
+    )
+
+
+def store_group_error(code: ErrorCode) -> ErrorCode:
+    """What a failed GroupMetadata append means to the leader's SyncGroup (storeGroup)."""
+    if code in (
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.NOT_ENOUGH_REPLICAS,
+        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    ):
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
+    if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.KAFKA_STORAGE_ERROR):
+        return ErrorCode.NOT_COORDINATOR
+    if code is ErrorCode.REQUEST_TIMED_OUT:
+        return ErrorCode.REBALANCE_IN_PROGRESS
+    if code in (
+        ErrorCode.MESSAGE_TOO_LARGE,
+        ErrorCode.RECORD_LIST_TOO_LARGE,
+        ErrorCode.INVALID_FETCH_SIZE,
+    ):
+        return ErrorCode.UNKNOWN_SERVER_ERROR
+    return code
 
 
 def _commit_error(code: ErrorCode) -> ErrorCode:

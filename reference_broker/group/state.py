@@ -5,12 +5,14 @@ seconds) and returns what to answer the caller right away; answers owed to *othe
 requests (JoinGroup / SyncGroup of other members) are queued as deliveries that the
 async edge (`coordinator.py`) drains with `take_deliveries()` after each call and hands to
 the waiting handlers. Timers are deadlines the edge reads with `next_deadline()` and fires
-with `on_timer(now)`.
+with `on_timer(now)`. GroupMetadata records to persist (Kafka's storeGroup) are queued the
+same way and drained with `take_writes()`; the leader's assignment takes effect only once
+its record is stored (`assignment_stored`), as Kafka's SyncGroup callback.
 
 States and transitions follow Kafka:
 
     Empty --join--> PreparingRebalance --all joined / timeout--> CompletingRebalance
-    CompletingRebalance --leader SyncGroup--> Stable
+    CompletingRebalance --leader SyncGroup, group stored--> Stable
     Stable / CompletingRebalance --join, leave, expiry--> PreparingRebalance
     PreparingRebalance --nobody left--> Empty;  any --delete--> Dead
 """
@@ -27,6 +29,11 @@ from dataclasses import dataclass
 from reference_broker.errors import ErrorCode
 from reference_broker.group.config import NEW_MEMBER_JOIN_TIMEOUT_MS, GroupConfig
 from reference_broker.group.member import Member
+from reference_broker.group.records import (
+    GroupMemberMetadata,
+    GroupMetadataValue,
+    OffsetsRecordError,
+)
 from reference_broker.group.results import (
     UNKNOWN_MEMBER_ID,
     DescribedMember,
@@ -82,6 +89,18 @@ class SyncDelivery:
 Delivery = JoinDelivery | SyncDelivery
 
 
+@dataclass(frozen=True)
+class GroupWrite:
+    """A GroupMetadata record the group asks to have stored, in the order it was produced.
+
+    `assignment` is set when the leader's SyncGroup waits for this write: the edge reports
+    the outcome with `ClassicGroup.assignment_stored`.
+    """
+
+    value: GroupMetadataValue
+    assignment: Mapping[str, bytes] | None = None
+
+
 class ClassicGroup:
     """One consumer group's membership, generation and rebalance progress."""
 
@@ -107,6 +126,7 @@ class ClassicGroup:
         self._initial_remaining_ms = 0
         self._sync_deadline: float | None = None
         self._outbox: list[Delivery] = []
+        self._writes: list[GroupWrite] = []
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -170,6 +190,78 @@ class ClassicGroup:
         if self._sync_deadline is not None:
             deadlines.append(self._sync_deadline)
         return min(deadlines, default=None)
+
+    def take_writes(self) -> list[GroupWrite]:
+        """The GroupMetadata records to store since the last call, in order."""
+        out, self._writes = self._writes, []
+        return out
+
+    def metadata_value(self, assignment: Mapping[str, bytes] | None = None) -> GroupMetadataValue:
+        """The group as Kafka's GroupMetadataValue records it (timestamp left to the store).
+
+        `assignment` overrides the members' current assignments (the leader's pending one).
+        """
+        protocol = self.protocol_name
+        members = tuple(
+            GroupMemberMetadata(
+                member_id=m.member_id,
+                group_instance_id=m.group_instance_id,
+                client_id=m.client_id,
+                client_host=m.client_host,
+                rebalance_timeout_ms=m.rebalance_timeout_ms,
+                session_timeout_ms=m.session_timeout_ms,
+                subscription=m.metadata_for(protocol) if protocol is not None else b"",
+                assignment=assignment.get(m.member_id, b"")
+                if assignment is not None
+                else m.assignment,
+            )
+            for m in self.members.values()
+        )
+        return GroupMetadataValue(
+            protocol_type=self.protocol_type or "",
+            generation=self.generation_id,
+            protocol=protocol,
+            leader=self.leader_id if self.members else None,
+            current_state_timestamp_ms=-1,
+            members=members,
+        )
+
+    def restore(self, value: GroupMetadataValue, now: float) -> None:
+        """Load a stored GroupMetadataValue into this fresh group, as Kafka's loadGroup.
+
+        The group comes back Stable with its members (Empty without), at the stored
+        generation; every member's session timer starts afresh at `now`, so members that
+        no longer heartbeat expire and the next rebalance moves past the stored generation.
+        """
+        if self.state is not GroupState.EMPTY or self.members or self.generation_id:
+            raise IllegalGroupTransition(f"group {self.group_id!r} restored twice")
+        if value.members and value.protocol is None:
+            raise OffsetsRecordError(
+                f"group {self.group_id!r}: stored metadata has members but no protocol"
+            )
+        self.generation_id = value.generation
+        self.protocol_type = value.protocol_type or None
+        self.protocol_name = value.protocol if value.members else None
+        for stored in value.members:
+            member = Member(
+                member_id=stored.member_id,
+                group_instance_id=stored.group_instance_id,
+                client_id=stored.client_id,
+                client_host=stored.client_host,
+                rebalance_timeout_ms=stored.rebalance_timeout_ms,
+                session_timeout_ms=stored.session_timeout_ms,
+                protocol_type=value.protocol_type,
+                protocols=[JoinProtocol(value.protocol or "", stored.subscription)],
+                assignment=stored.assignment,
+            )
+            member.reset_heartbeat(now)
+            self.members[member.member_id] = member
+            if member.group_instance_id is not None:
+                self.static_members[member.group_instance_id] = member.member_id
+        if self.members:
+            leader = value.leader
+            self.leader_id = leader if leader in self.members else next(iter(self.members))
+            self.state = GroupState.STABLE  # loaded, not transitioned: no rebalance ran here
 
     def take_deliveries(self) -> list[Delivery]:
         """The responses owed to parked requests since the last call, in order."""
@@ -565,11 +657,30 @@ class ClassicGroup:
         if self.is_leader(member_id):
             # Members the leader left out get an empty assignment; ids it invented are ignored.
             assignment = {mid: bytes(assignments.get(mid, b"")) for mid in self.members}
-            for m in self.members.values():
-                m.assignment = assignment[m.member_id]
-            self._propagate_assignment(ErrorCode.NONE, now)
-            self._transition(GroupState.STABLE)
+            # Kafka's storeGroup: nobody sees the assignment before the generation is stored,
+            # so a restarted coordinator can never hand this generation number out again.
+            self._writes.append(GroupWrite(self.metadata_value(assignment), assignment))
         return None
+
+    def assignment_stored(
+        self, generation_id: int, assignment: Mapping[str, bytes], error: ErrorCode, now: float
+    ) -> None:
+        """The leader's assignment record for `generation_id` was stored (or failed to be).
+
+        Ignored if the group moved on meanwhile (a member joined, left or expired); on
+        success the assignment goes out and the group is Stable; on failure the parked
+        SyncGroups get the error and the group rebalances, as Kafka.
+        """
+        if self.state is not GroupState.COMPLETING_REBALANCE or generation_id != self.generation_id:
+            return
+        if error is not ErrorCode.NONE:
+            self._reset_and_propagate_assignment_error(error, now)
+            self._maybe_prepare_rebalance(now)
+            return
+        for m in self.members.values():
+            m.assignment = bytes(assignment.get(m.member_id, b""))
+        self._propagate_assignment(ErrorCode.NONE, now)
+        self._transition(GroupState.STABLE)
 
     def abandon_sync(self, member_id: str, now: float) -> None:
         """The parked SyncGroup of `member_id` went away; it must heartbeat from now on."""
@@ -786,6 +897,8 @@ class ClassicGroup:
         if not self.members:
             self.protocol_name = None
             self._transition(GroupState.EMPTY)
+            # Stored so that an empty group keeps its generation across a restart.
+            self._writes.append(GroupWrite(self.metadata_value()))
             return
         self.protocol_name = self.select_protocol()
         self._transition(GroupState.COMPLETING_REBALANCE)
