@@ -505,3 +505,116 @@ async def test_delete_groups_removes_empty_groups_and_their_offsets_for_good(
     async with running(tmp_path) as reopened:
         assert reopened.fetch_offsets("gone", [("t", 0)])[1] == {("t", 0): None}
         assert "gone" not in {g for g, _ in reopened.list_groups()}
+
+
+# -- group metadata across a coordinator restart ---------------------------------------------
+
+
+async def generations(c: GroupCoordinator, member_id: str, first: int, last: int) -> None:
+    """One member runs rebalances `first`..`last`, leading and assigning itself each time."""
+    for generation in range(first, last + 1):
+        joined = await join(c, member_id)
+        assert (joined.error, joined.generation_id) == (ErrorCode.NONE, generation)
+        synced = await c.sync_group(
+            "g", generation, member_id, None, "consumer", "range",
+            {member_id: f"gen{generation}".encode()},
+        )  # fmt: skip
+        assert (synced.error, synced.assignment) == (ErrorCode.NONE, f"gen{generation}".encode())
+
+
+async def test_generation_survives_a_restart_and_the_next_rebalance_is_the_next_generation(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running(tmp_path) as c:
+        member = await member_id_for(c)
+        await generations(c, member, 1, 3)
+    async with running(tmp_path) as reopened:
+        # Kafka's loadGroup: the member is back, Stable, still in generation 3.
+        described = reopened.describe_group("g")
+        assert described.state == "Stable"
+        assert [(m.member_id, m.assignment) for m in described.members] == [(member, b"gen3")]
+        assert beat(reopened, member, 3) is ErrorCode.NONE
+        assert beat(reopened, member, 2) is ErrorCode.ILLEGAL_GENERATION
+        await generations(reopened, member, 4, 4)
+    async with running(tmp_path) as again:
+        assert beat(again, member, 4) is ErrorCode.NONE
+
+
+async def test_restored_member_that_never_heartbeats_expires_and_generations_move_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running(tmp_path) as c:
+        gone = await member_id_for(c, "consumer-gone")
+        await generations(c, gone, 1, 3)
+    async with running(tmp_path) as reopened:
+        start = trio.current_time()
+        newcomer = await member_id_for(reopened, "consumer-new")
+        # The rebalance waits for the restored member until its session expires.
+        joined = await join(reopened, newcomer)
+        assert trio.current_time() - start >= SESSION_MS / 1000
+        assert (joined.error, joined.generation_id, joined.leader) == (
+            ErrorCode.NONE, 4, newcomer,
+        )  # fmt: skip
+        assert beat(reopened, gone, 3) is ErrorCode.UNKNOWN_MEMBER_ID
+
+
+async def test_empty_group_keeps_its_generation_across_a_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running(tmp_path) as c:
+        member = await member_id_for(c)
+        await generations(c, member, 1, 2)
+        await c.commit_offsets("g", 2, member, None, {("t", 0): OffsetAndMetadata(3, -1, "")})
+        assert c.leave_group("g", [(member, None)])[0] is ErrorCode.NONE
+        await trio.sleep(1)  # the timer loop completes the rebalance nobody rejoins
+        # Leaving completes a rebalance with nobody in it: generation 3, Empty.
+        assert c.describe_group("g").state == "Empty"
+    async with running(tmp_path) as reopened:
+        assert reopened.describe_group("g").state == "Empty"
+        assert reopened.list_groups() == [("g", "consumer")]
+        newcomer = await member_id_for(reopened)
+        await generations(reopened, newcomer, 4, 4)
+        committed = reopened.fetch_offsets("g", [("t", 0)])[1][("t", 0)]
+        assert committed is not None and committed.offset == 3
+
+
+async def test_deleted_group_stays_deleted_across_a_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running(tmp_path) as c:
+        member = await member_id_for(c)
+        await generations(c, member, 1, 2)
+        c.leave_group("g", [(member, None)])
+        await trio.sleep(1)
+        assert await c.delete_groups(["g"]) == {"g": ErrorCode.NONE}
+    async with running(tmp_path) as reopened:
+        assert reopened.list_groups() == []
+        assert reopened.describe_group("g").state == "Dead"
+        # A group created under the same name afterwards is a new group.
+        fresh = await member_id_for(reopened)
+        await generations(reopened, fresh, 1, 1)
+
+
+async def test_assignment_is_durable_before_the_leader_sees_it_with_flush_every_message(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    storage = OsStorage(tmp_path, volatile_until_fsync=True)
+    clock = TrioClock()
+    logs = LogManager.open(storage, clock, LogConfig())
+    c = GroupCoordinator(
+        logs, clock, CONFIG, random.Random(0),
+        offsets_log_config=LogConfig(flush_messages=1, retention_ms=-1),
+    )  # fmt: skip
+    await c.load()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(c.run)
+        member = await member_id_for(c)
+        await generations(c, member, 1, 2)
+        nursery.cancel_scope.cancel()
+    # Power cut straight after the SyncGroup answer: only fsynced bytes survive.
+    for log in logs.all():
+        log.close_now()
+    del storage
+    async with running(tmp_path) as reopened:
+        assert beat(reopened, member, 2) is ErrorCode.NONE
+        await generations(reopened, member, 3, 3)

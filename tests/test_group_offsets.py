@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,16 @@ from reference_broker.group.offsets_store import (
     partition_for,
 )
 from reference_broker.group.records import (
+    GroupMemberMetadata,
     GroupMetadataKey,
+    GroupMetadataValue,
     OffsetCommitKey,
     OffsetsRecordError,
+    decode_group_metadata_value,
     decode_key,
     decode_offset_commit_value,
+    encode_group_metadata_key,
+    encode_group_metadata_value,
     encode_offset_commit_key,
     encode_offset_commit_value,
 )
@@ -99,6 +105,79 @@ def test_older_and_newer_value_versions_written_by_kafka_decode() -> None:
         decode_key(struct.pack(">h", 9))
     with pytest.raises(OffsetsRecordError, match="truncated"):
         decode_offset_commit_value(v0[:-3])
+
+
+GROUP_VALUE = GroupMetadataValue(
+    protocol_type="consumer",
+    generation=3,
+    protocol="range",
+    leader="m-1",
+    current_state_timestamp_ms=1_700_000_000_000,
+    members=(
+        GroupMemberMetadata("m-1", None, "c", "/h", 30_000, 10_000, b"sub", b"asg"),
+        GroupMemberMetadata("m-2", "host-b", "c2", "/h2", 5, 6, b"", b"x"),
+    ),
+)
+
+
+def _s(text: str) -> bytes:
+    return struct.pack(">h", len(text)) + text.encode()
+
+
+def test_group_metadata_records_are_kafkas_key_v2_and_value_v3_byte_for_byte() -> None:
+    key = encode_group_metadata_key(GroupMetadataKey("billing"))
+    assert key == struct.pack(">hh", 2, 7) + b"billing"
+    assert decode_key(key) == GroupMetadataKey("billing")
+    value = encode_group_metadata_value(GROUP_VALUE)
+    # Laid out by hand from GroupMetadataValue.json, independent of the encoder under test.
+    assert value == (
+        struct.pack(">h", 3) + _s("consumer") + struct.pack(">i", 3) + _s("range") + _s("m-1")
+        + struct.pack(">qi", 1_700_000_000_000, 2)
+        + _s("m-1") + struct.pack(">h", -1) + _s("c") + _s("/h")
+        + struct.pack(">iii", 30_000, 10_000, 3) + b"sub" + struct.pack(">i", 3) + b"asg"
+        + _s("m-2") + _s("host-b") + _s("c2") + _s("/h2")
+        + struct.pack(">iii", 5, 6, 0) + struct.pack(">i", 1) + b"x"
+    )  # fmt: skip
+    assert decode_group_metadata_value(value) == GROUP_VALUE
+    empty = replace(GROUP_VALUE, protocol=None, leader=None, members=())
+    assert encode_group_metadata_value(empty) == (
+        struct.pack(">h", 3) + _s("consumer")
+        + struct.pack(">ihhqi", 3, -1, -1, 1_700_000_000_000, 0)
+    )  # fmt: skip
+    assert decode_group_metadata_value(encode_group_metadata_value(empty)) == empty
+
+
+def test_older_and_flexible_group_metadata_versions_written_by_kafka_decode() -> None:
+    # v0: no rebalance timeout (read as the session timeout), timestamp or instance id.
+    v0 = (
+        struct.pack(">h", 0) + _s("consumer") + struct.pack(">i", 7) + _s("range") + _s("m")
+        + struct.pack(">i", 1) + _s("m") + _s("c") + _s("/h")
+        + struct.pack(">ii", 6000, 1) + b"s" + struct.pack(">i", 0)
+    )  # fmt: skip
+    assert decode_group_metadata_value(v0) == GroupMetadataValue(
+        "consumer", 7, "range", "m", -1,
+        (GroupMemberMetadata("m", None, "c", "/h", 6000, 6000, b"s", b""),),
+    )  # fmt: skip
+
+    def c(text: str | None) -> bytes:  # compact (nullable) string
+        return b"\x00" if text is None else bytes([len(text) + 1]) + text.encode()
+
+    # v4: compact strings, arrays and bytes, an empty tagged-field section per struct.
+    v4 = (
+        struct.pack(">h", 4) + c("consumer") + struct.pack(">i", 9) + c(None) + c(None)
+        + struct.pack(">q", 5) + b"\x02"
+        + c("m") + c("inst") + c("c") + c("/h") + struct.pack(">ii", 7, 8)
+        + b"\x02s" + b"\x03ab" + b"\x00"
+        + b"\x00"
+    )  # fmt: skip
+    assert decode_group_metadata_value(v4) == GroupMetadataValue(
+        "consumer", 9, None, None, 5,
+        (GroupMemberMetadata("m", "inst", "c", "/h", 7, 8, b"s", b"ab"),),
+    )  # fmt: skip
+    with pytest.raises(OffsetsRecordError, match="unknown GroupMetadataValue version 5"):
+        decode_group_metadata_value(struct.pack(">h", 5))
+    with pytest.raises(OffsetsRecordError, match="truncated"):
+        decode_group_metadata_value(v0[:-2])
 
 
 def _coordinator(data_dir: Path) -> tuple[GroupCoordinator, LogManager]:
