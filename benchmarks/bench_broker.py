@@ -2,19 +2,26 @@
 
 The load generator is confluent-kafka (librdkafka): 200-byte messages, keyed, with
 batching (linger.ms, batch.size); acks=1 and acks=all; topics of 1 and 8 partitions.
-Prints msg/s and MB/s per case and our/Tansu ratios. Not a test: run it by hand,
+Produce cases run `--generators` producer processes at once (one Python producer loop
+saturates before either broker does), and every case also reports the broker process's
+CPU time per message, read from /proc: on a 2-core machine msg/s alone mostly measures
+how much CPU a broker leaves to the load generator. Prints msg/s, MB/s, broker µs/msg
+and our/Tansu ratios. Not a test: run it by hand,
 
-    python3 benchmarks/bench_broker.py [--messages 300000]
+    python3 benchmarks/bench_broker.py [--messages 300000] [--generators 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -33,6 +40,7 @@ class Figure:
     target: str
     case: str
     msgs_per_s: float
+    broker_cpu_us_per_msg: float
 
     @property
     def mb_per_s(self) -> float:
@@ -109,25 +117,63 @@ def consume(bootstrap: str, topic: str, partitions: int, count: int) -> float:
     return count / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _produce_worker(bootstrap: str, topic: str, acks: str, count: int) -> None:
+    produce(bootstrap, topic, acks, count)
+
+
+def produce_parallel(bootstrap: str, topic: str, acks: str, count: int, generators: int) -> float:
+    """`count` messages split over `generators` producer processes; aggregate msg/s."""
+    share = count // generators
+    workers = [
+        multiprocessing.Process(target=_produce_worker, args=(bootstrap, topic, acks, share))
+        for _ in range(generators)
+    ]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    if failed:
+        raise KafkaException(f"{len(failed)} producer processes failed: exit codes {failed}")
+    return share * generators / elapsed
+
+
 def run_target(
-    name: str, start: Callable[[], AbstractContextManager[str]], count: int
+    name: str,
+    start: Callable[[], AbstractContextManager[tuple[str, int]]],
+    count: int,
+    generators: int,
 ) -> list[Figure]:
     """Every case against one target."""
     figures: list[Figure] = []
-    with start() as bootstrap:
+
+    def measure(case: str, work: Callable[[], float]) -> None:
+        before = cpu_seconds(pid)
+        rate = work()
+        cpu_us = (cpu_seconds(pid) - before) / count * 1e6
+        figures.append(Figure(name, case, rate, cpu_us))
+        print(f"  {name:9} {case:24} {rate:>10,.0f} msg/s  broker {cpu_us:5.2f} µs/msg", flush=True)
+
+    with start() as (bootstrap, pid):
         for partitions in (1, 8):
             for acks in ("1", "all"):
                 topic = f"bench-p{partitions}-acks{acks}"
                 create_topic(bootstrap, topic, partitions)
-                rate = produce(bootstrap, topic, acks, count)
-                figures.append(Figure(name, f"produce p={partitions} acks={acks}", rate))
-                print(
-                    f"  {name:8} produce p={partitions} acks={acks:3}  {rate:>10,.0f} msg/s",
-                    flush=True,
+                measure(
+                    f"produce p={partitions} acks={acks}",
+                    partial(produce_parallel, bootstrap, topic, acks, count, generators),
                 )
-            rate = consume(bootstrap, topic, partitions, count)
-            figures.append(Figure(name, f"consume p={partitions}", rate))
-            print(f"  {name:8} consume p={partitions}           {rate:>10,.0f} msg/s", flush=True)
+            measure(
+                f"consume p={partitions}", partial(consume, bootstrap, topic, partitions, count)
+            )
     return figures
 
 
@@ -135,32 +181,42 @@ def main() -> None:
     """Run the matrix against both brokers and print a comparison table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=300_000, help="messages per case")
+    parser.add_argument(
+        "--generators", type=int, default=2, help="producer processes per produce case"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
         root = Path(tmp)
 
         @contextmanager
-        def ours() -> Iterator[str]:
+        def ours() -> Iterator[tuple[str, int]]:
             with running_broker(root / "broker", log_path=root / "broker.log") as broker:
-                yield broker.bootstrap
+                yield broker.bootstrap, broker.process.pid
 
         @contextmanager
-        def tansu() -> Iterator[str]:
+        def tansu() -> Iterator[tuple[str, int]]:
             with run_tansu(root / "tansu.log") as broker:
-                yield broker.bootstrap
+                yield broker.bootstrap, broker.process.pid
 
-        print(f"{args.messages:,} messages of {len(MESSAGE)} bytes per case, confluent-kafka load")
-        ours = run_target("faultline", ours, args.messages)
-        theirs = run_target("tansu", tansu, args.messages)
+        print(
+            f"{args.messages:,} messages of {len(MESSAGE)} bytes per case, confluent-kafka load, "
+            f"{args.generators} producer processes per produce case"
+        )
+        mine_all = run_target("faultline", ours, args.messages, args.generators)
+        theirs_all = run_target("tansu", tansu, args.messages, args.generators)
 
     print()
-    print(f"{'case':28} {'faultline msg/s':>16} {'tansu msg/s':>12} {'ratio':>6} {'MB/s':>7}")
-    for mine, other in zip(ours, theirs, strict=True):
+    print(
+        f"{'case':24} {'faultline msg/s':>16} {'tansu msg/s':>12} {'ratio':>6} {'MB/s':>7} "
+        f"{'µs/msg ours':>11} {'tansu':>6}"
+    )
+    for mine, other in zip(mine_all, theirs_all, strict=True):
         ratio = mine.msgs_per_s / other.msgs_per_s
         print(
-            f"{mine.case:28} {mine.msgs_per_s:>16,.0f} {other.msgs_per_s:>12,.0f} "
-            f"{ratio:>6.2f} {mine.mb_per_s:>7.1f}"
+            f"{mine.case:24} {mine.msgs_per_s:>16,.0f} {other.msgs_per_s:>12,.0f} "
+            f"{ratio:>6.2f} {mine.mb_per_s:>7.1f} {mine.broker_cpu_us_per_msg:>11.2f} "
+            f"{other.broker_cpu_us_per_msg:>6.2f}"
         )
 
 
