@@ -3,12 +3,13 @@
 The load generator is confluent-kafka (librdkafka): 200-byte messages, keyed, with
 batching (linger.ms, batch.size); acks=1 and acks=all; topics of 1 and 8 partitions.
 Produce cases run `--generators` producer processes at once (one Python producer loop
-saturates before either broker does), and every case also reports the broker process's
-CPU time per message, read from /proc: on a 2-core machine msg/s alone mostly measures
-how much CPU a broker leaves to the load generator. Prints msg/s, MB/s, broker µs/msg
+saturates before either broker does); each case is the median of `--repeat` trials; and
+every case also reports the broker process's CPU time per message, read from /proc: on
+a 2-core machine msg/s alone mostly measures how much CPU a broker leaves to the load
+generator. Prints msg/s, MB/s, broker µs/msg
 and our/Tansu ratios. Not a test: run it by hand,
 
-    python3 benchmarks/bench_broker.py [--messages 300000] [--generators 2]
+    python3 benchmarks/bench_broker.py [--messages 200000] [--generators 2] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -151,28 +153,45 @@ def run_target(
     start: Callable[[], AbstractContextManager[tuple[str, int]]],
     count: int,
     generators: int,
+    repeat: int,
 ) -> list[Figure]:
     """Every case against one target."""
     figures: list[Figure] = []
 
-    def measure(case: str, work: Callable[[], float]) -> None:
-        before = cpu_seconds(pid)
-        rate = work()
-        cpu_us = (cpu_seconds(pid) - before) / count * 1e6
-        figures.append(Figure(name, case, rate, cpu_us))
-        print(f"  {name:9} {case:24} {rate:>10,.0f} msg/s  broker {cpu_us:5.2f} µs/msg", flush=True)
+    def measure(case: str, trials: list[Callable[[], float]]) -> None:
+        # The median of several trials: one librdkafka client now and then stalls for a
+        # moment, against either broker, and a single trial would report the stall.
+        rates: list[float] = []
+        cpu_us: list[float] = []
+        for work in trials:
+            before = cpu_seconds(pid)
+            rates.append(work())
+            cpu_us.append((cpu_seconds(pid) - before) / count * 1e6)
+        rate, cpu = statistics.median(rates), statistics.median(cpu_us)
+        figures.append(Figure(name, case, rate, cpu))
+        trials_text = ", ".join(f"{r:,.0f}" for r in rates)
+        print(
+            f"  {name:9} {case:24} {rate:>10,.0f} msg/s (trials {trials_text})  "
+            f"broker {cpu:5.2f} µs/msg",
+            flush=True,
+        )
 
     with start() as (bootstrap, pid):
         for partitions in (1, 8):
             for acks in ("1", "all"):
-                topic = f"bench-p{partitions}-acks{acks}"
-                create_topic(bootstrap, topic, partitions)
+                topics = [f"bench-p{partitions}-acks{acks}-{i}" for i in range(repeat)]
+                for topic in topics:
+                    create_topic(bootstrap, topic, partitions)
                 measure(
                     f"produce p={partitions} acks={acks}",
-                    partial(produce_parallel, bootstrap, topic, acks, count, generators),
+                    [
+                        partial(produce_parallel, bootstrap, topic, acks, count, generators)
+                        for topic in topics
+                    ],
                 )
             measure(
-                f"consume p={partitions}", partial(consume, bootstrap, topic, partitions, count)
+                f"consume p={partitions}",
+                [partial(consume, bootstrap, topics[0], partitions, count)] * repeat,
             )
     return figures
 
@@ -180,10 +199,11 @@ def run_target(
 def main() -> None:
     """Run the matrix against both brokers and print a comparison table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=300_000, help="messages per case")
+    parser.add_argument("--messages", type=int, default=200_000, help="messages per trial")
     parser.add_argument(
         "--generators", type=int, default=2, help="producer processes per produce case"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="trials per case (median kept)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
@@ -203,8 +223,8 @@ def main() -> None:
             f"{args.messages:,} messages of {len(MESSAGE)} bytes per case, confluent-kafka load, "
             f"{args.generators} producer processes per produce case"
         )
-        mine_all = run_target("faultline", ours, args.messages, args.generators)
-        theirs_all = run_target("tansu", tansu, args.messages, args.generators)
+        mine_all = run_target("faultline", ours, args.messages, args.generators, args.repeat)
+        theirs_all = run_target("tansu", tansu, args.messages, args.generators, args.repeat)
 
     print()
     print(
