@@ -142,6 +142,31 @@ SETTINGS: dict[str, Setting] = _settings(
     ("group.max.size", _parse_int, "members per group"),
     ("offsets.topic.num.partitions", _parse_int, "partitions of __consumer_offsets (50)"),
     ("offset.metadata.max.bytes", _parse_int, "largest commit metadata string (4096)"),
+    ("process.roles", _parse_str, "broker,controller (combined mode, the only one supported)"),
+    (
+        "controller.quorum.voters",
+        _parse_str,
+        "id@host:port,... of the controller quorum; unset = a standalone single node",
+    ),
+    ("controller.quorum.election.timeout.ms", _parse_int, "base election timeout (1000)"),
+    ("controller.quorum.fetch.timeout.ms", _parse_int, "follower fetch timeout (2000)"),
+    ("controller.quorum.election.backoff.max.ms", _parse_int, "election backoff (1000)"),
+    ("controller.quorum.request.timeout.ms", _parse_int, "quorum request timeout (2000)"),
+    ("broker.heartbeat.interval.ms", _parse_int, "broker heartbeat interval (2000)"),
+    ("broker.session.timeout.ms", _parse_int, "fence a broker silent this long (9000)"),
+    ("replica.lag.time.max.ms", _parse_int, "drop a follower from the ISR after this (30000)"),
+    ("replica.fetch.wait.max.ms", _parse_int, "follower fetch long-poll (500)"),
+    ("replica.fetch.min.bytes", _parse_int, "follower fetch min bytes (1)"),
+    ("replica.fetch.max.bytes", _parse_int, "follower fetch max bytes per partition (1048576)"),
+    ("replica.fetch.backoff.ms", _parse_int, "follower retry backoff (1000)"),
+    ("replica.socket.timeout.ms", _parse_int, "follower fetch request timeout (30000)"),
+    ("offsets.topic.replication.factor", _parse_int, "RF of __consumer_offsets (3)"),
+    ("auto.leader.rebalance.enable", _parse_bool, "move leaders back to preferred replicas (true)"),
+    (
+        "leader.imbalance.check.interval.seconds",
+        _parse_int,
+        "how often preferred leaders are elected (300)",
+    ),
     (
         "faultline.storage.volatile.until.fsync",
         _parse_bool,
@@ -174,11 +199,39 @@ def _ms_with_units(values: Mapping[str, object], base: str) -> int | None:
     return None
 
 
+def _int(values: Mapping[str, object], name: str, default: int) -> int:
+    return int(values.get(name, default))  # type: ignore[call-overload]
+
+
 def _optional_long(value: object | None) -> int | None:
     if value is None:
         return None
     number = int(value)  # type: ignore[call-overload]
     return None if number >= INT64_MAX else number
+
+
+# `faultline.peer.<id>=host:port`: how this node dials broker <id> (the harness points it at a
+# fault proxy). A pattern, so it is checked apart from SETTINGS.
+PEER_PREFIX = "faultline.peer."
+
+
+def parse_voters(text: str, *, setting: str = "controller.quorum.voters") -> dict[int, Listener]:
+    """Parse Kafka's `id@host:port,...`; raises ConfigError naming the bad entry."""
+    voters: dict[int, Listener] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        ident, sep, address = part.partition("@")
+        if not sep:
+            raise ConfigError(f"{setting}: {part!r} is not id@host:port")
+        try:
+            node = int(ident)
+        except ValueError:
+            raise ConfigError(f"{setting}: {ident!r} in {part!r} is not a node id") from None
+        if node in voters:
+            raise ConfigError(f"{setting}: node {node} is listed twice")
+        voters[node] = Listener.parse(address, setting=setting)
+    return voters
 
 
 @dataclass(frozen=True)
@@ -202,7 +255,43 @@ class BrokerConfig:
     offsets_topic_num_partitions: int = 50
     offset_metadata_max_bytes: int = 4096
     volatile_until_fsync: bool = False
+    controller_quorum_voters: Mapping[int, Listener] = field(default_factory=dict)
+    controller_quorum_election_timeout_ms: int = 1000
+    controller_quorum_fetch_timeout_ms: int = 2000
+    controller_quorum_election_backoff_max_ms: int = 1000
+    controller_quorum_request_timeout_ms: int = 2000
+    broker_heartbeat_interval_ms: int = 2000
+    broker_session_timeout_ms: int = 9000
+    replica_lag_time_max_ms: int = 30000
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_min_bytes: int = 1
+    replica_fetch_max_bytes: int = 1048576
+    replica_fetch_backoff_ms: int = 1000
+    replica_socket_timeout_ms: int = 30000
+    unclean_leader_election_enable: bool = False
+    offsets_topic_replication_factor: int = 3
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
+    peer_addresses: Mapping[int, Listener] = field(default_factory=dict)
     properties: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Whether this node is part of a controller quorum (else a standalone single node)."""
+        return bool(self.controller_quorum_voters)
+
+    @property
+    def is_voter(self) -> bool:
+        """Whether this node is one of the controller quorum's voters."""
+        return self.node_id in self.controller_quorum_voters
+
+    def peer_address(self, broker_id: int, registered: Listener | None = None) -> Listener | None:
+        """How to dial `broker_id`: faultline.peer.<id>, its voter entry, or `registered`."""
+        if broker_id in self.peer_addresses:
+            return self.peer_addresses[broker_id]
+        if broker_id in self.controller_quorum_voters:
+            return self.controller_quorum_voters[broker_id]
+        return registered
 
     @property
     def message_max_bytes(self) -> int:
@@ -213,7 +302,14 @@ class BrokerConfig:
     def from_properties(cls, props: Mapping[str, object]) -> BrokerConfig:
         """Build a config from Kafka names; raises ConfigError naming any bad key or value."""
         values: dict[str, object] = {}
+        peers: dict[int, Listener] = {}
         for name, raw in props.items():
+            if name.startswith(PEER_PREFIX):
+                ident = name[len(PEER_PREFIX) :]
+                if not ident.isdigit():
+                    raise ConfigError(f"{name}: {PEER_PREFIX}<id> needs a numeric broker id")
+                peers[int(ident)] = Listener.parse(str(raw), setting=name)
+                continue
             setting = SETTINGS.get(name)
             if setting is None:
                 raise ConfigError(
@@ -288,6 +384,36 @@ class BrokerConfig:
             offsets_topic_num_partitions=int(values.get("offsets.topic.num.partitions", 50)),  # type: ignore[call-overload]
             offset_metadata_max_bytes=int(values.get("offset.metadata.max.bytes", 4096)),  # type: ignore[call-overload]
             volatile_until_fsync=bool(values.get("faultline.storage.volatile.until.fsync", False)),
+            controller_quorum_voters=parse_voters(str(values.get("controller.quorum.voters", ""))),
+            controller_quorum_election_timeout_ms=_int(
+                values, "controller.quorum.election.timeout.ms", 1000
+            ),
+            controller_quorum_fetch_timeout_ms=_int(
+                values, "controller.quorum.fetch.timeout.ms", 2000
+            ),
+            controller_quorum_election_backoff_max_ms=_int(
+                values, "controller.quorum.election.backoff.max.ms", 1000
+            ),
+            controller_quorum_request_timeout_ms=_int(
+                values, "controller.quorum.request.timeout.ms", 2000
+            ),
+            broker_heartbeat_interval_ms=_int(values, "broker.heartbeat.interval.ms", 2000),
+            broker_session_timeout_ms=_int(values, "broker.session.timeout.ms", 9000),
+            replica_lag_time_max_ms=_int(values, "replica.lag.time.max.ms", 30000),
+            replica_fetch_wait_max_ms=_int(values, "replica.fetch.wait.max.ms", 500),
+            replica_fetch_min_bytes=_int(values, "replica.fetch.min.bytes", 1),
+            replica_fetch_max_bytes=_int(values, "replica.fetch.max.bytes", 1048576),
+            replica_fetch_backoff_ms=_int(values, "replica.fetch.backoff.ms", 1000),
+            replica_socket_timeout_ms=_int(values, "replica.socket.timeout.ms", 30000),
+            unclean_leader_election_enable=bool(
+                values.get("unclean.leader.election.enable", False)
+            ),
+            offsets_topic_replication_factor=_int(values, "offsets.topic.replication.factor", 3),
+            auto_leader_rebalance_enable=bool(values.get("auto.leader.rebalance.enable", True)),
+            leader_imbalance_check_interval_seconds=_int(
+                values, "leader.imbalance.check.interval.seconds", 300
+            ),
+            peer_addresses=peers,
             properties=dict(props),
         )
         config.validate()
@@ -302,6 +428,21 @@ class BrokerConfig:
             "log.retention.check.interval.ms": self.log_retention_check_interval_ms,
             "offsets.topic.num.partitions": self.offsets_topic_num_partitions,
             "group.max.size": self.group_max_size,
+            "controller.quorum.election.timeout.ms": self.controller_quorum_election_timeout_ms,
+            "controller.quorum.fetch.timeout.ms": self.controller_quorum_fetch_timeout_ms,
+            "controller.quorum.election.backoff.max.ms": (
+                self.controller_quorum_election_backoff_max_ms
+            ),
+            "controller.quorum.request.timeout.ms": self.controller_quorum_request_timeout_ms,
+            "broker.heartbeat.interval.ms": self.broker_heartbeat_interval_ms,
+            "broker.session.timeout.ms": self.broker_session_timeout_ms,
+            "replica.lag.time.max.ms": self.replica_lag_time_max_ms,
+            "replica.fetch.max.bytes": self.replica_fetch_max_bytes,
+            "replica.socket.timeout.ms": self.replica_socket_timeout_ms,
+            "offsets.topic.replication.factor": self.offsets_topic_replication_factor,
+            "leader.imbalance.check.interval.seconds": (
+                self.leader_imbalance_check_interval_seconds
+            ),
         }
         for name, value in positive.items():
             if value < 1:
@@ -317,6 +458,13 @@ class BrokerConfig:
             and self.log_flush_scheduler_interval_ms < 1
         ):
             raise ConfigError("log.flush.scheduler.interval.ms must be at least 1")
+        roles = {r.strip() for r in str(self.properties.get("process.roles", "")).split(",")}
+        if roles - {"", "broker", "controller"}:
+            raise ConfigError(f"process.roles: unknown role in {sorted(roles - {''})}")
+        if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms:
+            raise ConfigError(
+                "broker.heartbeat.interval.ms must be smaller than broker.session.timeout.ms"
+            )
         if self.advertised_listeners and any(a.port == 0 for a in self.advertised_listeners):
             raise ConfigError("advertised.listeners must name a real port, not 0")
         advertised = self.advertised_listeners or self.listeners
