@@ -13,9 +13,11 @@ skewable clock and an rng derived from the run's seed.
 - restart: a new incarnation on the same disk; returns once the broker serves.
 - pause/resume: the node's host gate (see `network.SimHost`).
 
-The brokers are single-node until replication lands (issue 7): each node is an
-independent broker; `topic_homes` records which node a workload put each topic on,
-and that is what `leader_of` reports.
+With `quorum=True` the nodes form one Kafka cluster: every node is a
+broker and a voter of the KRaft controller quorum (`controller.quorum.voters`), topics
+are replicated and `leader_of`/`controller` report what the live nodes believe. With
+`quorum=False` each node is an independent single-node broker; `topic_homes` records
+which node a workload put each topic on, and that is what `leader_of` reports.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 import trio
 
 from nemesis.target import LinkFault
+from reference_broker.broker import Broker
 from reference_broker.config import BrokerConfig
 from reference_broker.env import NodeEnv
 from reference_broker.server import RunningBroker, serve_broker
@@ -84,6 +87,7 @@ class SimCluster:
         fsync_latency_ms: float = 0.5,
         tear_on_power_loss: bool = False,
         epoch_ms: int = DEFAULT_EPOCH_MS,
+        quorum: bool = False,
     ) -> None:
         if nodes < 1:
             raise SimClusterError(f"a cluster needs at least one node, not {nodes}")
@@ -94,7 +98,9 @@ class SimCluster:
         self.tear_on_power_loss = tear_on_power_loss
         self.epoch_ms = epoch_ms
         self._tear_rng = derive_rng(seed, "torn-writes")
+        self.quorum = quorum
         self._nodes: dict[str, SimNode] = {}
+        voters = ",".join(f"{i}@n{i}:{BROKER_PORT}" for i in range(1, nodes + 1))
         for node_id in range(1, nodes + 1):
             name = f"n{node_id}"
             listener = f"PLAINTEXT://{name}:{BROKER_PORT}"
@@ -104,6 +110,8 @@ class SimCluster:
                 "listeners": listener,
                 "advertised.listeners": listener,
             }
+            if quorum:
+                props["controller.quorum.voters"] = voters
             self._nodes[name] = SimNode(
                 name, node_id, BrokerConfig.from_properties(props), clock=SimClock(epoch_ms)
             )
@@ -289,10 +297,40 @@ class SimCluster:
         self.node(node).clock.reset()
         await trio.lowlevel.checkpoint()
 
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address, comma-separated (bootstrap.servers)."""
+        return ",".join(node.address for node in self._nodes.values())
+
+    def _live_brokers(self) -> list[tuple[SimNode, Broker]]:
+        return [
+            (node, node.running.broker)
+            for node in self._nodes.values()
+            if node.up and node.running is not None
+        ]
+
     def leader_of(self, topic: str, partition: int) -> str | None:
-        """The node hosting the topic (single-node brokers: every partition lives there)."""
-        return self.topic_homes.get(topic)
+        """The live node that leads the partition in the newest leader epoch, if any.
+
+        Without a quorum: the node hosting the topic (every partition lives there).
+        """
+        if not self.quorum:
+            return self.topic_homes.get(topic)
+        best: tuple[int, str] | None = None
+        for node, broker in self._live_brokers():
+            p = broker.partitions.get((topic, partition))
+            if p is not None and p.is_leader and (best is None or p.leader_epoch > best[0]):
+                best = (p.leader_epoch, node.name)
+        return None if best is None else best[1]
 
     def controller(self) -> str | None:
-        """No controller quorum exists before issue 7, so none can be named."""
-        return None
+        """The live node leading the controller quorum in the newest epoch, if any."""
+        best: tuple[int, str] | None = None
+        for node, broker in self._live_brokers():
+            service = getattr(broker, "controller", None)
+            if service is None or not service.is_active:
+                continue
+            epoch = service.driver.node.epoch
+            if best is None or epoch > best[0]:
+                best = (epoch, node.name)
+        return None if best is None else best[1]
