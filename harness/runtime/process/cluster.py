@@ -16,9 +16,8 @@ Every connection goes through a `FaultProxy` owned by this cluster:
 - node -> node: one proxy per ordered pair (src, dst) with src's own port, whose
   directions are the links (src, dst) and (dst, src). `peer_addresses(src)` gives
   the map {dst node id: proxy address} a replicating broker must dial. Brokers do not
-  replicate yet (issue 7), so nothing dials these proxies today; with `pass_peers=True`
-  the map is passed as `--set faultline.peer.<id>=host:port`, which the broker's
-  config must first learn to accept.
+  dials them through `--set faultline.peer.<id>=host:port` (passed with `pass_peers=True`,
+  always with `quorum=True`, where the nodes form one KRaft cluster).
 
 Faults (FaultTarget):
 
@@ -79,6 +78,7 @@ class ProcessCluster:
         host: str = "127.0.0.1",
         start_timeout_s: float = 20.0,
         pass_peers: bool = False,
+        quorum: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one node, not {size}")
@@ -86,7 +86,9 @@ class ProcessCluster:
         self.power_loss_enabled = power_loss
         self.host = host
         self.start_timeout_s = start_timeout_s
-        self.pass_peers = pass_peers
+        # A quorum cluster replicates, so its brokers must dial each other (through proxies).
+        self.quorum = quorum
+        self.pass_peers = pass_peers or quorum
         self._base_settings = dict(settings or {})
         rng = random.Random(seed)
         names = [f"n{i}" for i in range(1, size + 1)]
@@ -174,6 +176,13 @@ class ProcessCluster:
         if self.pass_peers:
             for peer_id, address in self.peer_addresses(node.name).items():
                 node.settings[f"faultline.peer.{peer_id}"] = address
+        if self.quorum:
+            # The same voters string on every node (the client proxies); each node dials its
+            # peers through its own peer proxies, given by faultline.peer.<id>.
+            node.settings["controller.quorum.voters"] = ",".join(
+                f"{n.node_id}@{self._client_proxies[n.name].address}"
+                for n in self._nodes.values()
+            )
 
     async def _start(self, node: BrokerNode) -> None:
         assert self._nursery is not None
