@@ -15,7 +15,7 @@ Every connection goes through a `FaultProxy` owned by this cluster:
   broker's real port. Its two directions are the links ("clients", n) and (n, "clients").
 - node -> node: one proxy per ordered pair (src, dst) with src's own port, whose
   directions are the links (src, dst) and (dst, src). `peer_addresses(src)` gives
-  the map {dst node id: proxy address} a replicating broker must dial. Brokers do not
+  the map {dst node id: proxy address} a replicating broker must dial. A broker
   dials them through `--set faultline.peer.<id>=host:port` (passed with `pass_peers=True`,
   always with `quorum=True`, where the nodes form one KRaft cluster).
 
