@@ -35,6 +35,7 @@ from reference_broker.group.offsets_store import (
     OFFSETS_LOG_CONFIG,
     OFFSETS_TOPIC,
     OffsetsStore,
+    OffsetsWriter,
     TopicPartition,
     store_group_error,
 )
@@ -57,6 +58,7 @@ from reference_broker.group.state import (
 )
 from reference_broker.log.config import LogConfig
 from reference_broker.log.log_manager import LogManager
+from reference_broker.log.partition_log import PartitionLog
 
 __all__ = [
     "OFFSETS_TOPIC",
@@ -104,14 +106,17 @@ class GroupCoordinator:
         rng: random.Random,
         *,
         offsets_log_config: LogConfig = OFFSETS_LOG_CONFIG,
+        writer: OffsetsWriter | None = None,
     ) -> None:
         self._config = config
         self._rng = rng
         self._store = OffsetsStore(
-            logs, clock, config.offsets_topic_num_partitions, offsets_log_config
+            logs, clock, config.offsets_topic_num_partitions, offsets_log_config, writer
         )
         self._groups: dict[str, ClassicGroup] = {}
-        self._loaded = False
+        # `__consumer_offsets` partitions being loaded: their groups answer
+        # COORDINATOR_LOAD_IN_PROGRESS; groups of partitions not owned, NOT_COORDINATOR.
+        self._loading: set[int] = set(range(config.offsets_topic_num_partitions))
         self._join_waiters: dict[tuple[str, str], _Waiter[JoinResult]] = {}
         self._sync_waiters: dict[tuple[str, str], _Waiter[SyncResult]] = {}
         # Timer heap of (deadline, tie-breaker, group id); `_scheduled` holds each group's
@@ -134,14 +139,60 @@ class GroupCoordinator:
         COORDINATOR_LOAD_IN_PROGRESS.
         """
         await self._store.load()
+        self._restore_groups(self._store.groups())
+        self._loading = set()
+
+    def _restore_groups(self, group_ids: set[str]) -> None:
         now = trio.current_time()
-        for group_id in sorted(self._store.groups()):
+        for group_id in sorted(group_ids):
             group = self._groups.setdefault(group_id, self._new_group(group_id))
             stored = self._store.group_metadata(group_id)
             if stored is not None:
                 group.restore(stored, now)
                 self._schedule(group)
-        self._loaded = True
+
+    def owned_partitions(self) -> set[int]:
+        """The `__consumer_offsets` partitions whose groups this node coordinates."""
+        return {p for p in range(self._store.num_partitions) if self._store.owns(p)}
+
+    async def become_coordinator(self, partition: int, log: PartitionLog) -> None:
+        """This node now leads `__consumer_offsets-<partition>`: load its groups.
+
+        Kafka's onElection: replay the partition, restore each group at its stored
+        generation; until done, its groups answer COORDINATOR_LOAD_IN_PROGRESS.
+        """
+        self._loading.add(partition)
+        try:
+            await trio.lowlevel.checkpoint()
+            self._drop_groups(self._store.unload_partition(partition))
+            self._restore_groups(self._store.load_partition(partition, log))
+        finally:
+            self._loading.discard(partition)
+
+    def resign_coordinator(self, partition: int) -> None:
+        """This node no longer leads the partition: its groups go (Kafka's onResignation).
+
+        Parked joins and syncs of those groups get NOT_COORDINATOR, so their members
+        look the coordinator up again.
+        """
+        self._loading.discard(partition)
+        self._drop_groups(self._store.unload_partition(partition))
+        for group_id in [g for g in self._groups if self.partition_for(g) == partition]:
+            self._drop_groups({group_id})
+
+    def _drop_groups(self, group_ids: set[str]) -> None:
+        for group_id in group_ids:
+            group = self._groups.pop(group_id, None)
+            if group is None:
+                continue
+            self._scheduled.pop(group_id, None)
+            for key in [k for k in self._join_waiters if k[0] == group_id]:
+                self._join_waiters.pop(key).resolve(
+                    JoinResult.failed(ErrorCode.NOT_COORDINATOR, key[1])
+                )
+            for key in [k for k in self._sync_waiters if k[0] == group_id]:
+                self._sync_waiters.pop(key).resolve(SyncResult.failed(ErrorCode.NOT_COORDINATOR))
+            self._unflushed.discard(group_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Fire group timers (session, rebalance, initial delay) and flush group records."""
@@ -321,7 +372,7 @@ class GroupCoordinator:
         `generation_id == -1` with an empty member id is a simple (standalone) commit, allowed
         only while the group has no members, as Kafka.
         """
-        error = self._check_loaded()
+        error = self._check_loaded(group_id)
         if error is not ErrorCode.NONE:
             return dict.fromkeys(offsets, error)
         group = self._groups.get(group_id)
@@ -352,7 +403,7 @@ class GroupCoordinator:
         self, group_id: str, partitions: Sequence[TopicPartition] | None
     ) -> tuple[ErrorCode, dict[TopicPartition, OffsetAndMetadata | None]]:
         """OffsetFetch: committed offsets (None = never committed) for `partitions`, or all."""
-        error = self._check_loaded()
+        error = self._check_loaded(group_id)
         if error is not ErrorCode.NONE:
             return error, {}
         group = self._groups.get(group_id)
@@ -364,17 +415,15 @@ class GroupCoordinator:
 
     def list_groups(self) -> list[tuple[str, str]]:
         """ListGroups: (group id, protocol type) of every live group, sorted by id."""
-        if not self._loaded:
-            return []
         return [
             (gid, g.protocol_type or "")
             for gid, g in sorted(self._groups.items())
-            if g.state is not GroupState.DEAD
+            if g.state is not GroupState.DEAD and self._check_loaded(gid) is ErrorCode.NONE
         ]
 
     def describe_group(self, group_id: str) -> GroupDescription:
         """DescribeGroups entry; an unknown group is reported Dead with no error, as Kafka."""
-        error = self._check_loaded()
+        error = self._check_loaded(group_id)
         group = self._groups.get(group_id)
         if error is not ErrorCode.NONE or group is None:
             state = "" if error is not ErrorCode.NONE else GroupState.DEAD.value
@@ -385,7 +434,7 @@ class GroupCoordinator:
         """DeleteGroups: only Empty groups can go; their offsets get tombstones."""
         results: dict[str, ErrorCode] = {}
         for group_id in group_ids:
-            error = self._check_loaded()
+            error = self._check_loaded(group_id)
             group = self._groups.get(group_id)
             if error is not ErrorCode.NONE:
                 results[group_id] = error
@@ -405,14 +454,19 @@ class GroupCoordinator:
     def _new_group(self, group_id: str) -> ClassicGroup:
         return ClassicGroup(group_id, self._config, self._rng)
 
-    def _check_loaded(self) -> ErrorCode:
-        return ErrorCode.NONE if self._loaded else ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+    def _check_loaded(self, group_id: str) -> ErrorCode:
+        partition = self.partition_for(group_id)
+        if partition in self._loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+        if not self._store.owns(partition):
+            return ErrorCode.NOT_COORDINATOR
+        return ErrorCode.NONE
 
     def _check_group(self, group_id: str) -> ErrorCode:
         # Membership APIs need a non-empty group id; the offset APIs accept "" as Kafka.
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID
-        return self._check_loaded()
+        return self._check_loaded(group_id)
 
     def _settle(self, group: ClassicGroup) -> list[tuple[GroupWrite, ErrorCode]]:
         """Append the group's metadata records, hand out the responses it owes parked

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import trio
 from kafka.record.default_records import DefaultRecordBatchBuilder
@@ -39,7 +40,7 @@ from reference_broker.group.records import (
 from reference_broker.group.results import OffsetAndMetadata
 from reference_broker.log.config import LogConfig
 from reference_broker.log.log_manager import LogManager
-from reference_broker.log.partition_log import PartitionLog
+from reference_broker.log.partition_log import AppendResult, PartitionLog
 
 OFFSETS_TOPIC = "__consumer_offsets"
 # Kafka's offsets.topic.segment.bytes default. Kafka compacts this topic; the reference log
@@ -66,6 +67,52 @@ def partition_for(group_id: str, num_partitions: int) -> int:
     return (0 if h == -(1 << 31) else abs(h)) % num_partitions
 
 
+class NotCoordinatorError(BrokerError):
+    """The group's offsets partition is not led by this node."""
+
+    code = ErrorCode.NOT_LEADER_OR_FOLLOWER
+
+
+class OffsetsWriter(Protocol):
+    """How the store appends to its partitions: locally, or through replication."""
+
+    def append(self, partition: int, records: bytes) -> AppendResult:
+        """Append a batch as the partition's leader; raises BrokerError."""
+        ...
+
+    async def complete(self, partition: int, end_offset: int) -> None:
+        """Return once everything below `end_offset` is as durable as a commit must be
+        (flush policy; in a cluster, replicated to the ISR); raises BrokerError."""
+        ...
+
+
+class LocalOffsetsWriter:
+    """A single node: the node is the ISR, a write is complete once the flush policy ran."""
+
+    def __init__(self, logs: LogManager, clock: Clock) -> None:
+        self._logs = logs
+        self._clock = clock
+
+    def _log(self, partition: int) -> PartitionLog:
+        log = self._logs.get(OFFSETS_TOPIC, partition)
+        if log is None:
+            raise NotCoordinatorError(f"{OFFSETS_TOPIC}-{partition} has no log on this node")
+        return log
+
+    def append(self, partition: int, records: bytes) -> AppendResult:
+        """Append at leader epoch 0; the high watermark follows the log end."""
+        log = self._log(partition)
+        appended = log.append_as_leader(records, leader_epoch=0)
+        log.update_high_watermark(log.log_end_offset)
+        return appended
+
+    async def complete(self, partition: int, end_offset: int) -> None:
+        """Apply the flush policy (the log end covers `end_offset`)."""
+        log = self._log(partition)
+        if log.flush_due(self._clock.now_ms()):
+            await log.flush()
+
+
 @dataclass(frozen=True)
 class _Committed:
     value: OffsetAndMetadata
@@ -81,12 +128,14 @@ class OffsetsStore:
         clock: Clock,
         num_partitions: int,
         log_config: LogConfig = OFFSETS_LOG_CONFIG,
+        writer: OffsetsWriter | None = None,
     ) -> None:
         self._logs = logs
+        self._writer = writer or LocalOffsetsWriter(logs, clock)
         self._clock = clock
         self._num_partitions = num_partitions
         self._log_config = log_config
-        self._partitions: list[PartitionLog] = []
+        self._partitions: dict[int, PartitionLog] = {}
         self._offsets: dict[str, dict[TopicPartition, _Committed]] = {}
         # The last GroupMetadataValue of every group that has one and was not deleted.
         self._group_metadata: dict[str, GroupMetadataValue] = {}
@@ -103,20 +152,60 @@ class OffsetsStore:
         """The group's last stored metadata (generation, leader, members), None if none."""
         return self._group_metadata.get(group_id)
 
+    @property
+    def num_partitions(self) -> int:
+        """How many partitions `__consumer_offsets` has."""
+        return self._num_partitions
+
+    def owns(self, partition: int) -> bool:
+        """Whether `partition` is loaded here (this node coordinates its groups)."""
+        return partition in self._partitions
+
     async def load(self) -> None:
-        """Open (creating if needed) every partition and replay the committed offsets."""
-        self._partitions = []
+        """Open (creating if needed) every partition and replay the committed offsets.
+
+        The single-node mode: this node is the whole ISR of every partition.
+        """
+        self._partitions = {}
         self._offsets = {}
         self._group_metadata = {}
         for partition in range(self._num_partitions):
             log = self._logs.get(OFFSETS_TOPIC, partition)
             if log is None:
                 log = self._logs.create(OFFSETS_TOPIC, partition, self._log_config)
-            self._partitions.append(log)
-            self._replay(partition, log)
+            self.load_partition(partition, log)
             # One node is the whole ISR: everything in the log is committed.
             log.update_high_watermark(log.log_end_offset)
             await trio.lowlevel.checkpoint()
+
+    def load_partition(self, partition: int, log: PartitionLog) -> set[str]:
+        """Replay one partition this node now leads (Kafka's loadGroupsAndOffsets).
+
+        Returns the groups it holds. Reads to the log end, as Kafka does: a new leader's
+        log is the partition's truth.
+        """
+        self.unload_partition(partition)
+        self._partitions[partition] = log
+        self._replay(partition, log)
+        return {g for g in self.groups() if self.partition_for(g) == partition}
+
+    def unload_partition(self, partition: int) -> set[str]:
+        """Forget a partition this node no longer leads; returns the groups that went."""
+        self._partitions.pop(partition, None)
+        gone = {g for g in self.groups() if self.partition_for(g) == partition}
+        for group_id in gone:
+            self._offsets.pop(group_id, None)
+            self._group_metadata.pop(group_id, None)
+        return gone
+
+    def _log_of(self, group_id: str) -> tuple[int, PartitionLog]:
+        index = self.partition_for(group_id)
+        log = self._partitions.get(index)
+        if log is None:
+            raise NotCoordinatorError(
+                f"{OFFSETS_TOPIC}-{index} (group {group_id!r}) is not led by this node"
+            )
+        return index, log
 
     def _replay(self, partition: int, log: PartitionLog) -> None:
         position = log.log_start_offset
@@ -177,7 +266,6 @@ class OffsetsStore:
         """
         if not offsets:
             return {}
-        log = self._partitions[self.partition_for(group_id)]
         now_ms = self._clock.now_ms()
         stamped = {
             tp: om if om.commit_timestamp_ms >= 0 else replace(om, commit_timestamp_ms=now_ms)
@@ -193,12 +281,11 @@ class OffsetsStore:
                 headers=[],
             )
         try:
-            appended = log.append_as_leader(bytes(builder.build()), leader_epoch=0)
-            log.update_high_watermark(log.log_end_offset)
-            if log.flush_due(now_ms):
-                # Shielded: a client hanging up must not leave a half-acknowledged commit.
-                with trio.CancelScope(shield=True):
-                    await log.flush()
+            index, _log = self._log_of(group_id)
+            appended = self._writer.append(index, bytes(builder.build()))
+            # Shielded: a client hanging up must not leave a half-acknowledged commit.
+            with trio.CancelScope(shield=True):
+                await self._writer.complete(index, appended.last_offset + 1)
         except BrokerError as exc:
             error = _commit_error(exc.code)
             return dict.fromkeys(offsets, error)
@@ -220,7 +307,7 @@ class OffsetsStore:
         """
         now_ms = self._clock.now_ms()
         stamped = replace(value, current_state_timestamp_ms=now_ms)
-        log = self._partitions[self.partition_for(group_id)]
+        index, _log = self._log_of(group_id)
         builder = _batch_builder()
         builder.append(
             0,
@@ -229,16 +316,17 @@ class OffsetsStore:
             value=encode_group_metadata_value(stamped),
             headers=[],
         )
-        log.append_as_leader(bytes(builder.build()), leader_epoch=0)
-        log.update_high_watermark(log.log_end_offset)
+        self._writer.append(index, bytes(builder.build()))
         self._group_metadata[group_id] = stamped
 
     async def flush_if_due(self, group_id: str) -> None:
-        """Flush the group's partition if the flush policy asks for it (shielded)."""
-        log = self._partitions[self.partition_for(group_id)]
-        if log.flush_due(self._clock.now_ms()):
-            with trio.CancelScope(shield=True):
-                await log.flush()
+        """Complete the group's appended records: flush policy, and replication (shielded).
+
+        Raises BrokerError when they cannot be completed (e.g. leadership moved).
+        """
+        index, log = self._log_of(group_id)
+        with trio.CancelScope(shield=True):
+            await self._writer.complete(index, log.log_end_offset)
 
     def fetch(
         self, group_id: str, partitions: Sequence[TopicPartition] | None
@@ -263,16 +351,14 @@ class OffsetsStore:
             for topic, partition in partitions
         ]
         keys.append(encode_group_metadata_key(GroupMetadataKey(group_id)))
-        log = self._partitions[self.partition_for(group_id)]
+        index, _log = self._log_of(group_id)
         now_ms = self._clock.now_ms()
         builder = _batch_builder()
         for delta, key in enumerate(keys):
             builder.append(delta, timestamp=now_ms, key=key, value=None, headers=[])
-        log.append_as_leader(bytes(builder.build()), leader_epoch=0)
-        log.update_high_watermark(log.log_end_offset)
-        if log.flush_due(now_ms):
-            with trio.CancelScope(shield=True):
-                await log.flush()
+        appended = self._writer.append(index, bytes(builder.build()))
+        with trio.CancelScope(shield=True):
+            await self._writer.complete(index, appended.last_offset + 1)
 
 
 def _batch_builder() -> DefaultRecordBatchBuilder:
