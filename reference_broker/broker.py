@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -34,6 +35,10 @@ from .metadata import (
     validate_topic_name,
 )
 from .replication.partition import HighWatermarkSignal, Partition
+
+if TYPE_CHECKING:
+    from .controller.transport import QuorumEndpoint
+    from .metadata.cluster_view import ClusterView
 
 logger = logging.getLogger("faultline.broker")
 
@@ -94,6 +99,9 @@ class Broker:
             config.node_id, config.listeners[0].host, config.listeners[0].port
         )
         self._topic_lock = trio.Lock()
+        # Cluster mode (set by serve_broker): the metadata image's view and the quorum.
+        self.cluster: ClusterView | None = None
+        self.quorum_endpoint: QuorumEndpoint | None = None
 
     @property
     def cluster_id(self) -> str:

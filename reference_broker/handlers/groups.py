@@ -24,7 +24,9 @@ from kafka.protocol.consumer import (
 )
 from kafka.protocol.metadata import FindCoordinatorResponse
 
-from ..errors import ErrorCode
+from ..broker import BrokerEndpoint
+from ..errors import BrokerError, ErrorCode
+from ..group.offsets_store import OFFSETS_TOPIC
 from ..group.results import JoinProtocol, OffsetAndMetadata
 from .context import RequestContext
 
@@ -60,22 +62,59 @@ def _find(broker: Broker, key: str, key_type: int) -> tuple[ErrorCode, str | Non
     return ErrorCode.NONE, None
 
 
+async def _coordinator_of(
+    broker: Broker, key: str, key_type: int
+) -> tuple[ErrorCode, str | None, BrokerEndpoint | None]:
+    """The node coordinating group `key`: this node alone, or in a cluster the leader of
+    the group's `__consumer_offsets` partition (created on first use, as Kafka)."""
+    error, message = _find(broker, key, key_type)
+    if error is not ErrorCode.NONE:
+        return error, message, None
+    cluster = broker.cluster
+    if cluster is None:
+        return ErrorCode.NONE, None, broker.endpoint
+    if OFFSETS_TOPIC not in cluster:
+        live = len(cluster.live_brokers())
+        factor = min(broker.config.offsets_topic_replication_factor, max(live, 1))
+        if factor < broker.config.offsets_topic_replication_factor:
+            return (
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                f"{OFFSETS_TOPIC} needs {broker.config.offsets_topic_replication_factor} live "
+                f"brokers (offsets.topic.replication.factor); {live} are live",
+                None,
+            )
+        try:
+            await cluster.create_topic(
+                OFFSETS_TOPIC,
+                broker.config.offsets_topic_num_partitions,
+                factor,
+                {"cleanup.policy": "delete", "retention.ms": "-1"},
+                internal=True,
+            )
+        except BrokerError as exc:
+            if exc.code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE, str(exc), None
+    leader = cluster.leader_of(OFFSETS_TOPIC, broker.coordinator.partition_for(key))
+    found = cluster.endpoint_of(leader) if leader >= 0 else None
+    if found is None:
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE, "the group's partition has no leader", None
+    return ErrorCode.NONE, None, BrokerEndpoint(found.node_id, found.host, found.port)
+
+
 async def handle_find_coordinator(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
-    """Every group's coordinator is this node."""
-    endpoint = broker.endpoint
+    """A group's coordinator: this node, or the leader of the group's offsets partition."""
     if ctx.version >= 4:
         coordinators = []
         for key in request.coordinator_keys:
-            error, message = _find(broker, key, request.key_type)
-            ok = error == ErrorCode.NONE
+            error, message, endpoint = await _coordinator_of(broker, key, request.key_type)
             coordinators.append(
                 _Coordinator(
                     key=key,
-                    node_id=endpoint.node_id if ok else -1,
-                    host=endpoint.host if ok else "",
-                    port=endpoint.port if ok else -1,
+                    node_id=endpoint.node_id if endpoint else -1,
+                    host=endpoint.host if endpoint else "",
+                    port=endpoint.port if endpoint else -1,
                     error_code=int(error),
                     error_message=message,
                 )
@@ -83,16 +122,17 @@ async def handle_find_coordinator(
         return FindCoordinatorResponse(
             version=ctx.version, throttle_time_ms=0, coordinators=coordinators
         )
-    error, message = _find(broker, request.key, request.key_type if ctx.version >= 1 else 0)
-    ok = error == ErrorCode.NONE
+    error, message, endpoint = await _coordinator_of(
+        broker, request.key, request.key_type if ctx.version >= 1 else 0
+    )
     return FindCoordinatorResponse(
         version=ctx.version,
         throttle_time_ms=0,
         error_code=int(error),
         error_message=message,
-        node_id=endpoint.node_id if ok else -1,
-        host=endpoint.host if ok else "",
-        port=endpoint.port if ok else -1,
+        node_id=endpoint.node_id if endpoint else -1,
+        host=endpoint.host if endpoint else "",
+        port=endpoint.port if endpoint else -1,
     )
 
 

@@ -9,6 +9,7 @@ from kafka.protocol.admin import CreateTopicsResponse, DeleteTopicsResponse, Des
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.metadata import MetadataResponse
 
+from ..controller.records import NO_LEADER
 from ..errors import BrokerError, ErrorCode
 from ..metadata import INTERNAL_TOPICS, TopicRecord
 from .context import RequestContext
@@ -34,9 +35,38 @@ RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 
 
+def _cluster_partition(broker: Broker, topic: str, index: int) -> ApiMessage:
+    assert broker.cluster is not None
+    found = broker.cluster.assignment(topic, index)
+    if found is None or found.leader == NO_LEADER:
+        # Kafka lists a leaderless partition with its replicas and LEADER_NOT_AVAILABLE.
+        return _Partition(
+            error_code=int(ErrorCode.LEADER_NOT_AVAILABLE),
+            partition_index=index,
+            leader_id=-1,
+            leader_epoch=found.leader_epoch if found else -1,
+            replica_nodes=list(found.replicas) if found else [],
+            isr_nodes=list(found.isr) if found else [],
+            offline_replicas=[],
+        )
+    live = {b.node_id for b in broker.cluster.live_brokers()}
+    return _Partition(
+        error_code=0,
+        partition_index=index,
+        leader_id=found.leader,
+        leader_epoch=found.leader_epoch,
+        replica_nodes=list(found.replicas),
+        isr_nodes=list(found.isr),
+        offline_replicas=[r for r in found.replicas if r not in live],
+    )
+
+
 def _topic_metadata(broker: Broker, record: TopicRecord) -> ApiMessage:
     partitions = []
     for index in range(record.partitions):
+        if broker.cluster is not None:
+            partitions.append(_cluster_partition(broker, record.name, index))
+            continue
         partition = broker.partitions.get((record.name, index))
         if partition is None:
             partitions.append(
@@ -116,15 +146,24 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, request: ApiMessa
                 topics.append(_missing_topic(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             else:
                 topics.append(_topic_metadata(broker, record))
-    endpoint = broker.endpoint
+    if broker.cluster is not None:
+        brokers = [
+            _Broker(node_id=b.node_id, host=b.host, port=b.port, rack=None)
+            for b in broker.cluster.live_brokers()
+        ]
+        controller_id = broker.cluster.controller_id
+    else:
+        endpoint = broker.endpoint
+        brokers = [
+            _Broker(node_id=endpoint.node_id, host=endpoint.host, port=endpoint.port, rack=None)
+        ]
+        controller_id = broker.node_id
     return MetadataResponse(
         version=version,
         throttle_time_ms=0,
-        brokers=[
-            _Broker(node_id=endpoint.node_id, host=endpoint.host, port=endpoint.port, rack=None)
-        ],
+        brokers=brokers,
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=controller_id,
         topics=topics,
         authorized_operations=None,  # Kafka's "not requested" (INT32_MIN)
     )
@@ -154,6 +193,12 @@ async def handle_create_topics(
         num_partitions = topic.num_partitions
         factor = topic.replication_factor
         try:
+            if topic.assignments and broker.cluster is not None:
+                raise BrokerError(
+                    "manual replica assignments are not supported; give numPartitions and "
+                    "replicationFactor and the controller places the replicas",
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                )
             if topic.assignments:
                 # Manual assignment: every replica list must be exactly this node.
                 if num_partitions != -1 or factor != -1:
