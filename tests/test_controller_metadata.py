@@ -128,3 +128,66 @@ def test_second_process_cannot_take_a_live_brokers_id_and_stale_epochs_are_refus
     old_epoch = controller.image.brokers[3].broker_epoch
     commit(controller, controller.register_broker(3, "inc-3b", "127.0.0.1", 9093, 5000))
     assert controller.heartbeat(3, old_epoch, False, 5000).error is Errors.STALE_BROKER_EPOCH
+
+
+def test_deleting_a_topic_removes_it_and_its_partitions() -> None:
+    controller = cluster()
+    decision = commit(controller, controller.delete_topic("t0"))
+    assert decision.error is Errors.NONE
+    assert "t0" not in controller.image.topics and controller.image.partitions == {}
+    assert controller.delete_topic("t0").error is Errors.UNKNOWN_TOPIC_OR_PARTITION
+    # The name is free again, under a new id.
+    assert commit(controller, controller.create_topic("t0", "id1", [(2,)])).error is Errors.NONE
+    assert controller.image.topics["t0"] == "id1"
+
+
+def test_a_topic_config_enables_unclean_election_for_that_topic_only() -> None:
+    controller = cluster()
+    configs = (("unclean.leader.election.enable", "true"),)
+    commit(controller, controller.create_topic("dirty", "id-d", [(1, 2, 3)], configs))
+    for topic_id in ("id0", "id-d"):
+        commit(controller, controller.alter_partition(topic_id, 0, 1, 0, 0, (1,)))
+    keep_alive(controller, [2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    assert controller.image.partitions[("id0", 0)].leader == NO_LEADER
+    dirty = controller.image.partitions[("id-d", 0)]
+    assert (dirty.leader, dirty.isr) == (2, (2,))
+    assert controller.image.topic_configs["id-d"] == configs
+
+
+def test_a_topic_config_can_forbid_unclean_election_the_cluster_allows() -> None:
+    controller = cluster(unclean=True)
+    configs = (("unclean.leader.election.enable", "false"),)
+    commit(controller, controller.create_topic("clean", "id-c", [(1, 2, 3)], configs))
+    commit(controller, controller.alter_partition("id-c", 0, 1, 0, 0, (1,)))
+    keep_alive(controller, [2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    assert controller.image.partitions[("id-c", 0)].leader == NO_LEADER
+
+
+def test_an_unreadable_unclean_election_config_is_invalid() -> None:
+    controller = cluster()
+    configs = (("unclean.leader.election.enable", "maybe"),)
+    assert controller.create_topic("x", "id-x", [(1,)], configs).error is Errors.INVALID_CONFIG
+
+
+def test_replicas_are_striped_over_unfenced_brokers() -> None:
+    controller = cluster(brokers=4)
+    assert controller.assign_replicas(4, 3, start=1) == [
+        (2, 3, 4),
+        (3, 4, 1),
+        (4, 1, 2),
+        (1, 2, 3),
+    ]
+    keep_alive(controller, [1, 2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    assert controller.assign_replicas(1, 4, start=0) is Errors.INVALID_REPLICATION_FACTOR
+    assert controller.assign_replicas(2, 3, start=0) == [(1, 2, 3), (2, 3, 1)]
+
+
+def test_errors_carry_kafkas_numeric_codes() -> None:
+    assert Errors.NONE.code == 0
+    assert Errors.STALE_BROKER_EPOCH.code == 77
+    assert Errors.DUPLICATE_BROKER_REGISTRATION.code == 101
+    assert Errors.INVALID_UPDATE_VERSION.code == 95
+    assert all(isinstance(e.code, int) for e in Errors)

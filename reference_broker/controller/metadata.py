@@ -25,6 +25,7 @@ from .records import (
     PartitionChangeRecord,
     PartitionRecord,
     RegisterBrokerRecord,
+    RemoveTopicRecord,
     TopicRecord,
     UnfenceBrokerRecord,
 )
@@ -53,14 +54,30 @@ class PartitionState:
     partition_epoch: int
 
 
+UNCLEAN_LEADER_ELECTION_CONFIG = "unclean.leader.election.enable"
+
+
 class MetadataImage:
     """Brokers, topics and partitions as replayed from committed records."""
 
     def __init__(self) -> None:
         self.brokers: dict[int, BrokerRegistration] = {}
         self.topics: dict[str, str] = {}  # name -> topic id
+        self.topic_names: dict[str, str] = {}  # topic id -> name
+        self.topic_configs: dict[str, tuple[tuple[str, str], ...]] = {}  # topic id -> overrides
         self.partitions: dict[tuple[str, int], PartitionState] = {}  # (topic id, index)
         self.last_broker_epoch = 0
+
+    def topic_config(self, topic_id: str, name: str) -> str | None:
+        """A topic's override of config `name`, None when it has none."""
+        for key, value in self.topic_configs.get(topic_id, ()):
+            if key == name:
+                return value
+        return None
+
+    def partitions_of(self, topic_id: str) -> list[tuple[int, PartitionState]]:
+        """(index, state) of every partition of a topic, by index."""
+        return sorted((i, s) for (t, i), s in self.partitions.items() if t == topic_id)
 
     def is_live(self, broker_id: int) -> bool:
         """Registered and not fenced."""
@@ -87,6 +104,16 @@ class MetadataImage:
                 self.brokers[record.broker_id] = replace(broker, fenced=fenced)
             case TopicRecord():
                 self.topics[record.name] = record.topic_id
+                self.topic_names[record.topic_id] = record.name
+                self.topic_configs[record.topic_id] = record.configs
+            case RemoveTopicRecord():
+                name = self.topic_names.pop(record.topic_id, None)
+                if name is None:
+                    return  # already gone: replaying a delete twice changes nothing
+                del self.topics[name]
+                self.topic_configs.pop(record.topic_id, None)
+                for key in [k for k in self.partitions if k[0] == record.topic_id]:
+                    del self.partitions[key]
             case PartitionRecord():
                 self.partitions[(record.topic_id, record.partition)] = PartitionState(
                     record.replicas,
@@ -124,6 +151,28 @@ class Errors(Enum):
     INVALID_UPDATE_VERSION = "INVALID_UPDATE_VERSION"
     INVALID_REQUEST = "INVALID_REQUEST"
     INELIGIBLE_REPLICA = "INELIGIBLE_REPLICA"
+    INVALID_CONFIG = "INVALID_CONFIG"
+
+    @property
+    def code(self) -> int:
+        """Kafka's numeric error code (clients' Errors.java)."""
+        return _KAFKA_CODES[self]
+
+
+_KAFKA_CODES = {
+    Errors.NONE: 0,
+    Errors.UNKNOWN_TOPIC_OR_PARTITION: 3,
+    Errors.NOT_LEADER_OR_FOLLOWER: 6,
+    Errors.TOPIC_ALREADY_EXISTS: 36,
+    Errors.INVALID_REPLICATION_FACTOR: 38,
+    Errors.INVALID_CONFIG: 40,
+    Errors.INVALID_REQUEST: 42,
+    Errors.FENCED_LEADER_EPOCH: 74,
+    Errors.STALE_BROKER_EPOCH: 77,
+    Errors.INVALID_UPDATE_VERSION: 95,
+    Errors.DUPLICATE_BROKER_REGISTRATION: 101,
+    Errors.INELIGIBLE_REPLICA: 107,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +187,11 @@ class Decision:
 
 @dataclass
 class ControllerConfig:
-    """Kafka's `broker.session.timeout.ms` and `unclean.leader.election.enable`."""
+    """Kafka's `broker.session.timeout.ms` and `unclean.leader.election.enable`.
+
+    `unclean_leader_election` is the cluster default; a topic's own
+    `unclean.leader.election.enable` config overrides it for that topic.
+    """
 
     session_timeout_ms: int = 9000
     unclean_leader_election: bool = False
@@ -211,20 +264,57 @@ class Controller:
     # -- topics -----------------------------------------------------------------------
 
     def create_topic(
-        self, name: str, topic_id: str, assignments: list[tuple[int, ...]]
+        self,
+        name: str,
+        topic_id: str,
+        assignments: list[tuple[int, ...]],
+        configs: tuple[tuple[str, str], ...] = (),
     ) -> Decision:
         """A topic with one replica list per partition; leaders are the first live replica."""
         if name in self.image.topics:
             return Decision(error=Errors.TOPIC_ALREADY_EXISTS)
         if not assignments or any(not r or len(set(r)) != len(r) for r in assignments):
             return Decision(error=Errors.INVALID_REPLICATION_FACTOR)
-        records: list[MetadataRecord] = [TopicRecord(name, topic_id)]
+        for key, value in configs:
+            if key == UNCLEAN_LEADER_ELECTION_CONFIG and _parse_bool(value) is None:
+                return Decision(error=Errors.INVALID_CONFIG)
+        records: list[MetadataRecord] = [TopicRecord(name, topic_id, tuple(configs))]
         for index, replicas in enumerate(assignments):
             live = tuple(r for r in replicas if self.image.is_live(r))
             leader = live[0] if live else NO_LEADER
             isr = live or replicas
             records.append(PartitionRecord(topic_id, index, replicas, isr, leader, 0, 0))
         return Decision(tuple(records))
+
+    def assign_replicas(
+        self, partitions: int, replication_factor: int, start: int
+    ) -> list[tuple[int, ...]] | Errors:
+        """Replica lists for a new topic, striped over the unfenced brokers.
+
+        Partition p gets `replication_factor` consecutive brokers (by id) beginning
+        at `start + p`, so leaders (first replicas) spread evenly, as Kafka's
+        StripedReplicaPlacer does without racks. Fewer unfenced brokers than the
+        replication factor is INVALID_REPLICATION_FACTOR, as in Kafka.
+        """
+        live = sorted(b for b in self.image.brokers if self.image.is_live(b))
+        if partitions < 1 or replication_factor < 1 or replication_factor > len(live):
+            return Errors.INVALID_REPLICATION_FACTOR
+        return [
+            tuple(live[(start + p + i) % len(live)] for i in range(replication_factor))
+            for p in range(partitions)
+        ]
+
+    def delete_topic(self, name: str) -> Decision:
+        """Remove a topic and its partitions (DeleteTopics)."""
+        topic_id = self.image.topics.get(name)
+        if topic_id is None:
+            return Decision(error=Errors.UNKNOWN_TOPIC_OR_PARTITION)
+        return Decision((RemoveTopicRecord(topic_id),))
+
+    def unclean_election_enabled(self, topic_id: str) -> bool:
+        """The topic's `unclean.leader.election.enable`, else the cluster default."""
+        override = _parse_bool(self.image.topic_config(topic_id, UNCLEAN_LEADER_ELECTION_CONFIG))
+        return self.config.unclean_leader_election if override is None else override
 
     # -- partitions ---------------------------------------------------------------------
 
@@ -269,7 +359,9 @@ class Controller:
 
     # -- elections ------------------------------------------------------------------------
 
-    def _elect(self, state: PartitionState, unavailable: set[int]) -> tuple[int, tuple[int, ...]]:
+    def _elect(
+        self, topic_id: str, state: PartitionState, unavailable: set[int]
+    ) -> tuple[int, tuple[int, ...]]:
         """(leader, isr) after removing `unavailable` brokers: clean from the ISR first."""
 
         def live(r: int) -> bool:
@@ -279,7 +371,7 @@ class Controller:
         for replica in state.replicas:
             if replica in isr and live(replica):
                 return replica, isr
-        if self.config.unclean_leader_election:
+        if self.unclean_election_enabled(topic_id):
             for replica in state.replicas:
                 if live(replica):
                     # Unclean: the ISR restarts from the new leader; what others held may be lost.
@@ -294,7 +386,7 @@ class Controller:
             if not (fenced & set(state.isr)) and state.leader not in fenced:
                 continue
             if state.leader in fenced or state.leader == NO_LEADER:
-                leader, isr = self._elect(state, fenced)
+                leader, isr = self._elect(topic_id, state, fenced)
             else:
                 leader, isr = state.leader, tuple(r for r in state.isr if r not in fenced)
             records.append(
@@ -315,11 +407,18 @@ class Controller:
                 continue
             if broker_id in state.isr:
                 records.append(PartitionChangeRecord(topic_id, index, leader=broker_id))
-            elif self.config.unclean_leader_election:
+            elif self.unclean_election_enabled(topic_id):
                 records.append(
                     PartitionChangeRecord(topic_id, index, leader=broker_id, isr=(broker_id,))
                 )
         return records
+
+
+def _parse_bool(value: str | None) -> bool | None:
+    """Kafka's boolean config syntax (case-insensitive true/false); None if absent or not one."""
+    if value is None:
+        return None
+    return {"true": True, "false": False}.get(value.strip().lower())
 
 
 def _applied(state: PartitionState, change: PartitionChangeRecord) -> PartitionState:

@@ -40,9 +40,17 @@ class UnfenceBrokerRecord:
 
 @dataclass(frozen=True, slots=True)
 class TopicRecord:
-    """A topic exists."""
+    """A topic exists, with its topic-level config overrides (Kafka property names)."""
 
     name: str
+    topic_id: str
+    configs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTopicRecord:
+    """A topic and all its partitions are deleted."""
+
     topic_id: str
 
 
@@ -77,6 +85,7 @@ MetadataRecord = (
     | FenceBrokerRecord
     | UnfenceBrokerRecord
     | TopicRecord
+    | RemoveTopicRecord
     | PartitionRecord
     | PartitionChangeRecord
 )
