@@ -68,6 +68,14 @@ class RunConfig:
         return nemesis_packages.parse(self.nemesis)
 
     @property
+    def replicated(self) -> bool:
+        """Whether the faultline brokers run as one replicated KRaft cluster.
+
+        Replication factor 1 keeps the single-node layout (topic tK alone on node nK).
+        """
+        return self.target in ("sim", "process") and self.replication_factor > 1
+
+    @property
     def node_names(self) -> list[str]:
         """n1..nN for the sim and process targets; the single broker otherwise."""
         return [f"n{i}" for i in range(1, self.nodes + 1)]
@@ -124,11 +132,15 @@ class RunConfig:
             packages = self.packages
         except ValueError as exc:
             raise ConfigError(f"--nemesis: {exc}") from None
-        if self.replication_factor != 1 or self.min_insync_replicas != 1:
+        if self.min_insync_replicas > self.replication_factor:
             raise ConfigError(
-                "--replication-factor and --min-insync-replicas must be 1 for now: the "
-                "reference brokers do not replicate yet (replication arrives in issue 7), "
-                "so a run with more replicas would claim guarantees nothing provides"
+                f"--min-insync-replicas {self.min_insync_replicas} exceeds "
+                f"--replication-factor {self.replication_factor}: acks=all could never succeed"
+            )
+        if self.target in ("sim", "process") and self.replication_factor > self.nodes:
+            raise ConfigError(
+                f"--replication-factor {self.replication_factor} needs at least that many "
+                f"--nodes, not {self.nodes}"
             )
         if self.target == "sim" and self.client != "faultline":
             raise ConfigError(

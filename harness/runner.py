@@ -30,7 +30,7 @@ import trio
 from checkers.verdict import Verdict, check_file
 from harness.progress import CountingWriter, RunCounters, show_progress
 from harness.run_config import ConfigError, RunConfig
-from harness.targets import Session
+from harness.targets import CLUSTER_HOME, REPLICATED_TOPICS, Session
 from nemesis import Executor, Schedule, generate
 from workloads.base import Workload, WorkloadOptions
 from workloads.recorder import HistoryRecorder
@@ -302,8 +302,12 @@ def run(
         "checker_mode": workload.checker_mode,
         "topology": {
             "topics": _topic_homes(config),
-            "note": "single-node era: each topic lives on one broker, brokers do not "
-                    "replicate (issue 7)",
+            "note": (
+                f"one KRaft cluster of {config.nodes} brokers, replication factor "
+                f"{config.replication_factor}, min.insync.replicas {config.min_insync_replicas}"
+                if config.replicated
+                else "replication factor 1: each topic lives alone on one broker"
+            ),
         },
         "schedule": {"ops": len(ran.ops), "file": "nemesis.json"},
         "timing": {
@@ -323,6 +327,8 @@ def run(
 
 
 def _topic_homes(config: RunConfig) -> dict[str, str]:
+    if config.replicated:
+        return dict.fromkeys(REPLICATED_TOPICS, CLUSTER_HOME)
     if config.target in ("sim", "process"):
         return {f"t{n.removeprefix('n')}": n for n in config.node_names}
     if config.target == "tansu":

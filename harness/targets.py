@@ -72,18 +72,29 @@ def sim_settings(config: RunConfig) -> SimSettings:
     # A small loopback-like latency: with zero, a client loop that re-polls with a
     # sub-millisecond wait (rounded to 0 ms) spins without virtual time ever advancing.
     return SimSettings(nodes=config.nodes, broker_settings=config.broker_settings(),
-                       base_latency_ms=SIM_LINK_LATENCY_MS)
+                       base_latency_ms=SIM_LINK_LATENCY_MS, quorum=config.replicated)
+
+
+# A replicated run's topics all live on the one cluster.
+CLUSTER_HOME = "cluster"
+REPLICATED_TOPICS = ("t1", "t2", "t3")
 
 
 def sim_session(cluster: SimCluster, config: RunConfig) -> Session:
-    """Wire a started SimCluster: topics tK on nK, client hosts c1..cK, seeded rng."""
-    homes = {f"t{node.removeprefix('n')}": node for node in cluster.nodes}
-    cluster.topic_homes.update(homes)
+    """Wire a started SimCluster: topics (tK on nK, or t1..t3 on the whole replicated
+    cluster), client hosts c1..cK, seeded rng."""
+    if cluster.quorum:
+        homes = dict.fromkeys(REPLICATED_TOPICS, CLUSTER_HOME)
+    else:
+        homes = {f"t{node.removeprefix('n')}": node for node in cluster.nodes}
+        cluster.topic_homes.update(homes)
     endpoints = client_endpoint_names(config)
     for name in endpoints:
         cluster.client_network(name)  # the nemesis may cut clients: they must exist first
     env = WorkloadEnv(
-        bootstrap_for=lambda topic: cluster.node(homes[topic]).address,
+        bootstrap_for=lambda topic: (
+            cluster.bootstrap if cluster.quorum else cluster.node(homes[topic]).address
+        ),
         network_for=cluster.client_network,
         clock_ms_for=lambda name: cluster.client_clock(name).now_ms,
         client_endpoints=endpoints,
@@ -134,6 +145,7 @@ async def _process_session(config: RunConfig, run_dir: Path) -> AsyncIterator[Se
         settings=config.broker_settings(),
         power_loss="power-loss" in config.packages,
         seed=config.seed,
+        quorum=config.replicated,
     )
     try:
         entered = await cluster.__aenter__()
@@ -142,9 +154,13 @@ async def _process_session(config: RunConfig, run_dir: Path) -> AsyncIterator[Se
                                f"(see {run_dir / 'nodes'}/*/broker.log)") from None
     error: BaseException | None = None
     try:
-        homes = {f"t{n.removeprefix('n')}": n for n in entered.nodes}
-        env = _real_env(config, lambda topic: entered.client_address(homes[topic]),
-                        entered.clients)
+        if config.replicated:
+            homes = dict.fromkeys(REPLICATED_TOPICS, CLUSTER_HOME)
+            env = _real_env(config, lambda _topic: entered.bootstrap, entered.clients)
+        else:
+            homes = {f"t{n.removeprefix('n')}": n for n in entered.nodes}
+            env = _real_env(config, lambda topic: entered.client_address(homes[topic]),
+                            entered.clients)
         logs = {n: entered.broker(n).log_path for n in entered.nodes}
         yield Session(entered, env, homes, simulated=False, node_logs=logs)
     except BaseException as exc:

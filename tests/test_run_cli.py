@@ -14,12 +14,18 @@ from harness.run_config import ConfigError, RunConfig, flush_settings, new_run_d
 SHORT = ["--time-limit", "5", "--recovery", "1", "--final-read", "5", "--seed", "3"]
 
 
-def test_replication_beyond_one_is_refused_naming_issue_7(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["run", "--replication-factor", "3", "--out",
-                                      str(tmp_path)])
+def test_replication_factor_above_the_node_count_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["run", "--replication-factor", "4", "--nodes", "3",
+                                      "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "issue 7" in result.output and "Traceback" not in result.output
+    assert "--nodes" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_min_insync_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(ConfigError, match="exceeds --replication-factor 2"):
+        RunConfig(replication_factor=2, min_insync_replicas=3).validate()
+    RunConfig(replication_factor=3, min_insync_replicas=3).validate()
 
 
 def test_third_party_client_on_the_sim_is_refused() -> None:

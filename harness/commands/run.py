@@ -90,9 +90,11 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--enable-idempotence/--no-enable-idempotence", default=True,
                      show_default=True, help="Producer enable.idempotence."),
         click.option("--min-insync-replicas", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="min.insync.replicas (1 until issue 7)."),
+                     show_default=True, help="min.insync.replicas of the topics."),
         click.option("--replication-factor", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="Topic replication factor (1 until issue 7)."),
+                     show_default=True,
+                     help="Replication factor of the topics; above 1 the brokers form one "
+                          "KRaft cluster."),
         click.option("--unclean-leader-election/--no-unclean-leader-election", default=False,
                      show_default=True, help="unclean.leader.election.enable."),
         click.option("--flush", default="never", show_default=True,

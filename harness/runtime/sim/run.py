@@ -38,6 +38,8 @@ class SimSettings:
     tear_on_power_loss: bool = False
     epoch_ms: int = DEFAULT_EPOCH_MS
     broker_settings: Mapping[str, object] = field(default_factory=dict)
+    # One KRaft cluster (replicated topics) instead of independent single-node brokers.
+    quorum: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def run_sim(
                 fsync_latency_ms=settings.fsync_latency_ms,
                 tear_on_power_loss=settings.tear_on_power_loss,
                 epoch_ms=settings.epoch_ms,
+                quorum=settings.quorum,
             )
             await cluster.start()
             value = await scenario(cluster)

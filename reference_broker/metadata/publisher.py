@@ -1,0 +1,64 @@
+"""`MetadataPublisher`: every new metadata image becomes the broker's state.
+
+Kafka's BrokerMetadataPublisher: when the node has replayed new committed metadata,
+the replica manager becomes leader or follower of each partition assigned to this
+node (and drops those it no longer hosts), then the group coordinator takes over (or
+gives up) the groups of each `__consumer_offsets` partition whose leadership moved.
+One task, one image at a time, so the broker never applies two images at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..group.offsets_store import OFFSETS_TOPIC
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+    from .cluster_view import ClusterView, ImageSource
+
+logger = logging.getLogger("faultline.broker.metadata")
+
+
+class MetadataPublisher:
+    """Applies the node's replayed metadata image to its replicas and coordinator."""
+
+    def __init__(self, broker: Broker, cluster: ClusterView, source: ImageSource) -> None:
+        self._broker = broker
+        self._cluster = cluster
+        self._source = source
+        self.published_version = -1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Publish the current image, then every later one, until cancelled."""
+        task_status.started()
+        while True:
+            version = self._source.image_version
+            if version != self.published_version:
+                await self.publish()
+                self.published_version = version
+            await self._source.wait_image_change(version)
+
+    async def publish(self) -> None:
+        """Apply the current image once."""
+        assignments = list(self._cluster.assignments())
+        await self._broker.replicas.apply(assignments, self._cluster.endpoints())
+        coordinator = self._broker.coordinator
+        owned = coordinator.owned_partitions()
+        for assignment in assignments:
+            if assignment.topic != OFFSETS_TOPIC:
+                continue
+            index = assignment.partition
+            leads = assignment.leader == self._broker.node_id
+            if leads and index not in owned:
+                replica = self._broker.partitions.get((OFFSETS_TOPIC, index))
+                if replica is None or not replica.is_leader:
+                    continue
+                logger.info("node %d coordinates %s-%d", self._broker.node_id, OFFSETS_TOPIC, index)
+                await coordinator.become_coordinator(index, self._broker.log_of(replica))
+            elif not leads and index in owned:
+                logger.info("node %d resigns %s-%d", self._broker.node_id, OFFSETS_TOPIC, index)
+                coordinator.resign_coordinator(index)
