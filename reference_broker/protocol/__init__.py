@@ -1,8 +1,9 @@
 """Kafka wire protocol for the reference broker: framing, the API table and the codec."""
 
-from .apis import SUPPORTED_APIS, ApiSpec
+from .apis import ALL_APIS, CONTROLLER_APIS, SUPPORTED_APIS, ApiSpec
 from .codec import (
     MalformedRequestError,
+    MalformedResponseError,
     Request,
     RequestHeader,
     UnknownApiError,
@@ -10,6 +11,8 @@ from .codec import (
     api_versions_response,
     decode_header,
     decode_request,
+    decode_response,
+    encode_request,
     encode_response,
     error_response,
     unsupported_api_versions_frame,
@@ -17,11 +20,14 @@ from .codec import (
 from .framing import FrameDecoder, InvalidFrameSizeError, ProtocolError, frame, receive_frame
 
 __all__ = [
+    "ALL_APIS",
+    "CONTROLLER_APIS",
     "SUPPORTED_APIS",
     "ApiSpec",
     "FrameDecoder",
     "InvalidFrameSizeError",
     "MalformedRequestError",
+    "MalformedResponseError",
     "ProtocolError",
     "Request",
     "RequestHeader",
@@ -30,6 +36,8 @@ __all__ = [
     "api_versions_response",
     "decode_header",
     "decode_request",
+    "decode_response",
+    "encode_request",
     "encode_response",
     "error_response",
     "frame",

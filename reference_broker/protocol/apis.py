@@ -9,6 +9,11 @@ The ranges are chosen so that kafka-python 3.x, aiokafka 0.14 and librdkafka 2.x
 - Fetch from v4 (isolation level, last stable offset), up to v12 (flexible);
 - ListOffsets up to v6: v7 adds the max-timestamp query, which the log cannot answer cheaply;
 - ListGroups up to v3: v4 filters by group state.
+
+`CONTROLLER_APIS` are the inter-broker APIs of KRaft combined mode (quorum and
+controller RPCs), one version each (see `controller_apis.py`). The server decodes
+them like any other API, but ApiVersions does not list them: Kafka advertises
+controller APIs only on the controller listener, never to clients.
 """
 
 from __future__ import annotations
@@ -64,6 +69,27 @@ from kafka.protocol.producer import (
     InitProducerIdResponse,
     ProduceRequest,
     ProduceResponse,
+)
+
+from .controller_apis import (
+    ALTER_PARTITION_VERSION,
+    BEGIN_QUORUM_EPOCH_VERSION,
+    BROKER_HEARTBEAT_VERSION,
+    BROKER_REGISTRATION_VERSION,
+    END_QUORUM_EPOCH_VERSION,
+    VOTE_VERSION,
+    AlterPartitionRequest,
+    AlterPartitionResponse,
+    BeginQuorumEpochRequest,
+    BeginQuorumEpochResponse,
+    BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse,
+    BrokerRegistrationRequest,
+    BrokerRegistrationResponse,
+    EndQuorumEpochRequest,
+    EndQuorumEpochResponse,
+    VoteRequest,
+    VoteResponse,
 )
 
 
@@ -126,3 +152,48 @@ SUPPORTED_APIS: dict[int, ApiSpec] = {
         _spec(ApiKey.DeleteGroups, DeleteGroupsRequest, DeleteGroupsResponse, 0, 2),
     )
 }
+
+CONTROLLER_APIS: dict[int, ApiSpec] = {
+    spec.key: spec
+    for spec in (
+        _spec(ApiKey.Vote, VoteRequest, VoteResponse, VOTE_VERSION, VOTE_VERSION),
+        _spec(
+            ApiKey.BeginQuorumEpoch,
+            BeginQuorumEpochRequest,
+            BeginQuorumEpochResponse,
+            BEGIN_QUORUM_EPOCH_VERSION,
+            BEGIN_QUORUM_EPOCH_VERSION,
+        ),
+        _spec(
+            ApiKey.EndQuorumEpoch,
+            EndQuorumEpochRequest,
+            EndQuorumEpochResponse,
+            END_QUORUM_EPOCH_VERSION,
+            END_QUORUM_EPOCH_VERSION,
+        ),
+        _spec(
+            ApiKey.AlterPartition,
+            AlterPartitionRequest,
+            AlterPartitionResponse,
+            ALTER_PARTITION_VERSION,
+            ALTER_PARTITION_VERSION,
+        ),
+        _spec(
+            ApiKey.BrokerRegistration,
+            BrokerRegistrationRequest,
+            BrokerRegistrationResponse,
+            BROKER_REGISTRATION_VERSION,
+            BROKER_REGISTRATION_VERSION,
+        ),
+        _spec(
+            ApiKey.BrokerHeartbeat,
+            BrokerHeartbeatRequest,
+            BrokerHeartbeatResponse,
+            BROKER_HEARTBEAT_VERSION,
+            BROKER_HEARTBEAT_VERSION,
+        ),
+    )
+}
+
+ALL_APIS: dict[int, ApiSpec] = {**SUPPORTED_APIS, **CONTROLLER_APIS}
+"""Every API the server decodes: the advertised ones and the inter-broker ones."""

@@ -11,6 +11,9 @@ API version is flexible, re-read as header v2. Kafka's special cases:
   a version the broker does not know can still read the answer;
 - an ApiVersions request of a version newer than the broker serves is answered with
   a v0 response carrying UNSUPPORTED_VERSION and the supported ranges (KIP-511).
+
+The other direction, for requests this node sends to its peers (`reference_broker.peer`),
+is `encode_request` and `decode_response`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka.protocol.api_header import RequestHeader as KafkaRequestHeader
+from kafka.protocol.api_header import ResponseHeader as KafkaResponseHeader
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
 
 from ..errors import ErrorCode
-from .apis import SUPPORTED_APIS, ApiSpec
+from .apis import ALL_APIS, SUPPORTED_APIS, ApiSpec
 from .framing import ProtocolError
 
 _HEADER_V1 = KafkaRequestHeader._struct.compiled_decode_from(
@@ -31,6 +35,12 @@ _HEADER_V1 = KafkaRequestHeader._struct.compiled_decode_from(
 )
 _HEADER_V2 = KafkaRequestHeader._struct.compiled_decode_from(
     2, compact=False, tagged=True, data_class=KafkaRequestHeader
+)
+_RESPONSE_HEADER_V0 = KafkaResponseHeader._struct.compiled_decode_from(
+    0, compact=False, tagged=False, data_class=KafkaResponseHeader
+)
+_RESPONSE_HEADER_V1 = KafkaResponseHeader._struct.compiled_decode_from(
+    1, compact=False, tagged=True, data_class=KafkaResponseHeader
 )
 
 
@@ -98,7 +108,7 @@ def decode_header(frame: bytes | memoryview) -> tuple[RequestHeader, int]:
     except Exception as exc:  # truncated or garbage header: kafka-python raises various types
         raise ProtocolError(f"unreadable request header ({len(view)} bytes): {exc!r}") from exc
     api_key, version = raw.request_api_key, raw.request_api_version
-    spec = SUPPORTED_APIS.get(api_key)
+    spec = ALL_APIS.get(api_key)
     if spec is not None and spec.supports(version) and spec.flexible(version):
         try:
             raw, pos = _HEADER_V2(view, 0)
@@ -117,7 +127,7 @@ def decode_request(frame: bytes | memoryview) -> Request:
     ProtocolError for an unreadable header.
     """
     header, pos = decode_header(frame)
-    spec = SUPPORTED_APIS.get(header.api_key)
+    spec = ALL_APIS.get(header.api_key)
     if spec is None:
         raise UnknownApiError(header)
     if not spec.supports(header.api_version):
@@ -196,3 +206,81 @@ def unsupported_api_versions_frame(header: RequestHeader) -> bytes:
     response = api_versions_response(0, ErrorCode.UNSUPPORTED_VERSION)
     response.with_header(correlation_id=header.correlation_id)
     return bytes(response.encode(header=True, framed=True))
+
+
+class MalformedResponseError(ProtocolError):
+    """A peer's response frame does not decode as the answer to the request sent."""
+
+
+def encode_request(body: ApiMessage, version: int, correlation_id: int, client_id: str) -> bytes:
+    """Frame `body` as a request at `version` with a request header, as a client sends it.
+
+    Sets the version and header on `body` itself (kafka-python keeps them there).
+    """
+    # The version first: kafka-python builds the header from it.
+    body.API_VERSION = version
+    body.with_header(correlation_id=correlation_id, client_id=client_id)
+    return bytes(body.encode(header=True, framed=True))
+
+
+def decode_response(
+    frame: bytes | memoryview,
+    request_class: type[ApiMessage],
+    version: int,
+    expected_correlation_id: int,
+) -> ApiMessage:
+    """Decode a response frame (without its size prefix) to a `request_class` request.
+
+    Raises MalformedResponseError when the correlation id is not the expected one (the
+    connection is out of step), or the body is truncated, too long or undecodable.
+    """
+    spec = ALL_APIS.get(request_class.API_KEY)
+    if spec is None:
+        raise ValueError(f"no response schema for API key {request_class.API_KEY}")
+    view = memoryview(frame)
+    # ApiVersions answers always carry header v0 (see the module docstring).
+    tagged_header = spec.flexible(version) and spec.key != ApiKey.ApiVersions
+    try:
+        header, pos = (_RESPONSE_HEADER_V1 if tagged_header else _RESPONSE_HEADER_V0)(view, 0)
+    except Exception as exc:  # kafka-python raises various types on garbage
+        raise MalformedResponseError(
+            f"unreadable {spec.key.name} response header ({len(view)} bytes): {exc!r}"
+        ) from exc
+    if pos > len(view):
+        raise MalformedResponseError(f"truncated {spec.key.name} response header")
+    if header.correlation_id != expected_correlation_id:
+        raise MalformedResponseError(
+            f"{spec.key.name} response has correlation id {header.correlation_id}, "
+            f"expected {expected_correlation_id}"
+        )
+    try:
+        body, end = _response_decoder(spec, version)(view, pos)
+    except Exception as exc:
+        raise MalformedResponseError(
+            f"malformed {spec.key.name} v{version} response: {exc!r}"
+        ) from exc
+    if end != len(view):
+        raise MalformedResponseError(
+            f"{spec.key.name} v{version} response body is {len(view) - pos} bytes, "
+            f"its fields take {end - pos}"
+        )
+    return body
+
+
+_RESPONSE_DECODERS: dict[tuple[int, int], Callable[[memoryview, int], tuple[ApiMessage, int]]] = {}
+
+
+def _response_decoder(
+    spec: ApiSpec, version: int
+) -> Callable[[memoryview, int], tuple[ApiMessage, int]]:
+    key = (spec.key, version)
+    decoder = _RESPONSE_DECODERS.get(key)
+    if decoder is None:
+        if not 0 <= version <= spec.response.max_version:
+            raise ValueError(f"{spec.key.name} has no response schema for v{version}")
+        flexible = spec.flexible(version)
+        decoder = spec.response._struct.compiled_decode_from(
+            version, compact=flexible, tagged=flexible, data_class=spec.response[None]
+        )
+        _RESPONSE_DECODERS[key] = decoder
+    return decoder
