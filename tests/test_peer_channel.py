@@ -37,9 +37,7 @@ def _config(port: int = 0) -> BrokerConfig:
 
 
 @asynccontextmanager
-async def tcp_broker(
-    data_dir: Path, port: int = 0, seed: int = 1
-) -> AsyncIterator[RunningBroker]:
+async def tcp_broker(data_dir: Path, port: int = 0, seed: int = 1) -> AsyncIterator[RunningBroker]:
     """A real broker on loopback; stopped (its listener closed) when the block exits."""
     env = os_node_env(data_dir, seed=seed)
     async with trio.open_nursery() as nursery:
@@ -144,7 +142,7 @@ async def test_a_response_larger_than_the_bound_is_refused_before_it_is_read(
             request_timeout_s=2,
             max_response_bytes=64,
         )
-        with pytest.raises(PeerUnavailableError, match="outside 0..64"):
+        with pytest.raises(PeerUnavailableError, match=r"outside 0\.\.64"):
             await channel.request(ApiVersionsRequest(version=3), 3)
         assert not channel.connected
 
@@ -201,7 +199,7 @@ async def sim_broker(seed: int = 0) -> AsyncIterator[tuple[SimCluster, PeerChann
 async def test_sim_round_trip_to_a_simulated_broker(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with sim_broker() as (cluster, channel):
+    async with sim_broker() as (_, channel):
         metadata = await _metadata(channel)
         assert (metadata.brokers[0].host, metadata.brokers[0].port) == ("n1", BROKER_PORT)
         versions = await channel.request(ApiVersionsRequest(version=3), 3)
