@@ -191,3 +191,14 @@ def test_errors_carry_kafkas_numeric_codes() -> None:
     assert Errors.DUPLICATE_BROKER_REGISTRATION.code == 101
     assert Errors.INVALID_UPDATE_VERSION.code == 95
     assert all(isinstance(e.code, int) for e in Errors)
+
+
+def test_a_controlled_shutdown_fences_the_broker_and_moves_its_leadership() -> None:
+    controller = cluster()
+    epoch = controller.image.brokers[1].broker_epoch
+    assert controller.shut_down_broker(1, epoch + 7).error is Errors.STALE_BROKER_EPOCH
+    commit(controller, controller.shut_down_broker(1, epoch))
+    assert not controller.image.is_live(1)
+    state = controller.image.partitions[("id0", 0)]
+    assert (state.leader, state.isr) == (2, (2, 3))
+    assert controller.shut_down_broker(1, epoch).records == (), "already fenced"

@@ -257,6 +257,18 @@ class Controller:
             records += self._changes_for_fenced(fenced)
         return Decision(tuple(records))
 
+    def shut_down_broker(self, broker_id: int, broker_epoch: int) -> Decision:
+        """A broker asks to shut down (controlled shutdown): fence it now, moving its
+        leadership and ISR memberships to the others before it goes."""
+        broker = self.image.brokers.get(broker_id)
+        if broker is None or broker.broker_epoch != broker_epoch:
+            return Decision(error=Errors.STALE_BROKER_EPOCH)
+        self.sessions.pop(broker_id, None)
+        if broker.fenced:
+            return Decision()
+        records: list[MetadataRecord] = [FenceBrokerRecord(broker_id, broker_epoch)]
+        return Decision((*records, *self._changes_for_fenced({broker_id})))
+
     def reset_sessions(self, now_ms: int) -> None:
         """On becoming the active controller, give every broker a full session."""
         self.sessions = {b: now_ms + self.config.session_timeout_ms for b in self.image.brokers}

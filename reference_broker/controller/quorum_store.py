@@ -83,6 +83,11 @@ class DurableQuorumStore(QuorumStateStore):
         return store
 
     @property
+    def cluster_id(self) -> str:
+        """The cluster id this quorum's members share."""
+        return self._cluster_id
+
+    @property
     def path(self) -> str:
         """The file's path in the node's storage."""
         return f"{self._directory}/{QUORUM_STATE_FILE}"

@@ -1,0 +1,576 @@
+"""The controller quorum end to end: three nodes on the simulated network, each with its
+own simulated disk, a `QuorumDriver` over the durable log and quorum-state store, a
+`ControllerService`, a `ControllerClient` and a `BrokerLifecycle`, talking Kafka's
+protocol (Vote, BeginQuorumEpoch, EndQuorumEpoch, Fetch, BrokerRegistration,
+BrokerHeartbeat, AlterPartition) through the real Raft transport and handlers.
+
+Time is trio's MockClock with autojump, so simulated minutes cost a moment.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+import trio
+import trio.testing
+from kafka.protocol.admin import CreateTopicsResponse, DeleteTopicsResponse
+from kafka.protocol.api_key import ApiKey
+from kafka.protocol.api_message import ApiMessage
+
+from harness.runtime.sim.clock import SimClock
+from harness.runtime.sim.disk import SimDisk, SimStorage
+from harness.runtime.sim.errors import NodeCrashedError
+from harness.runtime.sim.network import HostNetwork, SimNetwork
+from reference_broker.config import Listener
+from reference_broker.controller.client import ControllerClient
+from reference_broker.controller.lifecycle import BrokerLifecycle
+from reference_broker.controller.metadata_log import DurableRaftLog
+from reference_broker.controller.quorum import QuorumDriver, cluster_id_for
+from reference_broker.controller.quorum_store import DurableQuorumStore
+from reference_broker.controller.raft import LeaderChange, RaftConfig
+from reference_broker.controller.records import NO_LEADER
+from reference_broker.controller.service import ControllerService, ServiceConfig
+from reference_broker.controller.transport import RaftTransport
+from reference_broker.errors import ErrorCode
+from reference_broker.handlers import controller as controller_handlers
+from reference_broker.handlers import quorum as quorum_handlers
+from reference_broker.handlers.context import RequestContext
+from reference_broker.log.config import LogConfig
+from reference_broker.log.log_manager import LogManager
+from reference_broker.protocol import FrameDecoder, decode_request, encode_response, receive_frame
+
+PORT = 9092
+VOTERS = (1, 2, 3)
+RAFT = RaftConfig(
+    election_timeout_ms=1000,
+    fetch_timeout_ms=2000,
+    election_backoff_max_ms=1000,
+    request_timeout_ms=2000,
+)
+SERVICE = ServiceConfig(
+    session_timeout_ms=3000,
+    auto_leader_rebalance=True,
+    leader_imbalance_check_interval_ms=5000,
+    request_timeout_ms=2000,
+)
+HEARTBEAT_MS = 500
+
+Handler = Callable[[object, RequestContext, ApiMessage], Awaitable[ApiMessage]]
+
+
+async def _raft_fetch(broker: object, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    return await quorum_handlers.handle_raft_fetch(broker.quorum_endpoint, ctx, request)  # type: ignore[attr-defined]
+
+
+async def _create_topics(broker: object, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    # Stands in for the broker's CreateTopics handler on the controller's side: it hands
+    # each topic to the node's ControllerService (NOT_CONTROLLER unless active).
+    service: ControllerService = broker.controller_service  # type: ignore[attr-defined]
+    results = []
+    for t in request.topics:
+        result = await service.create_topic(
+            t.name,
+            t.num_partitions,
+            t.replication_factor,
+            {c.name: c.value for c in t.configs},
+            validate_only=request.validate_only,
+        )
+        results.append(
+            CreateTopicsResponse.CreatableTopicResult(
+                name=t.name,
+                topic_id=uuid.UUID(result.topic_id) if result.topic_id else None,
+                error_code=result.error_code,
+                error_message=result.message,
+                num_partitions=t.num_partitions,
+                replication_factor=t.replication_factor,
+                configs=[],
+            )
+        )
+    return CreateTopicsResponse(version=ctx.version, throttle_time_ms=0, topics=results)
+
+
+async def _delete_topics(broker: object, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    service: ControllerService = broker.controller_service  # type: ignore[attr-defined]
+    results = []
+    for name in request.topic_names:
+        result = await service.delete_topic(name)
+        results.append(
+            DeleteTopicsResponse.DeletableTopicResult(
+                name=name, error_code=result.error_code, error_message=result.message
+            )
+        )
+    return DeleteTopicsResponse(version=ctx.version, throttle_time_ms=0, responses=results)
+
+
+# What a combined-mode node serves to its peers: the quorum and controller APIs.
+HANDLERS: dict[int, Handler] = {
+    ApiKey.Vote: quorum_handlers.handle_vote,
+    ApiKey.BeginQuorumEpoch: quorum_handlers.handle_begin_quorum_epoch,
+    ApiKey.EndQuorumEpoch: quorum_handlers.handle_end_quorum_epoch,
+    ApiKey.Fetch: _raft_fetch,
+    ApiKey.BrokerRegistration: controller_handlers.handle_broker_registration,
+    ApiKey.BrokerHeartbeat: controller_handlers.handle_broker_heartbeat,
+    ApiKey.AlterPartition: controller_handlers.handle_alter_partition,
+    ApiKey.CreateTopics: _create_topics,
+    ApiKey.DeleteTopics: _delete_topics,
+}
+
+
+async def serve(broker: object, stream: trio.abc.Stream) -> None:
+    """One connection, one request at a time, as `reference_broker.server` serves it."""
+    decoder = FrameDecoder(100 * 2**20)
+    async with stream:
+        try:
+            while (frame := await receive_frame(stream, decoder)) is not None:
+                request = decode_request(frame)
+                ctx = RequestContext(request.header, "")
+                response = await HANDLERS[request.spec.key](broker, ctx, request.body)
+                await stream.send_all(encode_response(request.header, response))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, NodeCrashedError):
+            return
+
+
+def address_of(node_id: int) -> Listener:
+    return Listener(f"n{node_id}", PORT)
+
+
+@dataclass
+class Node:
+    """One combined broker+controller node: its disk outlives its incarnations."""
+
+    node_id: int
+    fabric: SimNetwork
+    disk: SimDisk = field(default_factory=SimDisk)
+    incarnation: int = 0
+    storage: SimStorage | None = None
+    network: HostNetwork | None = None
+    scope: trio.CancelScope | None = None
+    stopped: trio.Event | None = None
+    service: ControllerService | None = None
+    client: ControllerClient | None = None
+    lifecycle: BrokerLifecycle | None = None
+    heartbeats: bool = True
+    heartbeat_scope: trio.CancelScope | None = None
+
+    @property
+    def name(self) -> str:
+        return f"n{self.node_id}"
+
+    @property
+    def up(self) -> bool:
+        return self.storage is not None and self.storage.alive
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.incarnation += 1
+        self.stopped = trio.Event()
+        storage = self.storage = SimStorage(self.disk)
+        network = self.network = self.fabric.incarnate(self.name)
+        rng = random.Random(f"{self.node_id}/{self.incarnation}")
+        cluster_id = cluster_id_for(VOTERS)
+        try:
+            with trio.CancelScope() as self.scope:
+                logs = LogManager.open(storage, SimClock(), LogConfig())
+                log = DurableRaftLog.open(logs)
+                store = DurableQuorumStore.open(storage, VOTERS, cluster_id=cluster_id)
+                transport = RaftTransport(
+                    network, self.node_id, cluster_id, address_of, RAFT.request_timeout_ms / 1000
+                )
+                driver = QuorumDriver(self.node_id, VOTERS, log, store, transport, rng, RAFT)
+                service = self.service = ControllerService(driver, SERVICE, rng)
+                client = self.client = ControllerClient(
+                    self.node_id,
+                    network,
+                    VOTERS,
+                    address_of,
+                    service=service,
+                    cluster_id=cluster_id,
+                    request_timeout_ms=RAFT.request_timeout_ms,
+                    rng=rng,
+                )
+                lifecycle = self.lifecycle = BrokerLifecycle(
+                    client,
+                    host=self.name,
+                    port=PORT,
+                    heartbeat_interval_ms=HEARTBEAT_MS,
+                    metadata_offset=lambda: service.image_version,
+                    rng=rng,
+                )
+                broker = SimpleNamespace(quorum_endpoint=driver, controller_service=service)
+                (listener,) = await network.listen(self.name, PORT)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(
+                        functools.partial(
+                            trio.serve_listeners,
+                            functools.partial(serve, broker),
+                            [listener],
+                            handler_nursery=nursery,
+                        )
+                    )
+                    await nursery.start(service.run)
+                    if self.heartbeats:
+                        await nursery.start(self._heartbeat, lifecycle)
+                    task_status.started()
+        except BaseException:
+            if storage.alive:
+                raise
+        finally:
+            self.stopped.set()
+
+    async def _heartbeat(
+        self, lifecycle: BrokerLifecycle, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with trio.CancelScope() as self.heartbeat_scope:
+            await lifecycle.run(task_status=task_status)
+
+    def stop_heartbeats(self) -> None:
+        """The broker goes silent; its Raft member keeps running."""
+        assert self.heartbeat_scope is not None
+        self.heartbeat_scope.cancel()
+
+    async def power_loss(self) -> None:
+        """Crash the node, keeping only what it fsynced (SimCluster's order of events)."""
+        assert self.storage is not None and self.scope is not None and self.stopped is not None
+        self.storage.crash()
+        self.scope.cancel()
+        self.fabric.crash(self.name)
+        self.disk.survive_power_loss()
+        await self.stopped.wait()
+
+
+@dataclass
+class Cluster:
+    nursery: trio.Nursery
+    fabric: SimNetwork
+    nodes: dict[int, Node]
+
+    async def start(self, node_id: int) -> None:
+        await self.nursery.start(self.nodes[node_id].run)
+
+    def up(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.up]
+
+    def active(self) -> Node | None:
+        actives = [n for n in self.up() if n.service is not None and n.service.is_active]
+        assert len(actives) <= 1, f"two active controllers: {[n.name for n in actives]}"
+        return actives[0] if actives else None
+
+    async def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
+        with trio.move_on_after(timeout_s):
+            while not predicate():
+                await trio.sleep(0.05)
+            return
+        raise AssertionError(f"not within {timeout_s}s of simulated time: {what}")
+
+    async def wait_active(self, timeout_s: float = 30) -> Node:
+        await self.wait_for("an active controller", lambda: self.active() is not None, timeout_s)
+        active = self.active()
+        assert active is not None
+        return active
+
+
+def start_cluster(nursery: trio.Nursery, seed: int) -> Cluster:
+    fabric = SimNetwork(random.Random(seed))
+    return Cluster(nursery, fabric, {i: Node(i, fabric) for i in VOTERS})
+
+
+def image_of(node: Node) -> tuple[object, ...]:
+    assert node.service is not None
+    image = node.service.image
+    return (
+        sorted(image.brokers.items()),
+        sorted(image.topics.items()),
+        sorted(image.partitions.items()),
+        sorted(image.topic_configs.items()),
+    )
+
+
+def committed_log(node: Node) -> list[tuple[int, int, object]]:
+    assert node.service is not None
+    driver = node.service.driver
+    return [(e.offset, e.epoch, e.payload) for e in driver.log.read(0, driver.applied_offset)]
+
+
+async def start_all(cluster: Cluster) -> None:
+    for node_id in VOTERS:
+        await cluster.start(node_id)
+
+
+async def all_unfenced(cluster: Cluster, timeout_s: float = 30) -> None:
+    def done() -> bool:
+        active = cluster.active()
+        if active is None or active.service is None:
+            return False
+        brokers = active.service.image.brokers
+        return all(b in brokers and not brokers[b].fenced for b in VOTERS)
+
+    await cluster.wait_for("every broker registered and unfenced", done, timeout_s)
+
+
+async def test_a_leader_is_elected_and_its_leader_change_commits_everywhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=1)
+        await start_all(cluster)
+        active = await cluster.wait_active()
+        assert active.service is not None
+        epoch = active.service.driver.epoch
+        leader_change = LeaderChange(active.node_id, VOTERS)
+        for node in cluster.up():
+            await cluster.wait_for(
+                f"{node.name} applies the leader's LeaderChange",
+                lambda node=node: any(
+                    p == leader_change and e == epoch for _, e, p in committed_log(node)
+                ),
+                10,
+            )
+            assert node.service is not None
+            assert node.service.active_id == active.node_id
+        # The quorum-state file says who leads, on every node.
+        for node in cluster.up():
+            assert node.service is not None
+            assert node.service.driver.store.read().leader_id == active.node_id
+        nursery.cancel_scope.cancel()
+
+
+async def test_brokers_register_heartbeat_and_get_unfenced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=2)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        for node in cluster.up():
+            assert node.lifecycle is not None
+            with trio.fail_after(5):
+                await node.lifecycle.wait_unfenced()
+            assert node.lifecycle.broker_epoch > 0
+        # Every node's image converges on the same registrations.
+        await cluster.wait_for(
+            "images converge",
+            lambda: len({repr(image_of(n)) for n in cluster.up()}) == 1,
+            10,
+        )
+        active = cluster.active()
+        assert active is not None and active.service is not None
+        epochs = {b.broker_epoch for b in active.service.image.brokers.values()}
+        assert len(epochs) == 3, "each registration gets its own broker epoch"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_broker_is_fenced_and_its_leadership_moves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=3)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = cluster.active()
+        assert active is not None and active.service is not None
+        # A topic led by a broker that is not the controller, through a client on another node.
+        victim = next(n for n in VOTERS if n != active.node_id)
+        other = next(n for n in VOTERS if n not in (victim, active.node_id))
+        client = cluster.nodes[other].client
+        assert client is not None
+        code = await client.create_topic("t0", 3, 3, {"min.insync.replicas": "2"})
+        assert code is ErrorCode.NONE
+        image = active.service.image
+        topic_id = image.topics["t0"]
+        led = [i for i, s in image.partitions_of(topic_id) if s.leader == victim]
+        assert led, "striped placement gives every broker a partition to lead"
+
+        # The victim's broker goes silent while its quorum member keeps replicating.
+        cluster.nodes[victim].stop_heartbeats()
+        await cluster.wait_for(
+            "the silent broker is fenced",
+            lambda: image.brokers[victim].fenced,
+            SERVICE.session_timeout_ms / 1000 * 3,
+        )
+        for index, state in image.partitions_of(topic_id):
+            assert state.leader != victim and victim not in state.isr, (index, state)
+            assert state.leader != NO_LEADER
+        for index in led:
+            state = image.partitions[(topic_id, index)]
+            assert state.leader_epoch == 1, "a leader change bumps the leader epoch"
+        victim_service = cluster.nodes[victim].service
+        assert victim_service is not None
+        await cluster.wait_for(
+            "the fenced broker's own image knows it is fenced",
+            lambda: victim_service.image.brokers[victim].fenced,
+            10,
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_alter_partition_goes_through_a_remote_client_and_checks_epochs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=4)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = cluster.active()
+        assert active is not None and active.service is not None
+        result = await active.service.create_topic("t1", 1, 3, assignments=[(1, 2, 3)])
+        assert result.error_code == ErrorCode.NONE
+        leader = cluster.nodes[1]
+        assert leader.client is not None and leader.service is not None
+        await cluster.wait_for("n1 sees t1", lambda: "t1" in leader.service.image.topics, 10)
+        shrink = await leader.client.alter_partition("t1", 0, 0, 0, (1, 2))
+        assert shrink.error_code == ErrorCode.NONE
+        assert (shrink.leader, shrink.isr, shrink.partition_epoch) == (1, (1, 2), 1)
+        stale = await leader.client.alter_partition("t1", 0, 0, 0, (1, 2, 3))
+        assert stale.error_code == 95, "INVALID_UPDATE_VERSION: the partition epoch moved on"
+        assert stale.partition_epoch == 1
+        follower = cluster.nodes[2].client
+        assert follower is not None
+        wrong = await follower.alter_partition("t1", 0, 0, 1, (2, 3))
+        assert wrong.error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_active_controller_dies_and_a_new_one_takes_over_with_the_same_image(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=5)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        first = cluster.active()
+        assert first is not None and first.service is not None and first.client is not None
+        assert await first.client.create_topic("before", 2, 3, {}) is ErrorCode.NONE
+        old_epoch = first.service.driver.epoch
+
+        await first.power_loss()
+        second = await cluster.wait_active()
+        assert second is not first and second.service is not None and second.client is not None
+        assert second.service.driver.epoch > old_epoch
+        # The new controller serves: a topic created now commits on the survivors.
+        assert await second.client.create_topic("after", 1, 2, {}) is ErrorCode.NONE
+        survivors = cluster.up()
+        assert len(survivors) == 2
+        await cluster.wait_for(
+            "survivors' images are identical",
+            lambda: image_of(survivors[0]) == image_of(survivors[1]),
+            10,
+        )
+        image = second.service.image
+        assert {"before", "after"} <= set(image.topics)
+        # The dead broker is fenced by the new controller once its fresh session expires.
+        await cluster.wait_for(
+            "the dead controller's broker is fenced",
+            lambda: image.brokers[first.node_id].fenced,
+            SERVICE.session_timeout_ms / 1000 * 3,
+        )
+        # It comes back from its disk, catches up and is unfenced again.
+        await cluster.start(first.node_id)
+        await all_unfenced(cluster)
+        await cluster.wait_for(
+            "all three images are identical",
+            lambda: len({repr(image_of(n)) for n in cluster.up()}) == 1,
+            10,
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_restart_of_all_three_recovers_the_image_from_disk(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=6)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = cluster.active()
+        assert active is not None and active.client is not None
+        configs = {"unclean.leader.election.enable": "true", "retention.ms": "60000"}
+        assert await active.client.create_topic("kept", 3, 2, configs) is ErrorCode.NONE
+        assert await active.client.create_topic("gone", 1, 1, {}) is ErrorCode.NONE
+        assert await active.client.delete_topic("gone") is ErrorCode.NONE
+        await cluster.wait_for(
+            "images converge",
+            lambda: len({repr(image_of(n)) for n in cluster.up()}) == 1,
+            10,
+        )
+        before = image_of(active)
+        logs_before = {n.node_id: committed_log(n) for n in cluster.up()}
+
+        for node in list(cluster.up()):
+            node.heartbeats = False  # restarted nodes stay quiet: the image must be the disk's
+            await node.power_loss()
+        for node_id in VOTERS:
+            await cluster.start(node_id)
+        await cluster.wait_active()
+        for node in cluster.up():
+            await cluster.wait_for(
+                f"{node.name} replays what it had committed",
+                lambda node=node: len(committed_log(node)) >= len(logs_before[node.node_id]),
+                30,
+            )
+            replayed = committed_log(node)
+            assert replayed[: len(logs_before[node.node_id])] == logs_before[node.node_id]
+        restarted = cluster.active()
+        assert restarted is not None and restarted.service is not None
+        # Only LeaderChange records were added: the image is what it was.
+        assert image_of(restarted) == before
+        assert restarted.service.image.topic_configs[
+            restarted.service.image.topics["kept"]
+        ] == tuple(sorted(configs.items()))
+        nursery.cancel_scope.cancel()
+
+
+async def test_requests_to_a_node_that_is_not_the_controller_are_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=7)
+        await start_all(cluster)
+        active = await cluster.wait_active()
+        follower = next(n for n in cluster.up() if n is not active)
+        assert follower.service is not None
+        result = await follower.service.register_broker(9, "x", "h", 1)
+        assert result.error_code == ErrorCode.NOT_CONTROLLER
+        topic = await follower.service.create_topic("t", 1, 1)
+        assert topic.error_code == ErrorCode.NOT_CONTROLLER
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+async def test_repeated_controller_power_losses_never_lose_a_committed_topic(
+    autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    rng = random.Random(seed)
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=seed)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        created: list[str] = []
+        for round_ in range(4):
+            active = await cluster.wait_active(60)
+            assert active.client is not None
+            name = f"t{round_}"
+            if await active.client.create_topic(name, 1, 1, {}) is ErrorCode.NONE:
+                created.append(name)
+            victim = cluster.nodes[rng.choice(VOTERS)] if round_ % 2 else active
+            await victim.power_loss()
+            await trio.sleep(rng.uniform(0, 3))
+            await cluster.start(victim.node_id)
+        active = await cluster.wait_active(60)
+        assert active.service is not None
+        assert created, "some topic was acknowledged"
+        await cluster.wait_for(
+            "every acknowledged topic is in the active image",
+            lambda: set(created) <= set(active.service.image.topics),  # type: ignore[union-attr]
+            30,
+        )
+        await cluster.wait_for(
+            "all three images are identical",
+            lambda: len({repr(image_of(n)) for n in cluster.up()}) == 1,
+            30,
+        )
+        nursery.cancel_scope.cancel()
