@@ -105,10 +105,18 @@ class Link:
 
 
 class _Pipe:
-    """One direction of a connection: chunks in flight with their delivery times."""
+    """One direction of a connection: chunks in flight with their delivery times.
+
+    The reader waits for the head chunk's delivery time in a cancel scope the pipe
+    keeps (`arrival`); a sender whose chunk becomes the head moves that scope's
+    deadline instead of waking the reader, so each hop costs the reader one wake-up,
+    at the moment the bytes arrive. Writers stalled on a full buffer wait on `_room`.
+    """
 
     __slots__ = (
         "_changed",
+        "_room",
+        "arrival",
         "buffered",
         "chunks",
         "last_at",
@@ -116,6 +124,7 @@ class _Pipe:
         "reader_gone",
         "reset",
         "sender_free_at",
+        "writers_waiting",
     )
 
     def __init__(self, link: Link) -> None:
@@ -127,20 +136,55 @@ class _Pipe:
         self.reset = False
         self.reader_gone = False
         self._changed = trio.Event()
+        self._room = trio.Event()
+        self.arrival: trio.CancelScope | None = None
+        self.writers_waiting = 0
         link.pipes[self] = None
 
     def notify(self) -> None:
+        """The pipe's state changed (held, reset, closed): every waiter re-checks."""
         self._changed.set()
         self._changed = trio.Event()
+        self.room()
 
-    async def wait_change(self, deadline: float = math.inf) -> None:
-        event = self._changed
-        if deadline == math.inf:
-            # Most waits have no deadline; a cancel scope per wait is a measurable cost.
-            await event.wait()
+    def room(self) -> None:
+        """Bytes left the buffer: wake writers waiting for room (if any)."""
+        if self.writers_waiting:
+            self._room.set()
+            self._room = trio.Event()
+
+    def push(self, at: float, chunk: bytes | _ResetMarker) -> None:
+        """Queue a chunk that arrives at `at`; the reader wakes then, not now."""
+        first = not self.chunks
+        self.chunks.append((at, chunk))
+        if not first:
+            return  # the reader already waits for an earlier head (or is not waiting)
+        if at <= trio.current_time():
+            self._changed.set()
+            self._changed = trio.Event()
             return
-        with trio.move_on_at(deadline):
+        scope = self.arrival
+        if scope is not None and not self.link.held and at < scope.deadline:
+            scope.deadline = at
+
+    async def wait_arrival(self, deadline: float) -> None:
+        """The reader's wait: until `deadline` (the head's arrival), a push or a change."""
+        event = self._changed
+        with trio.CancelScope(deadline=deadline) as scope:
+            self.arrival = scope
+            try:
+                await event.wait()
+            finally:
+                self.arrival = None
+
+    async def wait_room(self) -> None:
+        """A writer's wait: until bytes leave the buffer or the pipe's state changes."""
+        event = self._room
+        self.writers_waiting += 1
+        try:
             await event.wait()
+        finally:
+            self.writers_waiting -= 1
 
     def detach(self) -> None:
         self.link.pipes.pop(self, None)
@@ -190,22 +234,21 @@ class SimStream(trio.abc.Stream):
         while pipe.buffered > 0 and pipe.buffered + size > fabric.pipe_capacity:
             if pipe.reset:
                 break
-            await pipe.wait_change()
+            await pipe.wait_room()
             self._check()
         if pipe.reset:
             raise trio.BrokenResourceError("connection reset by peer")
         if pipe.reader_gone or size == 0:
             return  # the peer closed: the kernel swallows what arrives
-        pipe.chunks.append((fabric.delivery_time(pipe, size), bytes(data)))
         pipe.buffered += size
-        pipe.notify()
+        pipe.push(fabric.delivery_time(pipe, size), bytes(data))
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the pipe has room."""
         await self._owner.host.gate()
         self._check()
         while self._out.buffered >= self._owner.fabric.pipe_capacity and not self._out.reset:
-            await self._out.wait_change()
+            await self._out.wait_room()
             self._check()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -238,7 +281,7 @@ class SimStream(trio.abc.Stream):
                         continue
                     return self._take(pipe, chunk, max_bytes)
                 deadline = at
-            await pipe.wait_change(deadline)
+            await pipe.wait_arrival(deadline)
             waited = True
 
     def _take(self, pipe: _Pipe, chunk: bytes | _ResetMarker, max_bytes: int | None) -> bytes:
@@ -254,7 +297,7 @@ class SimStream(trio.abc.Stream):
         else:
             pipe.chunks.popleft()
         pipe.buffered -= len(chunk)
-        pipe.notify()  # room for the writer
+        pipe.room()
         return chunk
 
     async def send_eof(self) -> None:
@@ -266,8 +309,7 @@ class SimStream(trio.abc.Stream):
     def _queue_fin(self) -> None:
         pipe = self._out
         if not pipe.reset and not pipe.reader_gone:
-            pipe.chunks.append((self._owner.fabric.delivery_time(pipe, 0), _FIN))
-            pipe.notify()
+            pipe.push(self._owner.fabric.delivery_time(pipe, 0), _FIN)
 
     async def aclose(self) -> None:
         """Close this end: FIN to the peer, later data from it is discarded."""
@@ -291,8 +333,7 @@ class SimStream(trio.abc.Stream):
         self._closed = True
         pipe = self._out
         if not pipe.reset and not pipe.reader_gone:
-            pipe.chunks.append((self._owner.fabric.delivery_time(pipe, 0), _RST))
-            pipe.notify()
+            pipe.push(self._owner.fabric.delivery_time(pipe, 0), _RST)
         self._in.reader_gone = True
         self._in.chunks.clear()
         self._in.buffered = 0
