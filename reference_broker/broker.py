@@ -2,8 +2,18 @@
 
 Everything the request handlers act on hangs off a `Broker`. It is opened from a
 `NodeEnv` (storage, clock, rng) and a `BrokerConfig`; `run` owns the background
-work (group coordinator timers, the log flusher, retention) in its own nursery;
-`close` flushes and closes every log. The network side lives in `server.py`.
+work (group coordinator timers, the log flusher, retention, the replica manager's
+fetchers and ISR checks) in its own nursery; `close` flushes and closes every log.
+The network side lives in `server.py`.
+
+Two modes:
+
+- standalone (no `controller.quorum.voters`): topics live in the node's own
+  `TopicRegistry`; every partition is a single replica led by this node in leader
+  epoch 0, its high watermark the log end after a restart;
+- cluster: the metadata image is the truth. `cluster` (the image's view, set by the
+  node assembly) serves topic changes, and `replicas.apply` makes this node leader
+  or follower of each partition it hosts; logs found on disk wait for that.
 """
 
 from __future__ import annotations
@@ -17,10 +27,15 @@ import trio
 
 from .config import BrokerConfig, Listener
 from .env import NodeEnv
-from .errors import BrokerError, ErrorCode, UnknownTopicOrPartitionError
+from .errors import (
+    BrokerError,
+    ErrorCode,
+    NotLeaderOrFollowerError,
+    UnknownTopicOrPartitionError,
+)
 from .group.config import GroupConfig
 from .group.coordinator import GroupCoordinator
-from .group.offsets_store import OFFSETS_LOG_CONFIG
+from .group.offsets_store import OFFSETS_LOG_CONFIG, OFFSETS_TOPIC
 from .log.config import LogConfig
 from .log.log_manager import LogManager
 from .log.partition_log import PartitionLog
@@ -34,6 +49,7 @@ from .metadata import (
     TopicRegistry,
     validate_topic_name,
 )
+from .replication.manager import ReplicaManager
 from .replication.partition import HighWatermarkSignal, Partition
 
 if TYPE_CHECKING:
@@ -102,6 +118,16 @@ class Broker:
         # Cluster mode (set by serve_broker): the metadata image's view and the quorum.
         self.cluster: ClusterView | None = None
         self.quorum_endpoint: QuorumEndpoint | None = None
+        self.replicas = ReplicaManager(
+            node_id=config.node_id,
+            network=env.network,
+            clock=env.clock,
+            logs=logs,
+            partitions=self.partitions,
+            signal=self.hw_signal,
+            config=config,
+            log_config_of=self.log_config_of,
+        )
 
     @property
     def cluster_id(self) -> str:
@@ -134,6 +160,10 @@ class Broker:
         self.endpoint = BrokerEndpoint(self.node_id, listener.host, listener.port)
 
     async def _load_partitions(self) -> None:
+        if self.config.cluster_mode:
+            # The metadata image decides what this node hosts (ReplicaManager.apply);
+            # until it arrives, logs on disk are kept as they are.
+            return
         # The registry is the truth: create logs it names that are missing (a crash
         # between registering a topic and creating its logs) and delete logs of
         # topics it does not know (a crash in the middle of a deletion).
@@ -148,33 +178,54 @@ class Broker:
         """A topic's log config: the broker's log.* defaults overridden by the topic's configs."""
         return LogConfig.from_kafka(record.configs, base=self.config.log)
 
+    def log_config_of(self, topic: str) -> LogConfig:
+        """The LogConfig for a partition of `topic` created now (cluster mode: from the image)."""
+        if topic == OFFSETS_TOPIC:
+            # Offset commits follow the broker's fsync policy like any other log.
+            return replace(
+                OFFSETS_LOG_CONFIG,
+                flush_messages=self.config.log.flush_messages,
+                flush_ms=self.config.log.flush_ms,
+            )
+        record = self.cluster.get(topic) if self.cluster is not None else self.topics.get(topic)
+        if record is None:
+            return self.config.log
+        return self.topic_log_config(record)
+
+    def has_topic(self, name: str) -> bool:
+        """Whether the topic exists (cluster mode: in this node's metadata image)."""
+        if self.cluster is not None:
+            return name in self.cluster
+        return name in self.topics
+
     async def _open_topic(self, record: TopicRecord) -> None:
         log_config = self.topic_log_config(record)
         for index in range(record.partitions):
             log = self.logs.get(record.name, index)
             if log is None:
                 log = self.logs.create(record.name, index, log_config)
-            partition = Partition(
+            self.partitions[(record.name, index)] = Partition.standalone(
                 record.name,
                 index,
                 log,
                 local_id=self.node_id,
-                replicas=[self.node_id],
-                leader_id=self.node_id,
-                leader_epoch=0,
-                min_insync_replicas=log_config.min_insync_replicas,
                 signal=self.hw_signal,
+                min_insync_replicas=log_config.min_insync_replicas,
                 now=trio.current_time(),
             )
-            # The only in-sync replica after a restart is this node: the high watermark
-            # catches up with the recovered log end, as a new leader's does in Kafka.
-            partition.maybe_advance_high_watermark()
-            self.partitions[(record.name, index)] = partition
 
     def partition(self, topic: str, index: int) -> Partition:
-        """The partition `topic`-`index`; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        """The partition `topic`-`index` hosted here.
+
+        Raises NOT_LEADER_OR_FOLLOWER for a partition the metadata knows but places on
+        other brokers (the client's metadata is stale), else UNKNOWN_TOPIC_OR_PARTITION.
+        """
         partition = self.partitions.get((topic, index))
         if partition is None:
+            if self.replicas.knows(topic, index):
+                raise NotLeaderOrFollowerError(
+                    f"broker {self.node_id} is not a replica of {topic}-{index}"
+                )
             raise UnknownTopicOrPartitionError(f"this broker does not host {topic}-{index}")
         return partition
 
@@ -195,7 +246,12 @@ class Broker:
 
         -1 means the broker default (num.partitions, default.replication.factor), as in
         CreateTopics. Raises BrokerError subclasses with the Kafka error to report.
+        In cluster mode the active controller decides (through `cluster`).
         """
+        if self.cluster is not None:
+            return await self.cluster.create_topic(
+                name, num_partitions, replication_factor, configs, validate_only=validate_only
+            )
         validate_topic_name(name)
         if name in INTERNAL_TOPICS:
             raise InvalidTopicError(f"{name} is an internal topic and cannot be created")
@@ -234,6 +290,8 @@ class Broker:
 
     async def ensure_topic(self, name: str) -> TopicRecord | None:
         """The topic, auto-created with broker defaults if auto.create.topics.enable; else None."""
+        if self.cluster is not None:
+            return await self.cluster.ensure_topic(name)
         record = self.topics.get(name)
         if record is not None or not self.config.auto_create_topics_enable:
             return record
@@ -245,7 +303,14 @@ class Broker:
             raise
 
     async def delete_topic(self, name: str) -> None:
-        """Delete a topic durably, then its logs; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        """Delete a topic durably, then its logs; raises UNKNOWN_TOPIC_OR_PARTITION.
+
+        In cluster mode the active controller deletes it; the logs go when the image
+        without it is applied.
+        """
+        if self.cluster is not None:
+            await self.cluster.delete_topic(name)
+            return
         async with self._topic_lock:
             record = await self.topics.delete(name)
             if record is None:
@@ -264,9 +329,11 @@ class Broker:
             await log.flush()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the background tasks until cancelled: coordinator timers, flusher, retention."""
+        """Run the background tasks until cancelled: coordinator timers, flusher, retention,
+        and the replica manager (fetchers, ISR checks)."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.coordinator.run)
+            await nursery.start(self.replicas.run)
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._retention)
             task_status.started()

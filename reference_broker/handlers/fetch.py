@@ -7,9 +7,19 @@ a consumer always makes progress. If fewer than min_bytes are available and
 max_wait_ms > 0, the request waits (a DelayedFetch) until a high watermark moves
 on one of its partitions or the time is up, then reads again.
 
-Consumers (replica_id < 0) read up to the high watermark (the last stable offset
-for read_committed, equal to it while there are no transactions); replicas read to
-the log end offset and report their LEO to the partition.
+Only the leader serves a partition (NOT_LEADER_OR_FOLLOWER elsewhere), and a
+request naming a leader epoch is checked against it (FENCED_LEADER_EPOCH for an older
+one, UNKNOWN_LEADER_EPOCH for a newer one). Consumers (replica_id < 0) read up to the
+high watermark (the last stable offset for read_committed, equal to it while there
+are no transactions). Followers (replica_id = their broker id) read up to the log
+end offset; from v12 their last fetched epoch is checked against the leader's epoch
+cache first, and a follower whose log diverged gets `diverging_epoch` (the epoch and
+where it ends here) instead of records. Otherwise the fetch offset is the follower's
+log end offset: it may grow the ISR and move the high watermark. Replica long-polls
+wake on appends, consumer long-polls when the high watermark moves.
+
+A Fetch of `__cluster_metadata` is the controller quorum's (Raft) and goes to the
+quorum handler.
 
 Incremental fetch sessions (KIP-227) are not offered: every response carries
 session_id 0, which tells clients to keep sending full fetch requests.
@@ -29,11 +39,14 @@ from .context import RequestContext
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from ..replication.partition import Partition
 
 _TopicResponse = FetchResponse.FetchableTopicResponse
 _PartitionData = _TopicResponse.PartitionData
+_EpochEndOffset = _PartitionData.EpochEndOffset
 
 READ_COMMITTED = 1
+METADATA_TOPIC = "__cluster_metadata"
 
 
 @dataclass
@@ -42,7 +55,8 @@ class _Read:
 
     responses: list[ApiMessage]
     bytes_read: int
-    has_error: bool
+    # An error or a diverging epoch: answer now, waiting would not change it.
+    complete: bool
 
 
 def _error_partition(index: int, code: ErrorCode, hw: int = -1, log_start: int = -1) -> ApiMessage:
@@ -67,7 +81,7 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
     remaining = max(request.max_bytes, 0)
     min_one = True
     bytes_read = 0
-    has_error = False
+    complete = False
     responses = []
     for topic in request.topics:
         entries = []
@@ -79,7 +93,13 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                     partition.check_leader_epoch(p.current_leader_epoch)
                 log = broker.log_of(partition)
                 if is_replica:
-                    partition.update_follower_fetch(replica_id, p.fetch_offset, trio.current_time())
+                    partition.check_follower(replica_id)
+                    if version >= 12 and p.last_fetched_epoch >= 0:
+                        diverging = partition.diverging_epoch(p.last_fetched_epoch, p.fetch_offset)
+                        if diverging is not None:
+                            complete = True
+                            entries.append(_diverging(p.partition, partition, *diverging))
+                            continue
                     max_offset = None
                 else:
                     max_offset = partition.high_watermark
@@ -89,8 +109,10 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                     max_offset=max_offset,
                     min_one=min_one,
                 )
+                if is_replica:
+                    partition.update_follower_fetch(replica_id, p.fetch_offset, trio.current_time())
             except OffsetOutOfRangeError:
-                has_error = True
+                complete = True
                 entries.append(
                     _error_partition(
                         p.partition,
@@ -101,7 +123,7 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                 )
                 continue
             except BrokerError as exc:
-                has_error = True
+                complete = True
                 entries.append(_error_partition(p.partition, exc.code))
                 continue
             records = result.records
@@ -123,7 +145,22 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                 )
             )
         responses.append(_TopicResponse(topic=topic.topic, partitions=entries))
-    return _Read(responses, bytes_read, has_error)
+    return _Read(responses, bytes_read, complete)
+
+
+def _diverging(index: int, partition: Partition, epoch: int, end_offset: int) -> ApiMessage:
+    """A follower's log left ours: where its last fetched epoch ends here, and no records."""
+    return _PartitionData(
+        partition_index=index,
+        error_code=0,
+        high_watermark=partition.high_watermark,
+        last_stable_offset=partition.high_watermark,
+        log_start_offset=partition.log_start_offset,
+        diverging_epoch=_EpochEndOffset(epoch=epoch, end_offset=end_offset),
+        aborted_transactions=None,
+        preferred_read_replica=-1,
+        records=b"",
+    )
 
 
 def _new_data_available(broker: Broker, request: ApiMessage) -> bool:
@@ -144,6 +181,8 @@ def _new_data_available(broker: Broker, request: ApiMessage) -> bool:
 async def handle_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
     """Answer a Fetch, waiting up to max_wait_ms for min_bytes of data."""
     version = ctx.version
+    if any(topic.topic == METADATA_TOPIC for topic in request.topics):
+        return await _raft_fetch(broker, ctx, request)
     if version >= 7 and request.session_id != 0:
         # We never hand out a session id, so any id a client names is unknown to us.
         return FetchResponse(
@@ -167,7 +206,7 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage)
         # Taken before reading, so an append between the read and the wait still wakes us.
         changed = broker.hw_signal.current()
         result = _read_once(broker, request, version)
-        if result.bytes_read >= min_bytes or result.has_error or trio.current_time() >= deadline:
+        if result.bytes_read >= min_bytes or result.complete or trio.current_time() >= deadline:
             break
         with trio.move_on_at(deadline):
             while True:
@@ -182,3 +221,27 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage)
         session_id=0,
         responses=result.responses,
     )
+
+
+async def _raft_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    """The controller quorum's Fetch of the metadata log, served by the Raft core."""
+    try:
+        from .quorum import handle_raft_fetch
+    except ImportError:  # a build without the quorum: nobody here hosts the metadata log
+        return FetchResponse(
+            version=ctx.version,
+            throttle_time_ms=0,
+            error_code=0,
+            session_id=0,
+            responses=[
+                _TopicResponse(
+                    topic=topic.topic,
+                    partitions=[
+                        _error_partition(p.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                        for p in topic.partitions
+                    ],
+                )
+                for topic in request.topics
+            ],
+        )
+    return await handle_raft_fetch(broker.quorum_endpoint, ctx, request)

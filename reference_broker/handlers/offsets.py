@@ -1,4 +1,9 @@
-"""ListOffsets (earliest, latest, by timestamp) and OffsetForLeaderEpoch."""
+"""ListOffsets (earliest, latest, by timestamp) and OffsetForLeaderEpoch.
+
+Both are answered by the partition's leader only (NOT_LEADER_OR_FOLLOWER elsewhere),
+after the leader-epoch check. "Latest" is the high watermark for consumers and the
+log end offset for a follower asking as a replica (replica_id >= 0), as in Kafka.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ _EpochTopic = OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult
 _EpochPartition = _EpochTopic.EpochEndOffset
 
 
-def _list_offset(broker: Broker, topic: str, p: ApiMessage, version: int) -> ApiMessage:
+def _list_offset(
+    broker: Broker, topic: str, p: ApiMessage, version: int, replica_id: int
+) -> ApiMessage:
     try:
         partition = broker.partition(topic, p.partition_index)
         partition.ensure_leader()
@@ -36,8 +43,9 @@ def _list_offset(broker: Broker, topic: str, p: ApiMessage, version: int) -> Api
     if p.timestamp == EARLIEST_TIMESTAMP:
         offset = partition.log_start_offset
     elif p.timestamp == LATEST_TIMESTAMP:
-        # For consumers the end is the high watermark (= last stable offset, no transactions).
-        offset = partition.high_watermark
+        # For consumers the end is the high watermark (= last stable offset, no
+        # transactions); a follower resolving an out-of-range fetch needs the log end.
+        offset = partition.log_end_offset if replica_id >= 0 else partition.high_watermark
     elif p.timestamp < 0:
         return _ListPartition(
             partition_index=p.partition_index,
@@ -66,7 +74,10 @@ async def handle_list_offsets(
     topics = [
         _ListTopic(
             name=topic.name,
-            partitions=[_list_offset(broker, topic.name, p, ctx.version) for p in topic.partitions],
+            partitions=[
+                _list_offset(broker, topic.name, p, ctx.version, request.replica_id)
+                for p in topic.partitions
+            ],
         )
         for topic in request.topics
     ]

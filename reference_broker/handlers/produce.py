@@ -5,11 +5,16 @@ batch framing, CRC-32C, sizes and idempotent-producer sequences and assigns offs
 in place; nothing here decodes a record. Order of events for each partition, as
 Kafka's ReplicaManager.appendRecords:
 
-1. leader and acks checks (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS for acks=all
-   when the ISR is smaller than min.insync.replicas);
-2. append (synchronous) and high-watermark update;
+1. leader and acks checks (NOT_LEADER_OR_FOLLOWER on any node but the leader,
+   NOT_ENOUGH_REPLICAS for acks=all when the ISR is smaller than min.insync.replicas);
+2. append (synchronous) in the leader's epoch, which wakes followers' fetches, and
+   the high-watermark update;
 3. the flush policy (`flush.messages`) — an fsync here delays this response only;
-4. for acks=all, wait until the high watermark passes the batch (or timeout_ms).
+4. for acks=all, wait until the high watermark passes the batch: every in-sync
+   replica has it. NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR falls under
+   min.insync.replicas meanwhile, NOT_LEADER_OR_FOLLOWER when this node stops leading
+   the epoch that appended, REQUEST_TIMED_OUT after timeout_ms. acks=1 answers after
+   the leader's append.
 
 acks=0 gets no response; if any partition failed, the connection is closed instead,
 which is how Kafka tells an acks=0 producer to refresh its metadata.
@@ -53,8 +58,8 @@ async def handle_produce(
     """Append each partition's batches; respond per partition (or not at all for acks=0)."""
     acks = request.acks
     responses: list[ApiMessage] = []
-    # acks=all waits, run after all appends: (response entry, partition, offset to reach).
-    waits: list[tuple[ApiMessage, Partition, int]] = []
+    # acks=all waits, run after all appends: (entry, partition, offset to reach, leader epoch).
+    waits: list[tuple[ApiMessage, Partition, int, int]] = []
     failed = False
     for topic_data in request.topic_data:
         name = topic_data.name
@@ -71,7 +76,7 @@ async def handle_produce(
             responses.append(_TopicResponse(name=name, partition_responses=entries))
             failed = True
             continue
-        if name not in broker.topics:
+        if not broker.has_topic(name):
             # A topic that cannot be created is reported per partition below as unknown.
             with contextlib.suppress(BrokerError):
                 await broker.ensure_topic(name)
@@ -82,12 +87,9 @@ async def handle_produce(
                 records = data.records
                 if not records:
                     raise CorruptRecordError(f"produce to {name}-{data.index} carried no records")
-                partition.check_enough_replicas(acks)
-                result = broker.log_of(partition).append_as_leader(
-                    bytes(records), partition.leader_epoch
-                )
+                leader_epoch = partition.leader_epoch
+                result = partition.append_records_as_leader(bytes(records), acks)
                 if not result.duplicate:
-                    partition.maybe_advance_high_watermark()
                     await broker.flush_if_due(partition)
             except BrokerError as exc:
                 failed = True
@@ -104,7 +106,7 @@ async def handle_produce(
             )
             entries.append(entry)
             if acks == -1:
-                waits.append((entry, partition, result.last_offset + 1))
+                waits.append((entry, partition, result.last_offset + 1, leader_epoch))
         responses.append(_TopicResponse(name=name, partition_responses=entries))
 
     if acks == 0:
@@ -114,9 +116,9 @@ async def handle_produce(
 
     if waits:
         deadline = trio.current_time() + max(request.timeout_ms, 0) / 1000
-        for entry, partition, offset in waits:
+        for entry, partition, offset, leader_epoch in waits:
             code = await partition.wait_for_high_watermark(
-                offset, max(deadline - trio.current_time(), 0)
+                offset, max(deadline - trio.current_time(), 0), leader_epoch
             )
             if code != ErrorCode.NONE:
                 entry.error_code = int(code)

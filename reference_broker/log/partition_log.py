@@ -582,6 +582,16 @@ class PartitionLog:
                 return header.base_offset, header.max_timestamp
         return None
 
+    def assign_epoch_start_offset(self, leader_epoch: int) -> None:
+        """Start `leader_epoch` at the log end offset (a new leader, before its first append).
+
+        As Kafka's maybeAssignEpochStartOffset: followers asking where an older epoch
+        ends learn it ends here even before this leader has written anything. Only a
+        newer epoch is recorded; it lives in memory and is rebuilt from the batches (or
+        assigned again by the next leadership) after a restart.
+        """
+        self._epochs.assign(leader_epoch, self._log_end_offset)
+
     def end_offset_for_epoch(self, leader_epoch: int) -> tuple[int, int]:
         """(epoch, end offset) for OffsetForLeaderEpoch, Kafka's semantics."""
         return self._epochs.end_offset_for(leader_epoch, self._log_end_offset)
@@ -617,6 +627,12 @@ class PartitionLog:
         self._dirty.add(segment)
         self._dir_dirty = True
         self._after_truncation(segment.next_offset)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every batch and restart the log at `offset` (a follower behind the leader's
+        log start offset, as Kafka's truncateFullyAndStartAt)."""
+        self._check_open()
+        self._truncate_fully_and_start_at(offset)
 
     def _truncate_fully_and_start_at(self, offset: int) -> None:
         for segment in self._segments:
@@ -759,6 +775,7 @@ class PartitionLog:
 
     async def checkpoint_high_watermark(self) -> None:
         """Persist the high watermark durably (Kafka's replication-offset-checkpoint)."""
+        self._check_open()
         tmp = f"{self.directory}/{HIGH_WATERMARK_FILE}.tmp"
         f = self.storage.open(tmp)
         try:
@@ -767,6 +784,8 @@ class PartitionLog:
             await f.fsync()
         finally:
             f.close()
+        if self._closed:
+            return  # deleted or closed during the fsync: its directory may be gone
         self.storage.rename(tmp, f"{self.directory}/{HIGH_WATERMARK_FILE}")
         await self.storage.fsync_dir(self.directory)
 

@@ -1,21 +1,34 @@
-"""A partition as its leader sees it: replicas, ISR, leader epoch and the high watermark.
+"""One partition on one node: leader, follower or not a replica, after Kafka's `Partition`.
 
-Kafka's `Partition`: the leader appends to its log, followers' log end offsets
-(LEOs) arrive with their fetches, and the high watermark is the smallest LEO over
-the in-sync replicas. An acks=all produce waits until the high watermark passes its
-last offset. With one replica the ISR is just the leader and the high watermark
-follows the leader's LEO on every append; the same code serves the replicated case.
+The metadata decides the role (`make_leader`, `make_follower`, `make_offline`); this
+class keeps what the role needs:
 
-Waiters are woken through a `HighWatermarkSignal`, shared by all partitions of a
-broker, so that one long-polling Fetch over many partitions waits on one event.
+- as **leader** it appends producers' batches in its leader epoch, tracks each
+  follower's log end offset (LEO) from its fetches, proposes ISR changes to the
+  controller (expand when a follower caught up with the high watermark of this
+  leader epoch, shrink when one has not caught up for replica.lag.time.max.ms) and
+  moves the high watermark to the smallest LEO over the (maximal) ISR — but only
+  while the committed ISR is at least min.insync.replicas, capped at the number of
+  replicas (KIP-966);
+- as **follower** it appends what the leader's batches hold, offsets and epochs
+  unchanged, truncates where its log diverged, and takes the leader's high
+  watermark (bounded by its own LEO); it serves neither producers nor consumers;
+- **offline** (not a replica any more, or not yet told) it refuses everything.
+
+The high watermark never moves backwards here except through truncation. Waiters
+(acks=all produces, long-polling fetches) are woken through a `HighWatermarkSignal`
+shared by all partitions of a broker; it fires when a high watermark moves, when a
+leader appends (replica fetches wait for new data, not for a new high watermark) and
+when a role or ISR changes.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 import trio
 
@@ -26,25 +39,17 @@ from ..errors import (
     NotLeaderOrFollowerError,
     UnknownLeaderEpochError,
 )
+from ..log.partition_log import AppendResult, PartitionLog
+from .assignment import NO_LEADER, AlterPartitionResult, PartitionAssignment
+from .isr import ChangeKind, IsrOutcome, IsrProposal, IsrState, classify_error
 
+logger = logging.getLogger("faultline.broker.replication")
 
-class PartitionLogLike(Protocol):
-    """What a Partition needs of `reference_broker.log.PartitionLog`."""
-
-    @property
-    def log_end_offset(self) -> int: ...
-
-    @property
-    def high_watermark(self) -> int: ...
-
-    @property
-    def log_start_offset(self) -> int: ...
-
-    def update_high_watermark(self, offset: int) -> None: ...
+UNKNOWN_OFFSET = -1
 
 
 class HighWatermarkSignal:
-    """Wakes everyone waiting for "some high watermark moved" (long-poll fetches, acks=all).
+    """Wakes everyone waiting for "some partition changed" (long-poll fetches, acks=all).
 
     A fresh trio.Event per generation: `fire` sets the current one and replaces it,
     so a waiter that looked at state before `wait_after` never misses a change.
@@ -63,65 +68,137 @@ class HighWatermarkSignal:
         self._event = trio.Event()
 
 
+class ReplicaRole(enum.Enum):
+    """What this node is for a partition."""
+
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    OFFLINE = "offline"
+
+
 @dataclass
 class FollowerState:
-    """The leader's view of one follower replica (Kafka's Replica state on the leader)."""
+    """The leader's view of one follower replica (Kafka's ReplicaState on the leader)."""
 
-    log_end_offset: int = 0
+    log_end_offset: int = UNKNOWN_OFFSET
     # trio-clock seconds at which the follower was last known to hold the leader's LEO.
-    last_caught_up_time: float = 0.0
-    last_fetch_time: float = 0.0
-    last_fetch_leader_leo: int = 0
+    last_caught_up_time: float = -math.inf
+    last_fetch_time: float = -math.inf
+    last_fetch_leader_leo: int = UNKNOWN_OFFSET
+
+    def is_caught_up(self, leader_leo: int, now: float, max_lag_s: float) -> bool:
+        """Kafka's isCaughtUp: holds the leader's LEO, or did so within the lag limit."""
+        return self.log_end_offset == leader_leo or now - self.last_caught_up_time <= max_lag_s
+
+
+IsrListener = Callable[["Partition", IsrProposal], None]
+
+
+def _ordered(members: Iterable[int], replicas: tuple[int, ...]) -> tuple[int, ...]:
+    """ISR members in replica-list order (extras, which metadata should not have, last)."""
+    wanted = set(members)
+    ordered = [r for r in replicas if r in wanted]
+    return (*ordered, *sorted(wanted - set(ordered)))
 
 
 class Partition:
-    """Leader-side replication state of one topic partition.
+    """Replication state of one topic partition on this node.
 
-    States, as Kafka: this node is the leader (appends allowed) or a follower (they
-    raise NOT_LEADER_OR_FOLLOWER). The leader tracks each replica's LEO; the ISR is
-    the set of replicas caught up enough to count towards the high watermark.
+    Created offline; the replica manager (or, for a standalone node, the broker) makes
+    it leader or follower from a `PartitionAssignment`.
     """
 
     def __init__(
         self,
         topic: str,
         index: int,
-        log: PartitionLogLike,
+        log: PartitionLog,
         *,
         local_id: int,
-        replicas: Sequence[int],
-        leader_id: int,
-        leader_epoch: int,
-        min_insync_replicas: int,
         signal: HighWatermarkSignal,
-        now: float = 0.0,
+        min_insync_replicas: int = 1,
+        isr_listener: IsrListener | None = None,
     ) -> None:
         self.topic = topic
         self.index = index
         self.log = log
         self.local_id = local_id
-        self.replicas = list(replicas)
-        self.leader_id = leader_id
-        self.leader_epoch = leader_epoch
-        self.isr: set[int] = set(replicas)
         self.min_insync_replicas = min_insync_replicas
+        self.role = ReplicaRole.OFFLINE
+        self.replicas: tuple[int, ...] = ()
+        self.leader_id = NO_LEADER
+        self.leader_epoch = -1
+        self.partition_epoch = -1
+        # First offset of this node's current leader epoch (Kafka's leaderEpochStartOffsetOpt).
+        self.leader_epoch_start_offset = UNKNOWN_OFFSET
+        self._isr = IsrState(frozenset())
+        self._followers: dict[int, FollowerState] = {}
         self._signal = signal
-        # What the leader knows of each follower; the local replica is read from the log.
-        # Followers in the ISR count as caught up when this node became leader (`now`).
-        self._followers: dict[int, FollowerState] = {
-            r: FollowerState(last_caught_up_time=now) for r in replicas if r != local_id
-        }
+        self._isr_listener = isr_listener
+
+    @classmethod
+    def standalone(
+        cls,
+        topic: str,
+        index: int,
+        log: PartitionLog,
+        *,
+        local_id: int,
+        signal: HighWatermarkSignal,
+        min_insync_replicas: int,
+        now: float,
+    ) -> Partition:
+        """The only replica of a partition on a node without a controller: leader in epoch 0.
+
+        Its ISR is itself, so the high watermark catches up with the recovered log end at
+        once, as a new leader's does in Kafka.
+        """
+        partition = cls(
+            topic,
+            index,
+            log,
+            local_id=local_id,
+            signal=signal,
+            min_insync_replicas=min_insync_replicas,
+        )
+        partition.make_leader(
+            PartitionAssignment(topic, index, (local_id,), (local_id,), local_id, 0, 0), now
+        )
+        return partition
 
     def __repr__(self) -> str:
         return (
-            f"Partition({self.topic}-{self.index}, leader={self.leader_id}, "
-            f"epoch={self.leader_epoch}, isr={sorted(self.isr)}, hw={self.high_watermark})"
+            f"Partition({self.topic}-{self.index} on {self.local_id}: {self.role.value}, "
+            f"leader={self.leader_id}, epoch={self.leader_epoch}, isr={sorted(self.isr)}, "
+            f"hw={self.high_watermark}, leo={self.log_end_offset})"
         )
+
+    # -- offsets and membership ---------------------------------------------------------
 
     @property
     def is_leader(self) -> bool:
         """Whether this node leads the partition."""
-        return self.leader_id == self.local_id
+        return self.role is ReplicaRole.LEADER
+
+    @property
+    def is_follower(self) -> bool:
+        """Whether this node follows the partition's leader."""
+        return self.role is ReplicaRole.FOLLOWER
+
+    @property
+    def isr(self) -> frozenset[int]:
+        """The in-sync replicas as committed by the controller (what metadata shows)."""
+        return self._isr.committed
+
+    @property
+    def maximal_isr(self) -> frozenset[int]:
+        """The replicas the high watermark waits for (committed ISR plus a joining one)."""
+        return self._isr.maximal
+
+    @property
+    def pending_isr_change(self) -> IsrProposal | None:
+        """The ISR proposal sent to the controller and not answered yet."""
+        return self._isr.pending
 
     @property
     def high_watermark(self) -> int:
@@ -137,6 +214,122 @@ class Partition:
     def log_start_offset(self) -> int:
         """The first offset still in the log."""
         return self.log.log_start_offset
+
+    @property
+    def effective_min_isr(self) -> int:
+        """min.insync.replicas, capped at the replication factor (Kafka's effectiveMinIsr)."""
+        return max(1, min(self.min_insync_replicas, len(self.replicas)))
+
+    def follower(self, replica_id: int) -> FollowerState | None:
+        """What the leader knows of a follower (None for the leader or a non-replica)."""
+        return self._followers.get(replica_id)
+
+    # -- role changes -------------------------------------------------------------------
+
+    def _is_stale(self, assignment: PartitionAssignment) -> bool:
+        # Older than what we act on, or exactly it again (a full image re-delivers
+        # partitions that did not change; re-applying one would drop a pending change).
+        if self.role is ReplicaRole.OFFLINE:
+            return False
+        if assignment.leader_epoch != self.leader_epoch:
+            return assignment.leader_epoch < self.leader_epoch
+        return assignment.partition_epoch <= self.partition_epoch
+
+    def make_leader(self, assignment: PartitionAssignment, now: float) -> bool:
+        """Lead the partition as `assignment` says; returns whether a new leader epoch began.
+
+        A new leader epoch starts at the log end offset (recorded in the leader-epoch
+        cache, as Kafka's maybeAssignEpochStartOffset), forgets what followers had
+        fetched and counts the ISR's followers as caught up as of `now`. The high
+        watermark starts from the local one and only moves forward. The same epoch
+        with a newer partition epoch only updates replicas and the committed ISR.
+        """
+        if assignment.leader != self.local_id:
+            raise ValueError(f"{assignment} names leader {assignment.leader}, not {self.local_id}")
+        if self._is_stale(assignment):
+            return False
+        new_epoch = (
+            self.role is not ReplicaRole.LEADER or assignment.leader_epoch != self.leader_epoch
+        )
+        isr = frozenset(assignment.isr)
+        if new_epoch:
+            self.log.assign_epoch_start_offset(assignment.leader_epoch)
+            self.leader_epoch_start_offset = self.log.log_end_offset
+            self._followers = {
+                r: FollowerState(last_caught_up_time=now if r in isr else -math.inf)
+                for r in assignment.replicas
+                if r != self.local_id
+            }
+            logger.info(
+                "%s-%d: leader in epoch %d from offset %d, isr %s",
+                self.topic,
+                self.index,
+                assignment.leader_epoch,
+                self.leader_epoch_start_offset,
+                sorted(isr),
+            )
+        else:
+            for replica in assignment.replicas:
+                if replica != self.local_id and replica not in self._followers:
+                    self._followers[replica] = FollowerState()
+            for replica in set(self._followers) - set(assignment.replicas):
+                del self._followers[replica]
+        self.role = ReplicaRole.LEADER
+        self.replicas = tuple(assignment.replicas)
+        self.leader_id = self.local_id
+        self.leader_epoch = assignment.leader_epoch
+        self.partition_epoch = assignment.partition_epoch
+        self._isr.reset(isr)
+        self.maybe_advance_high_watermark()
+        self._signal.fire()
+        return new_epoch
+
+    def make_follower(self, assignment: PartitionAssignment) -> bool:
+        """Follow `assignment.leader` (or wait for one: NO_LEADER); returns whether it changed.
+
+        True means a new leader epoch or a new leader: the fetcher must (re)start from
+        the log end, letting the leader tell it where its log diverged. Produce and
+        consumer fetches are refused from now on; waiting acks=all produces are woken
+        and answer NOT_LEADER_OR_FOLLOWER.
+        """
+        if assignment.leader == self.local_id:
+            raise ValueError(f"{assignment} makes {self.local_id} the leader, not a follower")
+        if self._is_stale(assignment):
+            return False
+        changed = (
+            self.role is not ReplicaRole.FOLLOWER
+            or assignment.leader_epoch != self.leader_epoch
+            or assignment.leader != self.leader_id
+        )
+        self.role = ReplicaRole.FOLLOWER
+        self.replicas = tuple(assignment.replicas)
+        self.leader_id = assignment.leader
+        self.leader_epoch = assignment.leader_epoch
+        self.partition_epoch = assignment.partition_epoch
+        self.leader_epoch_start_offset = UNKNOWN_OFFSET
+        self._isr.reset(frozenset(assignment.isr))
+        self._followers = {}
+        if changed:
+            logger.info(
+                "%s-%d: follower of %d in epoch %d at offset %d",
+                self.topic,
+                self.index,
+                self.leader_id,
+                self.leader_epoch,
+                self.log_end_offset,
+            )
+        self._signal.fire()
+        return changed
+
+    def make_offline(self) -> None:
+        """Stop being a replica: refuse every request; waiters are woken."""
+        self.role = ReplicaRole.OFFLINE
+        self.leader_id = NO_LEADER
+        self._followers = {}
+        self._isr.reset(frozenset())
+        self._signal.fire()
+
+    # -- request checks -----------------------------------------------------------------
 
     def ensure_leader(self) -> None:
         """Raise NOT_LEADER_OR_FOLLOWER unless this node leads."""
@@ -155,11 +348,21 @@ class Partition:
             return
         if current_leader_epoch < self.leader_epoch:
             raise FencedLeaderEpochError(
-                f"leader epoch {current_leader_epoch} is older than {self.leader_epoch}"
+                f"leader epoch {current_leader_epoch} of {self.topic}-{self.index} is older "
+                f"than {self.leader_epoch}; refresh metadata"
             )
         if current_leader_epoch > self.leader_epoch:
             raise UnknownLeaderEpochError(
-                f"leader epoch {current_leader_epoch} is newer than {self.leader_epoch}"
+                f"leader epoch {current_leader_epoch} of {self.topic}-{self.index} is newer "
+                f"than {self.leader_epoch}; this node has not caught up with metadata yet"
+            )
+
+    def check_follower(self, replica_id: int) -> None:
+        """A replica fetch must come from one of the partition's other replicas."""
+        if replica_id not in self._followers:
+            raise NotLeaderOrFollowerError(
+                f"broker {replica_id} is not a follower of {self.topic}-{self.index} "
+                f"(replicas {list(self.replicas)})"
             )
 
     def check_enough_replicas(self, required_acks: int) -> None:
@@ -170,66 +373,172 @@ class Partition:
                 f"min.insync.replicas is {self.min_insync_replicas}"
             )
 
-    def follower(self, replica_id: int) -> FollowerState | None:
-        """What the leader knows of a follower (None for the leader or a non-replica)."""
-        return self._followers.get(replica_id)
+    def diverging_epoch(self, last_fetched_epoch: int, fetch_offset: int) -> tuple[int, int] | None:
+        """(epoch, end offset) where a follower's log left ours, or None when it did not.
+
+        As Kafka's fetch validation (KIP-595 style, Fetch v12): the follower's last
+        fetched epoch must end, in our log, at or after its fetch offset.
+        """
+        epoch, end_offset = self.log.end_offset_for_epoch(last_fetched_epoch)
+        if epoch < 0 or end_offset < 0:
+            return None  # no epoch information to compare; the offset range check decides
+        if epoch < last_fetched_epoch or end_offset < fetch_offset:
+            return epoch, end_offset
+        return None
+
+    # -- leader: appends, follower fetches, ISR and high watermark ----------------------
+
+    def append_records_as_leader(self, records: bytes, required_acks: int = 1) -> AppendResult:
+        """Append a producer's batches in this leader epoch (checks leadership and acks).
+
+        Raises NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS (acks=all, ISR too small) or the
+        log's errors. A retried idempotent batch answers its original offsets.
+        """
+        self.ensure_leader()
+        self.check_enough_replicas(required_acks)
+        result = self.log.append_as_leader(records, self.leader_epoch)
+        if not result.duplicate:
+            # Followers long-poll for new data, not only for a new high watermark.
+            self._signal.fire()
+            self.maybe_advance_high_watermark()
+        return result
 
     def update_follower_fetch(self, replica_id: int, fetch_offset: int, now: float) -> None:
         """A follower fetched from `fetch_offset` at `now` (trio clock seconds).
 
-        As Kafka's Replica.updateFetchState: the fetch offset is the follower's LEO; the
+        As Kafka's updateFollowerFetchState: the fetch offset is the follower's LEO; the
         follower is caught up at `now` if it asked for the leader's LEO, or caught up as
         of its previous fetch if it has now reached the LEO the leader had then. Then the
         ISR may grow and the high watermark advance.
         """
         state = self._followers.get(replica_id)
-        if state is None:
+        if state is None or not self.is_leader:
             return
         leader_leo = self.log.log_end_offset
         if fetch_offset >= leader_leo:
-            state.last_caught_up_time = now
+            state.last_caught_up_time = max(state.last_caught_up_time, now)
         elif fetch_offset >= state.last_fetch_leader_leo:
             state.last_caught_up_time = max(state.last_caught_up_time, state.last_fetch_time)
         state.log_end_offset = fetch_offset
-        state.last_fetch_leader_leo = leader_leo
+        state.last_fetch_leader_leo = max(leader_leo, state.last_fetch_leader_leo)
         state.last_fetch_time = now
         self.maybe_expand_isr(replica_id)
         self.maybe_advance_high_watermark()
 
-    def maybe_expand_isr(self, replica_id: int) -> bool:
-        """Add a follower that has caught up to the high watermark (Kafka's isFollowerInSync)."""
+    def _propose(self, kind: ChangeKind, members: Iterable[int], changed: set[int]) -> IsrProposal:
+        proposal = IsrProposal(
+            kind,
+            _ordered(members, self.replicas),
+            self.leader_epoch,
+            self.partition_epoch,
+            frozenset(changed),
+        )
+        self._isr.pending = proposal
+        logger.info(
+            "%s-%d: proposing to %s the ISR %s -> %s",
+            self.topic,
+            self.index,
+            kind.value,
+            sorted(self.isr),
+            list(proposal.isr),
+        )
+        if self._isr_listener is not None:
+            self._isr_listener(self, proposal)
+        return proposal
+
+    def maybe_expand_isr(self, replica_id: int) -> IsrProposal | None:
+        """Propose adding a follower that reached the high watermark of this leader epoch."""
+        if not self.is_leader or self._isr.in_flight or replica_id in self.isr:
+            return None
         state = self._followers.get(replica_id)
-        if state is None or replica_id in self.isr:
-            return False
-        if state.log_end_offset < self.log.high_watermark:
-            return False
-        self.isr.add(replica_id)
-        return True
+        if state is None:
+            return None
+        if (
+            state.log_end_offset < self.log.high_watermark
+            or state.log_end_offset < self.leader_epoch_start_offset
+        ):
+            return None
+        return self._propose(ChangeKind.EXPAND, self.isr | {replica_id}, {replica_id})
 
-    def maybe_shrink_isr(self, now: float, max_lag_s: float) -> set[int]:
-        """Drop followers not caught up for longer than replica.lag.time.max.ms; returns them.
-
-        A smaller ISR may let the high watermark advance (it is a min over the ISR).
-        """
-        removed = {
+    def out_of_sync_replicas(self, now: float, max_lag_s: float) -> set[int]:
+        """ISR followers that have not held the leader's LEO for longer than `max_lag_s`."""
+        leader_leo = self.log.log_end_offset
+        return {
             replica
-            for replica, state in self._followers.items()
-            if replica in self.isr and now - state.last_caught_up_time > max_lag_s
+            for replica in self.isr
+            if replica != self.local_id
+            and not self._followers.get(replica, FollowerState()).is_caught_up(
+                leader_leo, now, max_lag_s
+            )
         }
-        if removed:
-            self.isr -= removed
-            self.maybe_advance_high_watermark()
-            # Waiters for acks=all re-check the ISR against min.insync.replicas.
-            self._signal.fire()
-        return removed
+
+    def maybe_shrink_isr(self, now: float, max_lag_s: float) -> IsrProposal | None:
+        """Propose dropping followers not caught up for longer than replica.lag.time.max.ms.
+
+        Until the controller commits it, the high watermark still waits for them.
+        """
+        if not self.is_leader or self._isr.in_flight:
+            return None
+        lagging = self.out_of_sync_replicas(now, max_lag_s)
+        if not lagging:
+            return None
+        return self._propose(ChangeKind.SHRINK, self.isr - lagging, lagging)
+
+    def complete_isr_change(
+        self, proposal: IsrProposal, result: AlterPartitionResult
+    ) -> IsrOutcome:
+        """Apply the controller's answer to `proposal` (Kafka's handleAlterPartitionUpdate)."""
+        if self._isr.pending is not proposal or not self.is_leader:
+            return IsrOutcome.IGNORED  # metadata replaced the proposal meanwhile
+        if result.error != 0:
+            outcome = classify_error(result.error)
+            if outcome is IsrOutcome.REVERTED:
+                self._isr.pending = None
+            elif outcome is IsrOutcome.AWAIT_METADATA:
+                # Whether the controller applied an earlier attempt is unknown: keep
+                # counting the maximal ISR until metadata says what is committed.
+                self._isr.awaiting_metadata = True
+            logger.info(
+                "%s-%d: ISR change %s failed with error %d (%s)",
+                self.topic,
+                self.index,
+                list(proposal.isr),
+                result.error,
+                outcome.value,
+            )
+            return outcome
+        if result.leader_epoch != self.leader_epoch:
+            self._isr.awaiting_metadata = True
+            return IsrOutcome.AWAIT_METADATA
+        if result.partition_epoch < self.partition_epoch:
+            return IsrOutcome.IGNORED
+        self._isr.reset(frozenset(result.isr))
+        self.partition_epoch = result.partition_epoch
+        logger.info(
+            "%s-%d: ISR is now %s (partition epoch %d)",
+            self.topic,
+            self.index,
+            list(result.isr),
+            result.partition_epoch,
+        )
+        self.maybe_advance_high_watermark()
+        # acks=all waiters re-check the ISR against min.insync.replicas.
+        self._signal.fire()
+        return IsrOutcome.APPLIED
 
     def maybe_advance_high_watermark(self) -> bool:
-        """HW = min LEO over the ISR; it never moves backwards. Returns whether it moved."""
+        """HW = min LEO over the maximal ISR, while the ISR holds min.insync.replicas.
+
+        It never moves backwards. Returns whether it moved.
+        """
+        if not self.is_leader or len(self.isr) < self.effective_min_isr:
+            return False
         new_hw = self.log.log_end_offset
-        for replica in self.isr:
+        for replica in self._isr.maximal:
+            if replica == self.local_id:
+                continue
             state = self._followers.get(replica)
-            if state is not None:
-                new_hw = min(new_hw, state.log_end_offset)
+            new_hw = min(new_hw, state.log_end_offset if state is not None else UNKNOWN_OFFSET)
         if new_hw > self.log.high_watermark:
             self.log.update_high_watermark(new_hw)
             self._signal.fire()
@@ -237,22 +546,71 @@ class Partition:
         return False
 
     def acks_error_after_append(self) -> ErrorCode:
-        """NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank under the minimum while waiting."""
+        """NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR is under min.insync.replicas."""
         if len(self.isr) < self.min_insync_replicas:
             return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
         return ErrorCode.NONE
 
-    async def wait_for_high_watermark(self, offset: int, timeout_s: float) -> ErrorCode:
-        """Wait until the HW reaches `offset` (acks=all); REQUEST_TIMED_OUT after `timeout_s`."""
+    async def wait_for_high_watermark(
+        self, offset: int, timeout_s: float, leader_epoch: int | None = None
+    ) -> ErrorCode:
+        """Wait until the HW reaches `offset` (acks=all) and say how the produce ended.
+
+        NONE once committed with the ISR at min.insync.replicas;
+        NOT_ENOUGH_REPLICAS_AFTER_APPEND as soon as the ISR falls under it;
+        NOT_LEADER_OR_FOLLOWER when this node stops leading the epoch that appended
+        (`leader_epoch`); REQUEST_TIMED_OUT after `timeout_s`.
+        """
         deadline = trio.current_time() + timeout_s if math.isfinite(timeout_s) else math.inf
-        while self.log.high_watermark < offset:
+        epoch = self.leader_epoch if leader_epoch is None else leader_epoch
+        while True:
             event = self._signal.current()
+            if not self.is_leader or self.leader_epoch != epoch:
+                return ErrorCode.NOT_LEADER_OR_FOLLOWER
             if self.log.high_watermark >= offset:
-                break
+                return self.acks_error_after_append()
+            if len(self.isr) < self.min_insync_replicas:
+                return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            if trio.current_time() >= deadline:
+                return ErrorCode.REQUEST_TIMED_OUT
             with trio.move_on_at(deadline):
                 await event.wait()
-            if trio.current_time() >= deadline and self.log.high_watermark < offset:
-                return ErrorCode.REQUEST_TIMED_OUT
-            if not self.is_leader:
-                return ErrorCode.NOT_LEADER_OR_FOLLOWER
-        return self.acks_error_after_append()
+
+    # -- follower: replicated appends, truncation, high watermark -----------------------
+
+    def _ensure_follower(self) -> None:
+        if not self.is_follower:
+            raise NotLeaderOrFollowerError(
+                f"node {self.local_id} does not follow {self.topic}-{self.index} "
+                f"(it is {self.role.value})"
+            )
+
+    def append_replicated(self, records: bytes) -> AppendResult:
+        """Append batches fetched from the leader, keeping their offsets and epochs."""
+        self._ensure_follower()
+        return self.log.append_as_follower(records)
+
+    def update_follower_high_watermark(self, leader_high_watermark: int) -> None:
+        """A follower's high watermark: the leader's, bounded by its own log end."""
+        self._ensure_follower()
+        self.log.update_high_watermark(min(leader_high_watermark, self.log.log_end_offset))
+
+    def truncate_to(self, offset: int) -> None:
+        """Cut a follower's log back to `offset` (its divergent suffix goes)."""
+        self._ensure_follower()
+        if offset < self.log.high_watermark:
+            # Kafka allows this (the leader's log wins); only an unclean election or lost
+            # unflushed data can make a follower hold a high watermark the leader lacks.
+            logger.warning(
+                "%s-%d: truncating to %d, below the high watermark %d",
+                self.topic,
+                self.index,
+                offset,
+                self.log.high_watermark,
+            )
+        self.log.truncate_to(offset)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Empty a follower's log and restart it at `offset` (the leader's log start)."""
+        self._ensure_follower()
+        self.log.truncate_fully_and_start_at(offset)

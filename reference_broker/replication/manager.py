@@ -1,0 +1,319 @@
+"""`ReplicaManager`: a node's partitions as the metadata assigns them (Kafka's ReplicaManager).
+
+`apply` takes the whole set of partition assignments from a metadata image and makes
+this node what each one says: it creates missing logs, becomes leader or follower
+when a leader epoch changed (followers' ISR and epoch updates are applied in place),
+stops and deletes the replicas it no longer hosts, and moves followed partitions to
+the fetcher of their current leader — one `ReplicaFetcher` per source broker.
+
+`run` owns everything that runs on its own, in one nursery: the fetchers, the ISR
+expiration check (every replica.lag.time.max.ms / 2, as Kafka), the AlterPartition
+senders (one proposal in flight per partition, retried while the controller is
+unreachable) and the periodic high-watermark checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from ..config import BrokerConfig, Listener
+from ..env import Clock, Network
+from ..errors import BrokerError
+from ..log.config import LogConfig
+from ..log.log_manager import LogManager
+from .assignment import NO_LEADER, AlterPartitionSender, PartitionAssignment
+from .fetcher import PartitionKey, ReplicaFetcher
+from .isr import IsrOutcome, IsrProposal
+from .partition import HighWatermarkSignal, Partition
+
+logger = logging.getLogger("faultline.broker.replication")
+
+# The Raft metadata log lives beside the partition logs but is never a replica here.
+METADATA_TOPIC = "__cluster_metadata"
+# Kafka's replica.high.watermark.checkpoint.interval.ms.
+HW_CHECKPOINT_INTERVAL_S = 5.0
+# Kafka's AlterPartitionManager retries after this long when the controller is unreachable.
+ALTER_PARTITION_RETRY_S = 0.1
+
+LogConfigOf = Callable[[str], LogConfig]
+
+
+@dataclass
+class _RunningFetcher:
+    """A fetcher and whether its task was started in the manager's nursery."""
+
+    fetcher: ReplicaFetcher
+    started: bool = False
+
+
+class ReplicaManager:
+    """Leaders, followers and fetchers of one node. `alter_partition` is wired by the node."""
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        network: Network,
+        clock: Clock,
+        logs: LogManager,
+        partitions: dict[PartitionKey, Partition],
+        signal: HighWatermarkSignal,
+        config: BrokerConfig,
+        log_config_of: LogConfigOf,
+        alter_partition: AlterPartitionSender | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.alter_partition = alter_partition
+        self._network = network
+        self._clock = clock
+        self._logs = logs
+        self._partitions = partitions
+        self._signal = signal
+        self._config = config
+        self._log_config_of = log_config_of
+        self._lag_s = config.replica_lag_time_max_ms / 1000
+        # Partitions this manager created (standalone partitions are the broker's).
+        self._managed: set[PartitionKey] = set()
+        # Every partition named by the last metadata applied, hosted here or not.
+        self._known: set[PartitionKey] = set()
+        self._endpoints: dict[int, Listener] = {}
+        self._fetchers: dict[int, _RunningFetcher] = {}
+        self._proposals: list[tuple[Partition, IsrProposal]] = []
+        self._proposed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._apply_lock = trio.Lock()
+        self.applied = 0
+        """How many metadata updates were applied (for tests and diagnostics)."""
+
+    # -- what the node knows ----------------------------------------------------------------
+
+    def knows(self, topic: str, partition: int) -> bool:
+        """Whether the last metadata applied names this partition (hosted here or not)."""
+        return (topic, partition) in self._known
+
+    def knows_topic(self, topic: str) -> bool:
+        """Whether the last metadata applied names a partition of `topic`."""
+        return any(t == topic for t, _ in self._known)
+
+    def fetcher_partitions(self) -> dict[int, set[PartitionKey]]:
+        """Source broker -> the partitions fetched from it."""
+        return {source: r.fetcher.partitions for source, r in self._fetchers.items()}
+
+    # -- applying metadata ----------------------------------------------------------------
+
+    async def apply(
+        self,
+        assignments: Iterable[PartitionAssignment],
+        endpoints: Mapping[int, Listener],
+        log_config_of: LogConfigOf | None = None,
+    ) -> None:
+        """Make this node leader, follower or nothing of each partition, as `assignments` say.
+
+        `assignments` is the complete set (a partition missing from it is stopped and its
+        log deleted); `endpoints` is how to dial each broker; `log_config_of(topic)` gives
+        the LogConfig for logs created now (default: the one given at construction).
+        """
+        config_of = log_config_of or self._log_config_of
+        async with self._apply_lock:
+            now = trio.current_time()
+            self._endpoints = dict(endpoints)
+            hosted: dict[PartitionKey, PartitionAssignment] = {}
+            known: set[PartitionKey] = set()
+            for assignment in assignments:
+                known.add(assignment.key)
+                if self.node_id in assignment.replicas:
+                    hosted[assignment.key] = assignment
+            self._known = known
+            for key in sorted(self._managed - set(hosted)):
+                self._stop_replica(key)
+            for _key, assignment in sorted(hosted.items()):
+                self._become(assignment, config_of(assignment.topic), now)
+            self._reconcile_fetchers()
+            self.applied += 1
+            self._signal.fire()
+
+    def _become(self, assignment: PartitionAssignment, log_config: LogConfig, now: float) -> None:
+        key = assignment.key
+        partition = self._partitions.get(key)
+        if partition is None:
+            log = self._logs.get(*key) or self._logs.create(
+                assignment.topic, assignment.partition, log_config
+            )
+            partition = Partition(
+                assignment.topic,
+                assignment.partition,
+                log,
+                local_id=self.node_id,
+                signal=self._signal,
+                min_insync_replicas=log_config.min_insync_replicas,
+                isr_listener=self._on_proposal,
+            )
+            self._partitions[key] = partition
+            self._managed.add(key)
+        partition.min_insync_replicas = log_config.min_insync_replicas
+        if assignment.leader == self.node_id:
+            partition.make_leader(assignment, now)
+        elif partition.make_follower(assignment):
+            # A new leader or epoch: fetch from the start of the new state, no backoff.
+            for running in self._fetchers.values():
+                running.fetcher.remove(key)
+
+    def _stop_replica(self, key: PartitionKey) -> None:
+        """No longer a replica (topic deleted or reassigned away): stop and delete the log."""
+        if key[0] == METADATA_TOPIC:
+            return
+        partition = self._partitions.pop(key, None)
+        self._managed.discard(key)
+        for running in self._fetchers.values():
+            running.fetcher.remove(key)
+        if partition is not None:
+            partition.make_offline()
+        self._logs.delete(*key)
+        logger.info("node %d no longer hosts %s-%d; log deleted", self.node_id, *key)
+
+    def _reconcile_fetchers(self) -> None:
+        """One fetcher per leader we follow something from, at that leader's address."""
+        wanted: dict[int, list[Partition]] = {}
+        for key in sorted(self._managed):
+            partition = self._partitions[key]
+            if partition.is_follower and partition.leader_id != NO_LEADER:
+                wanted.setdefault(partition.leader_id, []).append(partition)
+        for source in list(self._fetchers):
+            address = self._endpoints.get(source)
+            running = self._fetchers[source]
+            if source not in wanted or address != running.fetcher.address:
+                running.fetcher.stop()
+                del self._fetchers[source]
+        for source, partitions in sorted(wanted.items()):
+            address = self._endpoints.get(source)
+            if address is None:
+                logger.warning(
+                    "node %d cannot fetch %d partitions from broker %d: no address for it",
+                    self.node_id,
+                    len(partitions),
+                    source,
+                )
+                continue
+            running = self._fetchers.get(source)
+            if running is None:
+                running = self._fetchers[source] = _RunningFetcher(
+                    ReplicaFetcher(
+                        node_id=self.node_id,
+                        source_id=source,
+                        address=address,
+                        network=self._network,
+                        clock=self._clock,
+                        config=self._config,
+                    )
+                )
+            fetcher = running.fetcher
+            wanted_keys = {(p.topic, p.index) for p in partitions}
+            for key in fetcher.partitions - wanted_keys:
+                fetcher.remove(key)
+            for partition in partitions:
+                if (partition.topic, partition.index) not in fetcher.partitions:
+                    fetcher.add(partition)
+        self._start_fetchers()
+
+    def _start_fetchers(self) -> None:
+        if self._nursery is None:
+            return  # `run` starts them
+        for running in self._fetchers.values():
+            if not running.started:
+                running.started = True
+                self._nursery.start_soon(running.fetcher.run, name=repr(running.fetcher))
+
+    # -- ISR changes ----------------------------------------------------------------------
+
+    def _on_proposal(self, partition: Partition, proposal: IsrProposal) -> None:
+        self._proposals.append((partition, proposal))
+        self._proposed.set()
+
+    async def _send_proposals(self, nursery: trio.Nursery) -> None:
+        while True:
+            await self._proposed.wait()
+            self._proposed = trio.Event()
+            proposals, self._proposals = self._proposals, []
+            for partition, proposal in proposals:
+                nursery.start_soon(self._send_proposal, partition, proposal)
+
+    async def _send_proposal(self, partition: Partition, proposal: IsrProposal) -> None:
+        """Send one ISR proposal until the controller answers it or metadata replaces it."""
+        while partition.pending_isr_change is proposal:
+            sender = self.alter_partition
+            outcome = IsrOutcome.RETRY
+            if sender is None:
+                logger.warning(
+                    "node %d has no controller to send the ISR change of %s-%d to",
+                    self.node_id,
+                    partition.topic,
+                    partition.index,
+                )
+            else:
+                try:
+                    result = await sender.alter_partition(
+                        partition.topic,
+                        partition.index,
+                        proposal.leader_epoch,
+                        proposal.partition_epoch,
+                        proposal.isr,
+                    )
+                except Exception as exc:
+                    # An unreachable or failing controller must not take the broker down:
+                    # the proposal stays pending and is sent again, as Kafka retries.
+                    logger.warning(
+                        "AlterPartition for %s-%d failed: %r; retrying",
+                        partition.topic,
+                        partition.index,
+                        exc,
+                    )
+                else:
+                    outcome = partition.complete_isr_change(proposal, result)
+            if outcome is not IsrOutcome.RETRY:
+                return
+            await trio.sleep(ALTER_PARTITION_RETRY_S)
+
+    def check_isr(self) -> None:
+        """Propose shrinking the ISR of every partition led here that has a lagging follower."""
+        now = trio.current_time()
+        for partition in list(self._partitions.values()):
+            partition.maybe_shrink_isr(now, self._lag_s)
+
+    async def _isr_expiration(self) -> None:
+        while True:
+            await trio.sleep(self._lag_s / 2)
+            self.check_isr()
+
+    async def _checkpoint_high_watermarks(self) -> None:
+        while True:
+            await trio.sleep(HW_CHECKPOINT_INTERVAL_S)
+            for key in sorted(self._managed):
+                partition = self._partitions.get(key)
+                if partition is None:
+                    continue
+                try:
+                    await partition.log.checkpoint_high_watermark()
+                except (BrokerError, OSError) as exc:
+                    # A log deleted or taken offline meanwhile; the next round goes on.
+                    logger.info("high watermark checkpoint of %s-%d skipped: %s", *key, exc)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run fetchers, ISR checks, AlterPartition senders and checkpoints until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._start_fetchers()
+                nursery.start_soon(self._send_proposals, nursery)
+                nursery.start_soon(self._isr_expiration)
+                nursery.start_soon(self._checkpoint_high_watermarks)
+                task_status.started()
+        finally:
+            # The fetchers died with the nursery; a later `apply` starts afresh.
+            self._nursery = None
+            self._fetchers.clear()
