@@ -27,14 +27,15 @@ from harness.runtime.sim.clock import SimClock
 from harness.runtime.sim.disk import SimDisk, SimStorage
 from harness.runtime.sim.errors import NodeCrashedError
 from harness.runtime.sim.network import HostNetwork, SimNetwork
+from harness.runtime.sim.scheduler import seeded_scheduler
 from reference_broker.config import Listener
 from reference_broker.controller.client import ControllerClient
 from reference_broker.controller.lifecycle import BrokerLifecycle
 from reference_broker.controller.metadata_log import DurableRaftLog
 from reference_broker.controller.quorum import QuorumDriver, cluster_id_for
 from reference_broker.controller.quorum_store import DurableQuorumStore
-from reference_broker.controller.raft import LeaderChange, RaftConfig
-from reference_broker.controller.records import NO_LEADER
+from reference_broker.controller.raft import FetchRequest, FetchResponse, LeaderChange, RaftConfig
+from reference_broker.controller.records import NO_LEADER, RemoveTopicRecord
 from reference_broker.controller.service import ControllerService, ServiceConfig
 from reference_broker.controller.transport import RaftTransport
 from reference_broker.errors import ErrorCode
@@ -574,3 +575,121 @@ async def test_repeated_controller_power_losses_never_lose_a_committed_topic(
             30,
         )
         nursery.cancel_scope.cancel()
+
+
+class Unreachable:
+    """A transport for a single-voter quorum: there is no one to send to."""
+
+    async def send(self, message: object) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def single_voter(disk: SimDisk) -> QuorumDriver:
+    storage = SimStorage(disk)
+    logs = LogManager.open(storage, SimClock(), LogConfig())
+    store = DurableQuorumStore.open(storage, [1], cluster_id="c")
+    log = DurableRaftLog.open(logs)
+    return QuorumDriver(1, [1], log, store, Unreachable(), random.Random(0), RAFT)
+
+
+async def test_a_fetch_with_nothing_new_waits_for_the_next_append(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    driver = await single_voter(SimDisk())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        while not driver.is_ready_leader:
+            await trio.sleep(0.01)
+
+        def fetch() -> FetchRequest:
+            return FetchRequest(
+                src=99,  # an observer: its position never counts toward the high watermark
+                dst=1,
+                correlation_id=1,
+                epoch=driver.epoch,
+                fetch_offset=driver.log.end_offset,
+                last_fetched_epoch=driver.log.last_epoch,
+            )
+
+        start = trio.current_time()
+        idle = await driver.handle_fetch(fetch(), max_wait_ms=500)
+        assert isinstance(idle, FetchResponse) and idle.entries == ()
+        assert trio.current_time() - start == pytest.approx(0.5), "nothing happened: full wait"
+
+        replies: list[object] = []
+
+        async def poll() -> None:
+            replies.append(await driver.handle_fetch(fetch(), max_wait_ms=500))
+
+        start = trio.current_time()
+        nursery.start_soon(poll)
+        await trio.sleep(0.1)
+        offset = driver.propose((RemoveTopicRecord("no-such-topic"),))
+        assert isinstance(offset, int)
+        while not replies:
+            await trio.sleep(0.001)
+        (reply,) = replies
+        assert isinstance(reply, FetchResponse)
+        assert [e.offset for e in reply.entries] == [offset]
+        assert trio.current_time() - start == pytest.approx(0.1, abs=0.002), (
+            "answered at the append"
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_single_voter_answers_a_proposal_only_once_it_is_durable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    disk = SimDisk()
+    driver = await single_voter(disk)
+    applied: list[int] = []
+    driver.set_listener(lambda entry: applied.append(entry.offset))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        while not driver.is_ready_leader:
+            await trio.sleep(0.01)
+        offset = driver.propose((RemoveTopicRecord("x"),))
+        assert isinstance(offset, int)
+        assert driver.high_watermark > offset, "alone, the leader's append is its majority"
+        assert offset not in applied, "but nothing is applied before the fsync"
+        await driver.wait_committed(offset, driver.epoch)
+        assert offset in applied and driver.log.durable_end_offset > offset
+        nursery.cancel_scope.cancel()
+    disk.survive_power_loss()
+    reopened = await single_voter(disk)
+    assert reopened.log.end_offset > offset
+
+
+def run_scenario(seed: int) -> list[tuple[object, ...]]:
+    """A cluster run with a controller power loss, traced: when each node applied what."""
+    trace: list[tuple[object, ...]] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            cluster = start_cluster(nursery, seed=seed)
+            for node_id in VOTERS:
+                await cluster.start(node_id)
+            await all_unfenced(cluster)
+            active = cluster.active()
+            assert active is not None and active.client is not None
+            await active.client.create_topic("t", 3, 3, {})
+            trace.append(("active", trio.current_time(), active.node_id))
+            await active.power_loss()
+            await cluster.start(active.node_id)
+            await trio.sleep(20)
+            for node in cluster.nodes.values():
+                trace.append((node.name, committed_log(node)))
+            nursery.cancel_scope.cancel()
+
+    with seeded_scheduler(seed):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return trace
+
+
+def test_the_same_seed_replays_the_same_quorum_history() -> None:
+    first = run_scenario(21)
+    assert first == run_scenario(21)
+    assert any(len(entry) == 2 and len(entry[1]) > 5 for entry in first), "something committed"

@@ -38,6 +38,7 @@ from .raft import (
     BeginQuorumEpochResponse,
     EndQuorumEpochResponse,
     Entry,
+    FetchRequest,
     FetchResponse,
     Message,
     NotLeader,
@@ -45,6 +46,7 @@ from .raft import (
     RaftNode,
     VoteResponse,
 )
+from .raft.messages import FETCH_OK
 
 _RESPONSES = (VoteResponse, BeginQuorumEpochResponse, EndQuorumEpochResponse, FetchResponse)
 _MAILBOX_SIZE = 16
@@ -146,6 +148,7 @@ class QuorumDriver:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._progress = trio.Event()
+        self._stepped = trio.Event()
         self._applied = 0
         self._role = self._role_now()
         self.state_version = 0
@@ -253,6 +256,26 @@ class QuorumDriver:
             raise RuntimeError(f"node {self.node_id} produced no reply to {message!r}")
         return reply
 
+    async def handle_fetch(self, message: FetchRequest, max_wait_ms: int) -> Message:
+        """A Fetch, long-polled as Kafka's leader does: an answer with nothing new waits up
+        to `max_wait_ms` for an append, a high watermark move or a change of leadership,
+        then is computed again. Like `handle_request`, the caller syncs before replying.
+        """
+        reply = self.handle_request(message)
+        if not (
+            isinstance(reply, FetchResponse)
+            and reply.error == FETCH_OK
+            and not reply.entries
+            and reply.diverging is None
+            and max_wait_ms > 0
+        ):
+            return reply
+        seen = (self.log.end_offset, self.node.high_watermark, self._role)
+        with trio.move_on_after(max_wait_ms / 1000):
+            while (self.log.end_offset, self.node.high_watermark, self._role) == seen:
+                await self._stepped.wait()
+        return self.handle_request(message)
+
     async def sync(self) -> None:
         """Make the log and the election state durable as they are now."""
         await self.store.sync()
@@ -282,6 +305,7 @@ class QuorumDriver:
                 await trio.lowlevel.checkpoint()
             self._wake = trio.Event()
             self._outbox += self.node.tick(now_ms())
+            self._note_step()
             out, self._outbox = self._outbox, []
             if out or self.log.sync_owed or self.store.sync_owed:
                 await self.sync()
@@ -307,8 +331,14 @@ class QuorumDriver:
                 self._after_step()
 
     def _after_step(self) -> None:
-        """After any change to the node: wake the loop, apply commits, note role changes."""
+        """After a step outside the timer loop: wake the loop to send what it produced."""
         self._wake.set()
+        self._note_step()
+
+    def _note_step(self) -> None:
+        """After any step: wake long-polled fetches, apply commits, note role changes."""
+        self._stepped.set()
+        self._stepped = trio.Event()
         self._apply_committed()
         role = self._role_now()
         if role != self._role:
