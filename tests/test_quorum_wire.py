@@ -7,31 +7,73 @@ because kafka-python decodes what it encoded.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
+import random
 import struct
+import types
 import uuid
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse, MetadataRequest
 
+from harness.runtime.sim.network import SimNetwork
+from reference_broker.config import Listener
+from reference_broker.controller.raft import (
+    Entry,
+    InMemoryRaftLog,
+    LeaderChange,
+    OffsetAndEpoch,
+    QuorumStateStore,
+    RaftConfig,
+    RaftNode,
+)
+from reference_broker.controller.raft import messages as raft
+from reference_broker.controller.records import TopicRecord
+from reference_broker.controller.transport import (
+    FETCH_ERRORS,
+    INCONSISTENT_CLUSTER_ID,
+    QUORUM_APIS,
+    QuorumWireError,
+    RaftTransport,
+    from_kafka_request,
+    from_kafka_response,
+    quorum_error_response,
+    to_kafka_request,
+    to_kafka_response,
+)
 from reference_broker.errors import ErrorCode
+from reference_broker.handlers.context import RequestContext
+from reference_broker.handlers.quorum import (
+    handle_begin_quorum_epoch,
+    handle_end_quorum_epoch,
+    handle_raft_fetch,
+    handle_vote,
+)
 from reference_broker.protocol import (
     ALL_APIS,
     CONTROLLER_APIS,
     SUPPORTED_APIS,
+    FrameDecoder,
     MalformedResponseError,
     ProtocolError,
+    RequestHeader,
     api_versions_response,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
     error_response,
+    receive_frame,
 )
 from reference_broker.protocol.controller_apis import (
+    RAFT_FETCH_VERSION,
     BrokerHeartbeatRequest,
     BrokerRegistrationRequest,
     EndQuorumEpochRequest,
@@ -285,3 +327,586 @@ def test_arbitrary_response_bytes_decode_or_raise_a_protocol_error(key: int, dat
     spec = ALL_APIS[key]
     with contextlib.suppress(ProtocolError):
         decode_response(data, spec.request, spec.max_version, expected_correlation_id=0)
+
+
+# -- Raft messages on the wire ---------------------------------------------------------
+
+ids = st.integers(min_value=0, max_value=2**31 - 1)
+epochs = st.integers(min_value=0, max_value=2**31 - 1)
+offsets = st.integers(min_value=0, max_value=2**62)
+
+raft_requests = st.one_of(
+    st.builds(
+        raft.VoteRequest, src=ids, dst=ids, epoch=epochs, last_epoch=epochs, last_offset=offsets
+    ),
+    st.builds(raft.BeginQuorumEpoch, src=ids, dst=ids, epoch=epochs),
+    st.builds(
+        raft.EndQuorumEpoch,
+        src=ids,
+        dst=ids,
+        epoch=epochs,
+        preferred_successors=st.lists(ids, max_size=4).map(tuple),
+    ),
+    st.builds(
+        raft.FetchRequest,
+        src=ids,
+        dst=ids,
+        correlation_id=ids,
+        epoch=epochs,
+        fetch_offset=offsets,
+        last_fetched_epoch=epochs,
+    ).filter(lambda m: m.last_fetched_epoch <= m.epoch),
+)
+
+
+def _over_the_wire(message, cluster_id: str = "cluster-a", correlation_id: int = 31):
+    """What the receiving node decodes from `message` sent by a RaftTransport."""
+    body, version = to_kafka_request(message, "cluster-a")
+    request = decode_request(encode_request(body, version, correlation_id, "raft-x")[4:])
+    received = from_kafka_request(
+        request.header.api_key,
+        request.body,
+        node_id=message.dst,
+        cluster_id=cluster_id,
+        correlation_id=request.header.correlation_id,
+    )
+    return request, received
+
+
+def _answer_back(request, sent, reply):
+    """The reply as the sender's transport decodes it from the receiver's answer."""
+    response = to_kafka_response(request.header.api_key, reply, request.version)
+    frame = encode_response(request.header, response)
+    body = decode_response(
+        frame[4:], request.spec.request, request.version, request.header.correlation_id
+    )
+    return from_kafka_response(sent, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=raft_requests)
+def test_every_raft_request_arrives_as_sent(message) -> None:
+    _, received = _over_the_wire(message)
+    if isinstance(message, raft.FetchRequest):
+        # The receiver knows the Kafka correlation id, not the sender's Raft one; the
+        # sender's transport restores its own on the answer (below).
+        assert received == dataclasses.replace(message, correlation_id=31)
+    else:
+        assert received == message
+
+
+payloads = st.one_of(
+    st.builds(LeaderChange, leader_id=ids, voters=st.lists(ids, max_size=3).map(tuple)),
+    st.builds(TopicRecord, name=st.text(min_size=1, max_size=8), topic_id=st.text(max_size=8)),
+)
+
+
+@st.composite
+def replies_to(draw, request):
+    src, dst = request.dst, request.src
+    leader = draw(st.none() | ids)
+    epoch = draw(epochs)
+    match request:
+        case raft.VoteRequest():
+            return raft.VoteResponse(
+                src=src, dst=dst, epoch=epoch, granted=draw(st.booleans()), leader_id=leader
+            )
+        case raft.BeginQuorumEpoch():
+            return raft.BeginQuorumEpochResponse(src=src, dst=dst, epoch=epoch, leader_id=leader)
+        case raft.EndQuorumEpoch():
+            return raft.EndQuorumEpochResponse(src=src, dst=dst, epoch=epoch, leader_id=leader)
+    start = draw(st.integers(0, 1000))
+    entries = tuple(
+        Entry(start + i, draw(st.integers(0, 50)), draw(payloads))
+        for i in range(draw(st.integers(0, 3)))
+    )
+    return raft.FetchResponse(
+        src=src,
+        dst=dst,
+        correlation_id=31,  # the receiver's id; the sender must see its own
+        epoch=epoch,
+        leader_id=leader,
+        error=draw(st.sampled_from(sorted(FETCH_ERRORS))),
+        entries=entries,
+        high_watermark=draw(offsets),
+        diverging=draw(st.none() | st.builds(OffsetAndEpoch, epoch=epochs, offset=offsets)),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), message=raft_requests)
+def test_every_raft_reply_reaches_the_sender_as_the_core_wrote_it(data, message) -> None:
+    request, received = _over_the_wire(message)
+    reply = data.draw(replies_to(received))
+    back = _answer_back(request, message, reply)
+    if isinstance(message, raft.FetchRequest):
+        assert back == dataclasses.replace(reply, correlation_id=message.correlation_id)
+    else:
+        assert back == reply
+
+
+def test_fetch_errors_travel_as_kafkas_codes() -> None:
+    assert FETCH_ERRORS == {
+        raft.FETCH_OK: 0,
+        raft.FENCED_LEADER_EPOCH: 74,
+        raft.UNKNOWN_LEADER_EPOCH: 75,
+        raft.NOT_LEADER: 6,
+    }
+    fetch = raft.FetchRequest(
+        src=1, dst=2, correlation_id=4, epoch=3, fetch_offset=0, last_fetched_epoch=0
+    )
+    request, _ = _over_the_wire(fetch)
+    reply = raft.FetchResponse(
+        src=2, dst=1, correlation_id=4, epoch=5, leader_id=3, error=raft.FENCED_LEADER_EPOCH
+    )
+    answer = to_kafka_response(ApiKey.Fetch, reply, request.version)
+    partition = answer.responses[0].partitions[0]
+    assert partition.error_code == ErrorCode.FENCED_LEADER_EPOCH
+    assert (partition.current_leader.leader_id, partition.current_leader.leader_epoch) == (3, 5)
+
+
+def _vote(**overrides):
+    fields = dict(src=1, dst=2, epoch=3, last_epoch=2, last_offset=5) | overrides
+    return raft.VoteRequest(**fields)
+
+
+def test_requests_for_another_cluster_are_refused_with_inconsistent_cluster_id() -> None:
+    with pytest.raises(QuorumWireError) as info:
+        _over_the_wire(_vote(), cluster_id="cluster-b")
+    assert info.value.code == INCONSISTENT_CLUSTER_ID == 104
+    # Kafka accepts a null cluster id from an older sender.
+    body, _ = to_kafka_request(_vote(), "x")
+    body.cluster_id = None
+    assert from_kafka_request(ApiKey.Vote, body, node_id=2, cluster_id="cluster-b") == _vote()
+
+
+def test_requests_about_another_partition_or_voter_are_invalid() -> None:
+    body, _ = to_kafka_request(_vote(), "c")
+    body.topics[0].topic_name = "other"
+    with pytest.raises(QuorumWireError) as info:
+        from_kafka_request(ApiKey.Vote, body, node_id=2, cluster_id="c")
+    assert info.value.code == ErrorCode.INVALID_REQUEST
+    body, _ = to_kafka_request(_vote(), "c")
+    with pytest.raises(QuorumWireError, match="addressed to voter 2, this is node 3"):
+        from_kafka_request(ApiKey.Vote, body, node_id=3, cluster_id="c")
+
+
+@pytest.mark.parametrize(
+    ("fetch_offset", "last_fetched_epoch", "epoch"), [(-1, 0, 1), (0, -1, 1), (4, 3, 2)]
+)
+def test_impossible_fetch_positions_are_invalid(
+    fetch_offset: int, last_fetched_epoch: int, epoch: int
+) -> None:
+    message = raft.FetchRequest(
+        src=1, dst=2, correlation_id=1, epoch=epoch, fetch_offset=0, last_fetched_epoch=0
+    )
+    body, _ = to_kafka_request(message, "c")
+    partition = body.topics[0].partitions[0]
+    partition.fetch_offset, partition.last_fetched_epoch = fetch_offset, last_fetched_epoch
+    with pytest.raises(QuorumWireError) as info:
+        from_kafka_request(ApiKey.Fetch, body, node_id=2, cluster_id="c")
+    assert info.value.code == ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize("api_key", sorted(QUORUM_APIS))
+def test_error_answers_are_no_reply_to_the_core(api_key: int) -> None:
+    sent = {
+        ApiKey.Vote: _vote(),
+        ApiKey.BeginQuorumEpoch: raft.BeginQuorumEpoch(src=1, dst=2, epoch=3),
+        ApiKey.EndQuorumEpoch: raft.EndQuorumEpoch(src=1, dst=2, epoch=3, preferred_successors=()),
+        ApiKey.Fetch: raft.FetchRequest(
+            src=1, dst=2, correlation_id=1, epoch=3, fetch_offset=0, last_fetched_epoch=0
+        ),
+    }[api_key]
+    for code in (INCONSISTENT_CLUSTER_ID, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION):
+        answer = quorum_error_response(api_key, QUORUM_APIS[api_key], code)
+        assert from_kafka_response(sent, answer) is None
+
+
+def test_a_fetch_answer_with_corrupt_records_is_no_reply() -> None:
+    fetch = raft.FetchRequest(
+        src=1, dst=2, correlation_id=1, epoch=3, fetch_offset=0, last_fetched_epoch=0
+    )
+    reply = raft.FetchResponse(
+        src=2,
+        dst=1,
+        correlation_id=1,
+        epoch=3,
+        leader_id=2,
+        entries=(Entry(0, 3, LeaderChange(2, (1, 2))),),
+    )
+    answer = to_kafka_response(ApiKey.Fetch, reply, RAFT_FETCH_VERSION)
+    assert from_kafka_response(fetch, answer) == reply
+    records = bytearray(answer.responses[0].partitions[0].records)
+    records[-1] ^= 0xFF  # the CRC no longer matches
+    answer.responses[0].partitions[0].records = bytes(records)
+    assert from_kafka_response(fetch, answer) is None
+
+
+# -- inbound handlers ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RecordingEndpoint:
+    """A QuorumEndpoint over a real RaftNode that records the order of calls."""
+
+    node: RaftNode
+    cluster_id: str = "c"
+    calls: list[str] = dataclasses.field(default_factory=list)
+    durable: trio.Event = dataclasses.field(default_factory=trio.Event)
+
+    @property
+    def node_id(self) -> int:
+        return self.node.node_id
+
+    def handle_request(self, message: raft.Message) -> raft.Message:
+        self.calls.append(type(message).__name__)
+        out = self.node.receive(message, 0)
+        return next(m for m in out if m.dst == message.src)
+
+    async def sync(self) -> None:
+        self.calls.append("sync")
+        await self.durable.wait()
+
+
+def _context(request, api_key: int) -> RequestContext:
+    header = RequestHeader(api_key, QUORUM_APIS[api_key], 8, "raft-1")
+    return RequestContext(header, "")
+
+
+def _voter(node_id: int = 2) -> RaftNode:
+    return RaftNode(node_id, {1, 2, 3}, InMemoryRaftLog(), QuorumStateStore(), random.Random(0), 0)
+
+
+async def test_a_vote_is_answered_only_after_it_is_durable() -> None:
+    endpoint = RecordingEndpoint(_voter())
+    broker = types.SimpleNamespace(quorum_endpoint=endpoint)
+    body, _ = to_kafka_request(_vote(), "c")
+    answer: list[object] = []
+
+    async def vote() -> None:
+        answer.append(await handle_vote(broker, _context(body, ApiKey.Vote), body))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(vote)
+        await trio.testing.wait_all_tasks_blocked()
+        assert endpoint.calls == ["VoteRequest", "sync"]
+        assert answer == []  # still waiting for the fsync
+        endpoint.durable.set()
+    [response] = answer
+    partition = response.topics[0].partitions[0]
+    assert partition.vote_granted and partition.leader_epoch == 3
+    assert endpoint.node.quorum.store.read().voted_id == 1
+
+
+async def test_a_standalone_broker_refuses_quorum_requests() -> None:
+    broker = types.SimpleNamespace(quorum_endpoint=None)
+    body, _ = to_kafka_request(_vote(), "c")
+    response = await handle_vote(broker, _context(body, ApiKey.Vote), body)
+    assert response.error_code == ErrorCode.NOT_CONTROLLER
+    begin, _ = to_kafka_request(raft.BeginQuorumEpoch(src=1, dst=2, epoch=1), "c")
+    response = await handle_begin_quorum_epoch(
+        broker, _context(begin, ApiKey.BeginQuorumEpoch), begin
+    )
+    assert response.error_code == ErrorCode.NOT_CONTROLLER
+    end, _ = to_kafka_request(
+        raft.EndQuorumEpoch(src=1, dst=2, epoch=1, preferred_successors=()), "c"
+    )
+    response = await handle_end_quorum_epoch(broker, _context(end, ApiKey.EndQuorumEpoch), end)
+    assert response.error_code == ErrorCode.NOT_CONTROLLER
+    fetch, _ = to_kafka_request(
+        raft.FetchRequest(
+            src=1, dst=2, correlation_id=1, epoch=1, fetch_offset=0, last_fetched_epoch=0
+        ),
+        "c",
+    )
+    response = await handle_raft_fetch(None, _context(fetch, ApiKey.Fetch), fetch)
+    partition = response.responses[0].partitions[0]
+    assert partition.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+async def test_a_request_from_another_cluster_never_reaches_the_core() -> None:
+    endpoint = RecordingEndpoint(_voter(), cluster_id="ours")
+    broker = types.SimpleNamespace(quorum_endpoint=endpoint)
+    body, _ = to_kafka_request(_vote(), "theirs")
+    response = await handle_vote(broker, _context(body, ApiKey.Vote), body)
+    assert response.error_code == INCONSISTENT_CLUSTER_ID
+    assert endpoint.calls == []
+    assert endpoint.node.quorum.store.read().voted_id is None
+
+
+# -- three quorum members over the simulated network -----------------------------------
+
+LOOP_CONFIG = RaftConfig(
+    election_timeout_ms=300,
+    fetch_timeout_ms=600,
+    election_backoff_max_ms=300,
+    request_timeout_ms=400,
+    fetch_interval_ms=30,
+)
+QUORUM_PORT = 9093
+_REPLY_TO = {
+    raft.VoteRequest: raft.VoteResponse,
+    raft.BeginQuorumEpoch: raft.BeginQuorumEpochResponse,
+    raft.EndQuorumEpoch: raft.EndQuorumEpochResponse,
+    raft.FetchRequest: raft.FetchResponse,
+}
+
+
+def _now_ms() -> int:
+    # round, not int: waking at deadline_ms / 1000 can read as deadline_ms - 0.0000001,
+    # and a tick one millisecond early does nothing, so the loop would spin.
+    return round(trio.current_time() * 1000)
+
+
+class Member:
+    """A real RaftNode wired to the network only through RaftTransport and the handlers.
+
+    It plays the QuorumDriver's part, no more: timers from `next_deadline_ms`, one sender
+    task per peer, replies fed back into the core, inbound requests via `handle_request`.
+    """
+
+    def __init__(self, node_id: int, voters: set[int], network, seed: int) -> None:
+        self.node_id = node_id
+        self.cluster_id = "quorum-test"
+        self.node = RaftNode(
+            node_id,
+            voters,
+            InMemoryRaftLog(),
+            QuorumStateStore(),
+            random.Random(seed),
+            _now_ms(),
+            LOOP_CONFIG,
+        )
+        self.network = network
+        self.transport = RaftTransport(
+            network,
+            node_id,
+            self.cluster_id,
+            lambda peer: Listener(f"q{peer}", QUORUM_PORT) if peer in voters else None,
+            request_timeout_s=LOOP_CONFIG.request_timeout_ms / 1000,
+        )
+        self.peers = sorted(voters - {node_id})
+        self.outboxes = {}
+        self.received: collections.Counter[str] = collections.Counter()
+        self.syncs = 0
+        self._changed = trio.Event()
+
+    # QuorumEndpoint
+    def handle_request(self, message: raft.Message) -> raft.Message:
+        self.received[type(message).__name__] += 1
+        out = self.node.receive(message, _now_ms())
+        reply_type = _REPLY_TO[type(message)]
+        reply = next(m for m in out if m.dst == message.src and isinstance(m, reply_type))
+        self._dispatch([m for m in out if m is not reply])
+        return reply
+
+    async def sync(self) -> None:
+        self.syncs += 1  # the in-memory log and store are durable as written
+        await trio.lowlevel.checkpoint()
+
+    def _dispatch(self, messages: list[raft.Message]) -> None:
+        """Send what the core produced outside the timer loop, and wake the loop: the
+        core's deadlines may have moved."""
+        self._send(messages)
+        self._changed.set()
+
+    def _send(self, messages: list[raft.Message]) -> None:
+        for message in messages:
+            # A full queue drops the message: the core resends on its timers.
+            with contextlib.suppress(trio.WouldBlock):
+                self.outboxes[message.dst].send_nowait(message)
+
+    def resign(self) -> None:
+        self._dispatch(self.node.resign(_now_ms()))
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve)
+            for peer in self.peers:
+                send, receive = trio.open_memory_channel[raft.Message](16)
+                self.outboxes[peer] = send
+                nursery.start_soon(self._sender, receive)
+            while True:
+                with trio.move_on_at(self.node.next_deadline_ms() / 1000):
+                    await self._changed.wait()
+                self._changed = trio.Event()
+                self._send(self.node.tick(_now_ms()))
+
+    async def _sender(self, outbox) -> None:
+        async for message in outbox:
+            reply = await self.transport.send(message)
+            if reply is not None:
+                self._dispatch(self.node.receive(reply, _now_ms()))
+
+    async def _serve(self) -> None:
+        [listener] = await self.network.listen(f"q{self.node_id}", QUORUM_PORT)
+        broker = types.SimpleNamespace(quorum_endpoint=self)
+        handlers = {
+            ApiKey.Vote: handle_vote,
+            ApiKey.BeginQuorumEpoch: handle_begin_quorum_epoch,
+            ApiKey.EndQuorumEpoch: handle_end_quorum_epoch,
+        }
+
+        async def connection(stream: trio.abc.Stream) -> None:
+            decoder = FrameDecoder(1 << 20)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                async with stream:
+                    while (frame := await receive_frame(stream, decoder)) is not None:
+                        request = decode_request(frame)
+                        ctx = RequestContext(request.header, "")
+                        if request.header.api_key == ApiKey.Fetch:
+                            answer = await handle_raft_fetch(self, ctx, request.body)
+                        else:
+                            handler = handlers[request.header.api_key]
+                            answer = await handler(broker, ctx, request.body)
+                        await stream.send_all(encode_response(request.header, answer))
+
+        await trio.serve_listeners(connection, [listener])
+
+
+async def _eventually(predicate, what: str, within_s: float = 30) -> None:
+    with trio.move_on_after(within_s):
+        while not predicate():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"not within {within_s}s (virtual): {what}")
+
+
+def _ready_leader(members: list[Member]) -> Member | None:
+    ready = [m for m in members if m.node.is_ready_leader]
+    return max(ready, key=lambda m: m.node.epoch) if ready else None
+
+
+def _committed(member: Member) -> list[object]:
+    return [
+        e.payload for e in member.node.committed_entries() if isinstance(e.payload, TopicRecord)
+    ]
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+async def test_three_members_elect_replicate_fail_over_and_converge_over_kafkas_wire(
+    seed: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    fabric = SimNetwork(random.Random(seed), base_latency_ms=1)
+    voters = {1, 2, 3}
+    members = [
+        Member(i, voters, fabric.incarnate(f"q{i}"), seed=seed * 10 + i) for i in sorted(voters)
+    ]
+    async with trio.open_nursery() as nursery:
+        for member in members:
+            nursery.start_soon(member.run)
+
+        # An election: one leader, which commits its LeaderChange with a majority.
+        await _eventually(lambda: _ready_leader(members) is not None, "a leader is elected")
+        first = _ready_leader(members)
+        assert first is not None
+        assert sum(m.node.is_leader for m in members) == 1
+
+        # Replication: a proposal commits on every member through Fetch.
+        created = TopicRecord("orders", "id-1")
+        first.node.propose(created)
+        await _eventually(
+            lambda: all(_committed(m) == [created] for m in members),
+            "the record commits everywhere",
+        )
+
+        # Fail-over: the leader is cut off; what it appends alone never commits, the other
+        # two elect a leader of a newer epoch and commit without it.
+        others = [m for m in members if m is not first]
+        for other in others:
+            fabric.block(f"q{first.node_id}", f"q{other.node_id}")
+            fabric.block(f"q{other.node_id}", f"q{first.node_id}")
+        stranded = TopicRecord("stranded", "id-x")
+        first.node.propose(stranded)
+        await _eventually(
+            lambda: (
+                (leader := _ready_leader(others)) is not None
+                and leader.node.epoch > first.node.epoch
+            ),
+            "the majority side elects a new leader",
+        )
+        second = _ready_leader(others)
+        assert second is not None
+        later = TopicRecord("payments", "id-2")
+        second.node.propose(later)
+        await _eventually(
+            lambda: all(_committed(m) == [created, later] for m in others),
+            "the majority side commits",
+        )
+
+        assert stranded in [e.payload for e in first.node.log.read(0, 1000)]
+
+        # Heal: the old leader truncates its stranded entry by the diverging epoch the
+        # new leader sends, and converges to the committed log.
+        fabric.heal()
+        await _eventually(
+            lambda: (
+                [e for e in first.node.log.read(0, 1000)] == second.node.log.read(0, 1000)
+                and _committed(first) == [created, later]
+            ),
+            "the old leader converges",
+        )
+        assert stranded not in [e.payload for e in first.node.log.read(0, 1000)]
+
+        # Graceful hand-over: EndQuorumEpoch travels and another member takes over.
+        epoch = second.node.epoch
+        second.resign()
+        await _eventually(
+            lambda: (leader := _ready_leader(members)) is not None and leader.node.epoch > epoch,
+            "a successor is elected after the resignation",
+        )
+        nursery.cancel_scope.cancel()
+
+    for member in members:
+        await member.transport.aclose()
+        # Every inbound request was made durable before it was answered.
+        assert member.syncs == sum(member.received.values())
+    for kind in ("VoteRequest", "BeginQuorumEpoch", "FetchRequest", "EndQuorumEpoch"):
+        assert sum(m.received[kind] for m in members) > 0, f"no {kind} was delivered"
+    logs = [m.node.committed_entries() for m in members]
+    shortest = min(len(log) for log in logs)
+    assert all(log[:shortest] == logs[0][:shortest] for log in logs)
+
+
+async def test_transport_answers_none_for_unreachable_peers_and_follows_address_changes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fabric = SimNetwork(random.Random(1), base_latency_ms=1)
+    voters = {1, 2, 3}
+    peer2 = Member(2, voters, fabric.incarnate("q2"), seed=2)
+    peer3 = Member(3, voters, fabric.incarnate("q3"), seed=3)
+    addresses = {2: Listener("q2", 9999), 3: Listener("q3", QUORUM_PORT)}
+    transport = RaftTransport(
+        fabric.incarnate("q1"), 1, "quorum-test", addresses.get, request_timeout_s=0.4
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer2._serve)
+        nursery.start_soon(peer3._serve)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert await transport.send(_vote(src=1, dst=4, epoch=1)) is None  # no address
+        assert await transport.send(_vote(src=1, dst=2, epoch=1)) is None  # refused
+        addresses[2] = Listener("q2", QUORUM_PORT)  # the peer moved
+        reply = await transport.send(_vote(src=1, dst=2, epoch=1))
+        assert reply == raft.VoteResponse(src=2, dst=1, epoch=1, granted=True, leader_id=None)
+
+        # A silent peer costs its own sender the request timeout and nobody else anything.
+        fabric.block("q3", "q1")
+        answered: dict[int, float] = {}
+
+        async def ask(peer: int) -> None:
+            started = trio.current_time()
+            result = await transport.send(_vote(src=1, dst=peer, epoch=2))
+            answered[peer] = trio.current_time() - started
+            assert (result is None) == (peer == 3)
+
+        async with trio.open_nursery() as senders:
+            senders.start_soon(ask, 3)
+            senders.start_soon(ask, 2)
+        assert answered[2] < 0.05
+        assert answered[3] == pytest.approx(0.4)
+
+        await transport.aclose()
+        assert await transport.send(_vote(src=1, dst=2, epoch=3)) is None
+        nursery.cancel_scope.cancel()
