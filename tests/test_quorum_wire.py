@@ -492,15 +492,16 @@ def test_requests_about_another_partition_or_voter_are_invalid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fetch_offset", "last_fetched_epoch", "epoch"), [(-1, 0, 1), (0, -1, 1), (4, 3, 2)]
+    ("fetch_offset", "last_fetched_epoch", "epoch", "max_wait_ms"),
+    [(-1, 0, 1, 0), (0, -1, 1, 0), (4, 3, 2, 0), (0, 0, 1, -1)],
 )
-def test_impossible_fetch_positions_are_invalid(
-    fetch_offset: int, last_fetched_epoch: int, epoch: int
+def test_impossible_fetches_are_invalid(
+    fetch_offset: int, last_fetched_epoch: int, epoch: int, max_wait_ms: int
 ) -> None:
     message = raft.FetchRequest(
         src=1, dst=2, correlation_id=1, epoch=epoch, fetch_offset=0, last_fetched_epoch=0
     )
-    body, _ = to_kafka_request(message, "c")
+    body, _ = to_kafka_request(message, "c", fetch_max_wait_ms=max_wait_ms)
     partition = body.topics[0].partitions[0]
     partition.fetch_offset, partition.last_fetched_epoch = fetch_offset, last_fetched_epoch
     with pytest.raises(QuorumWireError) as info:
@@ -563,6 +564,10 @@ class RecordingEndpoint:
         self.calls.append(type(message).__name__)
         out = self.node.receive(message, 0)
         return next(m for m in out if m.dst == message.src)
+
+    async def handle_fetch(self, message: raft.FetchRequest, max_wait_ms: int) -> raft.Message:
+        self.calls.append(f"fetch waiting up to {max_wait_ms} ms")
+        return self.handle_request(message)
 
     async def sync(self) -> None:
         self.calls.append("sync")
@@ -690,6 +695,7 @@ class Member:
         self.outboxes = {}
         self.received: collections.Counter[str] = collections.Counter()
         self.syncs = 0
+        self.fetch_waits: set[int] = set()
         self._changed = trio.Event()
 
     # QuorumEndpoint
@@ -700,6 +706,11 @@ class Member:
         reply = next(m for m in out if m.dst == message.src and isinstance(m, reply_type))
         self._dispatch([m for m in out if m is not reply])
         return reply
+
+    async def handle_fetch(self, message: raft.FetchRequest, max_wait_ms: int) -> raft.Message:
+        # Answers at once; long-polling is the QuorumDriver's business, not the wire's.
+        self.fetch_waits.add(max_wait_ms)
+        return self.handle_request(message)
 
     async def sync(self) -> None:
         self.syncs += 1  # the in-memory log and store are durable as written
@@ -864,6 +875,8 @@ async def test_three_members_elect_replicate_fail_over_and_converge_over_kafkas_
         assert member.syncs == sum(member.received.values())
     for kind in ("VoteRequest", "BeginQuorumEpoch", "FetchRequest", "EndQuorumEpoch"):
         assert sum(m.received[kind] for m in members) > 0, f"no {kind} was delivered"
+    # Fetches ask to be held a quarter of the 400 ms request timeout (Kafka: 500 of 2000).
+    assert set().union(*(m.fetch_waits for m in members)) == {100}
     logs = [m.node.committed_entries() for m in members]
     shortest = min(len(log) for log in logs)
     assert all(log[:shortest] == logs[0][:shortest] for log in logs)
@@ -910,3 +923,28 @@ async def test_transport_answers_none_for_unreachable_peers_and_follows_address_
         await transport.aclose()
         assert await transport.send(_vote(src=1, dst=2, epoch=3)) is None
         nursery.cancel_scope.cancel()
+
+
+async def test_a_raft_fetch_reaches_the_endpoint_with_the_senders_max_wait() -> None:
+    leader = _voter(1)
+    endpoint = RecordingEndpoint(leader)
+    endpoint.durable.set()
+    fetch = raft.FetchRequest(
+        src=2, dst=1, correlation_id=1, epoch=0, fetch_offset=0, last_fetched_epoch=0
+    )
+    body, _ = to_kafka_request(fetch, "c", fetch_max_wait_ms=250)
+    response = await handle_raft_fetch(endpoint, _context(body, ApiKey.Fetch), body)
+    assert endpoint.calls == ["fetch waiting up to 250 ms", "FetchRequest", "sync"]
+    # Not the leader of anything yet: the core's NOT_LEADER, as Kafka's code.
+    assert response.responses[0].partitions[0].error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+
+
+def test_the_fetch_wait_leaves_room_in_the_request_timeout() -> None:
+    def transport(timeout_s: float, **kw) -> RaftTransport:
+        return RaftTransport(SimNetwork(random.Random(0)), 1, "c", lambda _: None, timeout_s, **kw)
+
+    assert transport(2.0).fetch_max_wait_ms == 500  # Kafka's defaults
+    assert transport(0.4).fetch_max_wait_ms == 100
+    assert transport(2.0, fetch_max_wait_ms=0).fetch_max_wait_ms == 0
+    with pytest.raises(ValueError, match="would outlast the 2000 ms request timeout"):
+        transport(2.0, fetch_max_wait_ms=2000)

@@ -81,8 +81,10 @@ logger = logging.getLogger("faultline.broker.raft_transport")
 METADATA_TOPIC = "__cluster_metadata"
 METADATA_PARTITION = 0
 NO_LEADER = -1
-# Kafka's RaftClient fetches up to one maximal batch (KafkaRaftClient.MAX_FETCH_SIZE_BYTES).
+# Kafka's RaftClient fetches up to one maximal batch (KafkaRaftClient.MAX_FETCH_SIZE_BYTES)
+# and lets the leader hold an empty fetch up to KafkaRaftClient.MAX_FETCH_WAIT_MS.
 MAX_FETCH_BYTES = 8 * 1024 * 1024
+MAX_FETCH_WAIT_MS = 500
 # Errors.INCONSISTENT_CLUSTER_ID; ErrorCode does not list it yet.
 INCONSISTENT_CLUSTER_ID = 104
 
@@ -128,6 +130,11 @@ class QuorumEndpoint(Protocol):
         """Run the core on one inbound request and return its reply to the sender."""
         ...
 
+    async def handle_fetch(self, message: FetchRequest, max_wait_ms: int) -> Message:
+        """`handle_request` for a Fetch, which may wait up to `max_wait_ms` for news
+        (an append, a high watermark move, a new leader) before answering empty."""
+        ...
+
     async def sync(self) -> None:
         """Make the log and the election state durable before the reply leaves."""
         ...
@@ -152,8 +159,13 @@ def _or_none(leader_id: int) -> int | None:
     return None if leader_id < 0 else leader_id
 
 
-def to_kafka_request(message: RequestMessage, cluster_id: str) -> tuple[ApiMessage, int]:
-    """The Kafka request (and its version) that carries a Raft request to `message.dst`."""
+def to_kafka_request(
+    message: RequestMessage, cluster_id: str, *, fetch_max_wait_ms: int = 0
+) -> tuple[ApiMessage, int]:
+    """The Kafka request (and its version) that carries a Raft request to `message.dst`.
+
+    A Fetch asks the leader to hold it up to `fetch_max_wait_ms` while there is nothing new.
+    """
     match message:
         case VoteRequest():
             data = KafkaVoteRequest.TopicData
@@ -239,8 +251,7 @@ def to_kafka_request(message: RequestMessage, cluster_id: str) -> tuple[ApiMessa
                     version=RAFT_FETCH_VERSION,
                     cluster_id=cluster_id,
                     replica_id=message.src,
-                    # The core polls every fetch_interval_ms instead of long-polling.
-                    max_wait_ms=0,
+                    max_wait_ms=fetch_max_wait_ms,
                     min_bytes=0,
                     max_bytes=MAX_FETCH_BYTES,
                     isolation_level=0,
@@ -422,15 +433,17 @@ def _fetch_request(request: ApiMessage, node_id: int, correlation_id: int) -> Fe
             ErrorCode.INVALID_REQUEST, "a metadata log fetch must name its replica id"
         )
     if (
-        p.fetch_offset < 0
+        request.max_wait_ms < 0
+        or p.fetch_offset < 0
         or p.last_fetched_epoch < 0
         or p.last_fetched_epoch > p.current_leader_epoch
     ):
         # Kafka's own checks (KafkaRaftClient.handleFetchRequest).
         raise QuorumWireError(
             ErrorCode.INVALID_REQUEST,
-            f"impossible fetch position: offset {p.fetch_offset}, last fetched epoch "
-            f"{p.last_fetched_epoch}, leader epoch {p.current_leader_epoch}",
+            f"impossible fetch: offset {p.fetch_offset}, last fetched epoch "
+            f"{p.last_fetched_epoch}, leader epoch {p.current_leader_epoch}, "
+            f"max wait {request.max_wait_ms} ms",
         )
     return FetchRequest(
         src=request.replica_id,
@@ -573,6 +586,10 @@ class RaftTransport:
     Requests to different peers never wait for each other; requests to one peer go one
     at a time over its channel. A channel is re-created when `address_of` starts naming
     another address for its peer (a re-registered broker).
+
+    Fetches ask the leader to hold them up to `fetch_max_wait_ms` when there is nothing
+    new (Kafka's 500 ms by default, at most a quarter of the request timeout, which
+    must leave room for the wait).
     """
 
     def __init__(
@@ -582,7 +599,18 @@ class RaftTransport:
         cluster_id: str,
         address_of: Callable[[int], Listener | None],
         request_timeout_s: float,
+        *,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
+        timeout_ms = int(request_timeout_s * 1000)
+        if fetch_max_wait_ms is None:
+            fetch_max_wait_ms = min(MAX_FETCH_WAIT_MS, timeout_ms // 4)
+        if not 0 <= fetch_max_wait_ms < timeout_ms:
+            raise ValueError(
+                f"fetch_max_wait_ms {fetch_max_wait_ms} must be in 0..{timeout_ms - 1}: a fetch "
+                f"held that long would outlast the {timeout_ms} ms request timeout"
+            )
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.network = network
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -626,7 +654,9 @@ class RaftTransport:
         if channel is None:
             logger.debug("no address for node %d; dropping %s", message.dst, type(message).__name__)
             return None
-        body, version = to_kafka_request(message, self.cluster_id)
+        body, version = to_kafka_request(
+            message, self.cluster_id, fetch_max_wait_ms=self.fetch_max_wait_ms
+        )
         try:
             response = await channel.request(body, version)
         except PeerUnavailableError as exc:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
 
+from ..controller.raft.messages import FetchRequest
 from ..controller.transport import (
     QuorumEndpoint,
     QuorumWireError,
@@ -57,7 +58,10 @@ async def _handle(
             "refusing %s from %s: %s", ApiKey(api_key).name, ctx.client_id or ctx.client_host, exc
         )
         return quorum_error_response(api_key, ctx.version, exc.code)
-    reply = endpoint.handle_request(message)
+    if isinstance(message, FetchRequest):
+        reply = await endpoint.handle_fetch(message, request.max_wait_ms)
+    else:
+        reply = endpoint.handle_request(message)
     await endpoint.sync()
     return to_kafka_response(api_key, reply, ctx.version)
 
@@ -92,6 +96,8 @@ async def handle_raft_fetch(
 ) -> ApiMessage:
     """A Fetch of `__cluster_metadata-0` by a quorum member: the leader's entries or error.
 
-    `handlers/fetch.py` routes here every Fetch that names the metadata topic.
+    With nothing new to send, the endpoint may hold it up to the request's max_wait_ms,
+    as a Kafka leader does. `handlers/fetch.py` routes here every Fetch that names the
+    metadata topic.
     """
     return await _handle(endpoint, ApiKey.Fetch, ctx, request, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
