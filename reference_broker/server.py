@@ -31,6 +31,7 @@ from .config import BrokerConfig, Listener
 from .env import NodeEnv
 from .errors import ErrorCode
 from .handlers import HANDLERS, CloseConnection, RequestContext
+from .membership import ClusterMembership
 from .protocol import (
     FrameDecoder,
     MalformedRequestError,
@@ -146,6 +147,8 @@ async def serve_broker(
     dropped and every log flushed and closed before this returns.
     """
     broker = await Broker.open(env, config)
+    # In a cluster the quorum parts hang off the broker before any peer can call in.
+    membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(broker.run)
@@ -164,6 +167,11 @@ async def serve_broker(
             await nursery.start(
                 functools.partial(trio.serve_listeners, handle, listeners, handler_nursery=nursery)
             )
+            if membership is not None:
+                endpoint = broker.endpoint
+                await nursery.start(
+                    membership.run, Listener(endpoint.host, endpoint.port)
+                )
             logger.info("broker %d serving on %s", broker.node_id, ", ".join(map(str, addresses)))
             task_status.started(RunningBroker(broker, addresses))
     finally:

@@ -151,6 +151,15 @@ class GroupCoordinator:
                 group.restore(stored, now)
                 self._schedule(group)
 
+    def use_writer(self, writer: OffsetsWriter) -> None:
+        """Write offsets and group records through `writer` (a cluster: through replication).
+
+        A cluster node coordinates no group until its metadata makes it the leader of
+        an offsets partition (`become_coordinator`).
+        """
+        self._store.use_writer(writer)
+        self._loading = set()
+
     def owned_partitions(self) -> set[int]:
         """The `__consumer_offsets` partitions whose groups this node coordinates."""
         return {p for p in range(self._store.num_partitions) if self._store.owns(p)}

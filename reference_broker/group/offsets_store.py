@@ -152,6 +152,10 @@ class OffsetsStore:
         """The group's last stored metadata (generation, leader, members), None if none."""
         return self._group_metadata.get(group_id)
 
+    def use_writer(self, writer: OffsetsWriter) -> None:
+        """Append through `writer` from now on."""
+        self._writer = writer
+
     @property
     def num_partitions(self) -> int:
         """How many partitions `__consumer_offsets` has."""

@@ -12,6 +12,11 @@ from kafka.protocol.api_key import ApiKey
 
 from .api_versions import handle_api_versions
 from .context import CloseConnection, Handler, RequestContext
+from .controller import (
+    handle_alter_partition,
+    handle_broker_heartbeat,
+    handle_broker_registration,
+)
 from .fetch import handle_fetch
 from .groups import (
     handle_delete_groups,
@@ -34,6 +39,7 @@ from .metadata import (
 from .offsets import handle_list_offsets, handle_offset_for_leader_epoch
 from .produce import handle_produce
 from .producer_id import handle_init_producer_id
+from .quorum import handle_begin_quorum_epoch, handle_end_quorum_epoch, handle_vote
 
 HANDLERS: dict[int, Handler] = {
     ApiKey.Produce: handle_produce,
@@ -56,6 +62,13 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
     ApiKey.DescribeConfigs: handle_describe_configs,
     ApiKey.DeleteGroups: handle_delete_groups,
+    # Between the nodes of a cluster: the controller quorum and the controller's RPCs.
+    ApiKey.Vote: handle_vote,
+    ApiKey.BeginQuorumEpoch: handle_begin_quorum_epoch,
+    ApiKey.EndQuorumEpoch: handle_end_quorum_epoch,
+    ApiKey.BrokerRegistration: handle_broker_registration,
+    ApiKey.BrokerHeartbeat: handle_broker_heartbeat,
+    ApiKey.AlterPartition: handle_alter_partition,
 }
 
 __all__ = ["HANDLERS", "CloseConnection", "Handler", "RequestContext"]

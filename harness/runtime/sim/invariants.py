@@ -248,7 +248,7 @@ def _partitions(node: SimNode) -> Iterable[tuple[PartitionKey, Any]]:
 
 def _raft_node(node: SimNode) -> Any | None:
     assert node.running is not None
-    controller = getattr(node.running.broker, "controller", None)
+    controller = getattr(node.running.broker, "controller_service", None)
     if controller is None:
         return None
     return getattr(getattr(controller, "driver", None), "node", None)

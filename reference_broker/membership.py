@@ -1,0 +1,114 @@
+"""`ClusterMembership`: what makes a broker a member of a KRaft cluster (combined mode).
+
+With `controller.quorum.voters` set, a node is a broker and (when its id is listed) a
+voter of the controller quorum. This module assembles the parts, in Kafka's order:
+
+1. the quorum member: the durable metadata log (`__cluster_metadata-0`) and vote
+   store, the Raft driver and its transport, the controller service that replays the
+   committed log into a `MetadataImage` and, when active, answers controller RPCs;
+2. the broker's side: a `ControllerClient` to whichever node is the active
+   controller, the `BrokerLifecycle` (registration and heartbeats), the `ClusterView`
+   the request handlers read, and the `MetadataPublisher` that turns each new image
+   into leader/follower replicas and group coordinator ownership;
+3. the group coordinator's writes go through replication (`ReplicatedOffsetsWriter`).
+
+The listeners must already be serving when `run` starts: the voters reach each other
+through them.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from .broker import Broker
+from .config import BrokerConfig, Listener
+from .controller.client import ControllerClient
+from .controller.lifecycle import BrokerLifecycle
+from .controller.metadata_log import DurableRaftLog
+from .controller.quorum import QuorumDriver, cluster_id_for, raft_config_from
+from .controller.quorum_store import DurableQuorumStore
+from .controller.service import ControllerService, ServiceConfig
+from .controller.transport import RaftTransport
+from .env import NodeEnv
+from .group.offsets_writer import ReplicatedOffsetsWriter
+from .metadata.cluster_view import ClusterView
+from .metadata.publisher import MetadataPublisher
+
+
+class ClusterMembershipError(RuntimeError):
+    """The node cannot join its cluster as configured; the message says what to change."""
+
+
+class ClusterMembership:
+    """The quorum member, controller client, lifecycle and metadata publisher of a node."""
+
+    def __init__(self, env: NodeEnv, config: BrokerConfig, broker: Broker) -> None:
+        if not config.is_voter:
+            # Observers (brokers outside the voter set) would fetch the metadata log
+            # without voting; every node of our clusters is a voter.
+            raise ClusterMembershipError(
+                f"node.id {config.node_id} is not in controller.quorum.voters "
+                f"({', '.join(map(str, sorted(config.controller_quorum_voters)))}); only "
+                "combined broker+controller nodes are supported"
+            )
+        voters = sorted(config.controller_quorum_voters)
+        self.cluster_id = cluster_id_for(voters)
+        self.broker = broker
+        raft = raft_config_from(config)
+        log = DurableRaftLog.open(broker.logs)
+        store = DurableQuorumStore.open(env.storage, voters, cluster_id=self.cluster_id)
+        transport = RaftTransport(
+            env.network,
+            config.node_id,
+            self.cluster_id,
+            config.peer_address,
+            raft.request_timeout_ms / 1000,
+        )
+        self.driver = QuorumDriver(config.node_id, voters, log, store, transport, env.rng, raft)
+        self.service = ControllerService(
+            self.driver, ServiceConfig.from_broker_config(config), env.rng
+        )
+        self.client = ControllerClient(
+            config.node_id,
+            env.network,
+            voters,
+            config.peer_address,
+            service=self.service,
+            cluster_id=self.cluster_id,
+            request_timeout_ms=raft.request_timeout_ms,
+            rng=env.rng,
+        )
+        self.cluster = ClusterView(config, self.service, self.client)
+        self.publisher = MetadataPublisher(broker, self.cluster, self.service)
+        self._config = config
+        self._env = env
+        self.lifecycle: BrokerLifecycle | None = None
+        broker.cluster = self.cluster
+        broker.topics = self.cluster  # type: ignore[assignment]
+        broker.quorum_endpoint = self.driver
+        broker.controller_service = self.service
+        broker.controller_client = self.client
+        broker.coordinator.use_writer(ReplicatedOffsetsWriter(broker))
+
+    async def run(
+        self, advertised: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the quorum, register and heartbeat as `advertised`, publish images."""
+        self.lifecycle = BrokerLifecycle(
+            self.client,
+            host=advertised.host,
+            port=advertised.port,
+            heartbeat_interval_ms=self._config.broker_heartbeat_interval_ms,
+            metadata_offset=lambda: self.driver.applied_offset,
+            rng=self._env.rng,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.service.run)
+                await nursery.start(self.publisher.run)
+                await nursery.start(self.lifecycle.run)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.client.aclose()
+                await self.driver.transport.aclose()
