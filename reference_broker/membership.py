@@ -33,6 +33,33 @@ from .env import NodeEnv
 from .group.offsets_writer import ReplicatedOffsetsWriter
 from .metadata.cluster_view import ClusterView
 from .metadata.publisher import MetadataPublisher
+from .replication.assignment import AlterPartitionResult
+
+
+class _AlterPartitionThroughController:
+    """The replica manager's ISR proposals, sent to the active controller."""
+
+    def __init__(self, client: ControllerClient) -> None:
+        self._client = client
+
+    async def alter_partition(
+        self,
+        topic: str,
+        partition: int,
+        leader_epoch: int,
+        partition_epoch: int,
+        new_isr: tuple[int, ...],
+    ) -> AlterPartitionResult:
+        """Propose `new_isr`; the committed state (or the refusal) as the replicas read it."""
+        answer = await self._client.alter_partition(
+            topic, partition, leader_epoch, partition_epoch, new_isr
+        )
+        return AlterPartitionResult(
+            error=answer.error_code,
+            isr=tuple(answer.isr),
+            leader_epoch=answer.leader_epoch,
+            partition_epoch=answer.partition_epoch,
+        )
 
 
 class ClusterMembershipError(RuntimeError):
@@ -89,6 +116,7 @@ class ClusterMembership:
         broker.controller_service = self.service
         broker.controller_client = self.client
         broker.coordinator.use_writer(ReplicatedOffsetsWriter(broker))
+        broker.replicas.alter_partition = _AlterPartitionThroughController(self.client)
 
     async def run(
         self, advertised: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -51,7 +51,7 @@ def producer(cluster: SimCluster, client: str, **overrides: object) -> Producer:
         delivery_timeout_ms=60_000,
         socket_connection_setup_timeout_ms=1_000,
         linger_ms=0,
-        acks="all",
+        acks=-1,
         **overrides,  # type: ignore[arg-type]
     )
     return Producer(
