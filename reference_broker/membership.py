@@ -32,8 +32,12 @@ from .controller.transport import RaftTransport
 from .env import NodeEnv
 from .group.offsets_writer import ReplicatedOffsetsWriter
 from .metadata.cluster_view import ClusterView
+from .metadata.producer_ids import ProducerIdManager
 from .metadata.publisher import MetadataPublisher
 from .replication.assignment import AlterPartitionResult
+
+# Each node allocates producer ids below (node id + 1) << PRODUCER_ID_BITS.
+PRODUCER_ID_BITS = 40
 
 
 class _AlterPartitionThroughController:
@@ -117,6 +121,9 @@ class ClusterMembership:
         broker.controller_client = self.client
         broker.coordinator.use_writer(ReplicatedOffsetsWriter(broker))
         broker.replicas.alter_partition = _AlterPartitionThroughController(self.client)
+        broker.producer_ids = ProducerIdManager(
+            broker.store, base=config.node_id << PRODUCER_ID_BITS
+        )
 
     async def run(
         self, advertised: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

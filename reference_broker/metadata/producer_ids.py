@@ -17,11 +17,15 @@ BLOCK_SIZE = 1000
 class ProducerIdManager:
     """Allocates producer ids for InitProducerId."""
 
-    def __init__(self, store: MetadataStore, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(
+        self, store: MetadataStore, block_size: int = BLOCK_SIZE, *, base: int = 0
+    ) -> None:
         self._store = store
         self._block_size = block_size
-        # Nothing of the persisted block is trusted after a restart: start past it.
-        self._next = store.state.producer_id_block_end
+        # Nothing of the persisted block is trusted after a restart: start past it. In a
+        # cluster each node hands out ids from its own range (`base`), so two nodes never
+        # give two producers one id (Kafka's controller hands out blocks instead).
+        self._next = max(store.state.producer_id_block_end, base)
         self._block_end = self._next
         # Held across the save, so no id of a new block is handed out before it is durable.
         self._lock = trio.Lock()
