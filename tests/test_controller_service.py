@@ -693,3 +693,75 @@ def test_the_same_seed_replays_the_same_quorum_history() -> None:
     first = run_scenario(21)
     assert first == run_scenario(21)
     assert any(len(entry) == 2 and len(entry[1]) > 5 for entry in first), "something committed"
+
+
+async def test_a_returning_broker_is_unfenced_and_regains_its_preferred_leadership(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=8)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = cluster.active()
+        assert active is not None and active.service is not None
+        victim = next(n for n in VOTERS if n != active.node_id)
+        other = next(n for n in VOTERS if n not in (victim, active.node_id))
+        replicas = (victim, other, active.node_id)
+        created = await active.service.create_topic("p", 1, 3, assignments=[replicas])
+        assert created.error_code == ErrorCode.NONE
+        image = active.service.image
+        key = (image.topics["p"], 0)
+        assert image.partitions[key].leader == victim
+
+        node = cluster.nodes[victim]
+        node.stop_heartbeats()
+        await cluster.wait_for("fenced", lambda: image.brokers[victim].fenced, 10)
+        state = image.partitions[key]
+        assert state.leader == other and victim not in state.isr
+
+        lifecycle = node.lifecycle
+        assert lifecycle is not None
+        nursery.start_soon(lifecycle.run)  # the broker comes back with the same epoch
+        await cluster.wait_for("unfenced", lambda: not image.brokers[victim].fenced, 10)
+        assert image.partitions[key].leader == other, "not in the ISR: no leadership yet"
+        # Its follower caught up: the leader adds it back to the ISR (AlterPartition).
+        leader_client = cluster.nodes[other].client
+        assert leader_client is not None
+        leader_client.broker_epoch = image.brokers[other].broker_epoch
+        state = image.partitions[key]
+        expand = await leader_client.alter_partition(
+            "p", 0, state.leader_epoch, state.partition_epoch, (*state.isr, victim)
+        )
+        assert expand.error_code == ErrorCode.NONE
+        await cluster.wait_for(
+            "the preferred replica leads again",
+            lambda: image.partitions[key].leader == victim,
+            SERVICE.leader_imbalance_check_interval_ms / 1000 * 2,
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_controlled_shutdown_moves_leadership_before_the_broker_goes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=9)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = cluster.active()
+        assert active is not None and active.service is not None
+        leaving = next(n for n in VOTERS if n != active.node_id)
+        replicas = (leaving, *(v for v in VOTERS if v != leaving))
+        result = await active.service.create_topic("s", 1, 3, assignments=[replicas])
+        assert result.error_code == ErrorCode.NONE
+        image = active.service.image
+        key = (image.topics["s"], 0)
+        assert image.partitions[key].leader == leaving
+        node = cluster.nodes[leaving]
+        node.stop_heartbeats()
+        assert node.lifecycle is not None
+        assert await node.lifecycle.shutdown(timeout_s=5)
+        state = image.partitions[key]
+        assert image.brokers[leaving].fenced
+        assert state.leader not in (leaving, NO_LEADER) and leaving not in state.isr
+        nursery.cancel_scope.cancel()
