@@ -32,6 +32,7 @@ METADATA_PARTITION = 0
 # would delete), and it syncs when the quorum says so, not on the broker's flush policy.
 METADATA_LOG_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
 _READ_BYTES = 1 << 20
+_TYPICAL_ENTRY_BYTES = 512
 
 
 class DeferredSync:
@@ -180,10 +181,13 @@ class DurableRaftLog:
         out: list[Entry] = []
         offset = start_offset
         while len(out) < max_entries and offset < self.end_offset:
-            entries = batches_to_entries(self._log.read(offset, _READ_BYTES).records)
+            wanted = max_entries - len(out)
+            # Whole batches come back; a guess at their size keeps a short read short.
+            size = min(_READ_BYTES, wanted * _TYPICAL_ENTRY_BYTES)
+            entries = batches_to_entries(self._log.read(offset, size).records, wanted)
             if not entries:
                 break
-            out += entries[: max_entries - len(out)]
+            out += entries
             offset = out[-1].offset + 1
         return out
 

@@ -229,14 +229,19 @@ def entries_to_batches(entries: Iterable[Entry]) -> bytes:
     return b"".join(entry_to_batch(e) for e in entries)
 
 
-def batches_to_entries(data: bytes | bytearray | memoryview) -> list[Entry]:
-    """The entries held in concatenated record batches (the inverse of `entries_to_batches`).
+def batches_to_entries(
+    data: bytes | bytearray | memoryview, limit: int | None = None
+) -> list[Entry]:
+    """The entries held in concatenated record batches (the inverse of `entries_to_batches`),
+    the first `limit` of them when given.
 
     Every batch must be whole, pass its CRC-32C and hold exactly one record with a
     payload; anything else raises CorruptRecordError or PayloadError naming the offset.
     """
     entries: list[Entry] = []
     for header, raw in iter_batches(data):
+        if limit is not None and len(entries) >= limit:
+            break
         validate_batch(header, raw)
         where = f"metadata batch at offset {header.base_offset}"
         if header.record_count != 1 or header.last_offset_delta != 0:
