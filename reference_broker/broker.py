@@ -193,10 +193,21 @@ class Broker:
         return self.topic_log_config(record)
 
     def has_topic(self, name: str) -> bool:
-        """Whether the topic exists (cluster mode: in this node's metadata image)."""
+        """Whether the topic exists (cluster mode: in this node's metadata)."""
         if self.cluster is not None:
             return name in self.cluster
+        if self.config.cluster_mode:
+            return self.replicas.knows_topic(name)
         return name in self.topics
+
+    def _check_topic_admin(self, name: str) -> None:
+        # Cluster mode before the node assembly set `cluster`: no controller to ask, and
+        # the local registry must not create partitions the metadata does not know.
+        if self.config.cluster_mode:
+            raise BrokerError(
+                f"broker {self.node_id} cannot change topic {name!r}: no controller view yet",
+                ErrorCode.NOT_CONTROLLER,
+            )
 
     async def _open_topic(self, record: TopicRecord) -> None:
         log_config = self.topic_log_config(record)
@@ -252,6 +263,7 @@ class Broker:
             return await self.cluster.create_topic(
                 name, num_partitions, replication_factor, configs, validate_only=validate_only
             )
+        self._check_topic_admin(name)
         validate_topic_name(name)
         if name in INTERNAL_TOPICS:
             raise InvalidTopicError(f"{name} is an internal topic and cannot be created")
@@ -292,6 +304,8 @@ class Broker:
         """The topic, auto-created with broker defaults if auto.create.topics.enable; else None."""
         if self.cluster is not None:
             return await self.cluster.ensure_topic(name)
+        if self.config.cluster_mode:
+            return None
         record = self.topics.get(name)
         if record is not None or not self.config.auto_create_topics_enable:
             return record
@@ -311,6 +325,7 @@ class Broker:
         if self.cluster is not None:
             await self.cluster.delete_topic(name)
             return
+        self._check_topic_admin(name)
         async with self._topic_lock:
             record = await self.topics.delete(name)
             if record is None:
