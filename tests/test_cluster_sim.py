@@ -44,15 +44,18 @@ def simulate(
 
 
 def producer(cluster: SimCluster, client: str, **overrides: object) -> Producer:
+    settings: dict[str, object] = {
+        "request_timeout_ms": 3_000,
+        "delivery_timeout_ms": 60_000,
+        "socket_connection_setup_timeout_ms": 1_000,
+        "linger_ms": 0,
+        "acks": -1,
+        **overrides,
+    }
     config = ProducerConfig(
         bootstrap_servers=cluster.bootstrap.split(","),
         client_id=client,
-        request_timeout_ms=3_000,
-        delivery_timeout_ms=60_000,
-        socket_connection_setup_timeout_ms=1_000,
-        linger_ms=0,
-        acks=-1,
-        **overrides,  # type: ignore[arg-type]
+        **settings,  # type: ignore[arg-type]
     )
     return Producer(
         config,
