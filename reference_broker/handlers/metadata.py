@@ -9,6 +9,7 @@ from kafka.protocol.admin import CreateTopicsResponse, DeleteTopicsResponse, Des
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.metadata import MetadataResponse
 
+from ..controller.client import CLIENT_ID_PREFIX
 from ..controller.records import NO_LEADER
 from ..errors import BrokerError, ErrorCode
 from ..metadata import INTERNAL_TOPICS, TopicRecord
@@ -182,10 +183,48 @@ def _effective_configs(broker: Broker, record: TopicRecord) -> list[tuple[str, s
     ]
 
 
+def _from_peer(broker: Broker, ctx: RequestContext) -> bool:
+    """A topic request another node forwarded to the controller (never forwarded again)."""
+    return broker.cluster is not None and ctx.client_id.startswith(CLIENT_ID_PREFIX)
+
+
+async def _controller_create_topics(
+    broker: Broker, ctx: RequestContext, request: ApiMessage
+) -> ApiMessage:
+    # Served by the controller service itself: internal topics such as __consumer_offsets
+    # are created this way on a broker's behalf, and a node that is not the active
+    # controller answers NOT_CONTROLLER instead of forwarding once more.
+    service = broker.controller_service
+    results = []
+    for topic in request.topics:
+        configs = {c.name: c.value for c in topic.configs if c.value is not None}
+        result = await service.create_topic(
+            topic.name,
+            topic.num_partitions,
+            topic.replication_factor,
+            configs,
+            validate_only=request.validate_only,
+        )
+        results.append(
+            _CreatedTopic(
+                name=topic.name,
+                topic_id=ZERO_UUID,
+                error_code=result.error_code,
+                error_message=result.message,
+                num_partitions=topic.num_partitions,
+                replication_factor=topic.replication_factor,
+                configs=None,
+            )
+        )
+    return CreateTopicsResponse(version=ctx.version, throttle_time_ms=0, topics=results)
+
+
 async def handle_create_topics(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """Create each topic (or only validate, if asked)."""
+    if _from_peer(broker, ctx):
+        return await _controller_create_topics(broker, ctx, request)
     version = ctx.version
     results = []
     for topic in request.topics:
@@ -277,6 +316,13 @@ async def handle_delete_topics(
 ) -> ApiMessage:
     """Delete each named topic with its logs."""
     results = []
+    if _from_peer(broker, ctx):
+        for name in request.topic_names:
+            result = await broker.controller_service.delete_topic(name)
+            results.append(
+                _DeletedTopic(name=name, error_code=result.error_code, error_message=result.message)
+            )
+        return DeleteTopicsResponse(version=ctx.version, throttle_time_ms=0, responses=results)
     for name in request.topic_names:
         try:
             if name in INTERNAL_TOPICS:
