@@ -28,7 +28,7 @@ from kafka.protocol.metadata import (
 )
 
 from .config import CommonConfig
-from .connection import ApiVersionRange, Connection
+from .connection import ApiVersionRange, Connection, OnDone
 from .errors import (
     AuthorizationError,
     BootstrapUnreachableError,
@@ -167,6 +167,11 @@ class Cluster:
             self._connections[key] = conn
             return conn
 
+    def open_connection(self, node_id: int, channel: str = DATA) -> Connection | None:
+        """The broker's connection if one is open and negotiated (never dials)."""
+        conn = self._connections.get((node_id, channel))
+        return None if conn is None or conn.closed else conn
+
     async def _dial(self, address: BrokerAddress) -> Connection:
         timeout_s = self.config.socket_connection_setup_timeout_ms / 1000
         try:
@@ -224,6 +229,21 @@ class Cluster:
         version = conn.version_for(message.API_KEY, lo, hi, type(message).__name__)
         timeout = self.request_timeout_s if timeout_s is None else timeout_s
         return await conn.request(message, version, timeout)
+
+    async def submit_on(
+        self,
+        conn: Connection,
+        message: ApiMessage,
+        on_done: OnDone,
+        *,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Write a request at the best shared version; `on_done` gets its outcome (see
+        `Connection.submit`). Raises UnsupportedVersionError before writing anything."""
+        lo, hi = CLIENT_VERSIONS[message.API_KEY]
+        version = conn.version_for(message.API_KEY, lo, hi, type(message).__name__)
+        timeout = self.request_timeout_s if timeout_s is None else timeout_s
+        await conn.submit(message, version, timeout, on_done)
 
     def close(self) -> None:
         """Close every connection (their readers then exit)."""

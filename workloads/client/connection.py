@@ -6,45 +6,179 @@ correlation id against the head. Many requests may be in flight at once (the
 producer's max.in.flight.requests.per.connection is enforced by the caller).
 
 A `Connection` is a plain object plus one async edge, `run()`, the reader loop,
-which its owner starts in a nursery. Any failure — EOF, a reset, a frame that does
-not decode, a request timeout — closes the connection and fails every request
-still waiting on it with `ConnectionLostError`. Like the Java client, a request
-timeout closes the connection: the response may still arrive later, and matching
-it to nothing would desynchronise the FIFO.
+which its owner starts in a nursery. The reader is the only task that waits for
+responses: it completes each request's `_Pending` as its frame arrives (setting an
+event for `request()`, calling a callback for `submit()`), and it owns the
+request timeouts too — its cancel scope's deadline is the earliest deadline of the
+requests in flight — so a request costs no task and no cancel scope of its own.
+
+Any failure — EOF, a reset, a frame that does not decode, a request timeout —
+closes the connection and fails every request still waiting on it with
+`ConnectionLostError`. Like the Java client, a request timeout closes the
+connection: the response may still arrive later, and matching it to nothing would
+desynchronise the FIFO.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
+from kafka.protocol.api_header import ResponseClassRegistry
+from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
 
 from .errors import (
     ConnectionLostError,
+    KafkaClientError,
     ProtocolViolationError,
     RequestTimedOutError,
     UnsupportedVersionError,
 )
 
 _SIZE = struct.Struct(">i")
+# Frame size, then request header v1/v2: api key, api version, correlation id.
+_REQUEST_HEAD = struct.Struct(">ihhi")
+_CLIENT_ID_SIZE = struct.Struct(">h")
 _RECEIVE_CHUNK = 1 << 16
+
+OnDone = Callable[[ApiMessage | None, KafkaClientError | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _ApiShape:
+    """What the wire format of one request class at one version depends on."""
+
+    response_class: type[ApiMessage]
+    flexible_request: bool
+    flexible_response_header: bool
+    # ApiVersions answers with header v0 at every version (KIP-511) and a v0 body on error.
+    api_versions: bool
+
+
+_SHAPES: dict[tuple[type[ApiMessage], int], _ApiShape] = {}
+
+
+def _shape(message: ApiMessage, version: int) -> _ApiShape:
+    cls = type(message)
+    shape = _SHAPES.get((cls, version))
+    if shape is None:
+        api_key = message.API_KEY
+        response_class = ResponseClassRegistry._response_class_registry[api_key]
+        api_versions = api_key == ApiKey.ApiVersions
+        shape = _SHAPES[(cls, version)] = _ApiShape(
+            response_class,
+            cls.flexible_version_q(version),
+            not api_versions and response_class.flexible_version_q(version),
+            api_versions,
+        )
+    return shape
+
+
+def encode_request(
+    message: ApiMessage, version: int, correlation_id: int, client_id_field: bytes
+) -> bytes:
+    """The framed request: size, header (v1, or v2 when flexible) and body.
+
+    `client_id_field` is the encoded nullable client id (`client_id_field(...)`). The
+    body is kafka-python's encoding; the header is packed here because building
+    kafka-python's header object per request costs as much as encoding the body.
+    """
+    shape = _shape(message, version)
+    body = message.encode(version=version)
+    tagged = b"\x00" if shape.flexible_request else b""  # no tagged header fields
+    size = _REQUEST_HEAD.size - 4 + len(client_id_field) + len(tagged) + len(body)
+    head = _REQUEST_HEAD.pack(size, message.API_KEY, version, correlation_id)
+    return b"".join((head, client_id_field, tagged, body))
+
+
+def client_id_field(client_id: str | None) -> bytes:
+    """The request header's client id: a nullable string (never compact, as Kafka has it)."""
+    if client_id is None:
+        return _CLIENT_ID_SIZE.pack(-1)
+    raw = client_id.encode()
+    return _CLIENT_ID_SIZE.pack(len(raw)) + raw
+
+
+def _skip_tagged_fields(frame: bytes, pos: int) -> int:
+    count, pos = _read_varint(frame, pos)
+    for _ in range(count):
+        _, pos = _read_varint(frame, pos)  # tag
+        size, pos = _read_varint(frame, pos)
+        pos += size
+    if pos > len(frame):
+        raise ValueError("tagged fields run past the end of the frame")
+    return pos
+
+
+def _read_varint(frame: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(frame) or shift > 28:
+            raise ValueError("malformed unsigned varint in the response header")
+        byte = frame[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
 
 
 class _Pending:
-    """A request written (or being written) to the connection, awaiting its response."""
+    """A request being written or written, awaiting its response."""
 
-    __slots__ = ("correlation_id", "done", "error", "response", "response_class", "version")
+    __slots__ = (
+        "correlation_id",
+        "deadline",
+        "done",
+        "error",
+        "finished",
+        "name",
+        "on_done",
+        "response",
+        "sent",
+        "shape",
+        "timeout_s",
+        "version",
+    )
 
-    def __init__(self, correlation_id: int, response_class: type[ApiMessage], version: int):
-        self.correlation_id = correlation_id
-        self.response_class = response_class
+    def __init__(
+        self,
+        name: str,
+        shape: _ApiShape,
+        version: int,
+        timeout_s: float,
+        on_done: OnDone | None,
+    ) -> None:
+        self.name = name
+        self.shape = shape
         self.version = version
-        self.done = trio.Event()
+        self.timeout_s = timeout_s
+        self.on_done = on_done
+        self.done = trio.Event() if on_done is None else None
+        self.correlation_id = 0
+        self.deadline = math.inf  # armed once the request is on the wire
+        self.sent = False  # some of its bytes may have reached the wire
+        self.finished = False
         self.response: ApiMessage | None = None
-        self.error: Exception | None = None
+        self.error: KafkaClientError | None = None
+
+    def complete(self, response: ApiMessage | None, error: KafkaClientError | None) -> None:
+        """Record the outcome once; later outcomes (a close after the answer) are ignored."""
+        if self.finished:
+            return
+        self.finished = True
+        self.response = response
+        self.error = error
+        if self.on_done is not None:
+            self.on_done(response, error)
+        else:
+            assert self.done is not None
+            self.done.set()
 
 
 class FrameReader:
@@ -102,6 +236,10 @@ class Connection:
     _next_correlation_id: int = 1
     _closed_reason: str | None = None
     _reader_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _client_id_field: bytes = b""
+
+    def __post_init__(self) -> None:
+        self._client_id_field = client_id_field(self.client_id)
 
     @property
     def closed(self) -> bool:
@@ -135,85 +273,138 @@ class Connection:
 
         Raises ConnectionLostError (with `maybe_delivered`) or RequestTimedOutError.
         """
-        pending = await self._send(message, version, expect_response=True)
-        assert pending is not None
-        with trio.move_on_after(timeout_s) as scope:
+        pending = _Pending(
+            type(message).__name__, _shape(message, version), version, timeout_s, None
+        )
+        await self._write(message, pending)
+        if not pending.finished:
+            assert pending.done is not None
             await pending.done.wait()
-        if scope.cancelled_caught:
-            self.close(f"request {type(message).__name__} timed out after {timeout_s:.3f}s")
-            raise RequestTimedOutError(
-                f"{type(message).__name__} to broker {self.address} got no response within "
-                f"{timeout_s * 1000:.0f} ms (request.timeout.ms); it may have been processed"
-            )
         if pending.error is not None:
             raise pending.error
         assert pending.response is not None
         return pending.response
 
+    async def submit(
+        self, message: ApiMessage, version: int, timeout_s: float, on_done: OnDone
+    ) -> None:
+        """Send a request; `on_done(response, error)` is called exactly once with its outcome.
+
+        The callback runs in whichever task learns the outcome (usually the reader), so
+        it must not block. Connection failures go to the callback, never raised here;
+        a cancellation while writing is raised after the callback saw the failure.
+        """
+        pending = _Pending(
+            type(message).__name__, _shape(message, version), version, timeout_s, on_done
+        )
+        await self._write(message, pending)
+
     async def send_only(self, message: ApiMessage, version: int) -> None:
         """Write a request the broker will not answer (Produce with acks=0)."""
-        await self._send(message, version, expect_response=False)
+        pending = _Pending(type(message).__name__, _shape(message, version), version, 0.0, None)
+        await self._write(message, pending, expect_response=False)
+        if pending.error is not None:
+            raise pending.error
 
-    async def _send(
-        self, message: ApiMessage, version: int, *, expect_response: bool
-    ) -> _Pending | None:
-        if self._closed_reason is not None:
-            raise ConnectionLostError(
-                f"connection to broker {self.address} is closed ({self._closed_reason})",
-                maybe_delivered=False,
-            )
-        correlation_id = self._next_correlation_id
-        self._next_correlation_id = (correlation_id + 1) & 0x7FFFFFFF
-        message.API_VERSION = version
-        message.with_header(correlation_id=correlation_id, client_id=self.client_id)
-        data = message.encode(header=True, framed=True)
-        pending = None
-        if expect_response:
-            response_class = message.header.get_response_class()
-            pending = _Pending(correlation_id, response_class, version)
-            self._pending.append(pending)
-        async with self._send_lock:
+    async def _write(
+        self, message: ApiMessage, pending: _Pending, *, expect_response: bool = True
+    ) -> None:
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            # Uncontended (the usual case): no schedule point here, send_all has one.
+            lock.acquire_nowait()
+        try:
             if self._closed_reason is not None:
-                raise ConnectionLostError(
-                    f"connection to broker {self.address} closed ({self._closed_reason})",
-                    maybe_delivered=False,
+                pending.complete(
+                    None,
+                    ConnectionLostError(
+                        f"connection to broker {self.address} is closed ({self._closed_reason})",
+                        maybe_delivered=False,
+                    ),
                 )
+                return
+            correlation_id = self._next_correlation_id
+            self._next_correlation_id = (correlation_id + 1) & 0x7FFFFFFF
+            pending.correlation_id = correlation_id
+            data = encode_request(message, pending.version, correlation_id, self._client_id_field)
+            if expect_response:
+                # Queued before the write, in write order: the lock serialises writers.
+                self._pending.append(pending)
+            pending.sent = True
             try:
                 await self.stream.send_all(data)
             except BaseException as exc:
                 # A partial write (or a cancelled one) leaves the stream mid-frame.
-                self.close(f"write failed: {exc!r}")
                 if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
-                    raise ConnectionLostError(
-                        f"connection to broker {self.address} broke while sending "
-                        f"{type(message).__name__}: {exc!r}",
-                        maybe_delivered=True,
-                    ) from exc
+                    pending.complete(
+                        None,
+                        ConnectionLostError(
+                            f"connection to broker {self.address} broke while sending "
+                            f"{pending.name}: {exc!r}",
+                            maybe_delivered=True,
+                        ),
+                    )
+                    self.close(f"write failed: {exc!r}")
+                    return
+                self.close(f"write failed: {exc!r}")
                 raise
-        return pending
+            if expect_response and not pending.finished:
+                pending.deadline = trio.current_time() + pending.timeout_s
+                self._arm()
+            elif not expect_response:
+                pending.complete(None, None)
+        finally:
+            lock.release()
+
+    def _arm(self) -> None:
+        """The reader's deadline: the earliest of the requests in flight."""
+        self._reader_scope.deadline = min((p.deadline for p in self._pending), default=math.inf)
 
     async def run(self) -> None:
         """Read responses until the connection closes; never raises."""
         reader = FrameReader(self.max_frame_bytes)
         reason = "connection closed by broker"
-        with self._reader_scope:
-            try:
-                while True:
-                    data = await self.stream.receive_some(_RECEIVE_CHUNK)
-                    if not data:
-                        break
-                    reader.feed(data)
-                    for frame in reader.frames():
-                        self._deliver(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                reason = f"connection lost: {exc!r}"
-            except ProtocolViolationError as exc:
-                reason = str(exc)
-            finally:
-                # The reader owns the stream's lifetime: whoever closes the connection
-                # cancels the reader, and the stream is released here.
-                self.close(reason)
+        scope = self._reader_scope
+        try:
+            with scope:
+                try:
+                    while True:
+                        data = await self.stream.receive_some(_RECEIVE_CHUNK)
+                        if not data:
+                            break
+                        reader.feed(data)
+                        for frame in reader.frames():
+                            self._deliver(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    reason = f"connection lost: {exc!r}"
+                except ProtocolViolationError as exc:
+                    reason = str(exc)
+            if scope.cancelled_caught and self._closed_reason is None:
+                self._time_out()
+        finally:
+            # The reader owns the stream's lifetime: whoever closes the connection
+            # cancels the reader, and the stream is released here.
+            self.close(reason)
         await trio.aclose_forcefully(self.stream)
+
+    def _time_out(self) -> None:
+        """The reader's deadline passed: fail the late requests, then close (as Java does)."""
+        now = trio.current_time()
+        late = [p for p in self._pending if p.deadline <= now]
+        if not late:
+            return
+        for p in late:
+            p.complete(
+                None,
+                RequestTimedOutError(
+                    f"{p.name} to broker {self.address} got no response within "
+                    f"{p.timeout_s * 1000:.0f} ms (request.timeout.ms); it may have been processed"
+                ),
+            )
+        first = late[0]
+        self.close(f"request {first.name} timed out after {first.timeout_s:.3f}s")
 
     def _deliver(self, frame: bytes) -> None:
         if not self._pending:
@@ -221,21 +412,34 @@ class Connection:
                 f"broker {self.address} sent a response to no outstanding request"
             )
         pending = self._pending.popleft()
-        try:
-            response = pending.response_class.decode(frame, version=pending.version, header=True)
-        except Exception as exc:
+        shape = pending.shape
+        if len(frame) < 4:
             raise ProtocolViolationError(
-                f"broker {self.address} sent an undecodable {pending.response_class.__name__} "
-                f"v{pending.version}: {exc!r}"
-            ) from exc
-        got = response.header.correlation_id
+                f"broker {self.address} sent a {len(frame)}-byte frame, too short for a "
+                "response header"
+            )
+        (got,) = _SIZE.unpack_from(frame, 0)
         if got != pending.correlation_id:
             raise ProtocolViolationError(
                 f"broker {self.address} answered correlation id {got}, "
                 f"expected {pending.correlation_id}"
             )
-        pending.response = response
-        pending.done.set()
+        try:
+            if shape.api_versions:
+                # Its decode has its own rules; let kafka-python apply them.
+                response = shape.response_class.decode(frame, version=pending.version, header=True)
+            else:
+                pos = _skip_tagged_fields(frame, 4) if shape.flexible_response_header else 4
+                response = shape.response_class.decode(
+                    memoryview(frame)[pos:], version=pending.version
+                )
+        except Exception as exc:
+            raise ProtocolViolationError(
+                f"broker {self.address} sent an undecodable {shape.response_class.__name__} "
+                f"v{pending.version}: {exc!r}"
+            ) from exc
+        self._arm()
+        pending.complete(response, None)
 
     def close(self, reason: str = "closed by client") -> None:
         """Fail every waiting request and stop the reader, which releases the stream."""
@@ -244,9 +448,11 @@ class Connection:
         self._reader_scope.cancel()
         while self._pending:
             pending = self._pending.popleft()
-            pending.error = ConnectionLostError(
-                f"connection to broker {self.address} lost before a response: "
-                f"{self._closed_reason}",
-                maybe_delivered=True,
+            pending.complete(
+                None,
+                ConnectionLostError(
+                    f"connection to broker {self.address} lost before a response: "
+                    f"{self._closed_reason}",
+                    maybe_delivered=True,
+                ),
             )
-            pending.done.set()

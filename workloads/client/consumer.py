@@ -476,6 +476,11 @@ class Consumer:
         if not by_leader:
             await trio.sleep(min(max_wait_s, self.config.retry_backoff_ms / 1000))
             return
+        if len(by_leader) == 1:
+            # One leader (the common case): no nursery and no task for a lone request.
+            [(leader, tps)] = by_leader.items()
+            await self._fetch_from(leader, tps, max_wait_s)
+            return
         async with trio.open_nursery() as nursery:
             for leader, tps in by_leader.items():
                 nursery.start_soon(self._fetch_from, leader, tps, max_wait_s)

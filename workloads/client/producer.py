@@ -25,6 +25,7 @@ Failure handling follows the Java client:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import deque
@@ -34,11 +35,13 @@ from types import TracebackType
 from typing import Self
 
 import trio
+from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from .cluster import Cluster, TopicPartition
 from .config import ProducerConfig
+from .connection import Connection
 from .errors import (
     APPENDED_MAYBE,
     STALE_METADATA,
@@ -440,12 +443,24 @@ class Producer:
                 s.in_flight for s in self._partitions.values()
             ):
                 await self._bump_epoch()
-            next_at = self._drain(now)
+            next_at, requests = self._drain(now)
+            for node, batches in requests:
+                conn = self.cluster.open_connection(node)
+                if conn is None or self.config.acks == 0:
+                    # Dialing can take a while: it gets a task so other nodes' batches go.
+                    self.cluster_nursery.start_soon(self._produce, node, batches)
+                else:
+                    await self._submit(conn, node, batches)
             if self._metadata_stale and not self._refreshing:
                 self._refreshing = True
                 self.cluster_nursery.start_soon(self._refresh_metadata)
-            with trio.move_on_at(next_at):
-                await self._wakeup.wait()
+            if self._wakeup.is_set():
+                continue
+            if next_at == math.inf:
+                await self._wakeup.wait()  # nothing queued: no timer (and no cancel scope)
+            else:
+                with trio.move_on_at(next_at):
+                    await self._wakeup.wait()
 
     @property
     def cluster_nursery(self) -> trio.Nursery:
@@ -465,12 +480,14 @@ class Producer:
             self._refreshing = False
             self._wake()
 
-    def _drain(self, now: float) -> float:
-        """Send every ready batch; return when the sender should look again."""
+    def _drain(self, now: float) -> tuple[float, list[tuple[int, list[_Batch]]]]:
+        """Take every ready batch; return when to look again and the requests to send."""
         config = self.config
         linger = config.linger_ms / 1000
         backoff = config.retry_backoff_ms / 1000
-        next_at = now + config.delivery_timeout_ms / 1000
+        # Only queued batches need the sender at a time (linger, backoff, expiry); in-flight
+        # ones are timed by their connection.
+        next_at = math.inf
         per_node: dict[int, list[_Batch]] = {}
         node_bytes: dict[int, int] = {}
         for tp, state in self._partitions.items():
@@ -527,20 +544,18 @@ class Producer:
             for b in batches:
                 b.attempts += 1
                 b.last_attempt_at = now
-            self.cluster_nursery.start_soon(self._produce, node, batches)
-        return next_at
+        return next_at, list(per_node.items())
 
-    async def _produce(self, node: int, batches: list[_Batch]) -> None:
-        config = self.config
+    def _produce_request(self, batches: list[_Batch]) -> ProduceRequest:
         by_topic: dict[str, list[_Batch]] = {}
         for b in batches:
             by_topic.setdefault(b.tp.topic, []).append(b)
         topic_cls = ProduceRequest.TopicProduceData
         part_cls = topic_cls.PartitionProduceData
-        request = ProduceRequest(
+        return ProduceRequest(
             transactional_id=None,
-            acks=config.acks,
-            timeout_ms=config.request_timeout_ms,
+            acks=self.config.acks,
+            timeout_ms=self.config.request_timeout_ms,
             topic_data=[
                 topic_cls(
                     name=topic,
@@ -549,26 +564,65 @@ class Producer:
                 for topic, bs in by_topic.items()
             ],
         )
+
+    async def _produce(self, node: int, batches: list[_Batch]) -> None:
+        """Dial the node, then send (the path for a node without an open connection)."""
         try:
+            conn = await self.cluster.connection(node)
+        except (ConnectionLostError, RequestTimedOutError) as exc:
+            self._produced(node, batches, None, exc)
+            return
+        except BaseException:
+            self._release(node, batches)
+            raise
+        await self._submit(conn, node, batches)
+
+    async def _submit(self, conn: Connection, node: int, batches: list[_Batch]) -> None:
+        """Write one Produce request; its outcome arrives in `_produced`."""
+        request = self._produce_request(batches)
+        if self.config.acks == 0:
             try:
-                conn = await self.cluster.connection(node)
-                if config.acks == 0:
-                    version = conn.version_for(request.API_KEY, 3, 9, "ProduceRequest")
-                    await conn.send_only(request, version)
-                    for b in batches:
-                        self._complete(b, None, -1)
-                    return
-                response = await self.cluster.send_on(conn, request)
-            except (ConnectionLostError, RequestTimedOutError) as exc:
-                for b in batches:
-                    b.maybe_appended |= exc.maybe_delivered
-                    self._retry_or_fail(b, exc, code=None)
-                self._metadata_stale.update(by_topic)
+                version = conn.version_for(request.API_KEY, 3, 9, "ProduceRequest")
+                await conn.send_only(request, version)
+            except (ConnectionLostError, UnsupportedVersionError) as exc:
+                self._produced(node, batches, None, exc)
                 return
-            except UnsupportedVersionError as exc:
-                for b in batches:
-                    self._fail(b, exc)
+            except BaseException:
+                self._release(node, batches)
+                raise
+            for b in batches:
+                self._complete(b, None, -1)
+            self._release(node, batches)
+            return
+        try:
+            await self.cluster.submit_on(
+                conn, request, functools.partial(self._produced, node, batches)
+            )
+        except UnsupportedVersionError as exc:
+            self._produced(node, batches, None, exc)
+
+    def _produced(
+        self,
+        node: int,
+        batches: list[_Batch],
+        response: ApiMessage | None,
+        error: KafkaClientError | None,
+    ) -> None:
+        """The outcome of one Produce request: per-partition results, or why none came."""
+        try:
+            # A producer that closed meanwhile has already failed its batches.
+            live = [b for b in batches if not b.done.is_set()]
+            if isinstance(error, ConnectionLostError | RequestTimedOutError):
+                for b in live:
+                    b.maybe_appended |= error.maybe_delivered
+                    self._retry_or_fail(b, error, code=None)
+                self._metadata_stale.update(b.tp.topic for b in batches)
                 return
+            if error is not None:
+                for b in live:
+                    self._fail(b, error)
+                return
+            assert response is not None
             answered: set[TopicPartition] = set()
             for topic_response in response.responses:
                 for pr in topic_response.partition_responses:
@@ -578,7 +632,7 @@ class Producer:
                         continue
                     answered.add(tp)
                     self._handle_partition_response(batch, pr)
-            for b in batches:
+            for b in live:
                 if b.tp not in answered:
                     # The broker dropped the partition from its answer: treat as unknown.
                     b.maybe_appended = True
@@ -586,11 +640,18 @@ class Producer:
                         b, KafkaClientError(f"Produce response has no entry for {b.tp}"), None
                     )
         finally:
-            self._in_flight_requests[node] -= 1
-            for b in batches:
-                state = self._partitions[b.tp]
-                if b in state.in_flight:
-                    state.in_flight.remove(b)
+            self._release(node, batches)
+
+    def _release(self, node: int, batches: list[_Batch]) -> None:
+        """The request is over: its in-flight slot and its batches' places are free."""
+        self._in_flight_requests[node] -= 1
+        for b in batches:
+            state = self._partitions[b.tp]
+            if b in state.in_flight:
+                state.in_flight.remove(b)
+        # The sender cares about a freed slot only if something waits to go out (or an
+        # epoch bump waits for the partitions to drain).
+        if self._epoch_bump_required or any(s.queue for s in self._partitions.values()):
             self._wake()
 
     def _handle_partition_response(self, batch: _Batch, pr: object) -> None:
