@@ -1,13 +1,16 @@
-"""The simulated network's links: hold, latency, jitter, bandwidth, reset, crash, pause."""
+"""The simulated network's links: hold, latency, jitter, bandwidth, reset, crash, pause;
+and the agenda of timed wake-ups that delivers its bytes."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
 
+from harness.runtime.sim.clock import Agenda
 from harness.runtime.sim.errors import NodeCrashedError
 from harness.runtime.sim.network import HostNetwork, SimNetwork
 from nemesis.target import LinkFault
@@ -182,3 +185,96 @@ async def test_the_peer_reads_end_of_stream_after_a_close(
         assert await s.receive_some() == b""
         with pytest.raises(trio.ClosedResourceError):
             await c.send_all(b"x")
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the task steps of one task."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_a_delivery_wakes_the_reader_once_when_it_arrives(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fabric = SimNetwork(random.Random(0), base_latency_ms=5)
+    async with trio.open_nursery() as nursery:
+        _, _, c, s = await pair(fabric, nursery)
+        arrivals: list[tuple[bytes, float]] = []
+        reader: list[trio.lowlevel.Task] = []
+
+        async def read() -> None:
+            reader.append(trio.lowlevel.current_task())
+            for _ in range(3):
+                arrivals.append((await s.receive_some(), trio.current_time()))
+
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        counter = _StepCounter(reader[0])
+        trio.lowlevel.add_instrument(counter)
+        sent_at = trio.current_time()
+        for chunk in (b"a", b"b", b"c"):
+            await c.send_all(chunk)  # three chunks, one instant: no wake-up before arrival
+            await trio.lowlevel.checkpoint()
+        await trio.sleep(1)
+        trio.lowlevel.remove_instrument(counter)
+    assert [data for data, _ in arrivals] == [b"a", b"b", b"c"]
+    assert all(at == pytest.approx(sent_at + 0.005) for _, at in arrivals)
+    # Woken once at the arrival, then a checkpoint per receive with bytes ready.
+    assert counter.steps == 3
+
+
+async def test_the_agenda_moves_time_to_each_event_in_order_around_trio_timers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    agenda = Agenda.install()
+    assert agenda is not None
+    start = trio.current_time()
+    seen: list[tuple[str, float]] = []
+
+    def note(name: str) -> Callable[[], None]:
+        return lambda: seen.append((name, trio.current_time() - start))
+
+    agenda.call_at(start + 3, note("c"))
+    agenda.call_at(start + 1, note("a"))
+    dropped = agenda.call_at(start + 2, note("never"))
+    agenda.call_at(start + 2, note("b"))
+    agenda.cancel(dropped)
+    await trio.sleep(1.5)
+    seen.append(("trio sleep", trio.current_time() - start))
+    await agenda.sleep_until(start + 4)
+    assert seen == [("a", 1), ("trio sleep", 1.5), ("b", 2), ("c", 3)]
+    assert trio.current_time() - start == 4
+
+
+async def test_an_agenda_sleep_is_a_cancellable_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    agenda = Agenda.install()
+    assert agenda is not None
+    start = trio.current_time()
+    with trio.move_on_after(1) as scope:
+        await agenda.sleep_until(start + 5)
+    assert scope.cancelled_caught and trio.current_time() - start == 1
+    await trio.sleep(10)  # the cancelled wake-up must not fire into another wait
+    assert trio.current_time() - start == 11
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await agenda.sleep_until(start)  # due already: still a checkpoint
+        pytest.fail("a cancelled sleep_until returned")
+
+
+async def test_without_an_autojumping_clock_deliveries_use_trio_timers() -> None:
+    assert Agenda.install() is None  # real clock: nothing may move time but time
+    fabric = SimNetwork(random.Random(0), base_latency_ms=2)
+    async with trio.open_nursery() as nursery:
+        _, _, c, s = await pair(fabric, nursery)
+        start = trio.current_time()
+        await c.send_all(b"slow")
+        assert await s.receive_some() == b"slow"
+        assert trio.current_time() - start >= 0.002

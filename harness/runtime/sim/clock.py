@@ -1,13 +1,19 @@
-"""Per-node wall clocks for the simulation: trio's virtual time plus an epoch and a skew.
+"""Time in the simulation: per-node wall clocks, and an agenda of timed wake-ups.
 
-A node's `now_ms` only feeds values stored in data (record timestamps); timeouts use
-trio's clock, which a skew does not touch — exactly as bumping a host's wall clock
-leaves its monotonic clock alone.
+A node's `now_ms` (`SimClock`) only feeds values stored in data (record timestamps);
+timeouts use trio's clock, which a skew does not touch — exactly as bumping a host's
+wall clock leaves its monotonic clock alone. `Agenda` gives the simulation's own
+machinery (network deliveries, paced workloads) timers cheaper than trio's.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
+from typing import Any
+
 import trio
+import trio.testing
 
 # 2024-01-01T00:00:00Z: a fixed, plausible wall-clock start so timestamps look real
 # yet never depend on when the simulation ran.
@@ -32,3 +38,85 @@ class SimClock:
     def reset(self) -> None:
         """Put this clock back in step with the simulation's time."""
         self.skew_ms = 0
+
+
+class Agenda(trio.abc.Instrument):
+    """Timed wake-ups on the simulation's MockClock that cost no cancel scope.
+
+    trio's only timer is a cancel scope's deadline, and one that expires throws
+    `Cancelled` through the waiting task: in the simulation, where every network hop
+    and every paced operation is a timer, that is the largest single cost of the run
+    loop. An agenda keeps timed callbacks in a heap instead and runs them from a trio
+    instrument: just before trio waits for I/O with no task runnable — the moment
+    MockClock's autojump would move time — if the agenda's next event is no later
+    than trio's next deadline, it jumps the clock to that event and runs every
+    callback due. The tasks they wake run in the same scheduling pass, so an agenda
+    event costs no extra task step either.
+
+    This is autojump with a second source of deadlines, so it exists only on a
+    `MockClock(autojump_threshold=0)` (see `install`). Callbacks run inside trio's run
+    loop, not in a task: they may only wake tasks (set events, reschedule).
+    """
+
+    def __init__(self, clock: trio.testing.MockClock) -> None:
+        self._clock = clock
+        # [at, seq, callback]: seq breaks ties in scheduling order; callback None = cancelled.
+        self._heap: list[list[Any]] = []
+        self._seq = 0
+
+    @classmethod
+    def install(cls) -> Agenda | None:
+        """An agenda for the current run, or None if its clock does not jump by itself."""
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock) or clock.autojump_threshold != 0:
+            return None
+        agenda = cls(clock)
+        trio.lowlevel.add_instrument(agenda)
+        return agenda
+
+    def call_at(self, at: float, callback: Callable[[], None]) -> list[Any]:
+        """Run `callback` once virtual time reaches `at`; returns a handle for `cancel`."""
+        entry = [at, self._seq, callback]
+        self._seq += 1
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        """Forget a callback that has not run yet."""
+        entry[2] = None
+
+    async def sleep_until(self, at: float) -> None:
+        """trio.sleep_until without a cancel scope (still a checkpoint, still cancellable)."""
+        if at <= trio.current_time():
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        entry = self.call_at(at, lambda: trio.lowlevel.reschedule(task))
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self.cancel(entry)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def before_io_wait(self, timeout: float) -> None:
+        """At idle, move time to the next event if it comes before trio's next deadline."""
+        heap = self._heap
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+        if not heap:
+            return
+        stats = trio.lowlevel.current_statistics()
+        if stats.tasks_runnable:
+            return  # time stands still while anything can run
+        now = self._clock.current_time()
+        at = heap[0][0]
+        if at > now + stats.seconds_to_next_deadline:
+            return  # a cancel scope's deadline comes first: autojump takes it
+        if at > now:
+            self._clock.jump(at - now)
+        while heap and heap[0][0] <= at:
+            callback = heapq.heappop(heap)[2]
+            if callback is not None:
+                callback()

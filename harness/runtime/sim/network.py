@@ -34,6 +34,7 @@ import trio
 
 from nemesis.target import LinkFault
 
+from .clock import Agenda
 from .errors import NodeCrashedError
 
 # Bytes a pipe buffers before its writer stalls (a socket's send + receive buffers).
@@ -107,28 +108,33 @@ class Link:
 class _Pipe:
     """One direction of a connection: chunks in flight with their delivery times.
 
-    The reader waits for the head chunk's delivery time in a cancel scope the pipe
-    keeps (`arrival`); a sender whose chunk becomes the head moves that scope's
-    deadline instead of waking the reader, so each hop costs the reader one wake-up,
-    at the moment the bytes arrive. Writers stalled on a full buffer wait on `_room`.
+    The reader wakes once per delivery, at the moment the head chunk arrives: on the
+    simulation's clock an `Agenda` event sets its event then; on other clocks it waits
+    in a cancel scope whose deadline a sender moves when its chunk becomes the head.
+    Either way a sender never wakes the reader early. Writers stalled on a full
+    buffer wait on their own event (`_room`).
     """
 
     __slots__ = (
         "_changed",
         "_room",
+        "agenda",
         "arrival",
         "buffered",
         "chunks",
         "last_at",
         "link",
         "reader_gone",
+        "reader_waiting",
         "reset",
         "sender_free_at",
+        "wake_at",
         "writers_waiting",
     )
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, agenda: Agenda | None) -> None:
         self.link = link
+        self.agenda = agenda
         self.chunks: deque[tuple[float, bytes | _ResetMarker]] = deque()
         self.buffered = 0
         self.last_at = -math.inf
@@ -137,15 +143,20 @@ class _Pipe:
         self.reader_gone = False
         self._changed = trio.Event()
         self._room = trio.Event()
-        self.arrival: trio.CancelScope | None = None
+        self.reader_waiting = False
+        self.arrival: trio.CancelScope | None = None  # without an agenda
+        self.wake_at = math.inf  # the earliest agenda wake-up pending for the reader
         self.writers_waiting = 0
         link.pipes[self] = None
 
     def notify(self) -> None:
         """The pipe's state changed (held, reset, closed): every waiter re-checks."""
+        self._wake_reader()
+        self.room()
+
+    def _wake_reader(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-        self.room()
 
     def room(self) -> None:
         """Bytes left the buffer: wake writers waiting for room (if any)."""
@@ -157,25 +168,43 @@ class _Pipe:
         """Queue a chunk that arrives at `at`; the reader wakes then, not now."""
         first = not self.chunks
         self.chunks.append((at, chunk))
-        if not first:
-            return  # the reader already waits for an earlier head (or is not waiting)
+        if not first or not self.reader_waiting:
+            return  # the reader waits for an earlier head, or will look when it reads
         if at <= trio.current_time():
-            self._changed.set()
-            self._changed = trio.Event()
-            return
-        scope = self.arrival
-        if scope is not None and not self.link.held and at < scope.deadline:
-            scope.deadline = at
+            self._wake_reader()
+        elif not self.link.held:
+            self._arm(at)
+
+    def _arm(self, at: float) -> None:
+        if self.agenda is not None:
+            if at < self.wake_at:
+                self.wake_at = at
+                self.agenda.call_at(at, self._arrived)
+        elif self.arrival is not None and at < self.arrival.deadline:
+            self.arrival.deadline = at
+
+    def _arrived(self) -> None:
+        self.wake_at = math.inf
+        self._wake_reader()
 
     async def wait_arrival(self, deadline: float) -> None:
         """The reader's wait: until `deadline` (the head's arrival), a push or a change."""
         event = self._changed
-        with trio.CancelScope(deadline=deadline) as scope:
-            self.arrival = scope
-            try:
+        self.reader_waiting = True
+        try:
+            if self.agenda is not None:
+                if deadline != math.inf:
+                    self._arm(deadline)
                 await event.wait()
-            finally:
-                self.arrival = None
+                return
+            with trio.CancelScope(deadline=deadline) as scope:
+                self.arrival = scope
+                try:
+                    await event.wait()
+                finally:
+                    self.arrival = None
+        finally:
+            self.reader_waiting = False
 
     async def wait_room(self) -> None:
         """A writer's wait: until bytes leave the buffer or the pipe's state changes."""
@@ -216,7 +245,9 @@ class SimStream(trio.abc.Stream):
             raise trio.ClosedResourceError("stream was closed")
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue bytes on the link; stalls while the pipe's buffer is full."""
+        """Queue bytes on the link; stalls while the pipe's buffer is full.
+
+        Not a schedule point unless it stalls (see `_send_all`)."""
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._sending = True
@@ -226,7 +257,11 @@ class SimStream(trio.abc.Stream):
             self._sending = False
 
     async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._owner.host.gate()
+        # A cancel point always, a schedule point only when it must wait (full buffer,
+        # paused host): queueing bytes that fit is instant, as for a socket with buffer
+        # space, and a yield here would cost every request and response a task step.
+        await self._owner.host.gate_if_paused()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check()
         pipe = self._out
         size = len(data)
@@ -448,6 +483,19 @@ class SimNetwork:
         self._listeners: dict[tuple[str, int], SimListener] = {}
         self._links_changed = trio.Event()
         self._incarnations: dict[str, HostNetwork] = {}
+        self._agenda: Agenda | None = None
+        self._agenda_checked = False
+
+    @property
+    def agenda(self) -> Agenda | None:
+        """The run's timer agenda (see `clock.Agenda`), None when its clock has none.
+
+        Installed on first use, which must be inside the trio run.
+        """
+        if not self._agenda_checked:
+            self._agenda = Agenda.install()
+            self._agenda_checked = True
+        return self._agenda
 
     # -- hosts -------------------------------------------------------------------------
 
@@ -569,7 +617,8 @@ class SimNetwork:
         listener = self._listeners.get((host, port))
         if listener is None:
             raise ConnectionRefusedError(f"connection to {host}:{port} refused: nothing listens")
-        to_server, to_client = _Pipe(forward), _Pipe(backward)
+        agenda = self.agenda
+        to_server, to_client = _Pipe(forward, agenda), _Pipe(backward, agenda)
         client_end = SimStream(client, to_server, to_client, peer=host)
         server_end = SimStream(listener._owner, to_client, to_server, peer=src)
         client.streams[client_end] = None
