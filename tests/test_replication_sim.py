@@ -384,8 +384,12 @@ async def test_records_replicate_to_both_followers_and_acks_all_waits_for_the_is
     assert sim[2].broker.replicas.fetcher_partitions() == {1: {("t", 0)}}  # type: ignore[union-attr]
     conn = await sim.connect(1)
     for i in range(3):
+        start = trio.current_time()
         response = await produce(conn, "t", record_batch([b"v%d" % i, b"w%d" % i]))
         assert (response.error_code, response.base_offset) == (0, 2 * i)
+        # Followers long-polling at the old end were woken by the append itself, not by
+        # their 500 ms replica.fetch.wait.max.ms running out (virtual time).
+        assert trio.current_time() - start < 0.1
         # acks=all answered: every in-sync replica holds the batch.
         for follower in (2, 3):
             assert sim[follower].partition("t").log_end_offset >= 2 * i + 2

@@ -165,12 +165,12 @@ def _diverging(index: int, partition: Partition, epoch: int, end_offset: int) ->
 
 def _new_data_available(broker: Broker, request: ApiMessage) -> bool:
     # Cheaper than a full re-read: did any requested partition's visible end move past
-    # the fetch offset (or the partition vanish)?
+    # the fetch offset (or the partition vanish, or this node stop leading it)?
     is_replica = request.replica_id >= 0
     for topic in request.topics:
         for p in topic.partitions:
             partition = broker.partitions.get((topic.topic, p.partition))
-            if partition is None:
+            if partition is None or not partition.is_leader:
                 return True
             end = partition.log_end_offset if is_replica else partition.high_watermark
             if end > p.fetch_offset:
