@@ -35,6 +35,7 @@ from kafka.protocol.consumer import FetchRequest, ListOffsetsRequest
 from ..config import BrokerConfig, Listener
 from ..env import Clock, Network
 from ..errors import BrokerError, ErrorCode
+from ..log.partition_log import PartitionLog
 from ..peer import PeerChannel, PeerUnavailableError
 from .partition import Partition
 
@@ -68,6 +69,22 @@ class _Sent:
 
     leader_epoch: int
     fetch_offset: int
+
+
+def diverged_truncation_offset(log: PartitionLog, epoch: int, leader_end: int) -> int:
+    """Where a follower cuts its log when the leader says its `epoch` ends at `leader_end`.
+
+    Kafka's getOffsetTruncationState: the smaller of the leader's and our own end of
+    that epoch. When we never had that epoch, cut to the end of the newest epoch we
+    have below it; the next fetch names that older epoch and the leader checks again.
+    """
+    leo = log.log_end_offset
+    own_epoch, own_end = log.end_offset_for_epoch(epoch)
+    if own_epoch < 0 or own_end < 0:
+        return min(leader_end, leo)
+    if own_epoch != epoch:
+        return min(own_end, leo)
+    return min(own_end, leader_end, leo)
 
 
 class ReplicaFetcher:
@@ -284,17 +301,8 @@ class ReplicaFetcher:
         return appended
 
     def _truncate_diverged(self, partition: Partition, epoch: int, leader_end: int) -> None:
-        # Kafka's getOffsetTruncationState: where the leader's epoch ends in our log.
         leo = partition.log_end_offset
-        own_epoch, own_end = partition.log.end_offset_for_epoch(epoch)
-        if own_epoch < 0 or own_end < 0:
-            target = min(leader_end, leo)
-        elif own_epoch != epoch:
-            # We never saw the leader's epoch: cut to the end of the newest epoch we share
-            # below it; the next fetch names an older epoch and the leader checks again.
-            target = min(own_end, leo)
-        else:
-            target = min(own_end, leader_end, leo)
+        target = diverged_truncation_offset(partition.log, epoch, leader_end)
         logger.info(
             "%s-%d: log diverged from leader %d (epoch %d ends at %d there); truncating %d -> %d",
             partition.topic,

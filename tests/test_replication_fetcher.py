@@ -1,0 +1,127 @@
+"""Follower truncation by diverging epoch (Kafka's getOffsetTruncationState), on real logs.
+
+The leader's side is `Partition.diverging_epoch`, the follower's is
+`diverged_truncation_offset`; a follower repeats fetch -> truncate until the leader
+finds nothing diverging. Whatever the two logs' histories, that loop must end with
+the follower holding a prefix of the leader's log, and never cut into what both
+shared (the committed prefix).
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.runtime.sim.disk import SimDisk, SimStorage
+from reference_broker.log import LogConfig, PartitionLog
+from reference_broker.log.record_batch import iter_batches
+from reference_broker.replication.assignment import PartitionAssignment
+from reference_broker.replication.fetcher import diverged_truncation_offset
+from reference_broker.replication.partition import HighWatermarkSignal, Partition
+from tests.wire import record_batch
+
+
+class FixedClock:
+    """Record timestamps only; nothing here depends on time."""
+
+    def now_ms(self) -> int:
+        return 1_700_000_000_000
+
+
+def new_log() -> PartitionLog:
+    storage = SimStorage(SimDisk())
+    storage.makedirs("t-0")
+    return PartitionLog.open(storage, "t-0", LogConfig(), FixedClock())
+
+
+def write(log: PartitionLog, epochs: list[tuple[int, int]], tag: bytes) -> None:
+    """Append one batch of `size` records per (epoch, size), as the leader of that epoch."""
+    for epoch, size in epochs:
+        log.append_as_leader(record_batch([tag] * size), epoch)
+
+
+def batches(log: PartitionLog) -> list[tuple[int, int, int]]:
+    data = log.read(0, 1 << 24).records
+    return [(h.base_offset, h.partition_leader_epoch, h.crc) for h, _ in iter_batches(data)]
+
+
+def test_same_epoch_on_both_sides_cuts_at_the_smaller_end() -> None:
+    follower = new_log()
+    write(follower, [(0, 2), (1, 3)], b"f")  # epoch 1 covers 2..4
+    assert diverged_truncation_offset(follower, 1, leader_end=9) == 5  # nothing to cut
+    assert diverged_truncation_offset(follower, 0, leader_end=2) == 2
+    assert diverged_truncation_offset(follower, 1, leader_end=4) == 4
+    follower.truncate_to(4)
+    assert follower.log_end_offset == 2  # batches go whole: the one at 2..4 is gone
+
+
+def test_an_epoch_the_follower_never_had_cuts_to_the_end_of_its_older_one() -> None:
+    follower = new_log()
+    write(follower, [(0, 2), (3, 2)], b"f")  # epochs 0 (0..1) and 3 (2..3)
+    # The leader says its epoch 2 ends at 6: we never had 2, so epoch 0's end (2) is where
+    # we are sure to agree; the next fetch will ask about epoch 0.
+    assert diverged_truncation_offset(follower, 2, leader_end=6) == 2
+
+
+def test_a_follower_without_epochs_takes_the_leaders_end() -> None:
+    follower = new_log()
+    assert diverged_truncation_offset(follower, 1, leader_end=0) == 0
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[tuple[int, int]], ...]:
+    """A shared prefix, then suffixes written in disjoint epochs after it (Raft's log
+    matching: one epoch has one leader, so the same epoch never writes different data)."""
+    sizes = st.integers(1, 3)
+    prefix_epochs = sorted(draw(st.sets(st.integers(0, 5), max_size=3)))
+    later = draw(st.sets(st.integers(6, 30), max_size=8))
+    follower_epochs = sorted(
+        draw(st.sets(st.sampled_from(sorted(later)), max_size=4)) if later else []
+    )
+    leader_epochs = sorted(e for e in later if e not in follower_epochs)
+    prefix = [(e, draw(sizes)) for e in prefix_epochs]
+    follower = [(e, draw(sizes)) for e in follower_epochs]
+    leader = [(e, draw(sizes)) for e in leader_epochs]
+    # The leader of the prefix's last epoch may have written more that only one side got
+    # (the old leader's unreplicated tail, or what it replicated to the new leader alone).
+    extended = draw(st.sampled_from(["neither", "follower", "leader"]))
+    if prefix and extended != "neither":
+        tail = (prefix[-1][0], draw(sizes))
+        (follower if extended == "follower" else leader).insert(0, tail)
+    return prefix, follower, leader
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_fetch_and_truncate_converge_to_a_prefix_of_the_leaders_log(
+    history: tuple[list[tuple[int, int]], ...],
+) -> None:
+    prefix, follower_suffix, leader_suffix = history
+    leader_log, follower_log = new_log(), new_log()
+    write(leader_log, prefix, b"p")
+    shared = leader_log.read(0, 1 << 24).records
+    if shared:
+        follower_log.append_as_follower(shared)
+    committed = leader_log.log_end_offset
+    write(follower_log, follower_suffix, b"f")
+    write(leader_log, leader_suffix, b"l")
+    newest = max([e for e, _ in prefix + follower_suffix + leader_suffix], default=0)
+    leader = Partition("t", 0, leader_log, local_id=1, signal=HighWatermarkSignal())
+    # The current leader's epoch is newer than any epoch either log was written in.
+    leader.make_leader(PartitionAssignment("t", 0, (1, 2), (1, 2), 1, newest + 1, 0), now=0.0)
+
+    for _ in range(20):
+        last_epoch, fetch_offset = follower_log.latest_epoch, follower_log.log_end_offset
+        diverging = leader.diverging_epoch(last_epoch, fetch_offset) if last_epoch >= 0 else None
+        if diverging is None:
+            break
+        target = diverged_truncation_offset(follower_log, *diverging)
+        assert target >= committed, "truncated into the shared prefix"
+        assert target <= fetch_offset
+        follower_log.truncate_to(target)
+    else:
+        raise AssertionError("fetch/truncate did not converge in 20 rounds")
+    assert follower_log.log_end_offset >= committed
+    held = batches(follower_log)
+    assert held == batches(leader_log)[: len(held)]
+    assert follower_log.log_end_offset <= leader_log.log_end_offset
