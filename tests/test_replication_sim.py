@@ -677,3 +677,58 @@ async def test_high_watermark_never_passes_an_in_sync_replicas_log_end_under_fau
         nursery.cancel_scope.cancel()
     assert violations == []
     assert leader.high_watermark > 0 and len(sim.table.isr_changes) >= 2
+
+
+async def test_a_new_replica_behind_the_leaders_log_start_restarts_its_log_there(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        sim = ReplicationSim(nursery, **{"log.retention.check.interval.ms": 500})
+        await sim.start()
+        await sim.topic("t", replicas=(1, 2), segment_bytes="400", retention_bytes="800")
+        conn = await sim.connect(1)
+        for _ in range(20):
+            assert (await produce(conn, "t", record_batch([b"x" * 60]))).error_code == 0
+        leader = sim[1].partition("t")
+        await wait_until(lambda: leader.log_start_offset > 0)
+        # The controller adds n3: its empty log is behind what the leader still has.
+        state = sim.table.state[("t", 0)]
+        sim.table.state[("t", 0)] = replace(
+            state, replicas=(1, 2, 3), partition_epoch=state.partition_epoch + 1
+        )
+        await sim.table.publish()
+        newcomer = sim[3].partition("t")
+        await wait_until(lambda: newcomer.log_end_offset == leader.log_end_offset)
+        assert newcomer.log_start_offset > 0  # restarted at the leader's log start
+        start = max(newcomer.log_start_offset, leader.log_start_offset)
+        assert newcomer.log.read(start, 1 << 20).records == leader.log.read(start, 1 << 20).records
+        await wait_until(lambda: sim.table.state[("t", 0)].isr == (1, 2, 3))
+        nursery.cancel_scope.cancel()
+
+
+async def test_latest_offset_is_the_log_end_for_a_replica_and_the_high_watermark_for_consumers(
+    sim: ReplicationSim, autojump_clock: trio.testing.MockClock
+) -> None:
+    await sim.topic("t", replicas=(1, 2))
+    conn = await sim.connect(1)
+    assert (await produce(conn, "t", record_batch([b"a"]))).error_code == 0
+    sim.cut(1, 2)
+    assert (await produce(conn, "t", record_batch([b"b"] * 2), acks=1)).error_code == 0
+    t = ListOffsetsRequest.ListOffsetsTopic
+    for replica_id, expected in ((-1, 1), (2, 3)):
+        request = ListOffsetsRequest(
+            replica_id=replica_id,
+            isolation_level=0,
+            topics=[
+                t(
+                    name="t",
+                    partitions=[
+                        t.ListOffsetsPartition(
+                            partition_index=0, current_leader_epoch=0, timestamp=-1
+                        )
+                    ],
+                )
+            ],
+        )
+        answer = await conn.request(request, 4, ListOffsetsResponse)
+        assert answer.topics[0].partitions[0].offset == expected
