@@ -23,11 +23,12 @@ from ..errors import ErrorCode
 
 # Kafka error codes (Errors.java) that `ErrorCode` does not name.
 OPERATION_NOT_ATTEMPTED = 55
-INVALID_UPDATE_VERSION = 95
 NEW_LEADER_ELECTED = 106
-INELIGIBLE_REPLICA = 107
+INVALID_UPDATE_VERSION = int(ErrorCode.INVALID_UPDATE_VERSION)
+INELIGIBLE_REPLICA = int(ErrorCode.INELIGIBLE_REPLICA)
 
-# The controller may not have seen the request at all: send the same proposal again.
+# The controller may not have seen the request at all (or this broker is re-registering
+# after its session was fenced): send the same proposal again.
 RETRIABLE_ERRORS = frozenset(
     {
         int(ErrorCode.UNKNOWN_SERVER_ERROR),
@@ -35,6 +36,7 @@ RETRIABLE_ERRORS = frozenset(
         int(ErrorCode.NETWORK_EXCEPTION),
         int(ErrorCode.NOT_CONTROLLER),
         int(ErrorCode.BROKER_NOT_AVAILABLE),
+        int(ErrorCode.STALE_BROKER_EPOCH),
     }
 )
 
