@@ -52,7 +52,7 @@ class HighWatermarkSignal:
     """Wakes everyone waiting for "some partition changed" (long-poll fetches, acks=all).
 
     A fresh trio.Event per generation: `fire` sets the current one and replaces it,
-    so a waiter that looked at state before `wait_after` never misses a change.
+    so a waiter that took `current()` before looking at state never misses a change.
     """
 
     def __init__(self) -> None:
