@@ -132,6 +132,11 @@ class RunConfig:
             packages = self.packages
         except ValueError as exc:
             raise ConfigError(f"--nemesis: {exc}") from None
+        if self.acks != "all" and self.enable_idempotence:
+            raise ConfigError(
+                f"--acks {self.acks} with an idempotent producer: Kafka requires acks=all "
+                "for enable.idempotence; add --no-enable-idempotence"
+            )
         if self.min_insync_replicas > self.replication_factor:
             raise ConfigError(
                 f"--min-insync-replicas {self.min_insync_replicas} exceeds "

@@ -22,6 +22,12 @@ def test_replication_factor_above_the_node_count_is_refused(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
+def test_acks_below_all_with_an_idempotent_producer_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--no-enable-idempotence"):
+        RunConfig(acks="1").validate()
+    RunConfig(acks="1", enable_idempotence=False).validate()
+
+
 def test_min_insync_above_the_replication_factor_is_refused() -> None:
     with pytest.raises(ConfigError, match="exceeds --replication-factor 2"):
         RunConfig(replication_factor=2, min_insync_replicas=3).validate()
