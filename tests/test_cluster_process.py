@@ -10,6 +10,7 @@ then reads the topic back: every acknowledged message is there, exactly once.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,15 +104,22 @@ def _read_all(bootstrap: str) -> list[bytes]:
 
 
 def _metadata(bootstrap: str) -> tuple[int, int]:
-    """(leader of t-0, active controller) as the cluster reports them."""
+    """(leader of t-0, active controller) as the cluster reports them, once it has both."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        (topic,) = admin.describe_topics(["t"])
-        leader = topic["partitions"][0]["leader_id"]
-        controller = admin.describe_cluster()["controller_id"]
-        return leader, controller
+        deadline = time.monotonic() + 60
+        while True:
+            (topic,) = admin.describe_topics(["t"])
+            partitions = topic["partitions"]
+            leader = partitions[0]["leader_id"] if partitions else -1
+            controller = admin.describe_cluster()["controller_id"]
+            if leader >= 0 and controller >= 0:
+                return leader, controller
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no leader of t-0 or no controller after 60 s: {topic}")
+            time.sleep(0.5)
     finally:
         admin.close()
 
