@@ -732,3 +732,25 @@ async def test_latest_offset_is_the_log_end_for_a_replica_and_the_high_watermark
         )
         answer = await conn.request(request, 4, ListOffsetsResponse)
         assert answer.topics[0].partitions[0].offset == expected
+
+
+async def test_followers_ahead_of_their_leaders_metadata_wait_for_it(
+    sim: ReplicationSim, autojump_clock: trio.testing.MockClock
+) -> None:
+    await sim.topic("t")
+    conn = await sim.connect(1)
+    assert (await produce(conn, "t", record_batch([b"a"]))).error_code == 0
+    # A new leader epoch (same leader) reaches the followers before the leader.
+    state = sim.table.state[("t", 0)]
+    sim.table.state[("t", 0)] = replace(
+        state, leader_epoch=state.leader_epoch + 1, partition_epoch=state.partition_epoch + 1
+    )
+    for follower in (2, 3):
+        await sim[follower].apply(sim.table.state.values())
+    assert (await produce(conn, "t", record_batch([b"b"]), acks=1)).base_offset == 1
+    await trio.sleep(3)
+    # The leader refuses their fetches (UNKNOWN_LEADER_EPOCH); they back off and retry.
+    assert [sim[n].partition("t").log_end_offset for n in (2, 3)] == [1, 1]
+    await sim[1].apply(sim.table.state.values())
+    await wait_until(lambda: converged(sim, "t"))
+    assert sim[2].partition("t").log_end_offset == 2
