@@ -411,7 +411,8 @@ class Connection:
             raise ProtocolViolationError(
                 f"broker {self.address} sent a response to no outstanding request"
             )
-        pending = self._pending.popleft()
+        # Peeked, not popped: if the frame is bad, close() fails this request too.
+        pending = self._pending[0]
         shape = pending.shape
         if len(frame) < 4:
             raise ProtocolViolationError(
@@ -438,6 +439,7 @@ class Connection:
                 f"broker {self.address} sent an undecodable {shape.response_class.__name__} "
                 f"v{pending.version}: {exc!r}"
             ) from exc
+        self._pending.popleft()
         self._arm()
         pending.complete(response, None)
 
