@@ -10,8 +10,8 @@ the checks see exactly what the nodes believe:
 - `hw-regression`: a node's high watermark of a partition never decreases while that
   incarnation of the node lives (a restart may learn a lower one again, as in Kafka);
 - `committed-changed`: a batch below some leader's high watermark is committed; every
-  replica that holds a batch at that offset holds the same batch (same offsets,
-  leader epoch and CRC);
+  replica that holds a batch at that offset below its own high watermark holds the
+  same batch (same offsets, leader epoch and CRC);
 - `committed-lost`: at the end, every committed batch is still in the log of every
   replica in the partition's ISR;
 - `divergence`: after the final heal and quiet period, all replicas of a partition
@@ -161,14 +161,16 @@ class InvariantMonitor:
                     )
             cursor.verified_to = max(cursor.verified_to, hw)
         else:
-            self._compare_with_committed(node.name, name, committed, log, start)
+            self._compare_with_committed(node.name, name, committed, log, start, hw)
+            cursor.verified_to = max(cursor.verified_to, hw)
 
     def _compare_with_committed(
-        self, node: str, name: str, committed: dict[int, BatchId], log: Any, start: int
+        self, node: str, name: str, committed: dict[int, BatchId], log: Any, start: int, end: int
     ) -> None:
-        # A follower may hold an uncommitted suffix that it will truncate; only batches at
-        # committed offsets are compared.
-        for batch in _batches(log, start, log.log_end_offset):
+        # Below its own high watermark a follower's log is what it treats as committed. Above
+        # it the follower may still hold an old leader's uncommitted suffix, even at offsets
+        # the new leader has since committed, until its next fetch truncates it (as in Kafka).
+        for batch in _batches(log, start, end):
             seen = committed.get(batch.base_offset)
             if seen is not None and seen != batch:
                 self._violate(
