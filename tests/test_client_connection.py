@@ -213,3 +213,19 @@ async def test_api_versions_answers_use_header_v0_at_every_version(
         conn.close()
     [key] = response.api_keys
     assert (key.api_key, key.min_version, key.max_version) == (FetchRequest.API_KEY, 4, 12)
+
+
+async def test_a_deadline_left_by_an_answered_request_does_not_close_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def script(api: int, version: int, cid: int, frame: bytes) -> bytes:
+        return _metadata_response(cid, version, f"answer-{cid}")
+
+    async with trio.open_nursery() as nursery:
+        conn = await _scripted(nursery, script)
+        first = await conn.request(_metadata_request(), 12, 1.0)
+        await trio.sleep(5)  # the first request's deadline passes with nothing in flight
+        assert not conn.closed
+        second = await conn.request(_metadata_request(), 12, 1.0)
+        conn.close()
+    assert (first.cluster_id, second.cluster_id) == ("answer-1", "answer-2")

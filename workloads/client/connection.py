@@ -9,8 +9,9 @@ A `Connection` is a plain object plus one async edge, `run()`, the reader loop,
 which its owner starts in a nursery. The reader is the only task that waits for
 responses: it completes each request's `_Pending` as its frame arrives (setting an
 event for `request()`, calling a callback for `submit()`), and it owns the
-request timeouts too — its cancel scope's deadline is the earliest deadline of the
-requests in flight — so a request costs no task and no cancel scope of its own.
+request timeouts too — its cancel scope's deadline is no later than the earliest
+deadline of the requests in flight — so a request costs no task and no cancel scope
+of its own.
 
 Any failure — EOF, a reset, a frame that does not decode, a request timeout —
 closes the connection and fails every request still waiting on it with
@@ -352,49 +353,60 @@ class Connection:
                 raise
             if expect_response and not pending.finished:
                 pending.deadline = trio.current_time() + pending.timeout_s
-                self._arm()
+                self._arm(pending.deadline)
             elif not expect_response:
                 pending.complete(None, None)
         finally:
             lock.release()
 
-    def _arm(self) -> None:
-        """The reader's deadline: the earliest of the requests in flight."""
-        self._reader_scope.deadline = min((p.deadline for p in self._pending), default=math.inf)
+    def _arm(self, deadline: float) -> None:
+        """Make sure the reader wakes by `deadline`.
+
+        Deadlines only ever move earlier here: one left behind by a request answered
+        since is cheaper to let fire (the reader then finds nothing late and reads on)
+        than to move on every response.
+        """
+        if deadline < self._reader_scope.deadline:
+            self._reader_scope.deadline = deadline
 
     async def run(self) -> None:
         """Read responses until the connection closes; never raises."""
         reader = FrameReader(self.max_frame_bytes)
         reason = "connection closed by broker"
-        scope = self._reader_scope
         try:
-            with scope:
-                try:
-                    while True:
-                        data = await self.stream.receive_some(_RECEIVE_CHUNK)
-                        if not data:
-                            break
-                        reader.feed(data)
-                        for frame in reader.frames():
-                            self._deliver(frame)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    reason = f"connection lost: {exc!r}"
-                except ProtocolViolationError as exc:
-                    reason = str(exc)
-            if scope.cancelled_caught and self._closed_reason is None:
-                self._time_out()
+            while self._closed_reason is None:
+                with self._reader_scope:
+                    try:
+                        while True:
+                            data = await self.stream.receive_some(_RECEIVE_CHUNK)
+                            if not data:
+                                return
+                            reader.feed(data)
+                            for frame in reader.frames():
+                                self._deliver(frame)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        reason = f"connection lost: {exc!r}"
+                        return
+                    except ProtocolViolationError as exc:
+                        reason = str(exc)
+                        return
+                # Cancelled: by close(), or by a deadline.
+                if self._closed_reason is None and not self._time_out():
+                    # A stale deadline (its request was answered): read on.
+                    earliest = min((p.deadline for p in self._pending), default=math.inf)
+                    self._reader_scope = trio.CancelScope(deadline=earliest)
         finally:
             # The reader owns the stream's lifetime: whoever closes the connection
             # cancels the reader, and the stream is released here.
             self.close(reason)
-        await trio.aclose_forcefully(self.stream)
+            await trio.aclose_forcefully(self.stream)
 
-    def _time_out(self) -> None:
-        """The reader's deadline passed: fail the late requests, then close (as Java does)."""
+    def _time_out(self) -> bool:
+        """Fail the requests past their deadline and close, as Java does; False if none is."""
         now = trio.current_time()
         late = [p for p in self._pending if p.deadline <= now]
         if not late:
-            return
+            return False
         for p in late:
             p.complete(
                 None,
@@ -405,6 +417,7 @@ class Connection:
             )
         first = late[0]
         self.close(f"request {first.name} timed out after {first.timeout_s:.3f}s")
+        return True
 
     def _deliver(self, frame: bytes) -> None:
         if not self._pending:
@@ -440,7 +453,6 @@ class Connection:
                 f"v{pending.version}: {exc!r}"
             ) from exc
         self._pending.popleft()
-        self._arm()
         pending.complete(response, None)
 
     def close(self, reason: str = "closed by client") -> None:

@@ -495,7 +495,6 @@ class Producer:
             if not queue:
                 continue
             batch = queue[0]
-            next_at = min(next_at, batch.created_at + config.delivery_timeout_ms / 1000)
             if batch.attempts > 0 and now < batch.last_attempt_at + backoff:
                 next_at = min(next_at, batch.last_attempt_at + backoff)
                 continue
@@ -544,6 +543,10 @@ class Producer:
             for b in batches:
                 b.attempts += 1
                 b.last_attempt_at = now
+        timeout = config.delivery_timeout_ms / 1000
+        for state in self._partitions.values():
+            if state.queue:  # what stays queued expires at delivery.timeout.ms
+                next_at = min(next_at, state.queue[0].created_at + timeout)
         return next_at, list(per_node.items())
 
     def _produce_request(self, batches: list[_Batch]) -> ProduceRequest:

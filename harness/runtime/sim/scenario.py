@@ -344,9 +344,13 @@ async def _nemesis(cluster: SimCluster, rec: _Recorder, seed: int, opts: Scenari
             break
         fault = rotation[step % len(rotation)]
         step += 1
-        undo = await fault(rng.choice(nodes))
+        # Only the waits are cancellable: a fault or an undo cut short (a restart
+        # half done) would leave the cluster in a state the final heal cannot see.
+        with trio.CancelScope(shield=True):
+            undo = await fault(rng.choice(nodes))
         await trio.sleep(opts.fault_interval_s)
-        await undo()
+        with trio.CancelScope(shield=True):
+            await undo()
 
 
 async def _heal_everything(cluster: SimCluster, rec: _Recorder) -> None:
@@ -381,16 +385,23 @@ async def faults_scenario(
                 cluster.client_network(name)
                 nursery.start_soon(_consumer, cluster, rec, name, node, topic, opts, interval_s)
         nemesis_scope = trio.CancelScope()
+        nemesis_stopped = trio.Event()
 
         async def nemesis() -> None:
-            with nemesis_scope:
-                await _nemesis(cluster, rec, seed, opts)
+            try:
+                with nemesis_scope:
+                    await _nemesis(cluster, rec, seed, opts)
+            finally:
+                nemesis_stopped.set()
 
         if opts.faults:
             nursery.start_soon(nemesis)
+        else:
+            nemesis_stopped.set()
         await trio.sleep(opts.duration_s)
-        # Stop breaking things (an undo in progress is cut short: heal covers it).
+        # Stop breaking things (a fault or undo under way finishes first), then heal.
         nemesis_scope.cancel()
+        await nemesis_stopped.wait()
         await _heal_everything(cluster, rec)
         await trio.sleep(opts.recovery_s)
         rec.stopping = True
