@@ -109,6 +109,10 @@ class Consumer:
         self._group: GroupMember | None = None
         self._last_commit_at = 0.0
         self._closed = False
+        self._fetch_requests: dict[
+            tuple[int, tuple[TopicPartition, ...]],
+            tuple[FetchRequest, list[FetchRequest.FetchTopic.FetchPartition]],
+        ] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -485,43 +489,66 @@ class Consumer:
             for leader, tps in by_leader.items():
                 nursery.start_soon(self._fetch_from, leader, tps, max_wait_s)
 
-    async def _fetch_from(self, leader: int, tps: list[TopicPartition], max_wait_s: float) -> None:
+    def _fetch_request(
+        self, leader: int, tps: list[TopicPartition]
+    ) -> tuple[FetchRequest, list[FetchRequest.FetchTopic.FetchPartition]]:
+        """The Fetch request for these partitions of this leader, and its partition entries.
+
+        Built once per (leader, partitions) and reused with new offsets and wait: the
+        request objects cost more to build than to encode, and a poll loop sends the
+        same shape again and again. Safe because a request is encoded when written,
+        and one leader is fetched from by one task at a time.
+        """
+        key = (leader, tuple(tps))
+        cached = self._fetch_requests.get(key)
+        if cached is not None:
+            return cached
         config = self.config
         topic_cls = FetchRequest.FetchTopic
         part_cls = topic_cls.FetchPartition
+        fields: dict[TopicPartition, FetchRequest.FetchTopic.FetchPartition] = {}
         topics: dict[str, list[TopicPartition]] = {}
         for tp in tps:
             topics.setdefault(tp.topic, []).append(tp)
-        positions = {tp: self._assigned[tp].position for tp in tps}
+            fields[tp] = part_cls(
+                partition=tp.partition,
+                current_leader_epoch=-1,
+                fetch_offset=0,
+                last_fetched_epoch=-1,
+                log_start_offset=-1,
+                partition_max_bytes=config.max_partition_fetch_bytes,
+            )
         request = FetchRequest(
             replica_id=-1,
-            # Round up: a sub-millisecond remainder sent as 0 would spin without time passing.
-            max_wait_ms=math.ceil(max_wait_s * 1000),
+            max_wait_ms=0,
             min_bytes=config.fetch_min_bytes,
             max_bytes=config.fetch_max_bytes,
             isolation_level=self._isolation(),
             session_id=0,
             session_epoch=-1,
             topics=[
-                topic_cls(
-                    topic=t,
-                    partitions=[
-                        part_cls(
-                            partition=tp.partition,
-                            current_leader_epoch=-1,
-                            fetch_offset=positions[tp],
-                            last_fetched_epoch=-1,
-                            log_start_offset=-1,
-                            partition_max_bytes=config.max_partition_fetch_bytes,
-                        )
-                        for tp in group
-                    ],
-                )
+                topic_cls(topic=t, partitions=[fields[tp] for tp in group])
                 for t, group in topics.items()
             ],
             forgotten_topics_data=[],
             rack_id="",
         )
+        if len(self._fetch_requests) >= 64:
+            self._fetch_requests.clear()  # assignments churned: start over
+        cached = self._fetch_requests[key] = (request, [fields[tp] for tp in tps])
+        return cached
+
+    async def _fetch_from(self, leader: int, tps: list[TopicPartition], max_wait_s: float) -> None:
+        config = self.config
+        topics: dict[str, list[TopicPartition]] = {}
+        for tp in tps:
+            topics.setdefault(tp.topic, []).append(tp)
+        positions = {tp: self._assigned[tp].position for tp in tps}
+        request, fields = self._fetch_request(leader, tps)
+        # Round up: a sub-millisecond remainder sent as 0 would spin without time passing.
+        request.max_wait_ms = math.ceil(max_wait_s * 1000)
+        for tp, field_ in zip(tps, fields, strict=True):
+            field_.fetch_offset = positions[tp]
         try:
             response = await self.cluster.send(leader, request)
         except (ConnectionLostError, RequestTimedOutError):

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 import trio.testing
+from trio._core import _run as trio_run_module
 
 # 2024-01-01T00:00:00Z: a fixed, plausible wall-clock start so timestamps look real
 # yet never depend on when the simulation ran.
@@ -60,6 +61,7 @@ class Agenda(trio.abc.Instrument):
 
     def __init__(self, clock: trio.testing.MockClock) -> None:
         self._clock = clock
+        self._idle_wait = _idle_probe(clock)
         # [at, seq, callback]: seq breaks ties in scheduling order; callback None = cancelled.
         self._heap: list[list[Any]] = []
         self._seq = 0
@@ -107,12 +109,12 @@ class Agenda(trio.abc.Instrument):
             heapq.heappop(heap)
         if not heap:
             return
-        stats = trio.lowlevel.current_statistics()
-        if stats.tasks_runnable:
+        to_deadline = self._idle_wait()
+        if to_deadline is None:
             return  # time stands still while anything can run
         now = self._clock.current_time()
         at = heap[0][0]
-        if at > now + stats.seconds_to_next_deadline:
+        if at > now + to_deadline:
             return  # a cancel scope's deadline comes first: autojump takes it
         if at > now:
             self._clock.jump(at - now)
@@ -120,3 +122,29 @@ class Agenda(trio.abc.Instrument):
             callback = heapq.heappop(heap)[2]
             if callback is not None:
                 callback()
+
+
+def _idle_probe(clock: trio.testing.MockClock) -> Callable[[], float | None]:
+    """A function giving the seconds to trio's next deadline, or None if a task can run.
+
+    `trio.lowlevel.current_statistics()` answers that but builds two objects per call,
+    and the agenda asks at every scheduling pass; so the runner's run queue and
+    deadline heap are read directly (trio internals, as `scheduler` also relies on),
+    with the public call as the fallback should they move.
+    """
+    runner = getattr(trio_run_module.GLOBAL_RUN_CONTEXT, "runner", None)
+    deadlines = getattr(runner, "deadlines", None)
+    if hasattr(runner, "runq") and callable(getattr(deadlines, "next_deadline", None)):
+
+        def from_runner() -> float | None:
+            if runner.runq:
+                return None
+            return runner.deadlines.next_deadline() - clock.current_time()
+
+        return from_runner
+
+    def from_statistics() -> float | None:
+        stats = trio.lowlevel.current_statistics()
+        return None if stats.tasks_runnable else stats.seconds_to_next_deadline
+
+    return from_statistics
