@@ -53,8 +53,10 @@ def _metadata_response(correlation_id: int, version: int, cluster_id: str) -> by
     return bytes(response.encode(header=True, framed=True))
 
 
-async def _scripted(nursery: trio.Nursery, script: Script) -> Connection:
-    fabric = SimNetwork(random.Random(0))
+async def _scripted(
+    nursery: trio.Nursery, script: Script, fabric: SimNetwork | None = None
+) -> Connection:
+    fabric = fabric or SimNetwork(random.Random(0))
     server = fabric.incarnate("broker")
     [listener] = await server.listen("broker", 9092)
 
@@ -229,3 +231,25 @@ async def test_a_deadline_left_by_an_answered_request_does_not_close_the_connect
         second = await conn.request(_metadata_request(), 12, 1.0)
         conn.close()
     assert (first.cluster_id, second.cluster_id) == ("answer-1", "answer-2")
+
+
+async def test_a_request_stuck_behind_a_full_socket_buffer_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def silent(api: int, version: int, cid: int, frame: bytes) -> None:
+        return None
+
+    fabric = SimNetwork(random.Random(0), pipe_capacity=64)
+    errors: list[KafkaClientError | None] = []
+    async with trio.open_nursery() as nursery:
+        conn = await _scripted(nursery, silent, fabric)
+        fabric.block("client", "broker")  # bytes wait in the buffer, which fills
+        start = trio.current_time()
+        await conn.submit(_metadata_request(), 12, 1.0, lambda r, e: errors.append(e))
+        with pytest.raises(RequestTimedOutError):
+            await conn.request(_metadata_request(), 12, 1.0)  # its write never completes
+        assert trio.current_time() - start == pytest.approx(1.0)
+        assert conn.closed
+        fabric.heal()  # let the scripted broker see the close
+    [first] = errors
+    assert isinstance(first, RequestTimedOutError)

@@ -232,7 +232,7 @@ async def test_a_delivery_wakes_the_reader_once_when_it_arrives(
 async def test_the_agenda_moves_time_to_each_event_in_order_around_trio_timers(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    agenda = Agenda.install()
+    agenda = Agenda.for_this_run()
     assert agenda is not None
     start = trio.current_time()
     seen: list[tuple[str, float]] = []
@@ -255,7 +255,7 @@ async def test_the_agenda_moves_time_to_each_event_in_order_around_trio_timers(
 async def test_an_agenda_sleep_is_a_cancellable_checkpoint(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    agenda = Agenda.install()
+    agenda = Agenda.for_this_run()
     assert agenda is not None
     start = trio.current_time()
     with trio.move_on_after(1) as scope:
@@ -270,7 +270,7 @@ async def test_an_agenda_sleep_is_a_cancellable_checkpoint(
 
 
 async def test_without_an_autojumping_clock_deliveries_use_trio_timers() -> None:
-    assert Agenda.install() is None  # real clock: nothing may move time but time
+    assert Agenda.for_this_run() is None  # real clock: nothing may move time but time
     fabric = SimNetwork(random.Random(0), base_latency_ms=2)
     async with trio.open_nursery() as nursery:
         _, _, c, s = await pair(fabric, nursery)
@@ -278,3 +278,10 @@ async def test_without_an_autojumping_clock_deliveries_use_trio_timers() -> None
         await c.send_all(b"slow")
         assert await s.receive_some() == b"slow"
         assert trio.current_time() - start >= 0.002
+
+
+async def test_two_networks_in_one_run_share_one_agenda(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = SimNetwork(random.Random(0)), SimNetwork(random.Random(1))
+    assert first.agenda is second.agenda is Agenda.for_this_run()

@@ -332,7 +332,11 @@ class Connection:
             data = encode_request(message, pending.version, correlation_id, self._client_id_field)
             if expect_response:
                 # Queued before the write, in write order: the lock serialises writers.
+                # Timed from here, as Java times a request from when it is handed to the
+                # network: a write stuck behind a full socket buffer times out too.
                 self._pending.append(pending)
+                pending.deadline = trio.current_time() + pending.timeout_s
+                self._arm(pending.deadline)
             pending.sent = True
             try:
                 await self.stream.send_all(data)
@@ -351,10 +355,7 @@ class Connection:
                     return
                 self.close(f"write failed: {exc!r}")
                 raise
-            if expect_response and not pending.finished:
-                pending.deadline = trio.current_time() + pending.timeout_s
-                self._arm(pending.deadline)
-            elif not expect_response:
+            if not expect_response:
                 pending.complete(None, None)
         finally:
             lock.release()

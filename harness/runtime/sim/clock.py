@@ -55,8 +55,9 @@ class Agenda(trio.abc.Instrument):
     event costs no extra task step either.
 
     This is autojump with a second source of deadlines, so it exists only on a
-    `MockClock(autojump_threshold=0)` (see `install`). Callbacks run inside trio's run
-    loop, not in a task: they may only wake tasks (set events, reschedule).
+    `MockClock(autojump_threshold=0)` (see `for_this_run`). Callbacks run inside trio's run
+    loop, not in a task: they may only wake tasks (set events, reschedule), and must
+    not raise (trio would drop the instrument, and time would stop for the agenda).
     """
 
     def __init__(self, clock: trio.testing.MockClock) -> None:
@@ -67,13 +68,21 @@ class Agenda(trio.abc.Instrument):
         self._seq = 0
 
     @classmethod
-    def install(cls) -> Agenda | None:
-        """An agenda for the current run, or None if its clock does not jump by itself."""
+    def for_this_run(cls) -> Agenda | None:
+        """The current trio run's agenda, or None if its clock does not jump by itself.
+
+        One per run: two would each move time to their own next event, past the other's.
+        """
+        try:
+            return _AGENDA.get()
+        except LookupError:
+            pass
         clock = trio.lowlevel.current_clock()
-        if not isinstance(clock, trio.testing.MockClock) or clock.autojump_threshold != 0:
-            return None
-        agenda = cls(clock)
-        trio.lowlevel.add_instrument(agenda)
+        agenda = None
+        if isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold == 0:
+            agenda = cls(clock)
+            trio.lowlevel.add_instrument(agenda)
+        _AGENDA.set(agenda)
         return agenda
 
     def call_at(self, at: float, callback: Callable[[], None]) -> list[Any]:
@@ -122,6 +131,9 @@ class Agenda(trio.abc.Instrument):
             callback = heapq.heappop(heap)[2]
             if callback is not None:
                 callback()
+
+
+_AGENDA: trio.lowlevel.RunVar[Agenda | None] = trio.lowlevel.RunVar("faultline_sim_agenda")
 
 
 def _idle_probe(clock: trio.testing.MockClock) -> Callable[[], float | None]:

@@ -493,7 +493,7 @@ class SimNetwork:
         Installed on first use, which must be inside the trio run.
         """
         if not self._agenda_checked:
-            self._agenda = Agenda.install()
+            self._agenda = Agenda.for_this_run()
             self._agenda_checked = True
         return self._agenda
 
