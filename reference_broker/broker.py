@@ -345,10 +345,12 @@ class Broker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the background tasks until cancelled: coordinator timers, flusher, retention,
-        and the replica manager (fetchers, ISR checks)."""
+        and in cluster mode the replica manager (fetchers, ISR checks)."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.coordinator.run)
-            await nursery.start(self.replicas.run)
+            if self.config.cluster_mode:
+                # A standalone node has no followers to fetch for or ISR to check.
+                await nursery.start(self.replicas.run)
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._retention)
             task_status.started()
