@@ -104,7 +104,10 @@ def test_fsync_never_and_power_loss_of_all_nodes_loses_acknowledged_writes(
     for item in assert_evidence_is_real(outcome, "lost-write"):
         send = history[item["indices"][0]]
         assert (send["f"], send["type"]) == ("send", "ok")
-        assert send["time"] <= 3_000_000_000  # acknowledged before the power cut
+        # Answered by the incarnation that lost power: every node is down from the cut
+        # (3 s) to the restart (3.5 s), so an ok that arrives before 3.5 s was sent before
+        # the cut (its response may still be on the wire at the cut, as on a real network).
+        assert send["time"] < 3_500_000_000
         assert item["values"][0] in _values_in(send)
 
 
