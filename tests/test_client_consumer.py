@@ -175,11 +175,17 @@ async def test_member_that_stops_polling_leaves_and_its_partitions_move(
     ):
         slow.subscribe(["slow"])
         busy.subscribe(["slow"])
-        with trio.fail_after(20):
+
+        async def poll_until_both_assigned(consumer: Consumer) -> None:
+            # Each member polls on its own: a JoinGroup the coordinator holds until the
+            # other member rejoins must not wait for the other's poll to return first.
             while not (slow.assignment() and busy.assignment()):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(slow.poll, 0.2)
-                    nursery.start_soon(busy.poll, 0.2)
+                await consumer.poll(0.2)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(poll_until_both_assigned, slow)
+                nursery.start_soon(poll_until_both_assigned, busy)
         # `slow` stops calling poll(); its heartbeat task leaves after max.poll.interval.ms.
         with trio.fail_after(20):
             while len(busy.assignment()) < 2:
