@@ -130,8 +130,11 @@ class ReplicaManager:
             self._known = known
             for key in sorted(self._managed - set(hosted)):
                 self._stop_replica(key)
+            configs: dict[str, LogConfig] = {}
             for _key, assignment in sorted(hosted.items()):
-                self._become(assignment, config_of(assignment.topic), now)
+                if assignment.topic not in configs:
+                    configs[assignment.topic] = config_of(assignment.topic)
+                self._become(assignment, configs[assignment.topic], now)
             self._reconcile_fetchers()
             self.applied += 1
             self._signal.fire()
@@ -153,7 +156,7 @@ class ReplicaManager:
                 isr_listener=self._on_proposal,
             )
             self._partitions[key] = partition
-            self._managed.add(key)
+        self._managed.add(key)
         partition.min_insync_replicas = log_config.min_insync_replicas
         if assignment.leader == self.node_id:
             partition.make_leader(assignment, now)
