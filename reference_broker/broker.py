@@ -150,7 +150,11 @@ class Broker:
         )
         broker = cls(env, config, store, logs, coordinator)
         await broker._load_partitions()
-        await coordinator.load()
+        if not config.cluster_mode:
+            # In a cluster the coordinator loads a partition's groups only once the metadata
+            # makes this node its leader; loading all of them here would create local logs
+            # and move their high watermarks as if this node were their only replica.
+            await coordinator.load()
         return broker
 
     def advertise(self, bound: Listener) -> None:

@@ -159,8 +159,6 @@ class GroupCoordinator:
         """
         self._store.use_writer(writer)
         self._loading = set()
-        for partition in self.owned_partitions():
-            self.resign_coordinator(partition)
 
     def owned_partitions(self) -> set[int]:
         """The `__consumer_offsets` partitions whose groups this node coordinates."""
