@@ -192,7 +192,6 @@ class GroupMember:
 
         try:
             consumer = KafkaConsumer(
-                self.topic,
                 bootstrap_servers=self.bootstrap,
                 group_id=self.group,
                 auto_offset_reset="earliest",
@@ -200,6 +199,15 @@ class GroupMember:
                 session_timeout_ms=6000,
                 heartbeat_interval_ms=200,
             )
+            consumer.subscribe([self.topic])
+            # kafka-python 3.0.12 strands a group leader whose only reason to rejoin is
+            # that its metadata changed after it assigned: assigning clears that reason,
+            # so if poll() times out mid-rebalance no later poll awaits the join, and the
+            # member never takes its assignment nor heartbeats again (the broker answers
+            # every request; seen 1 run in 3 on a loaded machine). A blocking metadata
+            # fetch after subscribing makes the leader's first assignment use current
+            # metadata, so no such rejoin happens.
+            consumer.topics()
             while not self.stop.is_set():
                 for messages in consumer.poll(timeout_ms=100).values():
                     self.values.extend(m.value for m in messages)
