@@ -59,6 +59,18 @@ class BrokerError(KafkaClientError):
         super().__init__(text)
 
 
+class RetriesExhaustedError(KafkaClientError):
+    """A retriable error outlasted `retries` or `delivery.timeout.ms`.
+
+    `code` is the broker's error code from the last attempt, None when the last attempt
+    failed without an answer (a timeout or a lost connection).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ProduceFailed(DefiniteFailure):
     """A batch was rejected by the broker and not appended."""
 

@@ -55,6 +55,7 @@ from .errors import (
     ProduceOutcomeUnknown,
     ProducerFencedError,
     RequestTimedOutError,
+    RetriesExhaustedError,
     UnknownOutcome,
     UnsupportedVersionError,
     error_name,
@@ -728,7 +729,7 @@ class Producer:
             why = (
                 "delivery.timeout.ms expired" if expired else f"retries={self.config.retries} used"
             )
-            self._fail(batch, KafkaClientError(f"{error} ({why})"))
+            self._fail(batch, RetriesExhaustedError(f"{error} ({why})", code))
             return
         self._requeue(batch)
 
