@@ -51,8 +51,10 @@ class RunConfig:
     partitions: int = 2
     acks: str = "all"
     enable_idempotence: bool = True
-    min_insync_replicas: int = 1
-    replication_factor: int = 1
+    # Kafka's recommended durable setup: three replicas, two of them in sync before an
+    # acks=all write is acknowledged (`faultline run` lowers both to fit fewer --nodes).
+    min_insync_replicas: int = 2
+    replication_factor: int = 3
     unclean_leader_election: bool = False
     flush: str = "never"
     commit: str = "after"
@@ -142,7 +144,7 @@ class RunConfig:
                 f"--min-insync-replicas {self.min_insync_replicas} exceeds "
                 f"--replication-factor {self.replication_factor}: acks=all could never succeed"
             )
-        if self.target in ("sim", "process") and self.replication_factor > self.nodes:
+        if self.target in ("sim", "process", "tansu") and self.replication_factor > self.nodes:
             raise ConfigError(
                 f"--replication-factor {self.replication_factor} needs at least that many "
                 f"--nodes, not {self.nodes}"

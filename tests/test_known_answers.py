@@ -75,7 +75,9 @@ def assert_evidence_is_real(outcome: RunOutcome, kind: str) -> list[dict[str, An
     return evidence
 
 
-BASE = RunConfig(seed=11, time_limit_s=12.0, recovery_s=3.0, final_read_s=10.0, nemesis="none")
+# Single-node brokers (topic tK alone on node nK): these answers are about one log each.
+BASE = RunConfig(seed=11, time_limit_s=12.0, recovery_s=3.0, final_read_s=10.0, nemesis="none",
+                 replication_factor=1, min_insync_replicas=1)
 
 
 def test_a_clean_run_without_faults_is_valid(tmp_path: Path) -> None:
@@ -184,7 +186,8 @@ def test_process_runtime_end_to_end_with_kill_and_restart(tmp_path: Path) -> Non
     """Real broker processes, a SIGKILL and restart of one of them, files on disk: with
     fsync on every message nothing acknowledged is lost, and the run says so."""
     config = RunConfig(target="process", seed=5, time_limit_s=8.0, recovery_s=2.0,
-                       final_read_s=10.0, nemesis="kill", flush="every")
+                       final_read_s=10.0, nemesis="kill", flush="every",
+                       replication_factor=1, min_insync_replicas=1)
     outcome = _run(tmp_path, config, [Kill(at_ms=3_000, nodes=["n2"]),
                                       Restart(at_ms=4_000, nodes=["n2"])])
     history = _history(outcome)

@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
+from harness.commands.run import config_from_options
+from harness.commands.run import run as run_command
 from harness.run_config import ConfigError, RunConfig, flush_settings, new_run_dir
 
 SHORT = ["--time-limit", "5", "--recovery", "1", "--final-read", "5", "--seed", "3"]
@@ -34,6 +36,20 @@ def test_min_insync_above_the_replication_factor_is_refused() -> None:
     RunConfig(replication_factor=3, min_insync_replicas=3).validate()
 
 
+def test_replication_defaults_are_rf_3_min_insync_2_lowered_to_fit_the_nodes() -> None:
+    def resolved(*args: str) -> tuple[int, int, int]:
+        ctx = run_command.make_context("run", list(args))
+        config = config_from_options(dict(ctx.params))
+        return config.nodes, config.replication_factor, config.min_insync_replicas
+
+    assert resolved("--seed", "1") == (3, 3, 2)
+    assert resolved("--seed", "1", "--nodes", "5") == (5, 3, 2)
+    assert resolved("--seed", "1", "--nodes", "1") == (1, 1, 1)
+    assert resolved("--seed", "1", "--target", "tansu", "--nemesis", "pause") == (1, 1, 1)
+    assert resolved("--seed", "1", "--replication-factor", "2") == (3, 2, 2)
+    assert resolved("--seed", "1", "--min-insync-replicas", "1") == (3, 3, 1)
+
+
 def test_third_party_client_on_the_sim_is_refused() -> None:
     with pytest.raises(ConfigError, match="--target process"):
         RunConfig(client="kafka-python").validate()
@@ -41,8 +57,10 @@ def test_third_party_client_on_the_sim_is_refused() -> None:
 
 def test_tansu_refuses_faults_it_cannot_inject() -> None:
     with pytest.raises(ConfigError, match="pause"):
-        RunConfig(target="tansu", nodes=1, nemesis="kill").validate()
-    RunConfig(target="tansu", nodes=1, nemesis="pause").validate()
+        RunConfig(target="tansu", nodes=1, replication_factor=1, min_insync_replicas=1,
+                  nemesis="kill").validate()
+    RunConfig(target="tansu", nodes=1, replication_factor=1, min_insync_replicas=1,
+              nemesis="pause").validate()
 
 
 def test_external_needs_bootstrap_servers_and_fault_commands_for_faults() -> None:
@@ -84,7 +102,10 @@ def test_run_writes_results_report_and_index_then_replays_identically(tmp_path: 
     results = json.loads((run_dir / "results.json").read_text())
     assert results["valid"] is True and results["seed"] == 3
     assert results["config"]["workload"] == "queue"
-    assert results["topology"]["topics"] == {"t1": "n1", "t2": "n2", "t3": "n3"}
+    # The default run: one KRaft cluster of 3 brokers, every topic on it, RF 3.
+    assert results["topology"]["topics"] == {"t1": "cluster", "t2": "cluster", "t3": "cluster"}
+    assert (results["config"]["replication_factor"], results["config"]["min_insync_replicas"]) \
+        == (3, 2)
     assert "wall time" in result.output and "seed 3" in result.output
     html = (run_dir / "report.html").read_text()
     assert "VALID" in html and "<svg" in html

@@ -89,12 +89,12 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Producer acks."),
         click.option("--enable-idempotence/--no-enable-idempotence", default=True,
                      show_default=True, help="Producer enable.idempotence."),
-        click.option("--min-insync-replicas", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="min.insync.replicas of the topics."),
-        click.option("--replication-factor", type=click.IntRange(min=1), default=1,
-                     show_default=True,
-                     help="Replication factor of the topics; above 1 the brokers form one "
-                          "KRaft cluster."),
+        click.option("--min-insync-replicas", type=click.IntRange(min=1), default=None,
+                     help="min.insync.replicas of the topics [default: 2, at most the "
+                          "replication factor]."),
+        click.option("--replication-factor", type=click.IntRange(min=1), default=None,
+                     help="Replication factor of the topics; above 1 the sim and process "
+                          "brokers form one KRaft cluster [default: 3, at most --nodes]."),
         click.option("--unclean-leader-election/--no-unclean-leader-election", default=False,
                      show_default=True, help="unclean.leader.election.enable."),
         click.option("--flush", default="never", show_default=True,
@@ -124,6 +124,10 @@ def config_from_options(options: dict[str, Any]) -> RunConfig:
 
     target = options["target"]
     nodes = options["nodes"] or (1 if target == "tansu" else 3)
+    replication_factor = options["replication_factor"] or min(RunConfig.replication_factor, nodes)
+    min_insync_replicas = options["min_insync_replicas"] or min(
+        RunConfig.min_insync_replicas, replication_factor
+    )
     seed = options["seed"]
     if seed is None:
         # The one unseeded choice, made here and printed, so the run itself is seeded.
@@ -145,8 +149,8 @@ def config_from_options(options: dict[str, Any]) -> RunConfig:
         partitions=options["partitions"],
         acks=options["acks"],
         enable_idempotence=options["enable_idempotence"],
-        min_insync_replicas=options["min_insync_replicas"],
-        replication_factor=options["replication_factor"],
+        min_insync_replicas=min_insync_replicas,
+        replication_factor=replication_factor,
         unclean_leader_election=options["unclean_leader_election"],
         flush=options["flush"],
         commit=options["commit"],
