@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import BrokerConfig, Listener
+from .controller.quorum import cluster_id_for
 from .env import NodeEnv
 from .errors import (
     BrokerError,
@@ -131,7 +132,11 @@ class Broker:
 
     @property
     def cluster_id(self) -> str:
-        """This cluster's id, created with the data dir."""
+        """This cluster's id: a standalone node's is created with its data dir; every node
+        of a KRaft cluster derives the same one from `controller.quorum.voters` (clients
+        refuse brokers that report different ids as members of different clusters)."""
+        if self.config.cluster_mode:
+            return cluster_id_for(self.config.controller_quorum_voters)
         return self.store.state.cluster_id
 
     @classmethod

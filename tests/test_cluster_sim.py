@@ -93,7 +93,7 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> No
 
 
 def test_a_controller_is_elected_and_every_broker_registers_unfenced() -> None:
-    async def scenario(cluster: SimCluster) -> tuple[str | None, list[list[int]]]:
+    async def scenario(cluster: SimCluster) -> tuple[str | None, list[list[int]], set[str]]:
         await wait_for(lambda: cluster.controller() is not None)
         services = [cluster.node(n).running.broker.controller_service for n in cluster.nodes]
         await wait_for(
@@ -102,13 +102,16 @@ def test_a_controller_is_elected_and_every_broker_registers_unfenced() -> None:
                 for s in services
             )
         )
+        cluster_ids = {cluster.node(n).running.broker.cluster_id for n in cluster.nodes}
         return cluster.controller(), [
             sorted(b for b in s.image.brokers if s.image.is_live(b)) for s in services
-        ]
+        ], cluster_ids
 
-    controller, live = simulate(scenario)
+    controller, live, cluster_ids = simulate(scenario)
     assert controller in ("n1", "n2", "n3")
     assert live == [[1, 2, 3]] * 3
+    # What Metadata reports: one cluster, whichever broker a client asks.
+    assert len(cluster_ids) == 1
 
 
 def test_acknowledged_writes_reach_every_replica_and_survive_a_leader_kill() -> None:
