@@ -118,7 +118,9 @@ def acks_all_under_random_faults(tmp_path: Path, seed: int) -> RunOutcome:
     return run(config, tmp_path / f"s{seed}")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# Seed 17 kills one node and pauses the other two: the group coordinator is unavailable
+# for seconds (the client once let COORDINATOR_NOT_AVAILABLE escape its heartbeat loop).
+@pytest.mark.parametrize("seed", [1, 2, 17])
 def test_acks_all_min_insync_2_loses_nothing_under_partitions_kills_and_pauses(
     tmp_path: Path, seed: int
 ) -> None:

@@ -7,6 +7,7 @@ through `SimCluster`'s FaultTarget primitives, all in virtual time.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -198,3 +199,22 @@ def test_link_latency_and_reset_take_effect_on_a_client() -> None:
         assert await read_all(cluster, "reader", "t") == [b"warm", b"fast", b"slow", b"after-reset"]
 
     simulate(scenario)
+
+
+def test_a_run_ending_while_nodes_are_paused_still_tears_down() -> None:
+    """A paused node's shutdown must not wait on its frozen I/O: with no timer left, the
+    idle MockClock would never move and trio would spin forever."""
+
+    async def scenario(cluster: SimCluster) -> str:
+        for node in cluster.nodes:
+            await cluster.pause(node)
+        return "done"
+
+    outcome: list[str] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_sim(scenario, seed=3).value), daemon=True
+    )
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "run_sim did not return: teardown waits on a paused node"
+    assert outcome == ["done"]

@@ -157,13 +157,6 @@ class GroupMember:
         while self._coordinator_id is None:
             try:
                 self._coordinator_id = await self.cluster.find_coordinator(self.group_id)
-            except (ConnectionLostError, RequestTimedOutError) as exc:
-                if trio.current_time() >= deadline:
-                    raise GroupError(
-                        f"no coordinator found for group {self.group_id!r} within "
-                        f"max.block.ms={self.config.max_block_ms}: {exc}"
-                    ) from exc
-                await trio.sleep(self.config.retry_backoff_ms / 1000)
             except Exception as exc:
                 code = getattr(exc, "code", None)
                 if code is not None and is_authorization(code):
@@ -172,7 +165,12 @@ class GroupMember:
                         "grant Describe on the group to this client's principal"
                     ) from exc
                 if trio.current_time() >= deadline:
-                    raise
+                    raise GroupError(
+                        f"no coordinator found for group {self.group_id!r} within "
+                        f"max.block.ms={self.config.max_block_ms}: {exc}"
+                    ) from exc
+                # COORDINATOR_NOT_AVAILABLE while the offsets partition moves, or no broker
+                # reachable: both pass; asking again at once would only spin.
                 await trio.sleep(self.config.retry_backoff_ms / 1000)
         return self._coordinator_id
 

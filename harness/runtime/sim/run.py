@@ -80,9 +80,16 @@ def run_sim(
                 epoch_ms=settings.epoch_ms,
                 quorum=settings.quorum,
             )
-            await cluster.start()
-            value = await scenario(cluster)
-            nursery.cancel_scope.cancel()
+            try:
+                await cluster.start()
+                value = await scenario(cluster)
+            finally:
+                # Teardown ends every node as SIGKILL ends a stopped process too: a paused
+                # node's shutdown must not wait on its frozen I/O (no timer would ever
+                # move time again, and trio would spin on an idle clock forever).
+                for host in network.hosts.values():
+                    host.resume()
+                nursery.cancel_scope.cancel()
         return value, trio.current_time()
 
     with seeded_scheduler(seed):
