@@ -15,7 +15,6 @@ the ratio is an upper bound on what replication costs a real deployment. Not a t
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 import time
@@ -28,20 +27,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness.broker_process import BrokerProcess, running_broker
+from harness.tansu import free_loopback_port
 
 CLUSTER_SETTINGS = {"default.replication.factor": 3, "min.insync.replicas": 2}
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out (closed again, so a broker can bind them)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @contextmanager
@@ -54,7 +42,7 @@ def single_broker(root: Path) -> Iterator[tuple[str, list[BrokerProcess]]]:
 @contextmanager
 def kraft_cluster(root: Path) -> Iterator[tuple[str, list[BrokerProcess]]]:
     """Three combined broker+controller nodes, every one a voter."""
-    ports = free_ports(3)
+    ports = [free_loopback_port() for _ in range(3)]
     voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(ports, start=1))
     with ExitStack() as stack:
         brokers = [
