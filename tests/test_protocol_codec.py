@@ -77,6 +77,17 @@ def test_responses_decode_with_kafka_pythons_client_side_parser(version: int) ->
     assert parsed.header.correlation_id == 42
 
 
+@pytest.mark.parametrize(("spec", "version"), SERVED, ids=lambda x: getattr(x, "key", x))
+def test_response_frames_are_byte_identical_to_kafka_pythons_own_encoding(
+    spec, version: int
+) -> None:
+    decoded = decode_request(_request_bytes(spec.request(version=version), version, 1234567))
+    response = error_response(spec, version, ErrorCode.NOT_CONTROLLER)
+    frame = encode_response(decoded.header, response)
+    response.with_header(correlation_id=1234567)
+    assert frame == bytes(response.encode(header=True, framed=True))
+
+
 def test_api_versions_lists_every_served_api() -> None:
     response = api_versions_response(3)
     frame = encode_response(

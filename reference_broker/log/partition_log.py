@@ -255,7 +255,7 @@ class PartitionLog:
             found = segment.find(start)
             if found is None:
                 continue
-            for _, header in segment.iter_batches_from(found[0]):
+            for _, header in segment.iter_batches_from(found):
                 if header.base_offset >= start:
                     self._producers.replay(header)
 
@@ -544,7 +544,7 @@ class PartitionLog:
                 found = segment.find(offset)
                 if found is None:
                     continue
-                position, _ = found
+                position = found
                 chunk = segment.read(position, remaining, limit, min_one and not parts)
                 if not chunk:
                     break
@@ -623,7 +623,7 @@ class PartitionLog:
         segment = self._segments[index]
         found = segment.find(offset)
         if found is not None:
-            segment.truncate_to_position(found[0])
+            segment.truncate_to_position(found)
         self._dirty.add(segment)
         self._dir_dirty = True
         self._after_truncation(segment.next_offset)

@@ -22,6 +22,7 @@ from reference_broker.errors import CorruptRecordError
 from reference_broker.log.record_batch import (
     CURRENT_MAGIC,
     HEADER_SIZE,
+    LOG_OVERHEAD,
     BatchHeader,
     compute_crc,
     parse_header,
@@ -32,6 +33,10 @@ INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 
 _INDEX_ENTRY = struct.Struct(">ii")
+# baseOffset, batchLength and lastOffsetDelta: all a reader needs to step over a batch.
+_LOCATE = struct.Struct(">qi11xi")
+# Read positions remembered per segment for consumers and followers reading on.
+_READ_ENDS_KEPT = 16
 _TIME_ENTRY = struct.Struct(">qi")
 _SCAN_CHUNK = 1 << 20
 
@@ -105,6 +110,9 @@ class LogSegment:
         self._time_stamps: list[int] = []
         self._time_offsets: list[int] = []
         self._bytes_since_index = 0
+        # next offset -> byte position where an earlier read stopped: a reader that goes
+        # on from there (every consumer and follower) needs no index lookup and scan.
+        self._read_ends: dict[int, int] = {}
 
     def _path(self, suffix: str) -> str:
         return f"{self.directory}/{file_name(self.base_offset, suffix)}"
@@ -275,14 +283,27 @@ class LogSegment:
         """The header of the batch at `position` (which must be a batch boundary)."""
         return parse_header(self.log.read(position, HEADER_SIZE))
 
-    def find(self, offset: int) -> tuple[int, BatchHeader] | None:
-        """The first batch whose last offset is >= `offset`, as (position, header)."""
+    def find(self, offset: int) -> int | None:
+        """Position of the first batch whose last offset is >= `offset`, None if none is."""
+        pos = self._read_ends.get(offset)
+        if pos is not None:
+            return pos if pos < self.size else None
         pos = self._index_lookup(offset)
+        # Kafka's index is sparse: step over the batches between the entry and `offset`
+        # reading only their lengths and last offsets.
+        window = max(2 * self.index_interval_bytes, 8192)
         while pos < self.size:
-            header = self.header_at(pos)
-            if header.last_offset >= offset:
-                return pos, header
-            pos += header.size_in_bytes
+            chunk = self.log.read(pos, min(window, self.size - pos))
+            rel = 0
+            while rel + _LOCATE.size <= len(chunk):
+                base_offset, length, last_delta = _LOCATE.unpack_from(chunk, rel)
+                if base_offset + last_delta >= offset:
+                    return pos + rel
+                rel += length + LOG_OVERHEAD
+            if rel == 0:
+                # Fewer bytes than a header left: a tail only recovery may see.
+                return None
+            pos += rel
         return None
 
     def read(self, position: int, max_bytes: int, max_offset: int, min_one: bool) -> bytes:
@@ -291,19 +312,31 @@ class LogSegment:
         want = min(max(max_bytes, HEADER_SIZE), self.size - position)
         chunk = self.log.read(position, want)
         end = 0
-        while end + HEADER_SIZE <= len(chunk):
-            header = parse_header(chunk, end)
-            if header.last_offset >= max_offset:
+        next_offset = -1
+        while end + _LOCATE.size <= len(chunk):
+            base_offset, length, last_delta = _LOCATE.unpack_from(chunk, end)
+            last_offset = base_offset + last_delta
+            if last_offset >= max_offset:
                 break
-            size = header.size_in_bytes
+            size = length + LOG_OVERHEAD
             if end + size > len(chunk):
                 if end == 0 and min_one:
+                    self._remember_read_end(last_offset + 1, position + size)
                     return self.log.read(position, size)
                 break
             if end + size > max_bytes and not (end == 0 and min_one):
                 break
             end += size
+            next_offset = last_offset + 1
+        if end:
+            self._remember_read_end(next_offset, position + end)
         return bytes(chunk[:end])
+
+    def _remember_read_end(self, next_offset: int, position: int) -> None:
+        ends = self._read_ends
+        if len(ends) >= _READ_ENDS_KEPT and next_offset not in ends:
+            del ends[next(iter(ends))]
+        ends[next_offset] = position
 
     def iter_batches_from(self, position: int) -> Iterator[tuple[int, BatchHeader]]:
         """(position, header) of each batch from `position` to the end (no CRC check)."""
@@ -319,7 +352,7 @@ class LogSegment:
             return 0
         # Every batch up to that offset has max timestamp < timestamp_ms.
         found = self.find(self._time_offsets[i - 1])
-        return found[0] if found else 0
+        return 0 if found is None else found
 
     # --- durability and lifetime -----------------------------------------------------
 

@@ -18,13 +18,16 @@ is `encode_request` and `decode_response`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kafka.protocol.api_header import RequestHeader as KafkaRequestHeader
 from kafka.protocol.api_header import ResponseHeader as KafkaResponseHeader
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
+from kafka.protocol.schemas.fields.codecs.encode_buffer import EncodeBufferPool
 
 from ..errors import ErrorCode
 from .apis import ALL_APIS, SUPPORTED_APIS, ApiSpec
@@ -163,14 +166,45 @@ def _body_decoder(
     return decoder
 
 
+_RESPONSE_HEAD = struct.Struct(">ii")  # frame size, correlation id
+_ENCODERS: dict[tuple[type[ApiMessage], int], tuple[Callable[[ApiMessage, Any], None], bool]] = {}
+
+
+def _response_encoder(
+    cls: type[ApiMessage], api_key: int, version: int
+) -> tuple[Callable[[ApiMessage, Any], None], bool]:
+    # (kafka-python's compiled body encoder, whether the response header has tagged fields)
+    key = (cls, version)
+    found = _ENCODERS.get(key)
+    if found is None:
+        flexible = cls.flexible_version_q(version)
+        encoder = cls._struct.compiled_encode_into(version, compact=flexible, tagged=flexible)
+        # ApiVersions answers carry header v0 at every version (see the module docstring).
+        found = _ENCODERS[key] = (encoder, flexible and api_key != ApiKey.ApiVersions)
+    return found
+
+
 def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
-    """Encode `response` as the answer to `header`, framed, at the request's version."""
-    # The version must be set before the header exists: kafka-python's version setter
-    # assumes a request header.
-    if header.api_version != response.API_VERSION:
-        response.API_VERSION = header.api_version
-    response.with_header(correlation_id=header.correlation_id)
-    return bytes(response.encode(header=True, framed=True))
+    """Encode `response` as the answer to `header`, framed, at the request's version.
+
+    The body is kafka-python's compiled encoder writing into its pooled buffer; the
+    size and the response header (a correlation id, plus an empty tagged-field count
+    when flexible) are packed here, because building kafka-python's header object per
+    response costs as much as encoding a small body.
+    """
+    version = header.api_version
+    if version != response.API_VERSION:
+        response.API_VERSION = version
+    encoder, tagged = _response_encoder(type(response), header.api_key, version)
+    with EncodeBufferPool.acquire() as out:
+        start = _RESPONSE_HEAD.size + tagged
+        out.ensure(start)
+        if tagged:
+            out.buf[_RESPONSE_HEAD.size] = 0
+        out.pos = start
+        encoder(response, out)
+        _RESPONSE_HEAD.pack_into(out.buf, 0, out.pos - 4, header.correlation_id)
+        return bytes(memoryview(out.buf)[: out.pos])
 
 
 def error_response(spec: ApiSpec, version: int, code: ErrorCode) -> ApiMessage:
