@@ -2,12 +2,15 @@
 
 The load generator is confluent-kafka (librdkafka): 200-byte messages, keyed, with
 batching (linger.ms, batch.size); acks=1 and acks=all; topics of 1 and 8 partitions.
-Produce cases run `--generators` producer processes at once (one Python producer loop
-saturates before either broker does); each case is the median of `--repeat` trials; and
-every case also reports the broker process's CPU time per message, read from /proc: on
-a 2-core machine msg/s alone mostly measures how much CPU a broker leaves to the load
-generator. Prints msg/s, MB/s, broker µs/msg
-and our/Tansu ratios. Not a test: run it by hand,
+Each case runs `--generators` client processes at once (one Python client loop saturates
+before either broker does): producers that split the messages, or consumers that each
+read the whole topic, as independent readers do. Both brokers run side by side and the
+trials alternate between them (ours, Tansu, ours, ...), so a drift in what else the
+machine is doing hits both alike; each case is the median of `--repeat` trials. Every
+case also reports the broker process's CPU time per message, read from /proc: on a
+2-core machine msg/s alone mostly measures how much CPU a broker leaves to the load
+generator. Prints msg/s, MB/s, broker µs/msg and our/Tansu ratios. Not a test: run it
+by hand,
 
     python3 benchmarks/bench_broker.py [--messages 200000] [--generators 2] [--repeat 3]
 """
@@ -20,10 +23,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -129,70 +130,105 @@ def _produce_worker(bootstrap: str, topic: str, acks: str, count: int) -> None:
     produce(bootstrap, topic, acks, count)
 
 
+def _consume_worker(bootstrap: str, topic: str, partitions: int, count: int) -> None:
+    consume(bootstrap, topic, partitions, count)
+
+
+def _in_parallel(processes: list[multiprocessing.Process]) -> float:
+    """Run the processes at once; the seconds from the first start to the last exit."""
+    started = time.perf_counter()
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    elapsed = time.perf_counter() - started
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise KafkaException(f"{len(failed)} client processes failed: exit codes {failed}")
+    return elapsed
+
+
 def produce_parallel(bootstrap: str, topic: str, acks: str, count: int, generators: int) -> float:
     """`count` messages split over `generators` producer processes; aggregate msg/s."""
     share = count // generators
-    workers = [
-        multiprocessing.Process(target=_produce_worker, args=(bootstrap, topic, acks, share))
-        for _ in range(generators)
-    ]
-    started = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - started
-    failed = [w.exitcode for w in workers if w.exitcode != 0]
-    if failed:
-        raise KafkaException(f"{len(failed)} producer processes failed: exit codes {failed}")
+    elapsed = _in_parallel(
+        [
+            multiprocessing.Process(target=_produce_worker, args=(bootstrap, topic, acks, share))
+            for _ in range(generators)
+        ]
+    )
     return share * generators / elapsed
 
 
-def run_target(
-    name: str,
-    start: Callable[[], AbstractContextManager[tuple[str, int]]],
-    count: int,
-    generators: int,
-    repeat: int,
-) -> list[Figure]:
-    """Every case against one target."""
+def consume_parallel(
+    bootstrap: str, topic: str, partitions: int, count: int, generators: int
+) -> float:
+    """`generators` consumer processes each read all `count` messages; aggregate msg/s."""
+    elapsed = _in_parallel(
+        [
+            multiprocessing.Process(
+                target=_consume_worker, args=(bootstrap, topic, partitions, count)
+            )
+            for _ in range(generators)
+        ]
+    )
+    return count * generators / elapsed
+
+
+@dataclass
+class Target:
+    """A running broker under test."""
+
+    name: str
+    bootstrap: str
+    pid: int
+
+
+def run_cases(targets: list[Target], count: int, generators: int, repeat: int) -> list[Figure]:
+    """Every case against every target, trials alternating between the targets."""
     figures: list[Figure] = []
 
-    def measure(case: str, trials: list[Callable[[], float]]) -> None:
+    def measure(case: str, trial_rate: Callable[[Target, int], float]) -> None:
         # The median of several trials: one librdkafka client now and then stalls for a
         # moment, against either broker, and a single trial would report the stall.
-        rates: list[float] = []
-        cpu_us: list[float] = []
-        for work in trials:
-            before = cpu_seconds(pid)
-            rates.append(work())
-            cpu_us.append((cpu_seconds(pid) - before) / count * 1e6)
-        rate, cpu = statistics.median(rates), statistics.median(cpu_us)
-        figures.append(Figure(name, case, rate, cpu))
-        trials_text = ", ".join(f"{r:,.0f}" for r in rates)
-        print(
-            f"  {name:9} {case:24} {rate:>10,.0f} msg/s (trials {trials_text})  "
-            f"broker {cpu:5.2f} µs/msg",
-            flush=True,
-        )
-
-    with start() as (bootstrap, pid):
-        for partitions in (1, 8):
-            for acks in ("1", "all"):
-                topics = [f"bench-p{partitions}-acks{acks}-{i}" for i in range(repeat)]
-                for topic in topics:
-                    create_topic(bootstrap, topic, partitions)
-                measure(
-                    f"produce p={partitions} acks={acks}",
-                    [
-                        partial(produce_parallel, bootstrap, topic, acks, count, generators)
-                        for topic in topics
-                    ],
-                )
-            measure(
-                f"consume p={partitions}",
-                [partial(consume, bootstrap, topics[0], partitions, count)] * repeat,
+        rates: dict[str, list[float]] = {t.name: [] for t in targets}
+        cpu_us: dict[str, list[float]] = {t.name: [] for t in targets}
+        for trial in range(repeat):
+            for target in targets:
+                before = cpu_seconds(target.pid)
+                rate = trial_rate(target, trial)
+                messages = count * (generators if case.startswith("consume") else 1)
+                rates[target.name].append(rate)
+                cpu_us[target.name].append((cpu_seconds(target.pid) - before) / messages * 1e6)
+        for target in targets:
+            rate = statistics.median(rates[target.name])
+            cpu = statistics.median(cpu_us[target.name])
+            figures.append(Figure(target.name, case, rate, cpu))
+            trials_text = ", ".join(f"{r:,.0f}" for r in rates[target.name])
+            print(
+                f"  {target.name:9} {case:24} {rate:>10,.0f} msg/s (trials {trials_text})  "
+                f"broker {cpu:5.2f} µs/msg",
+                flush=True,
             )
+
+    for partitions in (1, 8):
+        for acks in ("1", "all"):
+            topics = [f"bench-p{partitions}-acks{acks}-{i}" for i in range(repeat)]
+            for target in targets:
+                for topic in topics:
+                    create_topic(target.bootstrap, topic, partitions)
+            measure(
+                f"produce p={partitions} acks={acks}",
+                lambda target, trial, topics=topics, acks=acks: produce_parallel(
+                    target.bootstrap, topics[trial], acks, count, generators
+                ),
+            )
+        measure(
+            f"consume p={partitions}",
+            lambda target, _trial, topic=topics[0], partitions=partitions: consume_parallel(
+                target.bootstrap, topic, partitions, count, generators
+            ),
+        )
     return figures
 
 
@@ -200,37 +236,33 @@ def main() -> None:
     """Run the matrix against both brokers and print a comparison table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000, help="messages per trial")
-    parser.add_argument(
-        "--generators", type=int, default=2, help="producer processes per produce case"
-    )
+    parser.add_argument("--generators", type=int, default=2, help="client processes per case")
     parser.add_argument("--repeat", type=int, default=3, help="trials per case (median kept)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
         root = Path(tmp)
-
-        @contextmanager
-        def ours() -> Iterator[tuple[str, int]]:
-            with running_broker(root / "broker", log_path=root / "broker.log") as broker:
-                yield broker.bootstrap, broker.process.pid
-
-        @contextmanager
-        def tansu() -> Iterator[tuple[str, int]]:
-            with run_tansu(root / "tansu.log") as broker:
-                yield broker.bootstrap, broker.process.pid
-
         print(
             f"{args.messages:,} messages of {len(MESSAGE)} bytes per case, confluent-kafka load, "
-            f"{args.generators} producer processes per produce case"
+            f"{args.generators} client processes per case"
         )
-        mine_all = run_target("faultline", ours, args.messages, args.generators, args.repeat)
-        theirs_all = run_target("tansu", tansu, args.messages, args.generators, args.repeat)
+        with (
+            running_broker(root / "broker", log_path=root / "broker.log") as ours,
+            run_tansu(root / "tansu.log") as tansu,
+        ):
+            targets = [
+                Target("faultline", ours.bootstrap, ours.process.pid),
+                Target("tansu", tansu.bootstrap, tansu.process.pid),
+            ]
+            figures = run_cases(targets, args.messages, args.generators, args.repeat)
 
     print()
     print(
         f"{'case':24} {'faultline msg/s':>16} {'tansu msg/s':>12} {'ratio':>6} {'MB/s':>7} "
         f"{'µs/msg ours':>11} {'tansu':>6}"
     )
+    mine_all = [f for f in figures if f.target == "faultline"]
+    theirs_all = [f for f in figures if f.target == "tansu"]
     for mine, other in zip(mine_all, theirs_all, strict=True):
         ratio = mine.msgs_per_s / other.msgs_per_s
         print(
