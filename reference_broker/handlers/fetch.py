@@ -134,6 +134,9 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                 min_one = False
             entries.append(
                 _PartitionData(
+                    # With the version, every field is a set slot: kafka-python's encoder
+                    # then never falls back to its (slow) __getattr__ for defaults.
+                    version=version,
                     partition_index=p.partition,
                     error_code=0,
                     high_watermark=result.high_watermark,
@@ -144,7 +147,7 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                     records=records,
                 )
             )
-        responses.append(_TopicResponse(topic=topic.topic, partitions=entries))
+        responses.append(_TopicResponse(version=version, topic=topic.topic, partitions=entries))
     return _Read(responses, bytes_read, complete)
 
 
