@@ -20,7 +20,7 @@ import trio.testing
 from .clock import DEFAULT_EPOCH_MS
 from .cluster import SimCluster
 from .network import DEFAULT_PIPE_CAPACITY, SimNetwork
-from .scheduler import derive_rng, seeded_scheduler
+from .scheduler import derive_rng, seeded_scheduler, skip_busy_io_polls
 
 T = TypeVar("T")
 
@@ -63,6 +63,7 @@ def run_sim(
     settings = settings or SimSettings()
 
     async def main() -> tuple[T, float]:
+        skip_busy_io_polls()
         network = SimNetwork(
             derive_rng(seed, "network"),
             base_latency_ms=settings.base_latency_ms,

@@ -6,6 +6,8 @@ for Hypothesis) it first sorts the batch by each task's creation counter, so the
 shuffle depends only on `_r`'s state and not on the order wakeups happened to be
 queued in. Setting both, and seeding `_r`, makes one `trio.run` reproducible.
 Both are process-global, so they are restored when the run ends.
+
+`skip_busy_io_polls` trims the run loop itself: see there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from trio._core import _run as trio_run_module
 
@@ -38,3 +41,71 @@ def seeded_scheduler(seed: int) -> Iterator[None]:
     finally:
         trio_run_module._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
         trio_run_module._r.setstate(saved_state)
+
+
+# I/O checks a busy run loop may skip in a row: bounds how late real I/O (a signal, a
+# thread's result) is noticed while tasks keep being runnable.
+_MAX_SKIPPED_POLLS = 64
+
+
+class _LazyIOPoll:
+    """The run's I/O manager, but `get_events` skips the syscall while tasks are runnable.
+
+    trio asks the kernel for I/O events (epoll_wait with a zero timeout) before every
+    batch of tasks; on a MockClock with autojump the timeout is always zero. A
+    simulation has no I/O of its own (the network and disks are objects), so while
+    tasks are runnable that poll can only find nothing, and it is a syscall per batch:
+    about a tenth of the run's CPU. The poll is skipped only while the run queue is
+    non-empty (those tasks run either way; any real I/O is seen one batch later), never
+    when the loop is idle (so the clock never jumps past real I/O, nor waits forever
+    for it), never while trio's entry queue holds work (`run_sync_soon`, signals),
+    and not more than `_MAX_SKIPPED_POLLS` times in a row.
+    """
+
+    def __init__(self, runner: Any) -> None:
+        self._io = runner.io_manager
+        self._runner = runner
+        self._entry = runner.entry_queue
+        self._skipped = 0
+        self.process_events = self._io.process_events
+
+    def get_events(self, timeout: float) -> Any:
+        """Poll the real I/O manager unless skipping is safe (see the class docstring)."""
+        entry = self._entry
+        if (
+            timeout == 0
+            and self._runner.runq
+            and self._skipped < _MAX_SKIPPED_POLLS
+            and not entry.queue
+            and not entry.idempotent_queue
+        ):
+            self._skipped += 1
+            return ()
+        self._skipped = 0
+        return self._io.get_events(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        # wait_readable, statistics, close, ...: the real manager's.
+        return getattr(self._io, name)
+
+
+def skip_busy_io_polls() -> None:
+    """Within the current trio run, skip I/O polls while tasks are runnable (see `_LazyIOPoll`).
+
+    Relies on trio internals (the runner's io_manager and entry_queue, as `clock`
+    relies on its run queue); when they are not where expected, nothing changes.
+    """
+    runner = getattr(trio_run_module.GLOBAL_RUN_CONTEXT, "runner", None)
+    io_manager = getattr(runner, "io_manager", None)
+    entry = getattr(runner, "entry_queue", None)
+    if (
+        io_manager is None
+        or isinstance(io_manager, _LazyIOPoll)
+        or not callable(getattr(io_manager, "get_events", None))
+        or not callable(getattr(io_manager, "process_events", None))
+        or not hasattr(runner, "runq")
+        or not hasattr(entry, "queue")
+        or not hasattr(entry, "idempotent_queue")
+    ):
+        return
+    runner.io_manager = _LazyIOPoll(runner)
