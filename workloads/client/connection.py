@@ -32,6 +32,7 @@ import trio
 from kafka.protocol.api_header import ResponseClassRegistry
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
+from kafka.protocol.schemas.fields.codecs.encode_buffer import EncodeBuffer
 
 from .errors import (
     ConnectionLostError,
@@ -54,11 +55,16 @@ OnDone = Callable[[ApiMessage | None, KafkaClientError | None], None]
 class _ApiShape:
     """What the wire format of one request class at one version depends on."""
 
+    api_key: int
     response_class: type[ApiMessage]
     flexible_request: bool
     flexible_response_header: bool
     # ApiVersions answers with header v0 at every version (KIP-511) and a v0 body on error.
     api_versions: bool
+    # kafka-python's compiled codecs for this version (what ApiMessage.encode/decode call
+    # after their per-call checks and lookups): encode(message, out), decode(data, pos).
+    encode_body: Callable[[ApiMessage, EncodeBuffer], None]
+    decode_body: Callable[[memoryview, int], tuple[ApiMessage, int]]
 
 
 _SHAPES: dict[tuple[type[ApiMessage], int], _ApiShape] = {}
@@ -68,33 +74,64 @@ def _shape(message: ApiMessage, version: int) -> _ApiShape:
     cls = type(message)
     shape = _SHAPES.get((cls, version))
     if shape is None:
+        if not 0 <= version <= cls.max_version:
+            raise ValueError(f"{cls.__name__} has no version {version} (max {cls.max_version})")
         api_key = message.API_KEY
         response_class = ResponseClassRegistry._response_class_registry[api_key]
         api_versions = api_key == ApiKey.ApiVersions
+        flexible_request = cls.flexible_version_q(version)
+        flexible_response = response_class.flexible_version_q(version)
         shape = _SHAPES[(cls, version)] = _ApiShape(
+            api_key,
             response_class,
-            cls.flexible_version_q(version),
-            not api_versions and response_class.flexible_version_q(version),
+            flexible_request,
+            not api_versions and flexible_response,
             api_versions,
+            cls._struct.compiled_encode_into(
+                version, compact=flexible_request, tagged=flexible_request
+            ),
+            response_class._struct.compiled_decode_from(
+                version,
+                compact=flexible_response,
+                tagged=flexible_response,
+                data_class=response_class[None],
+            ),
         )
     return shape
 
 
 def encode_request(
-    message: ApiMessage, version: int, correlation_id: int, client_id_field: bytes
+    message: ApiMessage,
+    version: int,
+    correlation_id: int,
+    client_id_field: bytes,
+    out: EncodeBuffer | None = None,
 ) -> bytes:
     """The framed request: size, header (v1, or v2 when flexible) and body.
 
     `client_id_field` is the encoded nullable client id (`client_id_field(...)`). The
-    body is kafka-python's encoding; the header is packed here because building
-    kafka-python's header object per request costs as much as encoding the body.
+    body is kafka-python's compiled encoding, written into `out` (a scratch buffer the
+    caller owns; a fresh one if None) behind the header, which is packed here:
+    building kafka-python's header object per request costs as much as encoding the
+    body, and `ApiMessage.encode` adds a buffer pool, checks and a copy around the
+    same encoder.
     """
     shape = _shape(message, version)
-    body = message.encode(version=version)
-    tagged = b"\x00" if shape.flexible_request else b""  # no tagged header fields
-    size = _REQUEST_HEAD.size - 4 + len(client_id_field) + len(tagged) + len(body)
-    head = _REQUEST_HEAD.pack(size, message.API_KEY, version, correlation_id)
-    return b"".join((head, client_id_field, tagged, body))
+    if message.version != version:
+        message.API_VERSION = version  # as ApiMessage.encode(version=...) leaves it
+    if out is None:
+        out = EncodeBuffer(1024)
+    body_at = _REQUEST_HEAD.size + len(client_id_field) + shape.flexible_request
+    out.pos = 0
+    out.ensure(body_at)
+    out.pos = body_at
+    shape.encode_body(message, out)
+    buf = out.buf
+    _REQUEST_HEAD.pack_into(buf, 0, out.pos - 4, shape.api_key, version, correlation_id)
+    buf[_REQUEST_HEAD.size : _REQUEST_HEAD.size + len(client_id_field)] = client_id_field
+    if shape.flexible_request:
+        buf[body_at - 1] = 0  # no tagged header fields
+    return bytes(buf[: out.pos])
 
 
 def client_id_field(client_id: str | None) -> bytes:
@@ -238,6 +275,8 @@ class Connection:
     _closed_reason: str | None = None
     _reader_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _client_id_field: bytes = b""
+    # Scratch space for encoding requests; writers take turns under the send lock.
+    _encode_buffer: EncodeBuffer = field(default_factory=lambda: EncodeBuffer(1024))
 
     def __post_init__(self) -> None:
         self._client_id_field = client_id_field(self.client_id)
@@ -329,7 +368,13 @@ class Connection:
             correlation_id = self._next_correlation_id
             self._next_correlation_id = (correlation_id + 1) & 0x7FFFFFFF
             pending.correlation_id = correlation_id
-            data = encode_request(message, pending.version, correlation_id, self._client_id_field)
+            data = encode_request(
+                message,
+                pending.version,
+                correlation_id,
+                self._client_id_field,
+                self._encode_buffer,
+            )
             if expect_response:
                 # Queued before the write, in write order: the lock serialises writers.
                 # Timed from here, as Java times a request from when it is handed to the
@@ -445,9 +490,9 @@ class Connection:
                 response = shape.response_class.decode(frame, version=pending.version, header=True)
             else:
                 pos = _skip_tagged_fields(frame, 4) if shape.flexible_response_header else 4
-                response = shape.response_class.decode(
-                    memoryview(frame)[pos:], version=pending.version
-                )
+                response, end = shape.decode_body(memoryview(frame), pos)
+                if end > len(frame):
+                    raise ValueError(f"the body runs {end - len(frame)} bytes past the frame")
         except Exception as exc:
             raise ProtocolViolationError(
                 f"broker {self.address} sent an undecodable {shape.response_class.__name__} "
