@@ -15,6 +15,7 @@ equal bytes.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,20 +91,37 @@ def _now_ns() -> int:
     return round(trio.current_time() * 1_000_000_000)
 
 
-async def _pause(cluster: SimCluster, scope: trio.CancelScope, interval_s: float) -> None:
+async def _pause(cluster: SimCluster, interval_s: float) -> None:
     """Wait `interval_s` before the next operation without a cancel scope of its own.
 
     At hundreds of operations per simulated second a trio sleep per operation (a
     cancel scope whose expiry throws Cancelled) is a measurable share of the run: the
-    network's agenda sleeps for free, and without one the operation's timeout scope is
-    reused.
+    network's agenda sleeps for free.
     """
     agenda = cluster.network.agenda
     if agenda is not None:
         await agenda.sleep_until(trio.current_time() + interval_s)
-        return
-    scope.deadline = trio.current_time() + interval_s
-    await trio.sleep_forever()
+    else:
+        await trio.sleep(interval_s)
+
+
+def _time_out_at(cluster: SimCluster, scope: trio.CancelScope, at: float) -> Callable[[], None]:
+    """Cancel `scope` at `at` unless the returned function is called first.
+
+    Each client runs its operations inside one cancel scope, and this times the one
+    under way: an agenda timer costs a heap entry, where a cancel scope per operation
+    (created, entered with a deadline, left) is a measurable share of the run.
+    """
+    agenda = cluster.network.agenda
+    if agenda is None:
+        scope.deadline = at
+
+        def disarm_deadline() -> None:
+            scope.deadline = math.inf
+
+        return disarm_deadline
+    entry = agenda.call_at(at, scope.cancel)
+    return lambda: agenda.cancel(entry)
 
 
 class _Retire(Exception):
@@ -139,28 +157,32 @@ async def _producer(
                 rng=cluster.client_rng(client, str(process)),
                 clock_ms=clock.now_ms,
             ) as producer:
-                while not rec.stopping:
-                    value = rec.value()
-                    key = f"k{value % 5}"
-                    message = {"topic": topic, "key": key, "value": value}
-                    rec.record(process, "invoke", "send", [message])
-                    try:
-                        delivery = await producer.send(topic, str(value).encode(), key.encode())
-                    except KafkaClientError as exc:
-                        # Never queued, so never sent.
-                        rec.record(process, "fail", "send", [message], error=type(exc).__name__)
-                        await trio.sleep(interval_s)
-                        continue
-                    outcome: Any = None
-                    deadline = trio.current_time() + opts.delivery_timeout_ms / 1000 + 1
-                    with trio.CancelScope(deadline=deadline) as scope:
+                # Cancelled (by `_time_out_at`) only when an operation timed out.
+                with trio.CancelScope() as timeouts:
+                    while not rec.stopping:
+                        value = rec.value()
+                        key = f"k{value % 5}"
+                        message = {"topic": topic, "key": key, "value": value}
+                        rec.record(process, "invoke", "send", [message])
                         try:
-                            outcome = await delivery.wait()
+                            delivery = await producer.send(topic, str(value).encode(), key.encode())
+                        except KafkaClientError as exc:
+                            # Never queued, so never sent.
+                            error = type(exc).__name__
+                            rec.record(process, "fail", "send", [message], error=error)
+                            await trio.sleep(interval_s)
+                            continue
+                        deadline = trio.current_time() + opts.delivery_timeout_ms / 1000 + 1
+                        disarm = _time_out_at(cluster, timeouts, deadline)
+                        try:
+                            outcome: Any = await delivery.wait()
                         except DefiniteFailure as exc:
                             outcome = exc
                         except KafkaClientError as exc:
                             rec.record(process, "info", "send", [message], error=type(exc).__name__)
                             raise _Retire from exc
+                        finally:
+                            disarm()
                         if isinstance(outcome, DefiniteFailure):
                             error = type(outcome).__name__
                             rec.record(process, "fail", "send", [message], error=error)
@@ -168,10 +190,10 @@ async def _producer(
                             offset = outcome.offset
                             sent = {**message, "partition": outcome.partition, "offset": offset}
                             rec.record(process, "ok", "send", [sent])
-                        await _pause(cluster, scope, interval_s)
-                    if outcome is None:
-                        rec.record(process, "info", "send", [message], error="timeout")
-                        raise _Retire
+                        await _pause(cluster, interval_s)
+                if timeouts.cancelled_caught:
+                    rec.record(process, "info", "send", [message], error="timeout")
+                    raise _Retire
         except _Retire:
             process = rec.process()
         except KafkaClientError:
@@ -215,16 +237,19 @@ async def _consumer(
                 consumer.assign(tps)
                 consumer.seek_to_beginning(tps)
                 rec.record(process, "ok", "assign", assign)
-                while not rec.stopping:
-                    rec.record(process, "invoke", "poll", None)
-                    records = None
-                    timeout_s = opts.request_timeout_ms / 1000 + poll_timeout_s + 1
-                    with trio.CancelScope(deadline=trio.current_time() + timeout_s) as scope:
+                # Cancelled (by `_time_out_at`) only when a poll timed out.
+                with trio.CancelScope() as timeouts:
+                    while not rec.stopping:
+                        rec.record(process, "invoke", "poll", None)
+                        timeout_s = opts.request_timeout_ms / 1000 + poll_timeout_s + 1
+                        disarm = _time_out_at(cluster, timeouts, trio.current_time() + timeout_s)
                         try:
                             records = await consumer.poll(poll_timeout_s)
                         except KafkaClientError as exc:
                             rec.record(process, "info", "poll", None, error=type(exc).__name__)
                             raise _Retire from exc
+                        finally:
+                            disarm()
                         polled: dict[str, list[list[Any]]] = {}
                         for r in records:
                             entry = [
@@ -234,10 +259,10 @@ async def _consumer(
                             ]
                             polled.setdefault(f"{r.topic}/{r.partition}", []).append(entry)
                         rec.record(process, "ok", "poll", polled)
-                        await _pause(cluster, scope, interval_s)
-                    if records is None:
-                        rec.record(process, "info", "poll", None, error="timeout")
-                        raise _Retire
+                        await _pause(cluster, interval_s)
+                if timeouts.cancelled_caught:
+                    rec.record(process, "info", "poll", None, error="timeout")
+                    raise _Retire
         except _Retire:
             pass
         except KafkaClientError:
