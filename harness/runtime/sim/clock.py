@@ -16,6 +16,8 @@ import trio
 import trio.testing
 from trio._core import _run as trio_run_module
 
+from .scheduler import hook_before_io_poll
+
 # 2024-01-01T00:00:00Z: a fixed, plausible wall-clock start so timestamps look real
 # yet never depend on when the simulation ran.
 DEFAULT_EPOCH_MS = 1_704_067_200_000
@@ -81,7 +83,10 @@ class Agenda(trio.abc.Instrument):
         agenda = None
         if isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold == 0:
             agenda = cls(clock)
-            trio.lowlevel.add_instrument(agenda)
+            # Called straight from the run's I/O poll where `run_sim` set that up: an
+            # instrument costs a dispatch through trio's Instruments on every batch.
+            if not hook_before_io_poll(agenda.before_io_wait):
+                trio.lowlevel.add_instrument(agenda)
         _AGENDA.set(agenda)
         return agenda
 

@@ -13,7 +13,7 @@ Both are process-global, so they are restored when the run ends.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,6 +60,9 @@ class _LazyIOPoll:
     when the loop is idle (so the clock never jumps past real I/O, nor waits forever
     for it), never while trio's entry queue holds work (`run_sync_soon`, signals),
     and not more than `_MAX_SKIPPED_POLLS` times in a row.
+
+    `before_poll`, when set, runs first: the moment trio's `before_io_wait`
+    instruments run, without the instrument machinery's cost per batch.
     """
 
     def __init__(self, runner: Any) -> None:
@@ -68,9 +71,12 @@ class _LazyIOPoll:
         self._entry = runner.entry_queue
         self._skipped = 0
         self.process_events = self._io.process_events
+        self.before_poll: Callable[[float], None] | None = None
 
     def get_events(self, timeout: float) -> Any:
         """Poll the real I/O manager unless skipping is safe (see the class docstring)."""
+        if self.before_poll is not None:
+            self.before_poll(timeout)
         entry = self._entry
         if (
             timeout == 0
@@ -87,6 +93,18 @@ class _LazyIOPoll:
     def __getattr__(self, name: str) -> Any:
         # wait_readable, statistics, close, ...: the real manager's.
         return getattr(self._io, name)
+
+
+def hook_before_io_poll(hook: Callable[[float], None]) -> bool:
+    """Run `hook(timeout)` before each I/O poll of this run, as a `before_io_wait`
+    instrument would be; False (nothing done) unless `skip_busy_io_polls` is in force
+    and no hook is set yet."""
+    runner = getattr(trio_run_module.GLOBAL_RUN_CONTEXT, "runner", None)
+    io_manager = getattr(runner, "io_manager", None)
+    if not isinstance(io_manager, _LazyIOPoll) or io_manager.before_poll is not None:
+        return False
+    io_manager.before_poll = hook
+    return True
 
 
 def skip_busy_io_polls() -> None:
