@@ -109,14 +109,16 @@ class _Pipe:
     """One direction of a connection: chunks in flight with their delivery times.
 
     The reader wakes once per delivery, at the moment the head chunk arrives: on the
-    simulation's clock an `Agenda` event sets its event then; on other clocks it waits
+    simulation's clock an `Agenda` event reschedules it then; on other clocks it waits
     in a cancel scope whose deadline a sender moves when its chunk becomes the head.
-    Either way a sender never wakes the reader early. Writers stalled on a full
-    buffer wait on their own event (`_room`).
+    Either way a sender never wakes the reader early. The reader parks itself and is
+    rescheduled directly (a `trio.Event` per wake-up would cost an Event, a parking
+    lot and a lookup per delivered chunk). Writers stalled on a full buffer wait on
+    their own event (`_room`).
     """
 
     __slots__ = (
-        "_changed",
+        "_reader",
         "_room",
         "agenda",
         "arrival",
@@ -141,7 +143,7 @@ class _Pipe:
         self.sender_free_at = -math.inf
         self.reset = False
         self.reader_gone = False
-        self._changed = trio.Event()
+        self._reader: trio.lowlevel.Task | None = None  # parked in wait_arrival
         self._room = trio.Event()
         self.reader_waiting = False
         self.arrival: trio.CancelScope | None = None  # without an agenda
@@ -155,8 +157,18 @@ class _Pipe:
         self.room()
 
     def _wake_reader(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        task = self._reader
+        if task is not None:
+            self._reader = None
+            trio.lowlevel.reschedule(task)
+
+    async def _park_reader(self) -> None:
+        self._reader = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._unpark_reader)
+
+    def _unpark_reader(self, _: object) -> trio.lowlevel.Abort:
+        self._reader = None  # cancelled: nothing may reschedule it now
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def room(self) -> None:
         """Bytes left the buffer: wake writers waiting for room (if any)."""
@@ -189,18 +201,17 @@ class _Pipe:
 
     async def wait_arrival(self, deadline: float) -> None:
         """The reader's wait: until `deadline` (the head's arrival), a push or a change."""
-        event = self._changed
         self.reader_waiting = True
         try:
             if self.agenda is not None:
                 if deadline != math.inf:
                     self._arm(deadline)
-                await event.wait()
+                await self._park_reader()
                 return
             with trio.CancelScope(deadline=deadline) as scope:
                 self.arrival = scope
                 try:
-                    await event.wait()
+                    await self._park_reader()
                 finally:
                     self.arrival = None
         finally:
@@ -260,9 +271,12 @@ class SimStream(trio.abc.Stream):
         # A cancel point always, a schedule point only when it must wait (full buffer,
         # paused host): queueing bytes that fit is instant, as for a socket with buffer
         # space, and a yield here would cost every request and response a task step.
-        await self._owner.host.gate_if_paused()
+        owner = self._owner
+        if owner.host.paused:
+            await owner.host.gate_if_paused()
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check()
+        if not owner.alive or self._closed:
+            self._check()  # raises
         pipe = self._out
         size = len(data)
         fabric = self._owner.fabric
@@ -298,11 +312,14 @@ class SimStream(trio.abc.Stream):
 
     async def _receive_some(self, max_bytes: int | None) -> bytes:
         pipe = self._in
+        owner = self._owner
         waited = False
         while True:
             # Woken during a pause or not, a frozen host takes nothing until resumed.
-            await self._owner.host.gate_if_paused()
-            self._check()
+            if owner.host.paused:
+                await owner.host.gate_if_paused()
+            if not owner.alive or self._closed:
+                self._check()  # raises
             if pipe.reset:
                 raise trio.BrokenResourceError("connection reset by peer")
             deadline = math.inf
