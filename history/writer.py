@@ -18,6 +18,8 @@ from history.pairing import Pairing
 
 _MESSAGE_KEYS = ("topic", "key", "value", "partition", "offset")
 _encode = msgspec.json.Encoder().encode
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+_CLIENT_FS = frozenset(CLIENT_FS)
 
 
 class _PendingOp:
@@ -35,8 +37,9 @@ class _PendingOp:
 def canonical_value(f: str, value: Any) -> Any:
     """Return `value` with send messages' keys in canonical order (other values as given)."""
     if f == "send" and isinstance(value, list):
+        # dict first: isinstance against the Mapping ABC is the slow part otherwise.
         return [
-            {k: m[k] for k in _MESSAGE_KEYS if k in m} if isinstance(m, Mapping) else m
+            {k: m[k] for k in _MESSAGE_KEYS if k in m} if isinstance(m, (dict, Mapping)) else m
             for m in value
         ]
     return value
@@ -84,27 +87,31 @@ class HistoryWriter:
         generation: int | None = None,
     ) -> int:
         """Write one event and return its index."""
-        if type not in EVENT_TYPES:
+        if type not in _EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}")
         index = self.next_index
         if process != "nemesis":
             if not isinstance(process, int) or isinstance(process, bool):
                 raise ValueError(f"process must be an int or 'nemesis', not {process!r}")
-            if f not in CLIENT_FS:
+            if f not in _CLIENT_FS:
                 raise ValueError(f"unknown client f {f!r}; expected one of {CLIENT_FS}")
             self._pairing.observe(_PendingOp(index, process, type, f))  # type: ignore[arg-type]
-        event = {
+        # Built here in canonical key order, as encode_event would (without its lookups).
+        out: dict[str, Any] = {
             "index": index,
             "time": time,
             "process": process,
             "type": type,
             "f": f,
-            "value": value,
-            "error": error,
-            "assignment": assignment,
-            "generation": generation,
+            "value": canonical_value(f, value),
         }
-        self._stream.write(encode_event(event))
+        if error is not None:
+            out["error"] = error
+        if assignment is not None:
+            out["assignment"] = assignment
+        if generation is not None:
+            out["generation"] = generation
+        self._stream.write(_encode(out) + b"\n")
         self.next_index = index + 1
         return index
 
