@@ -117,25 +117,31 @@ class Agenda(trio.abc.Instrument):
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     def before_io_wait(self, timeout: float) -> None:
-        """At idle, move time to the next event if it comes before trio's next deadline."""
+        """At idle, move time to the next event if it comes before trio's next deadline.
+
+        Repeats while the callbacks run wake no task (a timer that finds nothing to
+        do): trio would otherwise autojump to its own next deadline, past the
+        agenda's later events.
+        """
         heap = self._heap
-        while heap and heap[0][2] is None:
-            heapq.heappop(heap)
-        if not heap:
-            return
-        to_deadline = self._idle_wait()
-        if to_deadline is None:
-            return  # time stands still while anything can run
-        now = self._clock.current_time()
-        at = heap[0][0]
-        if at > now + to_deadline:
-            return  # a cancel scope's deadline comes first: autojump takes it
-        if at > now:
-            self._clock.jump(at - now)
-        while heap and heap[0][0] <= at:
-            callback = heapq.heappop(heap)[2]
-            if callback is not None:
-                callback()
+        while True:
+            while heap and heap[0][2] is None:
+                heapq.heappop(heap)
+            if not heap:
+                return
+            to_deadline = self._idle_wait()
+            if to_deadline is None:
+                return  # time stands still while anything can run
+            now = self._clock.current_time()
+            at = heap[0][0]
+            if at > now + to_deadline:
+                return  # a cancel scope's deadline comes first: autojump takes it
+            if at > now:
+                self._clock.jump(at - now)
+            while heap and heap[0][0] <= at:
+                callback = heapq.heappop(heap)[2]
+                if callback is not None:
+                    callback()
 
 
 _AGENDA: trio.lowlevel.RunVar[Agenda | None] = trio.lowlevel.RunVar("faultline_sim_agenda")
