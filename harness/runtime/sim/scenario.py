@@ -105,23 +105,49 @@ async def _pause(cluster: SimCluster, interval_s: float) -> None:
         await trio.sleep(interval_s)
 
 
-def _time_out_at(cluster: SimCluster, scope: trio.CancelScope, at: float) -> Callable[[], None]:
-    """Cancel `scope` at `at` unless the returned function is called first.
+class _OpTimeout:
+    """Cancels a client's session scope when its operation under way is past its deadline.
 
     Each client runs its operations inside one cancel scope, and this times the one
-    under way: an agenda timer costs a heap entry, where a cancel scope per operation
-    (created, entered with a deadline, left) is a measurable share of the run.
+    under way. A cancel scope per operation (created, entered with a deadline, left)
+    or even a timer per operation is a measurable share of the run at hundreds of
+    operations per second, and operations end long before their deadlines: so
+    `start` only notes the deadline, and one agenda timer per client, re-armed when
+    it fires, checks the operation under way then. Without an agenda, the scope's
+    own deadline is moved instead.
     """
-    agenda = cluster.network.agenda
-    if agenda is None:
-        scope.deadline = at
 
-        def disarm_deadline() -> None:
-            scope.deadline = math.inf
+    def __init__(self, cluster: SimCluster, scope: trio.CancelScope) -> None:
+        self._agenda = cluster.network.agenda
+        self._scope = scope
+        self._deadline = math.inf  # of the operation under way
+        self._timer_at = math.inf  # when the armed timer fires (inf: none armed)
 
-        return disarm_deadline
-    entry = agenda.call_at(at, scope.cancel)
-    return lambda: agenda.cancel(entry)
+    def start(self, deadline: float) -> None:
+        """An operation starts: cancel the scope at `deadline` unless `stop` comes first."""
+        self._deadline = deadline
+        if self._agenda is None:
+            self._scope.deadline = deadline
+        elif deadline < self._timer_at:
+            self._arm(deadline)
+
+    def stop(self) -> None:
+        """The operation ended in time."""
+        self._deadline = math.inf
+        if self._agenda is None:
+            self._scope.deadline = math.inf
+
+    def _arm(self, at: float) -> None:
+        assert self._agenda is not None
+        self._timer_at = at
+        self._agenda.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer_at = math.inf
+        if self._deadline <= trio.current_time():
+            self._scope.cancel()
+        elif self._deadline < math.inf:
+            self._arm(self._deadline)  # a later operation is under way: time that one
 
 
 class _Retire(Exception):
@@ -157,8 +183,9 @@ async def _producer(
                 rng=cluster.client_rng(client, str(process)),
                 clock_ms=clock.now_ms,
             ) as producer:
-                # Cancelled (by `_time_out_at`) only when an operation timed out.
+                # Cancelled (by `_OpTimeout`) only when an operation timed out.
                 with trio.CancelScope() as timeouts:
+                    op_timeout = _OpTimeout(cluster, timeouts)
                     while not rec.stopping:
                         value = rec.value()
                         key = f"k{value % 5}"
@@ -173,7 +200,7 @@ async def _producer(
                             await trio.sleep(interval_s)
                             continue
                         deadline = trio.current_time() + opts.delivery_timeout_ms / 1000 + 1
-                        disarm = _time_out_at(cluster, timeouts, deadline)
+                        op_timeout.start(deadline)
                         try:
                             outcome: Any = await delivery.wait()
                         except DefiniteFailure as exc:
@@ -182,7 +209,7 @@ async def _producer(
                             rec.record(process, "info", "send", [message], error=type(exc).__name__)
                             raise _Retire from exc
                         finally:
-                            disarm()
+                            op_timeout.stop()
                         if isinstance(outcome, DefiniteFailure):
                             error = type(outcome).__name__
                             rec.record(process, "fail", "send", [message], error=error)
@@ -237,19 +264,20 @@ async def _consumer(
                 consumer.assign(tps)
                 consumer.seek_to_beginning(tps)
                 rec.record(process, "ok", "assign", assign)
-                # Cancelled (by `_time_out_at`) only when a poll timed out.
+                # Cancelled (by `_OpTimeout`) only when a poll timed out.
                 with trio.CancelScope() as timeouts:
+                    op_timeout = _OpTimeout(cluster, timeouts)
                     while not rec.stopping:
                         rec.record(process, "invoke", "poll", None)
                         timeout_s = opts.request_timeout_ms / 1000 + poll_timeout_s + 1
-                        disarm = _time_out_at(cluster, timeouts, trio.current_time() + timeout_s)
+                        op_timeout.start(trio.current_time() + timeout_s)
                         try:
                             records = await consumer.poll(poll_timeout_s)
                         except KafkaClientError as exc:
                             rec.record(process, "info", "poll", None, error=type(exc).__name__)
                             raise _Retire from exc
                         finally:
-                            disarm()
+                            op_timeout.stop()
                         polled: dict[str, list[list[Any]]] = {}
                         for r in records:
                             entry = [
