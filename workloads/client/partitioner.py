@@ -10,6 +10,7 @@ injected rng so simulated runs repeat.
 
 from __future__ import annotations
 
+import functools
 import random
 
 _M = 0x5BD1E995
@@ -46,7 +47,11 @@ def partition_for_key(key: bytes, num_partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a non-null key."""
     if num_partitions <= 0:
         raise ValueError("a topic has at least one partition")
-    return (murmur2(key) & 0x7FFFFFFF) % num_partitions
+    return (_murmur2_of_key(bytes(key)) & 0x7FFFFFFF) % num_partitions
+
+
+# Workloads draw keys from small sets, and hashing in Python costs a few microseconds.
+_murmur2_of_key = functools.lru_cache(maxsize=4096)(murmur2)
 
 
 class DefaultPartitioner:
