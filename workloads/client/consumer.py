@@ -532,6 +532,9 @@ class Consumer:
             ],
             forgotten_topics_data=[],
             rack_id="",
+            # Unset, the tagged field is looked up through DataContainer.__getattr__ (an
+            # AttributeError caught) on every encode.
+            cluster_id=None,
         )
         if len(self._fetch_requests) >= 64:
             self._fetch_requests.clear()  # assignments churned: start over
