@@ -172,7 +172,6 @@ class _Pending:
     __slots__ = (
         "correlation_id",
         "deadline",
-        "done",
         "error",
         "finished",
         "name",
@@ -182,6 +181,7 @@ class _Pending:
         "shape",
         "timeout_s",
         "version",
+        "waiter",
     )
 
     def __init__(
@@ -197,7 +197,9 @@ class _Pending:
         self.version = version
         self.timeout_s = timeout_s
         self.on_done = on_done
-        self.done = trio.Event() if on_done is None else None
+        # The task parked in `wait` (request()); rescheduled directly, as a trio.Event
+        # per request would cost an Event and a parking lot.
+        self.waiter: trio.lowlevel.Task | None = None
         self.correlation_id = 0
         self.deadline = math.inf  # armed once the request is on the wire
         self.sent = False  # some of its bytes may have reached the wire
@@ -214,9 +216,20 @@ class _Pending:
         self.error = error
         if self.on_done is not None:
             self.on_done(response, error)
-        else:
-            assert self.done is not None
-            self.done.set()
+        elif self.waiter is not None:
+            task, self.waiter = self.waiter, None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Wait until `complete` was called (a checkpoint only when it must wait)."""
+        if self.finished:
+            return
+        self.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self.waiter = None  # cancelled: the outcome, when it comes, goes to no one
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class FrameReader:
@@ -270,7 +283,10 @@ class Connection:
     max_frame_bytes: int = 100 * 1024 * 1024
     api_versions: dict[int, ApiVersionRange] = field(default_factory=dict)
     _pending: deque[_Pending] = field(default_factory=deque)
-    _send_lock: trio.Lock = field(default_factory=trio.Lock)
+    # One writer at a time, in arrival order: a trio.Lock's semantics (ownership passes
+    # straight to the longest waiter) without its owner bookkeeping on every request.
+    _writing: bool = False
+    _write_queue: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
     _next_correlation_id: int = 1
     _closed_reason: str | None = None
     _reader_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -317,9 +333,7 @@ class Connection:
             type(message).__name__, _shape(message, version), version, timeout_s, None
         )
         await self._write(message, pending)
-        if not pending.finished:
-            assert pending.done is not None
-            await pending.done.wait()
+        await pending.wait()
         if pending.error is not None:
             raise pending.error
         assert pending.response is not None
@@ -349,12 +363,11 @@ class Connection:
     async def _write(
         self, message: ApiMessage, pending: _Pending, *, expect_response: bool = True
     ) -> None:
-        lock = self._send_lock
-        if lock.locked():
-            await lock.acquire()
+        if self._writing:
+            await self._write_queue.park()  # woken holding the connection
         else:
             # Uncontended (the usual case): no schedule point here, send_all has one.
-            lock.acquire_nowait()
+            self._writing = True
         try:
             if self._closed_reason is not None:
                 pending.complete(
@@ -403,7 +416,10 @@ class Connection:
             if not expect_response:
                 pending.complete(None, None)
         finally:
-            lock.release()
+            if self._write_queue:
+                self._write_queue.unpark()  # the next writer holds it now
+            else:
+                self._writing = False
 
     def _arm(self, deadline: float) -> None:
         """Make sure the reader wakes by `deadline`.
