@@ -18,12 +18,14 @@ same things on a power cut: file contents that were not fsynced.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import trio
 
+from .clock import Agenda
 from .errors import NodeCrashedError
 
 
@@ -69,6 +71,8 @@ class SimInode:
         self.dirty_from = None
 
 
+# A broker opens and lists the same few paths again and again; PurePosixPath is slow.
+@functools.lru_cache(maxsize=4096)
 def _normalize(path: str) -> str:
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts:
@@ -224,7 +228,11 @@ class SimStorage:
     async def fsync_delay(self) -> None:
         """Spend the disk's fsync latency (always a checkpoint)."""
         if self.fsync_latency_s > 0:
-            await trio.sleep(self.fsync_latency_s)
+            agenda = Agenda.for_this_run()  # a sleep without a cancel scope, if available
+            if agenda is not None:
+                await agenda.sleep_until(trio.current_time() + self.fsync_latency_s)
+            else:
+                await trio.sleep(self.fsync_latency_s)
         else:
             await trio.lowlevel.checkpoint()
         self.check_alive()
@@ -244,10 +252,12 @@ class SimStorage:
         return SimFile(self, inode)
 
     def _add_parents(self, key: str) -> None:
-        parent = PurePosixPath(key).parent
-        while str(parent) != ".":
-            self.disk.dirs.add(str(parent))
-            parent = parent.parent
+        # `key` is normalized (relative, single slashes): its parents are its prefixes.
+        dirs = self.disk.dirs
+        end = key.rfind("/")
+        while end > 0:
+            dirs.add(key[:end])
+            end = key.rfind("/", 0, end)
 
     def exists(self, path: str) -> bool:
         """Whether a file or directory exists."""
