@@ -103,6 +103,9 @@ def consume(bootstrap: str, topic: str, partitions: int, count: int) -> float:
             "group.id": f"bench-{topic}",
             "enable.auto.commit": False,
             "fetch.max.bytes": 50 * 1024 * 1024,
+            # When the Python loop lags, librdkafka's prefetch queue fills and it backs off
+            # fetching for this long (default 1000 ms): the faster broker got penalised.
+            "fetch.queue.backoff.ms": 10,
         }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
