@@ -16,8 +16,12 @@ from workloads.client.producer import Delivery
 QUIET = ScenarioOptions(duration_s=3.0, recovery_s=0.5, faults=False, ops_per_second=60.0)
 
 
-def _events(history: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in history.splitlines()]
+def _timed_out(history: bytes, f: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every event of operation `f`, and its `info` completions (all must say "timeout")."""
+    events = [e for e in map(json.loads, history.splitlines()) if e["f"] == f]
+    timeouts = [e for e in events if e["type"] == "info"]
+    assert timeouts and all(e["error"] == "timeout" for e in timeouts)
+    return events, timeouts
 
 
 def test_a_poll_stuck_past_its_deadline_is_info_timeout_and_retires(
@@ -29,9 +33,7 @@ def test_a_poll_stuck_past_its_deadline_is_info_timeout_and_retires(
 
     monkeypatch.setattr(Consumer, "poll", stuck)
     history, _ = run_faults_scenario(3, QUIET)
-    polls = [e for e in _events(history) if e["f"] == "poll"]
-    timeouts = [e for e in polls if e["type"] == "info"]
-    assert timeouts and all(e["error"] == "timeout" for e in timeouts)
+    polls, timeouts = _timed_out(history, "poll")
     invoked = {e["process"]: e["time"] for e in polls if e["type"] == "invoke"}
     for e in timeouts:
         # request.timeout.ms + the poll's 0.2 s + 1 s after the invoke
@@ -51,9 +53,7 @@ def test_a_send_stuck_past_its_deadline_is_info_timeout_and_retires(
 
     monkeypatch.setattr(Delivery, "wait", stuck)
     history, _ = run_faults_scenario(3, QUIET)
-    sends = [e for e in _events(history) if e["f"] == "send"]
-    timeouts = [e for e in sends if e["type"] == "info"]
-    assert timeouts and all(e["error"] == "timeout" for e in timeouts)
+    sends, timeouts = _timed_out(history, "send")
     invoked = {e["process"]: e for e in sends if e["type"] == "invoke"}
     for e in timeouts:
         assert e["value"] == invoked[e["process"]]["value"]
