@@ -17,11 +17,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("run", "run", "Run a cluster under faults with a workload; check it; write a report."),
     "report": ("report", "report", "Re-render a run's report.html (and results/index.html)."),
     "replay": ("replay", "replay", "Re-run a sim run from its seed and config; compare histories."),
+    "campaign": ("campaign", "campaign",
+                 "Run a matrix of configurations x seeds; check each against expectations."),
 }
-
-EXIT_VALID = 0
-EXIT_ANOMALIES = 1
-EXIT_BAD_INPUT = 2
 
 
 class LazyGroup(click.Group):
@@ -49,7 +47,8 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """faultline: a Jepsen-style correctness lab for Kafka-style logs.
 
-    Exit codes: 0 valid, 1 anomalies found, 2 bad input or setup error.
+    Exit codes: 0 valid, 1 anomalies found, 2 bad input or setup error, 3 unknown
+    (acknowledged messages never read; nothing disproved), 130 interrupted.
     """
 
 

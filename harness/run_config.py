@@ -4,63 +4,139 @@ A `RunConfig` is everything needed to repeat a run: target, cluster size, topic 
 producer/consumer knobs (Kafka's names), workload, nemesis, durations and seed. It is
 written into `results.json`, and `faultline replay` rebuilds it from there.
 
-Validation happens here, once, with messages a user can act on (`ConfigError`); the
-runner may assume a validated config.
+Each setting is declared once, on its field (`harness.settings`); `SETTINGS` is the
+table made from those declarations. Validation happens here, once, with messages a
+user can act on (`ConfigError`): each value against its declaration, then the rules
+between settings. The runner may assume a validated config.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import random
 import re
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from checkers.anomalies import ANOMALIES
+from harness.settings import ConfigError, command_line, resolve, setting, settings_of
 from nemesis import packages as nemesis_packages
+from workloads.adapters import Acks
+from workloads.base import CommitStrategy
+from workloads.registry import WORKLOADS
 
 TARGETS = ("sim", "process", "tansu", "external")
 CLIENT_LIBRARIES = ("faultline", "kafka-python", "confluent-kafka")
-ACKS = ("0", "1", "all")
-COMMIT_STRATEGIES = ("before", "after", "auto")
+ACKS: tuple[Acks, ...] = get_args(Acks)
+COMMIT_STRATEGIES: tuple[CommitStrategy, ...] = get_args(CommitStrategy)
 
 # Packages each target can inject; sim and process implement every FaultTarget primitive.
 TANSU_PACKAGES = frozenset({"pause"})
+FAULT_COMMANDS = ("kill", "restart", "pause", "resume")
 
 
-class ConfigError(ValueError):
-    """A run configuration that cannot run; the message says what to change."""
+def _check_nemesis(spec: str) -> None:
+    try:
+        nemesis_packages.parse(spec)
+    except ValueError as exc:
+        raise ConfigError(f"--nemesis: {exc}") from None
+
+
+def _check_allow(types: tuple[str, ...]) -> None:
+    unknown = [name for name in types if name not in ANOMALIES]
+    if unknown:
+        raise ConfigError(f"--allow: unknown anomaly type {unknown[0]!r}; expected one of "
+                          f"{', '.join(ANOMALIES)}")
+
+
+def _check_flush(flush: str) -> None:
+    flush_settings(flush)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run, fully described. Durations are seconds (simulated on the sim target)."""
+    """One run, fully described. Durations are seconds (simulated on the sim target).
 
-    target: str = "sim"
-    client: str = "faultline"
-    workload: str = "queue"
-    nemesis: str = "mixed"
-    nemesis_interval_s: float = 5.0
-    time_limit_s: float = 60.0
-    recovery_s: float = 10.0
-    final_read_s: float = 30.0
-    rate: float = 50.0
-    concurrency: int = 6
-    crash_probability: float = 0.01
-    seed: int = 0
-    nodes: int = 3
-    partitions: int = 2
-    acks: str = "all"
-    enable_idempotence: bool = True
+    Each field is a setting (`harness.settings`): its declaration here is the one place
+    its option name, type, default, help and allowed values are written.
+    """
+
+    target: str = setting(
+        "sim", "Where the cluster runs: simulated, broker processes, one Tansu broker, or "
+        "any Kafka-compatible cluster (--bootstrap-servers).", choices=TARGETS)
+    client: str = setting(
+        "faultline", "Client library the workload drives (third-party ones need a "
+        "real-socket target).", choices=CLIENT_LIBRARIES)
+    workload: str = setting("queue", "What the clients do.", choices=tuple(WORKLOADS))
+    nemesis: str = setting(
+        "mixed", "Comma-separated fault packages (on a --vary axis joined with +):\n\n\b\n"
+        + nemesis_packages.describe(), check=_check_nemesis,
+        normalize=lambda text: text.replace("+", ","))
+    nemesis_interval_s: float = setting(
+        5.0, "Mean seconds between fault actions.", name="nemesis-interval", minimum=0.01)
+    time_limit_s: float = setting(
+        60.0, "Seconds of workload under faults (simulated on --target sim).",
+        name="time-limit", minimum=0.1)
+    recovery_s: float = setting(
+        10.0, "Seconds the workload goes on after the final heal, before the final reads "
+        "(the time to recover is measured in it).", name="recovery", minimum=0.0)
+    final_read_s: float = setting(
+        30.0, "Seconds the final read may take at most.", name="final-read", minimum=0.1)
+    rate: float = setting(50.0, "Target client operations per second.", minimum=0.01)
+    concurrency: int = setting(6, "Client processes alive at once.", minimum=1)
+    crash_probability: float = setting(
+        0.01, "Chance per operation that a client crashes (info, replaced).",
+        minimum=0.0, maximum=1.0)
+    seed: int = setting(
+        0, "Seed of every random choice.", default_text="random, printed", axis=False,
+        # The one unseeded choice, made when no seed is given and printed, so the run
+        # itself is seeded.
+        derive=lambda _: random.SystemRandom().randrange(1_000_000))
+    nodes: int = setting(
+        3, "Brokers.", minimum=1, default_text="3; 1 for tansu",
+        derive=lambda v: 1 if v["target"] == "tansu" else 3)
+    partitions: int = setting(2, "Partitions per topic.", minimum=1)
     # Kafka's recommended durable setup: three replicas, two of them in sync before an
-    # acks=all write is acknowledged (`faultline run` lowers both to fit fewer --nodes).
-    min_insync_replicas: int = 2
-    replication_factor: int = 3
-    unclean_leader_election: bool = False
-    flush: str = "never"
-    commit: str = "after"
-    allow: tuple[str, ...] = ()
-    bootstrap_servers: str | None = None
-    fault_cmds: dict[str, str] = field(default_factory=dict)
+    # acks=all write is acknowledged, both lowered to fit fewer nodes.
+    replication_factor: int = setting(
+        3, "Replication factor of the topics; above 1 the sim and process brokers form "
+        "one KRaft cluster.", minimum=1, default_text="3, at most --nodes",
+        derive=lambda v: min(3, v["nodes"]))
+    min_insync_replicas: int = setting(
+        2, "min.insync.replicas of the topics.", minimum=1,
+        default_text="2, at most the replication factor",
+        derive=lambda v: min(2, v["replication-factor"]))
+    acks: Acks = setting("all", "Producer acks.", choices=ACKS)
+    # As Kafka's producer does: left unset, idempotence is on exactly when acks=all.
+    enable_idempotence: bool = setting(
+        True, "Producer enable.idempotence.", default_text="true with --acks all",
+        derive=lambda v: v["acks"] == "all")
+    unclean_leader_election: bool = setting(False, "unclean.leader.election.enable.")
+    flush: str = setting(
+        "never", "fsync policy: every (log.flush.interval.messages=1), N ms "
+        "(log.flush.interval.ms=N) or never (Kafka's default).", check=_check_flush)
+    commit: CommitStrategy = setting(
+        "after", "Group workload: commit before processing (at-most-once), after "
+        "(at-least-once) or auto (enable.auto.commit).", choices=COMMIT_STRATEGIES)
+    allow: tuple[str, ...] = setting(
+        (), "Anomaly type that does not invalidate the verdict (repeatable).",
+        metavar="TYPE", check=_check_allow)
+    bootstrap_servers: str | None = setting(
+        None, "--target external: host:port[,host:port...].")
+    fault_cmds: dict[str, str] = setting(
+        {}, "--target external: shell command for kill, restart, pause or resume; {node} "
+        "becomes the node's host:port (repeatable).", name="fault-cmd",
+        metavar="ACTION=CMD")
+
+    @classmethod
+    def build(cls, given: Mapping[str, Any]) -> RunConfig:
+        """A validated config from the settings a person gave (by setting name, as text
+        or typed values); the others take their derived or declared defaults."""
+        config = cls(**resolve(SETTINGS, given))
+        config.validate()
+        return config
 
     # -- derived ---------------------------------------------------------------------
 
@@ -111,29 +187,26 @@ class RunConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild a config written by `to_json`; unknown keys are a ConfigError."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        by_attr = {s.attr: s for s in SETTINGS.values()}
+        unknown = sorted(set(data) - set(by_attr))
         if unknown:
             raise ConfigError(f"results.json has unknown run settings {unknown}")
-        values = dict(data)
-        if "allow" in values:
-            values["allow"] = tuple(values["allow"])
-        config = cls(**values)
-        config.validate()
-        return config
+        values = {by_attr[attr].name: value for attr, value in data.items()}
+        # Every recorded setting is given, so nothing is derived (or drawn at random).
+        missing = {s.name: s.default for s in SETTINGS.values() if s.name not in values}
+        return cls.build({**missing, **values})
+
+    def command(self) -> str:
+        """The `faultline run` command line that runs this configuration again."""
+        return command_line(SETTINGS, self, always=("seed",))
 
     # -- validation ------------------------------------------------------------------
 
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that cannot work."""
-        _choice("--target", self.target, TARGETS)
-        _choice("--client", self.client, CLIENT_LIBRARIES)
-        _choice("--acks", self.acks, ACKS)
-        _choice("--commit", self.commit, COMMIT_STRATEGIES)
-        try:
-            packages = self.packages
-        except ValueError as exc:
-            raise ConfigError(f"--nemesis: {exc}") from None
+        for s in SETTINGS.values():
+            s.check(getattr(self, s.attr))
+        packages = self.packages
         if self.acks != "all" and self.enable_idempotence:
             raise ConfigError(
                 f"--acks {self.acks} with an idempotent producer: Kafka requires acks=all "
@@ -180,38 +253,16 @@ class RunConfig:
                     f"the node's host:port); cannot inject {unsupported}"
                 )
         for key in self.fault_cmds:
-            _choice("--fault-cmd", key, ("kill", "restart", "pause", "resume"))
+            if key not in FAULT_COMMANDS:
+                raise ConfigError(f"--fault-cmd must name one of {', '.join(FAULT_COMMANDS)}, "
+                                  f"not {key!r}")
         if self.target == "tansu" and self.nodes != 1:
             raise ConfigError("--target tansu runs exactly one node: use --nodes 1")
-        _at_least("--nodes", self.nodes, 1)
-        _at_least("--partitions", self.partitions, 1)
-        _at_least("--concurrency", self.concurrency, 1)
-        if self.time_limit_s <= 0:
-            raise ConfigError(f"--time-limit must be positive, got {self.time_limit_s}")
-        if self.rate <= 0:
-            raise ConfigError(f"--rate must be positive, got {self.rate}")
-        if self.nemesis_interval_s <= 0:
-            raise ConfigError(
-                f"--nemesis-interval must be positive, got {self.nemesis_interval_s}"
-            )
-        if self.recovery_s < 0 or self.final_read_s <= 0:
-            raise ConfigError("recovery must be >= 0 and the final read time positive")
-        flush_settings(self.flush)
 
 
 def _has_fault_cmds(cmds: dict[str, str], package: str) -> bool:
     pairs = {"kill": ("kill", "restart"), "pause": ("pause", "resume")}
     return all(name in cmds for name in pairs[package])
-
-
-def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
-
-
-def _at_least(option: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{option} must be at least {low}, got {value}")
 
 
 _FLUSH_MS = re.compile(r"^(\d+)\s*ms$")
@@ -239,6 +290,9 @@ def flush_settings(flush: str) -> dict[str, object]:
     if ms < 1:
         raise ConfigError("--flush period must be at least 1 ms")
     return {"log.flush.interval.ms": ms, "log.flush.scheduler.interval.ms": min(ms, 100)}
+
+
+SETTINGS = settings_of(RunConfig)
 
 
 def new_run_dir(out: Path, config: RunConfig, now: _dt.datetime | None = None) -> Path:

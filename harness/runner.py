@@ -4,11 +4,13 @@ One run, in order (DESIGN.md §6, Jepsen's test lifecycle):
 
 1. start the target (sim: inside one seeded `trio.run` on a MockClock);
 2. `workload.setup` creates the topics;
-3. main phase: `workload.run` until `time_limit`, while the nemesis executor applies the
+3. main phase: `workload.run` for `time_limit`, while the nemesis executor applies the
    generated schedule's ops at their times;
-4. `Executor.heal_everything`, then `recovery_s` of quiet;
+4. `Executor.heal_everything` at `time_limit`, while the workload goes on for
+   `recovery_s` more, so the history shows how long the cluster took to serve again;
 5. `workload.final_reads` until caught up or `final_read_s`;
-6. check `history.jsonl` with the workload's checker mode plus `--allow`, write
+6. check `history.jsonl` with the workload's checker mode plus `--allow`, measure
+   availability under faults and the time to recover (`harness.availability`), write
    `results.json`, `nemesis.json`, node logs, `report.html`, `results/index.html`.
 
 Every event, workload and nemesis, goes through one `CountingWriter`, which also feeds
@@ -28,16 +30,15 @@ from typing import IO, Any
 import trio
 
 from checkers.verdict import Verdict, check_file
+from harness import exit_codes
+from harness.availability import Availability, measure_availability
 from harness.progress import CountingWriter, RunCounters, show_progress
 from harness.run_config import ConfigError, RunConfig
 from harness.targets import CLUSTER_HOME, REPLICATED_TOPICS, Session
 from nemesis import Executor, Schedule, generate
+from workloads.adapters import ProducerSettings
 from workloads.base import Workload, WorkloadOptions
 from workloads.recorder import HistoryRecorder
-
-EXIT_VALID = 0
-EXIT_ANOMALIES = 1
-EXIT_SETUP = 2
 
 # How long past `until` the workload may take to wind its processes down.
 WIND_DOWN_S = 30.0
@@ -59,6 +60,7 @@ class RunOutcome:
     run_seconds: float  # trio time: simulated seconds in the sim
     events: int
     history_sha256: str
+    availability: Availability
 
 
 def load_workload(name: str) -> Workload:
@@ -84,8 +86,10 @@ def workload_options(config: RunConfig, topics: tuple[str, ...]) -> WorkloadOpti
         partitions=config.partitions,
         replication_factor=config.replication_factor,
         min_insync_replicas=config.min_insync_replicas,
-        acks=config.acks,
-        enable_idempotence=config.enable_idempotence,
+        producer=ProducerSettings(
+            acks=config.acks,
+            enable_idempotence=config.enable_idempotence,
+        ),
         commit=config.commit,
         rate=config.rate,
         concurrency=config.concurrency,
@@ -139,16 +143,18 @@ async def drive(
         executor = Executor(session.fault_target, writer, origin=origin)
         start = trio.current_time()
         until = start + schedule.duration_ms / 1000
+        recovered = until + schedule.recovery_ms / 1000
         counters.phase = "workload"
-        async with trio.open_nursery() as strobes:
-            async with trio.open_nursery() as main:
-                main.start_soon(_workload_main, workload, env, opts, recorder, until)
-                main.start_soon(_apply_ops, executor, schedule, start, strobes)
-            counters.phase = "heal"
-            await trio.sleep_until(until)
-            await executor.heal_everything()
-        counters.phase = "recovery"
-        await trio.sleep(schedule.recovery_ms / 1000)
+        async with trio.open_nursery() as main:
+            # The workload runs through the recovery period: the time the cluster takes
+            # to serve again after the final heal is part of what a run measures.
+            main.start_soon(_workload_main, workload, env, opts, recorder, recovered)
+            async with trio.open_nursery() as strobes:
+                await _apply_ops(executor, schedule, start, strobes)
+                await trio.sleep_until(until)
+                counters.phase = "heal"
+                await executor.heal_everything()
+            counters.phase = "recovery"
         counters.phase = "final-reads"
         deadline = trio.current_time() + config.final_read_s
         with trio.move_on_at(deadline + WIND_DOWN_S):
@@ -220,6 +226,7 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
                  schedule: Schedule | None, save: Callable[[Schedule], None],
                  progress: IO[str] | None) -> tuple[Schedule, float]:
     from harness.runtime.sim.cluster import SimCluster
+    from harness.runtime.sim.node_logs import node_log_files
     from harness.runtime.sim.run import run_sim
     from harness.targets import sim_session, sim_settings
 
@@ -230,12 +237,14 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
         _write_sim_node_logs(cluster, run_dir)
         return ran
 
-    result = run_sim(scenario, config.seed, sim_settings(config))
+    with node_log_files(run_dir / "nodes"):
+        result = run_sim(scenario, config.seed, sim_settings(config))
     return result.value, result.virtual_seconds
 
 
 def _write_sim_node_logs(cluster: Any, run_dir: Path) -> None:
-    """A short per-node summary: incarnations, state and disk at the end of the run."""
+    """A short per-node summary at the end of each node's log: incarnations, state and
+    disk at the end of the run."""
     nodes_dir = run_dir / "nodes"
     nodes_dir.mkdir(exist_ok=True)
     for name in cluster.nodes:
@@ -250,7 +259,8 @@ def _write_sim_node_logs(cluster: Any, run_dir: Path) -> None:
         describe = getattr(node.disk, "describe", None)
         if callable(describe):
             lines.append(f"disk: {describe()}")
-        (nodes_dir / f"{name}.log").write_text("\n".join(lines) + "\n")
+        with open(nodes_dir / f"{name}.log", "a", encoding="utf-8") as log:
+            log.write("-- at the end of the run --\n" + "\n".join(lines) + "\n")
 
 
 def _execute_real(config: RunConfig, run_dir: Path, workload: Workload, writer: CountingWriter,
@@ -276,8 +286,10 @@ def run(
     schedule: Schedule | None = None,
     progress: IO[str] | None = None,
     workload: Workload | None = None,
+    index: bool = True,
 ) -> RunOutcome:
-    """One complete run: execute, check, write results, report and index."""
+    """One complete run: execute, check, write results, report and (unless `index` is
+    False, as in a campaign that renders it once at the end) the index of `out`."""
     from harness.report import render_index, write_report
     from harness.run_config import new_run_dir
 
@@ -292,7 +304,8 @@ def run(
     verdict = check_file(str(history_path), mode=workload.checker_mode, allow=config.allow)
     wall = time.monotonic() - wall_start
     digest = hashlib.sha256(history_path.read_bytes()).hexdigest()
-    exit_code = EXIT_VALID if verdict["valid"] is True else EXIT_ANOMALIES
+    exit_code = exit_codes.for_verdict(verdict["valid"])
+    availability = measure_availability(history_path)
     results = {
         "run_id": run_dir.name,
         "valid": verdict["valid"],
@@ -317,13 +330,16 @@ def run(
         },
         "history": {"file": "history.jsonl", "sha256": digest,
                     "events": verdict["stats"]["events"]},
+        "availability": availability.to_json(),
+        "reproduce": config.command(),
         "verdict": verdict,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(run_dir)
-    render_index(run_dir.parent)
+    if index:
+        render_index(run_dir.parent)
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
-                      verdict["stats"]["events"], digest)
+                      verdict["stats"]["events"], digest, availability)
 
 
 def _topic_homes(config: RunConfig) -> dict[str, str]:

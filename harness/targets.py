@@ -9,8 +9,9 @@
 Each yields a `Session`: the `FaultTarget` the nemesis executor breaks, the `WorkloadEnv`
 the workload uses, and where each topic lives.
 
-Single-node era (brokers do not replicate yet): with N faultline brokers the topics are
-t1..tN and topic tK lives on node nK, so a `leader` partition isolates the right node.
+With replication factor 1 the N faultline brokers are independent single-node brokers:
+the topics are t1..tN and topic tK lives on node nK, so a `leader` partition isolates
+the right node. Above 1 they form one KRaft cluster holding t1..t3.
 """
 
 from __future__ import annotations

@@ -42,10 +42,10 @@ def test_anomalies_exit_1_with_a_table_of_type_count_and_example(tmp_path: Path)
     assert "verdict: INVALID" in result.output
 
 
-def test_unseen_only_exits_1_as_unknown(tmp_path: Path) -> None:
+def test_unseen_only_exits_3_as_unknown(tmp_path: Path) -> None:
     history = copy_to(tmp_path, HISTORIES / "unseen.jsonl")
     result = CliRunner().invoke(cli, ["check", str(history)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "verdict: UNKNOWN" in result.output
 
 

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from harness.runtime.process import ProcessCluster
-from workloads.adapters import OpFailed, OpUnknown, SessionSpec, open_session
+from workloads.adapters import OpFailed, OpUnknown, ProducerSettings, SessionSpec, open_session
 from workloads.base import WorkloadEnv
 from workloads.client import TcpNetwork
 from workloads.client.transport import wall_clock_ms
@@ -45,7 +45,7 @@ def spec(cluster: ProcessCluster, library: str) -> SessionSpec:
         cluster.bootstrap,
         f"adapter-test-{library}",
         group="adapter-test",
-        delivery_timeout_ms=2_500,
+        producer=ProducerSettings(delivery_timeout_ms=2_500),
         request_timeout_ms=1_000,
     )
 
@@ -101,7 +101,8 @@ async def test_a_client_that_cannot_reach_any_broker_fails_the_operation_cleanly
         rng=random.Random(0),
     )
     unreachable = SessionSpec(
-        "127.0.0.1:1", "nobody-home", group="g", request_timeout_ms=300, delivery_timeout_ms=600
+        "127.0.0.1:1", "nobody-home", group="g", request_timeout_ms=300,
+        producer=ProducerSettings(delivery_timeout_ms=600),
     )
     async with open_session(env, "clients", unreachable, random.Random(0)) as session:
         with pytest.raises(OpFailed, match="could not start a client"):

@@ -15,35 +15,44 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import trio
 
-from workloads.adapters import ClientSession, OpFailed, OpUnknown, SessionSpec, open_session
+from workloads.adapters import (
+    ClientSession,
+    OpFailed,
+    OpUnknown,
+    ProducerSettings,
+    SessionSpec,
+    open_session,
+)
 from workloads.client import ConsumerConfig, KafkaClientError
 from workloads.client.consumer import Consumer
 from workloads.client.transport import Network
 from workloads.recorder import HistoryRecorder, Retired
 
+CommitStrategy = Literal["before", "after", "auto"]
+
 
 @dataclass(frozen=True)
 class WorkloadOptions:
-    """Knobs a run passes to a workload (Kafka names where Kafka has one)."""
+    """Knobs a run passes to a workload (Kafka names where Kafka has one).
 
-    # The runner picks them (single-node era: one topic per broker).
+    The run's settings validated every value (`harness.run_config`); this only carries
+    them. The producer's knobs travel as one `ProducerSettings`, unchanged from here to
+    whichever client library runs.
+    """
+
+    # The topics the runner created the cluster for.
     topics: tuple[str, ...] = ("t1", "t2", "t3")
     partitions: int = 2
     replication_factor: int = 1
     min_insync_replicas: int = 1
-    acks: str = "all"  # "0" | "1" | "all"
-    enable_idempotence: bool = True
-    retries: int = 2**31 - 1
-    max_in_flight: int = 5
-    linger_ms: int = 0
-    delivery_timeout_ms: int = 10_000
+    producer: ProducerSettings = field(default_factory=ProducerSettings)
     request_timeout_ms: int = 2_000
-    commit: str = "after"  # "before" | "after" | "auto"  (group workload)
+    commit: CommitStrategy = "after"  # group workload
     rate: float = 50.0  # target client ops/s across all processes
     concurrency: int = 6  # client processes alive at once
     keys: int = 20  # distinct message keys
@@ -52,14 +61,6 @@ class WorkloadOptions:
     def __post_init__(self) -> None:
         if not self.topics:
             raise ValueError("a workload needs at least one topic")
-        if self.acks not in ("0", "1", "all", "-1"):
-            raise ValueError(f"acks={self.acks!r}: use 0, 1 or all")
-        if self.commit not in ("before", "after", "auto"):
-            raise ValueError(f"commit={self.commit!r}: use before, after or auto")
-        if self.rate <= 0 or self.concurrency < 1 or self.keys < 1 or self.partitions < 1:
-            raise ValueError("rate must be positive; concurrency, keys and partitions at least 1")
-        if not 0.0 <= self.crash_probability <= 1.0:
-            raise ValueError(f"crash_probability={self.crash_probability}: use 0..1")
 
 
 @dataclass
@@ -124,9 +125,9 @@ class RngSource:
 class TopicGroup:
     """Topics one client session can reach through one bootstrap.
 
-    In the single-node era each topic lives on its own broker, so one consumer cannot
-    span them; once brokers replicate every topic shares a bootstrap and there is one
-    group of all topics.
+    With independent single-node brokers each topic lives on its own broker, so one
+    consumer cannot span them; on a replicated cluster every topic shares a bootstrap
+    and there is one group of all topics.
     """
 
     index: int
@@ -174,12 +175,7 @@ def session_spec(
         bootstrap=bootstrap,
         client_id=client_id,
         group=group,
-        acks=opts.acks,
-        enable_idempotence=opts.enable_idempotence,
-        retries=opts.retries,
-        max_in_flight=opts.max_in_flight,
-        linger_ms=opts.linger_ms,
-        delivery_timeout_ms=opts.delivery_timeout_ms,
+        producer=opts.producer,
         request_timeout_ms=opts.request_timeout_ms,
         **extra,
     )

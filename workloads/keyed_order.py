@@ -65,7 +65,7 @@ class KeyedOrderWorkload:
         rngs = RngSource(env.rng, self.name)
         groups = topic_groups(env, opts)
         # Every topic group needs a producer and a consumer, even if that exceeds
-        # opts.concurrency (single-node era: one topic group per broker).
+        # opts.concurrency (independent brokers: one topic group per broker).
         producers = max(len(groups), opts.concurrency // 2)
         consumers = max(len(groups), opts.concurrency - producers)
         async with trio.open_nursery() as nursery:

@@ -17,8 +17,9 @@ checker_mode: "subscribe" once any process has invoked a subscribe (a rebalance 
 move a log between a process's polls, so Jepsen allows poll-skip and nonmonotonic-poll
 there), otherwise "assign". The runner reads it after `run`.
 
-Single-node era: a process works on the topics that share its bootstrap (see
-`base.topic_groups`); slot k uses topic group k mod the number of groups.
+A process works on the topics that share its bootstrap (see `base.topic_groups`); slot
+k uses topic group k mod the number of groups (one group on a replicated cluster, one
+per broker when each topic lives alone on its own broker).
 """
 
 from __future__ import annotations

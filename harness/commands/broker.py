@@ -35,13 +35,12 @@ from typing import TYPE_CHECKING
 import click
 import trio
 
+from harness import exit_codes
+
 if TYPE_CHECKING:
     from reference_broker.config import BrokerConfig
     from reference_broker.env import NodeEnv
 
-EXIT_BAD_INPUT = 2
-# Exit status of a broker crashed on purpose by SIGUSR2, as if SIGKILLed.
-EXIT_CRASHED = 137
 CLOCK_OFFSET_FILE = "clock-offset-ms"
 
 
@@ -122,12 +121,12 @@ def broker(
         config = BrokerConfig.load(config_file, settings)
     except ConfigError as exc:
         click.echo(f"faultline broker: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exit_codes.BAD_INPUT)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         click.echo(f"faultline broker: cannot create data dir {data_dir}: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exit_codes.BAD_INPUT)
     env = os_node_env(data_dir, volatile_until_fsync=config.volatile_until_fsync, seed=seed)
     try:
         _apply_clock_offset(env, data_dir)
@@ -139,7 +138,7 @@ def broker(
             raise
         for leaf in leaves:
             click.echo(f"faultline broker: {leaf}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exit_codes.BAD_INPUT)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -175,7 +174,7 @@ def _crash_keeping_page_cache(env: NodeEnv) -> None:
     spilled = env.storage.spill_to_os()
     # Straight to stderr: the logging machinery may buffer, and nothing runs after this.
     os.write(2, f"crashing on SIGUSR2 ({spilled} unsynced bytes left to the OS)\n".encode())
-    os._exit(EXIT_CRASHED)
+    os._exit(exit_codes.CRASHED)  # as if SIGKILLed
 
 
 async def _main(env: NodeEnv, config: BrokerConfig, data_dir: Path) -> None:

@@ -10,11 +10,8 @@ from typing import Any
 import click
 
 from checkers import ANOMALIES, MODE_ALLOWED, check_file
+from harness import exit_codes
 from history import HistoryError
-
-EXIT_VALID = 0
-EXIT_ANOMALIES = 1
-EXIT_BAD_INPUT = 2
 
 _MODES_HELP = "; ".join(
     f"{mode}: {', '.join(sorted(allowed)) or 'nothing'}" for mode, allowed in MODE_ALLOWED.items()
@@ -71,7 +68,7 @@ def summary_table(verdict: dict[str, Any]) -> str:
 @click.command(
     "check",
     epilog="Anomaly types: " + ", ".join(ANOMALIES) + ". Default allowed per mode: "
-    + _MODES_HELP + ". Exit codes: 0 valid, 1 anomalies (or unknown), 2 bad input.",
+    + _MODES_HELP + ". " + exit_codes.HELP,
 )
 @click.argument("history", type=click.Path(dir_okay=False))
 @click.option(
@@ -108,13 +105,13 @@ def check(
             f"error: unknown anomaly type {unknown[0]!r} for --allow; "
             f"expected one of {', '.join(ANOMALIES)}", err=True,
         )
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exit_codes.BAD_INPUT)
     try:
         verdict = check_file(history, mode=mode, allow=allow, max_evidence=max_evidence)
     except HistoryError as error:
         # Exactly `path:line: what is wrong`, the form editors jump to.
         click.echo(str(error), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exit_codes.BAD_INPUT)
     verdict["history"] = os.path.abspath(history)
     target = out or os.path.join(os.path.dirname(os.path.abspath(history)), "results.json")
     try:
@@ -123,10 +120,10 @@ def check(
             stream.write("\n")
     except OSError as error:
         click.echo(f"error: cannot write {target}: {error.strerror}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(exit_codes.BAD_INPUT)
     if as_json:
         click.echo(json.dumps(verdict, indent=1))
     else:
         click.echo(summary_table(verdict))
         click.echo(f"results: {target}")
-    sys.exit(EXIT_VALID if verdict["valid"] is True else EXIT_ANOMALIES)
+    sys.exit(exit_codes.for_verdict(verdict["valid"]))

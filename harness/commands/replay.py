@@ -2,7 +2,7 @@
 and compare the new history with the recorded one, byte for byte.
 
 Exit 0 when identical, 1 naming the first diverging event, 2 when RUN_DIR cannot be
-replayed (not a sim run, missing or malformed results.json).
+replayed (not a sim run, missing or malformed results.json), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from pathlib import Path
 
 import click
 
-EXIT_SAME = 0
-EXIT_DIVERGED = 1
-EXIT_SETUP = 2
+from harness import exit_codes
 
 
 @click.command("replay")
@@ -42,20 +40,24 @@ def replay(run_dir: Path, keep: Path | None) -> None:
     except (OSError, KeyError, TypeError, json.JSONDecodeError, ConfigError,
             ScheduleError) as exc:
         click.echo(f"error: cannot replay {run_dir}: {exc}", err=True)
-        sys.exit(EXIT_SETUP)
+        sys.exit(exit_codes.BAD_INPUT)
     if config.target != "sim":
         click.echo(f"error: {run_dir} ran on --target {config.target}; only sim runs replay "
                    "exactly (real targets run in real time)", err=True)
-        sys.exit(EXIT_SETUP)
+        sys.exit(exit_codes.BAD_INPUT)
     click.echo(f"replaying {run_dir.name}: seed {config.seed}, {len(recorded.splitlines())} "
                "recorded events")
     started = time.monotonic()
-    if keep is not None:
-        again = replay_history(config, keep, schedule=schedule, progress=sys.stderr)
-    else:
-        with tempfile.TemporaryDirectory(prefix="faultline-replay-") as scratch:
-            again = replay_history(config, Path(scratch), schedule=schedule,
-                                   progress=sys.stderr)
+    try:
+        if keep is not None:
+            again = replay_history(config, keep, schedule=schedule, progress=sys.stderr)
+        else:
+            with tempfile.TemporaryDirectory(prefix="faultline-replay-") as scratch:
+                again = replay_history(config, Path(scratch), schedule=schedule,
+                                       progress=sys.stderr)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: the replay was stopped before it finished", err=True)
+        sys.exit(exit_codes.INTERRUPTED)
     code = report_determinism(recorded, again, first_divergence)
     click.echo(f"({time.monotonic() - started:.1f} s wall time)")
     sys.exit(code)

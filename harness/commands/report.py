@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-EXIT_SETUP = 2
+from harness import exit_codes
 
 
 @click.command("report")
@@ -21,13 +21,13 @@ def report(run_dir: Path) -> None:
     if missing:
         click.echo(f"error: {run_dir} is not a run directory (no {', '.join(missing)}); "
                    "give a folder written by `faultline run`", err=True)
-        sys.exit(EXIT_SETUP)
+        sys.exit(exit_codes.BAD_INPUT)
     try:
         path = write_report(run_dir)
     except (KeyError, ValueError) as exc:
         click.echo(f"error: cannot render {run_dir}: malformed results.json or history "
                    f"({exc})", err=True)
-        sys.exit(EXIT_SETUP)
+        sys.exit(exit_codes.BAD_INPUT)
     index = render_index(run_dir.resolve().parent)
     click.echo(f"report: {path}")
     click.echo(f"index:  {index}")

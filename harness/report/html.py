@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -42,13 +42,31 @@ border-radius:3px;font-size:12px}
 """
 
 
+class Completion(NamedTuple):
+    """One client operation's completion: when, what, how it ended, how long it took."""
+
+    time: float  # seconds since the run started
+    f: str
+    kind: str  # ok, fail or info
+    latency: float  # seconds since its invocation
+
+
+class NemesisRecord(NamedTuple):
+    """One nemesis event as the report reads it."""
+
+    time: float
+    f: str
+    value: Any
+    error: str | None
+
+
 @dataclass
 class HistoryDigest:
     """What the report needs from one pass over the history."""
 
     end_s: float = 0.0
-    completions: list[tuple[float, str, str, float]] = field(default_factory=list)
-    nemesis: list[tuple[float, str, Any, str | None]] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    nemesis: list[NemesisRecord] = field(default_factory=list)
     sends: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     polls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     events: dict[int, bytes] = field(default_factory=dict)
@@ -71,13 +89,13 @@ def digest_history(path: Path, wanted: set[int]) -> HistoryDigest:
                 digest.events[index] = line.rstrip(b"\n")
             process, kind, f = event["process"], event["type"], event["f"]
             if process == "nemesis":
-                digest.nemesis.append((t, f, event.get("value"), event.get("error")))
+                digest.nemesis.append(NemesisRecord(t, f, event.get("value"), event.get("error")))
                 continue
             if kind == "invoke":
                 invoked[process] = t
                 continue
             started = invoked.pop(process, t)
-            digest.completions.append((t, f, kind, t - started))
+            digest.completions.append(Completion(t, f, kind, t - started))
             value = event.get("value")
             if kind != "ok" or value is None:
                 continue
@@ -93,7 +111,7 @@ def digest_history(path: Path, wanted: set[int]) -> HistoryDigest:
     return digest
 
 
-def fault_windows(nemesis: Iterable[tuple[float, str, Any, str | None]],
+def fault_windows(nemesis: Iterable[NemesisRecord],
                   end_s: float) -> list[Window]:
     """Pair nemesis start/stop events into shaded windows (open ones end at `end_s`)."""
     windows: list[Window] = []

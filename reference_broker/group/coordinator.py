@@ -75,7 +75,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("faultline.broker.group")
 
 
 class _Waiter(Generic[_T]):

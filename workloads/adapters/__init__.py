@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING
 from workloads.client import TcpNetwork
 
 from .native import NativeSession
-from .session import ClientSession, OpFailed, OpUnknown, PollRecords, Rebalance, SessionSpec
+from .session import (
+    Acks,
+    ClientSession,
+    OpFailed,
+    OpUnknown,
+    PollRecords,
+    ProducerSettings,
+    Rebalance,
+    SessionSpec,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -55,11 +64,13 @@ def open_session(
 
 __all__ = [
     "CLIENT_LIBRARIES",
+    "Acks",
     "ClientLibraryError",
     "ClientSession",
     "OpFailed",
     "OpUnknown",
     "PollRecords",
+    "ProducerSettings",
     "Rebalance",
     "SessionSpec",
     "open_session",

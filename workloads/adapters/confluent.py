@@ -101,18 +101,18 @@ class ConfluentSession(ThreadedSession):
 
     def _producer_client(self) -> Producer:
         if self._producer is None:
-            s = self.spec
+            p = self.spec.producer
             try:
                 self._producer = Producer(
                     {
                         **self._common(),
-                        "acks": {"-1": "all"}.get(s.acks, s.acks),
-                        "enable.idempotence": s.enable_idempotence,
-                        "retries": min(s.retries, 2_147_483_647),
-                        "max.in.flight.requests.per.connection": s.max_in_flight,
-                        "linger.ms": s.linger_ms,
-                        "delivery.timeout.ms": s.delivery_timeout_ms,
-                        "request.timeout.ms": s.request_timeout_ms,
+                        "acks": p.acks,
+                        "enable.idempotence": p.enable_idempotence,
+                        "retries": min(p.retries, 2_147_483_647),
+                        "max.in.flight.requests.per.connection": p.max_in_flight,
+                        "linger.ms": p.linger_ms,
+                        "delivery.timeout.ms": p.delivery_timeout_ms,
+                        "request.timeout.ms": self.spec.request_timeout_ms,
                     }
                 )
             except KafkaException as exc:
@@ -195,7 +195,7 @@ class ConfluentSession(ThreadedSession):
             queued += 1
         if queued == 0 and queue_error is not None:
             raise OpFailed(f"not queued: {queue_error}")
-        producer.flush((self.spec.delivery_timeout_ms + self.spec.request_timeout_ms) / 1000)
+        producer.flush(self.spec.send_timeout_s - 1.0)
         out: list[dict[str, Any]] = []
         definite: list[str] = []
         unknown: list[str] = []

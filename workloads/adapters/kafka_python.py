@@ -93,17 +93,17 @@ class KafkaPythonSession(ThreadedSession):
 
     def _producer_client(self) -> KafkaProducer:
         if self._producer is None:
-            s = self.spec
+            p = self.spec.producer
             try:
                 self._producer = KafkaProducer(
                     **self._common(),
-                    acks={"all": "all", "-1": "all", "1": 1, "0": 0}[s.acks],
-                    enable_idempotence=s.enable_idempotence,
-                    retries=s.retries,
-                    max_in_flight_requests_per_connection=s.max_in_flight,
-                    linger_ms=s.linger_ms,
-                    delivery_timeout_ms=s.delivery_timeout_ms,
-                    max_block_ms=s.request_timeout_ms,
+                    acks={"all": "all", "1": 1, "0": 0}[p.acks],
+                    enable_idempotence=p.enable_idempotence,
+                    retries=p.retries,
+                    max_in_flight_requests_per_connection=p.max_in_flight,
+                    linger_ms=p.linger_ms,
+                    delivery_timeout_ms=p.delivery_timeout_ms,
+                    max_block_ms=self.spec.request_timeout_ms,
                 )
             except kerr.KafkaError as exc:
                 raise OpFailed(f"could not start a KafkaProducer: {exc!r}") from exc
@@ -175,7 +175,7 @@ class KafkaPythonSession(ThreadedSession):
                 break
         if not futures and queue_error is not None:
             raise OpFailed(f"not queued: {queue_error!r}")
-        wait_s = (self.spec.delivery_timeout_ms + self.spec.request_timeout_ms) / 1000
+        wait_s = self.spec.send_timeout_s - 1.0
         out: list[dict[str, Any]] = []
         definite: list[Exception] = []
         unknown: list[Exception] = []

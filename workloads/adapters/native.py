@@ -151,18 +151,18 @@ class NativeSession:
 
     async def _producer_client(self) -> Producer:
         if self._producer is None:
-            s = self.spec
+            s, p = self.spec, self.spec.producer
             config = ProducerConfig(
                 bootstrap_servers=s.bootstrap.split(","),
                 client_id=s.client_id,
-                acks={"all": -1, "-1": -1, "1": 1, "0": 0}[s.acks],
-                enable_idempotence=s.enable_idempotence,
-                retries=s.retries,
-                max_in_flight_requests_per_connection=s.max_in_flight,
-                linger_ms=s.linger_ms,
-                delivery_timeout_ms=s.delivery_timeout_ms,
+                acks={"all": -1, "1": 1, "0": 0}[p.acks],
+                enable_idempotence=p.enable_idempotence,
+                retries=p.retries,
+                max_in_flight_requests_per_connection=p.max_in_flight,
+                linger_ms=p.linger_ms,
+                delivery_timeout_ms=p.delivery_timeout_ms,
                 request_timeout_ms=s.request_timeout_ms,
-                max_block_ms=s.delivery_timeout_ms,
+                max_block_ms=p.delivery_timeout_ms,
                 socket_connection_setup_timeout_ms=s.request_timeout_ms,
             )
             manager = Producer(config, network=self.network, rng=self.rng, clock_ms=self.clock_ms)

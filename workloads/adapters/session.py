@@ -13,8 +13,8 @@ would: no LeaveGroup, no flush, in-flight requests abandoned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 # A poll's completion value: log -> [[offset, key, value], ...].
 PollRecords = dict[str, list[list[Any]]]
@@ -37,6 +37,22 @@ class Rebalance:
     generation: int | None
 
 
+Acks = Literal["0", "1", "all"]
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    """The producer's knobs, under Kafka's names; one object from the run's settings
+    (which validated them) through the workload to whichever client library runs."""
+
+    acks: Acks = "all"
+    enable_idempotence: bool = True
+    retries: int = 2**31 - 1
+    max_in_flight: int = 5
+    linger_ms: int = 0
+    delivery_timeout_ms: int = 10_000
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     """Everything a session needs besides the network: where, who, and the client knobs."""
@@ -44,12 +60,7 @@ class SessionSpec:
     bootstrap: str
     client_id: str
     group: str | None = None  # group.id of the consumer (needed by subscribe and "committed")
-    acks: str = "all"
-    enable_idempotence: bool = True
-    retries: int = 2**31 - 1
-    max_in_flight: int = 5
-    linger_ms: int = 0
-    delivery_timeout_ms: int = 10_000
+    producer: ProducerSettings = field(default_factory=ProducerSettings)
     request_timeout_ms: int = 2_000
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_000
@@ -60,7 +71,7 @@ class SessionSpec:
     @property
     def send_timeout_s(self) -> float:
         """How long a send may take before the workload calls its outcome unknown."""
-        return (self.delivery_timeout_ms + self.request_timeout_ms) / 1000 + 1.0
+        return (self.producer.delivery_timeout_ms + self.request_timeout_ms) / 1000 + 1.0
 
     def poll_timeout_s(self, wait_s: float) -> float:
         """How long a poll waiting `wait_s` may take (a group join may block that long)."""

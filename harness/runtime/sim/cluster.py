@@ -37,6 +37,7 @@ from reference_broker.server import RunningBroker, serve_broker
 from .clock import DEFAULT_EPOCH_MS, SimClock
 from .disk import SimDisk, SimStorage
 from .network import HostNetwork, SimNetwork
+from .node_logs import CURRENT_NODE
 from .scheduler import derive_rng
 
 BROKER_PORT = 9092
@@ -180,6 +181,8 @@ class SimCluster:
             rng=derive_rng(self.seed, "node", node.name, str(node.incarnation)),
         )
         stopped = node.stopped = trio.Event()
+        # Every task the broker spawns inherits this, so its log records find its file.
+        CURRENT_NODE.set(node.name)
         try:
             with trio.CancelScope() as scope:
                 node.scope = scope
