@@ -4,7 +4,16 @@
 `check_steps(steps)` checks already-read `(event, invoke)` pairs.
 """
 
-from checkers.anomalies import ANOMALIES, MODE_ALLOWED, allowed_for
+from checkers.anomalies import ANOMALIES, FAMILIES, FAMILY_OF, MODE_ALLOWED, allowed_for
 from checkers.verdict import Verdict, check_file, check_steps
 
-__all__ = ["ANOMALIES", "MODE_ALLOWED", "Verdict", "allowed_for", "check_file", "check_steps"]
+__all__ = [
+    "ANOMALIES",
+    "FAMILIES",
+    "FAMILY_OF",
+    "MODE_ALLOWED",
+    "Verdict",
+    "allowed_for",
+    "check_file",
+    "check_steps",
+]

@@ -29,6 +29,23 @@ ANOMALIES: dict[str, str] = {
     "lost-by-commit": "a group committed past an offset no member of the group polled",
 }
 
+# Families of anomaly types, the columns of a campaign's guarantee table. Each type is in
+# exactly one. `loss` holds what loses acknowledged data, on the log (lost-write, unseen,
+# and inconsistent-offsets: an acknowledged offset reused for another value after a
+# truncation) or through a group's commits; `phantom` holds reads of values that were
+# never successfully written.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "loss": ("lost-write", "unseen", "inconsistent-offsets", "lost-by-commit"),
+    "duplication": ("duplicate",),
+    "ordering": ("poll-skip", "nonmonotonic-poll", "int-poll-skip", "int-nonmonotonic-poll",
+                 "nonmonotonic-send", "int-send-skip", "int-nonmonotonic-send", "key-order",
+                 "key-split"),
+    "group": ("split-assignment", "commit-regression"),
+    "phantom": ("aborted-read", "precommitted-read"),
+}
+FAMILY_OF: dict[str, str] = {kind: family for family, kinds in FAMILIES.items()
+                             for kind in kinds}
+
 # Uncertainty rather than proof: alone (and not allowed) they make the verdict "unknown".
 UNCERTAIN: frozenset[str] = frozenset({"unseen"})
 

@@ -10,7 +10,6 @@ line is actually printed (terminal or not, wall-time rate limit) has no effect o
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -116,10 +115,12 @@ async def show_progress(
     """Print elapsed time, ops/s and active faults every `tick_s` of trio time, forever.
 
     On a terminal the line is redrawn in place (at most 5 times per wall second); into a
-    pipe or file a line is printed every 10 ticks. The caller cancels this task.
+    pipe or file a line is printed every 10 ticks; with no `stream` nothing is printed,
+    but the task still wakes on the same schedule, so a simulated run's history is the
+    same whether or not anyone watches it. The caller cancels this task.
     """
-    out = stream or sys.stderr
-    tty = out.isatty()
+    out = stream
+    tty = out is not None and out.isatty()
     unit = "sim s" if simulated else "s"
     last_ok, last_print = 0, 0.0
     tick = 0
@@ -127,6 +128,8 @@ async def show_progress(
         while True:
             await trio.sleep(tick_s)
             tick += 1
+            if out is None:
+                continue
             rate = (counters.ok - last_ok) / tick_s
             last_ok = counters.ok
             elapsed = trio.current_time() - origin
@@ -143,6 +146,6 @@ async def show_progress(
                 out.write(line + "\n")
                 out.flush()
     finally:
-        if tty:
+        if tty and out is not None:
             out.write("\r\x1b[2K")
             out.flush()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ WIND_DOWN_S = 30.0
 
 class RunSetupError(RuntimeError):
     """The run could not start (bad config, target unreachable); the message says why."""
+
+
+class RunStalled(RuntimeError):
+    """The run could not finish: its simulation stood still (a livelock); nothing was
+    checked. The message says where, and the seed reproduces it."""
 
 
 @dataclass
@@ -226,6 +232,7 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
                  schedule: Schedule | None, save: Callable[[Schedule], None],
                  progress: IO[str] | None) -> tuple[Schedule, float]:
     from harness.runtime.sim.cluster import SimCluster
+    from harness.runtime.sim.errors import SimStalled
     from harness.runtime.sim.node_logs import node_log_files
     from harness.runtime.sim.run import run_sim
     from harness.targets import sim_session, sim_settings
@@ -237,8 +244,12 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
         _write_sim_node_logs(cluster, run_dir)
         return ran
 
-    with node_log_files(run_dir / "nodes"):
-        result = run_sim(scenario, config.seed, sim_settings(config))
+    try:
+        with node_log_files(run_dir / "nodes"):
+            result = run_sim(scenario, config.seed, sim_settings(config))
+    except SimStalled as exc:
+        raise RunStalled(f"{exc}; the history so far is in {run_dir / 'history.jsonl'} "
+                         f"and the brokers' logs in {run_dir / 'nodes'}") from None
     return result.value, result.virtual_seconds
 
 
@@ -340,6 +351,14 @@ def run(
         render_index(run_dir.parent)
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
                       verdict["stats"]["events"], digest, availability)
+
+
+def reproduce_command(config: RunConfig, run_dir: Path) -> str:
+    """The command that reproduces a run: `faultline replay` for a sim run (same seed,
+    same schedule, byte-identical history), else the `faultline run` command line."""
+    if config.target == "sim":
+        return f"faultline replay {shlex.quote(str(run_dir))}"
+    return config.command()
 
 
 def _topic_homes(config: RunConfig) -> dict[str, str]:

@@ -237,13 +237,17 @@ def command_line(table: Mapping[str, Setting], config: object, *,
     return shlex.join(parts)
 
 
-def click_options(table: Mapping[str, Setting]) -> Callable[[Callable[..., Any]], Any]:
-    """A decorator adding one click option per setting; every option defaults to None
-    (or empty), so the command knows which settings a person actually gave."""
+def click_options(table: Mapping[str, Setting],
+                  exclude: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Any]:
+    """A decorator adding one click option per setting (but the `exclude`d ones); every
+    option defaults to None (or empty), so the command knows which settings a person
+    actually gave."""
+    left_out = set(exclude)
 
     def decorate(fn: Callable[..., Any]) -> Any:
         for s in reversed(list(table.values())):
-            fn = _click_option(s)(fn)
+            if s.name not in left_out:
+                fn = _click_option(s)(fn)
         return fn
 
     return decorate

@@ -18,7 +18,7 @@ _MODES_HELP = "; ".join(
 )
 
 
-def _first_example(evidence: list[dict[str, Any]]) -> str:
+def first_example(evidence: list[dict[str, Any]]) -> str:
     """One short line describing the first evidence item of an anomaly type."""
     if not evidence:
         return ""
@@ -46,7 +46,7 @@ def summary_table(verdict: dict[str, Any]) -> str:
         lines.append(f"{'-' * width}  {'-' * 8}  {'-' * 13}")
         for kind, count in counts.items():
             label = f"{kind} (allowed)" if kind in allowed else kind
-            example = _first_example(verdict["anomalies"].get(kind, []))
+            example = first_example(verdict["anomalies"].get(kind, []))
             lines.append(f"{label:<{width}}  {count:>8}  {example}")
     else:
         lines.append("no anomalies found")

@@ -12,7 +12,6 @@ nodes/) and regenerates `results/index.html`. Exit codes: `harness.exit_codes`.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import sys
 import tempfile
 import time
@@ -29,13 +28,13 @@ if TYPE_CHECKING:
     from harness.runner import RunOutcome
 
 
-def run_options(fn: Callable[..., Any]) -> Any:
+def run_options(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
     """One option per run setting (`harness.run_config.SETTINGS`), shared by `run` and
     `campaign`; each defaults to None so `given_settings` knows what a person gave."""
     from harness.run_config import SETTINGS
     from harness.settings import click_options
 
-    return click_options(SETTINGS)(fn)
+    return click_options(SETTINGS, exclude)
 
 
 def given_settings(options: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +55,7 @@ def config_from_options(options: dict[str, Any]) -> RunConfig:
 def summary_lines(outcome: RunOutcome) -> list[str]:
     """The closing table of a run: verdict table, where the results are, timings."""
     from harness.commands.check import summary_table
+    from harness.runner import reproduce_command
 
     lines = [summary_table(dict(outcome.verdict))]
     clock = "simulated " if outcome.config.target == "sim" else ""
@@ -68,16 +68,8 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
     return lines
 
 
-def reproduce_command(config: RunConfig, run_dir: Path) -> str:
-    """The command that reproduces a run: `faultline replay` for a sim run (same seed,
-    same schedule, byte-identical history), else the `faultline run` command line."""
-    if config.target == "sim":
-        return f"faultline replay {shlex.quote(str(run_dir))}"
-    return config.command()
-
-
 @click.command("run", epilog=exit_codes.HELP)
-@run_options
+@run_options()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results"), show_default=True,
               help="Folder that receives results/<run-id>/.")
@@ -87,7 +79,7 @@ def reproduce_command(config: RunConfig, run_dir: Path) -> str:
 def run(out: Path, check_determinism: bool, **options: Any) -> None:
     """Run a cluster under faults with a workload, check the history, write a report."""
     from harness.run_config import ConfigError
-    from harness.runner import RunSetupError, first_divergence, replay_history
+    from harness.runner import RunSetupError, RunStalled, first_divergence, replay_history
     from harness.runner import run as run_once
 
     try:
@@ -112,6 +104,10 @@ def run(out: Path, check_determinism: bool, **options: Any) -> None:
             click.echo(f"(second run: {time.monotonic() - started:.1f} s wall time)")
     except (ConfigError, RunSetupError) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(exit_codes.BAD_INPUT)
+    except RunStalled as exc:
+        click.echo(f"error: the run could not finish: {exc}", err=True)
+        click.echo(f"reproduce: {config.command()}", err=True)
         sys.exit(exit_codes.BAD_INPUT)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: the run was stopped before it finished; nothing was "

@@ -1,5 +1,17 @@
-"""Run reports: `report.html` per run (inline CSS and SVG) and `results/index.html`."""
+"""Reports: `report.html` per run, `campaign.html` per campaign, `results/index.html`.
 
-from harness.report.html import render_index, render_report, write_report
+Each is self-contained (inline CSS and SVG) and rendered from files in the results
+folder alone, so `faultline report` can re-render any of them at any time.
+"""
 
-__all__ = ["render_index", "render_report", "write_report"]
+from harness.report.campaign import render_campaign, write_campaign_report
+from harness.report.html import render_report, write_report
+from harness.report.index import render_index
+
+__all__ = [
+    "render_campaign",
+    "render_index",
+    "render_report",
+    "write_campaign_report",
+    "write_report",
+]

@@ -1,4 +1,4 @@
-"""`report.html`: one self-contained page per run, and `results/index.html` listing runs.
+"""`report.html`: one self-contained page per run.
 
 The page is built from the run directory alone (results.json, history.jsonl,
 nemesis.json), so `faultline report RUN_DIR` can re-render it at any time. Inline CSS
@@ -187,13 +187,26 @@ def _latency(digest: HistoryDigest) -> list[Series]:
     return out
 
 
+def _availability_text(availability: dict[str, Any] | None) -> str:
+    if not availability:
+        return "-"
+    share = availability.get("share")
+    text = ("no sends while faults were in force" if share is None else
+            f"{share * 100:.0f}% of {availability['sends_during_faults']} sends acknowledged")
+    recovery = availability.get("recovery_s")
+    if availability.get("final_heal_s") is not None:
+        text += ("; no send acknowledged after the final heal" if recovery is None else
+                 f"; first send acknowledged {recovery:.3f} s after the final heal")
+    return text
+
+
 def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:
     cells = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
                     for k, v in rows)
     return f'<table class="kv">{cells}</table>'
 
 
-def _verdict_badge(valid: Any) -> str:
+def verdict_badge(valid: Any) -> str:
     word, cls = {True: ("VALID", "valid"), False: ("INVALID", "invalid")}.get(
         valid, ("UNKNOWN", "unknown"))
     return f'<span class="verdict {cls}">{word}</span>'
@@ -236,7 +249,7 @@ def render_report(run_dir: Path) -> str:
     parts.append(f"<h1>faultline run {escape(results['run_id'])}</h1>")
     allowed = set(verdict.get("allowed", []))
     bad = verdict.get("bad_anomaly_types", [])
-    parts.append(f"<p>{_verdict_badge(results['valid'])} &nbsp; "
+    parts.append(f"<p>{verdict_badge(results['valid'])} &nbsp; "
                  f"{escape(', '.join(bad) or 'no anomalies outside the allowed set')}</p>")
     for note in verdict.get("notes", []):
         parts.append(f'<p class="muted">note: {escape(note)}</p>')
@@ -258,6 +271,8 @@ def render_report(run_dir: Path) -> str:
                      f"read {messages['read']}"),
         ("operations", ", ".join(f"{f}: {d.get('ok', 0)} ok / {d.get('fail', 0)} fail / "
                                  f"{d.get('info', 0)} info" for f, d in stats["ops"].items())),
+        ("availability under faults", _availability_text(results.get("availability"))),
+        ("reproduce", results.get("reproduce", "")),
         ("history sha256", results.get("history", {}).get("sha256", "")),
     ]))
     parts.append("<h2>Anomalies</h2>")
@@ -324,34 +339,4 @@ def write_report(run_dir: Path) -> Path:
     """Render `run_dir/report.html` and return its path."""
     path = run_dir / "report.html"
     path.write_text(render_report(run_dir), encoding="utf-8")
-    return path
-
-
-def render_index(results_dir: Path) -> Path:
-    """Write `results_dir/index.html`: every run below it, newest first, with verdicts."""
-    rows = []
-    for results_path in sorted(results_dir.glob("*/results.json"), reverse=True):
-        try:
-            results = json.loads(results_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if "run_id" not in results:
-            continue
-        config = results.get("config", {})
-        run = results_path.parent.name
-        counts = results.get("verdict", {}).get("counts", {})
-        rows.append(
-            f"<tr><td><a href='{escape(run)}/report.html'>{escape(run)}</a></td>"
-            f"<td>{_verdict_badge(results.get('valid'))}</td>"
-            f"<td>{escape(str(config.get('target')))}</td>"
-            f"<td>{escape(str(config.get('workload')))}</td>"
-            f"<td>{escape(str(config.get('nemesis')))}</td>"
-            f"<td>{escape(str(config.get('seed')))}</td>"
-            f"<td>{escape(', '.join(f'{k} {v}' for k, v in counts.items()) or '-')}</td></tr>")
-    body = ("<table><tr><th>run</th><th>verdict</th><th>target</th><th>workload</th>"
-            "<th>nemesis</th><th>seed</th><th>anomalies</th></tr>" + "".join(rows) + "</table>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>faultline runs</title>"
-            f"<style>{CSS}</style></head><body><h1>faultline runs</h1>{body}</body></html>")
-    path = results_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
     return path

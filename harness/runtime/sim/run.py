@@ -19,8 +19,9 @@ import trio.testing
 
 from .clock import DEFAULT_EPOCH_MS
 from .cluster import SimCluster
+from .errors import SimStalled
 from .network import DEFAULT_PIPE_CAPACITY, SimNetwork
-from .scheduler import derive_rng, seeded_scheduler, skip_busy_io_polls
+from .scheduler import derive_rng, on_stall, seeded_scheduler, skip_busy_io_polls
 
 T = TypeVar("T")
 
@@ -58,12 +59,28 @@ def run_sim(
     """Start a cluster, run `scenario(cluster)` to completion, stop everything.
 
     Must be called outside any trio run (it is one). Brokers are stopped by
-    cancellation once the scenario returns.
+    cancellation once the scenario returns. Raises SimStalled, after cancelling
+    everything, if simulated time stands still (see `scheduler.STALLED_BATCHES`).
     """
     settings = settings or SimSettings()
 
     async def main() -> tuple[T, float]:
         skip_busy_io_polls()
+        stalls: list[SimStalled] = []
+        result: tuple[T, float] | None = None
+        with trio.CancelScope() as everything:
+
+            def stop(error: SimStalled) -> None:
+                stalls.append(error)
+                everything.cancel()
+
+            on_stall(stop)
+            result = await _run_cluster()
+        if stalls or result is None:
+            raise stalls[0]
+        return result
+
+    async def _run_cluster() -> tuple[T, float]:
         network = SimNetwork(
             derive_rng(seed, "network"),
             base_latency_ms=settings.base_latency_ms,

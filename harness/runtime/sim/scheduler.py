@@ -19,6 +19,8 @@ from typing import Any
 
 from trio._core import _run as trio_run_module
 
+from .errors import SimStalled
+
 
 def derive_rng(seed: int, *labels: str) -> random.Random:
     """An independent `random.Random` for `labels`, determined by `seed` alone.
@@ -47,6 +49,11 @@ def seeded_scheduler(seed: int) -> Iterator[None]:
 # thread's result) is noticed while tasks keep being runnable.
 _MAX_SKIPPED_POLLS = 64
 
+# Batches of runnable tasks in a row, all at one simulated instant, after which the run
+# is a livelock (`SimStalled`). A healthy run's longest streak is under a thousand
+# batches; this is seconds of CPU spent without simulated time moving.
+STALLED_BATCHES = 200_000
+
 
 class _LazyIOPoll:
     """The run's I/O manager, but `get_events` skips the syscall while tasks are runnable.
@@ -70,25 +77,38 @@ class _LazyIOPoll:
         self._runner = runner
         self._entry = runner.entry_queue
         self._skipped = 0
+        self._busy = 0  # batches in a row with tasks runnable: the clock cannot move
         self.process_events = self._io.process_events
         self.before_poll: Callable[[float], None] | None = None
+        # Told once when the run stalls (see STALLED_BATCHES); it should cancel the run.
+        self.on_stall: Callable[[SimStalled], None] | None = None
 
     def get_events(self, timeout: float) -> Any:
         """Poll the real I/O manager unless skipping is safe (see the class docstring)."""
         if self.before_poll is not None:
             self.before_poll(timeout)
         entry = self._entry
-        if (
-            timeout == 0
-            and self._runner.runq
-            and self._skipped < _MAX_SKIPPED_POLLS
-            and not entry.queue
-            and not entry.idempotent_queue
-        ):
-            self._skipped += 1
-            return ()
+        if timeout == 0 and self._runner.runq:
+            self._busy += 1
+            if self._busy == STALLED_BATCHES:
+                self._stalled()
+            if (self._skipped < _MAX_SKIPPED_POLLS and not entry.queue
+                    and not entry.idempotent_queue):
+                self._skipped += 1
+                return ()
+        else:
+            self._busy = 0
         self._skipped = 0
         return self._io.get_events(timeout)
+
+    def _stalled(self) -> None:
+        error = SimStalled(
+            f"simulated time stood still at {self._runner.clock.current_time():.3f} s for "
+            f"{self._busy} batches of runnable tasks: a livelock (tasks keep waking each "
+            "other without ever waiting for time to pass)")
+        if self.on_stall is None:
+            raise error
+        self.on_stall(error)
 
     def __getattr__(self, name: str) -> Any:
         # wait_readable, statistics, close, ...: the real manager's.
@@ -104,6 +124,18 @@ def hook_before_io_poll(hook: Callable[[float], None]) -> bool:
     if not isinstance(io_manager, _LazyIOPoll) or io_manager.before_poll is not None:
         return False
     io_manager.before_poll = hook
+    return True
+
+
+def on_stall(handler: Callable[[SimStalled], None]) -> bool:
+    """Call `handler` (once) if this run stalls; False (nothing done) unless
+    `skip_busy_io_polls` is in force. Without a handler a stall raises out of the
+    run loop, abandoning the run's tasks where they stand."""
+    runner = getattr(trio_run_module.GLOBAL_RUN_CONTEXT, "runner", None)
+    io_manager = getattr(runner, "io_manager", None)
+    if not isinstance(io_manager, _LazyIOPoll):
+        return False
+    io_manager.on_stall = handler
     return True
 
 

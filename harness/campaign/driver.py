@@ -1,0 +1,114 @@
+"""The campaign loop: plan the runs, hand them to an engine, collect, judge, stop.
+
+Runs are planned seed-major (every configuration's first seed, then every second
+seed, ...), so a campaign stopped early by its time budget still covers every
+configuration. At most `engine.slots + 1` runs are handed out at a time, so stop rules
+act promptly and a worker never waits on the campaign. After every run `campaign.json`
+is rewritten, so whatever ends the campaign (a stop rule, Ctrl-C, a crash) leaves the
+runs finished so far and a matrix of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.campaign.engines import Engine
+from harness.campaign.matrix import Matrix
+from harness.campaign.results import ERROR, VIOLATED, CampaignResults, Judgement
+from harness.campaign.task import RunRecord, RunRequest, unpack
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """When a campaign stops before it has run everything."""
+
+    time_budget_s: float | None = None  # no new run starts after this; running ones finish
+    until_first_failure: bool = False  # stop everything at the first failing run
+    fail_fast: bool = False  # skip a configuration's remaining seeds once one run failed
+
+
+FAILED = (VIOLATED, ERROR)
+
+
+def plan(matrix: Matrix) -> list[RunRequest]:
+    """Every run of the matrix, seed-major; each named `<cell>-<run tag>`."""
+    requests = []
+    for seed in matrix.seeds:
+        for cell in matrix.runnable:
+            config = cell.config(seed)
+            requests.append(RunRequest(cell=cell.index, seed=seed, config=config.to_json(),
+                                       run_name=f"{cell.index:02d}-{config.tag()}"))
+    return requests
+
+
+Listener = Callable[[CampaignResults, RunRecord | None, Judgement | None], None]
+
+
+def run_campaign(
+    matrix: Matrix,
+    folder: Path,
+    engine: Engine,
+    rules: StopRules,
+    *,
+    on_change: Listener,
+    save: Callable[[CampaignResults], None],
+) -> CampaignResults:
+    """Run `matrix` on `engine` into `folder/runs/`; `on_change` sees every finished run
+    (and, with None, every idle tick), `save` writes the matrix so far.
+
+    Ctrl-C abandons the runs in flight, marks the results interrupted and returns them.
+    """
+    results = CampaignResults(matrix)
+    pending = deque(plan(matrix))
+    in_flight: set[str] = set()
+    started = time.monotonic()
+    stopping = False
+    save(results)
+    try:
+        while pending or in_flight:
+            while not stopping and pending and len(in_flight) < engine.slots + 1:
+                request = pending.popleft()
+                cell = results.cells[request.cell]
+                if rules.fail_fast and set(cell.outcomes()) & set(FAILED):
+                    cell.skipped_seeds.append(request.seed)
+                    continue
+                engine.submit(request)
+                in_flight.add(request.run_name)
+            record = engine.next_done(timeout=0.25)
+            judgement = None
+            if record is not None:
+                in_flight.discard(record.run_name)
+                if record.archive:
+                    unpack(record.archive, folder / "runs" / record.run_name)
+                judgement = results.add(record)
+                save(results)
+            on_change(results, record, judgement)
+            reason = _stop_reason(results, rules, judgement, time.monotonic() - started)
+            if reason and not stopping:
+                stopping = True
+                results.stopped = reason
+            if stopping and pending:
+                results.not_started += len(pending)
+                pending.clear()
+    except KeyboardInterrupt:
+        results.interrupted = True
+        results.not_started += len(pending) + len(in_flight)
+        engine.close(abandon=True)
+    else:
+        engine.close(abandon=False)
+    save(results)
+    return results
+
+
+def _stop_reason(results: CampaignResults, rules: StopRules, judgement: Judgement | None,
+                 elapsed: float) -> str | None:
+    if rules.until_first_failure and judgement is not None and judgement.outcome in FAILED:
+        return "stopped at the first failing run (--until-first-failure)"
+    if rules.time_budget_s is not None and elapsed >= rules.time_budget_s:
+        return (f"time budget of {rules.time_budget_s:g} s spent (--time-budget); runs "
+                "already started were finished")
+    return None

@@ -1,0 +1,130 @@
+"""One campaign run as a task: what a worker process (local or Dask) is given and returns.
+
+The worker runs the ordinary runner into a scratch folder and sends the whole run
+folder back as a gzipped tar inside a `RunRecord`, with the figures the campaign
+aggregates; the campaign unpacks it under its own `runs/`. A worker may share no disk
+with the campaign (Dask workers on other machines), so the archive is the one way
+results come back, on every engine.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The simulation seeds trio's scheduler through module state, so two runs in one
+# process (a Dask worker with several threads) must take turns to stay deterministic.
+_ONE_RUN_AT_A_TIME = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run to do: which cell and seed, its full configuration, its folder's name."""
+
+    cell: int
+    seed: int
+    config: dict[str, Any]  # RunConfig.to_json()
+    run_name: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What came back from one run."""
+
+    cell: int
+    seed: int
+    run_name: str
+    valid: bool | str | None  # None: the run did not finish (see `error`)
+    counts: dict[str, int] = field(default_factory=dict)  # every anomaly type found
+    bad: tuple[str, ...] = ()  # types outside the run's allowed set
+    examples: dict[str, str] = field(default_factory=dict)  # type -> first evidence, one line
+    availability: dict[str, Any] = field(default_factory=dict)
+    history_sha256: str = ""
+    events: int = 0
+    run_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    error: str | None = None
+    archive: bytes = b""  # the run folder, tar.gz
+
+    def to_json(self) -> dict[str, Any]:
+        """As written into campaign.json (without the archive)."""
+        return {
+            "cell": self.cell, "seed": self.seed, "run": self.run_name, "valid": self.valid,
+            "counts": self.counts, "bad": list(self.bad), "examples": self.examples,
+            "availability": self.availability, "history_sha256": self.history_sha256,
+            "events": self.events, "run_seconds": round(self.run_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3), "error": self.error,
+        }
+
+
+def execute(request: RunRequest) -> RunRecord:
+    """Run `request` in a scratch folder and return its record with the folder packed.
+
+    Never raises for a failed run: a setup error or a crash of the run itself comes
+    back as `error`, with whatever the run wrote so far.
+    """
+    from harness.commands.check import first_example
+    from harness.run_config import RunConfig
+    from harness.runner import RunSetupError, RunStalled, run
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="faultline-task-") as scratch:
+        run_dir = Path(scratch) / request.run_name
+        run_dir.mkdir()
+        try:
+            config = RunConfig.from_json(request.config)
+            with _ONE_RUN_AT_A_TIME:
+                outcome = run(config, Path(scratch), run_dir=run_dir, index=False)
+        except RunSetupError as exc:
+            return _failed(request, f"setup error: {exc}", run_dir, started)
+        except RunStalled as exc:
+            return _failed(request, f"the run could not finish: {exc}", run_dir, started)
+        except Exception:
+            return _failed(request, f"the run crashed:\n{traceback.format_exc()}", run_dir,
+                           started)
+        verdict = outcome.verdict
+        return RunRecord(
+            cell=request.cell,
+            seed=request.seed,
+            run_name=request.run_name,
+            valid=verdict["valid"],
+            counts=dict(verdict["counts"]),
+            bad=tuple(verdict["bad_anomaly_types"]),
+            examples={kind: first_example(items)
+                      for kind, items in verdict["anomalies"].items()},
+            availability=outcome.availability.to_json(),
+            history_sha256=outcome.history_sha256,
+            events=outcome.events,
+            run_seconds=outcome.run_seconds,
+            wall_seconds=time.monotonic() - started,
+            archive=pack(run_dir),
+        )
+
+
+def _failed(request: RunRequest, error: str, run_dir: Path, started: float) -> RunRecord:
+    return RunRecord(cell=request.cell, seed=request.seed, run_name=request.run_name,
+                     valid=None, error=error, wall_seconds=time.monotonic() - started,
+                     archive=pack(run_dir))
+
+
+def pack(folder: Path) -> bytes:
+    """`folder` and everything in it as a gzipped tar (names relative to `folder`)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buffer.getvalue()
+
+
+def unpack(archive: bytes, folder: Path) -> None:
+    """Extract an archive made by `pack` into `folder` (plain files and folders only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        tar.extractall(folder, filter="data")
