@@ -1,0 +1,74 @@
+"""`results/index.html` in a real browser: the runs' differing settings become columns,
+and the filter in the page's address shows exactly the matching runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+QUICK = ["--nemesis", "none", "--time-limit", "2", "--recovery", "0.5", "--final-read", "3"]
+
+
+def dom_of(page: Path, fragment: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran, from headless Chromium."""
+    assert CHROMIUM, "Debian's chromium is needed for this test (.ci/run installs it)"
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--dump-dom",
+         f"{page.as_uri()}{fragment}"],
+        capture_output=True, text=True, timeout=90, check=True)
+    return result.stdout
+
+
+def rows(dom: str) -> list[tuple[dict[str, str], bool]]:
+    """(data-c-* attributes, hidden?) of each run row."""
+    found = []
+    for tag in re.findall(r"<tr data-run[^>]*>", dom):
+        attrs = dict(re.findall(r'data-c-([\w-]+)="([^"]*)"', tag))
+        found.append((attrs, "hidden" in tag))
+    return found
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    for args in (["--acks", "1", "--flush", "every"], ["--acks", "1"], ["--acks", "all"]):
+        result = CliRunner().invoke(cli, ["run", *QUICK, *args, "--seed", "1", "--out",
+                                          str(out)])
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_index_has_a_column_for_each_setting_that_differs(results_dir: Path) -> None:
+    page = (results_dir / "index.html").read_text()
+    header = re.search(r"<tr><th>run</th>(.*?)</tr>", page)
+    assert header is not None
+    columns = re.findall(r"<th>([^<]+)</th>", header.group(1))
+    assert columns[:6] == ["verdict", "target", "workload", "nemesis", "acks",
+                           "enable-idempotence"]
+    assert "flush" in columns and "partitions" not in columns  # the same in every run
+
+
+def test_the_filter_in_the_address_shows_only_matching_runs(results_dir: Path,
+                                                            tmp_path: Path) -> None:
+    page = results_dir / "index.html"
+    everything = rows(dom_of(page, "", tmp_path / "p1"))
+    assert len(everything) == 3 and not any(hidden for _, hidden in everything)
+
+    acks_1 = rows(dom_of(page, "#acks=1", tmp_path / "p2"))
+    assert sorted((attrs["acks"], hidden) for attrs, hidden in acks_1) == [
+        ("1", False), ("1", False), ("all", True)]
+
+    both = rows(dom_of(page, "#acks=1&flush=every", tmp_path / "p3"))
+    shown = [attrs for attrs, hidden in both if not hidden]
+    assert [(a["acks"], a["flush"]) for a in shown] == [("1", "every")]
+    assert "1 of 3 runs shown" in dom_of(page, "#acks=1&flush=every", tmp_path / "p4")
