@@ -60,6 +60,11 @@ def test_a_matrix_of_two_configurations_and_two_seeds(tmp_path: Path) -> None:
     assert index.count("data-run ") == 4
     assert len(list(JUnitXml.fromfile(str(junit)))) == 2
 
+    # `faultline report` re-renders the campaign's page from campaign.json.
+    (folder / "campaign.html").unlink()
+    rendered = CliRunner().invoke(cli, ["report", str(folder)])
+    assert rendered.exit_code == 0 and (folder / "campaign.html").is_file(), rendered.output
+
     # Replaying a campaign's run reproduces its history byte for byte.
     first = data["runs"][0]
     replayed = CliRunner().invoke(cli, ["replay", str(folder / "runs" / first["run"])])
