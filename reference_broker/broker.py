@@ -255,7 +255,7 @@ class Broker:
 
     def log_of(self, partition: Partition) -> PartitionLog:
         """The log behind a partition, typed as the log layer's class."""
-        return partition.log  # type: ignore[return-value]
+        return partition.log
 
     async def create_topic(
         self,
