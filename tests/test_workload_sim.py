@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import trio
 
@@ -149,7 +150,7 @@ def test_keyed_order_workload_same_seed_writes_the_same_bytes() -> None:
 
 
 def group_history(
-    commit: str, tmp_path: Path, seed: int = 3
+    commit: Literal["before", "after", "auto"], tmp_path: Path, seed: int = 3
 ) -> tuple[Verdict, dict[str, dict[str, int]]]:
     opts = replace(QUEUE_OPTS, commit=commit, crash_probability=0.05)
     history, mode, _ = run_in_sim("group", opts, seed=seed, duration_s=15.0)
