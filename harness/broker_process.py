@@ -52,7 +52,7 @@ def _resolve_prctl() -> Callable[..., int] | None:
     # dlopen/dlsym could wait forever on a lock another thread held at fork time.
     if not sys.platform.startswith("linux"):
         return None
-    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 _prctl = _resolve_prctl()

@@ -8,7 +8,7 @@ Any malformation stops the read with one HistoryError naming the file and line.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 import msgspec
 
@@ -76,20 +76,20 @@ class HistoryReader:
         expected = 0
         for lineno, line in enumerate(stream, 1):
             try:
-                event: Event = decode(line)
+                event: AnyClientEvent = decode(line)
             except (msgspec.ValidationError, msgspec.DecodeError) as error:
-                event = self._decode_slow(line, lineno, error)
+                # Nemesis events are rare: they take the slow path, which also explains
+                # any line that is neither.
+                nemesis = self._decode_slow(line, lineno, error)
+                if nemesis.index != expected:
+                    self._out_of_sequence(lineno, nemesis.index, expected)
+                expected += 1
+                yield nemesis, None
+                continue
             if event.index != expected:
-                self._fail(
-                    lineno,
-                    f"index {event.index} out of sequence: expected {expected} "
-                    "(indices are dense from 0, one event per line)",
-                )
+                self._out_of_sequence(lineno, event.index, expected)
             expected += 1
             cls = type(event)
-            if cls is NemesisEvent:
-                yield event, None
-                continue
             # The common cases inline; anything unusual goes through the state machine,
             # which raises with the explanation.
             process = event.process
@@ -105,14 +105,27 @@ class HistoryReader:
                         pending[process] = invoke
                     invoke = self._pairing_error(event, lineno)
             value = event.value
-            if value is not None and (cls is not Poll or not good.issuperset(value)):
-                check_value(event, invoke, lineno)
+            if value is not None:
+                if cls is Poll:
+                    if TYPE_CHECKING:
+                        assert isinstance(value, dict)
+                    if not good.issuperset(value):
+                        check_value(event, invoke, lineno)
+                else:
+                    check_value(event, invoke, lineno)
             yield event, invoke
         self.events = expected
 
+    def _out_of_sequence(self, lineno: int, index: int, expected: int) -> NoReturn:
+        self._fail(
+            lineno,
+            f"index {index} out of sequence: expected {expected} "
+            "(indices are dense from 0, one event per line)",
+        )
+
     def _decode_slow(
         self, line: bytes, lineno: int, error: msgspec.ValidationError | msgspec.DecodeError
-    ) -> Event:
+    ) -> NemesisEvent:
         """Decode a line the fast client decoder refused: a nemesis event, or an error."""
         if isinstance(error, msgspec.DecodeError) and not isinstance(
             error, msgspec.ValidationError
@@ -148,35 +161,52 @@ class HistoryReader:
     def _check_value(
         self, event: AnyClientEvent, invoke: AnyClientEvent | None, lineno: int
     ) -> None:
-        """Validate what the typed decode cannot: log names and send completions."""
+        """Validate what the typed decode cannot: log names and send completions.
+
+        Called only for events with a value. It dispatches on `type(event) is ...` for
+        speed; the asserts under TYPE_CHECKING tell mypy what each branch knows and never
+        run. The invoke of a completion is the same kind of event as the completion.
+        """
         good = self._good_logs
         kind = type(event)
         try:
             if kind is Poll:
+                if TYPE_CHECKING:
+                    assert isinstance(event, Poll) and event.value is not None
                 if not good.issuperset(event.value):
                     for name in event.value:
                         split_log(name)
                         good.add(name)
             elif kind is Send:
-                sent = invoke.value if invoke is not None else None
-                if sent is not None and (
-                    len(sent) != len(event.value)
-                    or any(a.value != b.value for a, b in zip(sent, event.value, strict=True))
-                ):
-                    raise ValueError(
-                        f"send completion lists values {[m.value for m in event.value]} "
-                        f"but its invoke at index {invoke.index} listed "
-                        f"{[m.value for m in sent]}"
-                    )
+                if TYPE_CHECKING:
+                    assert isinstance(event, Send) and event.value is not None
+                    assert invoke is None or isinstance(invoke, Send)
+                if invoke is not None:
+                    sent = invoke.value
+                    if sent is not None and (
+                        len(sent) != len(event.value)
+                        or any(a.value != b.value for a, b in zip(sent, event.value, strict=True))
+                    ):
+                        raise ValueError(
+                            f"send completion lists values {[m.value for m in event.value]} "
+                            f"but its invoke at index {invoke.index} listed "
+                            f"{[m.value for m in sent]}"
+                        )
             elif kind is Commit:
+                if TYPE_CHECKING:
+                    assert isinstance(event, Commit) and event.value is not None
                 for name in event.value:
                     if name not in good:
                         split_log(name)
                         good.add(name)
             elif kind is Assign:
+                if TYPE_CHECKING:
+                    assert isinstance(event, Assign) and event.value is not None
                 for name in event.value.logs:
                     split_log(name)
             elif kind is Subscribe:
+                if TYPE_CHECKING:
+                    assert isinstance(event, Subscribe) and event.value is not None
                 for topic in event.value.topics:
                     if "/" in topic:
                         raise ValueError(f"subscribe names topics, not logs: {topic!r}")

@@ -149,6 +149,8 @@ class CorrectLogModel:
         rng = self.rng
         config = self.config
         choice = rng.random()
+        # The invocation's JSON value, whose shape depends on `f`.
+        value: object
         if rng.random() < config.p_crash_op:
             f, value = "crash", None
         elif client.member and not client.subscribed:

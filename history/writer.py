@@ -8,7 +8,7 @@ The writer assigns dense indices and enforces the one-operation-at-a-time rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 import msgspec
@@ -129,7 +129,7 @@ class HistoryWriter:
         )
 
 
-def write_history(path: str, events: list[Mapping[str, Any]]) -> None:
+def write_history(path: str, events: Iterable[Mapping[str, Any]]) -> None:
     """Write a whole list of event mappings to `path` (for tests and examples)."""
     with open(path, "wb") as stream:
         writer = HistoryWriter(stream)

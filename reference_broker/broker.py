@@ -54,6 +54,8 @@ from .replication.manager import ReplicaManager
 from .replication.partition import HighWatermarkSignal, Partition
 
 if TYPE_CHECKING:
+    from .controller.client import ControllerClient
+    from .controller.service import ControllerService
     from .controller.transport import QuorumEndpoint
     from .metadata.cluster_view import ClusterView
 
@@ -119,6 +121,8 @@ class Broker:
         # Cluster mode (set by serve_broker): the metadata image's view and the quorum.
         self.cluster: ClusterView | None = None
         self.quorum_endpoint: QuorumEndpoint | None = None
+        self.controller_service: ControllerService | None = None
+        self.controller_client: ControllerClient | None = None
         self.replicas = ReplicaManager(
             node_id=config.node_id,
             network=env.network,
@@ -251,7 +255,7 @@ class Broker:
 
     def log_of(self, partition: Partition) -> PartitionLog:
         """The log behind a partition, typed as the log layer's class."""
-        return partition.log  # type: ignore[return-value]
+        return partition.log
 
     async def create_topic(
         self,

@@ -439,12 +439,13 @@ def commit_regression(draw: st.DrawFn, events: list[Event]) -> Injected:
     facts = Facts(events)
     log = _pick_log(draw, facts, min_records=2)
     q = facts.new_process()
-    records = [[o, *facts.contents[log][o]] for o in sorted(facts.contents[log])[:2]]
-    lower = _op(q, "commit", {log: records[0][0] + 1})
+    offsets = sorted(facts.contents[log])[:2]
+    records = [[o, *facts.contents[log][o]] for o in offsets]
+    lower = _op(q, "commit", {log: offsets[0] + 1})
     new = (_op(q, "subscribe", {"topics": [log.rsplit("/", 1)[0]], "group": "injected"})
            + _poll(q, {log: records}, assignment=[log], generation=1)
-           + _op(q, "commit", {log: records[1][0] + 1}) + lower)
-    assume(records[0][0] + 1 < records[1][0] + 1)
+           + _op(q, "commit", {log: offsets[1] + 1}) + lower)
+    assume(offsets[0] + 1 < offsets[1] + 1)
     events = _interleave(draw, _copy(events), new)
     return Injected(events, "commit-regression", [lower[-1]["index"]])
 

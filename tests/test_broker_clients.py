@@ -12,6 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -162,7 +163,9 @@ def confluent_round_trip(
         if message is None:
             continue
         assert message.error() is None, message.error()
-        read.append((message.partition(), message.offset(), message.value()))
+        partition, offset, payload = message.partition(), message.offset(), message.value()
+        assert partition is not None and offset is not None and payload is not None
+        read.append((partition, offset, payload))
     consumer.commit(asynchronous=False)
     consumer.close()
     return sent, read
@@ -254,21 +257,27 @@ async def test_two_kafka_python_consumers_share_three_partitions(tmp_path: Path)
                     assert not any(m.error for m in members), [m.error for m in members]
                     await trio.sleep(0.1)
         finally:
+
+            def join_all() -> None:
+                for t in threads:
+                    t.join(15)
+
             for member in members:
                 member.stop.set()
-            await trio.to_thread.run_sync(lambda: [t.join(15) for t in threads])
+            await trio.to_thread.run_sync(join_all)
     a, b = shared
     assert a.isdisjoint(b) and a | b == {0, 1, 2}
     assert {v for m in members for v in m.values} == set(values)
 
 
-def admin_session(bootstrap: str) -> dict[str, object]:
+def admin_session(bootstrap: str) -> dict[str, Any]:
     """Drive kafka-python's admin client through topics, configs and group administration."""
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    out: dict[str, object] = {}
+    # What kafka-python's admin calls returned (kafka-python is untyped).
+    out: dict[str, Any] = {}
     admin.create_topics([NewTopic("adm", 2, 1, topic_configs={"retention.ms": "60000"})])
     configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "adm")])
     out["modified_configs"] = configs["topic"]["adm"]
@@ -296,12 +305,12 @@ def admin_session(bootstrap: str) -> dict[str, object]:
 async def test_admin_client_manages_topics_configs_and_groups(tmp_path: Path) -> None:
     async with in_process_broker(tmp_path, SETTINGS) as running:
         out = await trio.to_thread.run_sync(admin_session, bootstrap_of(running))
-    assert set(out["modified_configs"]) == {"retention.ms"}  # type: ignore[arg-type]
+    assert set(out["modified_configs"]) == {"retention.ms"}
     described = out["described"]
-    assert described["group_state"] == "Stable" and len(described["members"]) == 1  # type: ignore[index]
-    assert {"group_id": "adm-group", "protocol_type": "consumer"} in out["listed"]  # type: ignore[operator]
+    assert described["group_state"] == "Stable" and len(described["members"]) == 1
+    assert {"group_id": "adm-group", "protocol_type": "consumer"} in out["listed"]
     assert out["delete_while_member"] == {"adm-group": "NonEmptyGroupError"}
-    committed = {tp.partition: om.offset for tp, om in out["offsets_before_delete"].items()}  # type: ignore[attr-defined]
+    committed = {tp.partition: om.offset for tp, om in out["offsets_before_delete"].items()}
     assert committed == {0: 0, 1: 1}
     assert out["delete_after_close"] == {"adm-group": "OK"}
     assert not out["offsets_after_delete"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from checkers import check_steps
+from checkers import Verdict, check_steps
 from history import HistoryReader, HistoryWriter
 
 
@@ -42,7 +42,7 @@ class History:
     def subscribe(self, process: int, group: str = "g1") -> int:
         return self.op(process, "subscribe", {"topics": ["t0"], "group": group})
 
-    def check(self, **options: Any) -> dict[str, Any]:
+    def check(self, **options: Any) -> Verdict:
         self.buffer.seek(0)
         return check_steps(HistoryReader("<memory>", stream=self.buffer), **options)
 

@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -63,7 +64,7 @@ async def test_records_from_our_producer_land_where_kafka_python_expects(
 ) -> None:
     """Same partition per key as kafka-python's partitioner; kafka-python reads each once."""
     keys = [f"key-{i}".encode() for i in range(40)]
-    reported: dict[bytes, tuple[int, int]] = {}
+    reported: dict[bytes, tuple[int, int | None]] = {}
     async with Producer(producer_config(broker.bootstrap, **{"linger.ms": 2})) as producer:
         await producer.cluster.create_topic("ours", 3)
         deliveries = []
@@ -264,7 +265,7 @@ class FaultProxy:
         nursery.cancel_scope.cancel()
 
 
-async def _frames(stream: trio.SocketStream):  # type: ignore[no-untyped-def]
+async def _frames(stream: trio.SocketStream) -> AsyncIterator[bytes]:
     buffer = bytearray()
     while True:
         try:

@@ -13,6 +13,7 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
@@ -98,7 +99,9 @@ class _Cluster:
         return set(range(self.counts[topic])) if topic in self.counts else None
 
 
-def _kafka_python(assignor: type, counts: dict[str, int], subs: list[set[str]]) -> dict:
+def _kafka_python(
+    assignor: type[AbstractPartitionAssignor], counts: dict[str, int], subs: list[set[str]]
+) -> dict:
     members = [
         JoinGroupResponse.JoinGroupResponseMember(
             member_id=f"m{i}",

@@ -17,6 +17,8 @@ import trio
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.invariants import InvariantMonitor
 from harness.runtime.sim.run import SimSettings, run_sim
+from reference_broker.broker import Broker
+from reference_broker.controller.service import ControllerService
 from workloads.client import ConsumerConfig, Producer, ProducerConfig, TopicPartition
 from workloads.client.consumer import Consumer
 
@@ -86,6 +88,20 @@ async def read_all(cluster: SimCluster, client: str, topic: str) -> list[bytes]:
         return values
 
 
+def broker_of(cluster: SimCluster, name: str) -> Broker:
+    """The broker of node `name`'s running incarnation."""
+    running = cluster.node(name).running
+    assert running is not None, f"{name} is down"
+    return running.broker
+
+
+def controller_of(cluster: SimCluster, name: str) -> ControllerService:
+    """The controller service of node `name`'s running incarnation."""
+    service = broker_of(cluster, name).controller_service
+    assert service is not None, f"{name} has no controller service"
+    return service
+
+
 async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     with trio.fail_after(timeout_s):
         while not predicate():
@@ -95,14 +111,14 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> No
 def test_a_controller_is_elected_and_every_broker_registers_unfenced() -> None:
     async def scenario(cluster: SimCluster) -> tuple[str | None, list[list[int]], set[str]]:
         await wait_for(lambda: cluster.controller() is not None)
-        services = [cluster.node(n).running.broker.controller_service for n in cluster.nodes]
+        services = [controller_of(cluster, n) for n in cluster.nodes]
         await wait_for(
             lambda: all(
                 sorted(b for b in s.image.brokers if s.image.is_live(b)) == [1, 2, 3]
                 for s in services
             )
         )
-        cluster_ids = {cluster.node(n).running.broker.cluster_id for n in cluster.nodes}
+        cluster_ids = {broker_of(cluster, n).cluster_id for n in cluster.nodes}
         return cluster.controller(), [
             sorted(b for b in s.image.brokers if s.image.is_live(b)) for s in services
         ], cluster_ids
@@ -134,7 +150,7 @@ def test_acknowledged_writes_reach_every_replica_and_survive_a_leader_kill() -> 
                 await cluster.restart(leader)
                 await wait_for(
                     lambda: all(
-                        len(cluster.node(n).running.broker.partitions[("t", 0)].isr) == 3
+                        len(broker_of(cluster, n).partitions[("t", 0)].isr) == 3
                         for n in cluster.nodes
                         if cluster.leader_of("t", 0) == n
                     )

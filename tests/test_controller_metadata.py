@@ -28,6 +28,7 @@ def cluster(unclean: bool = False, brokers: int = 3) -> Controller:
             controller, controller.register_broker(b, f"inc-{b}", "127.0.0.1", 9090 + b, 0)
         )
         assert controller.image.brokers[b].fenced
+        assert reg.broker_epoch is not None
         commit(controller, controller.heartbeat(b, reg.broker_epoch, want_fence=False, now_ms=0))
         assert controller.image.is_live(b)
     commit(controller, controller.create_topic("t0", "id0", [(1, 2, 3)]))
@@ -68,6 +69,7 @@ def test_no_live_isr_member_leaves_the_partition_leaderless_when_unclean_is_off(
     assert state.leader == NO_LEADER and state.isr == (1,), "the ISR keeps its last member"
     # The last ISR member returns: it is elected, cleanly.
     reg = commit(controller, controller.register_broker(1, "inc-1b", "127.0.0.1", 9091, 2000))
+    assert reg.broker_epoch is not None
     commit(controller, controller.heartbeat(1, reg.broker_epoch, want_fence=False, now_ms=2000))
     assert controller.image.partitions[("id0", 0)].leader == 1
 
@@ -84,7 +86,8 @@ def test_unclean_election_picks_a_live_out_of_sync_replica_only_when_enabled() -
 def test_alter_partition_with_a_stale_partition_epoch_is_rejected() -> None:
     controller = cluster()
     first = commit(controller, controller.alter_partition("id0", 0, 1, 0, 0, (1, 2)))
-    assert first.error is Errors.NONE and first.partition.partition_epoch == 1
+    assert first.error is Errors.NONE
+    assert first.partition is not None and first.partition.partition_epoch == 1
     stale = controller.alter_partition("id0", 0, 1, 0, 0, (1, 2, 3))
     assert stale.error is Errors.INVALID_UPDATE_VERSION and stale.records == ()
     assert (
@@ -111,6 +114,7 @@ def test_preferred_leader_election_returns_leadership_to_the_first_replica() -> 
     commit(controller, controller.expire_sessions(1500))
     assert controller.image.partitions[("id0", 0)].leader == 2
     reg = commit(controller, controller.register_broker(1, "inc-1b", "127.0.0.1", 9091, 1600))
+    assert reg.broker_epoch is not None
     commit(controller, controller.heartbeat(1, reg.broker_epoch, want_fence=False, now_ms=1600))
     assert controller.image.partitions[("id0", 0)].leader == 2, "1 is not in the ISR yet"
     assert controller.elect_preferred_leaders().records == ()

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import trio
@@ -28,6 +29,7 @@ from harness.runtime.sim.disk import SimDisk, SimStorage
 from harness.runtime.sim.errors import NodeCrashedError
 from harness.runtime.sim.network import HostNetwork, SimNetwork
 from harness.runtime.sim.scheduler import seeded_scheduler
+from reference_broker.broker import Broker
 from reference_broker.config import Listener
 from reference_broker.controller.client import ControllerClient
 from reference_broker.controller.lifecycle import BrokerLifecycle
@@ -62,17 +64,18 @@ SERVICE = ServiceConfig(
 )
 HEARTBEAT_MS = 500
 
-Handler = Callable[[object, RequestContext, ApiMessage], Awaitable[ApiMessage]]
+Handler = Callable[[Broker, RequestContext, ApiMessage], Awaitable[ApiMessage]]
 
 
-async def _raft_fetch(broker: object, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
-    return await quorum_handlers.handle_raft_fetch(broker.quorum_endpoint, ctx, request)  # type: ignore[attr-defined]
+async def _raft_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    return await quorum_handlers.handle_raft_fetch(broker.quorum_endpoint, ctx, request)
 
 
-async def _create_topics(broker: object, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+async def _create_topics(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
     # Stands in for the broker's CreateTopics handler on the controller's side: it hands
     # each topic to the node's ControllerService (NOT_CONTROLLER unless active).
-    service: ControllerService = broker.controller_service  # type: ignore[attr-defined]
+    service = broker.controller_service
+    assert service is not None
     results = []
     for t in request.topics:
         result = await service.create_topic(
@@ -96,8 +99,9 @@ async def _create_topics(broker: object, ctx: RequestContext, request: ApiMessag
     return CreateTopicsResponse(version=ctx.version, throttle_time_ms=0, topics=results)
 
 
-async def _delete_topics(broker: object, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
-    service: ControllerService = broker.controller_service  # type: ignore[attr-defined]
+async def _delete_topics(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    service = broker.controller_service
+    assert service is not None
     results = []
     for name in request.topic_names:
         result = await service.delete_topic(name)
@@ -123,7 +127,7 @@ HANDLERS: dict[int, Handler] = {
 }
 
 
-async def serve(broker: object, stream: trio.abc.Stream) -> None:
+async def serve(broker: Broker, stream: trio.abc.Stream) -> None:
     """One connection, one request at a time, as `reference_broker.server` serves it."""
     decoder = FrameDecoder(100 * 2**20)
     async with stream:
@@ -202,7 +206,10 @@ class Node:
                     metadata_offset=lambda: service.image_version,
                     rng=rng,
                 )
-                broker = SimpleNamespace(quorum_endpoint=driver, controller_service=service)
+                # The handlers served here read only these two attributes of a Broker.
+                broker = cast(
+                    Broker, SimpleNamespace(quorum_endpoint=driver, controller_service=service)
+                )
                 (listener,) = await network.listen(self.name, PORT)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(
@@ -324,13 +331,11 @@ async def test_a_leader_is_elected_and_its_leader_change_commits_everywhere(
         epoch = active.service.driver.epoch
         leader_change = LeaderChange(active.node_id, VOTERS)
         for node in cluster.up():
-            await cluster.wait_for(
-                f"{node.name} applies the leader's LeaderChange",
-                lambda node=node: any(
-                    p == leader_change and e == epoch for _, e, p in committed_log(node)
-                ),
-                10,
-            )
+
+            def applied(node: Node = node) -> bool:
+                return any(p == leader_change and e == epoch for _, e, p in committed_log(node))
+
+            await cluster.wait_for(f"{node.name} applies the leader's LeaderChange", applied, 10)
             assert node.service is not None
             assert node.service.active_id == active.node_id
         # The quorum-state file says who leads, on every node.
@@ -421,8 +426,9 @@ async def test_alter_partition_goes_through_a_remote_client_and_checks_epochs(
         result = await active.service.create_topic("t1", 1, 3, assignments=[(1, 2, 3)])
         assert result.error_code == ErrorCode.NONE
         leader = cluster.nodes[1]
-        assert leader.client is not None and leader.service is not None
-        await cluster.wait_for("n1 sees t1", lambda: "t1" in leader.service.image.topics, 10)
+        leader_service = leader.service
+        assert leader.client is not None and leader_service is not None
+        await cluster.wait_for("n1 sees t1", lambda: "t1" in leader_service.image.topics, 10)
         shrink = await leader.client.alter_partition("t1", 0, 0, 0, (1, 2))
         assert shrink.error_code == ErrorCode.NONE
         assert (shrink.leader, shrink.isr, shrink.partition_epoch) == (1, (1, 2), 1)
@@ -508,11 +514,11 @@ async def test_a_restart_of_all_three_recovers_the_image_from_disk(
             await cluster.start(node_id)
         await cluster.wait_active()
         for node in cluster.up():
-            await cluster.wait_for(
-                f"{node.name} replays what it had committed",
-                lambda node=node: len(committed_log(node)) >= len(logs_before[node.node_id]),
-                30,
-            )
+
+            def replayed_all(node: Node = node) -> bool:
+                return len(committed_log(node)) >= len(logs_before[node.node_id])
+
+            await cluster.wait_for(f"{node.name} replays what it had committed", replayed_all, 30)
             replayed = committed_log(node)
             assert replayed[: len(logs_before[node.node_id])] == logs_before[node.node_id]
         restarted = cluster.active()
@@ -562,11 +568,12 @@ async def test_repeated_controller_power_losses_never_lose_a_committed_topic(
             await trio.sleep(rng.uniform(0, 3))
             await cluster.start(victim.node_id)
         active = await cluster.wait_active(60)
-        assert active.service is not None
+        active_service = active.service
+        assert active_service is not None
         assert created, "some topic was acknowledged"
         await cluster.wait_for(
             "every acknowledged topic is in the active image",
-            lambda: set(created) <= set(active.service.image.topics),  # type: ignore[union-attr]
+            lambda: set(created) <= set(active_service.image.topics),
             30,
         )
         await cluster.wait_for(
@@ -663,9 +670,14 @@ async def test_a_single_voter_answers_a_proposal_only_once_it_is_durable(
     assert reopened.log.end_offset > offset
 
 
-def run_scenario(seed: int) -> list[tuple[object, ...]]:
+# ("active", time, node id) when the first controller was elected; then, per node,
+# (name, its committed log).
+Trace = list[tuple[str, float, int] | tuple[str, list[tuple[int, int, object]]]]
+
+
+def run_scenario(seed: int) -> Trace:
     """A cluster run with a controller power loss, traced: when each node applied what."""
-    trace: list[tuple[object, ...]] = []
+    trace: Trace = []
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -10,6 +10,7 @@ syncs the rolled segment, as in Kafka, is proven in tests/test_log_partition.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -72,16 +73,19 @@ def read_all(bootstrap: str) -> list[tuple[int, int]]:
         message = consumer.poll(1.0)
         if message is None:
             continue
-        if message.error() is not None:
-            assert message.error().code() == -191, message.error()  # _PARTITION_EOF
+        error = message.error()
+        if error is not None:
+            assert error.code() == -191, error  # _PARTITION_EOF
             break
-        out.append((message.offset(), int(message.value())))
+        offset, value = message.offset(), message.value()
+        assert offset is not None and value is not None
+        out.append((offset, int(value)))
     consumer.close()
     return out
 
 
 def restart(
-    start: StartBroker, killed: BrokerProcess, settings: dict[str, object]
+    start: StartBroker, killed: BrokerProcess, settings: Mapping[str, object]
 ) -> BrokerProcess:
     """Start a new broker process on the killed one's data directory."""
     return start(settings=settings, data_dir=killed.data_dir)

@@ -185,7 +185,9 @@ def test_log_stays_readable_after_fuzzing(fuzz_broker: BrokerProcess) -> None:
         assert batch, "consumer stalled before reaching the last message"
         for message in batch:
             assert message.error() is None, message.error()
-            offsets.append(message.offset())
-            values.append(message.value())
+            offset, value = message.offset(), message.value()
+            assert offset is not None and value is not None
+            offsets.append(offset)
+            values.append(value)
     consumer.close()
     assert offsets == list(range(len(offsets)))

@@ -5,15 +5,16 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from history import HistoryError, HistoryReader, HistoryWriter, write_history
 from history.model import Poll, Send
 
-SEND_INVOKE = {"index": 0, "time": 10, "process": 3, "type": "invoke", "f": "send",
+SEND_INVOKE: dict[str, Any] = {"index": 0, "time": 10, "process": 3, "type": "invoke", "f": "send",
                "value": [{"topic": "t0", "key": "k3", "value": 17}]}
-SEND_OK = {"index": 1, "time": 20, "process": 3, "type": "ok", "f": "send",
+SEND_OK: dict[str, Any] = {"index": 1, "time": 20, "process": 3, "type": "ok", "f": "send",
            "value": [{"topic": "t0", "key": "k3", "value": 17, "partition": 2, "offset": 40}]}
 
 
@@ -39,7 +40,7 @@ def test_reader_pairs_each_completion_with_its_invoke(tmp_path: Path) -> None:
     steps = read_all(tmp_path, lines(SEND_INVOKE, SEND_OK))
     (invoke, none), (done, paired) = steps
     assert none is None and paired is invoke
-    assert isinstance(done, Send) and done.f == "send"
+    assert isinstance(done, Send) and done.f == "send" and done.value is not None
     assert done.value[0].partition == 2 and done.value[0].offset == 40
 
 
@@ -166,5 +167,7 @@ def test_written_history_reads_back_equal(tmp_path: Path) -> None:
     write_history(str(path), events)
     read = [event for event, _ in HistoryReader(str(path))]
     assert [e.index for e in read] == [0, 1, 2]
-    assert read[2].assignment == ["t0/2"] and read[2].generation == 4
+    rebalanced = read[2]
+    assert isinstance(rebalanced, Send)
+    assert rebalanced.assignment == ["t0/2"] and rebalanced.generation == 4
     assert [json.loads(line) for line in path.read_text().splitlines()] == events

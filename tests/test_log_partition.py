@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -34,7 +35,7 @@ class ManualClock:
         return self.now
 
 
-def open_log(root: Path, clock: ManualClock | None = None, **config: int) -> PartitionLog:
+def open_log(root: Path, clock: ManualClock | None = None, **config: Any) -> PartitionLog:
     return PartitionLog.open(
         OsStorage(root), "events-0", LogConfig(**config), clock or ManualClock()
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.test_log_record_batch import build_batch
 PID = 4242
 
 
-def open_log(root: Path, **config: int) -> PartitionLog:
+def open_log(root: Path, **config: Any) -> PartitionLog:
     return PartitionLog.open(OsStorage(root), "orders-3", LogConfig(**config), ManualClock())
 
 

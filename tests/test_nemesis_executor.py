@@ -25,6 +25,7 @@ from nemesis import grudge as grudges
 from nemesis.executor import Executor, execute
 from nemesis.generate import generate
 from nemesis.ops import (
+    AnyFaultOp,
     ClockReset,
     ClockSkew,
     ClockStrobe,
@@ -332,7 +333,7 @@ def test_a_strobe_cut_short_by_the_final_heal_is_reset() -> None:
 
 
 def test_a_kill_stops_the_strobe_on_that_node() -> None:
-    ops = [
+    ops: list[AnyFaultOp] = [
         ClockStrobe(at_ms=0, node="n2", delta_ms=8, period_ms=100, duration_ms=10_000),
         Kill(at_ms=250, nodes=["n2"]),
     ]
@@ -343,7 +344,7 @@ def test_a_kill_stops_the_strobe_on_that_node() -> None:
 
 
 def test_ops_that_no_longer_apply_are_skipped_and_say_why() -> None:
-    ops = [
+    ops: list[AnyFaultOp] = [
         Restart(at_ms=0, nodes=["n1"]),
         Kill(at_ms=1, nodes=["n1"]),
         Kill(at_ms=2, nodes=["n1", "n2"]),

@@ -102,10 +102,10 @@ def run_mixed(path: Path, seed: int) -> Schedule:
                 nursery.cancel_scope.cancel()
         assert ledger.healthy()
         for name in cluster.nodes:
-            node = cluster.node(name)
-            assert node.up, f"{name} is down after the final heal"
+            sim_node = cluster.node(name)
+            assert sim_node.up, f"{name} is down after the final heal"
             assert not cluster.network.hosts[name].paused, f"{name} is still paused"
-            assert node.clock.skew_ms == 0, f"{name}'s clock is still skewed"
+            assert sim_node.clock.skew_ms == 0, f"{name}'s clock is still skewed"
             # Serving again: a fresh client's write is acknowledged.
             with trio.fail_after(10):
                 async with producer(cluster, f"check-{name}", name) as p:

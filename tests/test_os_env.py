@@ -142,6 +142,7 @@ async def test_power_cut_loses_exactly_the_unflushed_suffix_of_a_log(tmp_path: P
 async def test_tcp_network_connects_over_loopback() -> None:
     network = OsNetwork()
     listeners = await network.listen("127.0.0.1", 0)
+    assert isinstance(listeners[0], trio.SocketListener)
     port = listeners[0].socket.getsockname()[1]
 
     async def echo_once(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -19,7 +19,7 @@ from workloads.client import (
     TopicPartition,
     UnknownOutcome,
 )
-from workloads.client.consumer import Consumer
+from workloads.client.consumer import Consumer, ConsumerRecord
 
 FAST = {"request.timeout.ms": 500, "delivery.timeout.ms": 1000, "retries": 0, "linger.ms": 0}
 
@@ -197,7 +197,7 @@ async def test_a_skewed_clock_shows_in_log_append_timestamps(tmp_path: Path) -> 
         )
         async with Consumer(consumer_config) as consumer:
             consumer.assign([TopicPartition("ticks", 0)])
-            records = []
+            records: list[ConsumerRecord] = []
             with trio.fail_after(10):
                 while len(records) < 3:
                     records += await consumer.poll(0.2)

@@ -12,8 +12,9 @@ import contextlib
 import dataclasses
 import random
 import struct
-import types
 import uuid
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import trio
@@ -21,9 +22,11 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.protocol.api_key import ApiKey
+from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse, MetadataRequest
 
-from harness.runtime.sim.network import SimNetwork
+from harness.runtime.sim.network import HostNetwork, SimNetwork
+from reference_broker.broker import Broker
 from reference_broker.config import Listener
 from reference_broker.controller.raft import (
     Entry,
@@ -40,6 +43,7 @@ from reference_broker.controller.transport import (
     FETCH_ERRORS,
     INCONSISTENT_CLUSTER_ID,
     QUORUM_APIS,
+    QuorumEndpoint,
     QuorumWireError,
     RaftTransport,
     from_kafka_request,
@@ -574,6 +578,11 @@ class RecordingEndpoint:
         await self.durable.wait()
 
 
+def _broker_with(endpoint: QuorumEndpoint | None) -> Broker:
+    """A stand-in Broker for the quorum handlers, which read only its `quorum_endpoint`."""
+    return cast(Broker, SimpleNamespace(quorum_endpoint=endpoint))
+
+
 def _context(request, api_key: int) -> RequestContext:
     header = RequestHeader(api_key, QUORUM_APIS[api_key], 8, "raft-1")
     return RequestContext(header, "")
@@ -585,9 +594,9 @@ def _voter(node_id: int = 2) -> RaftNode:
 
 async def test_a_vote_is_answered_only_after_it_is_durable() -> None:
     endpoint = RecordingEndpoint(_voter())
-    broker = types.SimpleNamespace(quorum_endpoint=endpoint)
+    broker = _broker_with(endpoint)
     body, _ = to_kafka_request(_vote(), "c")
-    answer: list[object] = []
+    answer: list[ApiMessage] = []
 
     async def vote() -> None:
         answer.append(await handle_vote(broker, _context(body, ApiKey.Vote), body))
@@ -605,7 +614,7 @@ async def test_a_vote_is_answered_only_after_it_is_durable() -> None:
 
 
 async def test_a_standalone_broker_refuses_quorum_requests() -> None:
-    broker = types.SimpleNamespace(quorum_endpoint=None)
+    broker = _broker_with(None)
     body, _ = to_kafka_request(_vote(), "c")
     response = await handle_vote(broker, _context(body, ApiKey.Vote), body)
     assert response.error_code == ErrorCode.NOT_CONTROLLER
@@ -632,7 +641,7 @@ async def test_a_standalone_broker_refuses_quorum_requests() -> None:
 
 async def test_a_request_from_another_cluster_never_reaches_the_core() -> None:
     endpoint = RecordingEndpoint(_voter(), cluster_id="ours")
-    broker = types.SimpleNamespace(quorum_endpoint=endpoint)
+    broker = _broker_with(endpoint)
     body, _ = to_kafka_request(_vote(), "theirs")
     response = await handle_vote(broker, _context(body, ApiKey.Vote), body)
     assert response.error_code == INCONSISTENT_CLUSTER_ID
@@ -671,7 +680,7 @@ class Member:
     task per peer, replies fed back into the core, inbound requests via `handle_request`.
     """
 
-    def __init__(self, node_id: int, voters: set[int], network, seed: int) -> None:
+    def __init__(self, node_id: int, voters: set[int], network: HostNetwork, seed: int) -> None:
         self.node_id = node_id
         self.cluster_id = "quorum-test"
         self.node = RaftNode(
@@ -692,7 +701,7 @@ class Member:
             request_timeout_s=LOOP_CONFIG.request_timeout_ms / 1000,
         )
         self.peers = sorted(voters - {node_id})
-        self.outboxes = {}
+        self.outboxes: dict[int, trio.MemorySendChannel[raft.Message]] = {}
         self.received: collections.Counter[str] = collections.Counter()
         self.syncs = 0
         self.fetch_waits: set[int] = set()
@@ -752,7 +761,7 @@ class Member:
 
     async def _serve(self) -> None:
         [listener] = await self.network.listen(f"q{self.node_id}", QUORUM_PORT)
-        broker = types.SimpleNamespace(quorum_endpoint=self)
+        broker = _broker_with(self)
         handlers = {
             ApiKey.Vote: handle_vote,
             ApiKey.BeginQuorumEpoch: handle_begin_quorum_epoch,
@@ -941,7 +950,8 @@ async def test_a_raft_fetch_reaches_the_endpoint_with_the_senders_max_wait() -> 
 
 def test_the_fetch_wait_leaves_room_in_the_request_timeout() -> None:
     def transport(timeout_s: float, **kw) -> RaftTransport:
-        return RaftTransport(SimNetwork(random.Random(0)), 1, "c", lambda _: None, timeout_s, **kw)
+        network = SimNetwork(random.Random(0)).incarnate("q1")
+        return RaftTransport(network, 1, "c", lambda _: None, timeout_s, **kw)
 
     assert transport(2.0).fetch_max_wait_ms == 500  # Kafka's defaults
     assert transport(0.4).fetch_max_wait_ms == 100

@@ -37,6 +37,20 @@ def node(node_id: int = 1, log: InMemoryRaftLog | None = None, epoch: int = 0) -
     )
 
 
+def vote(n: RaftNode, request: VoteRequest, now_ms: int) -> VoteResponse:
+    """`n`'s answer to a VoteRequest."""
+    answer = n.receive(request, now_ms)[0]
+    assert isinstance(answer, VoteResponse)
+    return answer
+
+
+def fetch_reply(n: RaftNode, request: FetchRequest, now_ms: int) -> FetchResponse:
+    """`n`'s one answer to a FetchRequest."""
+    (answer,) = n.receive(request, now_ms)
+    assert isinstance(answer, FetchResponse)
+    return answer
+
+
 def elect(n: RaftNode) -> None:
     """Make `n` leader: time out, then take node 2's vote."""
     requests = n.tick(10_000)
@@ -53,23 +67,21 @@ def test_voter_refuses_a_candidate_with_a_less_complete_log() -> None:
     (answer,) = voter.receive(behind, 0)
     assert isinstance(answer, VoteResponse) and not answer.granted and answer.epoch == 5
     shorter = VoteRequest(src=3, dst=2, epoch=5, last_epoch=2, last_offset=1)
-    assert not voter.receive(shorter, 0)[0].granted
+    assert not vote(voter, shorter, 0).granted
     equal = VoteRequest(src=3, dst=2, epoch=5, last_epoch=2, last_offset=2)
-    assert voter.receive(equal, 0)[0].granted
+    assert vote(voter, equal, 0).granted
 
 
 def test_voter_grants_one_vote_per_epoch_even_after_restart() -> None:
     store = QuorumStateStore()
     log = InMemoryRaftLog()
     voter = RaftNode(2, {1, 2, 3}, log, store, random.Random(0), 0, CONFIG)
-    assert voter.receive(VoteRequest(src=1, dst=2, epoch=1, last_epoch=0, last_offset=0), 0)[
-        0
-    ].granted
+    assert vote(voter, VoteRequest(src=1, dst=2, epoch=1, last_epoch=0, last_offset=0), 0).granted
     restarted = RaftNode(2, {1, 2, 3}, log, store, random.Random(1), 5, CONFIG)
     rival = VoteRequest(src=3, dst=2, epoch=1, last_epoch=0, last_offset=0)
-    assert not restarted.receive(rival, 5)[0].granted
+    assert not vote(restarted, rival, 5).granted
     again = VoteRequest(src=1, dst=2, epoch=1, last_epoch=0, last_offset=0)
-    assert restarted.receive(again, 5)[0].granted
+    assert vote(restarted, again, 5).granted
 
 
 def test_new_leader_writes_leader_change_and_hw_waits_for_its_commit() -> None:
@@ -108,7 +120,7 @@ def test_leader_answers_a_diverged_follower_with_its_epoch_end() -> None:
     fetch = FetchRequest(
         src=3, dst=1, correlation_id=7, epoch=leader.epoch, fetch_offset=4, last_fetched_epoch=1
     )
-    (response,) = leader.receive(fetch, 10_002)
+    response = fetch_reply(leader, fetch, 10_002)
     assert response.diverging is not None and response.diverging.offset == 1
     assert response.entries == ()
 
@@ -119,7 +131,7 @@ def test_stale_fetcher_is_fenced_and_non_leader_propose_is_refused() -> None:
     stale = FetchRequest(
         src=2, dst=1, correlation_id=1, epoch=0, fetch_offset=0, last_fetched_epoch=0
     )
-    (response,) = leader.receive(stale, 10_002)
+    response = fetch_reply(leader, stale, 10_002)
     assert response.error == "fenced_leader_epoch" and response.leader_id == 1
     follower = node(2)
     follower.receive(BeginQuorumEpoch(src=1, dst=2, epoch=leader.epoch), 10_003)
@@ -167,6 +179,5 @@ def test_observer_finds_the_leader_and_replicates_without_voting() -> None:
     (response,) = leader.receive(fetch, 10_002)
     observer.receive(response, 10_003)
     assert observer.log.end_offset == leader.log.end_offset
-    assert not observer.receive(VoteRequest(src=2, dst=9, epoch=9, last_epoch=9, last_offset=9), 0)[
-        0
-    ].granted
+    ballot = VoteRequest(src=2, dst=9, epoch=9, last_epoch=9, last_offset=9)
+    assert not vote(observer, ballot, 0).granted

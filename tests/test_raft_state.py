@@ -37,10 +37,11 @@ def test_candidate_bumps_epoch_and_votes_for_itself() -> None:
 
 def test_leader_needs_a_majority_of_votes() -> None:
     q = quorum()
-    q.to_candidate(0)
+    candidate = q.to_candidate(0)
     with pytest.raises(IllegalTransition):
         q.to_leader(0, 0, 100)
-    q.current.granted.add(3)
+    assert q.current is candidate
+    candidate.granted.add(3)
     leader = q.to_leader(0, 0, 100)
     assert leader.epoch == 1 and q.leader_id == 1
 

@@ -161,7 +161,10 @@ def consume_confluent(bootstrap: str, topic: str, group: str, count: int) -> lis
     while len(out) < count and time.monotonic() < deadline:
         for m in consumer.consume(1000, 0.5):
             assert m.error() is None, m.error()
-            out.append((m.partition(), m.offset(), m.key().decode(), int(m.value())))
+            partition, offset, key, value = m.partition(), m.offset(), m.key(), m.value()
+            assert partition is not None and offset is not None
+            assert key is not None and value is not None
+            out.append((partition, offset, key.decode(), int(value)))
     consumer.commit(asynchronous=False)
     consumer.close()
     return out

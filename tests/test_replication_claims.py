@@ -39,7 +39,14 @@ from nemesis.ops import (
 )
 from reference_broker.controller.metadata import PartitionState
 from reference_broker.errors import ErrorCode
-from tests.test_cluster_sim import FAST, producer, read_all, wait_for
+from tests.test_cluster_sim import (
+    FAST,
+    broker_of,
+    controller_of,
+    producer,
+    read_all,
+    wait_for,
+)
 from tests.test_known_answers import _history, _run, assert_evidence_is_real
 from workloads.client.errors import ProduceFailed, ProduceOutcomeUnknown
 
@@ -63,7 +70,7 @@ def configured(**changes: Any) -> RunConfig:
 
 def nemesis_window_s(outcome: RunOutcome, start: str, stop: str) -> tuple[float, float]:
     """When the first `start` and the first `stop` nemesis events happened, in seconds."""
-    times = {}
+    times: dict[str, float] = {}
     for event in _history(outcome):
         if event["process"] == "nemesis" and event["f"] in (start, stop):
             times.setdefault(event["f"], event["time"] / 1e9)
@@ -145,7 +152,7 @@ def partition_state(cluster: SimCluster, topic: str) -> PartitionState:
     """Partition 0 of `topic` as the active controller's image has it."""
     controller = cluster.controller()
     assert controller is not None
-    image = cluster.node(controller).running.broker.controller_service.image
+    image = controller_of(cluster, controller).image
     return image.partitions[(image.topics[topic], 0)]
 
 
@@ -234,7 +241,7 @@ def test_min_insync_3_with_a_broker_down_refuses_produces_with_not_enough_replic
             down = next(n for n in cluster.nodes if n != leader)
             await cluster.kill(down)
             # The leader's own view: it checks min.insync.replicas against its ISR.
-            partitions = cluster.node(leader).running.broker.partitions
+            partitions = broker_of(cluster, leader).partitions
             await wait_for(lambda: len(partitions[("t", 0)].isr) == 2, 60)
             # No retries, so the broker's answer itself surfaces.
             async with producer(cluster, "c3", retries=0, enable_idempotence=False) as once:

@@ -156,7 +156,7 @@ async def test_a_paused_host_neither_sends_nor_receives_until_resumed(
     async with trio.open_nursery() as nursery:
         _, _, c, s = await pair(fabric, nursery)
         fabric.hosts["s"].pause()
-        received: list[bytes] = []
+        received: list[bytes | bytearray] = []
 
         async def serve() -> None:
             data = await s.receive_some()
@@ -205,7 +205,7 @@ async def test_a_delivery_wakes_the_reader_once_when_it_arrives(
     fabric = SimNetwork(random.Random(0), base_latency_ms=5)
     async with trio.open_nursery() as nursery:
         _, _, c, s = await pair(fabric, nursery)
-        arrivals: list[tuple[bytes, float]] = []
+        arrivals: list[tuple[bytes | bytearray, float]] = []
         reader: list[trio.lowlevel.Task] = []
 
         async def read() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from checkers.verdict import check_file
+from checkers.verdict import Verdict, check_file
 from harness.runtime.process import ProcessCluster
 from history.reader import HistoryReader
 from history.writer import HistoryWriter
@@ -38,7 +38,9 @@ def process_env(cluster: ProcessCluster, library: str, seed: int = 1) -> Workloa
     )
 
 
-async def run_queue(tmp_path: Path, library: str, duration_s: float = 4.0) -> tuple[dict, dict]:
+async def run_queue(
+    tmp_path: Path, library: str, duration_s: float = 4.0
+) -> tuple[Verdict, dict[str, dict[str, int]]]:
     stream = io.BytesIO()
     workload = WORKLOADS["queue"]()
     async with ProcessCluster(tmp_path / "cluster", 1, settings=SETTINGS) as cluster:
@@ -79,7 +81,7 @@ async def test_third_party_clients_refuse_the_simulated_network() -> None:
 
     env = WorkloadEnv(
         bootstrap_for=lambda topic: "n1:9092",
-        network_for=lambda endpoint: SimLike(),  # type: ignore[arg-type, return-value]
+        network_for=lambda endpoint: SimLike(),
         clock_ms_for=lambda endpoint: lambda: 0,
         client_endpoints=["c1"],
         rng=random.Random(0),

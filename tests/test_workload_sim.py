@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import trio
 
 from checkers.anomalies import allowed_for
-from checkers.verdict import check_file
+from checkers.verdict import Verdict, check_file
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.run import SimSettings, run_sim
 from harness.runtime.sim.scheduler import derive_rng
+from history.model import NemesisEvent, Send
 from history.reader import HistoryReader
 from history.writer import HistoryWriter
 from workloads.base import WorkloadEnv, WorkloadOptions
@@ -63,7 +65,7 @@ def run_in_sim(
     return stream.getvalue(), workload.checker_mode, holder[0]
 
 
-def check_bytes(history: bytes, mode: str, tmp_path: Path) -> dict:
+def check_bytes(history: bytes, mode: str, tmp_path: Path) -> Verdict:
     path = tmp_path / "history.jsonl"
     path.write_bytes(history)
     return check_file(str(path), mode=mode)
@@ -134,7 +136,8 @@ def test_keyed_order_workload_without_faults_records_a_valid_history(tmp_path: P
     path.write_bytes(history)
     repeated = 0
     for event, _ in HistoryReader(str(path)):
-        if event.f == "send" and event.type == "ok":
+        if isinstance(event, Send) and event.type == "ok":
+            assert event.value is not None
             keys = [m.key for m in event.value]
             repeated += len(keys) - len(set(keys))
     assert repeated > 20
@@ -146,7 +149,9 @@ def test_keyed_order_workload_same_seed_writes_the_same_bytes() -> None:
     assert first == second
 
 
-def group_history(commit: str, tmp_path: Path, seed: int = 3) -> tuple[dict, dict]:
+def group_history(
+    commit: Literal["before", "after", "auto"], tmp_path: Path, seed: int = 3
+) -> tuple[Verdict, dict[str, dict[str, int]]]:
     opts = replace(QUEUE_OPTS, commit=commit, crash_probability=0.05)
     history, mode, _ = run_in_sim("group", opts, seed=seed, duration_s=15.0)
     assert mode == "subscribe"
@@ -188,8 +193,9 @@ def test_group_workload_records_rebalances_on_completions(tmp_path: Path) -> Non
     history, _, _ = run_in_sim("group", opts, seed=3, duration_s=15.0)
     path = tmp_path / "h.jsonl"
     path.write_bytes(history)
-    generations = {}
+    generations: dict[int, set[int]] = {}
     for event, _ in HistoryReader(str(path)):
+        assert not isinstance(event, NemesisEvent), "this run has no faults"
         if event.generation is not None:
             assert event.assignment is not None and event.type in ("ok", "fail")
             generations.setdefault(event.process, set()).add(event.generation)

@@ -179,10 +179,12 @@ class _Member:
 
     async def run(self, until: float) -> bool:
         """Subscribe, then operate until `until`; True when the member decided to crash."""
-        value = {"topics": list(self.group.topics), "group": group_id(self.group)}
+        topics = list(self.group.topics)
+        group = group_id(self.group)
+        value: dict[str, Any] = {"topics": topics, "group": group}
 
         async def subscribe() -> dict[str, Any]:
-            await self.session.subscribe(value["topics"], value["group"])
+            await self.session.subscribe(topics, group)
             return value
 
         subscribed = False

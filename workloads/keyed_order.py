@@ -138,7 +138,7 @@ class KeyedOrderWorkload:
         group: TopicGroup,
     ) -> None:
         logs = group.logs(opts.partitions)
-        value = {"logs": logs, "seek": "beginning"}
+        value: dict[str, object] = {"logs": logs, "seek": "beginning"}
 
         def spec_for(process: int) -> SessionSpec:
             return session_spec(opts, group.bootstrap, f"keyed-consumer-{process}")

@@ -198,7 +198,7 @@ class ControllerService:
         else:
             records = payload if isinstance(payload, tuple) else (payload,)
             for record in records:
-                self.image.replay(record)  # type: ignore[arg-type]
+                self.image.replay(record)
                 if isinstance(record, RegisterBrokerRecord):
                     self._registration_offsets[record.broker_id] = entry.offset
         self.image_version = entry.offset + 1

@@ -33,6 +33,7 @@ from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.consumer import FetchRequest as KafkaFetchRequest
 from kafka.protocol.consumer import FetchResponse as KafkaFetchResponse
+from kafka.protocol.data_container import DataContainer
 
 from ..config import Listener
 from ..env import Network
@@ -280,7 +281,9 @@ def to_kafka_request(
     raise TypeError(f"not a Raft request: {message!r}")
 
 
-def _single_partition(response: ApiMessage, topics_field: str = "topics") -> object | None:
+def _single_partition(
+    response: ApiMessage, topics_field: str = "topics"
+) -> DataContainer | None:
     """The one `__cluster_metadata-0` entry of an answer, None if the answer is not that."""
     topics = getattr(response, topics_field) or []
     if len(topics) != 1:
@@ -375,7 +378,7 @@ def _check_cluster(request: ApiMessage, cluster_id: str) -> None:
         )
 
 
-def _request_partition(request: ApiMessage, topics_field: str = "topics") -> object:
+def _request_partition(request: ApiMessage, topics_field: str = "topics") -> DataContainer:
     # Kafka answers INVALID_REQUEST for any partition but the metadata log's.
     partition = _single_partition(request, topics_field)
     if partition is None:

@@ -808,8 +808,8 @@ class ClassicGroup:
             if deadline <= now and member_id in self.pending_members:
                 self._remove_pending_member_and_update_group(member_id, now)
         for member in list(self.members.values()):
-            deadline = member.heartbeat_deadline
-            if deadline is not None and deadline <= now and member.member_id in self.members:
+            due = member.heartbeat_deadline
+            if due is not None and due <= now and member.member_id in self.members:
                 self._on_heartbeat_expired(member, now)
         if self._join_deadline is not None and self._join_deadline <= now:
             self._on_join_deadline(now)

@@ -22,17 +22,11 @@ from .context import RequestContext
 
 if TYPE_CHECKING:
     from ..broker import Broker
-    from ..controller.service import ControllerService
 
 # Errors.INCONSISTENT_CLUSTER_ID; ErrorCode does not list it.
 INCONSISTENT_CLUSTER_ID = 104
 _Topic = AlterPartitionResponse.TopicData
 _Partition = _Topic.PartitionData
-
-
-def _service(broker: Broker) -> ControllerService | None:
-    # Set by the node assembly in cluster mode; absent or None on a standalone broker.
-    return getattr(broker, "controller_service", None)
 
 
 async def handle_broker_registration(
@@ -45,7 +39,7 @@ async def handle_broker_registration(
             version=ctx.version, throttle_time_ms=0, error_code=code, broker_epoch=epoch
         )
 
-    service = _service(broker)
+    service = broker.controller_service
     if service is None:
         return answer(ErrorCode.NOT_CONTROLLER)
     if request.cluster_id != service.cluster_id:
@@ -63,7 +57,7 @@ async def handle_broker_heartbeat(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """A broker's heartbeat: renews its session, unfences it once caught up."""
-    service = _service(broker)
+    service = broker.controller_service
     if service is None:
         return BrokerHeartbeatResponse(
             version=ctx.version,
@@ -101,7 +95,7 @@ async def handle_alter_partition(
             version=ctx.version, throttle_time_ms=0, error_code=code, topics=[]
         )
 
-    service = _service(broker)
+    service = broker.controller_service
     if service is None or not service.is_active:
         return refused(ErrorCode.NOT_CONTROLLER)
     topics = []

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import trio
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.consumer import FetchResponse
+from kafka.protocol.data_container import DataContainer
 
 from ..errors import BrokerError, ErrorCode, OffsetOutOfRangeError
 from .context import RequestContext
@@ -77,7 +78,7 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
     is_replica = replica_id >= 0
     read_committed = request.isolation_level == READ_COMMITTED
     # read_committed answers carry an (empty) aborted transaction list; others null.
-    aborted = [] if read_committed else None
+    aborted: list[DataContainer] | None = [] if read_committed else None
     remaining = max(request.max_bytes, 0)
     min_one = True
     bytes_read = 0

@@ -17,6 +17,7 @@ from .context import RequestContext
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from ..controller.service import ControllerService
 
 _Broker = MetadataResponse.MetadataResponseBroker
 _Topic = MetadataResponse.MetadataResponseTopic
@@ -183,18 +184,20 @@ def _effective_configs(broker: Broker, record: TopicRecord) -> list[tuple[str, s
     ]
 
 
-def _from_peer(broker: Broker, ctx: RequestContext) -> bool:
-    """A topic request another node forwarded to the controller (never forwarded again)."""
-    return broker.cluster is not None and ctx.client_id.startswith(CLIENT_ID_PREFIX)
+def _peer_service(broker: Broker, ctx: RequestContext) -> ControllerService | None:
+    """This node's controller service if the request is a topic request another node
+    forwarded to the controller (never forwarded again); None for any other request."""
+    if broker.cluster is None or not ctx.client_id.startswith(CLIENT_ID_PREFIX):
+        return None
+    return broker.controller_service
 
 
 async def _controller_create_topics(
-    broker: Broker, ctx: RequestContext, request: ApiMessage
+    service: ControllerService, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     # Served by the controller service itself: internal topics such as __consumer_offsets
     # are created this way on a broker's behalf, and a node that is not the active
     # controller answers NOT_CONTROLLER instead of forwarding once more.
-    service = broker.controller_service
     results = []
     for topic in request.topics:
         configs = {c.name: c.value for c in topic.configs if c.value is not None}
@@ -223,8 +226,9 @@ async def handle_create_topics(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """Create each topic (or only validate, if asked)."""
-    if _from_peer(broker, ctx):
-        return await _controller_create_topics(broker, ctx, request)
+    service = _peer_service(broker, ctx)
+    if service is not None:
+        return await _controller_create_topics(service, ctx, request)
     version = ctx.version
     results = []
     for topic in request.topics:
@@ -316,9 +320,10 @@ async def handle_delete_topics(
 ) -> ApiMessage:
     """Delete each named topic with its logs."""
     results = []
-    if _from_peer(broker, ctx):
+    service = _peer_service(broker, ctx)
+    if service is not None:
         for name in request.topic_names:
-            result = await broker.controller_service.delete_topic(name)
+            result = await service.delete_topic(name)
             results.append(
                 _DeletedTopic(name=name, error_code=result.error_code, error_message=result.message)
             )

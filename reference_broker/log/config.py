@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _INT64_MAX = (1 << 63) - 1
 _WEEK_MS = 7 * 24 * 3600 * 1000
@@ -63,7 +64,9 @@ class LogConfig:
         Values may be ints or their decimal strings, as they arrive in CreateTopics
         and AlterConfigs. Raises ValueError naming the offending key or value.
         """
-        changes: dict[str, object] = {}
+        # Each value has its field's type: the parser comes from the same table row as
+        # the field name, a pairing mypy cannot follow into `replace`.
+        changes: dict[str, Any] = {}
         for key, raw in props.items():
             try:
                 field, parse = _KAFKA_KEYS[key]

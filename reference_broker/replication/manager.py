@@ -187,9 +187,9 @@ class ReplicaManager:
                 wanted.setdefault(partition.leader_id, []).append(partition)
         for source in list(self._fetchers):
             address = self._endpoints.get(source)
-            running = self._fetchers[source]
-            if source not in wanted or address != running.fetcher.address:
-                running.fetcher.stop()
+            existing = self._fetchers[source]
+            if source not in wanted or address != existing.fetcher.address:
+                existing.fetcher.stop()
                 del self._fetchers[source]
         for source, partitions in sorted(wanted.items()):
             address = self._endpoints.get(source)

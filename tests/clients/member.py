@@ -121,8 +121,11 @@ def run_confluent(bootstrap: str, topic: str, group: str, assignor: str) -> None
         for m in messages:
             if m.error() is not None:
                 continue
-            emit(f"record {m.partition()} {m.offset()} {m.key().decode()} {m.value().decode()}")
-            positions[m.partition()] = m.offset() + 1
+            partition, offset, key, value = m.partition(), m.offset(), m.key(), m.value()
+            assert partition is not None and offset is not None
+            assert key is not None and value is not None
+            emit(f"record {partition} {offset} {key.decode()} {value.decode()}")
+            positions[partition] = offset + 1
         if positions:
             consumer.commit(
                 offsets=[TopicPartition(topic, p, o) for p, o in positions.items()],

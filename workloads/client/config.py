@@ -78,7 +78,9 @@ class CommonConfig:
         """Build from Kafka-named settings (`{"bootstrap.servers": "h:9092", ...}`)."""
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs: dict[str, object] = {}
+        # Each value is coerced to its field's type by name, a pairing mypy cannot
+        # follow into the constructor call.
+        kwargs: dict[str, Any] = {}
         for key, value in settings.items():
             name = key.replace(".", "_")
             if name not in names:
@@ -91,7 +93,7 @@ class CommonConfig:
         return cls(**kwargs)
 
     @classmethod
-    def _adjust_implicit(cls, kwargs: dict[str, object]) -> None:
+    def _adjust_implicit(cls, kwargs: dict[str, Any]) -> None:
         """Hook: derive defaults that depend on which settings were given explicitly."""
 
     def __post_init__(self) -> None:
@@ -122,7 +124,7 @@ class ProducerConfig(CommonConfig):
     compression_type: str = "none"
 
     @classmethod
-    def _adjust_implicit(cls, kwargs: dict[str, object]) -> None:
+    def _adjust_implicit(cls, kwargs: dict[str, Any]) -> None:
         # As the Java client: idempotence is on by default, but settings that
         # contradict it, when it was not asked for explicitly, turn it off quietly.
         if "enable_idempotence" in kwargs:
@@ -130,7 +132,7 @@ class ProducerConfig(CommonConfig):
         if (
             kwargs.get("acks", -1) != -1
             or kwargs.get("retries", 1) == 0
-            or int(kwargs.get("max_in_flight_requests_per_connection", 5)) > 5  # type: ignore[call-overload]
+            or int(kwargs.get("max_in_flight_requests_per_connection", 5)) > 5
         ):
             kwargs["enable_idempotence"] = False
 

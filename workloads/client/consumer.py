@@ -103,7 +103,7 @@ class Consumer:
         self.rng = rng or random.Random(0)
         self._cluster: Cluster | None = None
         self._nursery: trio.Nursery | None = None
-        self._nursery_cm: trio.Nursery | None = None
+        self._nursery_cm: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self._assigned: dict[TopicPartition, _Assigned] = {}
         self._subscription: list[str] | None = None
         self._group: GroupMember | None = None

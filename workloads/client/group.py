@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
+from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.consumer import (
     HeartbeatRequest,
     JoinGroupRequest,
     LeaveGroupRequest,
     SyncGroupRequest,
 )
+from kafka.protocol.data_container import DataContainer
 
 from .assignors import (
     ASSIGNORS,
@@ -222,14 +224,16 @@ class GroupMember:
         # rebalance timeout (max.poll.interval.ms); the Java client adds 5 s on top.
         return max(self.config.request_timeout_ms, self.config.max_poll_interval_ms + 5000) / 1000
 
-    async def _send_group(self, request: object, timeout_s: float | None = None) -> object:
+    async def _send_group(
+        self, request: ApiMessage, timeout_s: float | None = None
+    ) -> ApiMessage:
         coordinator = await self.coordinator()
         try:
             return await self.cluster.send(
                 coordinator,
                 request,
                 channel=GROUP,
-                timeout_s=timeout_s,  # type: ignore[arg-type]
+                timeout_s=timeout_s,
             )
         except (ConnectionLostError, RequestTimedOutError):
             self.coordinator_dead()
@@ -270,22 +274,22 @@ class GroupMember:
             self.needs_rejoin = True
             await self._backoff()
             return
-        code = join.error_code  # type: ignore[attr-defined]
+        code = join.error_code
         if code != 0:
             self.needs_rejoin = True
             if code == 79:  # MEMBER_ID_REQUIRED: rejoin at once with the id given
-                self.member_id = join.member_id  # type: ignore[attr-defined]
+                self.member_id = join.member_id
                 return
             self._handle_group_error(code, "JoinGroup")
             await self._backoff()
             return
-        self.member_id = join.member_id  # type: ignore[attr-defined]
-        generation = join.generation_id  # type: ignore[attr-defined]
-        protocol = join.protocol_name  # type: ignore[attr-defined]
-        leader = join.leader == self.member_id  # type: ignore[attr-defined]
+        self.member_id = join.member_id
+        generation = join.generation_id
+        protocol = join.protocol_name
+        leader = join.leader == self.member_id
         assignments = []
         if leader:
-            assignments = await self._lead(protocol, join.members)  # type: ignore[attr-defined]
+            assignments = await self._lead(protocol, join.members)
         sync = SyncGroupRequest(
             group_id=self.group_id,
             generation_id=generation,
@@ -301,7 +305,7 @@ class GroupMember:
             self.needs_rejoin = True
             await self._backoff()
             return
-        code = response.error_code  # type: ignore[attr-defined]
+        code = response.error_code
         if code != 0:
             self.needs_rejoin = True
             self._handle_group_error(code, "SyncGroup")
@@ -310,10 +314,12 @@ class GroupMember:
             return
         self.generation = generation
         self.protocol = protocol
-        new = decode_assignment(response.assignment)  # type: ignore[attr-defined]
+        new = decode_assignment(response.assignment)
         await self._install(new, leader)
 
-    async def _lead(self, protocol: str, members: list[object]) -> list[object]:
+    async def _lead(
+        self, protocol: str, members: list[DataContainer]
+    ) -> list[DataContainer]:
         """Run the chosen assignor over the members' subscriptions (leader only)."""
         assignor = ASSIGNORS.get(protocol)
         if assignor is None:
@@ -321,7 +327,7 @@ class GroupMember:
                 f"the coordinator chose assignor {protocol!r}, which this client does not have"
             )
         subs = [
-            decode_subscription(m.member_id, m.group_instance_id, m.metadata)  # type: ignore[attr-defined]
+            decode_subscription(m.member_id, m.group_instance_id, m.metadata)
             for m in members
         ]
         topics = sorted({t for s in subs for t in s.topics})
@@ -429,7 +435,7 @@ class GroupMember:
                 if now - last_ok > config.session_timeout_ms / 1000:
                     self.coordinator_dead()
                 continue
-            code = response.error_code  # type: ignore[attr-defined]
+            code = response.error_code
             if code == 0:
                 last_ok = now
             elif code == 27:

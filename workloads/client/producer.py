@@ -30,12 +30,14 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 import trio
 from kafka.protocol.api_message import ApiMessage
+from kafka.protocol.data_container import DataContainer
 from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -228,7 +230,7 @@ class Producer:
         self.partitioner = DefaultPartitioner(self.rng)
         self._cluster: Cluster | None = None
         self._nursery: trio.Nursery | None = None
-        self._nursery_cm: trio.Nursery | None = None
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._partitions: dict[TopicPartition, _PartitionState] = {}
         self._wakeup = trio.Event()
         self._in_flight_requests: dict[int, int] = {}
@@ -398,10 +400,15 @@ class Producer:
         topic: str,
         value: bytes | None,
         key: bytes | None = None,
-        **kwargs: object,
+        *,
+        partition: int | None = None,
+        headers: Sequence[Header] = (),
+        timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Send one record and wait for its outcome."""
-        delivery = await self.send(topic, value, key, **kwargs)  # type: ignore[arg-type]
+        delivery = await self.send(
+            topic, value, key, partition=partition, headers=headers, timestamp_ms=timestamp_ms
+        )
         return await delivery.wait()
 
     async def flush(self) -> None:
@@ -657,16 +664,16 @@ class Producer:
         if self._epoch_bump_required or any(s.queue for s in self._partitions.values()):
             self._wake()
 
-    def _handle_partition_response(self, batch: _Batch, pr: object) -> None:
-        code: int = pr.error_code  # type: ignore[attr-defined]
+    def _handle_partition_response(self, batch: _Batch, pr: DataContainer) -> None:
+        code: int = pr.error_code
         if batch.done.is_set():
             return
         state = self._partitions[batch.tp]
         if code == 0 or code == 46:  # NONE, DUPLICATE_SEQUENCE_NUMBER (already appended)
-            offset = pr.base_offset if pr.base_offset >= 0 else None  # type: ignore[attr-defined]
+            offset = pr.base_offset if pr.base_offset >= 0 else None
             if batch.base_sequence is not None:
                 state.last_acked_sequence = batch.base_sequence + len(batch) - 1
-            self._complete(batch, offset, pr.log_append_time_ms)  # type: ignore[attr-defined]
+            self._complete(batch, offset, pr.log_append_time_ms)
             return
         message = getattr(pr, "error_message", None)
         context = f"Produce to {batch.tp}"
@@ -690,12 +697,12 @@ class Producer:
             self._requeue(batch)
             return
         if code in (47, 90):  # INVALID_PRODUCER_EPOCH, PRODUCER_FENCED
-            error = ProducerFencedError(
+            fenced = ProducerFencedError(
                 f"{context}: {error_name(code)}; another producer took over this producer id. "
                 "Close this producer and create a new one"
             )
-            self._fatal = error
-            self._fail(batch, error)
+            self._fatal = fenced
+            self._fail(batch, fenced)
             return
         if code == 10:
             self._fail(

@@ -17,7 +17,7 @@ import enum
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -173,7 +173,8 @@ class BrokerNode:
             return self.exit_codes[-1] if self.exit_codes else 0
         self.signal(signal.SIGKILL)
         with trio.CancelScope(shield=True):
-            return await self.wait()
+            code = await self.wait()
+        return code
 
     async def crash_keeping_page_cache(self) -> int:
         """SIGUSR2: the broker writes its volatile buffers to the OS unsynced and exits 137.
@@ -216,7 +217,7 @@ class BrokerNode:
         await _until_proc_state(self.pid, stopped=False)
 
 
-def _die_with(parent_pid: int) -> object:
+def _die_with(parent_pid: int) -> Callable[[], None]:
     def preexec() -> None:
         die_with_parent(parent_pid)
 

@@ -157,7 +157,11 @@ def _idle_probe(clock: trio.testing.MockClock) -> Callable[[], float | None]:
     """
     runner = getattr(trio_run_module.GLOBAL_RUN_CONTEXT, "runner", None)
     deadlines = getattr(runner, "deadlines", None)
-    if hasattr(runner, "runq") and callable(getattr(deadlines, "next_deadline", None)):
+    if (
+        runner is not None
+        and hasattr(runner, "runq")
+        and callable(getattr(deadlines, "next_deadline", None))
+    ):
 
         def from_runner() -> float | None:
             if runner.runq:

@@ -330,7 +330,7 @@ class SimCluster:
         """The live node leading the controller quorum in the newest epoch, if any."""
         best: tuple[int, str] | None = None
         for node, broker in self._live_brokers():
-            service = getattr(broker, "controller_service", None)
+            service = broker.controller_service
             if service is None or not service.is_active:
                 continue
             epoch = service.driver.node.epoch

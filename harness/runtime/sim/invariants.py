@@ -32,6 +32,8 @@ from reference_broker.errors import BrokerError
 from reference_broker.log.record_batch import iter_batches
 
 if TYPE_CHECKING:
+    from reference_broker.controller.raft.node import RaftNode
+
     from .cluster import SimCluster, SimNode
 
 _READ_BYTES = 1 << 20
@@ -248,12 +250,12 @@ def _partitions(node: SimNode) -> Iterable[tuple[PartitionKey, Any]]:
     ]
 
 
-def _raft_node(node: SimNode) -> Any | None:
+def _raft_node(node: SimNode) -> RaftNode | None:
     assert node.running is not None
-    controller = getattr(node.running.broker, "controller_service", None)
+    controller = node.running.broker.controller_service
     if controller is None:
         return None
-    return getattr(getattr(controller, "driver", None), "node", None)
+    return controller.driver.node
 
 
 def _batches(log: Any, start: int, end: int | None) -> Iterator[BatchId]:

@@ -149,7 +149,8 @@ def skip_busy_io_polls() -> None:
     io_manager = getattr(runner, "io_manager", None)
     entry = getattr(runner, "entry_queue", None)
     if (
-        io_manager is None
+        runner is None
+        or io_manager is None
         or isinstance(io_manager, _LazyIOPoll)
         or not callable(getattr(io_manager, "get_events", None))
         or not callable(getattr(io_manager, "process_events", None))
