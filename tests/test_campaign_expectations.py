@@ -4,6 +4,7 @@ up to, the campaign's exit code, the JUnit XML a CI reads, and the guarantee tab
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
@@ -75,8 +76,8 @@ def test_configuration_statuses_and_the_exit_code() -> None:
     violated = results_of(cells, [record(0, 1), record(0, 2, ("duplicate",))])
     assert violated.cells[0].status == "violated"
     assert violated.exit_code() == exit_codes.ANOMALIES
-    assert violated.cells[0].first_failure() is not None
-    assert violated.cells[0].first_failure().seed == 2  # type: ignore[union-attr]
+    first = violated.cells[0].first_failure()
+    assert first is not None and first.seed == 2
 
     unknown = results_of(cells, [record(0, 1, ("unseen",))])
     assert unknown.cells[0].status == "unknown"
@@ -113,7 +114,7 @@ def test_families_count_runs_and_mark_violations() -> None:
     assert families["ordering"] == {"runs": 0, "violations": 0}
 
 
-def campaign_data(tmp_path: Path, results: CampaignResults) -> dict:  # type: ignore[type-arg]
+def campaign_data(tmp_path: Path, results: CampaignResults) -> dict[str, Any]:
     info = CampaignInfo(command="faultline campaign --test", engine="test", created="now",
                         started_monotonic=0.0)
     return campaign_json(results, tmp_path, info, wall_seconds=12.0)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from harness.report.html import fault_windows
+from harness.report.html import NemesisRecord, fault_windows
 from harness.report.plots import Series, Window, thin, time_chart
 
 
 def test_fault_windows_pair_starts_with_their_stops_per_node() -> None:
     events = [
-        (1.0, "kill", {"nodes": ["n1", "n2"]}, None),
-        (2.0, "restart", {"nodes": ["n1"]}, None),
-        (3.0, "start-partition", {"shape": "halves"}, None),
-        (4.0, "stop-partition", {"unblocked": []}, None),
-        (5.0, "reset-connections", {"nodes": ["n3"]}, None),
-        (6.0, "pause", {"nodes": ["n3"]}, "skipped: n3 is down"),
+        NemesisRecord(1.0, "kill", {"nodes": ["n1", "n2"]}, None),
+        NemesisRecord(2.0, "restart", {"nodes": ["n1"]}, None),
+        NemesisRecord(3.0, "start-partition", {"shape": "halves"}, None),
+        NemesisRecord(4.0, "stop-partition", {"unblocked": []}, None),
+        NemesisRecord(5.0, "reset-connections", {"nodes": ["n3"]}, None),
+        NemesisRecord(6.0, "pause", {"nodes": ["n3"]}, "skipped: n3 is down"),
     ]
     windows = fault_windows(events, end_s=9.0)
     assert Window(1.0, 2.0, "down", "kill n1") in windows

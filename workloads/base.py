@@ -82,7 +82,11 @@ class Workload(Protocol):
     """A workload: creates its topics, drives client processes, reads everything back."""
 
     name: str  # "queue" | "keyed-order" | "group"
-    checker_mode: str  # checkers.anomalies mode: "assign" | "subscribe" | ...
+
+    @property
+    def checker_mode(self) -> str:
+        """The checkers.anomalies mode its history is checked in: "assign", "subscribe"..."""
+        ...
 
     async def setup(self, env: WorkloadEnv, opts: WorkloadOptions) -> None:
         """Create the workload's topics."""

@@ -10,10 +10,7 @@ from workloads.keyed_order import KeyedOrderWorkload
 from workloads.queue import QueueWorkload
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
-    # Workload declares checker_mode as a settable attribute and QueueWorkload's is a
-    # read-only property; the runner only reads it, so the protocol should declare a
-    # read-only property (workloads/base.py, pending its rewrite).
-    "queue": QueueWorkload,  # type: ignore[dict-item]
+    "queue": QueueWorkload,
     "keyed-order": KeyedOrderWorkload,
     "group": GroupWorkload,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -35,7 +36,7 @@ def first_example(evidence: list[dict[str, Any]]) -> str:
     return text if len(text) <= 90 else text[:87] + "..."
 
 
-def summary_table(verdict: dict[str, Any]) -> str:
+def summary_table(verdict: Mapping[str, Any]) -> str:
     """Render the verdict as the readable table `faultline check` prints."""
     lines = []
     counts = verdict["counts"]

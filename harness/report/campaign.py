@@ -93,12 +93,12 @@ def render_campaign(data: dict[str, Any]) -> str:
     for runs in runs_by_cell.values():
         runs.sort(key=lambda r: r["seed"])
     if data["claims"]:
-        rows = "".join(
+        claim_rows = "".join(
             f"<tr><td>{escape(c['claim'])}</td><td>{_status(c['verdict'])}</td>"
             f"<td>{', '.join(str(i) for i in c['configurations'])}</td></tr>"
             for c in data["claims"])
         parts.append("<h2>Claims</h2><table><tr><th>claim</th><th>verdict</th>"
-                     f"<th>configurations</th></tr>{rows}</table>")
+                     f"<th>configurations</th></tr>{claim_rows}</table>")
     parts.append("<h2>Guarantee matrix</h2>")
     families = list(data["families"])
     head = "".join(f"<th title='{escape(', '.join(data['families'][f]))}'>{escape(f)}</th>"

@@ -64,7 +64,9 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Runs inside consumer.poll, i.e. in the worker thread that holds the lock.
         consumer = self.session._consumer
-        generation = consumer._coordinator._generation.generation_id if consumer else -1
+        if consumer is None:  # closed while the callback was queued: nothing is owned
+            return
+        generation = consumer._coordinator._generation.generation_id
         owned = sorted(f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
         self.session._rebalance = Rebalance(owned, generation)
 
@@ -191,7 +193,7 @@ class KafkaPythonSession(ThreadedSession):
         if not unknown and not out and queue_error is None:
             raise OpFailed(repr(definite[0]))
         if unknown or definite or queue_error is not None:
-            first = (unknown or definite or [queue_error])[0]
+            first = (unknown or definite or [queue_error])[0]  # type: ignore[list-item]  # not None here
             raise OpUnknown(f"{len(out)} of {len(messages)} messages acknowledged: {first!r}")
         return out
 

@@ -204,6 +204,7 @@ class NativeSession:
             self._consumer_group = group
             self._subscribed = subscribe
             self._rebalance = None
+        assert self._consumer is not None  # started just above, or kept from before
         return self._consumer.client
 
     def _assigned_consumer(self) -> Consumer:
@@ -242,7 +243,7 @@ class NativeSession:
         if not unknown and not out and queue_error is None:
             raise OpFailed(str(definite[0]))
         if unknown or definite or queue_error is not None:
-            first = (unknown or definite or [queue_error])[0]
+            first = (unknown or definite or [queue_error])[0]  # type: ignore[list-item]  # not None here
             raise OpUnknown(f"{len(out)} of {len(messages)} messages acknowledged: {first}")
         return out
 

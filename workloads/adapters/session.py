@@ -134,7 +134,8 @@ def decode_value(raw: bytes | None, where: str) -> int:
     try:
         return int(raw or b"")
     except ValueError:
+        shown = "null" if raw is None else repr(raw[:40])
         raise OpUnknown(
-            f"{where} holds a value {raw[:40]!r} that no faultline workload wrote; "
+            f"{where} holds a value {shown} that no faultline workload wrote; "
             "run workloads on topics of their own"
         ) from None
