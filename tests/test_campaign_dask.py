@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from harness.campaign import engines
 from harness.cli import cli
 
 MATRIX = ["--time-limit", "3", "--recovery", "1", "--final-read", "5", "--nemesis-interval",
@@ -46,6 +47,10 @@ def dask_cluster(tmp_path: Path) -> Iterator[str]:
                  "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1",
                  "--local-directory", str(tmp_path / f"worker-{n}")],
                 stdout=subprocess.DEVNULL, stderr=(tmp_path / f"worker-{n}.log").open("w")))
+        from distributed import Client
+
+        with Client(address, timeout="30s", set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
         yield address
     finally:
         for process in reversed(processes):
@@ -85,7 +90,9 @@ def test_a_campaign_on_dask_matches_the_local_one(tmp_path: Path, dask_cluster: 
         c["status"] for c in local["configurations"]]
 
 
-def test_an_unreachable_scheduler_is_a_setup_error(tmp_path: Path) -> None:
+def test_an_unreachable_scheduler_is_a_setup_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines, "CONNECT_TIMEOUT_S", 2.0)
     result = CliRunner().invoke(cli, ["campaign", *MATRIX, "--scheduler",
                                       "tcp://127.0.0.1:1", "--out", str(tmp_path)])
     assert result.exit_code == 2, result.output

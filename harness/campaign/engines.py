@@ -24,6 +24,9 @@ from typing import Any, Protocol
 from harness.campaign.task import RunRecord, RunRequest, execute
 from harness.settings import ConfigError
 
+# How long to keep trying to reach a Dask scheduler before calling it unreachable.
+CONNECT_TIMEOUT_S = 10.0
+
 
 class EngineError(RuntimeError):
     """The engine could not start (no scheduler at that address, no workers...)."""
@@ -126,7 +129,8 @@ class DaskEngine:
         except ImportError:
             raise ConfigError("--scheduler needs Dask: pip install -e '.[distributed]'") from None
         try:
-            self._client = Client(address, timeout="10s", set_as_default=False)
+            self._client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s",
+                                  set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise EngineError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         try:
