@@ -1,8 +1,10 @@
 """What a configuration costs, read from a history: availability under faults, recovery.
 
-- availability: the share of sends invoked while any fault was in force that were
-  acknowledged (a send that failed or timed out counts against it). Polls are left out:
-  a consumer cut off from every broker still completes its poll, with no records.
+- availability: of the sends that were under way at some moment while a fault was in
+  force, the share acknowledged while a fault was still in force. A send stuck from
+  before the fault until after the heal counts against it, as does one that failed or
+  timed out. Polls are left out: a consumer cut off from every broker still completes
+  its poll, with no records.
 - recovery: after the final heal (the moment from which no fault is in force any more),
   the simulated (or real) seconds until the first acknowledged send. The runner keeps
   the workload going for `--recovery` seconds after the heal so this can be seen; None
@@ -50,8 +52,9 @@ def measure_availability(history: Path) -> Availability:
             merged.append([start, end])
     final_heal = merged[-1][1] if merged else None
 
-    def faulted(t: float) -> bool:
-        return any(start <= t < end for start, end in merged)
+    def faulted(start: float, end: float) -> bool:
+        """Whether [start, end] meets a fault window."""
+        return any(a <= end and start < b for a, b in merged)
 
     sends = acknowledged = 0
     recovery: float | None = None
@@ -59,9 +62,10 @@ def measure_availability(history: Path) -> Availability:
         if completion.f != "send":
             continue
         invoked = completion.time - completion.latency
-        if faulted(invoked):
+        if faulted(invoked, completion.time):
             sends += 1
-            acknowledged += completion.kind == "ok"
+            if completion.kind == "ok" and faulted(completion.time, completion.time):
+                acknowledged += 1
         if (final_heal is not None and recovery is None and completion.kind == "ok"
                 and completion.time >= final_heal):
             recovery = completion.time - final_heal

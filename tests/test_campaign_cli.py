@@ -192,3 +192,32 @@ def _is_worker_of(pid: str, parent: int) -> bool:
     except OSError:
         return False
     return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+
+
+def test_the_kafka_guarantees_preset_at_a_small_size(tmp_path: Path) -> None:
+    """Every configuration that must not lose comes back clean, and each claim is stated
+    as reproduced or not demonstrated (one short seed each; `-m slow` runs the default
+    size)."""
+    code, output, data, _ = campaign(tmp_path, "--preset", "kafka-guarantees", "--seeds", "1",
+                                     "--time-limit", "10", "--workers", "2")
+    assert code == 0, output
+    for config in data["configurations"]:
+        if config["expectation"]["name"] == "safe":
+            assert config["status"] == "held", config
+    assert len(data["claims"]) == 6
+    for claim in data["claims"]:
+        assert claim["verdict"] in ("reproduced", "not demonstrated"), claim
+        assert f"{claim['verdict']:<17} {claim['claim']}" in output
+
+
+@pytest.mark.slow
+def test_the_kafka_guarantees_preset_at_its_default_size(tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, output, data, _ = campaign(tmp_path, "--preset", "kafka-guarantees")
+    assert code == 0, output
+    assert data["runs_done"] == 55 and not data["partial"]
+    for config in data["configurations"]:
+        if config["expectation"]["name"] == "safe":
+            assert config["status"] == "held", config
+    assert all(c["verdict"] in ("reproduced", "not demonstrated") for c in data["claims"])
+    assert time.monotonic() - started < 600

@@ -118,7 +118,8 @@ class CellResults:
                 or next((r for r, _ in self.runs if r.bad), None))
 
     def availability(self) -> float | None:
-        """Mean share of sends acknowledged while faults were in force."""
+        """Mean over runs of the share of sends under way during faults that were
+        acknowledged while faults were in force (`harness.availability`)."""
         shares = [r.availability.get("share") for r, _ in self.runs]
         values = [s for s in shares if s is not None]
         return statistics.fmean(values) if values else None

@@ -131,8 +131,9 @@ def render_campaign(data: dict[str, Any]) -> str:
                  f"<th>status</th></tr>{''.join(rows)}</table>")
     parts.append("<p class='muted'>k of n: runs (of n seeds) with an anomaly of that family "
                  "outside what the run allows. Green: none; amber: tolerated by the "
-                 "configuration's expectation; red: a violation. Availability: share of sends "
-                 "acknowledged while faults were in force; recovery: from the final heal to "
+                 "configuration's expectation; red: a violation. Availability: of the sends under "
+                 "way while faults were in force, the share acknowledged before the faults "
+                 "ended; recovery: from the final heal to "
                  "the first acknowledged send (median over seeds). A weak configuration whose "
                  "seeds never showed its weakness is <i>not demonstrated</i>, never safe.</p>")
     parts.append("<h2>Runs</h2>")
