@@ -13,12 +13,14 @@ one queue, so the campaign loop does not know which it drives:
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
 import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 from harness.campaign.task import RunRecord, RunRequest, execute
@@ -80,23 +82,34 @@ class _Completions:
             request, TypeError(f"a worker returned {type(record).__name__}"))
 
 
-def _ignore_ctrl_c() -> None:
+def _start_worker(log_dir: str | None) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the campaign decides what
     # happens to the runs, so a worker must not die half-way through one by itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_dir is not None:
+        # The console belongs to the campaign's progress line: whatever a worker or a
+        # client library (librdkafka writes to fd 2 itself) prints goes to a file.
+        path = os.path.join(log_dir, f"worker-{os.getpid()}.log")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
 class LocalEngine:
-    """`workers` local processes, each running one run at a time."""
+    """`workers` local processes, each running one run at a time; what they print goes
+    to `log_dir/worker-<pid>.log` when `log_dir` is given."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, log_dir: Path | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.slots = workers
         self.description = f"{workers} local worker process{'es' if workers > 1 else ''}"
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_ctrl_c)
+            initializer=_start_worker, initargs=(None if log_dir is None else str(log_dir),))
         self._done = _Completions()
 
     def submit(self, request: RunRequest) -> None:

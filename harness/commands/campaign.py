@@ -147,7 +147,8 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     folder = _campaign_folder(out, matrix.name)
     try:
         engine: Engine = (DaskEngine(scheduler) if scheduler is not None
-                          else LocalEngine(workers or os.cpu_count() or 1))
+                          else LocalEngine(workers or os.cpu_count() or 1,
+                                           log_dir=folder / "workers"))
     except (EngineError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exit_codes.BAD_INPUT)
