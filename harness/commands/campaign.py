@@ -15,6 +15,7 @@ are kept).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import re
@@ -88,7 +89,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
              name: str | None, out: Path, **options: Any) -> None:
     """Run a matrix of configurations x seeds and judge each configuration against its
     expectation; print and write the guarantee table."""
-    from harness.campaign.driver import StopRules, plan, run_campaign
+    from harness.campaign.driver import StopRules, run_campaign
     from harness.campaign.engines import DaskEngine, Engine, EngineError, LocalEngine
     from harness.campaign.matrix import (
         build_matrix,
@@ -128,7 +129,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
         click.echo(f"error: {exc}", err=True)
         sys.exit(exit_codes.BAD_INPUT)
     if name:
-        matrix = type(matrix)(name, matrix.cells, matrix.seeds, matrix.description)
+        matrix = dataclasses.replace(matrix, name=name)
 
     runnable = matrix.runnable
     total = len(runnable) * len(matrix.seeds)
@@ -142,7 +143,6 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     if not runnable:
         click.echo("error: no configuration of the matrix can run (reasons above)", err=True)
         sys.exit(exit_codes.BAD_INPUT)
-    plan(matrix)  # every run's configuration builds before anything starts
 
     folder = _campaign_folder(out, matrix.name)
     try:
@@ -152,6 +152,9 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     except (EngineError, ConfigError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exit_codes.BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before any run started", err=True)
+        sys.exit(exit_codes.INTERRUPTED)
     click.echo(f"{total} runs on {engine.description} -> {folder}")
 
     started = time.monotonic()
@@ -176,7 +179,10 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     progress.finish(results)
     data = campaign_json(results, folder, info, time.monotonic() - started)
     write_campaign_json(folder, data)
-    _render(folder, out, data, junit)
+    try:
+        _render(folder, out, data, junit)
+    except KeyboardInterrupt:
+        results.interrupted = True
     click.echo(terminal_table(data))
     if results.interrupted:
         click.echo(f"interrupted: kept the {results.runs} finished run"
