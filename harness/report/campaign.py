@@ -17,7 +17,8 @@ from typing import Any
 from harness.report.html import CSS
 
 CAMPAIGN_CSS = CSS + """
-.matrix td.fam{text-align:center;white-space:nowrap}
+body{max-width:1400px}
+.matrix td.fam,.matrix td.status{text-align:center;white-space:nowrap}
 .ok{background:#e3f2e1}.tolerated{background:#fdebc8}.bad{background:#f8d0cf}
 .none{color:#999}
 .status-held,.status-reproduced,.status-demonstrated{color:#2e7d32;font-weight:600}
@@ -65,7 +66,9 @@ def _recovery(recovery: dict[str, Any]) -> str:
     if recovery.get("median_s") is None:
         return "-" if not recovery.get("not_recovered") else (
             f"never ({recovery['not_recovered']})")
-    text = f"{recovery['median_s']:.2f} s (max {recovery['max_s']:.2f} s)"
+    text = f"{recovery['median_s']:.2f} s"
+    if recovery["max_s"] != recovery["median_s"]:
+        text += f" (max {recovery['max_s']:.2f} s)"
     if recovery.get("not_recovered"):
         text += f", {recovery['not_recovered']} never"
     return text
@@ -103,9 +106,17 @@ def render_campaign(data: dict[str, Any]) -> str:
     families = list(data["families"])
     head = "".join(f"<th title='{escape(', '.join(data['families'][f]))}'>{escape(f)}</th>"
                    for f in families)
+    configurations = data["configurations"]
+    names = {name for c in configurations for name in c["settings"]}
+    common = {name: configurations[0]["settings"].get(name) for name in sorted(names)
+              if len({c["settings"].get(name) for c in configurations}) == 1}
+    if common:
+        parts.append("<p class='muted'>Every configuration: " + escape(", ".join(
+            f"{k}={v}" for k, v in common.items())) + "</p>")
     rows = []
-    for config in data["configurations"]:
-        settings = ", ".join(f"{k}={v}" for k, v in config["settings"].items())
+    for config in configurations:
+        settings = ", ".join(f"{k}={v}" for k, v in config["settings"].items()
+                             if k not in common)
         label = (f"<b>{escape(config['label'])}</b><div class='muted'>{escape(settings)}</div>")
         if config["error"] is not None:
             rows.append(f"<tr><td>{config['index']}</td><td>{label}</td>"
@@ -125,7 +136,8 @@ def render_campaign(data: dict[str, Any]) -> str:
             f"<td>{len(config['seeds_run'])}</td>"
             f"{_family_cells(data, config, runs_by_cell.get(config['index'], []))}"
             f"<td>{'-' if availability is None else f'{availability * 100:.0f}%'}</td>"
-            f"<td>{escape(_recovery(config['recovery']))}</td><td>{status}</td></tr>")
+            f"<td>{escape(_recovery(config['recovery']))}</td>"
+            f"<td class='status'>{status}</td></tr>")
     parts.append(f"<table class='matrix'><tr><th>#</th><th>configuration</th><th>expect</th>"
                  f"<th>seeds</th>{head}<th>availability</th><th>recovery</th>"
                  f"<th>status</th></tr>{''.join(rows)}</table>")
