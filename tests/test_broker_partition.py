@@ -263,6 +263,33 @@ def test_retriable_and_not_applied_errors(tmp_path: Path) -> None:
     assert partition.pending_isr_change is not None  # may propose again
 
 
+def test_a_follower_the_metadata_shows_fenced_is_not_proposed_for_the_isr(
+    tmp_path: Path,
+) -> None:
+    # Kafka's isReplicaIsrEligible: the controller would answer INELIGIBLE_REPLICA, and
+    # a leader asking anyway would ask again on each of the follower's fetches.
+    live = {LEADER, F1}
+    proposals = Proposals()
+    partition = Partition(
+        "t",
+        0,
+        open_log(tmp_path),
+        local_id=LEADER,
+        signal=HighWatermarkSignal(),
+        isr_listener=proposals,
+        isr_eligible=live.__contains__,
+    )
+    partition.make_leader(assignment(isr=(LEADER, F1)), now=0.0)
+    append(partition, 2)
+    for now in (1.0, 2.0, 3.0):
+        partition.update_follower_fetch(F2, 2, now=now)
+    assert proposals.sent == [] and partition.pending_isr_change is None
+    assert partition.maximal_isr == {LEADER, F1}  # it does not hold the HW back either
+    live.add(F2)  # unfenced: its next fetch proposes it
+    partition.update_follower_fetch(F2, 2, now=4.0)
+    assert [p.isr for p in proposals.sent] == [(LEADER, F1, F2)]
+
+
 def test_metadata_replaces_a_pending_change_and_its_late_answer_is_ignored(
     tmp_path: Path,
 ) -> None:

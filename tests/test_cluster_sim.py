@@ -9,9 +9,11 @@ replication invariants (`harness.runtime.sim.invariants`) hold throughout.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
 import trio
 
 from harness.runtime.sim.cluster import SimCluster
@@ -165,3 +167,36 @@ def test_acknowledged_writes_reach_every_replica_and_survive_a_leader_kill() -> 
     values, violations = simulate(scenario)
     assert len(values) == len(set(values)) == 40
     assert violations == []
+
+
+def test_a_restarted_follower_is_proposed_for_the_isr_only_once_unfenced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario(cluster: SimCluster) -> tuple[int, int]:
+        await wait_for(lambda: cluster.controller() is not None)
+        async with producer(cluster, "c1") as p:
+            await p.send_and_wait("t", b"first")
+            leader = cluster.leader_of("t", 0)
+            assert leader is not None
+            partition = cluster.node(leader).running.broker.partitions[("t", 0)]
+            follower = next(n for n in cluster.nodes if n not in (leader, cluster.controller()))
+            await cluster.kill(follower)
+            sent = 0
+            while len(partition.isr) == 3:  # until it is fenced (its session expired)
+                await p.send_and_wait("t", b"v%d" % sent)
+                sent += 1
+                await trio.sleep(0.05)
+            # The new incarnation fetches and catches up while the controller still has
+            # it fenced (until its first heartbeat): the leader must not propose it then.
+            await cluster.restart(follower)
+            for i in range(sent, sent + 60):
+                await p.send_and_wait("t", b"v%d" % i)
+                await trio.sleep(0.05)
+        await wait_for(lambda: len(partition.isr) == 3)
+        rejected = sum("failed with error 107" in r.getMessage() for r in caplog.records)
+        return rejected, len(partition.isr)
+
+    with caplog.at_level(logging.INFO, logger="faultline.broker.replication"):
+        rejected, isr = simulate(scenario)
+    assert isr == 3  # it rejoined once unfenced
+    assert rejected == 0  # INELIGIBLE_REPLICA: proposed while fenced

@@ -754,3 +754,30 @@ async def test_followers_ahead_of_their_leaders_metadata_wait_for_it(
     await sim[1].apply(sim.table.state.values())
     await wait_until(lambda: converged(sim, "t"))
     assert sim[2].partition("t").log_end_offset == 2
+
+
+async def test_a_former_leader_that_wrote_nothing_in_its_epoch_follows_without_spinning(
+    sim: ReplicationSim, autojump_clock: trio.testing.MockClock
+) -> None:
+    await sim.topic("t")
+    conn = await sim.connect(1)
+    assert (await produce(conn, "t", record_batch([b"a"] * 4))).error_code == 0
+    await wait_until(lambda: converged(sim, "t"))
+    # n2 leads epoch 1 and writes nothing: its epoch cache says epoch 1 starts at 4.
+    await sim.table.elect("t", leader=2)
+    # n1 leads again in epoch 2, also from offset 4; its log never saw epoch 1.
+    await sim.table.elect("t", leader=1)
+    follower = sim[2].partition("t")
+    assert follower.is_follower and follower.log_end_offset == 4
+    fetcher = sim[2].broker.replicas._fetchers[1].fetcher  # type: ignore[union-attr]
+    rounds = fetcher.rounds
+    await trio.sleep(2)
+    # The leader says the follower's last epoch (1) is unknown here and epoch 0 ends at 4;
+    # the follower, already at 4, must drop epoch 1 and fetch as of epoch 0. Idle, it then
+    # long-polls (500 ms) instead of asking the same question again at network speed.
+    assert fetcher.rounds - rounds <= 10
+    assert follower.log.latest_epoch == 0
+    assert sim[1].partition("t").diverging_epoch(follower.log.latest_epoch, 4) is None
+    assert sim.table.state[("t", 0)].isr == (1, 2, 3)
+    assert (await produce(conn, "t", record_batch([b"b"]))).error_code == 0
+    await wait_until(lambda: converged(sim, "t"))

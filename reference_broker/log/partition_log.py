@@ -607,9 +607,15 @@ class PartitionLog:
 
         As Kafka, a batch containing `offset` goes whole, so the LEO may end below
         `offset`. Below the log start offset the log is emptied and restarts there.
+        At or past the LEO no record goes, but epochs starting at the LEO do.
         """
         self._check_open()
         if offset >= self._log_end_offset:
+            # As Kafka's UnifiedLog.truncateTo: a former leader holds an entry for the
+            # epoch it led at the LEO without writing in it. The new leader never had that
+            # epoch, and a follower that kept it would name it in every fetch and be told
+            # it diverged, forever.
+            self._epochs.truncate_from_end(self._log_end_offset)
             return
         if offset < self.log_start_offset:
             self._truncate_fully_and_start_at(offset)

@@ -45,7 +45,11 @@ class MetadataPublisher:
     async def publish(self) -> None:
         """Apply the current image once."""
         assignments = list(self._cluster.assignments())
-        await self._broker.replicas.apply(assignments, self._cluster.endpoints())
+        await self._broker.replicas.apply(
+            assignments,
+            self._cluster.endpoints(),
+            isr_eligible=[b.node_id for b in self._cluster.live_brokers()],
+        )
         coordinator = self._broker.coordinator
         owned = coordinator.owned_partitions()
         for assignment in assignments:

@@ -12,7 +12,9 @@ diverged where to cut (`diverging_epoch`). What comes back:
   becomes the leader's, bounded by its own LEO;
 - a diverging epoch: truncate to the smaller of the leader's and our own end offset
   of that epoch (Kafka's rule, which may cut below the local high watermark after an
-  unclean election: the leader's log wins) and fetch again;
+  unclean election: the leader's log wins) and fetch again, naming the epoch the
+  truncated log ends in; a truncation that changed neither the log end nor that epoch
+  backs off, since the same fetch would get the same answer;
 - OFFSET_OUT_OF_RANGE: behind the leader's log start, restart the log there; ahead
   of its log end (only without epoch information), truncate to its log end;
 - any other error, or an unreachable leader: back off replica.fetch.backoff.ms.
@@ -302,6 +304,7 @@ class ReplicaFetcher:
 
     def _truncate_diverged(self, partition: Partition, epoch: int, leader_end: int) -> None:
         leo = partition.log_end_offset
+        last_epoch = partition.log.latest_epoch
         target = diverged_truncation_offset(partition.log, epoch, leader_end)
         logger.info(
             "%s-%d: log diverged from leader %d (epoch %d ends at %d there); truncating %d -> %d",
@@ -314,6 +317,20 @@ class ReplicaFetcher:
             target,
         )
         partition.truncate_to(target)
+        if (partition.log_end_offset, partition.log.latest_epoch) == (leo, last_epoch):
+            # The next fetch would ask the leader the same question and get the same
+            # answer: sit out a backoff rather than ask again at network speed.
+            logger.warning(
+                "%s-%d: truncation left the log at %d in epoch %d; retrying in %gs",
+                partition.topic,
+                partition.index,
+                leo,
+                last_epoch,
+                self._backoff_s,
+            )
+            entry = self._targets.get((partition.topic, partition.index))
+            if entry is not None:
+                self._delay(entry)
 
     async def _out_of_range(self, key: PartitionKey, sent: _Sent, data: ApiMessage) -> None:
         partition = self._current(key, sent)

@@ -15,7 +15,7 @@ unreachable) and the periodic high-watermark checkpoint.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -81,6 +81,8 @@ class ReplicaManager:
         # Every partition named by the last metadata applied, hosted here or not.
         self._known: set[PartitionKey] = set()
         self._endpoints: dict[int, Listener] = {}
+        # Brokers that may join an ISR, per the last metadata applied (None: all may).
+        self._isr_eligible: frozenset[int] | None = None
         self._fetchers: dict[int, _RunningFetcher] = {}
         self._proposals: list[tuple[Partition, IsrProposal]] = []
         self._proposed = trio.Event()
@@ -110,17 +112,21 @@ class ReplicaManager:
         assignments: Iterable[PartitionAssignment],
         endpoints: Mapping[int, Listener],
         log_config_of: LogConfigOf | None = None,
+        isr_eligible: Collection[int] | None = None,
     ) -> None:
         """Make this node leader, follower or nothing of each partition, as `assignments` say.
 
         `assignments` is the complete set (a partition missing from it is stopped and its
         log deleted); `endpoints` is how to dial each broker; `log_config_of(topic)` gives
-        the LogConfig for logs created now (default: the one given at construction).
+        the LogConfig for logs created now (default: the one given at construction);
+        `isr_eligible` the brokers a leader may propose for an ISR (registered and
+        unfenced; None: any replica).
         """
         config_of = log_config_of or self._log_config_of
         async with self._apply_lock:
             now = trio.current_time()
             self._endpoints = dict(endpoints)
+            self._isr_eligible = None if isr_eligible is None else frozenset(isr_eligible)
             hosted: dict[PartitionKey, PartitionAssignment] = {}
             known: set[PartitionKey] = set()
             for assignment in assignments:
@@ -154,6 +160,7 @@ class ReplicaManager:
                 signal=self._signal,
                 min_insync_replicas=log_config.min_insync_replicas,
                 isr_listener=self._on_proposal,
+                isr_eligible=self._may_join_isr,
             )
             self._partitions[key] = partition
         self._managed.add(key)
@@ -231,6 +238,9 @@ class ReplicaManager:
                 self._nursery.start_soon(running.fetcher.run, name=repr(running.fetcher))
 
     # -- ISR changes ----------------------------------------------------------------------
+
+    def _may_join_isr(self, broker_id: int) -> bool:
+        return self._isr_eligible is None or broker_id in self._isr_eligible
 
     def _on_proposal(self, partition: Partition, proposal: IsrProposal) -> None:
         self._proposals.append((partition, proposal))

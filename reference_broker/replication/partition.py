@@ -92,6 +92,8 @@ class FollowerState:
 
 
 IsrListener = Callable[["Partition", IsrProposal], None]
+# Whether the metadata shows a broker that may join an ISR (registered and not fenced).
+IsrEligibility = Callable[[int], bool]
 
 
 def _ordered(members: Iterable[int], replicas: tuple[int, ...]) -> tuple[int, ...]:
@@ -118,6 +120,7 @@ class Partition:
         signal: HighWatermarkSignal,
         min_insync_replicas: int = 1,
         isr_listener: IsrListener | None = None,
+        isr_eligible: IsrEligibility | None = None,
     ) -> None:
         self.topic = topic
         self.index = index
@@ -135,6 +138,7 @@ class Partition:
         self._followers: dict[int, FollowerState] = {}
         self._signal = signal
         self._isr_listener = isr_listener
+        self._isr_eligible = isr_eligible
 
     @classmethod
     def standalone(
@@ -447,8 +451,15 @@ class Partition:
         return proposal
 
     def maybe_expand_isr(self, replica_id: int) -> IsrProposal | None:
-        """Propose adding a follower that reached the high watermark of this leader epoch."""
+        """Propose adding a follower that reached the high watermark of this leader epoch.
+
+        As Kafka's isReplicaIsrEligible, not one the metadata shows fenced or unregistered:
+        the controller would refuse it (INELIGIBLE_REPLICA), and every fetch of that
+        follower would propose it again.
+        """
         if not self.is_leader or self._isr.in_flight or replica_id in self.isr:
+            return None
+        if self._isr_eligible is not None and not self._isr_eligible(replica_id):
             return None
         state = self._followers.get(replica_id)
         if state is None:
