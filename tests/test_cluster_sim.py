@@ -178,7 +178,9 @@ def test_a_restarted_follower_is_proposed_for_the_isr_only_once_unfenced(
             await p.send_and_wait("t", b"first")
             leader = cluster.leader_of("t", 0)
             assert leader is not None
-            partition = cluster.node(leader).running.broker.partitions[("t", 0)]
+            running = cluster.node(leader).running
+            assert running is not None
+            partition = running.broker.partitions[("t", 0)]
             follower = next(n for n in cluster.nodes if n not in (leader, cluster.controller()))
             await cluster.kill(follower)
             sent = 0
