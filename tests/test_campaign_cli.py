@@ -221,3 +221,12 @@ def test_the_kafka_guarantees_preset_at_its_default_size(tmp_path: Path) -> None
             assert config["status"] == "held", config
     assert all(c["verdict"] in ("reproduced", "not demonstrated") for c in data["claims"])
     assert time.monotonic() - started < 600
+
+
+def test_faults_on_a_shared_external_cluster_need_one_worker(tmp_path: Path) -> None:
+    code, output, _, out = campaign(
+        tmp_path, "--target", "external", "--bootstrap-servers", "127.0.0.1:1",
+        "--nemesis", "pause", "--fault-cmd", "pause=true", "--fault-cmd", "resume=true",
+        "--workers", "2")
+    assert code == 2 and "use --workers 1" in output, output
+    assert not list(out.glob("*-campaign-*"))

@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,14 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     except KeyboardInterrupt:
         click.echo("\ninterrupted before any run started", err=True)
         sys.exit(exit_codes.INTERRUPTED)
+    shared = _shared_cluster_under_faults(matrix)
+    if shared and engine.slots > 1:
+        engine.close(abandon=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        click.echo(f"error: configuration {shared!r} injects faults into one external "
+                   "cluster, so runs at the same time would break each other's: use "
+                   f"--workers 1 (this engine runs {engine.slots} at once)", err=True)
+        sys.exit(exit_codes.BAD_INPUT)
     click.echo(f"{total} runs on {engine.description} -> {folder}")
 
     started = time.monotonic()
@@ -205,6 +214,15 @@ def _render(folder: Path, out: Path, data: dict[str, Any], junit: Path | None) -
     if junit is not None:
         write_junit(junit, data)
     render_index(out)
+
+
+def _shared_cluster_under_faults(matrix: Any) -> str | None:
+    """The label of a configuration that breaks an external cluster all runs share."""
+    for cell in matrix.runnable:
+        config = cell.config(matrix.seeds[0])
+        if config.target == "external" and config.packages:
+            return str(cell.label)
+    return None
 
 
 def _campaign_folder(out: Path, name: str) -> Path:
