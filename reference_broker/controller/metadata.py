@@ -15,6 +15,7 @@ broker a fresh session when it takes over.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -29,6 +30,10 @@ from .records import (
     TopicRecord,
     UnfenceBrokerRecord,
 )
+
+# The decisions Kafka's ClusterControlManager and ReplicationControlManager log at INFO:
+# registrations accepted or refused, fencing and unfencing.
+logger = logging.getLogger("faultline.broker.controller")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +227,39 @@ class Controller:
             and self.sessions.get(broker_id, -1) > now_ms
         ):
             # Another process holds this id and is alive: refuse, as Kafka does.
+            logger.info(
+                "refusing to register incarnation %s of broker %d: incarnation %s "
+                "(epoch %d, %s) holds a session for another %d ms",
+                incarnation_id,
+                broker_id,
+                existing.incarnation_id,
+                existing.broker_epoch,
+                "fenced" if existing.fenced else "unfenced",
+                self.sessions[broker_id] - now_ms,
+            )
             return Decision(error=Errors.DUPLICATE_BROKER_REGISTRATION)
         if existing is not None and existing.incarnation_id == incarnation_id:
             return Decision(broker_epoch=existing.broker_epoch)
         epoch = self.image.last_broker_epoch + 1
         self.sessions[broker_id] = now_ms + self.config.session_timeout_ms
+        if existing is None:
+            logger.info(
+                "registering broker %d (incarnation %s) with epoch %d",
+                broker_id,
+                incarnation_id,
+                epoch,
+            )
+        else:
+            logger.info(
+                "registering a new incarnation %s of broker %d with epoch %d; the previous "
+                "one was %s (epoch %d, %s)",
+                incarnation_id,
+                broker_id,
+                epoch,
+                existing.incarnation_id,
+                existing.broker_epoch,
+                "fenced" if existing.fenced else "unfenced",
+            )
         record = RegisterBrokerRecord(broker_id, incarnation_id, epoch, host, port)
         return Decision((record,), broker_epoch=epoch)
 
@@ -239,6 +272,7 @@ class Controller:
             return Decision(error=Errors.STALE_BROKER_EPOCH)
         self.sessions[broker_id] = now_ms + self.config.session_timeout_ms
         if broker.fenced and not want_fence:
+            logger.info("unfencing broker %d (epoch %d)", broker_id, broker_epoch)
             unfence = UnfenceBrokerRecord(broker_id, broker_epoch)
             return Decision((unfence, *self._elect_for_unfenced(broker_id)))
         return Decision()
@@ -251,6 +285,11 @@ class Controller:
             broker = self.image.brokers[broker_id]
             if broker.fenced or self.sessions.get(broker_id, now_ms) > now_ms:
                 continue
+            logger.info(
+                "fencing broker %d (epoch %d): its session has timed out",
+                broker_id,
+                broker.broker_epoch,
+            )
             records.append(FenceBrokerRecord(broker_id, broker.broker_epoch))
             fenced.add(broker_id)
         if fenced:
@@ -266,6 +305,9 @@ class Controller:
         self.sessions.pop(broker_id, None)
         if broker.fenced:
             return Decision()
+        logger.info(
+            "fencing broker %d (epoch %d) for its controlled shutdown", broker_id, broker_epoch
+        )
         records: list[MetadataRecord] = [FenceBrokerRecord(broker_id, broker_epoch)]
         return Decision((*records, *self._changes_for_fenced({broker_id})))
 

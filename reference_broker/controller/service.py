@@ -19,6 +19,7 @@ back to preferred replicas every leader.imbalance.check.interval.seconds.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from .metadata import Controller, ControllerConfig, Decision, Errors, MetadataIm
 from .quorum import NotCommittedError, QuorumDriver, now_ms
 from .raft import Entry, LeaderChange, NotLeader
 from .records import RegisterBrokerRecord
+
+logger = logging.getLogger("faultline.broker.controller")
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,16 @@ class ControllerService:
                 )
                 self._controller.reset_sessions(now_ms())
                 self._active_epoch = entry.epoch
+                logger.info(
+                    "node %d is the active controller in epoch %d; brokers %s",
+                    self.node_id,
+                    entry.epoch,
+                    ", ".join(
+                        f"{b} epoch {r.broker_epoch} {'fenced' if r.fenced else 'unfenced'}"
+                        for b, r in sorted(self.image.brokers.items())
+                    )
+                    or "none registered",
+                )
                 self._pending = None
         else:
             records = payload if isinstance(payload, tuple) else (payload,)
