@@ -777,3 +777,47 @@ async def test_a_controlled_shutdown_moves_leadership_before_the_broker_goes(
         assert image.brokers[leaving].fenced
         assert state.leader not in (leaving, NO_LEADER) and leaving not in state.isr
         nursery.cancel_scope.cancel()
+
+
+async def test_a_fenced_broker_restarting_after_a_controller_failover_registers_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=10)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        first = cluster.active()
+        assert first is not None and first.service is not None
+        victim = cluster.nodes[next(n for n in VOTERS if n != first.node_id)]
+        assert victim.service is not None
+        old_registration = victim.service.image.brokers[victim.node_id]
+        image = first.service.image
+
+        # The victim dies and the active controller fences it once its session expires.
+        await victim.power_loss()
+        await cluster.wait_for(
+            "the dead broker is fenced",
+            lambda: image.brokers[victim.node_id].fenced,
+            SERVICE.session_timeout_ms / 1000 * 3,
+        )
+        # Then the controller dies too; the victim comes back, which restores a quorum,
+        # and another node becomes the active controller.
+        await first.power_loss()
+        await cluster.start(victim.node_id)
+        second = await cluster.wait_active()
+        assert second is not first and second.service is not None
+        failover = trio.current_time()
+        assert second.service.image.brokers[victim.node_id].fenced
+
+        # The new controller must not give the fenced registration a session that
+        # locks the new incarnation out (DUPLICATE_BROKER_REGISTRATION) until it expires.
+        lifecycle = victim.lifecycle
+        assert lifecycle is not None
+        await cluster.wait_for(
+            "the victim's new incarnation is registered",
+            lambda: lifecycle.broker_epoch > old_registration.broker_epoch,
+            SERVICE.session_timeout_ms / 1000 * 3,
+        )
+        assert trio.current_time() - failover < SERVICE.session_timeout_ms / 1000 / 2
+        await cluster.wait_for("it is unfenced", lambda: not lifecycle.fenced, 10)
+        nursery.cancel_scope.cancel()

@@ -10,7 +10,8 @@ Two halves, as in Kafka's QuorumController:
 
 Broker sessions (when each broker last heartbeated) are not in the log: like Kafka's
 BrokerHeartbeatManager they live only on the active controller, which gives every
-broker a fresh session when it takes over.
+unfenced broker a fresh session when it takes over. A fenced broker has no valid
+session, so nothing stops a new incarnation of it from registering.
 """
 
 from __future__ import annotations
@@ -216,25 +217,50 @@ class Controller:
 
     # -- brokers ----------------------------------------------------------------------
 
+    def has_valid_session(self, broker_id: int, now_ms: int) -> bool:
+        """Whether the broker is unfenced and heartbeated within the session timeout.
+
+        As Kafka's BrokerHeartbeatManager.hasValidSession: a fenced broker never has
+        one, whenever it last heartbeated.
+        """
+        broker = self.image.brokers.get(broker_id)
+        if broker is None or broker.fenced:
+            return False
+        return self.sessions.get(broker_id, now_ms) > now_ms
+
+    def next_session_expiry(self) -> int | None:
+        """When the earliest session of an unfenced broker expires, None if none can
+        (Kafka's BrokerHeartbeatManager.nextCheckTimeNs): the controller fences then."""
+        expiries = [
+            self.sessions[b]
+            for b, broker in self.image.brokers.items()
+            if not broker.fenced and b in self.sessions
+        ]
+        return min(expiries, default=None)
+
     def register_broker(
         self, broker_id: int, incarnation_id: str, host: str, port: int, now_ms: int
     ) -> Decision:
-        """A broker starts: a new epoch, fenced until it heartbeats (BrokerRegistration)."""
+        """A broker starts: a new epoch, fenced until it heartbeats (BrokerRegistration).
+
+        A new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) only while the
+        registered one is unfenced and its session valid: another process may be
+        serving with this id. A fenced registration, or one whose session ran out,
+        gives way at once, as in Kafka's ClusterControlManager.registerBroker.
+        """
         existing = self.image.brokers.get(broker_id)
         if (
             existing is not None
             and existing.incarnation_id != incarnation_id
-            and self.sessions.get(broker_id, -1) > now_ms
+            and self.has_valid_session(broker_id, now_ms)
         ):
-            # Another process holds this id and is alive: refuse, as Kafka does.
             logger.info(
                 "refusing to register incarnation %s of broker %d: incarnation %s "
-                "(epoch %d, %s) holds a session for another %d ms",
+                "(epoch %d) is unfenced and its session is valid for another %d ms",
                 incarnation_id,
                 broker_id,
                 existing.incarnation_id,
                 existing.broker_epoch,
-                "fenced" if existing.fenced else "unfenced",
                 self.sessions[broker_id] - now_ms,
             )
             return Decision(error=Errors.DUPLICATE_BROKER_REGISTRATION)
@@ -312,8 +338,18 @@ class Controller:
         return Decision((*records, *self._changes_for_fenced({broker_id})))
 
     def reset_sessions(self, now_ms: int) -> None:
-        """On becoming the active controller, give every broker a full session."""
-        self.sessions = {b: now_ms + self.config.session_timeout_ms for b in self.image.brokers}
+        """On becoming the active controller, give every unfenced broker a full session.
+
+        The new controller cannot know when a broker last heartbeated its predecessor,
+        so an unfenced broker gets the benefit of the doubt (Kafka's
+        ClusterControlManager.activate); a fenced one stays without a session, so its
+        next incarnation can register at once.
+        """
+        self.sessions = {
+            b: now_ms + self.config.session_timeout_ms
+            for b, broker in self.image.brokers.items()
+            if not broker.fenced
+        }
 
     # -- topics -----------------------------------------------------------------------
 

@@ -7,14 +7,14 @@ applied (Kafka's metadata offset), and `wait_image_change` wakes readers.
 
 The node whose quorum leadership is *ready* (its LeaderChange record committed, so
 every earlier entry is in its image) becomes the active controller: it gives every
-broker a fresh session (`Controller.reset_sessions`) and serves BrokerRegistration,
-BrokerHeartbeat, AlterPartition, CreateTopics and DeleteTopics. Each RPC computes a
-`Decision` under one lock, proposes its records as one entry (they commit together
-or not at all), waits until they are committed and replayed, then answers. A node
-that is not active answers NOT_CONTROLLER, and so does an active one that loses its
-leadership before the records commit. While active, a timer fences brokers whose
-session expired, and (with auto.leader.rebalance.enable) another moves leadership
-back to preferred replicas every leader.imbalance.check.interval.seconds.
+unfenced broker a fresh session (`Controller.reset_sessions`) and serves
+BrokerRegistration, BrokerHeartbeat, AlterPartition, CreateTopics and DeleteTopics.
+Each RPC computes a `Decision` under one lock, proposes its records as one entry (they
+commit together or not at all), waits until they are committed and replayed, then
+answers. A node that is not active answers NOT_CONTROLLER, and so does an active one
+that loses its leadership before the records commit. While active, a timer fences
+brokers whose session expired, and (with auto.leader.rebalance.enable) another moves
+leadership back to preferred replicas every leader.imbalance.check.interval.seconds.
 """
 
 from __future__ import annotations
