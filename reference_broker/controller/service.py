@@ -13,8 +13,9 @@ Each RPC computes a `Decision` under one lock, proposes its records as one entry
 commit together or not at all), waits until they are committed and replayed, then
 answers. A node that is not active answers NOT_CONTROLLER, and so does an active one
 that loses its leadership before the records commit. While active, a timer fences
-brokers whose session expired, and (with auto.leader.rebalance.enable) another moves
-leadership back to preferred replicas every leader.imbalance.check.interval.seconds.
+each broker as soon as its session expires, and (with auto.leader.rebalance.enable)
+another moves leadership back to preferred replicas every
+leader.imbalance.check.interval.seconds.
 """
 
 from __future__ import annotations
@@ -167,9 +168,20 @@ class ControllerService:
             task_status.started()
 
     async def _fence_expired_sessions(self) -> None:
+        # Kafka's QuorumController schedules its fencing check for the moment the
+        # earliest session expires (rescheduleMaybeFenceStaleBrokers), so a broker is
+        # fenced, and its leadership moved, as soon as its session runs out; a new
+        # incarnation registering after that finds it fenced. The periodic check
+        # catches brokers left without a session at all.
         period = max(self.config.session_timeout_ms // 4, 1) / 1000
         while True:
-            await trio.sleep(period)
+            wake = trio.current_time() + period
+            controller = self._controller
+            if controller is not None and self.is_active:
+                expiry = controller.next_session_expiry()
+                if expiry is not None:
+                    wake = min(wake, expiry / 1000)
+            await trio.sleep_until(wake)
             if self.is_active:
                 await self._commit(lambda c, now: c.expire_sessions(now))
 
