@@ -202,3 +202,36 @@ def test_a_restarted_follower_is_proposed_for_the_isr_only_once_unfenced(
         rejected, isr = simulate(scenario)
     assert isr == 3  # it rejoined once unfenced
     assert rejected == 0  # INELIGIBLE_REPLICA: proposed while fenced
+
+
+def test_a_fenced_broker_restarted_after_a_controller_failover_registers_at_once() -> None:
+    async def scenario(cluster: SimCluster) -> float:
+        await wait_for(lambda: cluster.controller() is not None)
+        first = cluster.controller()
+        assert first is not None
+        image = controller_of(cluster, first).image
+        await wait_for(lambda: all(image.is_live(b) for b in (1, 2, 3)))
+        victim = next(n for n in cluster.nodes if n != first)
+        victim_id = broker_of(cluster, victim).node_id
+        old_epoch = image.brokers[victim_id].broker_epoch
+        await cluster.kill(victim)
+        await wait_for(lambda: image.brokers[victim_id].fenced)
+        # The controller fails over while the victim is down and fenced; the victim's
+        # return restores the quorum that elects the next controller.
+        await cluster.kill(first)
+        await cluster.restart(victim)
+        await wait_for(lambda: cluster.controller() is not None)
+        failover = trio.current_time()
+        second = cluster.controller()
+        assert second is not None
+        second_image = controller_of(cluster, second).image
+        await wait_for(lambda: second_image.brokers[victim_id].broker_epoch > old_epoch)
+        registered_after = trio.current_time() - failover
+        await wait_for(lambda: second_image.is_live(victim_id))
+        return registered_after
+
+    registered_after = simulate(scenario)
+    session_timeout_s = FAST["broker.session.timeout.ms"] / 1000
+    # Not locked out (DUPLICATE_BROKER_REGISTRATION) for a session timeout by a
+    # session the new controller gave its fenced registration.
+    assert registered_after < session_timeout_s / 2, registered_after

@@ -206,3 +206,51 @@ def test_a_controlled_shutdown_fences_the_broker_and_moves_its_leadership() -> N
     state = controller.image.partitions[("id0", 0)]
     assert (state.leader, state.isr) == (2, (2, 3))
     assert controller.shut_down_broker(1, epoch).records == (), "already fenced"
+
+
+def test_a_fenced_broker_has_no_session_so_its_new_incarnation_registers_at_once() -> None:
+    controller = Controller(MetadataImage(), ControllerConfig(session_timeout_ms=1000))
+    first = commit(controller, controller.register_broker(1, "inc-1", "127.0.0.1", 9091, 0))
+    assert controller.image.brokers[1].fenced
+    # It dies before its first heartbeat unfences it; its next process starts at once.
+    # Kafka's BrokerHeartbeatManager.hasValidSession is false for a fenced broker.
+    again = commit(controller, controller.register_broker(1, "inc-1b", "127.0.0.1", 9091, 100))
+    assert again.error is Errors.NONE
+    assert again.broker_epoch is not None and first.broker_epoch is not None
+    assert again.broker_epoch > first.broker_epoch
+    assert controller.image.brokers[1].incarnation_id == "inc-1b"
+
+
+def test_after_failover_fenced_brokers_stay_without_a_session_and_unfenced_ones_get_one() -> None:
+    controller = cluster()
+    keep_alive(controller, [2, 3], 900)
+    commit(controller, controller.expire_sessions(1500))
+    assert controller.image.brokers[1].fenced and controller.image.is_live(2)
+    # Another controller becomes active over the same image (Kafka's
+    # ClusterControlManager.activate): every broker's session starts afresh, but a
+    # fenced broker still has no valid session.
+    successor = Controller(controller.image, controller.config)
+    successor.reset_sessions(2000)
+    back = commit(successor, successor.register_broker(1, "inc-1b", "127.0.0.1", 9091, 2100))
+    assert back.error is Errors.NONE
+    assert controller.image.brokers[1].incarnation_id == "inc-1b"
+    assert successor.has_valid_session(2, 2100) and successor.has_valid_session(3, 2100)
+    # An unfenced broker's old incarnation keeps its fresh session: a new process with
+    # its id is refused until that session expires, as in Kafka.
+    refused = successor.register_broker(2, "inc-2b", "127.0.0.1", 9092, 2100)
+    assert refused.error is Errors.DUPLICATE_BROKER_REGISTRATION
+    later = successor.register_broker(2, "inc-2b", "127.0.0.1", 9092, 3000)
+    assert later.error is Errors.NONE
+
+
+def test_the_next_session_expiry_is_the_earliest_among_unfenced_brokers() -> None:
+    controller = cluster()
+    keep_alive(controller, [2], 400)
+    keep_alive(controller, [3], 700)
+    assert controller.next_session_expiry() == 1000  # broker 1's, from its heartbeat at 0
+    commit(controller, controller.expire_sessions(1000))
+    assert not controller.image.is_live(1)
+    # A fenced broker has no session to expire; the next to check is broker 2's.
+    assert controller.next_session_expiry() == 1400
+    commit(controller, controller.expire_sessions(1700))
+    assert controller.next_session_expiry() is None

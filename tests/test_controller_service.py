@@ -777,3 +777,110 @@ async def test_a_controlled_shutdown_moves_leadership_before_the_broker_goes(
         assert image.brokers[leaving].fenced
         assert state.leader not in (leaving, NO_LEADER) and leaving not in state.isr
         nursery.cancel_scope.cancel()
+
+
+async def test_a_fenced_broker_restarting_after_a_controller_failover_registers_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=10)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        first = cluster.active()
+        assert first is not None and first.service is not None
+        victim = cluster.nodes[next(n for n in VOTERS if n != first.node_id)]
+        assert victim.service is not None
+        old_registration = victim.service.image.brokers[victim.node_id]
+        image = first.service.image
+
+        # The victim dies and the active controller fences it once its session expires.
+        await victim.power_loss()
+        await cluster.wait_for(
+            "the dead broker is fenced",
+            lambda: image.brokers[victim.node_id].fenced,
+            SERVICE.session_timeout_ms / 1000 * 3,
+        )
+        # Then the controller dies too; the victim comes back, which restores a quorum,
+        # and another node becomes the active controller.
+        await first.power_loss()
+        await cluster.start(victim.node_id)
+        second = await cluster.wait_active()
+        assert second is not first and second.service is not None
+        failover = trio.current_time()
+        assert second.service.image.brokers[victim.node_id].fenced
+
+        # The new controller must not give the fenced registration a session that
+        # locks the new incarnation out (DUPLICATE_BROKER_REGISTRATION) until it expires.
+        lifecycle = victim.lifecycle
+        assert lifecycle is not None
+        await cluster.wait_for(
+            "the victim's new incarnation is registered",
+            lambda: lifecycle.broker_epoch > old_registration.broker_epoch,
+            SERVICE.session_timeout_ms / 1000 * 3,
+        )
+        assert trio.current_time() - failover < SERVICE.session_timeout_ms / 1000 / 2
+        await cluster.wait_for("it is unfenced", lambda: not lifecycle.fenced, 10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_broker_is_fenced_when_its_session_expires_so_a_new_incarnation_inherits_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=11)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = cluster.active()
+        assert active is not None and active.service is not None
+        victim = next(n for n in VOTERS if n != active.node_id)
+        other = next(n for n in VOTERS if n not in (victim, active.node_id))
+        image = active.service.image
+        node = cluster.nodes[victim]
+        assert node.client is not None and node.service is not None
+        assert node.lifecycle is not None
+        victim_client, victim_service = node.client, node.service
+        # From here on the test sends the victim's heartbeats, so it knows when each was.
+        node.stop_heartbeats()
+        epoch = node.lifecycle.broker_epoch
+        # Twice, half a fencing-check period apart, so that no phase of a periodic
+        # check can happen to fence the broker just in time.
+        for attempt, pause_s in enumerate((0.1, 0.1 + SERVICE.session_timeout_ms / 1000 / 8)):
+            topic = f"q{attempt}"
+            created = await active.service.create_topic(
+                topic, 1, 3, assignments=[(victim, other, active.node_id)]
+            )
+            assert created.error_code == ErrorCode.NONE
+            key = (image.topics[topic], 0)
+            assert image.partitions[key].leader == victim
+
+            # The victim's broker sends a last heartbeat and dies (its quorum member
+            # stays up); its next process registers just after that session runs out.
+            await trio.sleep(pause_s)
+            last = await victim_client.heartbeat(
+                epoch, current_metadata_offset=victim_service.image_version, want_fence=False
+            )
+            assert last.error_code == ErrorCode.NONE and not last.is_fenced
+            await trio.sleep(SERVICE.session_timeout_ms / 1000 + 0.02)
+            incarnation = uuid.UUID(int=attempt + 1)
+            registered = await victim_client.register_broker(incarnation, node.name, PORT)
+            assert registered.error_code == ErrorCode.NONE
+            # The controller fenced the old incarnation when its session expired, as
+            # Kafka's does, moving its leadership: the new incarnation must not find
+            # itself leading, in the old leader epoch, what the old one led.
+            state = image.partitions[key]
+            assert state.leader == other and victim not in state.isr, (attempt, state)
+            assert state.leader_epoch == 1
+
+            # The new incarnation catches up and is unfenced, ready for the next round.
+            epoch = registered.broker_epoch
+
+            async def unfence(epoch: int = epoch) -> bool:
+                beat = await victim_client.heartbeat(
+                    epoch, current_metadata_offset=victim_service.image_version, want_fence=False
+                )
+                return beat.error_code == ErrorCode.NONE and not beat.is_fenced
+
+            with trio.fail_after(10):
+                while not await unfence():
+                    await trio.sleep(HEARTBEAT_MS / 1000)
+        nursery.cancel_scope.cancel()

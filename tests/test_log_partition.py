@@ -379,6 +379,45 @@ def test_follower_append_keeps_offsets_and_epochs(tmp_path: Path) -> None:
         follower.append_as_follower(data)
 
 
+def test_a_new_epoch_at_the_start_of_an_empty_one_replaces_it_as_kafka_does(
+    tmp_path: Path,
+) -> None:
+    # This node led epoch 1 from offset 3 without writing in it, then leads epoch 2 from
+    # the same offset. Kafka's LeaderEpochFileCache keeps one entry per start offset, so
+    # epoch 1 is gone: asked about it, the log names epoch 0, whose data ends at 3.
+    log = open_log(tmp_path)
+    log.append_as_leader(build_batch(values(3)), 0)
+    log.assign_epoch_start_offset(1)
+    log.assign_epoch_start_offset(2)
+    assert log.end_offset_for_epoch(1) == (0, 3)
+    log.append_as_leader(build_batch(values(2)), 2)
+    assert log.end_offset_for_epoch(2) == (2, 5)
+    assert log.end_offset_for_epoch(0) == (0, 3)
+
+
+def test_a_follower_append_of_an_older_epoch_drops_the_entries_it_contradicts(
+    tmp_path: Path,
+) -> None:
+    # A follower's cache says epoch 4 starts at 3 (it led epoch 4 there without writing)
+    # when a batch of epoch 2 lands at 3: as Kafka's assign, the cache must now say
+    # what the log holds, epoch 2 from 3, not keep describing offset 3 as epoch 4.
+    leader = open_log(tmp_path / "leader")
+    leader.append_as_leader(build_batch(values(3)), 1)
+    leader.append_as_leader(build_batch(values(2)), 2)
+    follower = open_log(tmp_path / "follower")
+    follower.append_as_follower(leader.read(0, 1 << 20).records[: _first_batch_size(leader)])
+    follower.assign_epoch_start_offset(4)
+    follower.append_as_follower(leader.read(3, 1 << 20).records)
+    assert follower.latest_epoch == 2
+    assert follower.end_offset_for_epoch(1) == (1, 3)
+    assert follower.end_offset_for_epoch(2) == (2, 5)
+    assert follower.end_offset_for_epoch(4) == (-1, -1)
+
+
+def _first_batch_size(log: PartitionLog) -> int:
+    return parse_header(log.read(0, 1 << 20).records, 0).size_in_bytes
+
+
 async def test_flush_policy_counts_messages_and_time(tmp_path: Path) -> None:
     clock = ManualClock()
     log = open_log(tmp_path, clock, flush_messages=5, flush_ms=1000)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -91,16 +90,13 @@ def lead(log: PartitionLog, epoch: int) -> Partition:
     return leader
 
 
-@pytest.mark.parametrize("shared", [0, 4])
-def test_a_former_leader_that_wrote_nothing_in_its_epoch_forgets_it_when_told(
-    shared: int,
-) -> None:
-    # n1 led epoch 0, n2 led epoch 1 without writing, n1 leads again in epoch 2: every
-    # epoch of both caches starts at `shared`, the end of both logs.
+def test_a_former_leader_that_wrote_nothing_in_its_epoch_forgets_it_when_told() -> None:
+    # n1 led epoch 0 and wrote 0..3, n2 (which has it all) led epoch 1 without writing,
+    # n1 leads again in epoch 2: both logs end at 4, where epochs 1 and 2 start.
+    shared = 4
     leader_log, follower_log = new_log(), new_log()
     write(leader_log, [(0, shared)], b"p")
-    if shared:
-        follower_log.append_as_follower(leader_log.read(0, 1 << 24).records)
+    follower_log.append_as_follower(leader_log.read(0, 1 << 24).records)
     write(follower_log, [(1, 0)], b"f")
     leader = lead(leader_log, 2)
     assert follower_log.latest_epoch == 1
@@ -111,9 +107,25 @@ def test_a_former_leader_that_wrote_nothing_in_its_epoch_forgets_it_when_told(
     # No record goes, but the epoch the follower never wrote in does: the next fetch
     # names the epoch its log really ends in, which the leader accepts.
     assert follower_log.log_end_offset == shared
-    assert follower_log.latest_epoch == (0 if shared else -1)
-    if shared:
-        assert leader.diverging_epoch(follower_log.latest_epoch, shared) is None
+    assert follower_log.latest_epoch == 0
+    assert leader.diverging_epoch(follower_log.latest_epoch, shared) is None
+
+
+def test_an_empty_epoch_at_the_start_of_an_empty_log_gives_way_to_the_first_batch() -> None:
+    # As above with nothing written before: every epoch of both caches starts at 0.
+    # Kafka's cache keeps one entry per start offset, so the leader knows only epoch 2,
+    # which starts at 0 where epoch 1 would have ended: nothing diverged. The first batch
+    # the follower replicates replaces its empty epoch 1.
+    leader_log, follower_log = new_log(), new_log()
+    write(leader_log, [(0, 0)], b"p")
+    write(follower_log, [(1, 0)], b"f")
+    leader = lead(leader_log, 2)
+    assert leader.diverging_epoch(1, 0) is None
+    write(leader_log, [(2, 2)], b"l")
+    follower_log.append_as_follower(leader_log.read(0, 1 << 24).records)
+    assert follower_log.latest_epoch == 2
+    assert batches(follower_log) == batches(leader_log)
+    assert leader.diverging_epoch(follower_log.latest_epoch, follower_log.log_end_offset) is None
 
 
 @st.composite
@@ -174,6 +186,18 @@ def test_fetch_and_truncate_converge_to_a_prefix_of_the_leaders_log(
     held = batches(follower_log)
     assert held == batches(leader_log)[: len(held)]
     assert follower_log.log_end_offset <= leader_log.log_end_offset
+
+    # The follower then replicates the rest. Its epoch cache, built from what it appended
+    # (and what it led without writing), must answer OffsetForLeaderEpoch as the leader's
+    # does for every epoch up to its newest: Kafka's caches keep one entry per start offset.
+    if follower_log.log_end_offset < leader_log.log_end_offset:
+        follower_log.append_as_follower(
+            leader_log.read(follower_log.log_end_offset, 1 << 24).records
+        )
+    assert batches(follower_log) == batches(leader_log)
+    for epoch in range(follower_log.latest_epoch + 1):
+        answers = follower_log.end_offset_for_epoch(epoch), leader_log.end_offset_for_epoch(epoch)
+        assert answers[0] == answers[1], (epoch, answers)
 
 
 async def serve_diverging(

@@ -10,11 +10,13 @@ Two halves, as in Kafka's QuorumController:
 
 Broker sessions (when each broker last heartbeated) are not in the log: like Kafka's
 BrokerHeartbeatManager they live only on the active controller, which gives every
-broker a fresh session when it takes over.
+unfenced broker a fresh session when it takes over. A fenced broker has no valid
+session, so nothing stops a new incarnation of it from registering.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -29,6 +31,10 @@ from .records import (
     TopicRecord,
     UnfenceBrokerRecord,
 )
+
+# The decisions Kafka's ClusterControlManager and ReplicationControlManager log at INFO:
+# registrations accepted or refused, fencing and unfencing.
+logger = logging.getLogger("faultline.broker.controller")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,22 +217,75 @@ class Controller:
 
     # -- brokers ----------------------------------------------------------------------
 
+    def has_valid_session(self, broker_id: int, now_ms: int) -> bool:
+        """Whether the broker is unfenced and heartbeated within the session timeout.
+
+        As Kafka's BrokerHeartbeatManager.hasValidSession: a fenced broker never has
+        one, whenever it last heartbeated.
+        """
+        broker = self.image.brokers.get(broker_id)
+        if broker is None or broker.fenced:
+            return False
+        return self.sessions.get(broker_id, now_ms) > now_ms
+
+    def next_session_expiry(self) -> int | None:
+        """When the earliest session of an unfenced broker expires, None if none can
+        (Kafka's BrokerHeartbeatManager.nextCheckTimeNs): the controller fences then."""
+        expiries = [
+            self.sessions[b]
+            for b, broker in self.image.brokers.items()
+            if not broker.fenced and b in self.sessions
+        ]
+        return min(expiries, default=None)
+
     def register_broker(
         self, broker_id: int, incarnation_id: str, host: str, port: int, now_ms: int
     ) -> Decision:
-        """A broker starts: a new epoch, fenced until it heartbeats (BrokerRegistration)."""
+        """A broker starts: a new epoch, fenced until it heartbeats (BrokerRegistration).
+
+        A new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) only while the
+        registered one is unfenced and its session valid: another process may be
+        serving with this id. A fenced registration, or one whose session ran out,
+        gives way at once, as in Kafka's ClusterControlManager.registerBroker.
+        """
         existing = self.image.brokers.get(broker_id)
         if (
             existing is not None
             and existing.incarnation_id != incarnation_id
-            and self.sessions.get(broker_id, -1) > now_ms
+            and self.has_valid_session(broker_id, now_ms)
         ):
-            # Another process holds this id and is alive: refuse, as Kafka does.
+            logger.info(
+                "refusing to register incarnation %s of broker %d: incarnation %s "
+                "(epoch %d) is unfenced and its session is valid for another %d ms",
+                incarnation_id,
+                broker_id,
+                existing.incarnation_id,
+                existing.broker_epoch,
+                self.sessions[broker_id] - now_ms,
+            )
             return Decision(error=Errors.DUPLICATE_BROKER_REGISTRATION)
         if existing is not None and existing.incarnation_id == incarnation_id:
             return Decision(broker_epoch=existing.broker_epoch)
         epoch = self.image.last_broker_epoch + 1
         self.sessions[broker_id] = now_ms + self.config.session_timeout_ms
+        if existing is None:
+            logger.info(
+                "registering broker %d (incarnation %s) with epoch %d",
+                broker_id,
+                incarnation_id,
+                epoch,
+            )
+        else:
+            logger.info(
+                "registering a new incarnation %s of broker %d with epoch %d; the previous "
+                "one was %s (epoch %d, %s)",
+                incarnation_id,
+                broker_id,
+                epoch,
+                existing.incarnation_id,
+                existing.broker_epoch,
+                "fenced" if existing.fenced else "unfenced",
+            )
         record = RegisterBrokerRecord(broker_id, incarnation_id, epoch, host, port)
         return Decision((record,), broker_epoch=epoch)
 
@@ -239,6 +298,7 @@ class Controller:
             return Decision(error=Errors.STALE_BROKER_EPOCH)
         self.sessions[broker_id] = now_ms + self.config.session_timeout_ms
         if broker.fenced and not want_fence:
+            logger.info("unfencing broker %d (epoch %d)", broker_id, broker_epoch)
             unfence = UnfenceBrokerRecord(broker_id, broker_epoch)
             return Decision((unfence, *self._elect_for_unfenced(broker_id)))
         return Decision()
@@ -251,6 +311,11 @@ class Controller:
             broker = self.image.brokers[broker_id]
             if broker.fenced or self.sessions.get(broker_id, now_ms) > now_ms:
                 continue
+            logger.info(
+                "fencing broker %d (epoch %d): its session has timed out",
+                broker_id,
+                broker.broker_epoch,
+            )
             records.append(FenceBrokerRecord(broker_id, broker.broker_epoch))
             fenced.add(broker_id)
         if fenced:
@@ -266,12 +331,25 @@ class Controller:
         self.sessions.pop(broker_id, None)
         if broker.fenced:
             return Decision()
+        logger.info(
+            "fencing broker %d (epoch %d) for its controlled shutdown", broker_id, broker_epoch
+        )
         records: list[MetadataRecord] = [FenceBrokerRecord(broker_id, broker_epoch)]
         return Decision((*records, *self._changes_for_fenced({broker_id})))
 
     def reset_sessions(self, now_ms: int) -> None:
-        """On becoming the active controller, give every broker a full session."""
-        self.sessions = {b: now_ms + self.config.session_timeout_ms for b in self.image.brokers}
+        """On becoming the active controller, give every unfenced broker a full session.
+
+        The new controller cannot know when a broker last heartbeated its predecessor,
+        so an unfenced broker gets the benefit of the doubt (Kafka's
+        ClusterControlManager.activate); a fenced one stays without a session, so its
+        next incarnation can register at once.
+        """
+        self.sessions = {
+            b: now_ms + self.config.session_timeout_ms
+            for b, broker in self.image.brokers.items()
+            if not broker.fenced
+        }
 
     # -- topics -----------------------------------------------------------------------
 

@@ -7,18 +7,20 @@ applied (Kafka's metadata offset), and `wait_image_change` wakes readers.
 
 The node whose quorum leadership is *ready* (its LeaderChange record committed, so
 every earlier entry is in its image) becomes the active controller: it gives every
-broker a fresh session (`Controller.reset_sessions`) and serves BrokerRegistration,
-BrokerHeartbeat, AlterPartition, CreateTopics and DeleteTopics. Each RPC computes a
-`Decision` under one lock, proposes its records as one entry (they commit together
-or not at all), waits until they are committed and replayed, then answers. A node
-that is not active answers NOT_CONTROLLER, and so does an active one that loses its
-leadership before the records commit. While active, a timer fences brokers whose
-session expired, and (with auto.leader.rebalance.enable) another moves leadership
-back to preferred replicas every leader.imbalance.check.interval.seconds.
+unfenced broker a fresh session (`Controller.reset_sessions`) and serves
+BrokerRegistration, BrokerHeartbeat, AlterPartition, CreateTopics and DeleteTopics.
+Each RPC computes a `Decision` under one lock, proposes its records as one entry (they
+commit together or not at all), waits until they are committed and replayed, then
+answers. A node that is not active answers NOT_CONTROLLER, and so does an active one
+that loses its leadership before the records commit. While active, a timer fences
+each broker as soon as its session expires, and (with auto.leader.rebalance.enable)
+another moves leadership back to preferred replicas every
+leader.imbalance.check.interval.seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ from .metadata import Controller, ControllerConfig, Decision, Errors, MetadataIm
 from .quorum import NotCommittedError, QuorumDriver, now_ms
 from .raft import Entry, LeaderChange, NotLeader
 from .records import RegisterBrokerRecord
+
+logger = logging.getLogger("faultline.broker.controller")
 
 
 @dataclass(frozen=True)
@@ -164,9 +168,20 @@ class ControllerService:
             task_status.started()
 
     async def _fence_expired_sessions(self) -> None:
+        # Kafka's QuorumController schedules its fencing check for the moment the
+        # earliest session expires (rescheduleMaybeFenceStaleBrokers), so a broker is
+        # fenced, and its leadership moved, as soon as its session runs out; a new
+        # incarnation registering after that finds it fenced. The periodic check
+        # catches brokers left without a session at all.
         period = max(self.config.session_timeout_ms // 4, 1) / 1000
         while True:
-            await trio.sleep(period)
+            wake = trio.current_time() + period
+            controller = self._controller
+            if controller is not None and self.is_active:
+                expiry = controller.next_session_expiry()
+                if expiry is not None:
+                    wake = min(wake, expiry / 1000)
+            await trio.sleep_until(wake)
             if self.is_active:
                 await self._commit(lambda c, now: c.expire_sessions(now))
 
@@ -194,6 +209,16 @@ class ControllerService:
                 )
                 self._controller.reset_sessions(now_ms())
                 self._active_epoch = entry.epoch
+                logger.info(
+                    "node %d is the active controller in epoch %d; brokers %s",
+                    self.node_id,
+                    entry.epoch,
+                    ", ".join(
+                        f"{b} epoch {r.broker_epoch} {'fenced' if r.fenced else 'unfenced'}"
+                        for b, r in sorted(self.image.brokers.items())
+                    )
+                    or "none registered",
+                )
                 self._pending = None
         else:
             records = payload if isinstance(payload, tuple) else (payload,)

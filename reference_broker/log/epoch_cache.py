@@ -8,7 +8,10 @@ batches' partitionLeaderEpoch fields when a log is opened.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+logger = logging.getLogger("faultline.broker.log")
 
 UNDEFINED_EPOCH = -1
 UNDEFINED_EPOCH_OFFSET = -1
@@ -39,14 +42,37 @@ class LeaderEpochCache:
         return self._entries[-1].epoch if self._entries else UNDEFINED_EPOCH
 
     def assign(self, epoch: int, start_offset: int) -> None:
-        """Record that `epoch` wrote at `start_offset`; only a newer epoch adds an entry."""
-        if epoch < 0:
+        """Record that `epoch` starts at `start_offset`, as Kafka's LeaderEpochFileCache.
+
+        Nothing changes when the latest epoch simply goes on. Otherwise the entries the
+        new one would leave out of order go first (maybeTruncateNonMonotonicEntries):
+        from the newest back, every one whose epoch is not older or whose start offset
+        is not lower. The cache keeps one entry per start offset, epochs and start
+        offsets both increasing, and the latest entry always says what the log's newest
+        batches are.
+        """
+        if epoch < 0 or start_offset < 0:
             return
         if self._entries:
             latest = self._entries[-1]
-            if epoch <= latest.epoch or start_offset < latest.start_offset:
+            if epoch == latest.epoch and start_offset >= latest.start_offset:
                 return
+        removed: list[EpochEntry] = []
+        while self._entries and (
+            self._entries[-1].epoch >= epoch or self._entries[-1].start_offset >= start_offset
+        ):
+            removed.append(self._entries.pop())
         self._entries.append(EpochEntry(epoch, start_offset))
+        if len(removed) > 1 or (removed and removed[0].start_offset != start_offset):
+            # An entry at the same start offset is an epoch that wrote nothing: replacing
+            # it is routine. Anything else means data of those epochs was described
+            # wrongly, which Kafka also warns about.
+            logger.warning(
+                "leader epoch %d at offset %d replaced conflicting entries %s",
+                epoch,
+                start_offset,
+                [(e.epoch, e.start_offset) for e in reversed(removed)],
+            )
 
     def truncate_from_end(self, end_offset: int) -> None:
         """Forget epochs that started at or after `end_offset` (the log was cut there)."""
