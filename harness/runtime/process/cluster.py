@@ -51,6 +51,7 @@ from typing import Self
 import trio
 
 from harness.runtime.process.node import BrokerNode, NodeState
+from harness.runtime.process.observer import Beliefs, watch_beliefs
 from harness.runtime.process.proxy import FaultProxy, Link
 from nemesis.target import LinkFault
 
@@ -122,6 +123,7 @@ class ProcessCluster:
             if a != b
         }
         self._clock_offsets: dict[str, int] = dict.fromkeys(names, 0)
+        self._beliefs = Beliefs()
         self._nursery: trio.Nursery | None = None
         self._context: AbstractAsyncContextManager[Self] | None = None
 
@@ -155,6 +157,8 @@ class ProcessCluster:
                 async with trio.open_nursery() as starting:
                     for node in self._nodes.values():
                         starting.start_soon(self._start, node)
+                if self.quorum:
+                    nursery.start_soon(watch_beliefs, self._running_brokers, self._believe)
                 try:
                     yield self
                 except BaseException as exc:
@@ -165,6 +169,15 @@ class ProcessCluster:
                 nursery.cancel_scope.cancel()
         if body_error is not None:
             raise body_error
+
+    def _running_brokers(self) -> dict[str, tuple[str, int, int]]:
+        """name -> (host, real port, node id) of every broker process not stopped or paused."""
+        return {name: (node.address.host, node.address.port, node.node_id)
+                for name, node in self._nodes.items()
+                if node.state is NodeState.RUNNING and node.address is not None}
+
+    def _believe(self, beliefs: Beliefs) -> None:
+        self._beliefs = beliefs
 
     def _proxies(self) -> list[FaultProxy]:
         return [*self._client_proxies.values(), *self._peer_proxies.values()]
@@ -357,9 +370,12 @@ class ProcessCluster:
     # -- FaultTarget: topology -----------------------------------------------------------
 
     def leader_of(self, topic: str, partition: int) -> str | None:
-        """Unknown: brokers do not replicate yet, so there is no cluster-wide leader."""
-        return None
+        """The node the running brokers last named leader of the partition in the newest
+        leader epoch (asked every `observer.WATCH_INTERVAL_S`); None if none was named or
+        the nodes do not form one cluster."""
+        leader = self._beliefs.leaders.get((topic, partition))
+        return None if leader is None else leader.node
 
     def controller(self) -> str | None:
-        """Unknown until the controller quorum lands."""
-        return None
+        """The active controller most running brokers last named; None if none was."""
+        return self._beliefs.controller
