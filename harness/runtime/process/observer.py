@@ -10,7 +10,6 @@ controller, the node most brokers name.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,10 +85,13 @@ def combine(answers: Mapping[str, ApiMessage], names: Mapping[int, str]) -> Beli
 
 async def _ask_into(answers: dict[str, ApiMessage], name: str, host: str, port: int,
                     node_id: int) -> None:
-    # No answer this round: stopped, paused, starting, or the connection failed.
-    with trio.move_on_after(REQUEST_TIMEOUT_S), contextlib.suppress(
-            OSError, trio.BrokenResourceError, trio.ClosedResourceError, KafkaClientError):
-        answers[name] = await ask(host, port, node_id)
+    # No answer this round: stopped, paused, starting, or the connection failed (the
+    # error may come wrapped in the group of the nursery that reads the answer).
+    try:
+        with trio.move_on_after(REQUEST_TIMEOUT_S):
+            answers[name] = await ask(host, port, node_id)
+    except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError, KafkaClientError):
+        pass
 
 
 async def watch_beliefs(
