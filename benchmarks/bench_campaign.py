@@ -7,14 +7,20 @@ loop and engine: process start-up, result archives and campaign.json included. P
 the scaling ratio against one worker. Target: at least 1.8x from 1 to 2 workers on a
 quiet 2-core machine.
 
-    python benchmarks/bench_campaign.py [--runs 8] [--time-limit 10] [--workers 1,2,4]
+    python benchmarks/bench_campaign.py [--runs 12] [--time-limit 10] [--workers 1,2,4]
     python benchmarks/bench_campaign.py --scheduler tcp://HOST:PORT   # a Dask cluster too
+    python benchmarks/bench_campaign.py --spread 100    # wall time per run: median, p99, max
+
+`--spread N` instead runs N default `faultline run` configurations (seeds 1..N, 60
+simulated seconds, mixed faults) on all cores and prints the distribution of each run's
+wall time, so a pathological seed stands out.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,9 +33,16 @@ from harness.campaign.results import CampaignResults
 
 def measure(engine: Engine, runs: int, time_limit: float) -> tuple[float, float, int]:
     """(wall seconds, simulated seconds, runs done) of one campaign on `engine`."""
-    matrix = build_matrix(None, fixed={"time-limit": time_limit, "nemesis": "partition,kill",
-                                       "recovery": 2.0, "final-read": 10.0},
-                          axes=[], seeds=parse_seeds(runs, None))
+    wall, results = campaign(engine, runs, {"time-limit": time_limit,
+                                            "nemesis": "partition,kill", "recovery": 2.0,
+                                            "final-read": 10.0})
+    return wall, simulated(results), results.runs
+
+
+def campaign(engine: Engine, runs: int, fixed: dict[str, object]
+             ) -> tuple[float, CampaignResults]:
+    """Run seeds 1..runs of the configuration `fixed` on `engine`; (wall s, results)."""
+    matrix = build_matrix(None, fixed=fixed, axes=[], seeds=parse_seeds(runs, None))
     with tempfile.TemporaryDirectory(prefix="bench-campaign-") as scratch:
         folder = Path(scratch)
         (folder / "runs").mkdir()
@@ -37,7 +50,21 @@ def measure(engine: Engine, runs: int, time_limit: float) -> tuple[float, float,
         results = run_campaign(matrix, folder, engine, StopRules(),
                                on_change=lambda *_: None, save=lambda _: None)
         wall = time.perf_counter() - started
-    return wall, simulated(results), results.runs
+    return wall, results
+
+
+def spread(runs: int, workers: int) -> None:
+    """Print the distribution of wall time per default run over seeds 1..runs."""
+    _, results = campaign(LocalEngine(workers), runs, {})
+    walls = sorted(record.wall_seconds for cell in results.cells for record, _ in cell.runs)
+    errors = [record for cell in results.cells for record, _ in cell.runs if record.error]
+    slowest = max((record for cell in results.cells for record, _ in cell.runs),
+                  key=lambda r: r.wall_seconds)
+    print(f"{len(walls)} default runs (60 simulated s, mixed faults) on {workers} workers")
+    print(f"wall s per run: median {statistics.median(walls):.1f}, "
+          f"p90 {walls[int(0.9 * (len(walls) - 1))]:.1f}, "
+          f"p99 {walls[int(0.99 * (len(walls) - 1))]:.1f}, max {walls[-1]:.1f} "
+          f"(seed {slowest.seed}); runs that could not finish: {len(errors)}")
 
 
 def simulated(results: CampaignResults) -> float:
@@ -49,12 +76,17 @@ def main() -> None:
     """Measure each worker count and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cores = os.cpu_count() or 1
-    parser.add_argument("--runs", type=int, default=8, help="seeds (runs) per measurement")
+    parser.add_argument("--runs", type=int, default=12, help="seeds (runs) per measurement")
     parser.add_argument("--time-limit", type=float, default=10.0, help="simulated s per run")
     parser.add_argument("--workers", default=f"1,2,{cores},{2 * cores}",
                         help="comma-separated worker counts")
     parser.add_argument("--scheduler", default=None, help="also measure this Dask cluster")
+    parser.add_argument("--spread", type=int, default=None, metavar="N",
+                        help="instead, the wall time distribution of N default runs")
     args = parser.parse_args()
+    if args.spread:
+        spread(args.spread, cores)
+        return
     counts = sorted({int(n) for n in args.workers.split(",")})
     print(f"campaign: {args.runs} sim runs of {args.time_limit:g} simulated s (queue workload, "
           f"partition+kill), {cores} cores")
