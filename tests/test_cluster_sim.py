@@ -17,7 +17,15 @@ import trio
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.invariants import InvariantMonitor
 from harness.runtime.sim.run import SimSettings, run_sim
-from workloads.client import ConsumerConfig, Producer, ProducerConfig, TopicPartition
+from reference_broker.replication.partition import Partition
+from workloads.client import (
+    ConsumerConfig,
+    DefiniteFailure,
+    Producer,
+    ProducerConfig,
+    TopicPartition,
+    UnknownOutcome,
+)
 from workloads.client.consumer import Consumer
 
 T = TypeVar("T")
@@ -149,3 +157,61 @@ def test_acknowledged_writes_reach_every_replica_and_survive_a_leader_kill() -> 
     values, violations = simulate(scenario)
     assert len(values) == len(set(values)) == 40
     assert violations == []
+
+
+def test_acks_all_not_leader_after_the_append_is_an_unknown_outcome() -> None:
+    """The leader appends, a follower fetches the batch, and leadership moves to that
+    follower before the leader hears of its fetch: the old leader answers
+    NOT_LEADER_OR_FOLLOWER, yet the batch is committed by the new leader. The client
+    must not call that a definite failure."""
+
+    async def scenario(cluster: SimCluster) -> tuple[Exception | None, list[bytes]]:
+        await wait_for(lambda: cluster.controller() is not None)
+        async with producer(cluster, "c0") as p0:
+            await p0.send_and_wait("t", b"first")
+
+        def partition(node: str) -> Partition:
+            return cluster.node(node).running.broker.partitions[("t", 0)]
+
+        leader = cluster.leader_of("t", 0)
+        assert leader is not None
+        replicas = [f"n{r}" for r in partition(leader).replicas]
+        # The controller elects the first in-sync replica in replica order: f1.
+        f1, f2 = [n for n in replicas if n != leader]
+        await wait_for(lambda: all(partition(n).log_end_offset == 1 for n in replicas))
+        net = cluster.network
+        # f1's next fetch, which would tell the leader it holds the batch, is held;
+        # the fetch f1 has parked at the leader still gets the batch.
+        net.block(f1, leader)
+        net.block(f2, leader)
+        net.block(leader, f2)
+        outcome: list[Exception | None] = []
+        # No retry: the first answer decides (a retry would find the batch at f1).
+        async with producer(
+            cluster, "c1", retries=0, enable_idempotence=False, request_timeout_ms=30_000
+        ) as p:
+
+            async def send() -> None:
+                try:
+                    await p.send_and_wait("t", b"second")
+                    outcome.append(None)
+                except (DefiniteFailure, UnknownOutcome) as exc:
+                    outcome.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await wait_for(lambda: partition(f1).log_end_offset == 2)
+                net.block(leader, f1)  # isolated: fenced, and f1 is elected
+                await wait_for(lambda: cluster.leader_of("t", 0) == f1)
+                # The old leader learns it was replaced before f1's held fetch arrives.
+                net.unblock(leader, f1)
+                net.unblock(leader, f2)
+                net.unblock(f2, leader)
+                await wait_for(lambda: partition(leader).is_follower)
+                net.heal()
+        return outcome[0], await read_all(cluster, "c2", "t")
+
+    outcome, values = simulate(scenario)
+    assert values == [b"first", b"second"]
+    assert isinstance(outcome, UnknownOutcome), outcome
+    assert "NOT_LEADER_OR_FOLLOWER" in str(outcome)

@@ -44,6 +44,7 @@ from .config import ProducerConfig
 from .connection import Connection
 from .errors import (
     APPENDED_MAYBE,
+    APPENDED_MAYBE_ACKS_ALL,
     STALE_METADATA,
     AuthorizationError,
     BrokerError,
@@ -670,7 +671,7 @@ class Producer:
             return
         message = getattr(pr, "error_message", None)
         context = f"Produce to {batch.tp}"
-        if code in APPENDED_MAYBE:
+        if code in (APPENDED_MAYBE_ACKS_ALL if self.config.acks == -1 else APPENDED_MAYBE):
             batch.maybe_appended = True
         if code in STALE_METADATA:
             self._metadata_stale.add(batch.tp.topic)
@@ -760,7 +761,7 @@ class Producer:
         elif batch.maybe_appended:
             final = ProduceOutcomeUnknown(
                 f"{len(batch)} record(s) to {batch.tp} may or may not be in the log: an attempt "
-                f"was sent and not answered; last error: {error}"
+                f"may have been appended without being acknowledged; last error: {error}"
             )
         else:
             final = ProduceFailed(
