@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
 import trio
 
 from harness.runtime.sim.cluster import SimCluster
@@ -21,6 +22,7 @@ from reference_broker.replication.partition import Partition
 from workloads.client import (
     ConsumerConfig,
     DefiniteFailure,
+    MessageTooLargeError,
     Producer,
     ProducerConfig,
     TopicPartition,
@@ -73,7 +75,9 @@ def producer(cluster: SimCluster, client: str, **overrides: object) -> Producer:
     )
 
 
-async def read_all(cluster: SimCluster, client: str, topic: str) -> list[bytes]:
+async def read_all(
+    cluster: SimCluster, client: str, topic: str, partition: int = 0
+) -> list[bytes]:
     config = ConsumerConfig(
         bootstrap_servers=cluster.bootstrap.split(","),
         client_id=client,
@@ -85,7 +89,7 @@ async def read_all(cluster: SimCluster, client: str, topic: str) -> list[bytes]:
     async with Consumer(
         config, network=cluster.client_network(client), rng=cluster.client_rng(client)
     ) as consumer:
-        tp = TopicPartition(topic, 0)
+        tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek_to_beginning([tp])
         values: list[bytes] = []
@@ -215,3 +219,72 @@ def test_acks_all_not_leader_after_the_append_is_an_unknown_outcome() -> None:
     assert values == [b"first", b"second"]
     assert isinstance(outcome, UnknownOutcome), outcome
     assert "NOT_LEADER_OR_FOLLOWER" in str(outcome)
+
+
+def test_an_epoch_bump_leaves_another_partitions_unanswered_batch_as_it_was_sent() -> None:
+    """A batch to partition 0 is appended but its answer is lost, so it waits for a
+    retry; meanwhile a batch to partition 1 is rejected, which bumps the producer
+    epoch. The retry must keep the epoch and sequence it was first sent with, so that
+    the leader recognises it as a duplicate instead of appending it again."""
+
+    async def scenario(cluster: SimCluster) -> tuple[int, list[bytes]]:
+        await wait_for(lambda: cluster.controller() is not None)
+        # A long backoff keeps the batch waiting (not in flight) when the epoch moves.
+        async with producer(cluster, "c1", request_timeout_ms=1_000, retry_backoff_ms=5_000) as p:
+            await p.send_and_wait("t", b"a0", partition=0)
+            await p.send_and_wait("t", b"b0", partition=1)
+            leader = cluster.leader_of("t", 0)
+            assert leader is not None and leader != cluster.leader_of("t", 1)
+            log = cluster.node(leader).running.broker.partitions[("t", 0)].log
+            cluster.network.block(leader, "c1")  # answers from partition 0's leader are held
+            delivery = await p.send("t", b"a1", partition=0)
+            await wait_for(lambda: log.log_end_offset == 2)
+            await trio.sleep(1.5)  # its first attempt timed out: appended, unanswered
+            with pytest.raises(MessageTooLargeError):
+                await p.send_and_wait("t", b"x" * 20_000, partition=1)
+            cluster.network.unblock(leader, "c1")
+            offset = (await delivery.wait()).offset
+            bumps = p.epoch_bumps
+        assert bumps == 1
+        assert offset is not None
+        return offset, await read_all(cluster, "c2", "t", partition=0)
+
+    offset, values = simulate(scenario, **{"num.partitions": 2, "message.max.bytes": 5_000})
+    assert values == [b"a0", b"a1"]
+    assert offset == 1
+
+
+def test_a_batch_behind_an_unanswered_one_that_expired_is_retried_as_it_was_sent() -> None:
+    """Two batches to one partition are appended and their answers lost; the first
+    expires (its outcome unknown). Its sequence may be taken, so the second must be
+    retried under its own epoch and sequence, not stamped again after an epoch bump,
+    or the leader appends it a second time."""
+
+    async def scenario(cluster: SimCluster) -> tuple[str, int | None, int, list[bytes]]:
+        await wait_for(lambda: cluster.controller() is not None)
+        async with producer(
+            cluster, "c1", request_timeout_ms=1_000, delivery_timeout_ms=3_000
+        ) as p:
+            await p.send_and_wait("t", b"a0")
+            leader = cluster.leader_of("t", 0)
+            assert leader is not None
+            log = cluster.node(leader).running.broker.partitions[("t", 0)].log
+            cluster.network.block(leader, "c1")
+            first = await p.send("t", b"a1")
+            await trio.sleep(0.6)
+            second = await p.send("t", b"a2")
+            await wait_for(lambda: log.log_end_offset == 3)
+            with pytest.raises(UnknownOutcome) as unknown:
+                await first.wait()
+            cluster.network.unblock(leader, "c1")
+            offset = (await second.wait()).offset
+            await p.send_and_wait("t", b"a3")
+            bumps = p.epoch_bumps
+        return str(unknown.value), offset, bumps, await read_all(cluster, "c2", "t")
+
+    error, offset, bumps, values = simulate(scenario)
+    assert "delivery.timeout.ms" in error
+    assert values == [b"a0", b"a1", b"a2", b"a3"]
+    assert offset == 2
+    # The acknowledgement of a2 proved a1's sequence taken: no gap, no new epoch.
+    assert bumps == 0
