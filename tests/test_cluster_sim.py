@@ -9,6 +9,8 @@ replication invariants (`harness.runtime.sim.invariants`) hold throughout.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,7 +20,11 @@ import trio
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.invariants import InvariantMonitor
 from harness.runtime.sim.run import SimSettings, run_sim
+from harness.runtime.sim.scheduler import derive_rng
+from history.writer import HistoryWriter
+from nemesis.target import LinkFault
 from reference_broker.replication.partition import Partition
+from workloads.base import RngSource, WorkloadEnv, WorkloadOptions, read_everything
 from workloads.client import (
     ConsumerConfig,
     DefiniteFailure,
@@ -29,6 +35,7 @@ from workloads.client import (
     UnknownOutcome,
 )
 from workloads.client.consumer import Consumer
+from workloads.recorder import HistoryRecorder
 
 T = TypeVar("T")
 
@@ -288,3 +295,79 @@ def test_a_batch_behind_an_unanswered_one_that_expired_is_retried_as_it_was_sent
     assert offset == 2
     # The acknowledgement of a2 proved a1's sequence taken: no gap, no new epoch.
     assert bumps == 0
+
+
+def test_the_final_read_reaches_acknowledged_offsets_above_a_new_leaders_high_watermark() -> None:
+    """An acks=all write is committed, but the follower elected next never heard the
+    high watermark move past it, and leads alone (its ISR under min.insync.replicas,
+    so its high watermark waits for the ISR to grow back). The end offsets the final
+    read first sees are below the acknowledged offset; it must keep reading until it
+    gets there, or the write looks unseen."""
+    stream = io.BytesIO()
+
+    async def scenario(cluster: SimCluster) -> int:
+        await wait_for(lambda: cluster.controller() is not None)
+
+        def partition(node: str) -> Partition:
+            return cluster.node(node).running.broker.partitions[("t", 0)]
+
+        async with producer(cluster, "c0") as p:
+            for i in range(3):
+                await p.send_and_wait("t", b"%d" % i)
+            leader = cluster.leader_of("t", 0)
+            assert leader is not None
+            replicas = [f"n{r}" for r in partition(leader).replicas]
+            f1, f2 = [n for n in replicas if n != leader]
+            await wait_for(lambda: all(partition(n).log_end_offset == 3 for n in replicas))
+            # The followers get the next write at once, the news that it committed late.
+            for follower in (f1, f2):
+                cluster.network.set_fault(leader, follower, LinkFault(latency_ms=2_000))
+            acked = await p.send_and_wait("t", b"3")
+        assert acked.offset == 3
+        # The majority side {f1 and the two other voters} fences the leader and f2.
+        for a in (leader, f2):
+            for b in cluster.nodes:
+                if b not in (leader, f2):
+                    cluster.network.block(a, b)
+                    cluster.network.block(b, a)
+        f1_id = partition(f1).local_id
+        await wait_for(
+            lambda: cluster.leader_of("t", 0) == f1 and partition(f1).isr == {f1_id}
+        )
+        assert partition(f1).high_watermark == 3
+        start = trio.current_time()
+        recorder = HistoryRecorder(
+            HistoryWriter(stream), lambda: round((trio.current_time() - start) * 1e9)
+        )
+        sent = {"topic": "t", "key": None, "value": 3}
+        recorder.invoke(0, "send", [sent])
+        recorder.complete(0, "ok", "send", [{**sent, "partition": 0, "offset": acked.offset}])
+        env = WorkloadEnv(
+            bootstrap_for=lambda _topic: cluster.bootstrap,
+            network_for=cluster.client_network,
+            clock_ms_for=lambda name: cluster.client_clock(name).now_ms,
+            client_endpoints=["c1"],
+            rng=derive_rng(11, "workload"),
+        )
+        opts = WorkloadOptions(topics=("t",), partitions=1, replication_factor=3,
+                               min_insync_replicas=2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                read_everything, env, opts, recorder, start + 20, RngSource(env.rng, "final")
+            )
+            await trio.sleep(2)
+            cluster.network.heal()  # f2 rejoins the ISR: the high watermark moves on
+        return partition(f1).high_watermark
+
+    high_watermark = run_sim(
+        scenario, seed=11, settings=SimSettings(nodes=5, broker_settings=FAST, quorum=True)
+    ).value
+    assert high_watermark == 4
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    read = [
+        record[2]
+        for e in events
+        if (e["f"], e["type"]) == ("poll", "ok")
+        for record in e["value"].get("t/0", [])
+    ]
+    assert read == [0, 1, 2, 3]
