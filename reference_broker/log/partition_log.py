@@ -610,6 +610,10 @@ class PartitionLog:
         """
         self._check_open()
         if offset >= self._log_end_offset:
+            # No batch goes, but an epoch this node started as leader without writing
+            # anything (assign_epoch_start_offset) does, as in Kafka's UnifiedLog: a
+            # follower must not keep fetching with an epoch its leader never had.
+            self._epochs.truncate_from_end(self._log_end_offset)
             return
         if offset < self.log_start_offset:
             self._truncate_fully_and_start_at(offset)
