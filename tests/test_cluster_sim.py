@@ -23,6 +23,7 @@ from harness.runtime.sim.run import SimSettings, run_sim
 from harness.runtime.sim.scheduler import derive_rng
 from history.writer import HistoryWriter
 from nemesis.target import LinkFault
+from reference_broker.group.offsets_store import partition_for
 from reference_broker.replication.partition import Partition
 from workloads.base import RngSource, WorkloadEnv, WorkloadOptions, read_everything
 from workloads.client import (
@@ -34,7 +35,7 @@ from workloads.client import (
     TopicPartition,
     UnknownOutcome,
 )
-from workloads.client.consumer import Consumer
+from workloads.client.consumer import Consumer, ConsumerRecord
 from workloads.recorder import HistoryRecorder
 
 T = TypeVar("T")
@@ -371,3 +372,95 @@ def test_the_final_read_reaches_acknowledged_offsets_above_a_new_leaders_high_wa
         for record in e["value"].get("t/0", [])
     ]
     assert read == [0, 1, 2, 3]
+
+
+def test_a_consumer_ignores_metadata_older_than_the_epoch_of_its_committed_offset() -> None:
+    """The old leader, cut off from the other brokers, still leads epoch 0 with three
+    records while the new leader's log has six, committed up to 6 in epoch 1. A
+    consumer whose metadata came from the old leader fetches the committed offset
+    with its epoch: it must not fetch from the old leader (which would answer
+    OFFSET_OUT_OF_RANGE for 6 and send the consumer back to the beginning)."""
+    tp = TopicPartition("t", 0)
+    Outcome = tuple[list[bytes | None], int, list[tuple[int, bytes | None]]]
+
+    async def scenario(cluster: SimCluster) -> Outcome:
+        def consumer(client: str, group: str) -> Consumer:
+            config = ConsumerConfig(
+                bootstrap_servers=cluster.bootstrap.split(","),
+                client_id=client,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=50,
+            )
+            network, rng = cluster.client_network(client), cluster.client_rng(client)
+            return Consumer(config, network=network, rng=rng)
+
+        def log_end(node: str) -> int:
+            return cluster.node(node).running.broker.partitions[("t", 0)].log_end_offset
+
+        await wait_for(lambda: cluster.controller() is not None)
+        async with producer(cluster, "c0") as p:
+            for i in range(3):
+                await p.send_and_wait("t", b"a%d" % i)
+        old = cluster.leader_of("t", 0)
+        others = [n for n in cluster.nodes if n != old]
+        await wait_for(lambda: all(log_end(n) == 3 for n in cluster.nodes))
+        async with consumer("c3", "setup") as c:  # creates __consumer_offsets
+            c.assign([tp])
+            await c.commit({tp: 0})
+        offsets_partitions = 3
+        assert FAST["offsets.topic.num.partitions"] == offsets_partitions
+        led = cluster.leader_of
+        await wait_for(lambda: all(led("__consumer_offsets", i) for i in range(offsets_partitions)))
+        # A group whose coordinator stays reachable and current: not on the old leader.
+        group = next(
+            g
+            for g in (f"g{i}" for i in range(50))
+            if cluster.leader_of("__consumer_offsets", partition_for(g, offsets_partitions))
+            in others
+        )
+        net = cluster.network
+        for n in others:
+            net.block(old, n)
+            net.block(n, old)
+        await wait_for(lambda: cluster.leader_of("t", 0) in others)
+        net.block("c1", old)
+        net.block(old, "c1")
+        async with producer(cluster, "c1") as p:
+            for i in range(3, 6):
+                await p.send_and_wait("t", b"a%d" % i)
+        async with consumer("c1", group) as a:
+            a.assign([tp])
+            a.seek_to_beginning([tp])
+            got: list[ConsumerRecord] = []
+            while len(got) < 6:
+                got += await a.poll(0.3)
+            await a.commit()
+        for n in others:
+            net.block("c2", n)
+            net.block(n, "c2")
+        async with consumer("c2", group) as b:
+            await b.cluster.refresh_metadata(["t"])
+            assert b.cluster.leader_for(tp) == int(old[1:])  # what the old leader says
+            for n in others:
+                net.unblock("c2", n)
+                net.unblock(n, "c2")
+            b.assign([tp])
+            values: list[ConsumerRecord] = []
+            for _ in range(5):
+                values += await b.poll(0.3)
+            position = await b.position(tp)
+            net.heal()
+            async with producer(cluster, "c1") as p:
+                await p.send_and_wait("t", b"a6")
+            later: list[ConsumerRecord] = []
+            with trio.fail_after(20):
+                while not later:
+                    later = await b.poll(0.3)
+        return [r.value for r in values], position, [(r.offset, r.value) for r in later]
+
+    values, position, later = simulate(scenario)
+    assert values == []
+    assert position == 6
+    assert later == [(6, b"a6")]
