@@ -10,6 +10,11 @@ from each partition leader with fetch.max.wait.ms / fetch.min.bytes long polls.
 Positions move only when records are handed out by `poll()`, so `position(tp)` is
 always the offset of the next record the application will see, and the offset a
 commit of "everything polled so far" stores, as Kafka defines it.
+
+Leader epochs follow KIP-320: fetches name the leader epoch the metadata gave (a
+broker still leading an older epoch answers FENCED_LEADER_EPOCH), a commit of the
+consumed position carries the epoch of the record before it, and the epochs of
+fetched batches and committed offsets make metadata of older epochs unusable.
 """
 
 from __future__ import annotations
