@@ -365,6 +365,23 @@ def test_truncate_to_cuts_whole_batches_and_forgets_later_epochs(tmp_path: Path)
     assert all_records(reopened) == [*enumerate(values(50)), (50, b"new")]
 
 
+def test_truncate_to_the_log_end_forgets_an_epoch_started_without_records(
+    tmp_path: Path,
+) -> None:
+    # A leader in epoch 1 that wrote nothing, then a follower of a leader whose log
+    # says epoch 0 ends here: the truncation it is told to do must drop epoch 1, or
+    # every fetch names epoch 1 again and diverges again.
+    log = open_log(tmp_path)
+    log.append_as_leader(build_batch(values(3)), 0)
+    log.assign_epoch_start_offset(1)
+    assert log.latest_epoch == 1
+    log.truncate_to(3)
+    assert log.latest_epoch == 0
+    assert log.log_end_offset == 3
+    assert log.end_offset_for_epoch(0) == (0, 3)
+    assert all_records(log) == list(enumerate(values(3)))
+
+
 def test_follower_append_keeps_offsets_and_epochs(tmp_path: Path) -> None:
     leader = open_log(tmp_path / "leader")
     for epoch in (2, 2, 7):

@@ -468,6 +468,31 @@ async def test_a_new_leader_wins_and_the_old_leaders_uncommitted_suffix_is_trunc
     await wait_until(lambda: converged(sim, "t"))
 
 
+async def test_a_follower_drops_an_epoch_it_led_without_writing_and_catches_up(
+    sim: ReplicationSim, autojump_clock: trio.testing.MockClock
+) -> None:
+    await sim.topic("t", min_insync_replicas="2")
+    conn = await sim.connect(1)
+    assert (await produce(conn, "t", record_batch([b"a"] * 3))).error_code == 0
+    await wait_until(lambda: converged(sim, "t"))
+    # Only n2 hears that it leads epoch 1; it starts the epoch at 3 and writes nothing.
+    sim.table.reachable = {2}
+    await sim.table.elect("t", leader=2)
+    assert sim[2].partition("t").log.latest_epoch == 1
+    # Then n3 is elected in epoch 2: in its log epoch 0 ends at 3, where n2 stands.
+    sim.table.reachable = set(NODES)
+    await sim.table.elect("t", leader=3)
+    # n2 truncates to 3 (nothing to cut) and must forget epoch 1 there, else it fetches
+    # with epoch 1 forever and diverges forever.
+    with trio.fail_after(5):
+        await wait_until(lambda: sim[2].partition("t").log.latest_epoch == 0)
+    new = await sim.connect(3)
+    assert (await produce(new, "t", record_batch([b"b"]))).error_code == 0
+    with trio.fail_after(5):
+        await wait_until(lambda: converged(sim, "t"))
+    assert sim[2].partition("t").log.latest_epoch == 2
+
+
 async def test_idempotent_producer_dedup_survives_a_leader_change(
     sim: ReplicationSim, autojump_clock: trio.testing.MockClock
 ) -> None:

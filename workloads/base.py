@@ -244,7 +244,9 @@ async def read_everything(
 ) -> None:
     """The final phase every workload shares: for each topic group a fresh process
     assigns every log from the beginning and polls until its position reaches the end
-    offsets seen when it started, or `deadline`. A process retired by an `info` is
+    offsets seen when it started and every offset a send was acknowledged at, or
+    `deadline`. (A leader elected after faults may hold committed records above its
+    high watermark until its ISR grows back.) A process retired by an `info` is
     replaced and the replacement starts over from the beginning."""
     async with trio.open_nursery() as nursery:
         for group in topic_groups(env, opts):
@@ -284,6 +286,8 @@ async def _read_group(
                     if ends is None:
                         try:
                             ends = await s.end_offsets(logs)
+                            acked = recorder.acknowledged_ends
+                            ends = {log: max(end, acked.get(log, 0)) for log, end in ends.items()}
                         except (OpUnknown, OpFailed):
                             await trio.sleep(_FINAL_POLL_WAIT_S)
                             continue

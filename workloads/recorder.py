@@ -39,6 +39,9 @@ class HistoryRecorder:
         self._next_value = 0
         # Completions by type, for the runner's live progress line.
         self.completions: Counter[str] = Counter()
+        # Per log, one past the highest offset an `ok` send reported: the final read
+        # must get there, whatever the end offsets said when it started.
+        self.acknowledged_ends: dict[str, int] = {}
 
     def new_process(self) -> int:
         """A process number never used before in this run."""
@@ -72,6 +75,14 @@ class HistoryRecorder:
         """
         self.writer.append(process, type, f, value, time=self._now_ns(), error=error, **extra)
         self.completions[type] += 1
+        if f == "send" and type == "ok" and isinstance(value, list):
+            ends = self.acknowledged_ends
+            for m in value:
+                offset = m.get("offset")
+                partition = m.get("partition")
+                if offset is not None and partition is not None:
+                    log = f"{m['topic']}/{partition}"
+                    ends[log] = max(ends.get(log, 0), offset + 1)
 
     async def perform(
         self,

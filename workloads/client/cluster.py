@@ -129,6 +129,10 @@ class Cluster:
         ]
         self.brokers: dict[int, BrokerAddress] = {}
         self.topics: dict[str, TopicInfo] = {}
+        # The newest leader epoch seen per partition (metadata, fetched batches, committed
+        # offsets): metadata naming an older one comes from a broker that has not heard
+        # of the newer leader, and is not used (Java's Metadata, KIP-320).
+        self._seen_epochs: dict[TopicPartition, int] = {}
         self._connections: dict[tuple[int, str], Connection] = {}
         self._dial_locks: dict[tuple[int, str], trio.Lock] = {}
         self._metadata_lock = trio.Lock()
@@ -304,13 +308,29 @@ class Cluster:
         self.brokers = {
             b.node_id: BrokerAddress(b.node_id, b.host, b.port) for b in response.brokers
         }
+        seen_epochs = self._seen_epochs
         for t in response.topics:
             info = TopicInfo(t.name, t.error_code)
+            previous = self.topics.get(t.name)
             for p in t.partitions:
+                tp = TopicPartition(t.name, p.partition_index)
+                seen = seen_epochs.get(tp, -1)
+                epoch = p.leader_epoch
+                if 0 <= epoch < seen:
+                    # Stale: keep what we knew if it is as new, else no leader for now.
+                    old = previous.partitions.get(p.partition_index) if previous else None
+                    if old is not None and old.leader_epoch >= seen:
+                        info.partitions[p.partition_index] = old
+                        continue
+                    leader = -1
+                else:
+                    leader = p.leader_id
+                    if epoch > seen:
+                        seen_epochs[tp] = epoch
                 info.partitions[p.partition_index] = PartitionInfo(
                     p.partition_index,
-                    p.leader_id,
-                    p.leader_epoch,
+                    leader,
+                    epoch,
                     list(p.replica_nodes),
                     list(p.isr_nodes),
                     p.error_code,
@@ -346,6 +366,26 @@ class Cluster:
         if info is None or info.leader < 0:
             return None
         return info.leader
+
+    def leader_epoch_for(self, tp: TopicPartition) -> int:
+        """The leader epoch of the partition's leader as last reported (-1 if unknown)."""
+        topic = self.topics.get(tp.topic)
+        info = topic.partitions.get(tp.partition) if topic is not None else None
+        return -1 if info is None or info.leader < 0 else info.leader_epoch
+
+    def observe_leader_epoch(self, tp: TopicPartition, epoch: int) -> None:
+        """A leader epoch seen in data (a fetched batch, a committed offset).
+
+        Cached metadata of an older epoch loses its leader: it may be a broker that
+        has not heard of the newer one, so the next use refreshes the metadata.
+        """
+        if epoch <= self._seen_epochs.get(tp, -1):
+            return
+        self._seen_epochs[tp] = epoch
+        topic = self.topics.get(tp.topic)
+        info = topic.partitions.get(tp.partition) if topic is not None else None
+        if info is not None and info.leader_epoch < epoch:
+            info.leader = -1
 
     def partitions_for(self, topic: str) -> list[int]:
         """Known partition ids of a topic, sorted (empty if unknown)."""

@@ -10,6 +10,11 @@ from each partition leader with fetch.max.wait.ms / fetch.min.bytes long polls.
 Positions move only when records are handed out by `poll()`, so `position(tp)` is
 always the offset of the next record the application will see, and the offset a
 commit of "everything polled so far" stores, as Kafka defines it.
+
+Leader epochs follow KIP-320: fetches name the leader epoch the metadata gave (a
+broker still leading an older epoch answers FENCED_LEADER_EPOCH), a commit of the
+consumed position carries the epoch of the record before it, and the epochs of
+fetched batches and committed offsets make metadata of older epochs unusable.
 """
 
 from __future__ import annotations
@@ -74,15 +79,19 @@ class ConsumerRecord:
     value: bytes | None
     timestamp_ms: int
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    # The leader epoch of the batch it came in (-1 if unknown).
+    leader_epoch: int = -1
 
 
 class _Assigned:
     """Per-partition fetch state: position, pending reset, buffered records."""
 
-    __slots__ = ("buffer", "next_fetch", "position", "reset")
+    __slots__ = ("buffer", "next_fetch", "position", "position_epoch", "reset")
 
     def __init__(self) -> None:
         self.position: int | None = None
+        # Leader epoch of the record before `position` (-1 if unknown), committed with it.
+        self.position_epoch = -1
         self.reset: int | None = None  # EARLIEST / LATEST when a seek-to was asked
         self.buffer: deque[ConsumerRecord] = deque()
         self.next_fetch: int | None = None
@@ -255,6 +264,7 @@ class Consumer:
         """Make `offset` the next one `poll()` returns for `tp`."""
         state = self._state(tp)
         state.position = offset
+        state.position_epoch = -1
         state.reset = None
         state.buffer.clear()
         state.next_fetch = None
@@ -294,10 +304,10 @@ class Consumer:
             return
         need_committed = [tp for tp in missing if self._assigned[tp].reset is None]
         if self.config.group_id and need_committed:
-            committed = await self.committed(need_committed)
-            for tp, offset in committed.items():
-                if offset is not None and tp in self._assigned:
-                    self._assigned[tp].position = offset
+            committed = await self._fetch_committed(need_committed)
+            for tp, found in committed.items():
+                if found is not None and tp in self._assigned:
+                    self._assigned[tp].position, self._assigned[tp].position_epoch = found
         by_strategy: dict[int, list[TopicPartition]] = {}
         for tp in missing:
             state = self._assigned.get(tp)
@@ -318,6 +328,7 @@ class Consumer:
                 state = self._assigned.get(tp)
                 if state is not None and state.position is None:
                     state.position = offset
+                    state.position_epoch = -1
                     state.reset = None
 
     async def list_offsets(
@@ -345,7 +356,9 @@ class Consumer:
                             partitions=[
                                 part_cls(
                                     partition_index=p,
-                                    current_leader_epoch=-1,
+                                    current_leader_epoch=cluster.leader_epoch_for(
+                                        TopicPartition(t, p)
+                                    ),
                                     timestamp=timestamp,
                                     max_num_offsets=1,
                                 )
@@ -452,6 +465,7 @@ class Consumer:
                 record = buffer.popleft()
                 out.append(record)
                 state.position = record.offset + 1
+                state.position_epoch = record.leader_epoch
             if not buffer and state.next_fetch is not None:
                 if state.position is None or state.next_fetch > state.position:
                     state.position = state.next_fetch
@@ -550,8 +564,12 @@ class Consumer:
         request, fields = self._fetch_request(leader, tps)
         # Round up: a sub-millisecond remainder sent as 0 would spin without time passing.
         request.max_wait_ms = math.ceil(max_wait_s * 1000)
+        leader_epoch_for = self.cluster.leader_epoch_for
         for tp, field_ in zip(tps, fields, strict=True):
             field_.fetch_offset = positions[tp]
+            # A broker that still leads an older epoch (it has not heard of the newer
+            # leader) answers FENCED_LEADER_EPOCH instead of serving its stale log.
+            field_.current_leader_epoch = leader_epoch_for(tp)
         try:
             response = await self.cluster.send(leader, request)
         except (ConnectionLostError, RequestTimedOutError):
@@ -615,6 +633,8 @@ class Consumer:
             next_fetch = max(next_fetch, batch.next_offset)
             if batch.is_control_batch:
                 continue
+            epoch = batch.leader_epoch
+            self.cluster.observe_leader_epoch(tp, epoch)
             for record in batch:
                 if record.offset < position:
                     continue
@@ -627,6 +647,7 @@ class Consumer:
                         record.value,
                         record.timestamp,
                         list(record.headers),
+                        epoch,
                     )
                 )
         state.next_fetch = next_fetch
@@ -745,9 +766,13 @@ class Consumer:
     ) -> OffsetCommitRequest:
         topic_cls = OffsetCommitRequest.OffsetCommitRequestTopic
         part_cls = topic_cls.OffsetCommitRequestPartition
-        by_topic: dict[str, list[tuple[int, int]]] = {}
+        by_topic: dict[str, list[tuple[int, int, int]]] = {}
         for tp, offset in offsets.items():
-            by_topic.setdefault(tp.topic, []).append((tp.partition, offset))
+            # Committing the consumed position: with the epoch of the record before it, so
+            # the next owner knows not to trust metadata older than that (KIP-320).
+            state = self._assigned.get(tp)
+            epoch = state.position_epoch if state is not None and state.position == offset else -1
+            by_topic.setdefault(tp.topic, []).append((tp.partition, offset, epoch))
         return OffsetCommitRequest(
             group_id=group_id,
             generation_id_or_member_epoch=generation,
@@ -761,11 +786,11 @@ class Consumer:
                         part_cls(
                             partition_index=p,
                             committed_offset=o,
-                            committed_leader_epoch=-1,
+                            committed_leader_epoch=e,
                             commit_timestamp=-1,
                             committed_metadata="",
                         )
-                        for p, o in sorted(ps)
+                        for p, o, e in sorted(ps)
                     ],
                 )
                 for t, ps in by_topic.items()
@@ -784,6 +809,13 @@ class Consumer:
 
     async def committed(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The group's committed offsets for `tps` (None where nothing is committed)."""
+        found = await self._fetch_committed(tps)
+        return {tp: None if c is None else c[0] for tp, c in found.items()}
+
+    async def _fetch_committed(
+        self, tps: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, int] | None]:
+        """(offset, leader epoch) committed for each of `tps`, None where nothing is."""
         group_id = self.config.group_id
         if not group_id:
             raise KafkaClientError("committed() needs group.id")
@@ -823,10 +855,12 @@ class Consumer:
                 continue
             if code:
                 raise BrokerError(code, f"OffsetFetch for group {group_id!r}")
-            out: dict[TopicPartition, int | None] = dict.fromkeys(tps)
+            out: dict[TopicPartition, tuple[int, int] | None] = dict.fromkeys(tps)
             for t in response.topics:
                 for p in t.partitions:
                     tp = TopicPartition(t.name, p.partition_index)
                     if p.error_code == 0 and p.committed_offset >= 0:
-                        out[tp] = p.committed_offset
+                        epoch = getattr(p, "committed_leader_epoch", -1)
+                        self.cluster.observe_leader_epoch(tp, epoch)
+                        out[tp] = (p.committed_offset, epoch)
             return out

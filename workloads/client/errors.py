@@ -9,8 +9,9 @@ two kinds of exception, and the difference is the whole point of a Jepsen histor
     topic does not exist, the message is over `max.request.size`), or every request
     that did leave was answered by the broker with an error that Kafka defines as
     "this batch was rejected and not written" (MESSAGE_TOO_LARGE, INVALID_RECORD,
-    CORRUPT_MESSAGE, NOT_LEADER_OR_FOLLOWER before retries ran out,
-    OUT_OF_ORDER_SEQUENCE_NUMBER, authorization errors, ...).
+    CORRUPT_MESSAGE, OUT_OF_ORDER_SEQUENCE_NUMBER, authorization errors, ...).
+    NOT_LEADER_OR_FOLLOWER is such an answer only under acks=0/1; see
+    `APPENDED_MAYBE_ACKS_ALL`.
 
 `UnknownOutcome` -> the history records `info`
     At least one request carrying the records was written to the connection and
@@ -143,6 +144,12 @@ class ProducerFencedError(DefiniteFailure):
 # Codes where the broker may have appended although it answered with an error: the
 # leader wrote the batch locally and then could not satisfy acks=all in time.
 APPENDED_MAYBE = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
+
+# Under acks=all also NOT_LEADER_OR_FOLLOWER: the leader appends first and then waits
+# for the ISR, and if it stops leading meanwhile it answers NOT_LEADER_OR_FOLLOWER
+# (Kafka's DelayedProduce), the same code it gives a batch it refused outright. The
+# batch may still be committed: a follower that fetched it can be the next leader.
+APPENDED_MAYBE_ACKS_ALL = APPENDED_MAYBE | {6}
 
 # Codes that say the client's metadata is stale: refresh before retrying.
 STALE_METADATA = frozenset({3, 5, 6, 9, 74, 75})

@@ -15,9 +15,15 @@ Failure handling follows the Java client:
 - with enable.idempotence the producer gets a producer id (InitProducerId), stamps
   each batch with its epoch and per-partition sequence when first drained, sends
   retried batches in sequence order and only once the partition has nothing else
-  in flight, and bumps its epoch locally (resetting every sequence to 0) after a
-  sequenced batch failed or timed out, so that later batches are not rejected
-  for a sequence gap;
+  in flight, and bumps its epoch locally after a sequenced batch certainly failed,
+  restarting that partition's sequences at 0 so that later batches are not rejected
+  for a sequence gap. As in Java's TransactionManager, every other partition keeps
+  the epoch its sequences were stamped with until nothing of it is in flight or
+  waiting for a retry: a batch that may already be in the log must be retried as it
+  was sent, or the broker cannot recognise it as a duplicate. A batch that may have
+  been appended and then failed leaves its partition's sequence unresolved: new
+  batches wait until the partition's earlier ones are done, and the epoch is bumped
+  for it only if none of them was acknowledged after it;
 - every batch remembers whether any attempt may have reached the broker without an
   answer (`maybe_appended`); that decides between `DefiniteFailure` and
   `UnknownOutcome` when it finally fails (see errors.py).
@@ -46,6 +52,7 @@ from .config import ProducerConfig
 from .connection import Connection
 from .errors import (
     APPENDED_MAYBE,
+    APPENDED_MAYBE_ACKS_ALL,
     STALE_METADATA,
     AuthorizationError,
     BrokerError,
@@ -203,13 +210,30 @@ class Delivery:
 class _PartitionState:
     """Per-partition sender state: queued batches, in-flight batches, sequences."""
 
-    __slots__ = ("in_flight", "last_acked_sequence", "next_sequence", "queue")
+    __slots__ = (
+        "in_flight",
+        "last_acked_sequence",
+        "next_sequence",
+        "producer_epoch",
+        "producer_id",
+        "queue",
+        "unresolved",
+    )
 
     def __init__(self) -> None:
         self.queue: deque[_Batch] = deque()
         self.in_flight: list[_Batch] = []
+        # The producer id and epoch this partition's sequences belong to.
+        self.producer_id = -1
+        self.producer_epoch = -1
         self.next_sequence = 0
         self.last_acked_sequence = -1
+        # A batch that may be in the log failed: is its sequence taken or a gap?
+        self.unresolved = False
+
+    def has_sequenced(self) -> bool:
+        """Whether a batch stamped with a sequence is in flight or waits for a retry."""
+        return bool(self.in_flight) or any(b.base_sequence is not None for b in self.queue)
 
 
 class Producer:
@@ -242,6 +266,8 @@ class Producer:
         self.producer_id = -1
         self.producer_epoch = -1
         self._epoch_bump_required = False
+        # Partitions whose sequences restart at 0 under the next epoch.
+        self._rewrite: set[TopicPartition] = set()
         self._fatal: KafkaClientError | None = None
         self._buffered_bytes = 0
         self._space = trio.Event()
@@ -524,6 +550,19 @@ class Producer:
                 # A retried idempotent batch goes out only once nothing of its partition is
                 # in flight, so sequences reach the broker in order.
                 continue
+            if config.enable_idempotence and batch.base_sequence is None:
+                if state.unresolved:
+                    continue
+                if (state.producer_id, state.producer_epoch) != (
+                    self.producer_id,
+                    self.producer_epoch,
+                ):
+                    if state.in_flight:
+                        continue  # batches of the old epoch first
+                    state.producer_id = self.producer_id
+                    state.producer_epoch = self.producer_epoch
+                    state.next_sequence = 0
+                    state.last_acked_sequence = -1
             leader = self.cluster.leader_for(tp)
             if leader is None:
                 self._metadata_stale.add(tp.topic)
@@ -538,8 +577,8 @@ class Producer:
             queue.popleft()
             batch.closed = True
             if config.enable_idempotence and batch.base_sequence is None:
-                batch.producer_id = self.producer_id
-                batch.producer_epoch = self.producer_epoch
+                batch.producer_id = state.producer_id
+                batch.producer_epoch = state.producer_epoch
                 batch.base_sequence = state.next_sequence
                 state.next_sequence = (state.next_sequence + len(batch)) & 0x7FFFFFFF
                 batch.encoded = None
@@ -659,6 +698,7 @@ class Producer:
             state = self._partitions[b.tp]
             if b in state.in_flight:
                 state.in_flight.remove(b)
+            self._maybe_resolve(b.tp, state)
         # The sender cares about a freed slot only if something waits to go out (or an
         # epoch bump waits for the partitions to drain).
         if self._epoch_bump_required or any(s.queue for s in self._partitions.values()):
@@ -677,23 +717,26 @@ class Producer:
             return
         message = getattr(pr, "error_message", None)
         context = f"Produce to {batch.tp}"
-        if code in APPENDED_MAYBE:
+        if code in (APPENDED_MAYBE_ACKS_ALL if self.config.acks == -1 else APPENDED_MAYBE):
             batch.maybe_appended = True
         if code in STALE_METADATA:
             self._metadata_stale.add(batch.tp.topic)
         if code == 45 and batch.base_sequence is not None:  # OUT_OF_ORDER_SEQUENCE_NUMBER
-            if batch.base_sequence != state.last_acked_sequence + 1 or self._epoch_bump_required:
+            if not state.unresolved and (
+                batch.base_sequence != state.last_acked_sequence + 1 or batch.tp in self._rewrite
+            ):
                 # An earlier batch of this partition failed or is being retried: retry
                 # this one in order behind it.
                 self._requeue(batch)
                 return
-            self._epoch_bump_required = True
+            # Not in the log (neither appended in sequence nor a duplicate): a gap.
+            self._request_rewrite(batch.tp)
             self._fail(batch, ProduceFailed(_describe(code, context, message), code))
             return
         if code == 59 and batch.base_sequence is not None:  # UNKNOWN_PRODUCER_ID
             # The broker forgot our producer state (e.g. retention removed it): restart
             # sequences under a new epoch and retry (KIP-360).
-            self._epoch_bump_required = True
+            self._request_rewrite(batch.tp)
             self._requeue(batch)
             return
         if code in (47, 90):  # INVALID_PRODUCER_EPOCH, PRODUCER_FENCED
@@ -767,18 +810,43 @@ class Producer:
         elif batch.maybe_appended:
             final = ProduceOutcomeUnknown(
                 f"{len(batch)} record(s) to {batch.tp} may or may not be in the log: an attempt "
-                f"was sent and not answered; last error: {error}"
+                f"may have been appended without being acknowledged; last error: {error}"
             )
         else:
             final = ProduceFailed(
                 f"{len(batch)} record(s) to {batch.tp} were not appended: {error}",
                 getattr(error, "code", None),
             )
-        if batch.base_sequence is not None:
-            # A sequence that will never be acknowledged leaves a gap: restart sequences.
-            self._epoch_bump_required = True
+        if batch.base_sequence is not None and batch.tp not in self._rewrite:
+            state = self._partitions[batch.tp]
+            if batch.maybe_appended:
+                # Its sequence may be taken: only later acknowledgements can tell.
+                state.unresolved = True
+                self._maybe_resolve(batch.tp, state)
+            else:
+                # A sequence that will never be acknowledged leaves a gap.
+                self._request_rewrite(batch.tp)
         batch.error = final
         self._finish(batch)
+
+    def _request_rewrite(self, tp: TopicPartition) -> None:
+        """Restart `tp`'s sequences at 0 under a new epoch once nothing is in flight."""
+        self._rewrite.add(tp)
+        self._epoch_bump_required = True
+        self._wake()
+
+    def _maybe_resolve(self, tp: TopicPartition, state: _PartitionState) -> None:
+        """Settle an unresolved sequence once nothing of the partition is pending.
+
+        If the last acknowledged sequence is the last one sent, a batch after the failed
+        one was appended, so the failed one was too; otherwise the sequence may have a
+        gap, and the partition restarts under a new epoch (Java's maybeResolveSequences).
+        """
+        if not state.unresolved or state.has_sequenced():
+            return
+        state.unresolved = False
+        if (state.last_acked_sequence + 1) & 0x7FFFFFFF != state.next_sequence:
+            self._request_rewrite(tp)
 
     def _finish(self, batch: _Batch) -> None:
         if batch.done.is_set():
@@ -857,7 +925,11 @@ class Producer:
         )
 
     async def _bump_epoch(self) -> None:
-        """Restart every partition's sequences at 0 under a new epoch (Java's local bump)."""
+        """A new epoch (Java's local bump); the partitions that asked restart at sequence 0.
+
+        Their waiting batches cannot be in the log (a gap precedes them), so they are
+        stamped again. Other partitions move to the new epoch when their batches are done.
+        """
         self._epoch_bump_required = False
         self.epoch_bumps += 1
         if self.producer_epoch >= _MAX_EPOCH:
@@ -865,9 +937,14 @@ class Producer:
             await self._init_producer_id()
         else:
             self.producer_epoch += 1
-        for state in self._partitions.values():
+        rewrite, self._rewrite = self._rewrite, set()
+        for tp in rewrite:
+            state = self._partitions[tp]
+            state.producer_id = self.producer_id
+            state.producer_epoch = self.producer_epoch
             state.next_sequence = 0
             state.last_acked_sequence = -1
+            state.unresolved = False
             for batch in state.queue:
                 if batch.base_sequence is not None:
                     batch.producer_id = self.producer_id
