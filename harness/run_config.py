@@ -114,6 +114,9 @@ class RunConfig:
         True, "Producer enable.idempotence.", default_text="true with --acks all",
         derive=lambda v: v["acks"] == "all")
     unclean_leader_election: bool = setting(False, "unclean.leader.election.enable.")
+    replica_lag_time_max_ms: int = setting(
+        30_000, "replica.lag.time.max.ms: a follower this far behind leaves the ISR.",
+        minimum=1)
     flush: str = setting(
         "never", "fsync policy: every (log.flush.interval.messages=1), N ms "
         "(log.flush.interval.ms=N) or never (Kafka's default).", check=_check_flush)
@@ -165,6 +168,7 @@ class RunConfig:
             "default.replication.factor": self.replication_factor,
             "min.insync.replicas": self.min_insync_replicas,
             "unclean.leader.election.enable": self.unclean_leader_election,
+            "replica.lag.time.max.ms": self.replica_lag_time_max_ms,
             # As Jepsen's Kafka test does: the 3 s default only delays every run's first join.
             "group.initial.rebalance.delay.ms": 0,
         }
