@@ -15,6 +15,7 @@ from harness.campaign.results import CampaignResults, judge
 from harness.campaign.summary import CampaignInfo, campaign_json, terminal_table
 from harness.campaign.task import RunRecord
 from harness.report.campaign import render_campaign
+from harness.run_config import RunConfig
 
 SAFE = Expectation.parse("safe")
 LOSSY = Expectation.parse("lossy-ok", ["lost-write"])
@@ -30,8 +31,9 @@ def record(cell_index: int, seed: int, bad: tuple[str, ...] = (), *,
            error: str | None = None, valid: bool | str | None = None) -> RunRecord:
     if valid is None and error is None:
         valid = not bad
+    config = RunConfig.build({"time-limit": 5.0, "nemesis": "none", "seed": seed}).to_json()
     return RunRecord(cell=cell_index, seed=seed, run_name=f"{cell_index:02d}-run-s{seed}",
-                     valid=valid, counts=dict.fromkeys(bad, 2), bad=bad,
+                     valid=valid, config=config, counts=dict.fromkeys(bad, 2), bad=bad,
                      examples={k: f"indices [1, 2], log t1/0 ({k})" for k in bad},
                      availability={"share": 0.5, "final_heal_s": 10.0, "recovery_s": 1.5},
                      error=error)
@@ -60,7 +62,7 @@ def test_a_run_that_could_not_run_is_an_error() -> None:
 def results_of(cells: list[Cell], records: list[RunRecord]) -> CampaignResults:
     results = CampaignResults(Matrix("t", tuple(cells), (1, 2, 3)))
     for r in records:
-        results.add(r)
+        results.add(r, f"faultline replay results/runs/{r.run_name}")
     return results
 
 
@@ -117,7 +119,7 @@ def test_families_count_runs_and_mark_violations() -> None:
 def campaign_data(tmp_path: Path, results: CampaignResults) -> dict[str, Any]:
     info = CampaignInfo(command="faultline campaign --test", engine="test", created="now",
                         started_monotonic=0.0)
-    return campaign_json(results, tmp_path, info, wall_seconds=12.0)
+    return campaign_json(results, info, wall_seconds=12.0)
 
 
 def test_junit_has_a_case_per_configuration_and_seed_with_reasons(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 Runs are planned seed-major (every configuration's first seed, then every second
 seed, ...), so a campaign stopped early by its time budget still covers every
 configuration. At most `engine.slots + 1` runs are handed out at a time, so stop rules
-act promptly and a worker never waits on the campaign. After every run `campaign.json`
-is rewritten, so whatever ends the campaign (a stop rule, Ctrl-C, a crash) leaves the
-runs finished so far and a matrix of them.
+act promptly and a worker never waits on the campaign. As runs finish `campaign.json`
+is rewritten (at most every `SAVE_EVERY_S`, and at the end), so whatever ends the
+campaign (a stop rule, Ctrl-C, a crash) leaves the runs finished so far and a matrix of
+them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from harness.campaign.engines import Engine
 from harness.campaign.matrix import Matrix
 from harness.campaign.results import ERROR, VIOLATED, CampaignResults, Judgement
 from harness.campaign.task import RunRecord, RunRequest, unpack
+from harness.run_config import RunConfig
+from harness.runner import reproduce_command
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class StopRules:
 
 
 FAILED = (VIOLATED, ERROR)
+# campaign.json is rewritten at most this often while runs finish (and always at the end).
+SAVE_EVERY_S = 1.0
 
 
 def plan(matrix: Matrix) -> list[RunRequest]:
@@ -68,6 +73,7 @@ def run_campaign(
     started = time.monotonic()
     stopping = False
     save(results)
+    saved = started
     try:
         while pending or in_flight:
             while not stopping and pending and len(in_flight) < engine.slots + 1:
@@ -82,10 +88,14 @@ def run_campaign(
             judgement = None
             if record is not None:
                 in_flight.discard(record.run_name)
+                run_dir = folder / "runs" / record.run_name
                 if record.archive:
-                    unpack(record.archive, folder / "runs" / record.run_name)
-                judgement = results.add(record)
-                save(results)
+                    unpack(record.archive, run_dir)
+                judgement = results.add(record, reproduce_command(
+                    RunConfig.from_json(record.config), run_dir))
+                if time.monotonic() - saved >= SAVE_EVERY_S:
+                    save(results)
+                    saved = time.monotonic()
             on_change(results, record, judgement)
             reason = _stop_reason(results, rules, judgement, time.monotonic() - started)
             if reason and not stopping:

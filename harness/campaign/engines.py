@@ -56,7 +56,8 @@ class Engine(Protocol):
 def _lost(request: RunRequest, error: BaseException) -> RunRecord:
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     return RunRecord(cell=request.cell, seed=request.seed, run_name=request.run_name,
-                     valid=None, error=f"the worker running it failed: {detail}")
+                     valid=None, config=request.config,
+                     error=f"the worker running it failed: {detail}")
 
 
 class _Completions:

@@ -173,13 +173,15 @@ class CampaignResults:
     not_started: int = 0
     stopped: str | None = None  # why the campaign stopped early, if it did
     interrupted: bool = False
+    replays: dict[str, str] = field(default_factory=dict)  # run name -> reproduce command
 
     def __post_init__(self) -> None:
         if not self.cells:
             self.cells = [CellResults(cell) for cell in self.matrix.cells]
 
-    def add(self, record: RunRecord) -> Judgement:
-        """Judge and keep a finished run."""
+    def add(self, record: RunRecord, replay: str = "") -> Judgement:
+        """Judge and keep a finished run, with the command that reproduces it."""
+        self.replays[record.run_name] = replay
         return self.cells[record.cell].add(record)
 
     @property

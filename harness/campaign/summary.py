@@ -16,7 +16,6 @@ from typing import Any
 
 from checkers.anomalies import FAMILIES
 from harness.campaign.results import CampaignResults
-from harness.runner import reproduce_command
 
 CAMPAIGN_FILE = "campaign.json"
 
@@ -31,22 +30,11 @@ class CampaignInfo:
     started_monotonic: float
 
 
-def replay_commands(results: CampaignResults, folder: Path) -> dict[str, str]:
-    """Run name -> the command that reproduces it."""
-    commands = {}
-    for cell in results.cells:
-        for record, _ in cell.runs:
-            config = cell.cell.config(record.seed)
-            commands[record.run_name] = reproduce_command(
-                config, folder / "runs" / record.run_name)
-    return commands
-
-
-def campaign_json(results: CampaignResults, folder: Path, info: CampaignInfo,
+def campaign_json(results: CampaignResults, info: CampaignInfo,
                   wall_seconds: float) -> dict[str, Any]:
     """The whole campaign as campaign.json holds it."""
     matrix = results.matrix
-    replay = replay_commands(results, folder)
+    replay = results.replays
     planned = len(matrix.seeds) * len(matrix.runnable)
     runs = []
     sim_seconds = 0.0
@@ -55,8 +43,7 @@ def campaign_json(results: CampaignResults, folder: Path, info: CampaignInfo,
             sim_seconds += record.run_seconds
             runs.append({**record.to_json(), "outcome": judgement.outcome,
                          "violations": list(judgement.violations),
-                         "replay": replay[record.run_name],
-                         "config": cell.cell.config(record.seed).to_json()})
+                         "replay": replay.get(record.run_name, "")})
     runs.sort(key=lambda r: (r["seed"], r["cell"]))
     done = results.runs
     return {

@@ -42,6 +42,7 @@ class RunRecord:
     seed: int
     run_name: str
     valid: bool | str | None  # None: the run did not finish (see `error`)
+    config: dict[str, Any] = field(default_factory=dict)  # RunConfig.to_json() of the run
     counts: dict[str, int] = field(default_factory=dict)  # every anomaly type found
     bad: tuple[str, ...] = ()  # types outside the run's allowed set
     examples: dict[str, str] = field(default_factory=dict)  # type -> first evidence, one line
@@ -57,6 +58,7 @@ class RunRecord:
         """As written into campaign.json (without the archive)."""
         return {
             "cell": self.cell, "seed": self.seed, "run": self.run_name, "valid": self.valid,
+            "config": self.config,
             "counts": self.counts, "bad": list(self.bad), "examples": self.examples,
             "availability": self.availability, "history_sha256": self.history_sha256,
             "events": self.events, "run_seconds": round(self.run_seconds, 3),
@@ -95,6 +97,7 @@ def execute(request: RunRequest) -> RunRecord:
             seed=request.seed,
             run_name=request.run_name,
             valid=verdict["valid"],
+            config=request.config,
             counts=dict(verdict["counts"]),
             bad=tuple(verdict["bad_anomaly_types"]),
             examples={kind: first_example(items)
@@ -110,8 +113,8 @@ def execute(request: RunRequest) -> RunRecord:
 
 def _failed(request: RunRequest, error: str, run_dir: Path, started: float) -> RunRecord:
     return RunRecord(cell=request.cell, seed=request.seed, run_name=request.run_name,
-                     valid=None, error=error, wall_seconds=time.monotonic() - started,
-                     archive=pack(run_dir))
+                     valid=None, config=request.config, error=error,
+                     wall_seconds=time.monotonic() - started, archive=pack(run_dir))
 
 
 def pack(folder: Path) -> bytes:

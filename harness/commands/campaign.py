@@ -104,7 +104,6 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     from harness.campaign.summary import (
         CampaignInfo,
         campaign_json,
-        replay_commands,
         terminal_table,
         write_campaign_json,
     )
@@ -173,20 +172,19 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     progress = CampaignProgress(sys.stderr, total)
 
     def save(results: CampaignResults) -> None:
-        write_campaign_json(folder, campaign_json(results, folder, info,
+        write_campaign_json(folder, campaign_json(results, info,
                                                   time.monotonic() - started))
 
     def on_change(results: CampaignResults, record: RunRecord | None,
                   judgement: Judgement | None) -> None:
-        replay = (replay_commands(results, folder).get(record.run_name)
-                  if record is not None else None)
+        replay = results.replays.get(record.run_name) if record is not None else None
         progress.update(results, record, judgement, replay)
 
     rules = StopRules(time_budget_s=budget, until_first_failure=until_first_failure,
                       fail_fast=fail_fast)
     results = run_campaign(matrix, folder, engine, rules, on_change=on_change, save=save)
     progress.finish(results)
-    data = campaign_json(results, folder, info, time.monotonic() - started)
+    data = campaign_json(results, info, time.monotonic() - started)
     write_campaign_json(folder, data)
     try:
         _render(folder, out, data, junit)
