@@ -57,9 +57,10 @@ def dask_cluster(tmp_path: Path) -> Iterator[str]:
             process.terminate()
         for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
 def run_campaign(out: Path, *args: str) -> tuple[str, dict[str, Any], Path]:
