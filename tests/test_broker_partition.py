@@ -22,6 +22,7 @@ from reference_broker.replication.assignment import AlterPartitionResult, Partit
 from reference_broker.replication.isr import (
     INELIGIBLE_REPLICA,
     INVALID_UPDATE_VERSION,
+    RETRY_BACKOFF_S,
     ChangeKind,
     IsrOutcome,
     IsrProposal,
@@ -132,7 +133,8 @@ def test_high_watermark_stays_while_the_isr_is_below_min_insync_replicas(tmp_pat
     proposal = partition.pending_isr_change
     assert proposal is not None and proposal.kind is ChangeKind.EXPAND
     assert partition.high_watermark == 0  # the expansion is not committed yet
-    assert partition.complete_isr_change(proposal, committed(proposal)) is IsrOutcome.APPLIED
+    outcome = partition.complete_isr_change(proposal, committed(proposal), now=1.0)
+    assert outcome is IsrOutcome.APPLIED
     assert partition.isr == {LEADER, F1} and partition.high_watermark == 3
 
 
@@ -170,7 +172,8 @@ def test_lagging_follower_is_shrunk_out_only_once_the_controller_commits(
     # Pending: the ISR and the high watermark still count F2.
     assert partition.isr == {LEADER, F1, F2} and partition.high_watermark == 1
     assert partition.maybe_shrink_isr(now=LAG_S + 2, max_lag_s=LAG_S) is None  # one in flight
-    assert partition.complete_isr_change(shrink, committed(shrink)) is IsrOutcome.APPLIED
+    outcome = partition.complete_isr_change(shrink, committed(shrink), now=LAG_S + 2)
+    assert outcome is IsrOutcome.APPLIED
     assert partition.isr == {LEADER, F1} and partition.partition_epoch == 8
     assert partition.high_watermark == 4  # no longer held back by F2
 
@@ -193,7 +196,7 @@ def test_follower_rejoins_once_it_reaches_the_high_watermark_and_counts_while_pe
     assert partition.high_watermark == 4  # the joining F2 holds it back already
     partition.update_follower_fetch(F2, 6, now=4.0)
     assert partition.high_watermark == 6
-    assert partition.complete_isr_change(expand, committed(expand)) is IsrOutcome.APPLIED
+    assert partition.complete_isr_change(expand, committed(expand), now=4.0) is IsrOutcome.APPLIED
     assert partition.isr == {LEADER, F1, F2}
 
 
@@ -234,7 +237,7 @@ def test_fatal_alter_partition_error_waits_for_metadata_and_keeps_the_maximal_is
     expand = partition.pending_isr_change
     assert expand is not None
     rejected = AlterPartitionResult(INVALID_UPDATE_VERSION)
-    assert partition.complete_isr_change(expand, rejected) is IsrOutcome.AWAIT_METADATA
+    assert partition.complete_isr_change(expand, rejected, now=1.0) is IsrOutcome.AWAIT_METADATA
     # Whether an earlier attempt committed is unknown: F2 still holds the HW back.
     append(partition, 1)
     partition.update_follower_fetch(F1, 3, now=2.0)
@@ -254,12 +257,16 @@ def test_retriable_and_not_applied_errors(tmp_path: Path) -> None:
     expand = partition.pending_isr_change
     assert expand is not None
     timed_out = AlterPartitionResult(int(ErrorCode.REQUEST_TIMED_OUT))
-    assert partition.complete_isr_change(expand, timed_out) is IsrOutcome.RETRY
+    assert partition.complete_isr_change(expand, timed_out, now=1.0) is IsrOutcome.RETRY
     assert partition.pending_isr_change is expand
     ineligible = AlterPartitionResult(INELIGIBLE_REPLICA)
-    assert partition.complete_isr_change(expand, ineligible) is IsrOutcome.REVERTED
+    assert partition.complete_isr_change(expand, ineligible, now=1.5) is IsrOutcome.REVERTED
     assert partition.pending_isr_change is None and partition.isr == {LEADER, F1}
-    partition.update_follower_fetch(F2, 1, now=2.0)
+    # retry.backoff.ms: the follower's next fetches do not propose it again at once.
+    partition.update_follower_fetch(F2, 1, now=1.5 + RETRY_BACKOFF_S / 2)
+    assert partition.pending_isr_change is None
+    assert partition.maybe_shrink_isr(now=1.5 + RETRY_BACKOFF_S / 2, max_lag_s=0.0) is None
+    partition.update_follower_fetch(F2, 1, now=1.5 + RETRY_BACKOFF_S)
     assert partition.pending_isr_change is not None  # may propose again
 
 
@@ -302,7 +309,8 @@ def test_metadata_replaces_a_pending_change_and_its_late_answer_is_ignored(
     assert partition.pending_isr_change is shrink
     # ...newer metadata does, and then the controller's answer is stale.
     partition.make_leader(assignment(isr=(LEADER, F1), partition_epoch=8), now=LAG_S + 1)
-    assert partition.complete_isr_change(shrink, committed(shrink)) is IsrOutcome.IGNORED
+    outcome = partition.complete_isr_change(shrink, committed(shrink), now=LAG_S + 1)
+    assert outcome is IsrOutcome.IGNORED
     assert partition.isr == {LEADER, F1} and partition.partition_epoch == 8
 
 
@@ -347,7 +355,7 @@ async def test_isr_shrinking_below_minimum_while_waiting_is_reported(tmp_path: P
         assert shrink is not None
         await trio.sleep(0.05)
         assert results == []  # not committed yet
-        partition.complete_isr_change(shrink, committed(shrink))
+        partition.complete_isr_change(shrink, committed(shrink), now=LAG_S + 1)
     assert results == [ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND]
     with pytest.raises(NotEnoughReplicasError):
         partition.check_enough_replicas(-1)

@@ -11,7 +11,10 @@ commit).
 After the controller rejects a proposal because the leader's view is stale
 (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, NOT_LEADER_OR_FOLLOWER, ...) the leader
 proposes nothing more until newer metadata reaches it. Transient failures (no
-controller, timeouts) are retried with the same proposal.
+controller, timeouts) are retried with the same proposal. A proposal the controller
+certainly did not apply (INELIGIBLE_REPLICA, OPERATION_NOT_ATTEMPTED) is dropped, and
+the leader proposes nothing new for retry.backoff.ms: every follower fetch would
+otherwise propose the same change again at network speed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ RETRIABLE_ERRORS = frozenset(
 # The controller certainly did not apply it, and the leader's view is still current:
 # fall back to the committed ISR and propose again when there is reason to.
 NOT_APPLIED_ERRORS = frozenset({OPERATION_NOT_ATTEMPTED, INELIGIBLE_REPLICA})
+
+# Kafka's retry.backoff.ms default: the pause after a proposal the controller refused.
+RETRY_BACKOFF_S = 0.1
 
 
 class ChangeKind(enum.Enum):
@@ -81,6 +87,8 @@ class IsrState:
     pending: IsrProposal | None = None
     # Set after a fatal rejection: no proposals until the next metadata update.
     awaiting_metadata: bool = False
+    # After a refused proposal: no new one before this time (trio clock seconds).
+    backoff_until: float = float("-inf")
 
     @property
     def maximal(self) -> frozenset[int]:
@@ -94,11 +102,16 @@ class IsrState:
         """Whether a proposal is out, or the leader waits for metadata before proposing."""
         return self.pending is not None or self.awaiting_metadata
 
+    def may_propose(self, now: float) -> bool:
+        """Whether a new proposal may go out at `now`."""
+        return not self.in_flight and now >= self.backoff_until
+
     def reset(self, committed: frozenset[int]) -> None:
         """New metadata: its ISR is the committed one and nothing is in flight."""
         self.committed = committed
         self.pending = None
         self.awaiting_metadata = False
+        self.backoff_until = float("-inf")
 
 
 def classify_error(error: int) -> IsrOutcome:

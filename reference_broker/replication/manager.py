@@ -285,7 +285,9 @@ class ReplicaManager:
                         exc,
                     )
                 else:
-                    outcome = partition.complete_isr_change(proposal, result)
+                    outcome = partition.complete_isr_change(
+                        proposal, result, trio.current_time()
+                    )
             if outcome is not IsrOutcome.RETRY:
                 return
             await trio.sleep(ALTER_PARTITION_RETRY_S)

@@ -41,7 +41,14 @@ from ..errors import (
 )
 from ..log.partition_log import AppendResult, PartitionLog
 from .assignment import NO_LEADER, AlterPartitionResult, PartitionAssignment
-from .isr import ChangeKind, IsrOutcome, IsrProposal, IsrState, classify_error
+from .isr import (
+    RETRY_BACKOFF_S,
+    ChangeKind,
+    IsrOutcome,
+    IsrProposal,
+    IsrState,
+    classify_error,
+)
 
 logger = logging.getLogger("faultline.broker.replication")
 
@@ -426,7 +433,7 @@ class Partition:
         state.log_end_offset = fetch_offset
         state.last_fetch_leader_leo = max(leader_leo, state.last_fetch_leader_leo)
         state.last_fetch_time = now
-        self.maybe_expand_isr(replica_id)
+        self.maybe_expand_isr(replica_id, now)
         self.maybe_advance_high_watermark()
 
     def _propose(self, kind: ChangeKind, members: Iterable[int], changed: set[int]) -> IsrProposal:
@@ -450,14 +457,14 @@ class Partition:
             self._isr_listener(self, proposal)
         return proposal
 
-    def maybe_expand_isr(self, replica_id: int) -> IsrProposal | None:
+    def maybe_expand_isr(self, replica_id: int, now: float) -> IsrProposal | None:
         """Propose adding a follower that reached the high watermark of this leader epoch.
 
         As Kafka's isReplicaIsrEligible, not one the metadata shows fenced or unregistered:
         the controller would refuse it (INELIGIBLE_REPLICA), and every fetch of that
         follower would propose it again.
         """
-        if not self.is_leader or self._isr.in_flight or replica_id in self.isr:
+        if not self.is_leader or not self._isr.may_propose(now) or replica_id in self.isr:
             return None
         if self._isr_eligible is not None and not self._isr_eligible(replica_id):
             return None
@@ -488,7 +495,7 @@ class Partition:
 
         Until the controller commits it, the high watermark still waits for them.
         """
-        if not self.is_leader or self._isr.in_flight:
+        if not self.is_leader or not self._isr.may_propose(now):
             return None
         lagging = self.out_of_sync_replicas(now, max_lag_s)
         if not lagging:
@@ -496,15 +503,19 @@ class Partition:
         return self._propose(ChangeKind.SHRINK, self.isr - lagging, lagging)
 
     def complete_isr_change(
-        self, proposal: IsrProposal, result: AlterPartitionResult
+        self, proposal: IsrProposal, result: AlterPartitionResult, now: float
     ) -> IsrOutcome:
-        """Apply the controller's answer to `proposal` (Kafka's handleAlterPartitionUpdate)."""
+        """Apply the controller's answer to `proposal`, received at `now` (trio clock seconds).
+
+        As Kafka's handleAlterPartitionUpdate.
+        """
         if self._isr.pending is not proposal or not self.is_leader:
             return IsrOutcome.IGNORED  # metadata replaced the proposal meanwhile
         if result.error != 0:
             outcome = classify_error(result.error)
             if outcome is IsrOutcome.REVERTED:
                 self._isr.pending = None
+                self._isr.backoff_until = now + RETRY_BACKOFF_S
             elif outcome is IsrOutcome.AWAIT_METADATA:
                 # Whether the controller applied an earlier attempt is unknown: keep
                 # counting the maximal ISR until metadata says what is committed.
