@@ -22,6 +22,7 @@ from typing import Any, get_args
 
 from checkers.anomalies import ANOMALIES
 from harness.settings import ConfigError, command_line, resolve, setting, settings_of
+from nemesis import Schedule, ScheduleError
 from nemesis import packages as nemesis_packages
 from workloads.adapters import Acks
 from workloads.base import CommitStrategy
@@ -42,6 +43,25 @@ def _check_nemesis(spec: str) -> None:
         nemesis_packages.parse(spec)
     except ValueError as exc:
         raise ConfigError(f"--nemesis: {exc}") from None
+
+
+def _check_schedule(path: str | None) -> None:
+    if path is not None:
+        read_schedule(path)
+
+
+def read_schedule(path: str) -> Schedule:
+    """The fault schedule in file `path`; ConfigError saying what is wrong with it."""
+    try:
+        return Schedule.read(path)
+    except ScheduleError as exc:
+        raise ConfigError(f"--schedule: {exc}") from None
+
+
+def _from_schedule(v: Mapping[str, Any], made: Any, otherwise: Any) -> Any:
+    """A default taken from the --schedule file when one is given (`made` of it)."""
+    path = v["schedule"]
+    return otherwise if path is None else made(read_schedule(path))
 
 
 def _check_allow(types: tuple[str, ...]) -> None:
@@ -70,18 +90,27 @@ class RunConfig:
         "faultline", "Client library the workload drives (third-party ones need a "
         "real-socket target).", choices=CLIENT_LIBRARIES)
     workload: str = setting("queue", "What the clients do.", choices=tuple(WORKLOADS))
+    schedule: str | None = setting(
+        None, "Run this fault schedule (a JSON file in the format of a run's nemesis.json) "
+        "instead of generating one; it sets --nemesis, --time-limit and --recovery.",
+        metavar="FILE", check=_check_schedule)
     nemesis: str = setting(
         "mixed", "Comma-separated fault packages (on a --vary axis joined with +):\n\n\b\n"
         + nemesis_packages.describe(), check=_check_nemesis,
-        normalize=lambda text: text.replace("+", ","))
+        normalize=lambda text: text.replace("+", ","), default_text="mixed; --schedule's",
+        derive=lambda v: _from_schedule(
+            v, lambda s: ",".join(s.fault_packages()) or "none", "mixed"))
     nemesis_interval_s: float = setting(
         5.0, "Mean seconds between fault actions.", name="nemesis-interval", minimum=0.01)
     time_limit_s: float = setting(
         60.0, "Seconds of workload under faults (simulated on --target sim).",
-        name="time-limit", minimum=0.1)
+        name="time-limit", minimum=0.1, default_text="60; --schedule's duration",
+        derive=lambda v: _from_schedule(v, lambda s: s.duration_ms / 1000, 60.0))
     recovery_s: float = setting(
         10.0, "Seconds the workload goes on after the final heal, before the final reads "
-        "(the time to recover is measured in it).", name="recovery", minimum=0.0)
+        "(the time to recover is measured in it).", name="recovery", minimum=0.0,
+        default_text="10; --schedule's",
+        derive=lambda v: _from_schedule(v, lambda s: s.recovery_ms / 1000, 10.0))
     final_read_s: float = setting(
         30.0, "Seconds the final read may take at most.", name="final-read", minimum=0.1)
     rate: float = setting(50.0, "Target client operations per second.", minimum=0.01)
@@ -161,6 +190,15 @@ class RunConfig:
         """n1..nN for the sim and process targets; the single broker otherwise."""
         return [f"n{i}" for i in range(1, self.nodes + 1)]
 
+    @property
+    def client_names(self) -> list[str]:
+        """Client hosts c1..cK, one per concurrent client process (fault targets)."""
+        return [f"c{i}" for i in range(1, self.concurrency + 1)]
+
+    def fault_schedule(self) -> Schedule | None:
+        """The --schedule this run follows, or None when it generates its own."""
+        return None if self.schedule is None else read_schedule(self.schedule)
+
     def broker_settings(self) -> dict[str, object]:
         """Kafka broker settings for the faultline brokers this run starts."""
         settings: dict[str, object] = {
@@ -199,6 +237,13 @@ class RunConfig:
         # Every recorded setting is given, so nothing is derived (or drawn at random).
         missing = {s.name: s.default for s in SETTINGS.values() if s.name not in values}
         return cls.build({**missing, **values})
+
+    def with_schedule(self, path: str) -> RunConfig:
+        """This configuration following the schedule in file `path`: its packages, time
+        limit and recovery come from that file."""
+        taken = {"schedule", "nemesis", "time-limit", "recovery"}
+        given = {s.name: getattr(self, s.attr) for s in SETTINGS.values() if s.name not in taken}
+        return RunConfig.build({**given, "schedule": path})
 
     def command(self) -> str:
         """The `faultline run` command line that runs this configuration again."""
@@ -256,12 +301,41 @@ class RunConfig:
                     "kill package, pause=... and resume=... for pause; {node} is replaced by "
                     f"the node's host:port); cannot inject {unsupported}"
                 )
+        if self.schedule is not None:
+            self._check_schedule_fits(read_schedule(self.schedule))
         for key in self.fault_cmds:
             if key not in FAULT_COMMANDS:
                 raise ConfigError(f"--fault-cmd must name one of {', '.join(FAULT_COMMANDS)}, "
                                   f"not {key!r}")
         if self.target == "tansu" and self.nodes != 1:
             raise ConfigError("--target tansu runs exactly one node: use --nodes 1")
+
+
+    def _check_schedule_fits(self, schedule: Schedule) -> None:
+        """Raise ConfigError unless the schedule's timing, packages, nodes and clients are
+        this run's."""
+        where = f"--schedule {self.schedule}"
+        if round(self.time_limit_s * 1000) != schedule.duration_ms:
+            raise ConfigError(f"{where} heals everything at {schedule.duration_ms / 1000:g} s, "
+                              f"but --time-limit is {self.time_limit_s:g}: drop --time-limit")
+        if round(self.recovery_s * 1000) != schedule.recovery_ms:
+            raise ConfigError(f"{where} recovers for {schedule.recovery_ms / 1000:g} s, but "
+                              f"--recovery is {self.recovery_s:g}: drop --recovery")
+        runs = ",".join(schedule.fault_packages()) or "none"
+        if self.packages != nemesis_packages.parse(runs):
+            raise ConfigError(f"{where} injects {runs}, not --nemesis {self.nemesis}: drop "
+                              "--nemesis")
+        if self.target in ("sim", "process"):
+            foreign = sorted(set(schedule.nodes) - set(self.node_names))
+            if foreign:
+                raise ConfigError(f"{where} names nodes {foreign}, but this run's are "
+                                  f"{', '.join(self.node_names)} (--nodes {self.nodes})")
+        if self.target == "sim":
+            foreign = sorted(set(schedule.clients) - set(self.client_names))
+            if foreign:
+                raise ConfigError(f"{where} names clients {foreign}, but this run's are "
+                                  f"{', '.join(self.client_names)} "
+                                  f"(--concurrency {self.concurrency})")
 
 
 def _has_fault_cmds(cmds: dict[str, str], package: str) -> bool:

@@ -143,7 +143,7 @@ async def drive(
         counters.phase = "setup"
         await workload.setup(env, opts)
         if schedule is None:
-            schedule = make_schedule(config, session, topics)
+            schedule = config.fault_schedule() or make_schedule(config, session, topics)
         if on_schedule is not None:
             on_schedule(schedule)
         executor = Executor(session.fault_target, writer, origin=origin)
@@ -311,6 +311,10 @@ def run(
     wall_start = time.monotonic()
     ran, seconds = execute(config, run_dir, schedule=schedule, progress=progress,
                            workload=workload)
+    if config.schedule is not None:
+        # The run's own copy of the schedule it followed: the reproduce command and a
+        # replay still work when the given file changes or goes.
+        config = config.with_schedule(str((run_dir / "nemesis.json").resolve()))
     history_path = run_dir / "history.jsonl"
     verdict = check_file(str(history_path), mode=workload.checker_mode, allow=config.allow)
     wall = time.monotonic() - wall_start

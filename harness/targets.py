@@ -60,11 +60,6 @@ class Session:
 SIM_LINK_LATENCY_MS = 0.05
 
 
-def client_endpoint_names(config: RunConfig) -> list[str]:
-    """Simulated client hosts c1..cK, one per concurrent client process."""
-    return [f"c{i}" for i in range(1, config.concurrency + 1)]
-
-
 # -- sim ---------------------------------------------------------------------------------
 
 
@@ -89,7 +84,7 @@ def sim_session(cluster: SimCluster, config: RunConfig) -> Session:
     else:
         homes = {f"t{node.removeprefix('n')}": node for node in cluster.nodes}
         cluster.topic_homes.update(homes)
-    endpoints = client_endpoint_names(config)
+    endpoints = config.client_names
     for name in endpoints:
         cluster.client_network(name)  # the nemesis may cut clients: they must exist first
     env = WorkloadEnv(

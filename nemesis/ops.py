@@ -12,9 +12,12 @@ Times are integer milliseconds from the start of the schedule.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, ClassVar
 
 import msgspec
+
+from nemesis import packages as fault_packages
 
 Millis = Annotated[int, msgspec.Meta(ge=0)]
 Link = tuple[str, str]
@@ -28,6 +31,8 @@ class FaultOp(msgspec.Struct, tag_field="f", kw_only=True, frozen=True):
     """One timed nemesis action; `at_ms` is when it starts, from the schedule's start."""
 
     at_ms: Millis
+    # The `--nemesis` package whose faults this op starts (None: it ends or heals one).
+    PACKAGE: ClassVar[str | None] = None
 
     def nodes_named(self) -> list[str]:
         """Every endpoint this op names (for validating a schedule against a cluster)."""
@@ -50,6 +55,8 @@ class LeaderTarget(msgspec.Struct, kw_only=True, frozen=True):
 class StartPartition(FaultOp, tag="start-partition", frozen=True):
     """Block every link the grudge names: `{dst: [src, ...]}` = dst won't hear src."""
 
+    PACKAGE = "partition"
+
     shape: str
     grudge: dict[str, list[str]] = {}
     one_way: bool = False
@@ -71,6 +78,8 @@ class StopPartition(FaultOp, tag="stop-partition", frozen=True):
 class StartLinkFault(FaultOp, tag="start-link-fault", frozen=True):
     """Degrade each listed link (src, dst) with latency and jitter or a bandwidth cap."""
 
+    PACKAGE = "link"
+
     links: list[Link]
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
@@ -86,6 +95,8 @@ class StopLinkFault(FaultOp, tag="stop-link-fault", frozen=True):
 
 class ResetConnections(FaultOp, tag="reset-connections", frozen=True):
     """Reset every open connection to or from each node (an instant fault)."""
+
+    PACKAGE = "link"
 
     nodes: list[str]
 
@@ -103,9 +114,13 @@ class _NodesOp(FaultOp, frozen=True):
 class Kill(_NodesOp, tag="kill", frozen=True):
     """Crash the nodes at once (SIGKILL); fsynced data survives."""
 
+    PACKAGE = "kill"
+
 
 class PowerLoss(_NodesOp, tag="power-loss", frozen=True):
     """Crash the nodes at once losing every write not yet fsynced."""
+
+    PACKAGE = "power-loss"
 
 
 class Restart(_NodesOp, tag="restart", frozen=True):
@@ -115,6 +130,8 @@ class Restart(_NodesOp, tag="restart", frozen=True):
 class Pause(_NodesOp, tag="pause", frozen=True):
     """Freeze the nodes (SIGSTOP)."""
 
+    PACKAGE = "pause"
+
 
 class Resume(_NodesOp, tag="resume", frozen=True):
     """Unfreeze paused nodes (SIGCONT)."""
@@ -122,6 +139,8 @@ class Resume(_NodesOp, tag="resume", frozen=True):
 
 class ClockSkew(FaultOp, tag="clock-skew", frozen=True):
     """Bump one node's wall clock by `delta_ms` (negative = into the past)."""
+
+    PACKAGE = "clock"
 
     node: str
     delta_ms: int
@@ -133,6 +152,8 @@ class ClockSkew(FaultOp, tag="clock-skew", frozen=True):
 class ClockStrobe(FaultOp, tag="clock-strobe", frozen=True):
     """Flip one node's clock between +delta_ms and true time every `period_ms`, for
     `duration_ms`, then leave it in step."""
+
+    PACKAGE = "clock"
 
     node: str
     delta_ms: int
@@ -185,6 +206,25 @@ class Schedule(msgspec.Struct, kw_only=True, frozen=True):
     def to_json(self) -> bytes:
         """The schedule as JSON."""
         return msgspec.json.encode(self)
+
+    def fault_packages(self) -> tuple[str, ...]:
+        """The `--nemesis` packages this schedule injects: those it records it was made
+        from, else those its ops start (a hand-written schedule)."""
+        if self.packages:
+            return fault_packages.parse(self.packages)
+        return fault_packages.parse(op.PACKAGE for op in self.ops if op.PACKAGE)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Schedule:
+        """Load and validate the schedule in file `path`; ScheduleError naming the file."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ScheduleError(f"cannot read schedule {path}: {exc.strerror or exc}") from None
+        try:
+            return cls.from_json(data)
+        except ScheduleError as exc:
+            raise ScheduleError(f"{path}: {exc}") from None
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Schedule:

@@ -1,6 +1,9 @@
 """`faultline replay RUN_DIR`: re-run a sim run from its recorded seed and configuration
 and compare the new history with the recorded one, byte for byte.
 
+`--schedule FILE` re-runs it under another fault schedule instead (same seed, workload
+and cluster) and names the first event where the histories part.
+
 Exit 0 when identical, 1 naming the first diverging event, 2 when RUN_DIR cannot be
 replayed (not a sim run, missing or malformed results.json), 130 on Ctrl-C.
 """
@@ -22,7 +25,10 @@ from harness import exit_codes
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the replayed history in this folder [default: a temporary one].")
-def replay(run_dir: Path, keep: Path | None) -> None:
+@click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Replay under this fault schedule (nemesis.json format) "
+              "instead of the one the run followed.")
+def replay(run_dir: Path, keep: Path | None, schedule_file: str | None) -> None:
     """Re-run RUN_DIR's sim run and show whether the histories match."""
     from harness.commands.run import report_determinism
     from harness.run_config import ConfigError, RunConfig
@@ -31,12 +37,17 @@ def replay(run_dir: Path, keep: Path | None) -> None:
 
     try:
         results = json.loads((run_dir / "results.json").read_text())
-        config = RunConfig.from_json(results["config"])
-        recorded = (run_dir / "history.jsonl").read_bytes()
-        # The schedule as it ran (a hand-built one included), not regenerated.
+        settings = dict(results["config"])
+        # The schedule as it ran (a hand-built one included), not regenerated; read from
+        # this folder wherever it has moved since.
         schedule_path = run_dir / "nemesis.json"
-        schedule = (Schedule.from_json(schedule_path.read_bytes())
-                    if schedule_path.is_file() else None)
+        if settings.get("schedule") is not None:
+            settings["schedule"] = str(schedule_path)
+        config = RunConfig.from_json(settings)
+        recorded = (run_dir / "history.jsonl").read_bytes()
+        schedule = (Schedule.read(schedule_path) if schedule_path.is_file() else None)
+        if schedule_file is not None:
+            config, schedule = config.with_schedule(schedule_file), None
     except (OSError, KeyError, TypeError, json.JSONDecodeError, ConfigError,
             ScheduleError) as exc:
         click.echo(f"error: cannot replay {run_dir}: {exc}", err=True)
@@ -45,8 +56,9 @@ def replay(run_dir: Path, keep: Path | None) -> None:
         click.echo(f"error: {run_dir} ran on --target {config.target}; only sim runs replay "
                    "exactly (real targets run in real time)", err=True)
         sys.exit(exit_codes.BAD_INPUT)
-    click.echo(f"replaying {run_dir.name}: seed {config.seed}, {len(recorded.splitlines())} "
-               "recorded events")
+    under = f" under {schedule_file}" if schedule_file is not None else ""
+    click.echo(f"replaying {run_dir.name}{under}: seed {config.seed}, "
+               f"{len(recorded.splitlines())} recorded events")
     started = time.monotonic()
     try:
         if keep is not None:
