@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from kafka.protocol.admin import CreateTopicsRequest, CreateTopicsResponse
 from kafka.protocol.metadata import (
     ApiVersionsRequest,
@@ -19,6 +22,7 @@ from kafka.protocol.metadata import (
 from reference_broker.config import BrokerConfig, ConfigError
 from reference_broker.errors import ErrorCode
 from tests.broker_process import RawConnection, in_process_broker, running_broker
+from tests.test_controller_service import all_unfenced, start_all, start_cluster
 from tests.wire import WireClient
 
 _Topic = CreateTopicsRequest.CreatableTopic
@@ -207,3 +211,23 @@ def test_creating_many_partitions_does_not_stall_other_connections(tmp_path: Pat
         assert len(latencies) >= 3
         assert worst < STALL_BOUND_S, f"ApiVersions waited {worst:.2f} s during CreateTopics"
         broker.kill()  # closing 1,000 logs cleanly is not what this test is about
+
+
+async def test_the_controller_enforces_the_broker_partition_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Three combined nodes in the simulation; every partition has a replica on each.
+    async with trio.open_nursery() as nursery:
+        cluster = start_cluster(nursery, seed=3)
+        await start_all(cluster)
+        await all_unfenced(cluster)
+        active = await cluster.wait_active()
+        assert active.service is not None
+        active.service.config = replace(active.service.config, max_broker_partitions=5)
+        assert (await active.service.create_topic("a", 3, 3)).error_code == ErrorCode.NONE
+        refused = await active.service.create_topic("b", 3, 3)
+        assert refused.error_code == ErrorCode.POLICY_VIOLATION
+        assert refused.message is not None and "max.broker.partitions" in refused.message
+        assert "b" not in active.service.image.topics
+        assert (await active.service.create_topic("c", 2, 3)).error_code == ErrorCode.NONE
+        nursery.cancel_scope.cancel()
