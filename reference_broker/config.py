@@ -15,6 +15,12 @@ faultline-only settings live under `faultline.`:
   in the broker's process memory until fsync, so SIGKILL behaves as a power cut
   and loses exactly the un-fsynced suffix of every file.
 
+Limits Kafka lacks or leaves unbounded by default, because a single user request must not
+exhaust the broker: `create.topics.max.partitions.per.request` (Kafka's KRaft controller
+hard-codes 10,000 partitions per request), `max.broker.partitions` (named as in KIP-578)
+and `queued.max.request.bytes` (Kafka's name; Kafka defaults it to unbounded, here it
+defaults to twice socket.request.max.bytes).
+
 One deliberate difference from Kafka: `log.flush.scheduler.interval.ms` defaults to
 Kafka's Long.MAX ("never"), but then the flusher checks every log's `flush.ms`
 on its own schedule, so that setting `log.flush.interval.ms` alone takes effect.

@@ -5,6 +5,11 @@ response before reading the next one, so responses leave in request order, as
 Kafka's network layer guarantees by muting a channel while a request is in flight.
 Pipelined requests simply wait in the socket buffer.
 
+Memory for requests is bounded broker-wide, not only per frame: every frame reserves
+its announced size from one pool of queued.max.request.bytes before its body is read
+and holds it until its request is handled; a connection whose frame does not fit is
+not read until another request gives bytes back (`protocol/memory_pool.py`).
+
 What goes wrong on a connection stays on that connection:
 
 - a frame whose size is negative or above socket.request.max.bytes, a header that
