@@ -18,6 +18,7 @@ Two modes:
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from .env import NodeEnv
 from .errors import (
     BrokerError,
     ErrorCode,
+    KafkaStorageError,
     NotLeaderOrFollowerError,
     UnknownTopicOrPartitionError,
 )
@@ -81,6 +83,25 @@ class InvalidConfigError(BrokerError):
     """A topic config name or value the log layer rejects."""
 
     code = ErrorCode.INVALID_CONFIG
+
+
+class PolicyViolationError(BrokerError):
+    """A request the broker's limits refuse (Kafka's CreateTopicPolicy answer)."""
+
+    code = ErrorCode.POLICY_VIOLATION
+
+
+def storage_failure_advice(exc: OSError) -> str:
+    """What an OSError from creating files means and what the operator should change."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        which = "process" if exc.errno == errno.EMFILE else "system"
+        return (
+            f"the {which} is out of file descriptors ({errno.errorcode[exc.errno]}); every "
+            "partition keeps about four files open: raise the broker's open-file limit "
+            "(ulimit -n / RLIMIT_NOFILE, or fs.file-max for ENFILE) or lower "
+            "max.broker.partitions"
+        )
+    return f"storage error: {exc}"
 
 
 @dataclass(frozen=True)
@@ -224,18 +245,54 @@ class Broker:
 
     async def _open_topic(self, record: TopicRecord) -> None:
         log_config = self.topic_log_config(record)
-        for index in range(record.partitions):
-            log = self.logs.get(record.name, index)
-            if log is None:
-                log = self.logs.create(record.name, index, log_config)
-            self.partitions[(record.name, index)] = Partition.standalone(
-                record.name,
+        await self._create_logs(record.name, record.partitions, log_config)
+        self._install_partitions(record.name, record.partitions, log_config)
+
+    async def _create_logs(self, name: str, partitions: int, log_config: LogConfig) -> None:
+        """Create the missing logs of partitions 0..partitions-1, yielding between them.
+
+        Each log is a directory and a handful of files; thousands of them take seconds,
+        which must not stall every other connection's requests: a checkpoint after each
+        log lets the event loop serve them. On failure the logs created here are removed
+        again and the OSError propagates.
+        """
+        created: list[int] = []
+        try:
+            for index in range(partitions):
+                if self.logs.get(name, index) is None:
+                    self.logs.create(name, index, log_config)
+                    created.append(index)
+                await trio.lowlevel.checkpoint()
+        except BaseException:
+            for index in created:
+                try:
+                    self.logs.delete(name, index)
+                except OSError:
+                    logger.exception("could not remove the new log %s-%d again", name, index)
+            raise
+
+    def _install_partitions(self, name: str, partitions: int, log_config: LogConfig) -> None:
+        for index in range(partitions):
+            log = self.logs.get(name, index)
+            assert log is not None, f"{name}-{index} has no log"
+            self.partitions[(name, index)] = Partition.standalone(
+                name,
                 index,
                 log,
                 local_id=self.node_id,
                 signal=self.hw_signal,
                 min_insync_replicas=log_config.min_insync_replicas,
                 now=trio.current_time(),
+            )
+
+    def check_partition_limit(self, name: str, partitions: int) -> None:
+        """Raise POLICY_VIOLATION if `partitions` more would exceed max.broker.partitions."""
+        hosted = self.topics.partition_count
+        limit = self.config.max_broker_partitions
+        if hosted + partitions > limit:
+            raise PolicyViolationError(
+                f"topic {name!r} with {partitions} partitions would bring this broker to "
+                f"{hosted + partitions} partitions, above max.broker.partitions={limit}"
             )
 
     def partition(self, topic: str, index: int) -> Partition:
@@ -290,6 +347,12 @@ class Broker:
             raise InvalidPartitionsError(
                 f"number of partitions must be at least 1, not {partitions}"
             )
+        per_request = self.config.create_topics_max_partitions_per_request
+        if partitions > per_request:
+            raise PolicyViolationError(
+                f"topic {name!r} asks for {partitions} partitions, above "
+                f"create.topics.max.partitions.per.request={per_request}"
+            )
         if factor < 1:
             raise InvalidReplicationFactorError(
                 f"replication factor must be at least 1, not {factor}"
@@ -300,16 +363,38 @@ class Broker:
             )
         topic_configs = {k: v for k, v in (configs or {}).items()}
         try:
-            LogConfig.from_kafka(topic_configs, base=self.config.log)
+            log_config = LogConfig.from_kafka(topic_configs, base=self.config.log)
         except ValueError as exc:
             raise InvalidConfigError(str(exc)) from None
         async with self._topic_lock:
             if name in self.topics:
                 raise TopicExistsError(f"topic {name!r} already exists")
+            self.check_partition_limit(name, partitions)
             if validate_only:
                 return None
-            record = await self.topics.create(name, partitions, factor, topic_configs)
-            await self._open_topic(record)
+            # Logs first, then the registry: a crash in between leaves logs of a topic the
+            # registry does not know, which the next start deletes; a failure (EMFILE)
+            # removes them and registers nothing, so no topic is ever half created.
+            try:
+                await self._create_logs(name, partitions, log_config)
+                try:
+                    record = await self.topics.create(name, partitions, factor, topic_configs)
+                except BaseException:
+                    for index in range(partitions):
+                        self.logs.delete(name, index)
+                    raise
+            except OSError as exc:
+                advice = storage_failure_advice(exc)
+                logger.error(
+                    "could not create topic %s with %d partitions; nothing was created: %s",
+                    name,
+                    partitions,
+                    advice,
+                )
+                raise KafkaStorageError(
+                    f"could not create topic {name!r} ({partitions} partitions): {advice}"
+                ) from exc
+            self._install_partitions(name, partitions, log_config)
         logger.info("created topic %s with %d partitions", name, partitions)
         return record
 

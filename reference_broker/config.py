@@ -15,6 +15,12 @@ faultline-only settings live under `faultline.`:
   in the broker's process memory until fsync, so SIGKILL behaves as a power cut
   and loses exactly the un-fsynced suffix of every file.
 
+Limits Kafka lacks or leaves unbounded by default, because a single user request must not
+exhaust the broker: `create.topics.max.partitions.per.request` (Kafka's KRaft controller
+hard-codes 10,000 partitions per request), `max.broker.partitions` (named as in KIP-578)
+and `queued.max.request.bytes` (Kafka's name; Kafka defaults it to unbounded, here it
+defaults to twice socket.request.max.bytes).
+
 One deliberate difference from Kafka: `log.flush.scheduler.interval.ms` defaults to
 Kafka's Long.MAX ("never"), but then the flusher checks every log's `flush.ms`
 on its own schedule, so that setting `log.flush.interval.ms` alone takes effect.
@@ -136,6 +142,24 @@ SETTINGS: dict[str, Setting] = _settings(
     ("log.message.timestamp.type", _parse_str, "CreateTime or LogAppendTime"),
     ("log.cleanup.policy", _parse_str, "only 'delete' is implemented"),
     ("socket.request.max.bytes", _parse_int, "largest request frame accepted (104857600)"),
+    (
+        "queued.max.request.bytes",
+        _parse_int,
+        "bytes of partial and queued requests held across all connections before the broker "
+        "stops reading sockets; -1 = unbounded (twice socket.request.max.bytes)",
+    ),
+    (
+        "create.topics.max.partitions.per.request",
+        _parse_int,
+        "partitions one CreateTopics may create, all topics together; above it every topic "
+        "fails with POLICY_VIOLATION (10000, Kafka's controller batch limit)",
+    ),
+    (
+        "max.broker.partitions",
+        _parse_int,
+        "topic partitions this broker may host; a topic that would exceed it fails with "
+        "POLICY_VIOLATION (10000)",
+    ),
     ("group.min.session.timeout.ms", _parse_int, "smallest session.timeout.ms (6000)"),
     ("group.max.session.timeout.ms", _parse_int, "largest session.timeout.ms (1800000)"),
     ("group.initial.rebalance.delay.ms", _parse_int, "wait for more members of a new group"),
@@ -245,6 +269,10 @@ class BrokerConfig:
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
     socket_request_max_bytes: int = 104857600
+    # None: unbounded (-1). The default (unset) is twice socket.request.max.bytes.
+    queued_max_request_bytes: int | None = 2 * 104857600
+    create_topics_max_partitions_per_request: int = 10000
+    max_broker_partitions: int = 10000
     log_retention_check_interval_ms: int = 300000
     log_flush_scheduler_interval_ms: int | None = None
     log: LogConfig = field(default_factory=LogConfig)
@@ -360,6 +388,10 @@ class BrokerConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+        socket_request_max_bytes = _int(values, "socket.request.max.bytes", 104857600)
+        queued_max_request_bytes = _int(
+            values, "queued.max.request.bytes", 2 * socket_request_max_bytes
+        )
         config = cls(
             node_id=int(node_id),  # type: ignore[call-overload]
             listeners=listeners("listeners") or cls.listeners,
@@ -367,7 +399,14 @@ class BrokerConfig:
             num_partitions=int(values.get("num.partitions", 1)),  # type: ignore[call-overload]
             default_replication_factor=int(values.get("default.replication.factor", 1)),  # type: ignore[call-overload]
             auto_create_topics_enable=bool(values.get("auto.create.topics.enable", True)),
-            socket_request_max_bytes=int(values.get("socket.request.max.bytes", 104857600)),  # type: ignore[call-overload]
+            socket_request_max_bytes=socket_request_max_bytes,
+            queued_max_request_bytes=(
+                None if queued_max_request_bytes == -1 else queued_max_request_bytes
+            ),
+            create_topics_max_partitions_per_request=_int(
+                values, "create.topics.max.partitions.per.request", 10000
+            ),
+            max_broker_partitions=_int(values, "max.broker.partitions", 10000),
             log_retention_check_interval_ms=int(
                 values.get("log.retention.check.interval.ms", 300000)  # type: ignore[call-overload]
             ),
@@ -425,6 +464,10 @@ class BrokerConfig:
             "num.partitions": self.num_partitions,
             "default.replication.factor": self.default_replication_factor,
             "socket.request.max.bytes": self.socket_request_max_bytes,
+            "create.topics.max.partitions.per.request": (
+                self.create_topics_max_partitions_per_request
+            ),
+            "max.broker.partitions": self.max_broker_partitions,
             "log.retention.check.interval.ms": self.log_retention_check_interval_ms,
             "offsets.topic.num.partitions": self.offsets_topic_num_partitions,
             "group.max.size": self.group_max_size,
@@ -449,6 +492,22 @@ class BrokerConfig:
                 raise ConfigError(f"{name} must be at least 1, not {value}")
         if self.node_id < 0:
             raise ConfigError(f"node.id must be non-negative, not {self.node_id}")
+        if (
+            self.queued_max_request_bytes is not None
+            and self.queued_max_request_bytes < self.socket_request_max_bytes
+        ):
+            # A frame the budget can never hold would wait forever; Kafka's strict reading.
+            raise ConfigError(
+                f"queued.max.request.bytes ({self.queued_max_request_bytes}) must be -1 or at "
+                f"least socket.request.max.bytes ({self.socket_request_max_bytes})"
+            )
+        if self.num_partitions > self.create_topics_max_partitions_per_request:
+            raise ConfigError(
+                f"num.partitions ({self.num_partitions}) is above "
+                "create.topics.max.partitions.per.request "
+                f"({self.create_topics_max_partitions_per_request}): auto-created topics "
+                "would always be refused"
+            )
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
             raise ConfigError(
                 "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms"

@@ -298,7 +298,12 @@ class OsStorage:
             replaced.path = f"{dst_key} (replaced)"
             replaced.detached = True
             self._maybe_release(replaced)
-        moved = {k: v for k, v in self._inodes.items() if _is_under(k, src_key)}
+        if src_key in self._inodes:
+            # A file: nothing lives under it. Scanning every open inode here made creating
+            # n partitions (one config-file rename each) cost O(n^2).
+            moved = {src_key: self._inodes[src_key]}
+        else:
+            moved = {k: v for k, v in self._inodes.items() if _is_under(k, src_key)}
         for key, inode in moved.items():
             del self._inodes[key]
             new_key = dst_key + key[len(src_key) :]

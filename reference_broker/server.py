@@ -5,6 +5,11 @@ response before reading the next one, so responses leave in request order, as
 Kafka's network layer guarantees by muting a channel while a request is in flight.
 Pipelined requests simply wait in the socket buffer.
 
+Memory for requests is bounded broker-wide, not only per frame: every frame reserves
+its announced size from one pool of queued.max.request.bytes before its body is read
+and holds it until its request is handled; a connection whose frame does not fit is
+not read until another request gives bytes back (`protocol/memory_pool.py`).
+
 What goes wrong on a connection stays on that connection:
 
 - a frame whose size is negative or above socket.request.max.bytes, a header that
@@ -35,13 +40,14 @@ from .membership import ClusterMembership
 from .protocol import (
     FrameDecoder,
     MalformedRequestError,
+    MemoryPool,
     ProtocolError,
     UnknownApiError,
     UnsupportedVersionError,
     decode_request,
     encode_response,
     error_response,
-    receive_frame,
+    receive_request,
     unsupported_api_versions_frame,
 )
 
@@ -108,17 +114,27 @@ async def _respond(request_frame: bytes, broker: Broker, client_host: str) -> by
     return encode_response(request.header, response)
 
 
-async def serve_connection(broker: Broker, stream: trio.abc.Stream) -> None:
-    """Serve one client connection until it closes or misbehaves."""
+async def serve_connection(
+    broker: Broker, stream: trio.abc.Stream, pool: MemoryPool | None = None
+) -> None:
+    """Serve one client connection until it closes or misbehaves.
+
+    Each request frame holds its size in `pool` (the broker-wide queued.max.request.bytes
+    budget; unbounded if None) from before its body is read until it has been handled.
+    """
     client_host = _peer_host(stream)
     decoder = FrameDecoder(broker.config.socket_request_max_bytes)
+    pool = pool if pool is not None else MemoryPool(None)
     async with stream:
         while True:
             try:
-                request_frame = await receive_frame(stream, decoder)
-                if request_frame is None:
+                received = await receive_request(stream, decoder, pool)
+                if received is None:
                     return
-                answer = await _respond(request_frame, broker, client_host)
+                try:
+                    answer = await _respond(received.body, broker, client_host)
+                finally:
+                    received.reservation.release()
                 if answer is not None:
                     await stream.send_all(answer)
             except (UnknownApiError, UnsupportedVersionError, ProtocolError) as exc:
@@ -159,10 +175,11 @@ async def serve_broker(
                 listeners.extend(opened)
                 addresses.extend(_bound_address(listener, asked) for listener in opened)
             broker.advertise(addresses[0])
+            request_memory = MemoryPool(config.queued_max_request_bytes)
 
             async def handle(stream: trio.abc.Stream) -> None:
                 """Serve one accepted connection (trio.serve_listeners' handler)."""
-                await serve_connection(broker, stream)
+                await serve_connection(broker, stream, request_memory)
 
             await nursery.start(
                 functools.partial(trio.serve_listeners, handle, listeners, handler_nursery=nursery)

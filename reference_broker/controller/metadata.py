@@ -17,6 +17,7 @@ session, so nothing stops a new incarnation of it from registering.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -158,6 +159,7 @@ class Errors(Enum):
     INVALID_REQUEST = "INVALID_REQUEST"
     INELIGIBLE_REPLICA = "INELIGIBLE_REPLICA"
     INVALID_CONFIG = "INVALID_CONFIG"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
 
     @property
     def code(self) -> int:
@@ -173,6 +175,7 @@ _KAFKA_CODES = {
     Errors.INVALID_REPLICATION_FACTOR: 38,
     Errors.INVALID_CONFIG: 40,
     Errors.INVALID_REQUEST: 42,
+    Errors.POLICY_VIOLATION: 44,
     Errors.FENCED_LEADER_EPOCH: 74,
     Errors.STALE_BROKER_EPOCH: 77,
     Errors.INVALID_UPDATE_VERSION: 95,
@@ -375,6 +378,13 @@ class Controller:
             isr = live or replicas
             records.append(PartitionRecord(topic_id, index, replicas, isr, leader, 0, 0))
         return Decision(tuple(records))
+
+    def exceeds_broker_partitions(self, assignments: list[tuple[int, ...]], limit: int) -> bool:
+        """Whether adding `assignments` would give some broker more than `limit` replicas
+        (max.broker.partitions, counted over every topic's partitions)."""
+        hosted = Counter(r for state in self.image.partitions.values() for r in state.replicas)
+        hosted.update(r for replicas in assignments for r in replicas)
+        return any(count > limit for count in hosted.values())
 
     def assign_replicas(
         self, partitions: int, replication_factor: int, start: int

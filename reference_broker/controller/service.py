@@ -48,6 +48,7 @@ class ServiceConfig:
     auto_leader_rebalance: bool = True  # auto.leader.rebalance.enable
     leader_imbalance_check_interval_ms: int = 300_000  # leader.imbalance.check.interval.seconds
     request_timeout_ms: int = 2000  # how long an RPC waits for its records to commit
+    max_broker_partitions: int = 10000  # max.broker.partitions: replicas one broker may host
 
     @classmethod
     def from_broker_config(cls, config: BrokerConfig) -> ServiceConfig:
@@ -59,6 +60,7 @@ class ServiceConfig:
             leader_imbalance_check_interval_ms=config.leader_imbalance_check_interval_seconds
             * 1000,
             request_timeout_ms=config.controller_quorum_request_timeout_ms,
+            max_broker_partitions=config.max_broker_partitions,
         )
 
 
@@ -386,6 +388,8 @@ class ControllerService:
                 placed = c.assign_replicas(partitions, replication_factor, start)
             if isinstance(placed, Errors):
                 return Decision(error=placed)
+            if c.exceeds_broker_partitions(placed, self.config.max_broker_partitions):
+                return Decision(error=Errors.POLICY_VIOLATION)
             return c.create_topic(name, topic_id, placed, tuple(sorted(configs.items())))
 
         outcome = await self._commit(decide, propose=not validate_only)
@@ -413,4 +417,8 @@ def _why(error: Errors, topic: str) -> str:
             "the replication factor is larger than the number of unfenced brokers"
         ),
         Errors.INVALID_CONFIG: "unclean.leader.election.enable must be true or false",
+        Errors.POLICY_VIOLATION: (
+            f"topic {topic!r} would put more partitions on a broker than its "
+            "max.broker.partitions allows"
+        ),
     }.get(error, error.value)

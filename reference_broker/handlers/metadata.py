@@ -222,10 +222,51 @@ async def _controller_create_topics(
     return CreateTopicsResponse(version=ctx.version, throttle_time_ms=0, topics=results)
 
 
+def _requested_partitions(broker: Broker, request: ApiMessage) -> int:
+    """Partitions the whole CreateTopics request would create (bad counts count as 0)."""
+    total = 0
+    for topic in request.topics:
+        if topic.assignments:
+            total += len(topic.assignments)
+        elif topic.num_partitions == -1:
+            total += broker.config.num_partitions
+        else:
+            total += max(topic.num_partitions, 0)
+    return total
+
+
+def _refuse_all(request: ApiMessage, version: int, code: ErrorCode, message: str) -> ApiMessage:
+    results = [
+        _CreatedTopic(
+            name=topic.name,
+            topic_id=ZERO_UUID,
+            error_code=int(code),
+            error_message=message,
+            num_partitions=-1,
+            replication_factor=-1,
+            configs=None,
+        )
+        for topic in request.topics
+    ]
+    return CreateTopicsResponse(version=version, throttle_time_ms=0, topics=results)
+
+
 async def handle_create_topics(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """Create each topic (or only validate, if asked)."""
+    limit = broker.config.create_topics_max_partitions_per_request
+    requested = _requested_partitions(broker, request)
+    if requested > limit:
+        # As Kafka's controller does with a request above its partition batch limit: the
+        # whole request is refused before any topic is looked at, so nothing is created.
+        return _refuse_all(
+            request,
+            ctx.version,
+            ErrorCode.POLICY_VIOLATION,
+            f"the request would create {requested} partitions, above "
+            f"create.topics.max.partitions.per.request={limit}",
+        )
     service = _peer_service(broker, ctx)
     if service is not None:
         return await _controller_create_topics(service, ctx, request)

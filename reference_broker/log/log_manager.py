@@ -102,8 +102,18 @@ class LogManager:
         directory = partition_dir(topic, partition)
         config = config or self.default_config
         self.storage.makedirs(directory)
-        written = self._write_topic_config(directory, config)
-        log = PartitionLog.open(self.storage, directory, config, self.clock)
+        written: StorageFile | None = None
+        try:
+            written = self._write_topic_config(directory, config)
+            log = PartitionLog.open(self.storage, directory, config, self.clock)
+        except BaseException:
+            # Typically EMFILE: leave neither an open handle nor a half-made directory that
+            # the next start would take for a partition of this topic.
+            if written is not None:
+                written.close()
+            if self.storage.exists(directory):
+                self.storage.remove(directory)
+            raise
         # The config file becomes durable with the log's next flush.
         log.sync_with_next_flush(written)
         self._logs[(topic, partition)] = log

@@ -142,7 +142,11 @@ class PartitionLog:
         """Open (creating if needed) and recover the log in `directory`."""
         log = cls(storage, directory, config, clock)
         storage.makedirs(log.directory)
-        log._recover()
+        try:
+            log._recover()
+        except BaseException:
+            log.close_now()  # release the segments opened so far (EMFILE part-way)
+            raise
         return log
 
     def _recover(self) -> None:

@@ -92,9 +92,17 @@ class LogSegment:
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
         self.created_ms = created_ms
-        self.log: StorageFile = storage.open(self._path(LOG_SUFFIX))
-        self.index: StorageFile = storage.open(self._path(INDEX_SUFFIX))
-        self.time_index: StorageFile = storage.open(self._path(TIME_INDEX_SUFFIX))
+        opened: list[StorageFile] = []
+        try:
+            for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                opened.append(storage.open(self._path(suffix)))
+        except BaseException:
+            # Out of file descriptors (EMFILE) part-way: give back the ones already taken,
+            # or they leak with no segment left to close them.
+            for f in opened:
+                f.close()
+            raise
+        self.log, self.index, self.time_index = opened
         self.size = self.log.size()
         self.closed = False
         self._reset_memory()

@@ -79,8 +79,19 @@ class TopicRegistry:
             configs=dict(configs),
         )
         self._store.state.topics[name] = record
-        await self._store.save()
+        try:
+            await self._store.save()
+        except Exception:
+            # Not saved (EMFILE opening the temporary file, a failed fsync): the topic must
+            # not exist in memory either, or the next successful save would persist it.
+            self._store.state.topics.pop(name, None)
+            raise
         return record
+
+    @property
+    def partition_count(self) -> int:
+        """Partitions of every registered topic together."""
+        return sum(record.partitions for record in self._store.state.topics.values())
 
     async def delete(self, name: str) -> TopicRecord | None:
         """Forget a topic durably; returns its record, or None if it did not exist."""

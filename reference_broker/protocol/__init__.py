@@ -17,7 +17,16 @@ from .codec import (
     error_response,
     unsupported_api_versions_frame,
 )
-from .framing import FrameDecoder, InvalidFrameSizeError, ProtocolError, frame, receive_frame
+from .framing import (
+    FrameDecoder,
+    InvalidFrameSizeError,
+    ProtocolError,
+    ReceivedFrame,
+    frame,
+    receive_frame,
+    receive_request,
+)
+from .memory_pool import MemoryPool, Reservation
 
 __all__ = [
     "ALL_APIS",
@@ -28,9 +37,12 @@ __all__ = [
     "InvalidFrameSizeError",
     "MalformedRequestError",
     "MalformedResponseError",
+    "MemoryPool",
     "ProtocolError",
+    "ReceivedFrame",
     "Request",
     "RequestHeader",
+    "Reservation",
     "UnknownApiError",
     "UnsupportedVersionError",
     "api_versions_response",
@@ -42,5 +54,6 @@ __all__ = [
     "error_response",
     "frame",
     "receive_frame",
+    "receive_request",
     "unsupported_api_versions_frame",
 ]

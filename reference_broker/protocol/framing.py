@@ -4,13 +4,21 @@
 tested without a network; `receive_frame` is the async edge that drives it from a
 trio stream. The size is checked against `socket.request.max.bytes` *before* any
 buffer for the body is grown, so a hostile length costs nothing.
+
+The broker's connections use `receive_request`, which also reserves each frame's size
+from the broker-wide `MemoryPool` (queued.max.request.bytes) before reading its body,
+and reads no further than the frame's end, so that a body only grows as its bytes
+arrive and never beyond what was reserved.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import trio
+
+from .memory_pool import MemoryPool, Reservation
 
 _SIZE = struct.Struct(">i")
 RECEIVE_CHUNK = 65536
@@ -45,8 +53,8 @@ class FrameDecoder:
         """Add bytes received from the peer."""
         self._buffer += data
 
-    def next_frame(self) -> bytes | None:
-        """The next complete frame body, or None if more bytes are needed.
+    def announced_size(self) -> int | None:
+        """The body size of the frame being read, once its 4-byte prefix is in.
 
         Raises InvalidFrameSizeError as soon as the size prefix is known to be bad.
         """
@@ -61,6 +69,23 @@ class FrameDecoder:
                 )
             del self._buffer[:4]
             self._expected = size
+        return self._expected
+
+    def read_size(self) -> int:
+        """How many bytes to ask the stream for next: up to the end of the current frame's
+        body (never into the next frame), or a whole chunk while no size is known."""
+        if self._expected is None:
+            return RECEIVE_CHUNK
+        return max(1, min(RECEIVE_CHUNK, self._expected - len(self._buffer)))
+
+    def next_frame(self) -> bytes | None:
+        """The next complete frame body, or None if more bytes are needed.
+
+        Raises InvalidFrameSizeError as soon as the size prefix is known to be bad.
+        """
+        if self.announced_size() is None:
+            return None
+        assert self._expected is not None
         if len(self._buffer) < self._expected:
             return None
         size = self._expected
@@ -94,3 +119,44 @@ async def receive_frame(stream: trio.abc.ReceiveStream, decoder: FrameDecoder) -
 def frame(payload: bytes) -> bytes:
     """Prefix `payload` with its 4-byte size."""
     return _SIZE.pack(len(payload)) + payload
+
+
+@dataclass
+class ReceivedFrame:
+    """A request frame's body and the pool bytes it holds until its request is handled."""
+
+    body: bytes
+    reservation: Reservation
+
+
+async def receive_request(
+    stream: trio.abc.ReceiveStream, decoder: FrameDecoder, pool: MemoryPool
+) -> ReceivedFrame | None:
+    """Like `receive_frame`, but reserve each frame's size from `pool` before its body.
+
+    While the pool has no room the stream is not read at all (backpressure). The caller
+    must `release` the returned reservation once the request is handled; on an error or
+    cancellation here it is released before this returns.
+    """
+    reservation: Reservation | None = None
+    try:
+        while True:
+            size = decoder.announced_size()
+            if size is not None and reservation is None:
+                reservation = await pool.reserve(size)
+            if reservation is not None:
+                body = decoder.next_frame()
+                if body is not None:
+                    return ReceivedFrame(body, reservation)
+            data = await stream.receive_some(decoder.read_size())
+            if not data:
+                if decoder.buffered or reservation is not None:
+                    raise ProtocolError(
+                        f"connection closed inside a frame ({decoder.buffered} bytes)"
+                    )
+                return None
+            decoder.feed(data)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
