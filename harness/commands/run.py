@@ -55,9 +55,16 @@ def config_from_options(options: dict[str, Any]) -> RunConfig:
 def summary_lines(outcome: RunOutcome) -> list[str]:
     """The closing table of a run: verdict table, where the results are, timings."""
     from harness.commands.check import summary_table
+    from harness.oracle import HEADLINE, console_lines
     from harness.runner import reproduce_command
 
     lines = [summary_table(dict(outcome.verdict))]
+    if outcome.harness_errors:
+        lines.extend(console_lines(outcome.harness_errors))
+        lines.append(f"verdict: {HEADLINE} (a faultline bug, not the system's: the system's "
+                     "verdict above rests on a wrong history)")
+    elif outcome.oracle_checked:
+        lines.append("oracle: no send recorded fail is in any replica's log")
     clock = "simulated " if outcome.config.target == "sim" else ""
     lines.append(f"run:    {outcome.run_dir}")
     lines.append(f"report: {outcome.run_dir / 'report.html'}")

@@ -33,6 +33,7 @@ _HEADLINES = {
     1: ("an expectation was violated", "invalid"),
     2: ("some runs could not run", "invalid"),
     3: ("unknown: acknowledged messages were never read", "unknown"),
+    4: ("harness error: faultline recorded fail for a send a broker appended", "invalid"),
 }
 
 
