@@ -181,3 +181,40 @@ def test_a_history_with_no_failed_send_needs_no_decoding(tmp_path: Path) -> None
     truth = GroundTruth({"n1": []})
     assert check_failed_sends(str(history), truth) == []
     assert truth._index is None
+
+
+def test_faultline_run_exits_4_and_says_harness_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import harness.runner as runner
+    from harness.cli import cli
+
+    real_execute = runner.execute
+    injected: list[tuple[int, int]] = []
+
+    def execute_then_misrecord(config: RunConfig, run_dir: Path, **kwargs: Any) -> Executed:
+        executed = real_execute(config, run_dir, **kwargs)
+        injected.append(rewrite_first_ok_send_as_fail(run_dir / "history.jsonl"))
+        return executed
+
+    monkeypatch.setattr(runner, "execute", execute_then_misrecord)
+    result = CliRunner().invoke(cli, ["run", "--nemesis", "none", "--time-limit", "4",
+                                      "--recovery", "1", "--final-read", "5", "--seed", "5",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == exit_codes.HARNESS_ERROR, result.output
+    [(index, value)] = injected
+    assert "HARNESS ERROR: 1 value(s) recorded `fail` were appended by a broker" in result.output
+    assert f"value {value}" in result.output and f"history index {index}" in result.output
+    assert "verdict: HARNESS ERROR" in result.output
+    assert "reproduce: faultline replay" in result.output
+
+
+def test_run_help_documents_exit_code_4() -> None:
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "4 harness error" in " ".join(result.output.split())

@@ -84,7 +84,11 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
               help="Sim only: run a second time with the same seed and name the first "
                    "diverging history event (exit 1 if they differ).")
 def run(out: Path, check_determinism: bool, **options: Any) -> None:
-    """Run a cluster under faults with a workload, check the history, write a report."""
+    """Run a cluster under faults with a workload, check the history, write a report.
+
+    In the sim, the history is also checked against ground truth: a send recorded
+    fail that some broker appended is a harness error (a faultline bug), exit 4.
+    """
     from harness.run_config import ConfigError
     from harness.runner import RunSetupError, RunStalled, first_divergence, replay_history
     from harness.runner import run as run_once
