@@ -9,9 +9,11 @@ One run, in order (DESIGN.md §6, Jepsen's test lifecycle):
 4. `Executor.heal_everything` at `time_limit`, while the workload goes on for
    `recovery_s` more, so the history shows how long the cluster took to serve again;
 5. `workload.final_reads` until caught up or `final_read_s`;
-6. check `history.jsonl` with the workload's checker mode plus `--allow`, measure
-   availability under faults and the time to recover (`harness.availability`), write
-   `results.json`, `nemesis.json`, node logs, `report.html`, `results/index.html`.
+6. check `history.jsonl` with the workload's checker mode plus `--allow`; in the sim,
+   also check the history against ground truth (`harness.oracle`: no send recorded
+   `fail` may be in any replica's log, else the run has harness errors, exit 4);
+   measure availability under faults and the time to recover (`harness.availability`),
+   write `results.json`, `nemesis.json`, node logs, `report.html`, `results/index.html`.
 
 Every event, workload and nemesis, goes through one `CountingWriter`, which also feeds
 the live progress line. Nothing in steps 2-5 reads the wall clock in the sim.
@@ -33,6 +35,7 @@ import trio
 from checkers.verdict import Verdict, check_file
 from harness import exit_codes
 from harness.availability import Availability, measure_availability
+from harness.oracle import GroundTruth, HarnessError, check_failed_sends
 from harness.progress import CountingWriter, RunCounters, show_progress
 from harness.run_config import ConfigError, RunConfig
 from harness.targets import CLUSTER_HOME, REPLICATED_TOPICS, Session
@@ -67,6 +70,20 @@ class RunOutcome:
     events: int
     history_sha256: str
     availability: Availability
+    # Sends recorded `fail` that a broker appended (sim only; see `harness.oracle`).
+    harness_errors: list[HarnessError]
+    # Whether the ground-truth oracle ran (the sim) or could not (real targets).
+    oracle_checked: bool
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What `execute` ran: the schedule, the trio seconds it took, and in the sim the
+    ground truth of what every broker appended (None for real targets)."""
+
+    schedule: Schedule
+    seconds: float
+    ground_truth: GroundTruth | None
 
 
 def load_workload(name: str) -> Workload:
@@ -199,9 +216,10 @@ def execute(
     schedule: Schedule | None = None,
     progress: IO[str] | None = None,
     workload: Workload | None = None,
-) -> tuple[Schedule, float]:
+) -> Executed:
     """Run the target and workload, writing `history.jsonl`, `nemesis.json` and node logs
-    into `run_dir`. Returns the schedule that ran and the trio seconds the run took.
+    into `run_dir`. Returns the schedule that ran, the trio seconds the run took and (sim)
+    the ground truth of the brokers' appends.
 
     Raises RunSetupError when the target cannot start.
     """
@@ -218,26 +236,31 @@ def execute(
         writer = CountingWriter(stream, counters)
         try:
             if config.target == "sim":
-                ran, seconds = _execute_sim(config, run_dir, workload, writer, schedule,
-                                            save_schedule, progress)
-            else:
-                ran, seconds = _execute_real(config, run_dir, workload, writer, schedule,
-                                             save_schedule, progress)
+                return _execute_sim(config, run_dir, workload, writer, schedule,
+                                    save_schedule, progress)
+            ran, seconds = _execute_real(config, run_dir, workload, writer, schedule,
+                                         save_schedule, progress)
+            return Executed(ran, seconds, None)
         except TargetSetupError as exc:
             raise RunSetupError(str(exc)) from None
-    return ran, seconds
 
 
 def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: CountingWriter,
                  schedule: Schedule | None, save: Callable[[Schedule], None],
-                 progress: IO[str] | None) -> tuple[Schedule, float]:
+                 progress: IO[str] | None) -> Executed:
     from harness.runtime.sim.cluster import SimCluster
+    from harness.runtime.sim.disk import SimDisk
     from harness.runtime.sim.errors import SimStalled
     from harness.runtime.sim.node_logs import node_log_files
     from harness.runtime.sim.run import run_sim
     from harness.targets import sim_session, sim_settings
 
+    # The nodes' disks outlive the cluster: read after teardown, their journals hold
+    # every append up to the very end (followers may still have been catching up).
+    disks: dict[str, SimDisk] = {}
+
     async def scenario(cluster: SimCluster) -> Schedule:
+        disks.update((name, cluster.node(name).disk) for name in cluster.nodes)
         session = sim_session(cluster, config)
         ran = await drive(session, config, workload, writer, schedule=schedule,
                           on_schedule=save, progress=progress)
@@ -250,7 +273,7 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
     except SimStalled as exc:
         raise RunStalled(f"{exc}; the history so far is in {run_dir / 'history.jsonl'} "
                          f"and the brokers' logs in {run_dir / 'nodes'}") from None
-    return result.value, result.virtual_seconds
+    return Executed(result.value, result.virtual_seconds, GroundTruth.from_disks(disks))
 
 
 def _write_sim_node_logs(cluster: Any, run_dir: Path) -> None:
@@ -301,7 +324,6 @@ def run(
 ) -> RunOutcome:
     """One complete run: execute, check, write results, report and (unless `index` is
     False, as in a campaign that renders it once at the end) the index of `out`."""
-    from harness.report import render_index, write_report
     from harness.run_config import new_run_dir
 
     config.validate()
@@ -309,22 +331,44 @@ def run(
         workload = load_workload(config.workload)
     run_dir = run_dir or new_run_dir(out, config)
     wall_start = time.monotonic()
-    ran, seconds = execute(config, run_dir, schedule=schedule, progress=progress,
-                           workload=workload)
+    executed = execute(config, run_dir, schedule=schedule, progress=progress,
+                       workload=workload)
+    return conclude(config, run_dir, executed, workload, wall_start=wall_start, index=index)
+
+
+def conclude(
+    config: RunConfig,
+    run_dir: Path,
+    executed: Executed,
+    workload: Workload,
+    *,
+    wall_start: float,
+    index: bool = True,
+) -> RunOutcome:
+    """Check the history `execute` wrote into `run_dir` (the checker, and in the sim the
+    ground-truth oracle) and write results.json, the report and the index."""
+    from harness.report import render_index, write_report
+
+    ran, seconds = executed.schedule, executed.seconds
     if config.schedule is not None:
         # The run's own copy of the schedule it followed: the reproduce command and a
         # replay still work when the given file changes or goes.
         config = config.with_schedule(str((run_dir / "nemesis.json").resolve()))
     history_path = run_dir / "history.jsonl"
     verdict = check_file(str(history_path), mode=workload.checker_mode, allow=config.allow)
+    truth = executed.ground_truth
+    harness_errors = [] if truth is None else check_failed_sends(str(history_path), truth)
     wall = time.monotonic() - wall_start
     digest = hashlib.sha256(history_path.read_bytes()).hexdigest()
-    exit_code = exit_codes.for_verdict(verdict["valid"])
+    exit_code = exit_codes.for_verdict(verdict["valid"], harness_errors=len(harness_errors))
     availability = measure_availability(history_path)
     results = {
         "run_id": run_dir.name,
         "valid": verdict["valid"],
         "exit_code": exit_code,
+        # The system's verdict is `valid`; this one is faultline's own (harness.oracle).
+        "harness_verdict": _harness_verdict(truth, harness_errors),
+        "harness_errors": [e.to_json() for e in harness_errors],
         "config": config.to_json(),
         "seed": config.seed,
         "checker_mode": workload.checker_mode,
@@ -354,7 +398,24 @@ def run(
     if index:
         render_index(run_dir.parent)
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
-                      verdict["stats"]["events"], digest, availability)
+                      verdict["stats"]["events"], digest, availability, harness_errors,
+                      truth is not None)
+
+
+def _harness_verdict(truth: GroundTruth | None, errors: list[HarnessError]) -> dict[str, Any]:
+    """results.json's word on faultline itself: checked against ground truth or not."""
+    if truth is None:
+        return {"checked": False, "verdict": "not checked",
+                "note": "only the sim can see every broker's appends (ground truth)"}
+    if errors:
+        from harness.oracle import EXPLANATION, HEADLINE
+
+        return {"checked": True, "verdict": HEADLINE, "count": len(errors),
+                "note": EXPLANATION}
+    note = "no send recorded `fail` is in any replica's log (everything ever appended)"
+    if truth.unparsed_bytes:
+        note += f"; {truth.unparsed_bytes} journal bytes were not whole batches and unread"
+    return {"checked": True, "verdict": "ok", "note": note}
 
 
 def reproduce_command(config: RunConfig, run_dir: Path) -> str:

@@ -28,7 +28,8 @@ def cell(index: int, expectation: Expectation, claim: str | None = None,
 
 
 def record(cell_index: int, seed: int, bad: tuple[str, ...] = (), *,
-           error: str | None = None, valid: bool | str | None = None) -> RunRecord:
+           error: str | None = None, valid: bool | str | None = None,
+           harness_errors: int = 0) -> RunRecord:
     if valid is None and error is None:
         valid = not bad
     config = RunConfig.build({"time-limit": 5.0, "nemesis": "none", "seed": seed}).to_json()
@@ -36,7 +37,7 @@ def record(cell_index: int, seed: int, bad: tuple[str, ...] = (), *,
                      valid=valid, config=config, counts=dict.fromkeys(bad, 2), bad=bad,
                      examples={k: f"indices [1, 2], log t1/0 ({k})" for k in bad},
                      availability={"share": 0.5, "final_heal_s": 10.0, "recovery_s": 1.5},
-                     error=error)
+                     error=error, harness_errors=harness_errors)
 
 
 @pytest.mark.parametrize(("expectation", "bad", "outcome", "violations"), [
@@ -93,6 +94,35 @@ def test_configuration_statuses_and_the_exit_code() -> None:
     both = results_of(cells, [record(0, 1, error="x"), record(1, 1, ("duplicate",)),
                               record(2, 1, ("unseen",))])
     assert both.exit_code() == exit_codes.ANOMALIES
+
+
+def test_a_harness_error_is_faultlines_failure_counted_apart_and_outranking_all(
+        tmp_path: Path) -> None:
+    from harness.campaign.junit import write_junit
+
+    # Even with anomalies a weak configuration tolerates, the run says nothing about it.
+    judgement = judge(record(0, 1, ("lost-write",), harness_errors=2), cell(0, LOSSY))
+    assert judgement.outcome == "harness-error"
+
+    cells = [cell(0, SAFE, "c"), cell(1, LOSSY, "c")]
+    results = results_of(cells, [record(0, 1, ("duplicate",)), record(0, 2),
+                                 record(1, 1, ("lost-write",), harness_errors=1),
+                                 record(1, 2, ("lost-write",))])
+    assert [c.status for c in results.cells] == ["violated", "harness-error"]
+    assert results.exit_code() == exit_codes.HARNESS_ERROR == 4
+    assert results.claims()[0]["verdict"] == "harness error"
+    data = campaign_data(tmp_path, results)
+    config = data["configurations"][1]
+    assert config["outcomes"]["harness-error"] == 1
+    assert config["outcomes"]["demonstrated"] == 1
+    assert config["first_failing_run"] == "01-run-s1"
+    assert [r["harness_errors"] for r in data["runs"] if r["cell"] == 1] == [1, 0]
+
+    xml = JUnitXml.fromfile(str(write_junit(tmp_path / "junit.xml", data)))
+    case = {c.name: c for suite in xml for c in suite}["config 1 seed 1"]
+    assert isinstance(case.result[0], Error)
+    assert case.result[0].type == "harness-error"
+    assert "HARNESS ERROR" in case.result[0].message
 
 
 def test_claims_are_reproduced_only_when_every_side_shows() -> None:

@@ -15,6 +15,7 @@ import pytest
 import trio
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.metadata import ApiVersionsResponse, MetadataRequest, MetadataResponse
+from kafka.protocol.producer import ProduceRequest, ProduceResponse
 
 from harness.broker_process import BrokerProcess
 from harness.tansu import free_loopback_port
@@ -23,14 +24,17 @@ from workloads.client import (
     BootstrapUnreachableError,
     ConsumerConfig,
     DefiniteFailure,
+    KafkaClientError,
     MessageTooLargeError,
     Producer,
     ProducerConfig,
+    UnknownOutcome,
     UnknownTopicError,
     UnsupportedVersionError,
 )
 from workloads.client.config import ConfigError
 from workloads.client.consumer import Consumer
+from workloads.client.errors import NOT_APPENDED
 
 
 async def test_unreachable_bootstrap_names_the_servers_and_what_to_check() -> None:
@@ -231,3 +235,113 @@ async def test_idempotence_on_a_broker_without_init_producer_id_says_turn_it_off
             async with Producer(config):
                 pass
         nursery.cancel_scope.cancel()
+
+
+# -- which Produce answers may be recorded `fail` ---------------------------------------------
+
+
+def metadata_with_partition(frame: bytes, version: int, port: int) -> bytes:
+    """Metadata naming this scripted broker (node 0) the leader of partition 0 of each topic."""
+    request = MetadataRequest.decode(frame, version=version, header=True)
+    topic = MetadataResponse.MetadataResponseTopic
+    partition = topic.MetadataResponsePartition(
+        error_code=0, partition_index=0, leader_id=0, leader_epoch=0, replica_nodes=[0],
+        isr_nodes=[0], offline_replicas=[],
+    )
+    response = MetadataResponse(
+        version=version,
+        throttle_time_ms=0,
+        brokers=[MetadataResponse.MetadataResponseBroker(node_id=0, host="127.0.0.1", port=port)],
+        cluster_id="scripted",
+        controller_id=0,
+        topics=[topic(error_code=0, name=t.name, is_internal=False, partitions=[partition])
+                for t in request.topics or []],
+    )
+    response.with_header(correlation_id=_correlation(frame))
+    return bytes(response.encode(header=True, framed=True))
+
+
+def produce_error(frame: bytes, version: int, code: int) -> bytes:
+    """A Produce response answering every partition of the request with `code`."""
+    request = ProduceRequest.decode(frame, version=version, header=True)
+    entry = ProduceResponse.TopicProduceResponse
+    response = ProduceResponse(
+        version=version,
+        throttle_time_ms=0,
+        responses=[
+            entry(name=t.name, partition_responses=[
+                entry.PartitionProduceResponse(
+                    index=p.index, error_code=code, base_offset=-1, log_append_time_ms=-1,
+                    log_start_offset=-1, record_errors=[], error_message=None,
+                )
+                for p in t.partition_data
+            ])
+            for t in request.topic_data
+        ],
+    )
+    response.with_header(correlation_id=_correlation(frame))
+    return bytes(response.encode(header=True, framed=True))
+
+
+async def outcome_of_produce_answered(code: int, acks: int) -> type[Exception]:
+    """Send one record to a broker that answers every Produce with `code` (no retries);
+    the exception class its delivery ends in."""
+    async with trio.open_nursery() as nursery:
+        port = 0
+
+        def answer(api_key: int, version: int, frame: bytes) -> bytes | None:
+            if api_key == ApiKey.ApiVersions:
+                return api_versions(frame, version, {18: (0, 3), 3: (0, 12), 0: (3, 9)})
+            if api_key == ApiKey.Metadata:
+                return metadata_with_partition(frame, version, port)
+            if api_key == ApiKey.Produce:
+                return produce_error(frame, version, code)
+            return None
+
+        port = await scripted_broker(nursery, answer)
+        config = ProducerConfig.from_kafka({
+            "bootstrap.servers": f"127.0.0.1:{port}", "enable.idempotence": False,
+            "acks": acks, "retries": 0, "max.block.ms": 2000, "request.timeout.ms": 2000,
+        })
+        async with Producer(config) as producer:
+            delivery = await producer.send("t", b"1", partition=0)
+            with pytest.raises(KafkaClientError) as info:
+                await delivery.wait()
+        nursery.cancel_scope.cancel()
+    return type(info.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "acks"),
+    [
+        (-1, 1),  # UNKNOWN_SERVER_ERROR: anything may have happened
+        (6, 1),  # NOT_LEADER_OR_FOLLOWER: never trusted as a refusal, whatever acks
+        (6, -1),
+        (7, -1),  # REQUEST_TIMED_OUT
+        (20, -1),  # NOT_ENOUGH_REPLICAS_AFTER_APPEND: the leader did append
+        (56, 1),  # KAFKA_STORAGE_ERROR: the disk failed somewhere in the write
+        (999, 1),  # a code this client does not know
+    ],
+)
+async def test_produce_answers_that_do_not_prove_a_refusal_are_unknown(
+    code: int, acks: int
+) -> None:
+    assert issubclass(await outcome_of_produce_answered(code, acks), UnknownOutcome)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [2, 10, 19, 29, 87],  # CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, NOT_ENOUGH_REPLICAS,
+    # TOPIC_AUTHORIZATION_FAILED, INVALID_RECORD: each checked before the append
+)
+async def test_produce_answers_kafka_gives_only_before_appending_are_definite(code: int) -> None:
+    assert code in NOT_APPENDED
+    assert issubclass(await outcome_of_produce_answered(code, -1), DefiniteFailure)
+
+
+def test_the_codes_said_to_prove_not_appended_exclude_every_maybe_appended_one() -> None:
+    # REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    # KAFKA_STORAGE_ERROR, UNKNOWN_SERVER_ERROR, NETWORK_EXCEPTION
+    assert not {7, 6, 20, 56, -1, 13} & set(NOT_APPENDED)
+    # Each says why (its Kafka name, then the check that refuses before the append).
+    assert all(": " in reason for reason in NOT_APPENDED.values())

@@ -109,3 +109,55 @@ async def test_a_client_that_cannot_reach_any_broker_fails_the_operation_cleanly
             await session.subscribe(["t1"], "g")
         with pytest.raises(OpFailed, match="could not start a client"):
             await session.send([{"topic": "t1", "key": None, "value": 1}])
+
+
+# -- each third-party adapter's classification of delivery errors -------------------------------
+
+
+def test_confluent_delivery_errors_are_fail_only_when_the_broker_refuses_every_time() -> None:
+    from confluent_kafka import KafkaError
+
+    from workloads.adapters.confluent import delivery_failed_for_certain
+
+    certain = [KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+               KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    maybe = [
+        KafkaError._MSG_TIMED_OUT,  # message.timeout.ms passed, perhaps after it was sent
+        # librdkafka fails messages queued for a retry with these when metadata loses the
+        # topic or partition: an earlier attempt may have been appended.
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.NOT_ENOUGH_REPLICAS,  # only the last attempt's answer
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.KAFKA_STORAGE_ERROR,
+        KafkaError.UNKNOWN,
+        KafkaError._TRANSPORT,
+    ]
+    assert all(delivery_failed_for_certain(KafkaError(code)) for code in certain)
+    assert not any(delivery_failed_for_certain(KafkaError(code)) for code in maybe)
+
+
+def test_kafka_python_delivery_errors_are_fail_only_when_the_broker_refuses_every_time() -> None:
+    import kafka.errors as kerr
+
+    from workloads.adapters.kafka_python import delivery_failed_for_certain
+
+    certain = [kerr.MessageSizeTooLargeError(), kerr.RecordListTooLargeError(),
+               kerr.InvalidTopicError(), kerr.TopicAuthorizationFailedError()]
+    maybe = [
+        kerr.KafkaTimeoutError(),  # the batch expired, perhaps after it was sent
+        kerr.NotLeaderForPartitionError(),
+        kerr.RequestTimedOutError(),
+        kerr.NotEnoughReplicasAfterAppendError(),
+        kerr.NotEnoughReplicasError(),  # only the last attempt's answer
+        kerr.OutOfOrderSequenceNumberError(),
+        kerr.CorruptRecordError(),
+        kerr.KafkaConnectionError(),
+        kerr.UnknownError(),
+        kerr.KafkaStorageError(),
+    ]
+    assert all(delivery_failed_for_certain(e) for e in certain)
+    assert not any(delivery_failed_for_certain(e) for e in maybe)

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from harness.campaign.engines import Engine
 from harness.campaign.matrix import Matrix
-from harness.campaign.results import ERROR, VIOLATED, CampaignResults, Judgement
+from harness.campaign.results import (
+    ERROR,
+    HARNESS_ERROR,
+    VIOLATED,
+    CampaignResults,
+    Judgement,
+)
 from harness.campaign.task import RunRecord, RunRequest, unpack
 from harness.run_config import RunConfig
 from harness.runner import reproduce_command
@@ -34,7 +40,7 @@ class StopRules:
     fail_fast: bool = False  # skip a configuration's remaining seeds once one run failed
 
 
-FAILED = (VIOLATED, ERROR)
+FAILED = (VIOLATED, ERROR, HARNESS_ERROR)
 # campaign.json is rewritten at most this often while runs finish (and always at the end).
 SAVE_EVERY_S = 1.0
 

@@ -3,7 +3,9 @@
 
 - a run that violated its configuration's expectation is a `<failure>` whose message
   names the anomaly types, the first evidence and the replay command;
-- a run that could not run is an `<error>`;
+- a run that could not run is an `<error>`, and so is a run with harness errors
+  (`type="harness-error"`: faultline recorded `fail` for a send a broker appended; a
+  failure of faultline, not of the configuration);
 - an unknown run (acknowledged messages never read, nothing disproved), a seed skipped
   by `--fail-fast` and a run never started are `<skipped>`, with the reason;
 - every test case carries the run's full configuration as `<properties>`, as pytest's
@@ -53,6 +55,12 @@ def junit_xml(data: dict[str, Any]) -> bytes:
                 error = ET.SubElement(case, "error", type="run-error",
                                       message=(run["error"] or "").splitlines()[0][:300])
                 error.text = run["error"]
+            elif outcome == "harness-error":
+                counts["errors"] += 1
+                error = ET.SubElement(case, "error", type="harness-error", message=(
+                    f"HARNESS ERROR: {run['harness_errors']} send(s) recorded fail were "
+                    "appended by a broker; a faultline bug, not the configuration's. "
+                    f"Reproduce: {run['replay']}"))
             elif outcome == "unknown":
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message=(

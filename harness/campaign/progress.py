@@ -11,7 +11,14 @@ from __future__ import annotations
 import time
 from typing import IO
 
-from harness.campaign.results import ERROR, UNKNOWN, VIOLATED, CampaignResults, Judgement
+from harness.campaign.results import (
+    ERROR,
+    HARNESS_ERROR,
+    UNKNOWN,
+    VIOLATED,
+    CampaignResults,
+    Judgement,
+)
 from harness.campaign.task import RunRecord
 
 PIPE_EVERY_S = 30.0
@@ -32,11 +39,15 @@ class CampaignProgress:
                judgement: Judgement | None, replay: str | None = None) -> None:
         """Account for a finished run (or an idle tick, with None) and redraw."""
         if record is not None and judgement is not None and judgement.outcome in (
-                VIOLATED, ERROR, UNKNOWN):
+                VIOLATED, ERROR, UNKNOWN, HARNESS_ERROR):
             self._clear()
             label = results.cells[record.cell].cell.label
             if judgement.outcome == ERROR:
                 what = (record.error or "").strip().splitlines()[-1][:200]
+            elif judgement.outcome == HARNESS_ERROR:
+                what = (f"{record.harness_errors} send(s) recorded fail were appended by a "
+                        "broker: a faultline bug, not the configuration's (see results.json "
+                        "harness_errors)")
             else:
                 what = ", ".join(f"{kind} ×{record.counts.get(kind, 0)}"
                                  for kind in judgement.violations)
@@ -66,9 +77,10 @@ class CampaignProgress:
         left = self.total - done - results.not_started - sum(
             len(c.skipped_seeds) for c in results.cells)
         eta = f"{left / per_minute:.1f} min" if per_minute > 0 and left > 0 else "-"
-        failing = [f"[{c.cell.index}] {sum(o in (VIOLATED, ERROR) for o in c.outcomes())}"
+        failing = [f"[{c.cell.index}] "
+                   f"{sum(o in (VIOLATED, ERROR, HARNESS_ERROR) for o in c.outcomes())}"
                    f"/{len(c.runs)}" for c in results.cells
-                   if any(o in (VIOLATED, ERROR) for o in c.outcomes())]
+                   if any(o in (VIOLATED, ERROR, HARNESS_ERROR) for o in c.outcomes())]
         failures = ", ".join(failing) if failing else "none"
         return (f"campaign: {done}/{self.total} runs  {per_minute:.1f} runs/min  ETA {eta}  "
                 f"elapsed {elapsed:.0f} s  failing: {failures}")

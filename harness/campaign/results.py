@@ -6,6 +6,11 @@ mode's defaults and `--allow`) that the expectation does not tolerate are violat
 if the only ones are uncertain (`unseen`: acknowledged, never read), the run is
 unknown. A weak configuration's run that shows an anomaly its expectation
 `demonstrates` has demonstrated the weakness.
+
+A run whose ground-truth oracle found harness errors (`harness.oracle`: a send recorded
+`fail` that a broker appended) is a `harness-error`, whatever its anomalies: its history
+is wrong, so it says nothing about the configuration, and it is a failure of faultline.
+It outranks every other outcome in a configuration's status and the exit code (4).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ DEMONSTRATED = "demonstrated"
 VIOLATED = "violated"
 UNKNOWN = "unknown"
 ERROR = "error"
+HARNESS_ERROR = "harness-error"
 
 # Configuration (cell) statuses, beyond the run outcomes above.
 HELD = "held"
@@ -38,7 +44,7 @@ NOT_RUN = "not run"
 class Judgement:
     """One run against its configuration's expectation."""
 
-    outcome: str  # PASS, DEMONSTRATED, VIOLATED, UNKNOWN or ERROR
+    outcome: str  # PASS, DEMONSTRATED, VIOLATED, UNKNOWN, ERROR or HARNESS_ERROR
     violations: tuple[str, ...]  # anomaly types outside what was allowed and tolerated
 
 
@@ -46,6 +52,8 @@ def judge(record: RunRecord, cell: Cell) -> Judgement:
     """The outcome of `record` under `cell`'s expectation."""
     if record.error is not None:
         return Judgement(ERROR, ())
+    if record.harness_errors:
+        return Judgement(HARNESS_ERROR, ())
     expectation = cell.expectation
     violations = tuple(kind for kind in record.bad if kind not in expectation.tolerated)
     if violations and not set(violations) <= UNCERTAIN:
@@ -82,7 +90,7 @@ class CellResults:
         if self.cell.error is not None:
             return SKIPPED
         outcomes = set(self.outcomes())
-        for status in (VIOLATED, ERROR, UNKNOWN):
+        for status in (HARNESS_ERROR, VIOLATED, ERROR, UNKNOWN):
             if status in outcomes:
                 return status
         if not self.runs:
@@ -113,7 +121,8 @@ class CellResults:
     def first_failure(self) -> RunRecord | None:
         """The run a person should look at first: a violation, else an error or unknown,
         else the first demonstration of the weakness, else the first run with anomalies."""
-        return (self.first([VIOLATED]) or self.first([ERROR, UNKNOWN])
+        return (self.first([HARNESS_ERROR]) or self.first([VIOLATED])
+                or self.first([ERROR, UNKNOWN])
                 or self.first([DEMONSTRATED])
                 or next((r for r, _ in self.runs if r.bad), None))
 
@@ -140,7 +149,8 @@ class CellResults:
         """As written into campaign.json; `replay` maps run names to their commands."""
         first = self.first_failure()
         counts = {outcome: self.outcomes().count(outcome)
-                  for outcome in (PASS, DEMONSTRATED, VIOLATED, UNKNOWN, ERROR)}
+                  for outcome in (PASS, DEMONSTRATED, VIOLATED, UNKNOWN, ERROR,
+                                  HARNESS_ERROR)}
         anomaly_runs: dict[str, int] = {}
         for record, _ in self.runs:
             for kind in record.bad:
@@ -204,7 +214,9 @@ class CampaignResults:
         claims = []
         for claim, cells in by_claim.items():
             statuses = [c.status for c in cells]
-            if VIOLATED in statuses:
+            if HARNESS_ERROR in statuses:
+                verdict = "harness error"
+            elif VIOLATED in statuses:
                 verdict = "violated"
             elif ERROR in statuses or UNKNOWN in statuses:
                 verdict = "unknown"
@@ -219,9 +231,12 @@ class CampaignResults:
         return claims
 
     def exit_code(self) -> int:
-        """1 if an expectation was violated, else 2 if a run could not run, else 3 if a
-        run's outcome is unknown, else 0 (weak configurations not demonstrated included)."""
+        """4 if a run had a harness error, else 1 if an expectation was violated, else 2
+        if a run could not run, else 3 if a run's outcome is unknown, else 0 (weak
+        configurations not demonstrated included)."""
         statuses = {c.status for c in self.cells}
+        if HARNESS_ERROR in statuses:
+            return exit_codes.HARNESS_ERROR
         if VIOLATED in statuses:
             return exit_codes.ANOMALIES
         if ERROR in statuses or not any(c.runs for c in self.cells):

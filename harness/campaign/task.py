@@ -52,6 +52,8 @@ class RunRecord:
     run_seconds: float = 0.0
     wall_seconds: float = 0.0
     error: str | None = None
+    # Sends recorded `fail` that a broker appended (sim oracle): faultline's own failure.
+    harness_errors: int = 0
     archive: bytes = b""  # the run folder, tar.gz
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class RunRecord:
             "availability": self.availability, "history_sha256": self.history_sha256,
             "events": self.events, "run_seconds": round(self.run_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3), "error": self.error,
+            "harness_errors": self.harness_errors,
         }
 
 
@@ -107,6 +110,7 @@ def execute(request: RunRequest) -> RunRecord:
             events=outcome.events,
             run_seconds=outcome.run_seconds,
             wall_seconds=time.monotonic() - started,
+            harness_errors=len(outcome.harness_errors),
             archive=pack(run_dir),
         )
 

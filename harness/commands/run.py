@@ -55,9 +55,16 @@ def config_from_options(options: dict[str, Any]) -> RunConfig:
 def summary_lines(outcome: RunOutcome) -> list[str]:
     """The closing table of a run: verdict table, where the results are, timings."""
     from harness.commands.check import summary_table
+    from harness.oracle import HEADLINE, console_lines
     from harness.runner import reproduce_command
 
     lines = [summary_table(dict(outcome.verdict))]
+    if outcome.harness_errors:
+        lines.extend(console_lines(outcome.harness_errors))
+        lines.append(f"verdict: {HEADLINE} (a faultline bug, not the system's: the system's "
+                     "verdict above rests on a wrong history)")
+    elif outcome.oracle_checked:
+        lines.append("oracle: no send recorded fail is in any replica's log")
     clock = "simulated " if outcome.config.target == "sim" else ""
     lines.append(f"run:    {outcome.run_dir}")
     lines.append(f"report: {outcome.run_dir / 'report.html'}")
@@ -77,7 +84,11 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
               help="Sim only: run a second time with the same seed and name the first "
                    "diverging history event (exit 1 if they differ).")
 def run(out: Path, check_determinism: bool, **options: Any) -> None:
-    """Run a cluster under faults with a workload, check the history, write a report."""
+    """Run a cluster under faults with a workload, check the history, write a report.
+
+    In the sim, the history is also checked against ground truth: a send recorded
+    fail that some broker appended is a harness error (a faultline bug), exit 4.
+    """
     from harness.run_config import ConfigError
     from harness.runner import RunSetupError, RunStalled, first_divergence, replay_history
     from harness.runner import run as run_once

@@ -22,7 +22,7 @@ body{max-width:1400px}
 .ok{background:#e3f2e1}.tolerated{background:#fdebc8}.bad{background:#f8d0cf}
 .none{color:#999}
 .status-held,.status-reproduced,.status-demonstrated{color:#2e7d32;font-weight:600}
-.status-violated,.status-error{color:#c62828;font-weight:700}
+.status-violated,.status-error,.status-harness-error{color:#c62828;font-weight:700}
 .status-unknown,.status-not-demonstrated,.status-not-run,.status-skipped{color:#ef6c00;
 font-weight:600}
 .matrix td:nth-child(2){max-width:340px}
@@ -33,6 +33,7 @@ _HEADLINES = {
     1: ("an expectation was violated", "invalid"),
     2: ("some runs could not run", "invalid"),
     3: ("unknown: acknowledged messages were never read", "unknown"),
+    4: ("harness error: faultline recorded fail for a send a broker appended", "invalid"),
 }
 
 
@@ -127,7 +128,8 @@ def render_campaign(data: dict[str, Any]) -> str:
         availability = config["availability"]
         first = config["first_failing_run"]
         status = _status(config["status"])
-        if first and config["status"] in ("violated", "error", "unknown", "demonstrated"):
+        if first and config["status"] in ("violated", "error", "unknown", "demonstrated",
+                                          "harness-error"):
             status += (f"<div class='muted'><a href='runs/{escape(first)}/report.html'>first "
                        f"run</a></div>")
         rows.append(

@@ -234,6 +234,26 @@ def evidence_indices(verdict: dict[str, Any]) -> set[int]:
     return wanted
 
 
+def _harness_section(results: dict[str, Any]) -> str:
+    """faultline's own verdict (the sim's ground-truth oracle), apart from the system's."""
+    harness = results.get("harness_verdict")
+    if not harness:
+        return ""
+    errors = results.get("harness_errors") or []
+    if not errors:
+        return f'<p class="muted">harness check: {escape(str(harness.get("verdict")))}: ' \
+               f'{escape(str(harness.get("note", "")))}</p>'
+    items = "".join(
+        f"<li>history index {e['index']} (invoked at {e['invoke_index']}, process "
+        f"{e['process']}): value {e['value']} recorded <code>fail</code> "
+        f"({escape(str(e.get('recorded_error')))}) but appended at "
+        + escape(", ".join(f"{f['node']} {f['log']}@{f['offset']}" for f in e["found"]))
+        + "</li>"
+        for e in errors[:50])
+    return (f'<h2>Harness errors</h2><p><span class="verdict invalid">HARNESS ERROR</span> '
+            f"{escape(str(harness.get('note', '')))}</p><ul>{items}</ul>")
+
+
 def render_report(run_dir: Path) -> str:
     """The HTML of `run_dir`'s report."""
     results = json.loads((run_dir / "results.json").read_text())
@@ -253,6 +273,7 @@ def render_report(run_dir: Path) -> str:
                  f"{escape(', '.join(bad) or 'no anomalies outside the allowed set')}</p>")
     for note in verdict.get("notes", []):
         parts.append(f'<p class="muted">note: {escape(note)}</p>')
+    parts.append(_harness_section(results))
     stats = verdict["stats"]
     messages = stats["messages"]
     timing = results.get("timing", {})

@@ -119,13 +119,14 @@ def render_index(results_dir: Path) -> Path:
 def _campaigns_table(campaigns: list[dict[str, Any]]) -> str:
     if not campaigns:
         return "<h2>Campaigns</h2><p class='muted'>None yet: <code>faultline campaign</code>.</p>"
-    words = {0: "held", 1: "violated", 2: "error", 3: "unknown"}
+    words = {0: "held", 1: "violated", 2: "error", 3: "unknown", 4: "harness error"}
     rows = []
     for entry in campaigns:
         data = entry["data"]
         status = "interrupted" if data.get("interrupted") else words.get(
             data.get("exit_code"), "?")
-        cls = {"held": "valid", "violated": "invalid", "error": "invalid"}.get(status, "unknown")
+        cls = {"held": "valid", "violated": "invalid", "error": "invalid",
+               "harness error": "invalid"}.get(status, "unknown")
         claims = data.get("claims") or []
         claim_text = ", ".join(f"{sum(c['verdict'] == v for c in claims)} {v}"
                                for v in sorted({c["verdict"] for c in claims}))

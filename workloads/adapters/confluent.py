@@ -4,12 +4,19 @@ Error mapping:
 
 - send: `produce` raising (`BufferError`: the local queue is full; `KafkaException`:
   unknown topic, message over message.max.bytes) -> `fail`: nothing was queued. A
-  delivery report whose error is MSG_SIZE_TOO_LARGE, RECORD_LIST_TOO_LARGE,
-  TOPIC_EXCEPTION, a topic/cluster authorization error or librdkafka's _UNKNOWN_TOPIC /
-  _UNKNOWN_PARTITION -> `fail` (the broker rejects such a batch every time, or it was
-  never sent). Every other delivery error — _MSG_TIMED_OUT (message.timeout.ms passed,
-  perhaps after a request went out), retriable errors after retries ran out — and a
-  message still undelivered when flush() gives up -> `info`.
+  delivery report's error speaks only for the last attempt, and librdkafka's Python
+  binding does not expose whether an earlier attempt may have been persisted
+  (`rd_kafka_message_status`), so a delivery error is `fail` only when the broker
+  refuses that message every time it sees it (`DEFINITE_DELIVERY`): MSG_SIZE_TOO_LARGE,
+  RECORD_LIST_TOO_LARGE, TOPIC_EXCEPTION (an illegal topic) and topic/cluster
+  authorization failures (ACLs do not change during a run); Kafka checks each before
+  the append. Every other delivery error -> `info`: _MSG_TIMED_OUT (message.timeout.ms
+  passed, perhaps after a request went out), retriable errors after retries ran out
+  (NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND, ...),
+  unknown errors, and librdkafka's local _UNKNOWN_TOPIC / _UNKNOWN_PARTITION, which it
+  also raises for messages already sent once and queued for a retry when the topic
+  or partition vanishes from metadata (a partitioned or restarting cluster can answer
+  metadata that way). A message still undelivered when flush() gives up -> `info`.
 - poll: a fatal consumer error -> `info`; non-fatal error events (librdkafka reports
   transient connection trouble this way and retries by itself) are not records and
   are skipped.
@@ -50,20 +57,25 @@ from .session import (
 )
 from .threaded import ThreadedSession
 
-_DEFINITE_DELIVERY = frozenset(
+# Delivery errors that prove the message is in no log (see the module docstring).
+DEFINITE_DELIVERY = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,
         KafkaError.RECORD_LIST_TOO_LARGE,
         KafkaError.TOPIC_EXCEPTION,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError._UNKNOWN_PARTITION,
     }
 )
 _COMMIT_REJECTED = frozenset(
     {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
 )
+
+
+def delivery_failed_for_certain(err: KafkaError) -> bool:
+    """Whether a delivery report's error proves the message was not appended (`fail`);
+    False means its outcome is unknown (`info`)."""
+    return err.code() in DEFINITE_DELIVERY
 
 
 def _tp(log: str, offset: int = OFFSET_INVALID) -> CTopicPartition:
@@ -206,7 +218,7 @@ class ConfluentSession(ThreadedSession):
             err, msg = reports[i]
             if err is None:
                 out.append({**messages[i], "partition": msg.partition(), "offset": msg.offset()})
-            elif err.code() in _DEFINITE_DELIVERY:
+            elif delivery_failed_for_certain(err):
                 definite.append(str(err))
             else:
                 unknown.append(str(err))

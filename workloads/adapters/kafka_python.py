@@ -4,12 +4,17 @@ Error mapping:
 
 - send: `KafkaProducer.send` raising (metadata not available within max.block.ms,
   record too large for max.request.size, unknown topic) -> `fail`: nothing was queued.
-  The delivery future raising `MessageSizeTooLargeError`, `RecordListTooLargeError`,
-  `InvalidTopicError` or an authorization error -> `fail`: the broker rejects such a
-  batch every time, so no earlier attempt can have landed. Anything else from the
-  future — `KafkaTimeoutError` (the batch expired, perhaps after it was sent), a
-  retriable error after retries ran out (NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-  REQUEST_TIMED_OUT, a lost connection) — -> `info`.
+  The delivery future's error speaks only for the batch's last attempt (kafka-python
+  does not say whether an earlier one may have been appended), so it is `fail` only
+  when the broker refuses that batch every time it sees it (`DEFINITE`; kafka-python
+  retries a batch with the same bytes): `MessageSizeTooLargeError`,
+  `RecordListTooLargeError`, `InvalidTopicError` and topic/cluster authorization
+  errors (ACLs do not change during a run); Kafka checks each before the append.
+  Anything else from the future -> `info`: `KafkaTimeoutError` (the batch expired,
+  perhaps after it was sent), a retriable error after retries ran out
+  (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT, a lost
+  connection), and errors that depend on the attempt (NOT_ENOUGH_REPLICAS,
+  OUT_OF_ORDER_SEQUENCE_NUMBER, CORRUPT_MESSAGE: an earlier attempt may have landed).
 - poll: any error -> `info`.
 - commit: `CommitFailedError` (the group rebalanced) -> `fail`; anything else -> `info`.
 - assign/subscribe: failing to create the consumer (no broker reachable) -> `fail`.
@@ -41,13 +46,19 @@ from .session import (
 from .threaded import ThreadedSession
 
 # Delivery errors that prove the batch was never appended, however often it was retried.
-_DEFINITE = (
+DEFINITE = (
     kerr.MessageSizeTooLargeError,
     kerr.RecordListTooLargeError,
     kerr.InvalidTopicError,
     kerr.TopicAuthorizationFailedError,
     kerr.ClusterAuthorizationFailedError,
 )
+
+
+def delivery_failed_for_certain(error: Exception) -> bool:
+    """Whether a delivery future's error proves the batch was not appended (`fail`);
+    False means its outcome is unknown (`info`)."""
+    return isinstance(error, DEFINITE)
 
 
 def _tp(log: str) -> KTopicPartition:
@@ -184,10 +195,8 @@ class KafkaPythonSession(ThreadedSession):
         for m, future in zip(messages, futures, strict=False):
             try:
                 meta = future.get(timeout=wait_s)
-            except _DEFINITE as exc:
-                definite.append(exc)
             except kerr.KafkaError as exc:
-                unknown.append(exc)
+                (definite if delivery_failed_for_certain(exc) else unknown).append(exc)
             else:
                 out.append({**m, "partition": meta.partition, "offset": meta.offset})
         if not unknown and not out and queue_error is None:

@@ -7,19 +7,26 @@ two kinds of exception, and the difference is the whole point of a Jepsen histor
     The client *knows* the records were not appended. Either no request carrying
     them ever left this process (the batch expired in the accumulator, the
     topic does not exist, the message is over `max.request.size`), or every request
-    that did leave was answered by the broker with an error that Kafka defines as
-    "this batch was rejected and not written" (MESSAGE_TOO_LARGE, INVALID_RECORD,
-    CORRUPT_MESSAGE, OUT_OF_ORDER_SEQUENCE_NUMBER, authorization errors, ...).
-    NOT_LEADER_OR_FOLLOWER is such an answer only under acks=0/1; see
-    `APPENDED_MAYBE_ACKS_ALL`.
+    that did leave was answered by the broker with one of the `NOT_APPENDED` codes:
+    errors Kafka returns only for a batch it rejected before writing anything.
 
 `UnknownOutcome` -> the history records `info`
-    At least one request carrying the records was written to the connection and
-    no answer came back for it: the request timed out, the connection dropped, or
-    the broker answered REQUEST_TIMED_OUT / NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
-    leader appended but could not replicate in time). The records may be in the
-    log now, may appear later, or may never appear. A checker must treat them as
-    "maybe".
+    Anything else. At least one request carrying the records was written to the
+    connection and either no answer came back for it (the request timed out, the
+    connection dropped, the answer was unreadable) or the answer was not one of the
+    `NOT_APPENDED` codes: REQUEST_TIMED_OUT and NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+    leader appended but could not replicate in time), NOT_LEADER_OR_FOLLOWER (under
+    acks=all a leader appends first and answers it when it loses leadership while
+    waiting for the ISR, as Kafka's DelayedProduce does; the client cannot tell that
+    from a refusal, so it never claims one), KAFKA_STORAGE_ERROR (the disk failed
+    somewhere in the write), UNKNOWN_SERVER_ERROR, and every code this client does
+    not know. The records may be in the log now, may appear later, or may never
+    appear. A checker must treat them as "maybe".
+
+The history's `fail` is a claim faultline makes, and the checker trusts it (a failed
+value that is read is an `aborted-read`). In the simulation the harness checks every
+`fail` against everything the brokers ever appended (`harness.oracle`), and a wrong
+one is a harness error, never an anomaly of the system.
 
 A retry after an unknown attempt that then fails definitively is still unknown:
 the earlier attempt may have landed. The client tracks this per batch
@@ -141,15 +148,34 @@ class ProducerFencedError(DefiniteFailure):
     """Another producer with a newer epoch took over this producer id; close this producer."""
 
 
-# Codes where the broker may have appended although it answered with an error: the
-# leader wrote the batch locally and then could not satisfy acks=all in time.
-APPENDED_MAYBE = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
-
-# Under acks=all also NOT_LEADER_OR_FOLLOWER: the leader appends first and then waits
-# for the ISR, and if it stops leading meanwhile it answers NOT_LEADER_OR_FOLLOWER
-# (Kafka's DelayedProduce), the same code it gives a batch it refused outright. The
-# batch may still be committed: a follower that fetched it can be the next leader.
-APPENDED_MAYBE_ACKS_ALL = APPENDED_MAYBE | {6}
+# Produce error codes that prove the batch was not appended: Kafka returns each one
+# only from a check it makes before writing the batch (KafkaApis.handleProduceRequest,
+# ReplicaManager.appendRecords, Partition.appendRecordsToLeader, LogValidator,
+# UnifiedLog.analyzeAndValidateRecords, ProducerStateManager), so a batch answered
+# with one of them is in no log. Every other answer, and no answer, leaves the batch
+# "maybe appended" (see the module docstring). Why each is safe:
+NOT_APPENDED: dict[int, str] = {
+    2: "CORRUPT_MESSAGE: the batch failed its CRC or framing check (LogValidator)",
+    3: "UNKNOWN_TOPIC_OR_PARTITION: the broker hosts no such partition to append to",
+    10: "MESSAGE_TOO_LARGE: over max.message.bytes, checked before the append",
+    17: "INVALID_TOPIC_EXCEPTION: an internal or illegal topic, refused up front",
+    18: "RECORD_LIST_TOO_LARGE: the batch exceeds the segment size, refused up front",
+    19: "NOT_ENOUGH_REPLICAS: acks=all with the ISR under min.insync.replicas, checked "
+    "before the append (its after-append twin is NOT_ENOUGH_REPLICAS_AFTER_APPEND, 20)",
+    21: "INVALID_REQUIRED_ACKS: the request is refused before any partition is touched",
+    29: "TOPIC_AUTHORIZATION_FAILED: ACLs are checked before the append",
+    31: "CLUSTER_AUTHORIZATION_FAILED: ACLs are checked before the append",
+    32: "INVALID_TIMESTAMP: LogValidator refuses the batch before the append",
+    35: "UNSUPPORTED_VERSION: the request is refused before it is read",
+    43: "UNSUPPORTED_FOR_MESSAGE_FORMAT: LogValidator refuses the batch",
+    45: "OUT_OF_ORDER_SEQUENCE_NUMBER: the producer-state check before the append failed",
+    47: "INVALID_PRODUCER_EPOCH: the producer-state check before the append failed",
+    53: "TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ACLs are checked before the append",
+    59: "UNKNOWN_PRODUCER_ID: the producer-state check before the append failed",
+    76: "UNSUPPORTED_COMPRESSION_TYPE: LogValidator refuses the batch",
+    87: "INVALID_RECORD: LogValidator refuses the batch",
+    90: "PRODUCER_FENCED: the producer-state check before the append failed",
+}
 
 # Codes that say the client's metadata is stale: refresh before retrying.
 STALE_METADATA = frozenset({3, 5, 6, 9, 74, 75})
@@ -168,6 +194,11 @@ def error_name(code: int) -> str:
         return kafka_errors.for_code(code).message
     except Exception:
         return f"UNKNOWN_ERROR_CODE_{code}"
+
+
+def proves_not_appended(code: int) -> bool:
+    """Whether a Produce answer with this error code proves the batch is in no log."""
+    return code in NOT_APPENDED
 
 
 def is_retriable(code: int) -> bool:

@@ -24,9 +24,10 @@ Failure handling follows the Java client:
   been appended and then failed leaves its partition's sequence unresolved: new
   batches wait until the partition's earlier ones are done, and the epoch is bumped
   for it only if none of them was acknowledged after it;
-- every batch remembers whether any attempt may have reached the broker without an
-  answer (`maybe_appended`); that decides between `DefiniteFailure` and
-  `UnknownOutcome` when it finally fails (see errors.py).
+- every batch remembers whether any attempt may have been appended (`maybe_appended`):
+  it reached the broker and got no answer, or an answer other than the few that prove
+  the batch is in no log (`errors.NOT_APPENDED`); that decides between
+  `DefiniteFailure` and `UnknownOutcome` when it finally fails (see errors.py).
 """
 
 from __future__ import annotations
@@ -51,8 +52,6 @@ from .cluster import Cluster, TopicPartition
 from .config import ProducerConfig
 from .connection import Connection
 from .errors import (
-    APPENDED_MAYBE,
-    APPENDED_MAYBE_ACKS_ALL,
     STALE_METADATA,
     AuthorizationError,
     BrokerError,
@@ -70,6 +69,7 @@ from .errors import (
     error_name,
     is_authorization,
     is_retriable,
+    proves_not_appended,
 )
 from .partitioner import DefaultPartitioner
 from .transport import Network, TcpNetwork, wall_clock_ms
@@ -717,7 +717,9 @@ class Producer:
             return
         message = getattr(pr, "error_message", None)
         context = f"Produce to {batch.tp}"
-        if code in (APPENDED_MAYBE_ACKS_ALL if self.config.acks == -1 else APPENDED_MAYBE):
+        if not proves_not_appended(code):
+            # Only a few answers prove the batch is in no log (errors.NOT_APPENDED);
+            # after any other, this attempt may have been appended.
             batch.maybe_appended = True
         if code in STALE_METADATA:
             self._metadata_stale.add(batch.tp.topic)

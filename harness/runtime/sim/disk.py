@@ -14,6 +14,13 @@ decides what the next incarnation finds:
 Directory entries (create, rename, remove) are durable at once, like
 `reference_broker.os_env.OsStorage` in volatile mode, so both runtimes lose the
 same things on a power cut: file contents that were not fsynced.
+
+Every disk also keeps `appends`, a journal of the bytes ever appended to a segment
+file (`*.log`) of a workload topic (not `__`-internal ones). It outlives truncation,
+power cuts and segment deletion, so the harness's ground-truth oracle
+(`harness.oracle`) can see everything a replica ever appended, not only what its log
+holds at the end. The journal keeps references to the `bytes` objects the broker
+hands to `append` (it already makes them), so it costs one list entry per append.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import trio
@@ -29,13 +37,29 @@ from .clock import Agenda
 from .errors import NodeCrashedError
 
 
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """Bytes appended to a segment file: the file's path then, and the bytes."""
+
+    path: str
+    data: bytes
+
+
+def journals_appends(path: str) -> bool:
+    """Whether appends to `path` go into the disk's journal: the segment files of topics
+    a workload writes (the broker's own `__cluster_metadata`, `__consumer_offsets` hold
+    no workload values)."""
+    return path.endswith(".log") and not path.startswith("__")
+
+
 class SimInode:
     """One file: what the node reads and what would survive a power cut."""
 
-    __slots__ = ("content", "dirty_from", "durable", "path")
+    __slots__ = ("content", "dirty_from", "durable", "journaled", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.journaled = journals_appends(path)
         self.content = bytearray()
         self.durable = bytearray()
         # Lowest offset changed since the last fsync; None when content == durable.
@@ -91,6 +115,8 @@ class SimDisk:
         self.files: dict[str, SimInode] = {}
         self.dirs: set[str] = set()
         self.last_written: SimInode | None = None
+        # Everything ever appended to a workload topic's segment files (see above).
+        self.appends: list[JournalEntry] = []
 
     def unsynced_bytes(self) -> int:
         """Bytes a power cut would lose or change, over all files."""
@@ -152,7 +178,10 @@ class SimFile:
         inode = self._live()
         inode.mark_dirty(len(inode.content))
         inode.content += data
-        self._storage.disk.last_written = inode
+        disk = self._storage.disk
+        disk.last_written = inode
+        if inode.journaled:
+            disk.appends.append(JournalEntry(inode.path, bytes(data)))
 
     def write_at(self, offset: int, data: bytes) -> None:
         """Overwrite bytes at `offset`, zero-extending the file if needed."""
@@ -164,7 +193,10 @@ class SimFile:
             content += bytes(offset - len(content))
         inode.mark_dirty(offset)
         content[offset : offset + len(data)] = data
-        self._storage.disk.last_written = inode
+        disk = self._storage.disk
+        disk.last_written = inode
+        if inode.journaled:
+            disk.appends.append(JournalEntry(inode.path, bytes(data)))
 
     def truncate(self, size: int) -> None:
         """Cut (or zero-extend) the file to `size` bytes."""
@@ -300,6 +332,7 @@ class SimStorage:
         for key in [k for k in disk.files if _is_under(k, src_key)]:
             inode = disk.files.pop(key)
             inode.path = dst_key + key[len(src_key) :]
+            inode.journaled = journals_appends(inode.path)
             disk.files[inode.path] = inode
         moved_dirs = [d for d in disk.dirs if _is_under(d, src_key)]
         for d in moved_dirs:
