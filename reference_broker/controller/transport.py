@@ -370,8 +370,9 @@ def _fetch_reply(request: FetchRequest, response: ApiMessage) -> FetchResponse |
 
 
 def _check_cluster(request: ApiMessage, cluster_id: str) -> None:
-    # Kafka accepts a null cluster id (an older sender); any other must be ours.
-    if request.cluster_id is not None and request.cluster_id != cluster_id:
+    # Kafka's KafkaRaftClient lets a null cluster id through for older senders; every
+    # sender here names its cluster, so a null one is refused like a wrong one.
+    if request.cluster_id != cluster_id:
         raise QuorumWireError(
             INCONSISTENT_CLUSTER_ID,
             f"request for cluster {request.cluster_id!r}, this quorum is {cluster_id!r}",
