@@ -9,6 +9,16 @@ Broker-wide `log.*` settings are the defaults of every topic's `LogConfig` and a
 translated to the topic-level names (`log.retention.ms` -> `retention.ms`), exactly
 as Kafka derives a topic's config from the broker's.
 
+Listeners are named, as in Kafka: `listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://
+127.0.0.1:9093`, each name mapped to a security protocol by
+`listener.security.protocol.map` (only PLAINTEXT exists here; unset, controller names
+map to PLAINTEXT). The listeners of `controller.listener.names` serve only the
+controller quorum and broker-to-controller APIs, and `controller.quorum.voters` names
+them; every other listener serves clients, and `inter.broker.listener.name` (PLAINTEXT)
+is the one this node registers and replicates through. A node without
+`controller.quorum.voters` is standalone: no quorum, no controller listener. Unless
+told otherwise every listener binds loopback.
+
 faultline-only settings live under `faultline.`:
 
 - `faultline.storage.volatile.until.fsync` (bool, default false): file writes stay
@@ -617,24 +627,6 @@ class BrokerConfig:
         ports = [x.port for x in self.listeners if x.port != 0]
         if len(ports) != len(set(ports)):
             raise ConfigError(f"listeners: each listener must have a different port ({listed})")
-        protocols = self.security_protocol_map
-        for setting, group in (
-            ("listeners", self.listeners),
-            ("advertised.listeners", self.advertised_listeners or ()),
-        ):
-            for listener in group:
-                protocol = protocols.get(listener.name)
-                if protocol is None:
-                    raise ConfigError(
-                        f"{setting}: no security protocol is defined for listener "
-                        f"{listener.name}; add {listener.name}:PLAINTEXT to "
-                        "listener.security.protocol.map"
-                    )
-                if protocol != "PLAINTEXT":
-                    raise ConfigError(
-                        f"{setting}: listener {listener.name} uses security protocol "
-                        f"{protocol}; only PLAINTEXT is supported"
-                    )
         controllers = self.controller_listener_names
         missing = [n for n in controllers if n not in names]
         if missing:
@@ -654,6 +646,24 @@ class BrokerConfig:
                 "controller.listener.names is set but controller.quorum.voters is not: a node "
                 "without voters runs no controller quorum; set both or neither"
             )
+        protocols = self.security_protocol_map
+        for setting, group in (
+            ("listeners", self.listeners),
+            ("advertised.listeners", self.advertised_listeners or ()),
+        ):
+            for listener in group:
+                protocol = protocols.get(listener.name)
+                if protocol is None:
+                    raise ConfigError(
+                        f"{setting}: no security protocol is defined for listener "
+                        f"{listener.name}; add {listener.name}:PLAINTEXT to "
+                        "listener.security.protocol.map"
+                    )
+                if protocol != "PLAINTEXT":
+                    raise ConfigError(
+                        f"{setting}: listener {listener.name} uses security protocol "
+                        f"{protocol}; only PLAINTEXT is supported"
+                    )
         if not self.client_listeners:
             raise ConfigError(
                 f"listeners ({listed}) are all in controller.listener.names; the broker role "
