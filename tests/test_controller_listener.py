@@ -37,6 +37,7 @@ from reference_broker.protocol.controller_apis import (
     BrokerHeartbeatRequest,
     BrokerRegistrationRequest,
 )
+from tests.test_process_faults import api_versions_round_trip
 from tests.wire import ConnectionClosedError, WireClient
 
 INCONSISTENT_CLUSTER_ID = 104
@@ -241,7 +242,7 @@ async def test_control_plane_apis_only_on_the_controller_listener_and_only_for_t
                 raft.FetchRequest(src=9, dst=-1, correlation_id=1, epoch=1001,
                                   fetch_offset=0, last_fetched_epoch=0),
             ):
-                body, version = to_kafka_request(message, "another-cluster")  # type: ignore[arg-type]
+                body, version = to_kafka_request(message, "another-cluster")
                 answer = await trio.to_thread.run_sync(_ask, controller[n], body, version)
                 assert answer.error_code == INCONSISTENT_CLUSTER_ID, (n, message, answer)
             registration = await trio.to_thread.run_sync(
@@ -271,6 +272,18 @@ async def test_control_plane_apis_only_on_the_controller_listener_and_only_for_t
                 _create_topic, client[n], f"peer-{i}", "faultline-controller-client-x"
             )
             assert code == 0, f"{n} answered {ErrorCode(code).name}"
+
+        # Quorum traffic between two nodes rides their link: blocking n1 -> n2 holds n1's
+        # calls to n2's controller listener, and leaves n3's alone.
+        n1_to_n2 = str(cluster.broker("n1").settings["faultline.voter.2"])
+        n3_to_n2 = str(cluster.broker("n3").settings["faultline.voter.2"])
+        assert await api_versions_round_trip(n1_to_n2)
+        await cluster.block("n1", "n2")
+        with trio.move_on_after(0.5) as held:
+            await api_versions_round_trip(n1_to_n2)
+        assert held.cancelled_caught, "n1 reached n2's controller across a blocked link"
+        assert await api_versions_round_trip(n3_to_n2)
+        await cluster.heal_network()
 
 
 @pytest.mark.parametrize("api", ["Vote", "BrokerHeartbeat"])
