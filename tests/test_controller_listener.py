@@ -30,7 +30,13 @@ from reference_broker.controller import raft
 from reference_broker.controller.quorum import cluster_id_for
 from reference_broker.controller.transport import to_kafka_request
 from reference_broker.errors import ErrorCode
-from reference_broker.protocol import decode_response, encode_request
+from reference_broker.handlers import BROKER_HANDLERS, CONTROLLER_HANDLERS
+from reference_broker.protocol import (
+    CONTROLLER_APIS,
+    SUPPORTED_APIS,
+    decode_response,
+    encode_request,
+)
 from reference_broker.protocol.controller_apis import (
     BROKER_HEARTBEAT_VERSION,
     BROKER_REGISTRATION_VERSION,
@@ -295,3 +301,14 @@ def test_a_standalone_broker_serves_no_control_plane_api(tmp_path: Path, api: st
         assert _closes(broker.bootstrap, request, version)
         # The connection-level refusal leaves the broker serving.
         assert ApiKey.Produce in _api_keys(broker.bootstrap)
+
+
+def test_each_listener_table_serves_its_apis_and_only_those() -> None:
+    # A client listener serves exactly the client APIs the broker advertises (its
+    # ApiVersions answer is what it always was); a controller listener the inter-node
+    # APIs, the metadata log's Fetch and the topic requests brokers forward.
+    assert set(BROKER_HANDLERS) == set(SUPPORTED_APIS)
+    assert not set(BROKER_HANDLERS) & set(CONTROLLER_APIS)
+    assert set(CONTROLLER_HANDLERS) == set(CONTROLLER_APIS) | {
+        ApiKey.ApiVersions, ApiKey.Fetch, ApiKey.CreateTopics, ApiKey.DeleteTopics
+    }
