@@ -43,21 +43,25 @@ def single_broker(root: Path) -> Iterator[tuple[str, list[BrokerProcess]]]:
 def kraft_cluster(root: Path) -> Iterator[tuple[str, list[BrokerProcess]]]:
     """Three combined broker+controller nodes, every one a voter."""
     ports = [free_loopback_port() for _ in range(3)]
-    voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(ports, start=1))
+    controller_ports = [free_loopback_port() for _ in range(3)]
+    voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(controller_ports, start=1))
     with ExitStack() as stack:
         brokers = [
             stack.enter_context(
                 running_broker(
                     root / f"n{i}",
-                    listen=f"127.0.0.1:{port}",
                     settings={
                         **CLUSTER_SETTINGS,
                         "node.id": i,
+                        "listeners": (
+                            f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"
+                        ),
+                        "controller.listener.names": "CONTROLLER",
                         "controller.quorum.voters": voters,
                     },
                 )
             )
-            for i, port in enumerate(ports, start=1)
+            for i, (port, controller) in enumerate(zip(ports, controller_ports, strict=True), 1)
         ]
         bootstrap = ",".join(f"127.0.0.1:{port}" for port in ports)
         wait_for_brokers(bootstrap, 3)

@@ -2,7 +2,8 @@
 by the harness, benchmarks and tests.
 
 The broker prints `listening on HOST:PORT` once bound (port 0 picks a free port), which is
-how the launcher learns its address without racing for a port.
+how the launcher learns its address without racing for a port; a node with a controller
+listener (controller.listener.names) then prints `controller listening on HOST:PORT`.
 
 `start_broker` is the blocking launcher for tests and benchmarks. The process runtime
 (`harness/runtime/process`) spawns brokers from its trio run with the same command
@@ -26,21 +27,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _LISTENING = re.compile(rb"listening on (\S+):(\d+)")
+_CONTROLLER_LISTENING = re.compile(rb"controller listening on (\S+):(\d+)")
 _PR_SET_PDEATHSIG = 1
 
 
 def parse_listening(line: bytes) -> tuple[str, int] | None:
-    """The (host, port) of a broker's `listening on HOST:PORT` line, else None."""
-    match = _LISTENING.search(line)
+    """The (host, port) of a broker's `listening on HOST:PORT` line (a client listener),
+    else None."""
+    match = _LISTENING.match(line.strip())
     return (match.group(1).decode(), int(match.group(2))) if match else None
+
+
+def parse_controller_listening(line: bytes) -> tuple[str, int] | None:
+    """The (host, port) of a broker's `controller listening on HOST:PORT` line, else None."""
+    match = _CONTROLLER_LISTENING.match(line.strip())
+    return (match.group(1).decode(), int(match.group(2))) if match else None
+
+
+def has_controller_listener(settings: Mapping[str, object] | None) -> bool:
+    """Whether a broker started with `settings` opens a controller listener."""
+    return bool(str((settings or {}).get("controller.listener.names", "")).strip())
 
 
 def broker_command(
     data_dir: Path, *, listen: str = "127.0.0.1:0", settings: Mapping[str, object] | None = None
 ) -> list[str]:
-    """The argv of `faultline broker` on `data_dir` with Kafka-named `settings`."""
+    """The argv of `faultline broker` on `data_dir` with Kafka-named `settings`.
+
+    `listen` becomes `--listen` (the single PLAINTEXT listener) unless `settings` name
+    the `listeners` themselves (e.g. with a CONTROLLER listener).
+    """
     cmd = [sys.executable, "-m", "harness.cli", "broker", "--data-dir", str(data_dir)]
-    cmd += ["--listen", listen]
+    if "listeners" not in (settings or {}):
+        cmd += ["--listen", listen]
     for name, value in (settings or {}).items():
         rendered = str(value).lower() if isinstance(value, bool) else str(value)
         cmd += ["--set", f"{name}={rendered}"]
@@ -87,6 +106,8 @@ class BrokerProcess:
     data_dir: Path
     log_path: Path
     _pump: threading.Thread | None = field(default=None, repr=False)
+    controller: tuple[str, int] | None = None
+    """(host, port) of its controller listener, if it has one."""
 
     @property
     def bootstrap(self) -> str:
@@ -130,7 +151,9 @@ def start_broker(
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the pump thread below
     deadline = time.monotonic() + start_timeout_s
     address: tuple[str, int] | None = None
-    while address is None:
+    controller: tuple[str, int] | None = None
+    wants_controller = has_controller_listener(settings)
+    while address is None or (wants_controller and controller is None):
         line = process.stdout.readline()
         if not line:
             log.close()
@@ -140,8 +163,10 @@ def start_broker(
             )
         log.write(line)
         log.flush()
-        address = parse_listening(line)
-        if address is None and time.monotonic() > deadline:
+        address = address or parse_listening(line)
+        controller = controller or parse_controller_listening(line)
+        waiting = address is None or (wants_controller and controller is None)
+        if waiting and time.monotonic() > deadline:
             process.kill()
             raise BrokerStartError(f"broker did not report listening in {start_timeout_s}s")
 
@@ -154,7 +179,9 @@ def start_broker(
 
     pump_thread = threading.Thread(target=pump, name="broker-log-pump", daemon=True)
     pump_thread.start()
-    return BrokerProcess(process, address[0], address[1], data_dir, log_path, pump_thread)
+    return BrokerProcess(
+        process, address[0], address[1], data_dir, log_path, pump_thread, controller
+    )
 
 
 @contextmanager

@@ -136,7 +136,7 @@ class Broker:
         self.partitions: dict[tuple[str, int], Partition] = {}
         # Set by the server once the listeners are bound (port 0 becomes a real port).
         self.endpoint = BrokerEndpoint(
-            config.node_id, config.listeners[0].host, config.listeners[0].port
+            config.node_id, config.inter_broker_listener.host, config.inter_broker_listener.port
         )
         self._topic_lock = trio.Lock()
         # Cluster mode (set by serve_broker): the metadata image's view and the quorum.
@@ -188,9 +188,9 @@ class Broker:
         return broker
 
     def advertise(self, bound: Listener) -> None:
-        """Set the endpoint clients are told about: advertised.listeners, else the bound one."""
-        advertised = self.config.advertised_listeners
-        listener = advertised[0] if advertised else bound
+        """Set the endpoint clients are told about, given the inter-broker listener's bound
+        address: its advertised.listeners entry, else the bound address."""
+        listener = self.config.advertised_for(self.config.inter_broker_listener_name, bound)
         self.endpoint = BrokerEndpoint(self.node_id, listener.host, listener.port)
 
     async def _load_partitions(self) -> None:

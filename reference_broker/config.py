@@ -9,6 +9,16 @@ Broker-wide `log.*` settings are the defaults of every topic's `LogConfig` and a
 translated to the topic-level names (`log.retention.ms` -> `retention.ms`), exactly
 as Kafka derives a topic's config from the broker's.
 
+Listeners are named, as in Kafka: `listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://
+127.0.0.1:9093`, each name mapped to a security protocol by
+`listener.security.protocol.map` (only PLAINTEXT exists here; unset, controller names
+map to PLAINTEXT). The listeners of `controller.listener.names` serve only the
+controller quorum and broker-to-controller APIs, and `controller.quorum.voters` names
+them; every other listener serves clients, and `inter.broker.listener.name` (PLAINTEXT)
+is the one this node registers and replicates through. A node without
+`controller.quorum.voters` is standalone: no quorum, no controller listener. Unless
+told otherwise every listener binds loopback.
+
 faultline-only settings live under `faultline.`:
 
 - `faultline.storage.volatile.until.fsync` (bool, default false): file writes stay
@@ -45,24 +55,33 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Listener:
-    """One PLAINTEXT endpoint: where to bind, or what to tell clients."""
+    """One endpoint: where to bind (a named listener), what to tell clients, or whom to dial.
+
+    `name` is the listener name (`PLAINTEXT`, `CONTROLLER`, ...); plain addresses such
+    as a voter's or a peer's keep the default, which nothing reads.
+    """
 
     host: str
     port: int
+    name: str = "PLAINTEXT"
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
     @classmethod
     def parse(cls, text: str, *, setting: str) -> Listener:
-        """Parse `PLAINTEXT://host:port` or `host:port` (`[::1]:port` for IPv6)."""
+        """Parse `NAME://host:port` or `host:port` (named PLAINTEXT; `[::1]:port` for IPv6).
+
+        Whether NAME may be used (its security protocol) is checked by BrokerConfig
+        against listener.security.protocol.map.
+        """
         spec = text.strip()
+        name = "PLAINTEXT"
         if "://" in spec:
-            protocol, spec = spec.split("://", 1)
-            if protocol.upper() != "PLAINTEXT":
-                raise ConfigError(
-                    f"{setting}: only PLAINTEXT listeners are supported, not {protocol!r}"
-                )
+            name, spec = spec.split("://", 1)
+            name = name.strip().upper()  # Kafka's ListenerName.normalised
+            if not name or not all(c.isalnum() or c in "_-" for c in name):
+                raise ConfigError(f"{setting}: {text!r} does not start with a listener name")
         host, sep, port_text = spec.rpartition(":")
         if not sep:
             raise ConfigError(f"{setting}: expected host:port, got {text!r}")
@@ -73,7 +92,7 @@ class Listener:
             raise ConfigError(f"{setting}: port {port_text!r} is not a number") from None
         if not 0 <= port <= 65535:
             raise ConfigError(f"{setting}: port {port} is outside 0..65535")
-        return cls(host, port)
+        return cls(host, port, name)
 
 
 def _parse_int(value: object) -> int:
@@ -119,8 +138,35 @@ def _settings(*rows: tuple[str, Callable[[object], object], str]) -> dict[str, S
 SETTINGS: dict[str, Setting] = _settings(
     ("node.id", _parse_int, "this broker's id (default 0)"),
     ("broker.id", _parse_int, "synonym of node.id"),
-    ("listeners", _parse_str, "PLAINTEXT://host:port to bind (default 127.0.0.1:9092)"),
-    ("advertised.listeners", _parse_str, "host:port told to clients (default: bound address)"),
+    (
+        "listeners",
+        _parse_str,
+        "NAME://host:port,... to bind, e.g. PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093 "
+        "(default PLAINTEXT://127.0.0.1:9092)",
+    ),
+    (
+        "advertised.listeners",
+        _parse_str,
+        "NAME://host:port,... told to clients and peers, client/inter-broker listeners only "
+        "(default: the bound addresses)",
+    ),
+    (
+        "listener.security.protocol.map",
+        _parse_str,
+        "NAME:PROTOCOL,... of every listener name; only PLAINTEXT is supported "
+        "(default PLAINTEXT:PLAINTEXT, controller listener names map to PLAINTEXT)",
+    ),
+    (
+        "controller.listener.names",
+        _parse_str,
+        "listeners that serve only the controller quorum and broker-to-controller APIs; "
+        "required with controller.quorum.voters (e.g. CONTROLLER)",
+    ),
+    (
+        "inter.broker.listener.name",
+        _parse_str,
+        "the listener brokers replicate through and register with (PLAINTEXT)",
+    ),
     ("num.partitions", _parse_int, "partitions of auto-created topics (1)"),
     ("default.replication.factor", _parse_int, "replication factor of auto-created topics (1)"),
     ("min.insync.replicas", _parse_int, "default min.insync.replicas of topics (1)"),
@@ -170,7 +216,8 @@ SETTINGS: dict[str, Setting] = _settings(
     (
         "controller.quorum.voters",
         _parse_str,
-        "id@host:port,... of the controller quorum; unset = a standalone single node",
+        "id@host:port,... of the controller quorum, each a controller listener; "
+        "unset = a standalone single node without a quorum",
     ),
     ("controller.quorum.election.timeout.ms", _parse_int, "base election timeout (1000)"),
     ("controller.quorum.fetch.timeout.ms", _parse_int, "follower fetch timeout (2000)"),
@@ -234,9 +281,43 @@ def _optional_long(value: object | None) -> int | None:
     return None if number >= INT64_MAX else number
 
 
-# `faultline.peer.<id>=host:port`: how this node dials broker <id> (the harness points it at a
-# fault proxy). A pattern, so it is checked apart from SETTINGS.
+# `faultline.peer.<id>=host:port`: how this node dials broker <id>'s inter-broker listener;
+# `faultline.voter.<id>=host:port`: how it dials voter <id>'s controller listener (instead of
+# its controller.quorum.voters address). The harness points both at fault proxies. Patterns,
+# so they are checked apart from SETTINGS.
 PEER_PREFIX = "faultline.peer."
+VOTER_PREFIX = "faultline.voter."
+
+# Kafka's security protocols; only PLAINTEXT is implemented.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Kafka's default listener.security.protocol.map: each protocol's name maps to itself.
+DEFAULT_PROTOCOL_MAP: Mapping[str, str] = {p: p for p in SECURITY_PROTOCOLS}
+
+
+def parse_protocol_map(text: str) -> dict[str, str]:
+    """Parse `NAME:PROTOCOL,...` (listener.security.protocol.map); raises ConfigError."""
+    setting = "listener.security.protocol.map"
+    found: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, protocol = part.partition(":")
+        name, protocol = name.strip().upper(), protocol.strip().upper()
+        if not sep or not name or not protocol:
+            raise ConfigError(f"{setting}: {part!r} is not NAME:PROTOCOL")
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"{setting}: {protocol!r} is not a security protocol "
+                f"(one of {', '.join(SECURITY_PROTOCOLS)})"
+            )
+        if name in found:
+            raise ConfigError(f"{setting}: listener {name} is mapped twice")
+        found[name] = protocol
+    return found
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip().upper() for n in text.split(",") if n.strip())
 
 
 def parse_voters(text: str, *, setting: str = "controller.quorum.voters") -> dict[int, Listener]:
@@ -301,6 +382,10 @@ class BrokerConfig:
     auto_leader_rebalance_enable: bool = True
     leader_imbalance_check_interval_seconds: int = 300
     peer_addresses: Mapping[int, Listener] = field(default_factory=dict)
+    voter_addresses: Mapping[int, Listener] = field(default_factory=dict)
+    listener_security_protocol_map: Mapping[str, str] | None = None
+    controller_listener_names: tuple[str, ...] = ()
+    inter_broker_listener_name: str = "PLAINTEXT"
     properties: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -314,12 +399,51 @@ class BrokerConfig:
         return self.node_id in self.controller_quorum_voters
 
     def peer_address(self, broker_id: int, registered: Listener | None = None) -> Listener | None:
-        """How to dial `broker_id`: faultline.peer.<id>, its voter entry, or `registered`."""
+        """How to dial `broker_id`'s inter-broker listener: faultline.peer.<id>, else the
+        endpoint it registered with."""
         if broker_id in self.peer_addresses:
             return self.peer_addresses[broker_id]
-        if broker_id in self.controller_quorum_voters:
-            return self.controller_quorum_voters[broker_id]
         return registered
+
+    def controller_address(self, voter_id: int) -> Listener | None:
+        """How to dial voter `voter_id`'s controller listener: faultline.voter.<id>, else its
+        controller.quorum.voters entry; None for a node that is not a voter."""
+        if voter_id in self.voter_addresses:
+            return self.voter_addresses[voter_id]
+        return self.controller_quorum_voters.get(voter_id)
+
+    @property
+    def security_protocol_map(self) -> Mapping[str, str]:
+        """listener.security.protocol.map as Kafka reads it: when it is not set, Kafka's
+        default, plus every controller listener name mapped to PLAINTEXT."""
+        if self.listener_security_protocol_map is not None:
+            return self.listener_security_protocol_map
+        return {
+            **{name: "PLAINTEXT" for name in self.controller_listener_names},
+            **DEFAULT_PROTOCOL_MAP,
+        }
+
+    def is_controller_listener(self, listener: Listener) -> bool:
+        """Whether `listener` serves the controller APIs (controller.listener.names)."""
+        return listener.name in self.controller_listener_names
+
+    @property
+    def client_listeners(self) -> tuple[Listener, ...]:
+        """The listeners that serve clients and brokers (not in controller.listener.names)."""
+        return tuple(x for x in self.listeners if not self.is_controller_listener(x))
+
+    @property
+    def controller_listeners(self) -> tuple[Listener, ...]:
+        """The listeners that serve the controller quorum and broker-to-controller APIs."""
+        return tuple(x for x in self.listeners if self.is_controller_listener(x))
+
+    def advertised_for(self, name: str, bound: Listener) -> Listener:
+        """What to tell clients and peers of listener `name`, bound at `bound`:
+        its advertised.listeners entry, else the bound address."""
+        for listener in self.advertised_listeners or ():
+            if listener.name == name:
+                return listener
+        return bound
 
     @property
     def message_max_bytes(self) -> int:
@@ -331,12 +455,15 @@ class BrokerConfig:
         """Build a config from Kafka names; raises ConfigError naming any bad key or value."""
         values: dict[str, object] = {}
         peers: dict[int, Listener] = {}
+        voter_addresses: dict[int, Listener] = {}
         for name, raw in props.items():
-            if name.startswith(PEER_PREFIX):
-                ident = name[len(PEER_PREFIX) :]
+            prefix = next((p for p in (PEER_PREFIX, VOTER_PREFIX) if name.startswith(p)), None)
+            if prefix is not None:
+                ident = name[len(prefix) :]
                 if not ident.isdigit():
-                    raise ConfigError(f"{name}: {PEER_PREFIX}<id> needs a numeric broker id")
-                peers[int(ident)] = Listener.parse(str(raw), setting=name)
+                    raise ConfigError(f"{name}: {prefix}<id> needs a numeric node id")
+                found = peers if prefix == PEER_PREFIX else voter_addresses
+                found[int(ident)] = Listener.parse(str(raw), setting=name)
                 continue
             setting = SETTINGS.get(name)
             if setting is None:
@@ -453,6 +580,16 @@ class BrokerConfig:
                 values, "leader.imbalance.check.interval.seconds", 300
             ),
             peer_addresses=peers,
+            voter_addresses=voter_addresses,
+            listener_security_protocol_map=(
+                parse_protocol_map(str(values["listener.security.protocol.map"]))
+                if "listener.security.protocol.map" in values
+                else None
+            ),
+            controller_listener_names=_names(str(values.get("controller.listener.names", ""))),
+            inter_broker_listener_name=str(
+                values.get("inter.broker.listener.name", "PLAINTEXT")
+            ).upper(),
             properties=dict(props),
         )
         config.validate()
@@ -526,13 +663,104 @@ class BrokerConfig:
             )
         if self.advertised_listeners and any(a.port == 0 for a in self.advertised_listeners):
             raise ConfigError("advertised.listeners must name a real port, not 0")
-        advertised = self.advertised_listeners or self.listeners
-        if advertised[0].host in ("0.0.0.0", "::"):
+        self._validate_listeners()
+        inter_broker = self.inter_broker_listener
+        advertised = self.advertised_for(inter_broker.name, inter_broker)
+        if advertised.host in ("0.0.0.0", "::"):
             # As Kafka: clients cannot connect to the wildcard address they would be told.
             raise ConfigError(
-                f"listeners binds the wildcard address {advertised[0].host}; set "
+                f"listeners binds the wildcard address {advertised.host}; set "
                 "advertised.listeners to the host:port clients should connect to"
             )
+
+    def _validate_listeners(self) -> None:
+        # The relations Kafka's KafkaConfig checks between the listener settings.
+        names = [x.name for x in self.listeners]
+        listed = ", ".join(names)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(
+                f"listeners: each listener must have a different name; {duplicates[0]} "
+                f"is used twice in {listed}"
+            )
+        ports = [x.port for x in self.listeners if x.port != 0]
+        if len(ports) != len(set(ports)):
+            raise ConfigError(f"listeners: each listener must have a different port ({listed})")
+        controllers = self.controller_listener_names
+        missing = [n for n in controllers if n not in names]
+        if missing:
+            raise ConfigError(
+                f"controller.listener.names: {', '.join(missing)} must appear in listeners "
+                f"({listed}), as the controller listens there"
+            )
+        if self.cluster_mode and not controllers:
+            raise ConfigError(
+                "controller.listener.names must name a listener when controller.quorum.voters "
+                "is set: the quorum and the broker-to-controller APIs are served only there "
+                "(e.g. listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093 with "
+                "controller.listener.names=CONTROLLER)"
+            )
+        if controllers and not self.cluster_mode:
+            raise ConfigError(
+                "controller.listener.names is set but controller.quorum.voters is not: a node "
+                "without voters runs no controller quorum; set both or neither"
+            )
+        protocols = self.security_protocol_map
+        for setting, group in (
+            ("listeners", self.listeners),
+            ("advertised.listeners", self.advertised_listeners or ()),
+        ):
+            for listener in group:
+                protocol = protocols.get(listener.name)
+                if protocol is None:
+                    raise ConfigError(
+                        f"{setting}: no security protocol is defined for listener "
+                        f"{listener.name}; add {listener.name}:PLAINTEXT to "
+                        "listener.security.protocol.map"
+                    )
+                if protocol != "PLAINTEXT":
+                    raise ConfigError(
+                        f"{setting}: listener {listener.name} uses security protocol "
+                        f"{protocol}; only PLAINTEXT is supported"
+                    )
+        if not self.client_listeners:
+            raise ConfigError(
+                f"listeners ({listed}) are all in controller.listener.names; the broker role "
+                "needs a listener for clients and brokers"
+            )
+        advertised = [x.name for x in self.advertised_listeners or ()]
+        if any(n in controllers for n in advertised):
+            raise ConfigError(
+                "advertised.listeners must not contain the controller listeners of "
+                "controller.listener.names: clients send requests to brokers, never to "
+                "the controller listener"
+            )
+        unknown = [n for n in advertised if n not in names]
+        if unknown or len(advertised) != len(set(advertised)):
+            raise ConfigError(
+                f"advertised.listeners ({', '.join(advertised)}) must name each listener of "
+                f"listeners ({listed}) at most once"
+            )
+        inter = self.inter_broker_listener_name
+        if inter in controllers:
+            raise ConfigError(
+                f"inter.broker.listener.name {inter} is a controller listener; it must be a "
+                f"broker listener: one of {', '.join(x.name for x in self.client_listeners)}"
+            )
+        if inter not in names:
+            raise ConfigError(
+                f"inter.broker.listener.name must be a listener name defined in listeners; "
+                f"{inter} is not. The valid options are "
+                f"{', '.join(x.name for x in self.client_listeners)}"
+            )
+
+    @property
+    def inter_broker_listener(self) -> Listener:
+        """The listener of inter.broker.listener.name (validated to exist)."""
+        for listener in self.listeners:
+            if listener.name == self.inter_broker_listener_name:
+                return listener
+        return self.client_listeners[0] if self.client_listeners else self.listeners[0]
 
     @classmethod
     def load(cls, config_file: Path | None = None, overrides: Iterable[str] = ()) -> BrokerConfig:

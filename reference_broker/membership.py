@@ -13,7 +13,9 @@ voter of the controller quorum. This module assembles the parts, in Kafka's orde
 3. the group coordinator's writes go through replication (`ReplicatedOffsetsWriter`).
 
 The listeners must already be serving when `run` starts: the voters reach each other
-through them.
+through their controller listeners (`controller.quorum.voters`, or `faultline.voter.<id>`
+where the harness interposes a proxy). A node without `controller.quorum.voters` is a
+standalone broker: no quorum, no controller listener, and no controller API on any port.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class ClusterMembership:
             env.network,
             config.node_id,
             self.cluster_id,
-            config.peer_address,
+            config.controller_address,
             raft.request_timeout_ms / 1000,
         )
         self.driver = QuorumDriver(config.node_id, voters, log, store, transport, env.rng, raft)
@@ -103,7 +105,7 @@ class ClusterMembership:
             config.node_id,
             env.network,
             voters,
-            config.peer_address,
+            config.controller_address,
             service=self.service,
             cluster_id=self.cluster_id,
             request_timeout_ms=raft.request_timeout_ms,

@@ -13,19 +13,27 @@ not read until another request gives bytes back (`protocol/memory_pool.py`).
 What goes wrong on a connection stays on that connection:
 
 - a frame whose size is negative or above socket.request.max.bytes, a header that
-  cannot be read, an unknown API key, a client that disconnects mid-frame: the
-  connection is closed;
+  cannot be read, an unknown API key, an API this listener does not serve, a client
+  that disconnects mid-frame: the connection is closed;
 - a known API at an unsupported version: an UNSUPPORTED_VERSION response (for
   ApiVersions, Kafka's v0 fallback listing the supported ranges);
 - a body that does not decode: an INVALID_REQUEST response, then the next frame;
 - a bug in a handler: logged with its traceback, the connection closed, the broker
   keeps serving everyone else.
+
+Each listener serves one table of handlers (`handlers.BROKER_HANDLERS` on client
+listeners, `handlers.CONTROLLER_HANDLERS` on the controller listeners of
+controller.listener.names). A request for an API outside the table closes the
+connection before its version or body is looked at, as Kafka's SocketServer does with
+an API its listener's ApiVersionManager does not enable: a Vote or BrokerHeartbeat on
+a client port never reaches the quorum, whatever its client id says.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import trio
@@ -35,13 +43,16 @@ from .broker import Broker
 from .config import BrokerConfig, Listener
 from .env import NodeEnv
 from .errors import ErrorCode
-from .handlers import HANDLERS, CloseConnection, RequestContext
+from .handlers import BROKER_HANDLERS, CONTROLLER_HANDLERS, CloseConnection, RequestContext
+from .handlers.context import Handler
 from .membership import ClusterMembership
 from .protocol import (
     FrameDecoder,
     MalformedRequestError,
     MemoryPool,
     ProtocolError,
+    Request,
+    RequestHeader,
     UnknownApiError,
     UnsupportedVersionError,
     decode_request,
@@ -54,16 +65,28 @@ from .protocol import (
 logger = logging.getLogger("faultline.broker.server")
 
 
+class ApiNotEnabledError(ProtocolError):
+    """A request for an API the listener it arrived on does not serve."""
+
+    def __init__(self, header: RequestHeader) -> None:
+        super().__init__(
+            f"API key {header.api_key} (v{header.api_version}) is not enabled on this listener"
+        )
+        self.header = header
+
+
 @dataclass(frozen=True)
 class RunningBroker:
     """What `serve_broker` reports once it accepts connections."""
 
     broker: Broker
     addresses: list[Listener]
+    """Every bound listener (named, real ports): the client listeners, then the controller's."""
+    controller_addresses: list[Listener]
 
     @property
     def address(self) -> Listener:
-        """The first bound address (a real port even when port 0 was asked for)."""
+        """The inter-broker listener's bound address (what clients use)."""
         return self.addresses[0]
 
 
@@ -84,19 +107,42 @@ def _bound_address(listener: trio.abc.Listener[trio.abc.Stream], asked: Listener
     if sock is None:
         return asked
     host, port = sock.getsockname()[:2]
-    return Listener(str(host), int(port))
+    return Listener(str(host), int(port), asked.name)
 
 
-async def _respond(request_frame: bytes, broker: Broker, client_host: str) -> bytes | None:
+def _require_enabled(header: RequestHeader, handlers: Mapping[int, Handler]) -> None:
+    if header.api_key not in handlers:
+        raise ApiNotEnabledError(header)
+
+
+def _decode_enabled(request_frame: bytes, handlers: Mapping[int, Handler]) -> Request:
+    """`decode_request`, but an API outside `handlers` raises ApiNotEnabledError first,
+    even when its version or body is bad too (so nothing tells it apart from an API
+    the broker does not know)."""
+    try:
+        request = decode_request(request_frame)
+    except (UnsupportedVersionError, MalformedRequestError) as exc:
+        _require_enabled(exc.header, handlers)
+        raise
+    _require_enabled(request.header, handlers)
+    return request
+
+
+async def _respond(
+    request_frame: bytes,
+    broker: Broker,
+    client_host: str,
+    handlers: Mapping[int, Handler] = BROKER_HANDLERS,
+) -> bytes | None:
     """The framed answer to one request frame, or None for no answer.
 
     Raises ProtocolError or CloseConnection when the connection must close instead.
     """
     try:
-        request = decode_request(request_frame)
+        request = _decode_enabled(request_frame, handlers)
     except UnsupportedVersionError as exc:
         if exc.spec.key == ApiKey.ApiVersions:
-            return unsupported_api_versions_frame(exc.header)
+            return unsupported_api_versions_frame(exc.header, handlers.keys())
         if exc.header.api_version > exc.spec.response.max_version:
             raise  # no schema to encode an answer in: close, as Kafka does
         logger.info("%s; answering UNSUPPORTED_VERSION", exc)
@@ -107,7 +153,7 @@ async def _respond(request_frame: bytes, broker: Broker, client_host: str) -> by
         response = error_response(exc.spec, exc.header.api_version, ErrorCode.INVALID_REQUEST)
         return encode_response(exc.header, response)
     ctx = RequestContext(request.header, client_host)
-    handler = HANDLERS[request.spec.key]
+    handler = handlers[request.spec.key]
     response = await handler(broker, ctx, request.body)
     if response is None:
         return None
@@ -115,9 +161,13 @@ async def _respond(request_frame: bytes, broker: Broker, client_host: str) -> by
 
 
 async def serve_connection(
-    broker: Broker, stream: trio.abc.Stream, pool: MemoryPool | None = None
+    broker: Broker,
+    stream: trio.abc.Stream,
+    handlers: Mapping[int, Handler] = BROKER_HANDLERS,
+    pool: MemoryPool | None = None,
 ) -> None:
-    """Serve one client connection until it closes or misbehaves.
+    """Serve one connection with the APIs of `handlers` (its listener's table) until it
+    closes or misbehaves.
 
     Each request frame holds its size in `pool` (the broker-wide queued.max.request.bytes
     budget; unbounded if None) from before its body is read until it has been handled.
@@ -132,7 +182,7 @@ async def serve_connection(
                 if received is None:
                     return
                 try:
-                    answer = await _respond(received.body, broker, client_host)
+                    answer = await _respond(received.body, broker, client_host, handlers)
                 finally:
                     received.reservation.release()
                 if answer is not None:
@@ -168,29 +218,45 @@ async def serve_broker(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(broker.run)
-            listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
-            addresses: list[Listener] = []
-            for asked in config.listeners:
-                opened = await env.network.listen(asked.host, asked.port)
-                listeners.extend(opened)
-                addresses.extend(_bound_address(listener, asked) for listener in opened)
-            broker.advertise(addresses[0])
+            # The inter-broker listener first: it is what clients are told and what this
+            # node registers with.
+            inter_broker = config.inter_broker_listener
+            client_side = [inter_broker, *(x for x in config.client_listeners if x != inter_broker)]
+            bound: list[Listener] = []
+            bound_controller: list[Listener] = []
             request_memory = MemoryPool(config.queued_max_request_bytes)
-
-            async def handle(stream: trio.abc.Stream) -> None:
-                """Serve one accepted connection (trio.serve_listeners' handler)."""
-                await serve_connection(broker, stream, request_memory)
-
-            await nursery.start(
-                functools.partial(trio.serve_listeners, handle, listeners, handler_nursery=nursery)
-            )
+            for asked in [*client_side, *config.controller_listeners]:
+                controller = config.is_controller_listener(asked)
+                handlers = CONTROLLER_HANDLERS if controller else BROKER_HANDLERS
+                opened = await env.network.listen(asked.host, asked.port)
+                for listener in opened:
+                    (bound_controller if controller else bound).append(
+                        _bound_address(listener, asked)
+                    )
+                await nursery.start(
+                    functools.partial(
+                        trio.serve_listeners,
+                        functools.partial(_serve_with, broker, handlers, request_memory),
+                        opened,
+                        handler_nursery=nursery,
+                    )
+                )
+            broker.advertise(bound[0])
             if membership is not None:
                 endpoint = broker.endpoint
-                await nursery.start(
-                    membership.run, Listener(endpoint.host, endpoint.port)
-                )
-            logger.info("broker %d serving on %s", broker.node_id, ", ".join(map(str, addresses)))
-            task_status.started(RunningBroker(broker, addresses))
+                await nursery.start(membership.run, Listener(endpoint.host, endpoint.port))
+            everything = [*bound, *bound_controller]
+            logger.info("broker %d serving on %s", broker.node_id, ", ".join(
+                f"{x.name}://{x}" for x in everything
+            ))
+            task_status.started(RunningBroker(broker, everything, bound_controller))
     finally:
         with trio.CancelScope(shield=True):
             await broker.close()
+
+
+async def _serve_with(
+    broker: Broker, handlers: Mapping[int, Handler], pool: MemoryPool, stream: trio.abc.Stream
+) -> None:
+    """Serve one accepted connection of a listener (trio.serve_listeners' handler)."""
+    await serve_connection(broker, stream, handlers, pool)

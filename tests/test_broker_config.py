@@ -113,3 +113,87 @@ def test_wildcard_listener_needs_an_advertised_listener() -> None:
         {"listeners": "PLAINTEXT://0.0.0.0:9092", "advertised.listeners": "10.0.0.5:9092"}
     )
     assert config.advertised_listeners == (Listener("10.0.0.5", 9092),)
+
+
+CLUSTER = {
+    "node.id": 1,
+    "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+    "controller.listener.names": "CONTROLLER",
+    "controller.quorum.voters": "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293",
+}
+
+
+def test_a_cluster_node_has_a_client_and_a_controller_listener() -> None:
+    config = BrokerConfig.from_properties(CLUSTER)
+    assert config.client_listeners == (Listener("127.0.0.1", 9092, "PLAINTEXT"),)
+    assert config.controller_listeners == (Listener("127.0.0.1", 9093, "CONTROLLER"),)
+    assert config.inter_broker_listener.port == 9092
+    # Controller names map to PLAINTEXT when the map is not set, as Kafka does.
+    assert config.security_protocol_map["CONTROLLER"] == "PLAINTEXT"
+    # Voters are dialled at their controller listeners unless faultline.voter.<id> says how.
+    assert config.controller_address(2) == Listener("127.0.0.1", 9193)
+    proxied = BrokerConfig.from_properties({**CLUSTER, "faultline.voter.2": "127.0.0.1:7000"})
+    assert proxied.controller_address(2) == Listener("127.0.0.1", 7000)
+    # Replication dials the endpoint a broker registered, never a voter's controller port.
+    assert config.peer_address(2) is None
+    assert config.peer_address(2, Listener("h", 1)) == Listener("h", 1)
+
+
+def test_named_listeners_with_an_explicit_protocol_map_and_inter_broker_name() -> None:
+    config = BrokerConfig.from_properties({
+        **CLUSTER,
+        "listeners": "CLIENT://127.0.0.1:9092,INTERNAL://127.0.0.1:9094,CTL://127.0.0.1:9093",
+        "listener.security.protocol.map": "CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT,CTL:PLAINTEXT",
+        "controller.listener.names": "CTL",
+        "inter.broker.listener.name": "INTERNAL",
+        "advertised.listeners": "CLIENT://c.example:9092,INTERNAL://i.example:9094",
+    })
+    assert config.inter_broker_listener == Listener("127.0.0.1", 9094, "INTERNAL")
+    assert [x.name for x in config.client_listeners] == ["CLIENT", "INTERNAL"]
+    assert config.advertised_for("INTERNAL", config.inter_broker_listener).host == "i.example"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"controller.listener.names": None}, "controller.listener.names must name a listener"),
+        ({"controller.listener.names": "OTHER"}, "OTHER must appear in listeners"),
+        ({"controller.quorum.voters": None}, "controller.quorum.voters is not"),
+        ({"listeners": "CONTROLLER://127.0.0.1:9093"}, "needs a listener for clients"),
+        (
+            {"advertised.listeners": "PLAINTEXT://a:1,CONTROLLER://a:2"},
+            "advertised.listeners must not contain the controller listeners",
+        ),
+        ({"advertised.listeners": "OTHER://a:1"}, "advertised.listeners"),
+        ({"inter.broker.listener.name": "CONTROLLER"}, "is a controller listener"),
+        ({"inter.broker.listener.name": "INTERNAL"}, "INTERNAL is not"),
+        (
+            {"listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9092"},
+            "different port",
+        ),
+        (
+            {"listeners": "PLAINTEXT://127.0.0.1:9092,PLAINTEXT://127.0.0.1:9093"},
+            "different name",
+        ),
+        (
+            {"listener.security.protocol.map": "PLAINTEXT:PLAINTEXT"},
+            "no security protocol is defined for listener CONTROLLER",
+        ),
+        (
+            {"listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL"},
+            "only PLAINTEXT is supported",
+        ),
+        ({"listener.security.protocol.map": "CONTROLLER:TLS"}, "not a security protocol"),
+    ],
+)
+def test_inconsistent_listener_settings_are_refused(
+    changes: dict[str, str | None], message: str
+) -> None:
+    props: dict[str, object] = {**CLUSTER}
+    for name, value in changes.items():
+        if value is None:
+            props.pop(name)
+        else:
+            props[name] = value
+    with pytest.raises(ConfigError, match=message):
+        BrokerConfig.from_properties(props)

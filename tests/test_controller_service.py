@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import cast
@@ -20,9 +20,6 @@ from typing import cast
 import pytest
 import trio
 import trio.testing
-from kafka.protocol.admin import CreateTopicsResponse, DeleteTopicsResponse
-from kafka.protocol.api_key import ApiKey
-from kafka.protocol.api_message import ApiMessage
 
 from harness.runtime.sim.clock import SimClock
 from harness.runtime.sim.disk import SimDisk, SimStorage
@@ -41,8 +38,7 @@ from reference_broker.controller.records import NO_LEADER, RemoveTopicRecord
 from reference_broker.controller.service import ControllerService, ServiceConfig
 from reference_broker.controller.transport import RaftTransport
 from reference_broker.errors import ErrorCode
-from reference_broker.handlers import controller as controller_handlers
-from reference_broker.handlers import quorum as quorum_handlers
+from reference_broker.handlers import CONTROLLER_HANDLERS
 from reference_broker.handlers.context import RequestContext
 from reference_broker.log.config import LogConfig
 from reference_broker.log.log_manager import LogManager
@@ -64,67 +60,8 @@ SERVICE = ServiceConfig(
 )
 HEARTBEAT_MS = 500
 
-Handler = Callable[[Broker, RequestContext, ApiMessage], Awaitable[ApiMessage]]
-
-
-async def _raft_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
-    return await quorum_handlers.handle_raft_fetch(broker.quorum_endpoint, ctx, request)
-
-
-async def _create_topics(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
-    # Stands in for the broker's CreateTopics handler on the controller's side: it hands
-    # each topic to the node's ControllerService (NOT_CONTROLLER unless active).
-    service = broker.controller_service
-    assert service is not None
-    results = []
-    for t in request.topics:
-        result = await service.create_topic(
-            t.name,
-            t.num_partitions,
-            t.replication_factor,
-            {c.name: c.value for c in t.configs},
-            validate_only=request.validate_only,
-        )
-        results.append(
-            CreateTopicsResponse.CreatableTopicResult(
-                name=t.name,
-                topic_id=uuid.UUID(result.topic_id) if result.topic_id else None,
-                error_code=result.error_code,
-                error_message=result.message,
-                num_partitions=t.num_partitions,
-                replication_factor=t.replication_factor,
-                configs=[],
-            )
-        )
-    return CreateTopicsResponse(version=ctx.version, throttle_time_ms=0, topics=results)
-
-
-async def _delete_topics(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
-    service = broker.controller_service
-    assert service is not None
-    results = []
-    for name in request.topic_names:
-        result = await service.delete_topic(name)
-        results.append(
-            DeleteTopicsResponse.DeletableTopicResult(
-                name=name, error_code=result.error_code, error_message=result.message
-            )
-        )
-    return DeleteTopicsResponse(version=ctx.version, throttle_time_ms=0, responses=results)
-
-
-# What a combined-mode node serves to its peers: the quorum and controller APIs.
-HANDLERS: dict[int, Handler] = {
-    ApiKey.Vote: quorum_handlers.handle_vote,
-    ApiKey.BeginQuorumEpoch: quorum_handlers.handle_begin_quorum_epoch,
-    ApiKey.EndQuorumEpoch: quorum_handlers.handle_end_quorum_epoch,
-    ApiKey.Fetch: _raft_fetch,
-    ApiKey.BrokerRegistration: controller_handlers.handle_broker_registration,
-    ApiKey.BrokerHeartbeat: controller_handlers.handle_broker_heartbeat,
-    ApiKey.AlterPartition: controller_handlers.handle_alter_partition,
-    ApiKey.CreateTopics: _create_topics,
-    ApiKey.DeleteTopics: _delete_topics,
-}
+# What a combined-mode node serves to its peers: its controller listener's table.
+HANDLERS = CONTROLLER_HANDLERS
 
 
 async def serve(broker: Broker, stream: trio.abc.Stream) -> None:

@@ -478,10 +478,30 @@ def test_requests_for_another_cluster_are_refused_with_inconsistent_cluster_id()
     with pytest.raises(QuorumWireError) as info:
         _over_the_wire(_vote(), cluster_id="cluster-b")
     assert info.value.code == INCONSISTENT_CLUSTER_ID == 104
-    # Kafka accepts a null cluster id from an older sender.
-    body, _ = to_kafka_request(_vote(), "x")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        raft.VoteRequest(src=1, dst=2, epoch=1001, last_epoch=0, last_offset=0),
+        raft.BeginQuorumEpoch(src=1, dst=2, epoch=1001),
+        raft.EndQuorumEpoch(src=1, dst=2, epoch=1001, preferred_successors=(2,)),
+        raft.FetchRequest(
+            src=1, dst=2, correlation_id=1, epoch=1, fetch_offset=0, last_fetched_epoch=0
+        ),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_a_null_cluster_id_is_refused_like_a_wrong_one(message: raft.Message) -> None:
+    # Kafka's KafkaRaftClient lets a null through for older senders; every sender here
+    # names its cluster, and a null was how a stranger's Vote got granted.
+    body, version = to_kafka_request(message, "cluster-b")  # type: ignore[arg-type]
     body.cluster_id = None
-    assert from_kafka_request(ApiKey.Vote, body, node_id=2, cluster_id="cluster-b") == _vote()
+    request = decode_request(encode_request(body, version, 1, "stranger")[4:])
+    assert request.body.cluster_id is None
+    with pytest.raises(QuorumWireError) as info:
+        from_kafka_request(request.header.api_key, request.body, node_id=2, cluster_id="cluster-b")
+    assert info.value.code == INCONSISTENT_CLUSTER_ID
 
 
 def test_requests_about_another_partition_or_voter_are_invalid() -> None:

@@ -48,6 +48,7 @@ from tests.broker_process import RawConnection
 from tests.wire import idempotent_batch, record_batch
 
 PORT = 9092
+CONTROLLER_PORT = 9093
 NODES = (1, 2, 3)
 LAG_MS = 2000
 # The stand-in controller answers an unreachable broker after this long, as a timeout.
@@ -229,12 +230,17 @@ class ReplicationSim:
         self.network = SimNetwork(random.Random(seed))
         self.table = ControllerTable(self)
         self.endpoints = {i: Listener(name_of(i), PORT) for i in NODES}
-        voters = ",".join(f"{i}@{name_of(i)}:{PORT}" for i in NODES)
+        # The quorum itself is the table here; its listener is only configured.
+        voters = ",".join(f"{i}@{name_of(i)}:{CONTROLLER_PORT}" for i in NODES)
         self.nodes: dict[int, SimNode] = {}
         for node_id in NODES:
             props = {
                 "node.id": node_id,
-                "listeners": f"PLAINTEXT://{name_of(node_id)}:{PORT}",
+                "listeners": (
+                    f"PLAINTEXT://{name_of(node_id)}:{PORT},"
+                    f"CONTROLLER://{name_of(node_id)}:{CONTROLLER_PORT}"
+                ),
+                "controller.listener.names": "CONTROLLER",
                 # Cluster mode: partitions come from metadata (here, the table).
                 "controller.quorum.voters": voters,
                 "replica.lag.time.max.ms": LAG_MS,

@@ -4,8 +4,11 @@
                      [--set name=value]... [--seed N]
 
 Settings use Apache Kafka's names (see `--help-config`). Once it accepts
-connections the broker prints `listening on HOST:PORT` to stdout (flushed), so a
-launcher can start it on port 0 and learn the real port. SIGTERM or Ctrl-C shut it
+connections the broker prints `listening on HOST:PORT` to stdout (flushed), one line
+per client listener, the inter-broker listener first, then `controller listening on
+HOST:PORT` per controller listener (controller.listener.names), so a launcher can
+start it on port 0 and learn the real ports. `--listen` replaces `listeners` with
+the single `PLAINTEXT://HOST:PORT`. SIGTERM or Ctrl-C shut it
 down cleanly: connections are dropped, every log is flushed and closed, exit 0.
 Exit 2 on a bad configuration or an unusable data dir.
 
@@ -190,7 +193,9 @@ async def _main(env: NodeEnv, config: BrokerConfig, data_dir: Path) -> None:
         ) as signals:
             running = await nursery.start(serve_broker, env, config)
             for address in running.addresses:
-                print(f"listening on {address.host}:{address.port}", flush=True)
+                # The controller listeners are announced apart: clients must not use them.
+                prefix = "controller " if address in running.controller_addresses else ""
+                print(f"{prefix}listening on {address.host}:{address.port}", flush=True)
             async for signum in signals:
                 if signum == signal.SIGUSR1:
                     try:

@@ -7,7 +7,7 @@ driver knows, else the voters in turn. A peer that is unreachable or answers
 NOT_CONTROLLER is dropped as a guess and the next one is tried after a short
 backoff, until the call's deadline; then the call answers REQUEST_TIMED_OUT. Remote
 calls are the Kafka RPCs (BrokerRegistration, BrokerHeartbeat, AlterPartition,
-CreateTopics, DeleteTopics) over one `PeerChannel` per voter.
+CreateTopics, DeleteTopics) over one `PeerChannel` per voter, to its controller listener.
 
 The client is also the broker's `TopicAdmin` (create/delete topics) and the
 replica manager's `AlterPartitionSender` (it fills in this broker's id and epoch).
@@ -51,6 +51,8 @@ from .service import (
 CREATE_TOPICS_VERSION = 7
 DELETE_TOPICS_VERSION = 5
 PLAINTEXT = 0  # SecurityProtocol id of PLAINTEXT
+# Only names the sender in the peer's logs: what a controller serves depends on the
+# listener a request arrives on (its controller listener), never on the client id.
 CLIENT_ID_PREFIX = "faultline-controller-client-"
 
 R = TypeVar("R")

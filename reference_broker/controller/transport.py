@@ -370,8 +370,9 @@ def _fetch_reply(request: FetchRequest, response: ApiMessage) -> FetchResponse |
 
 
 def _check_cluster(request: ApiMessage, cluster_id: str) -> None:
-    # Kafka accepts a null cluster id (an older sender); any other must be ours.
-    if request.cluster_id is not None and request.cluster_id != cluster_id:
+    # Kafka's KafkaRaftClient lets a null cluster id through for older senders; every
+    # sender here names its cluster, so a null one is refused like a wrong one.
+    if request.cluster_id != cluster_id:
         raise QuorumWireError(
             INCONSISTENT_CLUSTER_ID,
             f"request for cluster {request.cluster_id!r}, this quorum is {cluster_id!r}",
@@ -555,7 +556,8 @@ def quorum_error_response(api_key: int, version: int, code: int) -> ApiMessage:
     """A Kafka response to an `api_key` quorum request that carries only error `code`.
 
     Vote, BeginQuorumEpoch and EndQuorumEpoch get it at the top level, as Kafka answers;
-    a Fetch gets it on `__cluster_metadata-0`, which is where a fetcher looks.
+    a Fetch gets it at the top level too (where Kafka's KafkaRaftClient puts a request it
+    refuses whole, such as INCONSISTENT_CLUSTER_ID) and on `__cluster_metadata-0`.
     """
     if api_key == ApiKey.Fetch:
         data = KafkaFetchResponse.FetchableTopicResponse.PartitionData
@@ -567,7 +569,7 @@ def quorum_error_response(api_key: int, version: int, code: int) -> ApiMessage:
         )
         return KafkaFetchResponse(
             version=version,
-            error_code=0,
+            error_code=int(code),
             responses=[
                 KafkaFetchResponse.FetchableTopicResponse(
                     topic=METADATA_TOPIC, partitions=[partition]

@@ -1,16 +1,30 @@
-"""Request handlers, one module per API family, and the table that dispatches to them.
+"""Request handlers, one module per API family, and the tables that dispatch to them.
 
 A handler is `async def handle_x(broker, ctx, request) -> response | None`: it gets
 the decoded request body and returns the response body at the request's version
 (None means "no response", only for acks=0 produce). Errors a client should see are
 Kafka error codes inside the response; `CloseConnection` asks the server to close.
+
+Each kind of listener has its own table, and serves only the APIs in it (Kafka's
+per-listener API scopes, `ApiMessageType.ListenerType`):
+
+- `BROKER_HANDLERS`, for the client listeners (every listener not named in
+  controller.listener.names): the client APIs, and Fetch for replication.
+- `CONTROLLER_HANDLERS`, for the controller listeners: the Raft quorum (Vote,
+  BeginQuorumEpoch, EndQuorumEpoch, Fetch of `__cluster_metadata`), the brokers'
+  requests to the controller (BrokerRegistration, BrokerHeartbeat, AlterPartition)
+  and the topic requests brokers forward to it (CreateTopics, DeleteTopics), as
+  Kafka's ControllerApis serves them.
+
+An API missing from a listener's table is not in its ApiVersions, and a request for
+it closes the connection (see `server.py`).
 """
 
 from __future__ import annotations
 
 from kafka.protocol.api_key import ApiKey
 
-from .api_versions import handle_api_versions
+from .api_versions import api_versions_handler
 from .context import CloseConnection, Handler, RequestContext
 from .controller import (
     handle_alter_partition,
@@ -31,6 +45,8 @@ from .groups import (
     handle_sync_group,
 )
 from .metadata import (
+    handle_controller_create_topics,
+    handle_controller_delete_topics,
     handle_create_topics,
     handle_delete_topics,
     handle_describe_configs,
@@ -39,9 +55,14 @@ from .metadata import (
 from .offsets import handle_list_offsets, handle_offset_for_leader_epoch
 from .produce import handle_produce
 from .producer_id import handle_init_producer_id
-from .quorum import handle_begin_quorum_epoch, handle_end_quorum_epoch, handle_vote
+from .quorum import (
+    handle_begin_quorum_epoch,
+    handle_controller_fetch,
+    handle_end_quorum_epoch,
+    handle_vote,
+)
 
-HANDLERS: dict[int, Handler] = {
+BROKER_HANDLERS: dict[int, Handler] = {
     ApiKey.Produce: handle_produce,
     ApiKey.Fetch: handle_fetch,
     ApiKey.ListOffsets: handle_list_offsets,
@@ -55,20 +76,38 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.SyncGroup: handle_sync_group,
     ApiKey.DescribeGroups: handle_describe_groups,
     ApiKey.ListGroups: handle_list_groups,
-    ApiKey.ApiVersions: handle_api_versions,
     ApiKey.CreateTopics: handle_create_topics,
     ApiKey.DeleteTopics: handle_delete_topics,
     ApiKey.InitProducerId: handle_init_producer_id,
     ApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
     ApiKey.DescribeConfigs: handle_describe_configs,
     ApiKey.DeleteGroups: handle_delete_groups,
-    # Between the nodes of a cluster: the controller quorum and the controller's RPCs.
+}
+"""What a client listener serves (ApiVersions is added below)."""
+BROKER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler([*BROKER_HANDLERS, ApiKey.ApiVersions])
+
+CONTROLLER_HANDLERS: dict[int, Handler] = {
+    # The controller quorum (KRaft); Fetch here is only ever the metadata log's.
     ApiKey.Vote: handle_vote,
     ApiKey.BeginQuorumEpoch: handle_begin_quorum_epoch,
     ApiKey.EndQuorumEpoch: handle_end_quorum_epoch,
+    ApiKey.Fetch: handle_controller_fetch,
+    # Brokers' requests to the active controller.
     ApiKey.BrokerRegistration: handle_broker_registration,
     ApiKey.BrokerHeartbeat: handle_broker_heartbeat,
     ApiKey.AlterPartition: handle_alter_partition,
+    ApiKey.CreateTopics: handle_controller_create_topics,
+    ApiKey.DeleteTopics: handle_controller_delete_topics,
 }
+"""What a controller listener serves (ApiVersions is added below)."""
+CONTROLLER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler(
+    [*CONTROLLER_HANDLERS, ApiKey.ApiVersions]
+)
 
-__all__ = ["HANDLERS", "CloseConnection", "Handler", "RequestContext"]
+__all__ = [
+    "BROKER_HANDLERS",
+    "CONTROLLER_HANDLERS",
+    "CloseConnection",
+    "Handler",
+    "RequestContext",
+]

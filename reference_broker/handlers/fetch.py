@@ -18,8 +18,9 @@ where it ends here) instead of records. Otherwise the fetch offset is the follow
 log end offset: it may grow the ISR and move the high watermark. Replica long-polls
 wake on appends, consumer long-polls when the high watermark moves.
 
-A Fetch of `__cluster_metadata` is the controller quorum's (Raft) and goes to the
-quorum handler.
+A Fetch of `__cluster_metadata` is the controller quorum's (Raft), served only on a
+controller listener (`quorum.handle_controller_fetch`); here, on a client listener, its
+partitions are UNKNOWN_TOPIC_OR_PARTITION.
 
 Incremental fetch sessions (KIP-227) are not offered: every response carries
 session_id 0, which tells clients to keep sending full fetch requests.
@@ -186,7 +187,7 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage)
     """Answer a Fetch, waiting up to max_wait_ms for min_bytes of data."""
     version = ctx.version
     if any(topic.topic == METADATA_TOPIC for topic in request.topics):
-        return await _raft_fetch(broker, ctx, request)
+        return _metadata_log_not_here(ctx, request)
     if version >= 7 and request.session_id != 0:
         # We never hand out a session id, so any id a client names is unknown to us.
         return FetchResponse(
@@ -227,25 +228,22 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage)
     )
 
 
-async def _raft_fetch(broker: Broker, ctx: RequestContext, request: ApiMessage) -> ApiMessage:
-    """The controller quorum's Fetch of the metadata log, served by the Raft core."""
-    try:
-        from .quorum import handle_raft_fetch
-    except ImportError:  # a build without the quorum: nobody here hosts the metadata log
-        return FetchResponse(
-            version=ctx.version,
-            throttle_time_ms=0,
-            error_code=0,
-            session_id=0,
-            responses=[
-                _TopicResponse(
-                    topic=topic.topic,
-                    partitions=[
-                        _error_partition(p.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-                        for p in topic.partitions
-                    ],
-                )
-                for topic in request.topics
-            ],
-        )
-    return await handle_raft_fetch(broker.quorum_endpoint, ctx, request)
+def _metadata_log_not_here(ctx: RequestContext, request: ApiMessage) -> ApiMessage:
+    """The answer of a client listener to a Fetch naming the metadata log: this listener
+    hosts no such partition (quorum members fetch it on the controller listener)."""
+    return FetchResponse(
+        version=ctx.version,
+        throttle_time_ms=0,
+        error_code=0,
+        session_id=0,
+        responses=[
+            _TopicResponse(
+                topic=topic.topic,
+                partitions=[
+                    _error_partition(p.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                    for p in topic.partitions
+                ],
+            )
+            for topic in request.topics
+        ],
+    )

@@ -9,7 +9,6 @@ from kafka.protocol.admin import CreateTopicsResponse, DeleteTopicsResponse, Des
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.metadata import MetadataResponse
 
-from ..controller.client import CLIENT_ID_PREFIX
 from ..controller.records import NO_LEADER
 from ..errors import BrokerError, ErrorCode
 from ..metadata import INTERNAL_TOPICS, TopicRecord
@@ -17,7 +16,6 @@ from .context import RequestContext
 
 if TYPE_CHECKING:
     from ..broker import Broker
-    from ..controller.service import ControllerService
 
 _Broker = MetadataResponse.MetadataResponseBroker
 _Topic = MetadataResponse.MetadataResponseTopic
@@ -184,22 +182,32 @@ def _effective_configs(broker: Broker, record: TopicRecord) -> list[tuple[str, s
     ]
 
 
-def _peer_service(broker: Broker, ctx: RequestContext) -> ControllerService | None:
-    """This node's controller service if the request is a topic request another node
-    forwarded to the controller (never forwarded again); None for any other request."""
-    if broker.cluster is None or not ctx.client_id.startswith(CLIENT_ID_PREFIX):
-        return None
-    return broker.controller_service
-
-
-async def _controller_create_topics(
-    service: ControllerService, ctx: RequestContext, request: ApiMessage
+async def handle_controller_create_topics(
+    broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
-    # Served by the controller service itself: internal topics such as __consumer_offsets
-    # are created this way on a broker's behalf, and a node that is not the active
-    # controller answers NOT_CONTROLLER instead of forwarding once more.
+    """CreateTopics on a controller listener (a broker forwarding its client's request, or
+    creating __consumer_offsets), served by the controller service itself, as Kafka's
+    ControllerApis does: a node that is not the active controller answers NOT_CONTROLLER
+    instead of forwarding once more."""
+    refused = _over_request_limit(broker, ctx, request)
+    if refused is not None:
+        return refused
+    service = broker.controller_service
     results = []
     for topic in request.topics:
+        if service is None:
+            results.append(
+                _CreatedTopic(
+                    name=topic.name,
+                    topic_id=ZERO_UUID,
+                    error_code=int(ErrorCode.NOT_CONTROLLER),
+                    error_message="this node runs no controller",
+                    num_partitions=-1,
+                    replication_factor=-1,
+                    configs=None,
+                )
+            )
+            continue
         configs = {c.name: c.value for c in topic.configs if c.value is not None}
         result = await service.create_topic(
             topic.name,
@@ -220,6 +228,28 @@ async def _controller_create_topics(
             )
         )
     return CreateTopicsResponse(version=ctx.version, throttle_time_ms=0, topics=results)
+
+
+def _over_request_limit(
+    broker: Broker, ctx: RequestContext, request: ApiMessage
+) -> ApiMessage | None:
+    """The refusal of a CreateTopics that asks for more partitions than one request may
+    create, or None when it is within create.topics.max.partitions.per.request.
+
+    As Kafka's controller does with a request above its partition batch limit: the whole
+    request is refused before any topic is looked at, so nothing is created.
+    """
+    limit = broker.config.create_topics_max_partitions_per_request
+    requested = _requested_partitions(broker, request)
+    if requested <= limit:
+        return None
+    return _refuse_all(
+        request,
+        ctx.version,
+        ErrorCode.POLICY_VIOLATION,
+        f"the request would create {requested} partitions, above "
+        f"create.topics.max.partitions.per.request={limit}",
+    )
 
 
 def _requested_partitions(broker: Broker, request: ApiMessage) -> int:
@@ -255,21 +285,9 @@ async def handle_create_topics(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """Create each topic (or only validate, if asked)."""
-    limit = broker.config.create_topics_max_partitions_per_request
-    requested = _requested_partitions(broker, request)
-    if requested > limit:
-        # As Kafka's controller does with a request above its partition batch limit: the
-        # whole request is refused before any topic is looked at, so nothing is created.
-        return _refuse_all(
-            request,
-            ctx.version,
-            ErrorCode.POLICY_VIOLATION,
-            f"the request would create {requested} partitions, above "
-            f"create.topics.max.partitions.per.request={limit}",
-        )
-    service = _peer_service(broker, ctx)
-    if service is not None:
-        return await _controller_create_topics(service, ctx, request)
+    refused = _over_request_limit(broker, ctx, request)
+    if refused is not None:
+        return refused
     version = ctx.version
     results = []
     for topic in request.topics:
@@ -361,14 +379,6 @@ async def handle_delete_topics(
 ) -> ApiMessage:
     """Delete each named topic with its logs."""
     results = []
-    service = _peer_service(broker, ctx)
-    if service is not None:
-        for name in request.topic_names:
-            result = await service.delete_topic(name)
-            results.append(
-                _DeletedTopic(name=name, error_code=result.error_code, error_message=result.message)
-            )
-        return DeleteTopicsResponse(version=ctx.version, throttle_time_ms=0, responses=results)
     for name in request.topic_names:
         try:
             if name in INTERNAL_TOPICS:
@@ -382,6 +392,30 @@ async def handle_delete_topics(
             )
             continue
         results.append(_DeletedTopic(name=name, error_code=0, error_message=None))
+    return DeleteTopicsResponse(version=ctx.version, throttle_time_ms=0, responses=results)
+
+
+async def handle_controller_delete_topics(
+    broker: Broker, ctx: RequestContext, request: ApiMessage
+) -> ApiMessage:
+    """DeleteTopics on a controller listener, served by the controller service itself
+    (NOT_CONTROLLER unless it is the active controller)."""
+    service = broker.controller_service
+    results = []
+    for name in request.topic_names:
+        if service is None:
+            results.append(
+                _DeletedTopic(
+                    name=name,
+                    error_code=int(ErrorCode.NOT_CONTROLLER),
+                    error_message="this node runs no controller",
+                )
+            )
+            continue
+        result = await service.delete_topic(name)
+        results.append(
+            _DeletedTopic(name=name, error_code=result.error_code, error_message=result.message)
+        )
     return DeleteTopicsResponse(version=ctx.version, throttle_time_ms=0, responses=results)
 
 

@@ -6,9 +6,10 @@ waits until what the core just wrote — a vote, an epoch, appended entries — 
 and only then answers: a reply that left before its fsync could be forgotten by a
 crash and contradicted after it (a vote cast twice).
 
-A standalone broker has no quorum: it answers NOT_CONTROLLER to the quorum APIs and
-UNKNOWN_TOPIC_OR_PARTITION to a `__cluster_metadata` fetch, as a broker without the
-partition does.
+These APIs are served only on a controller listener (`CONTROLLER_HANDLERS`); a node
+without a quorum has no controller listener. Every request must name this quorum's
+cluster id: a null or different one is answered INCONSISTENT_CLUSTER_ID before the
+core sees it.
 """
 
 from __future__ import annotations
@@ -97,7 +98,14 @@ async def handle_raft_fetch(
     """A Fetch of `__cluster_metadata-0` by a quorum member: the leader's entries or error.
 
     With nothing new to send, the endpoint may hold it up to the request's max_wait_ms,
-    as a Kafka leader does. `handlers/fetch.py` routes here every Fetch that names the
-    metadata topic.
+    as a Kafka leader does.
     """
     return await _handle(endpoint, ApiKey.Fetch, ctx, request, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+
+
+async def handle_controller_fetch(
+    broker: Broker, ctx: RequestContext, request: ApiMessage
+) -> ApiMessage:
+    """A Fetch on a controller listener: always the metadata log's (any other partition
+    is INVALID_REQUEST, as Kafka's controller answers)."""
+    return await handle_raft_fetch(broker.quorum_endpoint, ctx, request)

@@ -19,7 +19,7 @@ is `encode_request` and `decode_response`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,24 +220,31 @@ def error_response(spec: ApiSpec, version: int, code: ErrorCode) -> ApiMessage:
     return response
 
 
-def api_versions_response(version: int, error: ErrorCode = ErrorCode.NONE) -> ApiMessage:
-    """The ApiVersions answer: every supported API with its version range."""
+def api_versions_response(
+    version: int, error: ErrorCode = ErrorCode.NONE, keys: Collection[int] | None = None
+) -> ApiMessage:
+    """The ApiVersions answer: every API of `keys` (default: the client APIs) with its
+    version range."""
     spec = SUPPORTED_APIS[ApiKey.ApiVersions]
     entry = spec.response.ApiVersion
+    listed = SUPPORTED_APIS.values() if keys is None else [ALL_APIS[k] for k in keys]
     return spec.response(
         version=version,
         error_code=int(error),
         api_keys=[
             entry(api_key=int(s.key), min_version=s.min_version, max_version=s.max_version)
-            for s in sorted(SUPPORTED_APIS.values(), key=lambda s: s.key)
+            for s in sorted(listed, key=lambda s: s.key)
         ],
         throttle_time_ms=0,
     )
 
 
-def unsupported_api_versions_frame(header: RequestHeader) -> bytes:
-    """Kafka's answer to an ApiVersions request newer than the broker: v0 with the ranges."""
-    response = api_versions_response(0, ErrorCode.UNSUPPORTED_VERSION)
+def unsupported_api_versions_frame(
+    header: RequestHeader, keys: Collection[int] | None = None
+) -> bytes:
+    """Kafka's answer to an ApiVersions request newer than the broker: v0 with the ranges
+    of `keys` (default: the client APIs)."""
+    response = api_versions_response(0, ErrorCode.UNSUPPORTED_VERSION, keys)
     response.with_header(correlation_id=header.correlation_id)
     return bytes(response.encode(header=True, framed=True))
 

@@ -18,6 +18,12 @@ Every connection goes through a `FaultProxy` owned by this cluster:
   the map {dst node id: proxy address} a replicating broker must dial. A broker
   dials them through `--set faultline.peer.<id>=host:port` (passed with `pass_peers=True`,
   always with `quorum=True`, where the nodes form one KRaft cluster).
+- With `quorum=True` every broker also has a controller listener
+  (`CONTROLLER://host:0`, controller.listener.names=CONTROLLER) that alone serves the
+  controller quorum and the broker-to-controller APIs; its client port does not. The
+  controller listeners get the same proxies on the same links: one per node for
+  outsiders (`controller_address(n)`, the addresses in controller.quorum.voters) and one
+  per ordered pair, which the nodes dial through `faultline.voter.<id>=host:port`.
 
 Faults (FaultTarget):
 
@@ -122,6 +128,21 @@ class ProcessCluster:
             for b in names
             if a != b
         }
+        # The controller listeners' proxies share the links of the client/peer proxies, so
+        # a partition cuts the quorum traffic between two nodes along with the data.
+        self._controller_proxies: dict[str, FaultProxy] = {}
+        self._peer_controller_proxies: dict[tuple[str, str], FaultProxy] = {}
+        if quorum:
+            self._controller_proxies = {
+                n: FaultProxy(
+                    self._links[(CLIENTS, n)], self._links[(n, CLIENTS)], None, listen_host=host
+                )
+                for n in names
+            }
+            self._peer_controller_proxies = {
+                pair: FaultProxy(proxy.forward, proxy.backward, None, listen_host=host)
+                for pair, proxy in self._peer_proxies.items()
+            }
         self._clock_offsets: dict[str, int] = dict.fromkeys(names, 0)
         self._beliefs = Beliefs()
         self._nursery: trio.Nursery | None = None
@@ -180,7 +201,13 @@ class ProcessCluster:
         self._beliefs = beliefs
 
     def _proxies(self) -> list[FaultProxy]:
+        return [*self._client_side_proxies(), *self._controller_side_proxies()]
+
+    def _client_side_proxies(self) -> list[FaultProxy]:
         return [*self._client_proxies.values(), *self._peer_proxies.values()]
+
+    def _controller_side_proxies(self) -> list[FaultProxy]:
+        return [*self._controller_proxies.values(), *self._peer_controller_proxies.values()]
 
     def _prepare(self, node: BrokerNode) -> None:
         node.settings["advertised.listeners"] = (
@@ -190,18 +217,29 @@ class ProcessCluster:
             for peer_id, address in self.peer_addresses(node.name).items():
                 node.settings[f"faultline.peer.{peer_id}"] = address
         if self.quorum:
-            # The same voters string on every node (the client proxies); each node dials its
-            # peers through its own peer proxies, given by faultline.peer.<id>.
+            node.settings["listeners"] = (
+                f"PLAINTEXT://{self.host}:0,CONTROLLER://{self.host}:0"
+            )
+            node.settings["controller.listener.names"] = "CONTROLLER"
+            # The same voters string on every node (the controller proxies); each node dials
+            # its peers' controller listeners through its own proxies, faultline.voter.<id>.
             node.settings["controller.quorum.voters"] = ",".join(
-                f"{n.node_id}@{self._client_proxies[n.name].address}"
+                f"{n.node_id}@{self._controller_proxies[n.name].address}"
                 for n in self._nodes.values()
             )
+            for (src, dst), proxy in self._peer_controller_proxies.items():
+                if src == node.name:
+                    node.settings[f"faultline.voter.{self._nodes[dst].node_id}"] = proxy.address
 
     async def _start(self, node: BrokerNode) -> None:
         assert self._nursery is not None
         upstream = await node.start(self._nursery, timeout_s=self.start_timeout_s)
-        for proxy in self._proxies_to(node.name):
-            proxy.upstream = upstream
+        for proxy in self._client_side_proxies():
+            if proxy.forward.dst == node.name:
+                proxy.upstream = upstream
+        for proxy in self._controller_side_proxies():
+            if proxy.forward.dst == node.name:
+                proxy.upstream = node.controller_address
         log.info("%s (pid %s) listens on %s:%s", node.name, node.pid, upstream.host, upstream.port)
 
     async def _stop_all(self) -> None:
@@ -223,6 +261,14 @@ class ProcessCluster:
     def client_address(self, node: str) -> str:
         """`host:port` of the proxy clients use to reach `node` (its advertised listener)."""
         return self._client_proxies[self._node(node).name].address
+
+    def controller_address(self, node: str) -> str:
+        """`host:port` of the proxy to `node`'s controller listener (its voter address);
+        ClusterError unless the cluster runs a quorum."""
+        proxy = self._controller_proxies.get(self._node(node).name)
+        if proxy is None:
+            raise ClusterError("only a quorum=True cluster has controller listeners")
+        return proxy.address
 
     def peer_addresses(self, node: str) -> dict[int, str]:
         """{peer node id: proxy address} that `node` must dial to reach each peer."""

@@ -19,6 +19,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
@@ -26,6 +27,8 @@ from harness.broker_process import (
     BrokerStartError,
     broker_command,
     die_with_parent,
+    has_controller_listener,
+    parse_controller_listening,
     parse_listening,
 )
 from harness.runtime.process.proxy import Upstream
@@ -65,6 +68,8 @@ class BrokerNode:
         self.listen_host = listen_host
         self._state = NodeState.STOPPED
         self.address: Upstream | None = None
+        self.controller_address: Upstream | None = None
+        """Its controller listener's real address (nodes with controller.listener.names)."""
         self.exit_codes: list[int] = []
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
@@ -118,8 +123,12 @@ class BrokerNode:
         self._output_done = trio.Event()
         try:
             with trio.fail_after(timeout_s):
-                host, port = await nursery.start(
-                    _pump_output, output, self.log_path, self._output_done
+                found = await nursery.start(
+                    _pump_output,
+                    output,
+                    self.log_path,
+                    self._output_done,
+                    has_controller_listener(self.settings),
                 )
         except BaseException as exc:
             await self.kill()
@@ -133,7 +142,8 @@ class BrokerNode:
                     f"see {self.log_path}"
                 ) from None
             raise
-        self.address = Upstream(host, port)
+        self.address = Upstream(*found.client)
+        self.controller_address = Upstream(*found.controller) if found.controller else None
         return self.address
 
     async def wait(self) -> int:
@@ -159,6 +169,7 @@ class BrokerNode:
         self._popen = None
         self._pidfd = None
         self.address = None
+        self.controller_address = None
         self._state = NodeState.STOPPED
         self.exit_codes.append(code)
 
@@ -240,16 +251,25 @@ async def _until_proc_state(pid: int | None, *, stopped: bool) -> None:
             await trio.sleep(0.001)
 
 
+class Listening(NamedTuple):
+    """Where a started broker listens: (host, port) of its client and controller listeners."""
+
+    client: tuple[str, int]
+    controller: tuple[str, int] | None
+
+
 async def _pump_output(
     output: trio.lowlevel.FdStream,
     log_path: Path,
     done: trio.Event,
+    wants_controller: bool,
     *,
-    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Copy the broker's output to its log; report its address from `listening on`."""
+    """Copy the broker's output to its log; report its addresses from `listening on` (and,
+    with `wants_controller`, `controller listening on`)."""
     try:
-        await _copy_output(output, log_path, task_status)
+        await _copy_output(output, log_path, wants_controller, task_status)
     finally:
         done.set()
 
@@ -257,10 +277,13 @@ async def _pump_output(
 async def _copy_output(
     output: trio.lowlevel.FdStream,
     log_path: Path,
-    task_status: trio.TaskStatus[tuple[str, int]],
+    wants_controller: bool,
+    task_status: trio.TaskStatus[Listening],
 ) -> None:
     pending = b""
     listening = False
+    client: tuple[str, int] | None = None
+    controller: tuple[str, int] | None = None
     async with output:
         with open(log_path, "ab") as log:
             while True:
@@ -275,10 +298,11 @@ async def _copy_output(
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    address = parse_listening(line)
-                    if address is not None:
+                    client = client or parse_listening(line)
+                    controller = controller or parse_controller_listening(line)
+                    if client is not None and (controller is not None or not wants_controller):
                         listening = True
-                        task_status.started(address)
+                        task_status.started(Listening(client, controller))
                         break
     if not listening:
         raise BrokerStartError("the broker exited before listening")

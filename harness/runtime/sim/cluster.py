@@ -14,7 +14,9 @@ skewable clock and an rng derived from the run's seed.
 - pause/resume: the node's host gate (see `network.SimHost`).
 
 With `quorum=True` the nodes form one Kafka cluster: every node is a
-broker and a voter of the KRaft controller quorum (`controller.quorum.voters`), topics
+broker and a voter of the KRaft controller quorum (`controller.quorum.voters`), with
+a client listener `PLAINTEXT://nK:9092` and a controller listener `CONTROLLER://nK:9093`
+(the voters' addresses; the quorum and broker-to-controller APIs travel only there), topics
 are replicated and `leader_of`/`controller` report what the live nodes believe. With
 `quorum=False` each node is an independent single-node broker; `topic_homes` records
 which node a workload put each topic on, and that is what `leader_of` reports.
@@ -41,6 +43,7 @@ from .node_logs import CURRENT_NODE
 from .scheduler import derive_rng
 
 BROKER_PORT = 9092
+CONTROLLER_PORT = 9093
 
 
 class SimClusterError(Exception):
@@ -101,7 +104,7 @@ class SimCluster:
         self._tear_rng = derive_rng(seed, "torn-writes")
         self.quorum = quorum
         self._nodes: dict[str, SimNode] = {}
-        voters = ",".join(f"{i}@n{i}:{BROKER_PORT}" for i in range(1, nodes + 1))
+        voters = ",".join(f"{i}@n{i}:{CONTROLLER_PORT}" for i in range(1, nodes + 1))
         for node_id in range(1, nodes + 1):
             name = f"n{node_id}"
             listener = f"PLAINTEXT://{name}:{BROKER_PORT}"
@@ -112,6 +115,8 @@ class SimCluster:
                 "advertised.listeners": listener,
             }
             if quorum:
+                props["listeners"] = f"{listener},CONTROLLER://{name}:{CONTROLLER_PORT}"
+                props["controller.listener.names"] = "CONTROLLER"
                 props["controller.quorum.voters"] = voters
             self._nodes[name] = SimNode(
                 name, node_id, BrokerConfig.from_properties(props), clock=SimClock(epoch_ms)
