@@ -136,6 +136,7 @@ class ClusterMembership:
             heartbeat_interval_ms=self._config.broker_heartbeat_interval_ms,
             metadata_offset=lambda: self.driver.applied_offset,
             rng=self._env.rng,
+            previous_broker_epoch=self.broker.previous_broker_epoch,
         )
         try:
             async with trio.open_nursery() as nursery:
