@@ -21,8 +21,10 @@ until the cut-off replica returns, which is elected from the ELR and keeps them 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
+import pytest
 import trio
 
 from harness.runtime.sim.cluster import SimCluster
@@ -179,3 +181,53 @@ def test_without_it_the_last_isr_member_is_elected_and_acknowledged_records_are_
     assert leader_before_heal is not None
     lost = set(acked) - set(values)
     assert lost, "expected the restarted leader's empty log to win"
+
+
+async def stop_cleanly(cluster: SimCluster, name: str) -> None:
+    """Stop a node as SIGTERM does (its logs flushed and closed), then leave it down."""
+    node = cluster.node(name)
+    assert node.scope is not None and node.stopped is not None and node.storage is not None
+    node.scope.cancel()
+    await node.stopped.wait()
+    node.storage.crash()
+    cluster.network.crash(name)
+    node.running = None
+
+
+def test_a_clean_stop_is_told_apart_from_a_kill_at_the_next_registration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def run(cluster: SimCluster) -> tuple[int, list[int]]:
+        await wait_for(lambda: cluster.controller() is not None)
+        active = cluster.controller()
+        assert active is not None
+        victim = next(n for n in cluster.nodes if n != active)
+        victim_id = broker_of(cluster, victim).node_id
+        image = controller_of(cluster, active).image
+        await wait_for(lambda: image.is_live(victim_id))
+        epochs = [image.brokers[victim_id].broker_epoch]
+        for stop in (stop_cleanly, SimCluster.kill):
+            await stop(cluster, victim)
+            await cluster.restart(victim)
+            await wait_for(lambda: image.brokers[victim_id].broker_epoch > epochs[-1])
+            await wait_for(lambda: image.is_live(victim_id))
+            epochs.append(image.brokers[victim_id].broker_epoch)
+        return victim_id, epochs
+
+    sim = SimSettings(
+        nodes=3,
+        broker_settings={**SETTINGS, "eligible.leader.replicas.version": 1},
+        quorum=True,
+    )
+    with caplog.at_level(logging.INFO, logger="faultline.broker"):
+        victim_id, epochs = run_sim(run, seed=5, settings=sim).value
+    messages = [r.getMessage() for r in caplog.records]
+    registered = [m for m in messages if m.startswith(f"broker {victim_id} registered")]
+    # The first start had no marker; the restart after the clean stop names the epoch it
+    # stopped with; the restart after the kill has no marker again.
+    assert registered[-2:] == [
+        f"broker {victim_id} registered with epoch {epochs[1]} (previous epoch {epochs[0]})",
+        f"broker {victim_id} registered with epoch {epochs[2]} (previous epoch -1)",
+    ]
+    unclean = [m for m in messages if m.startswith(f"broker {victim_id} shut down uncleanly")]
+    assert len(unclean) == 1 and f"registered epoch {epochs[1]}" in unclean[0], unclean
