@@ -110,7 +110,9 @@ class ClusterMembership:
             rng=env.rng,
         )
         self.cluster = ClusterView(config, self.service, self.client)
-        self.publisher = MetadataPublisher(broker, self.cluster, self.service)
+        self.publisher = MetadataPublisher(
+            broker, self.cluster, self.service, registered=self._registered
+        )
         self._config = config
         self._env = env
         self.lifecycle: BrokerLifecycle | None = None
@@ -123,6 +125,16 @@ class ClusterMembership:
         broker.replicas.alter_partition = _AlterPartitionThroughController(self.client)
         broker.producer_ids = ProducerIdManager(
             broker.store, base=config.node_id << PRODUCER_ID_BITS
+        )
+
+    def _registered(self) -> bool:
+        """Whether the replayed image holds this incarnation's registration."""
+        lifecycle = self.lifecycle
+        if lifecycle is None:
+            return False
+        registration = self.service.image.brokers.get(self._config.node_id)
+        return registration is not None and registration.incarnation_id == str(
+            lifecycle.incarnation_id
         )
 
     async def run(

@@ -231,3 +231,40 @@ def test_a_clean_stop_is_told_apart_from_a_kill_at_the_next_registration(
     ]
     unclean = [m for m in messages if m.startswith(f"broker {victim_id} shut down uncleanly")]
     assert len(unclean) == 1 and f"registered epoch {epochs[1]}" in unclean[0], unclean
+
+
+def test_a_leader_restarted_after_a_power_cut_leads_nothing_before_it_registers() -> None:
+    """The leader loses power and is back at once, while the controller still counts its
+    previous incarnation as the partition's live leader. The new incarnation must not
+    lead from that metadata with the log it has left (nothing): the followers would
+    truncate to it. It waits to register, by when leadership has moved."""
+
+    async def run(cluster: SimCluster) -> tuple[list[bytes], list[bytes]]:
+        await wait_for(lambda: cluster.controller() is not None)
+        active = cluster.controller()
+        assert active is not None
+        service = controller_of(cluster, active)
+        await wait_for(lambda: all(service.image.is_live(b) for b in (1, 2, 3)))
+        others = [n for n in cluster.nodes if n != active]
+        ids = tuple(broker_of(cluster, n).node_id for n in [*others, active])
+        created = await service.create_topic("t", 1, 3, {}, assignments=[ids])
+        assert created.error_code == 0, created
+        leader = others[0]
+        await wait_for(lambda: cluster.leader_of("t", 0) == leader)
+        acked: list[bytes] = []
+        async with producer(cluster, "c1") as p:
+            for i in range(20):
+                await p.send_and_wait("t", b"a%d" % i)
+                acked.append(b"a%d" % i)
+        await wait_for(lambda: all(log_end(cluster, n) == 20 for n in cluster.nodes))
+        await cluster.power_loss(leader)
+        await cluster.restart(leader)
+        await wait_for(lambda: cluster.leader_of("t", 0) not in (None, leader))
+        new_leader = cluster.leader_of("t", 0)
+        assert new_leader is not None
+        await wait_for(lambda: len(broker_of(cluster, new_leader).partitions[("t", 0)].isr) == 3)
+        return acked, await read_all(cluster, "c2", "t")
+
+    sim = SimSettings(nodes=3, broker_settings=SETTINGS, quorum=True)
+    acked, values = run_sim(run, seed=5, settings=sim).value
+    assert set(acked) <= set(values), sorted(set(acked) - set(values))
