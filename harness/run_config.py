@@ -143,6 +143,12 @@ class RunConfig:
         True, "Producer enable.idempotence.", default_text="true with --acks all",
         derive=lambda v: v["acks"] == "all")
     unclean_leader_election: bool = setting(False, "unclean.leader.election.enable.")
+    # Kafka's feature name is eligible.leader.replicas.version (0 or 1); the run setting
+    # is the on/off choice it makes.
+    eligible_leader_replicas: bool = setting(
+        False, "eligible.leader.replicas.version=1 (KIP-966): a broker that restarts "
+        "without a clean shutdown leaves every ISR until it has caught up, and replicas "
+        "that left an ISR below min.insync.replicas may still be elected.")
     replica_lag_time_max_ms: int = setting(
         30_000, "replica.lag.time.max.ms: a follower this far behind leaves the ISR.",
         minimum=1)
@@ -206,6 +212,7 @@ class RunConfig:
             "default.replication.factor": self.replication_factor,
             "min.insync.replicas": self.min_insync_replicas,
             "unclean.leader.election.enable": self.unclean_leader_election,
+            "eligible.leader.replicas.version": 1 if self.eligible_leader_replicas else 0,
             "replica.lag.time.max.ms": self.replica_lag_time_max_ms,
             # As Jepsen's Kafka test does: the 3 s default only delays every run's first join.
             "group.initial.rebalance.delay.ms": 0,

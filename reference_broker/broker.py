@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .clean_shutdown import NO_PREVIOUS_EPOCH, mark_clean_shutdown, take_previous_broker_epoch
 from .config import BrokerConfig, Listener
 from .controller.quorum import cluster_id_for
 from .env import NodeEnv
@@ -144,6 +145,8 @@ class Broker:
         self.quorum_endpoint: QuorumEndpoint | None = None
         self.controller_service: ControllerService | None = None
         self.controller_client: ControllerClient | None = None
+        # The broker epoch of this node's last clean shutdown, -1 if it crashed (KIP-966).
+        self.previous_broker_epoch = NO_PREVIOUS_EPOCH
         self.replicas = ReplicaManager(
             node_id=config.node_id,
             network=env.network,
@@ -167,6 +170,8 @@ class Broker:
     @classmethod
     async def open(cls, env: NodeEnv, config: BrokerConfig) -> Broker:
         """Open (or create) the node's metadata and logs, and load the group coordinator."""
+        # Taken first: whatever happens from here, a crash must not find it again.
+        previous_broker_epoch = await take_previous_broker_epoch(env.storage)
         store = await MetadataStore.open(env.storage, env.rng, config.node_id)
         logs = LogManager.open(env.storage, env.clock, config.log)
         # Offset commits follow the broker's fsync policy like any other log.
@@ -179,6 +184,7 @@ class Broker:
             logs, env.clock, group_config(config), env.rng, offsets_log_config=offsets_log
         )
         broker = cls(env, config, store, logs, coordinator)
+        broker.previous_broker_epoch = previous_broker_epoch
         await broker._load_partitions()
         if not config.cluster_mode:
             # In a cluster the coordinator loads a partition's groups only once the metadata
@@ -492,8 +498,17 @@ class Broker:
                     )
 
     async def close(self) -> None:
-        """Flush and close every log (clean shutdown)."""
+        """Flush and close every log (clean shutdown), then mark the shutdown clean with
+        this node's broker epoch, if it registered one."""
         await self.logs.close()
+        client = self.controller_client
+        if client is not None and client.broker_epoch >= 0:
+            await mark_clean_shutdown(self.env.storage, client.broker_epoch)
+            logger.info(
+                "broker %d shut down cleanly with broker epoch %d",
+                self.node_id,
+                client.broker_epoch,
+            )
 
 
 def group_config(config: BrokerConfig) -> GroupConfig:

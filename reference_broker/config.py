@@ -171,6 +171,11 @@ SETTINGS: dict[str, Setting] = _settings(
     ("default.replication.factor", _parse_int, "replication factor of auto-created topics (1)"),
     ("min.insync.replicas", _parse_int, "default min.insync.replicas of topics (1)"),
     ("unclean.leader.election.enable", _parse_bool, "default of the topic config (false)"),
+    (
+        "eligible.leader.replicas.version",
+        _parse_int,
+        "KIP-966 feature level: 1 keeps uncleanly shut down replicas out of ISR/ELR (0)",
+    ),
     ("auto.create.topics.enable", _parse_bool, "create unknown topics on metadata/produce (true)"),
     ("message.max.bytes", _parse_int, "largest record batch accepted (1048588)"),
     ("log.segment.bytes", _parse_int, "segment size (1 GiB)"),
@@ -378,6 +383,9 @@ class BrokerConfig:
     replica_fetch_backoff_ms: int = 1000
     replica_socket_timeout_ms: int = 30000
     unclean_leader_election_enable: bool = False
+    # Kafka's `eligible.leader.replicas.version` feature (KIP-966): 1 = the controller
+    # tracks eligible leader replicas and fences replicas that shut down uncleanly.
+    eligible_leader_replicas_version: int = 0
     offsets_topic_replication_factor: int = 3
     auto_leader_rebalance_enable: bool = True
     leader_imbalance_check_interval_seconds: int = 300
@@ -397,6 +405,11 @@ class BrokerConfig:
     def is_voter(self) -> bool:
         """Whether this node is one of the controller quorum's voters."""
         return self.node_id in self.controller_quorum_voters
+
+    @property
+    def eligible_leader_replicas_enable(self) -> bool:
+        """Whether the KIP-966 feature (eligible.leader.replicas.version=1) is on."""
+        return self.eligible_leader_replicas_version >= 1
 
     def peer_address(self, broker_id: int, registered: Listener | None = None) -> Listener | None:
         """How to dial `broker_id`'s inter-broker listener: faultline.peer.<id>, else the
@@ -574,6 +587,7 @@ class BrokerConfig:
             unclean_leader_election_enable=bool(
                 values.get("unclean.leader.election.enable", False)
             ),
+            eligible_leader_replicas_version=_int(values, "eligible.leader.replicas.version", 0),
             offsets_topic_replication_factor=_int(values, "offsets.topic.replication.factor", 3),
             auto_leader_rebalance_enable=bool(values.get("auto.leader.rebalance.enable", True)),
             leader_imbalance_check_interval_seconds=_int(
@@ -654,6 +668,11 @@ class BrokerConfig:
             and self.log_flush_scheduler_interval_ms < 1
         ):
             raise ConfigError("log.flush.scheduler.interval.ms must be at least 1")
+        if self.eligible_leader_replicas_version not in (0, 1):
+            raise ConfigError(
+                "eligible.leader.replicas.version must be 0 (off) or 1 (on), not "
+                f"{self.eligible_leader_replicas_version}"
+            )
         roles = {r.strip() for r in str(self.properties.get("process.roles", "")).split(",")}
         if roles - {"", "broker", "controller"}:
             raise ConfigError(f"process.roles: unknown role in {sorted(roles - {''})}")

@@ -112,7 +112,9 @@ class ClusterMembership:
             rng=env.rng,
         )
         self.cluster = ClusterView(config, self.service, self.client)
-        self.publisher = MetadataPublisher(broker, self.cluster, self.service)
+        self.publisher = MetadataPublisher(
+            broker, self.cluster, self.service, registered=self._registered
+        )
         self._config = config
         self._env = env
         self.lifecycle: BrokerLifecycle | None = None
@@ -127,6 +129,16 @@ class ClusterMembership:
             broker.store, base=config.node_id << PRODUCER_ID_BITS
         )
 
+    def _registered(self) -> bool:
+        """Whether the replayed image holds this incarnation's registration."""
+        lifecycle = self.lifecycle
+        if lifecycle is None:
+            return False
+        registration = self.service.image.brokers.get(self._config.node_id)
+        return registration is not None and registration.incarnation_id == str(
+            lifecycle.incarnation_id
+        )
+
     async def run(
         self, advertised: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -138,6 +150,7 @@ class ClusterMembership:
             heartbeat_interval_ms=self._config.broker_heartbeat_interval_ms,
             metadata_offset=lambda: self.driver.applied_offset,
             rng=self._env.rng,
+            previous_broker_epoch=self.broker.previous_broker_epoch,
         )
         try:
             async with trio.open_nursery() as nursery:

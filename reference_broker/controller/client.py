@@ -172,9 +172,10 @@ class ControllerClient:
     # -- brokers -----------------------------------------------------------------------------
 
     async def register_broker(
-        self, incarnation_id: uuid.UUID, host: str, port: int
+        self, incarnation_id: uuid.UUID, host: str, port: int, previous_broker_epoch: int = -1
     ) -> RegistrationResult:
-        """BrokerRegistration of this broker at `host:port`."""
+        """BrokerRegistration of this broker at `host:port`, naming the epoch it shut down
+        cleanly with (-1: it did not)."""
 
         async def remote(channel: PeerChannel) -> RegistrationResult:
             request = BrokerRegistrationRequest(
@@ -190,13 +191,19 @@ class ControllerClient:
                 features=[],
                 rack=None,
                 log_dirs=[],
-                previous_broker_epoch=-1,
+                previous_broker_epoch=previous_broker_epoch,
             )
             response = await channel.request(request, BROKER_REGISTRATION_VERSION)
             return RegistrationResult(response.error_code, response.broker_epoch)
 
         return await self._call(
-            lambda s: s.register_broker(self.node_id, str(incarnation_id), host, port),
+            lambda s: s.register_broker(
+                self.node_id,
+                str(incarnation_id),
+                host,
+                port,
+                previous_broker_epoch=previous_broker_epoch,
+            ),
             remote,
             lambda r: r.error_code,
             RegistrationResult(ErrorCode.REQUEST_TIMED_OUT),

@@ -8,6 +8,11 @@ it. A broker whose session expired is fenced by the controller and unfenced agai
 by its next heartbeat; one whose epoch is no longer current (STALE_BROKER_EPOCH:
 the controller knows a newer registration) registers again. `shutdown` asks for a
 controlled shutdown, so that its leadership moves before it goes.
+
+Registration names the broker epoch of this node's last clean shutdown
+(`previous_broker_epoch`, from its clean-shutdown marker; -1 when it crashed), so that
+the controller can tell a restart that may have lost unflushed records (KIP-966). The
+controller only compares it for a new incarnation, so retries may repeat it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class BrokerLifecycle:
         heartbeat_interval_ms: int,
         metadata_offset: Callable[[], int],
         rng: random.Random,
+        previous_broker_epoch: int = -1,
     ) -> None:
         self.client = client
         self.host = host
@@ -48,6 +54,7 @@ class BrokerLifecycle:
         self.metadata_offset = metadata_offset
         self.incarnation_id = random_uuid(rng)
         self.broker_epoch = -1
+        self.previous_broker_epoch = previous_broker_epoch
         self.fenced = True
         self._changed = trio.Event()
 
@@ -80,10 +87,15 @@ class BrokerLifecycle:
             await trio.sleep(self.heartbeat_interval_s)
 
     async def _register(self) -> None:
-        result = await self.client.register_broker(self.incarnation_id, self.host, self.port)
+        result = await self.client.register_broker(
+            self.incarnation_id, self.host, self.port, self.previous_broker_epoch
+        )
         if result.error_code == ErrorCode.NONE:
             logger.info(
-                "broker %d registered with epoch %d", self.client.node_id, result.broker_epoch
+                "broker %d registered with epoch %d (previous epoch %d)",
+                self.client.node_id,
+                result.broker_epoch,
+                self.previous_broker_epoch,
             )
             self._set(broker_epoch=result.broker_epoch, fenced=True)
         elif result.error_code == DUPLICATE_BROKER_REGISTRATION:

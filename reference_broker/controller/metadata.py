@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from .partition_change import ElrChange, PartitionView, change_partition
 from .records import (
     NO_LEADER,
     FenceBrokerRecord,
@@ -52,16 +54,20 @@ class BrokerRegistration:
 
 @dataclass(frozen=True, slots=True)
 class PartitionState:
-    """A partition's replicas, leader and ISR, with the epochs that version them."""
+    """A partition's replicas, leader and ISR, with the epochs that version them, and its
+    eligible leader replicas (KIP-966; empty while the feature is off)."""
 
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
     leader: int
     leader_epoch: int
     partition_epoch: int
+    elr: tuple[int, ...] = ()
+    last_known_elr: tuple[int, ...] = ()
 
 
 UNCLEAN_LEADER_ELECTION_CONFIG = "unclean.leader.election.enable"
+MIN_INSYNC_REPLICAS_CONFIG = "min.insync.replicas"
 
 
 class MetadataImage:
@@ -128,18 +134,12 @@ class MetadataImage:
                     record.leader,
                     record.leader_epoch,
                     record.partition_epoch,
+                    record.elr,
+                    record.last_known_elr,
                 )
             case PartitionChangeRecord():
                 key = (record.topic_id, record.partition)
-                old = self.partitions[key]
-                leader = old.leader if record.leader is None else record.leader
-                self.partitions[key] = PartitionState(
-                    old.replicas,
-                    old.isr if record.isr is None else record.isr,
-                    leader,
-                    old.leader_epoch + (1 if leader != old.leader else 0),
-                    old.partition_epoch + 1,
-                )
+                self.partitions[key] = _applied(self.partitions[key], record)
             case _:
                 raise TypeError(f"not a metadata record: {record!r}")
 
@@ -196,14 +196,17 @@ class Decision:
 
 @dataclass
 class ControllerConfig:
-    """Kafka's `broker.session.timeout.ms` and `unclean.leader.election.enable`.
+    """Kafka's `broker.session.timeout.ms`, `unclean.leader.election.enable`,
+    `eligible.leader.replicas.version` (on or off) and `min.insync.replicas`.
 
-    `unclean_leader_election` is the cluster default; a topic's own
-    `unclean.leader.election.enable` config overrides it for that topic.
+    `unclean_leader_election` and `min_insync_replicas` are cluster defaults; a topic's
+    own config overrides them for that topic.
     """
 
     session_timeout_ms: int = 9000
     unclean_leader_election: bool = False
+    eligible_leader_replicas: bool = False
+    min_insync_replicas: int = 1
 
 
 @dataclass
@@ -242,7 +245,13 @@ class Controller:
         return min(expiries, default=None)
 
     def register_broker(
-        self, broker_id: int, incarnation_id: str, host: str, port: int, now_ms: int
+        self,
+        broker_id: int,
+        incarnation_id: str,
+        host: str,
+        port: int,
+        now_ms: int,
+        previous_broker_epoch: int = -1,
     ) -> Decision:
         """A broker starts: a new epoch, fenced until it heartbeats (BrokerRegistration).
 
@@ -250,6 +259,11 @@ class Controller:
         registered one is unfenced and its session valid: another process may be
         serving with this id. A fenced registration, or one whose session ran out,
         gives way at once, as in Kafka's ClusterControlManager.registerBroker.
+
+        `previous_broker_epoch` is the epoch the broker's clean-shutdown marker named
+        (-1 without one). A new incarnation whose previous epoch is not the registered
+        one shut down uncleanly and may have lost unflushed records: with eligible
+        leader replicas on, it leaves every ISR and ELR it is in, in the same decision.
         """
         existing = self.image.brokers.get(broker_id)
         if (
@@ -289,8 +303,24 @@ class Controller:
                 existing.broker_epoch,
                 "fenced" if existing.fenced else "unfenced",
             )
-        record = RegisterBrokerRecord(broker_id, incarnation_id, epoch, host, port)
-        return Decision((record,), broker_epoch=epoch)
+        records: list[MetadataRecord] = []
+        if (
+            existing is not None
+            and self.config.eligible_leader_replicas
+            and previous_broker_epoch != existing.broker_epoch
+        ):
+            records += self._changes_for_unclean_shutdown(broker_id)
+            logger.info(
+                "broker %d shut down uncleanly (previous epoch %d, registered epoch %d): "
+                "removing it from the ISR and ELR of %d partitions",
+                broker_id,
+                previous_broker_epoch,
+                existing.broker_epoch,
+                len(records),
+            )
+        # As Kafka, the partition changes go before the registration that fences it.
+        records.append(RegisterBrokerRecord(broker_id, incarnation_id, epoch, host, port))
+        return Decision(tuple(records), broker_epoch=epoch)
 
     def heartbeat(
         self, broker_id: int, broker_epoch: int, want_fence: bool, now_ms: int
@@ -416,6 +446,17 @@ class Controller:
         override = _parse_bool(self.image.topic_config(topic_id, UNCLEAN_LEADER_ELECTION_CONFIG))
         return self.config.unclean_leader_election if override is None else override
 
+    def min_insync_replicas(self, topic_id: str, state: PartitionState) -> int:
+        """The topic's `min.insync.replicas` (else the cluster default), capped at the
+        replication factor as the leader caps it (Partition.effective_min_isr)."""
+        override = self.image.topic_config(topic_id, MIN_INSYNC_REPLICAS_CONFIG)
+        try:
+            configured = int(override) if override is not None else None
+        except ValueError:
+            configured = None
+        value = self.config.min_insync_replicas if configured is None else configured
+        return max(1, min(value, len(state.replicas)))
+
     # -- partitions ---------------------------------------------------------------------
 
     def alter_partition(
@@ -442,6 +483,23 @@ class Controller:
         if any(r not in state.isr and not self.image.is_live(r) for r in new_isr):
             return Decision(error=Errors.INELIGIBLE_REPLICA, partition=state)
         change = PartitionChangeRecord(topic_id, partition, isr=tuple(new_isr))
+        if self.config.eligible_leader_replicas:
+            # The ISR grows back to min.insync.replicas (the ELR empties) or shrinks
+            # below it (the replicas leaving it become eligible).
+            after = self._elr_change(
+                topic_id,
+                partition,
+                state,
+                tuple(new_isr),
+                lambda r: r == leader_id or self.image.is_live(r),
+            )
+            change = replace(
+                change,
+                elr=None if after.elr == state.elr else after.elr,
+                last_known_elr=(
+                    None if after.last_known_elr == state.last_known_elr else after.last_known_elr
+                ),
+            )
         return Decision((change,), partition=_applied(state, change))
 
     def elect_preferred_leaders(self) -> Decision:
@@ -480,7 +538,86 @@ class Controller:
         # happen when it returns.
         return NO_LEADER, isr or state.isr
 
+    def _elr_change(
+        self,
+        topic_id: str,
+        index: int,
+        state: PartitionState,
+        target_isr: tuple[int, ...],
+        acceptable: Callable[[int], bool],
+        unclean_shutdown: Collection[int] = (),
+    ) -> ElrChange:
+        view = PartitionView(
+            state.replicas, state.isr, state.leader, state.elr, state.last_known_elr
+        )
+        change = change_partition(
+            view,
+            target_isr=target_isr,
+            acceptable=acceptable,
+            min_isr=self.min_insync_replicas(topic_id, state),
+            unclean_election=self.unclean_election_enabled(topic_id),
+            unclean_shutdown=unclean_shutdown,
+        )
+        if change.unclean:
+            logger.info(
+                "electing %d leader of %s-%d uncleanly: no in-sync or eligible replica is "
+                "available (ISR %s, ELR %s)",
+                change.leader,
+                self.image.topic_names.get(topic_id, topic_id),
+                index,
+                list(state.isr),
+                list(state.elr),
+            )
+        return change
+
+    def _elr_records(
+        self,
+        partitions: Iterable[tuple[tuple[str, int], PartitionState]],
+        target_isr: Callable[[PartitionState], tuple[int, ...]],
+        acceptable: Callable[[int], bool],
+        unclean_shutdown: Collection[int] = (),
+    ) -> list[MetadataRecord]:
+        records: list[MetadataRecord] = []
+        for (topic_id, index), state in partitions:
+            change = self._elr_change(
+                topic_id, index, state, target_isr(state), acceptable, unclean_shutdown
+            )
+            view = PartitionView(
+                state.replicas, state.isr, state.leader, state.elr, state.last_known_elr
+            )
+            record = change.record(topic_id, index, view)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _changes_for_unclean_shutdown(self, broker_id: int) -> list[MetadataRecord]:
+        """Take `broker_id` out of every ISR and ELR (it may have lost records), moving
+        leadership off it (Kafka's handleBrokerUncleanShutdown)."""
+        affected = [
+            (key, state)
+            for key, state in sorted(self.image.partitions.items())
+            if broker_id in state.isr or broker_id in state.elr
+        ]
+        return self._elr_records(
+            affected,
+            lambda state: tuple(r for r in state.isr if r != broker_id),
+            lambda r: r != broker_id and self.image.is_live(r),
+            unclean_shutdown=(broker_id,),
+        )
+
     def _changes_for_fenced(self, fenced: set[int]) -> list[MetadataRecord]:
+        if self.config.eligible_leader_replicas:
+            # The ISR may empty: its last members become eligible leader replicas.
+            affected = [
+                (key, state)
+                for key, state in sorted(self.image.partitions.items())
+                if fenced & set(state.isr) or state.leader in fenced
+            ]
+            return self._elr_records(
+                affected,
+                lambda state: tuple(r for r in state.isr if r not in fenced),
+                lambda r: r not in fenced and self.image.is_live(r),
+            )
         records: list[MetadataRecord] = []
         for (topic_id, index), state in sorted(self.image.partitions.items()):
             if not (fenced & set(state.isr)) and state.leader not in fenced:
@@ -501,6 +638,18 @@ class Controller:
 
     def _elect_for_unfenced(self, broker_id: int) -> list[MetadataRecord]:
         """Leaderless partitions this broker can now lead (treating it as live)."""
+        if self.config.eligible_leader_replicas:
+            # From the ISR, else the ELR, else its last leader, else unclean if allowed.
+            leaderless = [
+                (key, state)
+                for key, state in sorted(self.image.partitions.items())
+                if state.leader == NO_LEADER and broker_id in state.replicas
+            ]
+            return self._elr_records(
+                leaderless,
+                lambda state: state.isr,
+                lambda r: r == broker_id or self.image.is_live(r),
+            )
         records: list[MetadataRecord] = []
         for (topic_id, index), state in sorted(self.image.partitions.items()):
             if state.leader != NO_LEADER or broker_id not in state.replicas:
@@ -522,6 +671,8 @@ def _parse_bool(value: str | None) -> bool | None:
 
 
 def _applied(state: PartitionState, change: PartitionChangeRecord) -> PartitionState:
+    """`state` after `change`: the partition epoch always moves, the leader epoch when the
+    leader does."""
     leader = state.leader if change.leader is None else change.leader
     return PartitionState(
         state.replicas,
@@ -529,4 +680,6 @@ def _applied(state: PartitionState, change: PartitionChangeRecord) -> PartitionS
         leader,
         state.leader_epoch + (1 if leader != state.leader else 0),
         state.partition_epoch + 1,
+        state.elr if change.elr is None else change.elr,
+        state.last_known_elr if change.last_known_elr is None else change.last_known_elr,
     )

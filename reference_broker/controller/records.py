@@ -56,7 +56,11 @@ class RemoveTopicRecord:
 
 @dataclass(frozen=True, slots=True)
 class PartitionRecord:
-    """A partition's full state, written when it is created."""
+    """A partition's full state, written when it is created.
+
+    `elr` and `last_known_elr` are Kafka's EligibleLeaderReplicas and LastKnownElr
+    (KIP-966), empty unless `eligible.leader.replicas.version` is on.
+    """
 
     topic_id: str
     partition: int
@@ -65,6 +69,8 @@ class PartitionRecord:
     leader: int
     leader_epoch: int
     partition_epoch: int
+    elr: tuple[int, ...] = ()
+    last_known_elr: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,8 @@ class PartitionChangeRecord:
     partition: int
     leader: int | None = None
     isr: tuple[int, ...] | None = None
+    elr: tuple[int, ...] | None = None
+    last_known_elr: tuple[int, ...] | None = None
 
 
 MetadataRecord = (

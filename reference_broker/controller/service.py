@@ -45,6 +45,8 @@ class ServiceConfig:
 
     session_timeout_ms: int = 9000  # broker.session.timeout.ms
     unclean_leader_election: bool = False  # unclean.leader.election.enable (cluster default)
+    eligible_leader_replicas: bool = False  # eligible.leader.replicas.version >= 1
+    min_insync_replicas: int = 1  # min.insync.replicas (cluster default)
     auto_leader_rebalance: bool = True  # auto.leader.rebalance.enable
     leader_imbalance_check_interval_ms: int = 300_000  # leader.imbalance.check.interval.seconds
     request_timeout_ms: int = 2000  # how long an RPC waits for its records to commit
@@ -56,6 +58,8 @@ class ServiceConfig:
         return cls(
             session_timeout_ms=config.broker_session_timeout_ms,
             unclean_leader_election=config.unclean_leader_election_enable,
+            eligible_leader_replicas=config.eligible_leader_replicas_enable,
+            min_insync_replicas=config.log.min_insync_replicas,
             auto_leader_rebalance=config.auto_leader_rebalance_enable,
             leader_imbalance_check_interval_ms=config.leader_imbalance_check_interval_seconds
             * 1000,
@@ -206,7 +210,10 @@ class ControllerService:
                 self._controller = Controller(
                     self.image,
                     ControllerConfig(
-                        self.config.session_timeout_ms, self.config.unclean_leader_election
+                        self.config.session_timeout_ms,
+                        self.config.unclean_leader_election,
+                        self.config.eligible_leader_replicas,
+                        self.config.min_insync_replicas,
                     ),
                 )
                 self._controller.reset_sessions(now_ms())
@@ -267,11 +274,23 @@ class ControllerService:
     # -- brokers --------------------------------------------------------------------------------
 
     async def register_broker(
-        self, broker_id: int, incarnation_id: str, host: str, port: int
+        self,
+        broker_id: int,
+        incarnation_id: str,
+        host: str,
+        port: int,
+        *,
+        previous_broker_epoch: int = -1,
     ) -> RegistrationResult:
-        """BrokerRegistration: a new broker epoch; the broker starts fenced."""
+        """BrokerRegistration: a new broker epoch; the broker starts fenced.
+
+        `previous_broker_epoch` is the epoch of the broker's clean shutdown, -1 after an
+        unclean one (see `Controller.register_broker`).
+        """
         outcome = await self._commit(
-            lambda c, now: c.register_broker(broker_id, incarnation_id, host, port, now)
+            lambda c, now: c.register_broker(
+                broker_id, incarnation_id, host, port, now, previous_broker_epoch
+            )
         )
         if isinstance(outcome, int):
             return RegistrationResult(outcome)

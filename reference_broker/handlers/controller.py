@@ -48,7 +48,11 @@ async def handle_broker_registration(
     if not listeners:
         return answer(ErrorCode.INVALID_REQUEST)
     result = await service.register_broker(
-        request.broker_id, str(request.incarnation_id), listeners[0].host, listeners[0].port
+        request.broker_id,
+        str(request.incarnation_id),
+        listeners[0].host,
+        listeners[0].port,
+        previous_broker_epoch=request.previous_broker_epoch,
     )
     return answer(result.error_code, result.broker_epoch)
 

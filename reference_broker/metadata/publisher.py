@@ -5,11 +5,18 @@ the replica manager becomes leader or follower of each partition assigned to thi
 node (and drops those it no longer hosts), then the group coordinator takes over (or
 gives up) the groups of each `__consumer_offsets` partition whose leadership moved.
 One task, one image at a time, so the broker never applies two images at once.
+
+Nothing is published before the image holds this incarnation's own registration
+(`registered`), as Kafka's broker publishes nothing before its initial catch-up,
+which needs a registration: until then the image may still name this node leader
+for its previous incarnation, whose log this one may not have (a power cut loses
+the unflushed tail). Leading from it would let the followers truncate to the loss.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,10 +33,17 @@ logger = logging.getLogger("faultline.broker.metadata")
 class MetadataPublisher:
     """Applies the node's replayed metadata image to its replicas and coordinator."""
 
-    def __init__(self, broker: Broker, cluster: ClusterView, source: ImageSource) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        cluster: ClusterView,
+        source: ImageSource,
+        registered: Callable[[], bool] | None = None,
+    ) -> None:
         self._broker = broker
         self._cluster = cluster
         self._source = source
+        self._registered = registered
         self.published_version = -1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -37,7 +51,8 @@ class MetadataPublisher:
         task_status.started()
         while True:
             version = self._source.image_version
-            if version != self.published_version:
+            ready = self._registered is None or self._registered()
+            if version != self.published_version and ready:
                 await self.publish()
                 self.published_version = version
             await self._source.wait_image_change(version)
