@@ -155,7 +155,7 @@ def test_compressed_batches_validate_without_decoding() -> None:
     header = parse_header(raw)
     assert header.compression == GZIP
     validate_batch(header, raw)
-    validate_client_batch(header, 1 << 20)
+    validate_client_batch(header)
     assert list(record_timestamps(header, raw)) == []
 
 
@@ -168,11 +168,11 @@ def test_client_batch_checks_refuse_control_and_sparse_batches() -> None:
     raw = bytearray(build_batch([b"a", b"b"]))
     struct.pack_into(">h", raw, 21, 0x20)  # control bit
     with pytest.raises(InvalidRecordError, match="control"):
-        validate_client_batch(parse_header(raw), 1 << 20)
+        validate_client_batch(parse_header(raw))
     raw = bytearray(build_batch([b"a", b"b"]))
     struct.pack_into(">i", raw, 23, 5)  # lastOffsetDelta 5 with 2 records
     with pytest.raises(InvalidRecordError, match="dense"):
-        validate_client_batch(parse_header(raw), 1 << 20)
+        validate_client_batch(parse_header(raw))
 
 
 def test_sequence_numbers_wrap_at_int32_max() -> None:
