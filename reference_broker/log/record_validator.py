@@ -86,19 +86,29 @@ def validate_records(
 def _walk(
     buf: bytes | bytearray, pos: int, end: int, count: int, base_ts: int, check_ts: bool
 ) -> int:
-    max_ts = NO_TIMESTAMP
+    # Varints of one and two bytes (every length under 8 KiB, offset deltas under 8192)
+    # are decoded inline; longer ones go through _varint. Reads may run past a record
+    # (into the next one or the next batch) before the end-of-record check catches it;
+    # past `buf` itself they raise IndexError, turned into InvalidRecordError below.
+    max_delta = NO_TIMESTAMP - base_ts
+    lowest = max_delta if check_ts else -(1 << 80)
     index = 0
     try:
-        while index < count:
+        for index in range(count):
             if pos >= end:
                 raise InvalidRecordError(
                     f"record batch claims {count} records but its records section ends "
                     f"after {index}"
                 )
+            # length
             b = buf[pos]
             if b < 0x80:
                 length = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif buf[pos + 1] < 0x80:
+                v = (b & 0x7F) | (buf[pos + 1] << 7)
+                length = (v >> 1) ^ -(v & 1)
+                pos += 2
             else:
                 length, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
             record_end = pos + length
@@ -107,55 +117,73 @@ def _walk(
                     f"record {index} claims {length} bytes but "
                     f"{end - pos} remain in the records section"
                 )
-            pos += 1  # attributes (unused in v2)
-            b = buf[pos]
+            # attributes (unused in v2), then timestampDelta
+            b = buf[pos + 1]
             if b < 0x80:
-                delta = (b >> 1) ^ -(b & 1)
-                pos += 1
+                v = (b >> 1) ^ -(b & 1)
+                pos += 2
+            elif buf[pos + 2] < 0x80:
+                v = (b & 0x7F) | (buf[pos + 2] << 7)
+                v = (v >> 1) ^ -(v & 1)
+                pos += 3
             else:
-                delta, pos = _varint(buf, pos, _MAX_VARLONG_SHIFT)
-            ts = base_ts + delta
-            if ts > max_ts:
-                max_ts = ts
-            elif check_ts and ts < NO_TIMESTAMP:
+                v, pos = _varint(buf, pos + 1, _MAX_VARLONG_SHIFT)
+            # Compared as deltas: max_delta starts at the delta of timestamp -1 (none),
+            # anything below `lowest` is a negative timestamp.
+            if v > max_delta:
+                max_delta = v
+            elif v < lowest:
                 raise InvalidTimestampError(
-                    f"record {index} has timestamp {ts}; timestamps may not be negative "
-                    "(-1 means none)"
+                    f"record {index} has timestamp {base_ts + v}; timestamps may not be "
+                    "negative (-1 means none)"
                 )
+            # offsetDelta must be `index`: compared in zigzag form (2 * index), undecoded
             b = buf[pos]
             if b < 0x80:
-                delta = (b >> 1) ^ -(b & 1)
+                v = b
                 pos += 1
+            elif buf[pos + 1] < 0x80:
+                v = (b & 0x7F) | (buf[pos + 1] << 7)
+                pos += 2
             else:
-                delta, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
-            if delta != index:
+                v, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
+                v = v << 1 if v >= 0 else -1
+            if v != index << 1:
                 raise InvalidRecordError(
-                    f"record {index} has offset delta {delta}; a produced batch's offset "
-                    "deltas must run 0, 1, 2, ... in order"
+                    f"record {index} has offset delta {(v >> 1) ^ -(v & 1)}; a produced "
+                    "batch's offset deltas must run 0, 1, 2, ... in order"
                 )
-            # key, then value: length -1 is null, anything below is nonsense.
+            # key, then value: zigzag odd is negative, and only -1 (null, zigzag 1) may be
             b = buf[pos]
             if b < 0x80:
-                size = (b >> 1) ^ -(b & 1)
-                pos += 1
+                if b & 1 and b != 1:
+                    raise InvalidRecordError(f"record {index} has key length {-(b + 1) >> 1}")
+                pos += 1 + (b >> 1)
+            elif buf[pos + 1] < 0x80:
+                if b & 1:
+                    raise InvalidRecordError(f"record {index} has a negative key length")
+                pos += 2 + (((b & 0x7F) | (buf[pos + 1] << 7)) >> 1)
             else:
-                size, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
-            if size > 0:
-                pos += size
-            elif size < -1:
-                raise InvalidRecordError(f"record {index} has key length {size}")
+                v, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
+                if v < -1:
+                    raise InvalidRecordError(f"record {index} has key length {v}")
+                pos += max(v, 0)
             b = buf[pos]
             if b < 0x80:
-                size = (b >> 1) ^ -(b & 1)
-                pos += 1
+                if b & 1 and b != 1:
+                    raise InvalidRecordError(f"record {index} has value length {-(b + 1) >> 1}")
+                pos += 1 + (b >> 1)
+            elif buf[pos + 1] < 0x80:
+                if b & 1:
+                    raise InvalidRecordError(f"record {index} has a negative value length")
+                pos += 2 + (((b & 0x7F) | (buf[pos + 1] << 7)) >> 1)
             else:
-                size, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
-            if size > 0:
-                pos += size
-            elif size < -1:
-                raise InvalidRecordError(f"record {index} has value length {size}")
-            b = buf[pos]
-            if b:
+                v, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
+                if v < -1:
+                    raise InvalidRecordError(f"record {index} has value length {v}")
+                pos += max(v, 0)
+            # headers: almost always none (a single zero byte)
+            if buf[pos]:
                 pos = _skip_headers(buf, pos, record_end, index)
             else:
                 pos += 1
@@ -164,14 +192,13 @@ def _walk(
                     f"record {index} states {length} bytes but its fields take "
                     f"{length + pos - record_end}"
                 )
-            index += 1
     except IndexError:
-        # Only reachable when a field runs past the end of `buf` itself.
         raise InvalidRecordError(f"record {index} runs past the end of its batch") from None
     if pos != end:
         raise InvalidRecordError(
             f"record batch claims {count} records but {end - pos} bytes follow the last one"
         )
+    max_ts = base_ts + max_delta
     if check_ts and max_ts > INT64_MAX:
         raise InvalidTimestampError(f"record timestamp {max_ts} does not fit in 64 bits")
     return max_ts
