@@ -100,21 +100,22 @@ def _walk(
                     f"record batch claims {count} records but its records section ends "
                     f"after {index}"
                 )
-            # length
+            # length, kept in zigzag form: odd is negative
             b = buf[pos]
             if b < 0x80:
-                length = (b >> 1) ^ -(b & 1)
+                v = b
                 pos += 1
             elif buf[pos + 1] < 0x80:
                 v = (b & 0x7F) | (buf[pos + 1] << 7)
-                length = (v >> 1) ^ -(v & 1)
                 pos += 2
             else:
-                length, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
+                v, pos = _varint(buf, pos, _MAX_VARINT_SHIFT)
+                v = v << 1 if v >= 0 else 1
+            length = v >> 1
             record_end = pos + length
-            if length <= 0 or record_end > end:
+            if v & 1 or not length or record_end > end:
                 raise InvalidRecordError(
-                    f"record {index} claims {length} bytes but "
+                    f"record {index} claims {(v >> 1) ^ -(v & 1)} bytes but "
                     f"{end - pos} remain in the records section"
                 )
             # attributes (unused in v2), then timestampDelta
