@@ -138,6 +138,10 @@ def test_poison_batches_are_refused_and_consumers_read_cleanly(broker: BrokerPro
         # A good batch followed by a bad one in the same partition's records: both refused.
         mixed = build_batch(good_values(100, 2)) + raw_batch(records(3), record_count=1000)
         refused["good then bad in one produce"], _ = produce(client, TOPIC, mixed)
+        # Produce v3+ carries v2 batches only, and at least one (Kafka: INVALID_RECORD).
+        magic1 = raw_batch(records(1), record_count=1, magic=1)
+        refused["magic 1"], _ = produce(client, TOPIC, magic1)
+        refused["no batch"], _ = produce(client, TOPIC, b"")
         assert list_offset(client, -1) == (0, 3)
 
         assert produce(client, TOPIC, build_batch(good_values(3, 3), compression=GZIP)) == (0, 3)
@@ -154,6 +158,8 @@ def test_poison_batches_are_refused_and_consumers_read_cleanly(broker: BrokerPro
 
     expected_codes = {name: code for name, (_, code) in POISON.items()}
     expected_codes["good then bad in one produce"] = 87
+    expected_codes["magic 1"] = 87
+    expected_codes["no batch"] = 87
     assert refused == expected_codes
     print(f"{len(refused)} poison produces refused, error codes: {sorted(set(refused.values()))}")
 

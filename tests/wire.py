@@ -165,6 +165,7 @@ def raw_batch(
     producer_id: int = -1,
     producer_epoch: int = -1,
     base_sequence: int = -1,
+    magic: int = 2,
 ) -> bytes:
     """A v2 batch around an arbitrary records section, with every header field chosen by
     the caller and a correct CRC-32C: what a buggy (or hostile) producer can send."""
@@ -187,5 +188,5 @@ def raw_batch(
         + records
     )
     crc = crc32c.crc32c(after_crc)
-    body = struct.pack(">ibI", 0, 2, crc) + after_crc
+    body = struct.pack(">ibI", 0, magic, crc) + after_crc
     return struct.pack(">qi", 0, len(body)) + body

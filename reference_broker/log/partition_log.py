@@ -28,6 +28,7 @@ import trio
 from reference_broker.env import Clock, Storage, StorageFile
 from reference_broker.errors import (
     CorruptRecordError,
+    InvalidRecordError,
     KafkaStorageError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
@@ -43,6 +44,7 @@ from reference_broker.log.producer_state import (
 )
 from reference_broker.log.record_batch import (
     BatchHeader,
+    RecordMagicError,
     assign_offset_and_epoch,
     iter_batches,
     record_timestamps,
@@ -447,7 +449,16 @@ class PartitionLog:
                 f"{total} bytes of batches exceed segment.bytes={self.config.segment_bytes} "
                 f"of {self.directory}"
             )
-        for header, raw in iter_batches(records):
+        batches = iter_batches(records)
+        while True:
+            try:
+                header, raw = next(batches)
+            except StopIteration:
+                break
+            except RecordMagicError as exc:
+                if leader:
+                    raise InvalidRecordError(str(exc)) from None
+                raise
             if leader and header.size_in_bytes > self.config.max_message_bytes:
                 raise MessageTooLargeError(
                     f"record batch of {header.size_in_bytes} bytes exceeds "

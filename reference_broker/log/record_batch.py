@@ -63,6 +63,11 @@ _CONTROL_BIT = 0x20
 COMPRESSION_NAMES = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
+class RecordMagicError(CorruptRecordError):
+    """A batch that is not v2. Corrupt data when read from disk; on produce the leader
+    answers INVALID_RECORD, as Kafka does for produce v3+ carrying another magic."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchHeader:
     """The fixed 61-byte header of a v2 record batch."""
@@ -161,7 +166,7 @@ def check_framing(buf: bytes | bytearray | memoryview, pos: int, end: int) -> Ba
         )
     header = parse_header(buf, pos)
     if header.magic != CURRENT_MAGIC:
-        raise CorruptRecordError(
+        raise RecordMagicError(
             f"record batch at byte {pos} has magic {header.magic}; "
             "only v2 record batches (magic 2) are supported"
         )
