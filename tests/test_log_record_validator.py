@@ -199,3 +199,17 @@ def test_list_offsets_over_unparsable_old_data_answers_from_the_header(tmp_path:
     log = _open(tmp_path)
     log.append_as_follower(raw_batch(b"\x7e\x00", record_count=3, max_timestamp=TIMESTAMP_MS))
     assert log.offset_for_timestamp(TIMESTAMP_MS) == (0, TIMESTAMP_MS)
+
+
+def test_a_zstd_frame_stating_more_than_the_limit_is_refused_before_decoding() -> None:
+    section = records(5)
+    raw = raw_batch(COMPRESS[ZSTD](section), record_count=5, attributes=ZSTD)
+    with pytest.raises(MessageTooLargeError):
+        check(raw, limit=len(section) - 1)
+    # A frame that states less than it holds still stops at the limit, or fails its check.
+    payload = bytearray(COMPRESS[ZSTD](section + bytes(1 << 20)))
+    assert payload[4] >> 5 == 0b101  # single segment: a 4-byte content size comes next
+    payload[5:9] = (100).to_bytes(4, "little")
+    raw = raw_batch(bytes(payload), record_count=5, attributes=ZSTD)
+    with pytest.raises((MessageTooLargeError, InvalidRecordError)):
+        check(raw, limit=1 << 16)

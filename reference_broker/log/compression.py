@@ -48,8 +48,10 @@ _XERIAL_HEADER_SIZE = 16
 _INT32 = struct.Struct(">i")
 # First output buffer for codecs without a stated size: a few times the input, as
 # record data rarely compresses better; it doubles up to the limit when it does.
-_FIRST_GUESS_FACTOR = 4
-_FIRST_GUESS_MIN = 64 * 1024
+_FIRST_GUESS_FACTOR = 8
+_FIRST_GUESS_MIN = 256 * 1024
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
 # cramjam's error when the output buffer is too small for what the stream holds.
 _BUFFER_FULL = "whole buffer"
 
@@ -143,11 +145,38 @@ def _raw_snappy_block(snappy: ModuleType, block: bytes, limit: int) -> bytes:
     return bytes(snappy.decompress_raw(block))
 
 
+def _frame_content_size(codec: int, data: bytes) -> int | None:
+    """The decompressed size a zstd or lz4 frame header states, when it states one.
+
+    librdkafka writes it; streaming compressors (the Java client's) may not. It is a
+    claim: the decoder still stops at the buffer's end, and checks the claim itself.
+    """
+    if codec == ZSTD and len(data) >= 6 and data[:4] == _ZSTD_MAGIC:
+        descriptor = data[4]
+        fcs_flag = descriptor >> 6
+        single_segment = descriptor >> 5 & 1
+        pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+        size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+        if size == 0 or len(data) < pos + size:
+            return None
+        value = int.from_bytes(data[pos : pos + size], "little")
+        return value + 256 if size == 2 else value
+    if codec == LZ4 and len(data) >= 15 and data[:4] == _LZ4_MAGIC and data[4] & 0x08:
+        return int.from_bytes(data[6:14], "little")
+    return None
+
+
 def _into_growing_buffer(
     module: ModuleType, payload: bytes | memoryview, limit: int, name: str
 ) -> bytearray:
     data = bytes(payload)
-    size = min(limit + 1, max(len(data) * _FIRST_GUESS_FACTOR, _FIRST_GUESS_MIN))
+    stated = _frame_content_size(LZ4 if module is _cramjam.lz4 else ZSTD, data)
+    if stated is not None and stated > limit:
+        raise _too_large(name, limit)
+    if stated is not None:
+        size = stated + 1  # one more byte shows whether more than stated follows
+    else:
+        size = min(limit + 1, max(len(data) * _FIRST_GUESS_FACTOR, _FIRST_GUESS_MIN))
     while True:
         out = bytearray(size)
         try:
