@@ -213,3 +213,9 @@ def test_a_zstd_frame_stating_more_than_the_limit_is_refused_before_decoding() -
     raw = raw_batch(bytes(payload), record_count=5, attributes=ZSTD)
     with pytest.raises((MessageTooLargeError, InvalidRecordError)):
         check(raw, limit=1 << 16)
+
+
+def test_list_offsets_finds_the_record_inside_a_compressed_batch(tmp_path: Path) -> None:
+    log = _open(tmp_path)
+    log.append_as_leader(build_batch([b"v"] * 10, timestamp=TIMESTAMP_MS, compression=GZIP), 0)
+    assert log.offset_for_timestamp(TIMESTAMP_MS + 4) == (4, TIMESTAMP_MS + 4)

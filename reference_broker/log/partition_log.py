@@ -27,7 +27,7 @@ import trio
 
 from reference_broker.env import Clock, Storage, StorageFile
 from reference_broker.errors import (
-    CorruptRecordError,
+    BrokerError,
     InvalidRecordError,
     KafkaStorageError,
     MessageTooLargeError,
@@ -598,8 +598,9 @@ class PartitionLog:
         """(offset, timestamp) of the first record with timestamp >= `timestamp_ms`.
 
         As Kafka's ListOffsets: the first batch whose max timestamp reaches the target,
-        then the first record in it that does (uncompressed batches; for compressed
-        ones the batch's base offset and max timestamp). None when no record does.
+        then the first record in it that does (decompressing if need be; a batch whose
+        records do not parse answers its base offset and max timestamp). None when no
+        record does.
         """
         self._check_open()
         for segment in self._segments:
@@ -612,13 +613,14 @@ class PartitionLog:
                 if header.is_log_append_time:
                     return header.base_offset, header.max_timestamp
                 raw = segment.log.read(position, header.size_in_bytes)
+                limit = decompression_limit(self.config.max_message_bytes)
                 try:
-                    for offset, ts in record_timestamps(header, raw):
+                    for offset, ts in record_timestamps(header, raw, limit):
                         if ts >= timestamp_ms and offset >= self.log_start_offset:
                             return offset, ts
-                except CorruptRecordError as exc:
+                except BrokerError as exc:
                     # Data stored before the leader walked records may not parse: answer
-                    # from the batch header, as for a compressed batch.
+                    # from the batch header.
                     logger.warning(
                         "%s: ListOffsets read batch at offset %d from its header only: %s",
                         self.directory,

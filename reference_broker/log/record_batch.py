@@ -38,6 +38,7 @@ from reference_broker.errors import (
     InvalidTimestampError,
     InvalidTxnStateError,
 )
+from reference_broker.log.compression import decompress
 
 HEADER_SIZE = 61
 # baseOffset + batchLength: the part of a batch not counted by batchLength.
@@ -320,28 +321,33 @@ def _read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tup
 
 
 def record_timestamps(
-    header: BatchHeader, raw: bytes | bytearray | memoryview
+    header: BatchHeader,
+    raw: bytes | bytearray | memoryview,
+    max_decompressed: int = 32 << 20,
 ) -> Iterator[tuple[int, int]]:
-    """(offset, timestamp) of each record of an uncompressed batch, in order.
+    """(offset, timestamp) of each record of a batch, in order.
 
-    Used off the hot path only (ListOffsets by timestamp). Compressed batches are
-    not decoded: for them this yields nothing and callers fall back to the header.
-    Every read is bounded by the batch: a record that runs past it (data written
-    before the leader checked records) raises CorruptRecordError.
+    Used off the hot path only (ListOffsets by timestamp). A compressed batch is
+    decompressed first, at most `max_decompressed` bytes. Every read is bounded by the
+    batch: a record that runs past it (data written before the leader checked records)
+    raises CorruptRecordError; a payload that does not decompress raises the errors of
+    `compression.decompress`.
     """
-    if header.compression != 0:
-        return
     end = min(len(raw), header.size_in_bytes)
     pos = HEADER_SIZE
+    data: bytes | bytearray | memoryview = raw
+    if header.compression != 0:
+        data = decompress(header.compression, memoryview(raw)[HEADER_SIZE:end], max_decompressed)
+        pos, end = 0, len(data)
     for _ in range(header.record_count):
-        length, pos = _read_varint(raw, pos, end)
+        length, pos = _read_varint(data, pos, end)
         record_end = pos + length
         if length <= 0 or record_end > end:
             raise CorruptRecordError(
                 f"record at byte {pos} claims {length} bytes, past the end of its batch"
             )
         pos += 1  # record attributes
-        timestamp_delta, pos = _read_varint(raw, pos, record_end)
-        offset_delta, pos = _read_varint(raw, pos, record_end)
+        timestamp_delta, pos = _read_varint(data, pos, record_end)
+        offset_delta, pos = _read_varint(data, pos, record_end)
         yield header.base_offset + offset_delta, header.base_timestamp + timestamp_delta
         pos = record_end
