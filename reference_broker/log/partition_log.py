@@ -449,25 +449,21 @@ class PartitionLog:
                 f"{total} bytes of batches exceed segment.bytes={self.config.segment_bytes} "
                 f"of {self.directory}"
             )
-        batches = iter_batches(records)
-        while True:
-            try:
-                header, raw = next(batches)
-            except StopIteration:
-                break
-            except RecordMagicError as exc:
+        try:
+            for header, raw in iter_batches(records):
+                if leader and header.size_in_bytes > self.config.max_message_bytes:
+                    raise MessageTooLargeError(
+                        f"record batch of {header.size_in_bytes} bytes exceeds "
+                        f"max.message.bytes={self.config.max_message_bytes} of {self.directory}"
+                    )
+                validate_batch(header, raw)
                 if leader:
-                    raise InvalidRecordError(str(exc)) from None
+                    validate_client_batch(header)
+                headers.append(header)
+        except RecordMagicError as exc:
+            if not leader:
                 raise
-            if leader and header.size_in_bytes > self.config.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"record batch of {header.size_in_bytes} bytes exceeds "
-                    f"max.message.bytes={self.config.max_message_bytes} of {self.directory}"
-                )
-            validate_batch(header, raw)
-            if leader:
-                validate_client_batch(header)
-            headers.append(header)
+            raise InvalidRecordError(str(exc)) from None
         return headers
 
     def _validate_records(self, records: bytes, headers: list[BatchHeader]) -> list[int]:
