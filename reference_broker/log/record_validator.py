@@ -25,7 +25,7 @@ InvalidRecordException); negative timestamps and producer-set LogAppendTime,
 INVALID_TIMESTAMP; more decompressed bytes than the bound, MESSAGE_TOO_LARGE.
 
 The walk is on the produce hot path: it reads the request's bytes in place with plain
-indexing (one-byte varints inline) and makes no per-record objects or slices.
+indexing (one- and two-byte varints inline) and makes no per-record objects or slices.
 """
 
 from __future__ import annotations
