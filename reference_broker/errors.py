@@ -121,6 +121,14 @@ class InvalidRecordError(BrokerError):
     code = ErrorCode.INVALID_RECORD
 
 
+class InvalidTimestampError(BrokerError):
+    code = ErrorCode.INVALID_TIMESTAMP
+
+
+class InvalidTxnStateError(BrokerError):
+    code = ErrorCode.INVALID_TXN_STATE
+
+
 class NotEnoughReplicasError(BrokerError):
     code = ErrorCode.NOT_ENOUGH_REPLICAS
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import socket
 import struct
+from collections.abc import Sequence
 
+import crc32c
 from kafka.protocol.api_message import ApiMessage
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -119,3 +121,72 @@ def idempotent_batch(
         producer_epoch=producer_epoch,
         base_sequence=base_sequence,
     )
+
+
+def zigzag_varint(value: int) -> bytes:
+    """Kafka's zigzag varint encoding of a (64-bit) signed integer."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_record(
+    offset_delta: int,
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    timestamp_delta: int = 0,
+    headers: Sequence[tuple[bytes, bytes | None]] = (),
+) -> bytes:
+    """One v2 record (DefaultRecord layout), length prefix included."""
+    body = bytearray(b"\x00")  # attributes
+    body += zigzag_varint(timestamp_delta) + zigzag_varint(offset_delta)
+    for field in (key, value):
+        body += zigzag_varint(-1) if field is None else zigzag_varint(len(field)) + field
+    body += zigzag_varint(len(headers))
+    for hkey, hvalue in headers:
+        body += zigzag_varint(len(hkey)) + hkey
+        body += zigzag_varint(-1) if hvalue is None else zigzag_varint(len(hvalue)) + hvalue
+    return zigzag_varint(len(body)) + bytes(body)
+
+
+def raw_batch(
+    records: bytes,
+    *,
+    record_count: int,
+    last_offset_delta: int | None = None,
+    attributes: int = 0,
+    base_timestamp: int = TIMESTAMP_MS,
+    max_timestamp: int | None = None,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    magic: int = 2,
+) -> bytes:
+    """A v2 batch around an arbitrary records section, with every header field chosen by
+    the caller and a correct CRC-32C: what a buggy (or hostile) producer can send."""
+    if last_offset_delta is None:
+        last_offset_delta = record_count - 1
+    if max_timestamp is None:
+        max_timestamp = base_timestamp
+    after_crc = (
+        struct.pack(
+            ">hiqqqhii",
+            attributes,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            record_count,
+        )
+        + records
+    )
+    crc = crc32c.crc32c(after_crc)
+    body = struct.pack(">ibI", 0, magic, crc) + after_crc
+    return struct.pack(">qi", 0, len(body)) + body

@@ -1,9 +1,9 @@
 """Produce: append record batches, honour acks, map log errors to Kafka's codes.
 
 The records of each partition reach the log as the client's bytes: the log checks
-batch framing, CRC-32C, sizes and idempotent-producer sequences and assigns offsets
-in place; nothing here decodes a record. Order of events for each partition, as
-Kafka's ReplicaManager.appendRecords:
+batch framing, CRC-32C, sizes, every record (as Kafka's LogValidator; one bad batch
+fails the partition) and idempotent-producer sequences, and assigns offsets in place.
+Order of events for each partition, as Kafka's ReplicaManager.appendRecords:
 
 1. leader and acks checks (NOT_LEADER_OR_FOLLOWER on any node but the leader,
    NOT_ENOUGH_REPLICAS for acks=all when the ISR is smaller than min.insync.replicas);
@@ -29,7 +29,7 @@ import trio
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.producer import ProduceResponse
 
-from ..errors import BrokerError, CorruptRecordError, ErrorCode
+from ..errors import BrokerError, ErrorCode, InvalidRecordError
 from .context import CloseConnection, RequestContext
 
 if TYPE_CHECKING:
@@ -86,7 +86,10 @@ async def handle_produce(
                 partition.ensure_leader()
                 records = data.records
                 if not records:
-                    raise CorruptRecordError(f"produce to {name}-{data.index} carried no records")
+                    # As Kafka's ProduceRequest.validateRecords: INVALID_RECORD.
+                    raise InvalidRecordError(
+                        f"produce to {name}-{data.index} carried no record batch"
+                    )
                 leader_epoch = partition.leader_epoch
                 result = partition.append_records_as_leader(bytes(records), acks)
                 if not result.duplicate:

@@ -17,6 +17,7 @@ records and tells the broker when a flush is due (`flush_due`); the broker await
 
 from __future__ import annotations
 
+import logging
 import struct
 from bisect import bisect_right
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ import trio
 
 from reference_broker.env import Clock, Storage, StorageFile
 from reference_broker.errors import (
+    BrokerError,
+    InvalidRecordError,
     KafkaStorageError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
@@ -41,13 +44,16 @@ from reference_broker.log.producer_state import (
 )
 from reference_broker.log.record_batch import (
     BatchHeader,
+    RecordMagicError,
     assign_offset_and_epoch,
     iter_batches,
     record_timestamps,
     set_log_append_time,
+    set_max_timestamp,
     validate_batch,
     validate_client_batch,
 )
+from reference_broker.log.record_validator import decompression_limit, validate_records
 from reference_broker.log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -58,6 +64,8 @@ from reference_broker.log.segment import (
     file_name,
     parse_file_name,
 )
+
+logger = logging.getLogger("faultline.broker.log")
 
 HIGH_WATERMARK_FILE = "high-watermark.checkpoint"
 _HW_RECORD = struct.Struct(">qI")
@@ -340,14 +348,17 @@ class PartitionLog:
         """Append a produce request's batches for this partition, all or nothing.
 
         Assigns offsets from the LEO and stamps `leader_epoch`; checks size limits,
-        framing, magic, CRC-32C and idempotent producer state. A retried batch that
-        this partition already holds is answered with its original offsets and
-        nothing is appended (`duplicate=True`).
+        framing, magic, CRC-32C, every record of every batch (as Kafka's LogValidator)
+        and idempotent producer state. One bad batch fails the whole append, as in
+        Kafka. A CreateTime batch is stored with maxTimestamp set to its largest record
+        timestamp. A retried batch that this partition already holds is answered with
+        its original offsets and nothing is appended (`duplicate=True`).
         """
         self._check_open()
         headers = self._check_batches(records, leader=True)
         if not headers:
             return AppendResult(-1, -1, -1, self.log_start_offset, False, 0)
+        max_timestamps = self._validate_records(records, headers)
         planned: list[PlannedBatch] = []
         offset = self._log_end_offset
         for header in headers:
@@ -369,13 +380,14 @@ class PartitionLog:
             append_time = self._clock.now_ms()
         infos: list[BatchInfo] = []
         pos = 0
-        for header, plan in zip(headers, planned, strict=True):
+        for header, plan, max_timestamp in zip(headers, planned, max_timestamps, strict=True):
             size = header.size_in_bytes
             assign_offset_and_epoch(buf, pos, plan.base_offset, leader_epoch)
-            max_timestamp = header.max_timestamp
             if append_time >= 0:
                 set_log_append_time(buf, pos, size, append_time)
                 max_timestamp = append_time
+            elif max_timestamp != header.max_timestamp:
+                set_max_timestamp(buf, pos, size, max_timestamp)
             infos.append(BatchInfo(pos, size, plan.base_offset, plan.last_offset, max_timestamp))
             pos += size
         self._write(buf, infos)
@@ -441,17 +453,37 @@ class PartitionLog:
                 f"{total} bytes of batches exceed segment.bytes={self.config.segment_bytes} "
                 f"of {self.directory}"
             )
-        for header, raw in iter_batches(records):
-            if leader and header.size_in_bytes > self.config.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"record batch of {header.size_in_bytes} bytes exceeds "
-                    f"max.message.bytes={self.config.max_message_bytes} of {self.directory}"
-                )
-            validate_batch(header, raw)
-            if leader:
-                validate_client_batch(header, self.config.max_message_bytes)
-            headers.append(header)
+        try:
+            for header, raw in iter_batches(records):
+                if leader and header.size_in_bytes > self.config.max_message_bytes:
+                    raise MessageTooLargeError(
+                        f"record batch of {header.size_in_bytes} bytes exceeds "
+                        f"max.message.bytes={self.config.max_message_bytes} of {self.directory}"
+                    )
+                validate_batch(header, raw)
+                if leader:
+                    validate_client_batch(header)
+                headers.append(header)
+        except RecordMagicError as exc:
+            if not leader:
+                raise
+            raise InvalidRecordError(str(exc)) from None
         return headers
+
+    def _validate_records(self, records: bytes, headers: list[BatchHeader]) -> list[int]:
+        """Walk the records of each batch; the largest record timestamp of each."""
+        create_time = self.config.message_timestamp_type == "CreateTime"
+        limit = decompression_limit(self.config.max_message_bytes)
+        max_timestamps: list[int] = []
+        pos = 0
+        for header in headers:
+            max_timestamps.append(
+                validate_records(
+                    header, records, pos, create_time=create_time, max_decompressed=limit
+                )
+            )
+            pos += header.size_in_bytes
+        return max_timestamps
 
     def _write(self, data: bytes | bytearray, infos: list[BatchInfo]) -> None:
         try:
@@ -566,8 +598,9 @@ class PartitionLog:
         """(offset, timestamp) of the first record with timestamp >= `timestamp_ms`.
 
         As Kafka's ListOffsets: the first batch whose max timestamp reaches the target,
-        then the first record in it that does (uncompressed batches; for compressed
-        ones the batch's base offset and max timestamp). None when no record does.
+        then the first record in it that does (decompressing if need be; a batch whose
+        records do not parse answers its base offset and max timestamp). None when no
+        record does.
         """
         self._check_open()
         for segment in self._segments:
@@ -580,9 +613,20 @@ class PartitionLog:
                 if header.is_log_append_time:
                     return header.base_offset, header.max_timestamp
                 raw = segment.log.read(position, header.size_in_bytes)
-                for offset, ts in record_timestamps(header, raw):
-                    if ts >= timestamp_ms and offset >= self.log_start_offset:
-                        return offset, ts
+                limit = decompression_limit(self.config.max_message_bytes)
+                try:
+                    for offset, ts in record_timestamps(header, raw, limit):
+                        if ts >= timestamp_ms and offset >= self.log_start_offset:
+                            return offset, ts
+                except BrokerError as exc:
+                    # Data stored before the leader walked records may not parse: answer
+                    # from the batch header.
+                    logger.warning(
+                        "%s: ListOffsets read batch at offset %d from its header only: %s",
+                        self.directory,
+                        header.base_offset,
+                        exc,
+                    )
                 return header.base_offset, header.max_timestamp
         return None
 

@@ -1,8 +1,9 @@
 """Kafka v2 record batches, seen from the broker: the 61-byte header and nothing more.
 
-The broker stores batches verbatim and never decodes their records on the hot path.
-It reads the header, checks framing, magic and CRC-32C, and rewrites the two fields
-that lie outside the CRC: baseOffset and partitionLeaderEpoch.
+The broker stores batches verbatim. This module reads the header, checks framing,
+magic and CRC-32C, and rewrites baseOffset and partitionLeaderEpoch (outside the CRC)
+and, when the leader must, maxTimestamp (inside it). The leader's walk over the
+records of a produced batch lives in `record_validator`.
 
 Layout (DefaultRecordBatch.java)::
 
@@ -31,7 +32,13 @@ from dataclasses import dataclass
 
 import crc32c
 
-from reference_broker.errors import CorruptRecordError, InvalidRecordError
+from reference_broker.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    InvalidTimestampError,
+    InvalidTxnStateError,
+)
+from reference_broker.log.compression import decompress
 
 HEADER_SIZE = 61
 # baseOffset + batchLength: the part of a batch not counted by batchLength.
@@ -55,6 +62,11 @@ _TIMESTAMP_TYPE_BIT = 0x08
 _TRANSACTIONAL_BIT = 0x10
 _CONTROL_BIT = 0x20
 COMPRESSION_NAMES = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+class RecordMagicError(CorruptRecordError):
+    """A batch that is not v2. Corrupt data when read from disk; on produce the leader
+    answers INVALID_RECORD, as Kafka does for produce v3+ carrying another magic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +167,7 @@ def check_framing(buf: bytes | bytearray | memoryview, pos: int, end: int) -> Ba
         )
     header = parse_header(buf, pos)
     if header.magic != CURRENT_MAGIC:
-        raise CorruptRecordError(
+        raise RecordMagicError(
             f"record batch at byte {pos} has magic {header.magic}; "
             "only v2 record batches (magic 2) are supported"
         )
@@ -229,16 +241,29 @@ def set_log_append_time(buf: bytearray, pos: int, size: int, timestamp_ms: int) 
     """
     (attributes,) = _INT16.unpack_from(buf, pos + 21)
     _INT16.pack_into(buf, pos + 21, attributes | _TIMESTAMP_TYPE_BIT)
+    set_max_timestamp(buf, pos, size, timestamp_ms)
+
+
+def set_max_timestamp(buf: bytearray, pos: int, size: int, timestamp_ms: int) -> None:
+    """Rewrite maxTimestamp of the batch at `pos` and recompute its CRC.
+
+    As Kafka's setMaxTimestamp: the leader stores the largest record timestamp it
+    found, whatever the producer wrote in the header.
+    """
     _INT64.pack_into(buf, pos + 35, timestamp_ms)
     crc = crc32c.crc32c(memoryview(buf)[pos + CRC_START : pos + size])
     _UINT32.pack_into(buf, pos + 17, crc)
 
 
-def validate_client_batch(header: BatchHeader, max_message_bytes: int) -> None:
-    """Checks a leader applies to a batch from a producer, beyond framing and CRC.
+def validate_client_batch(header: BatchHeader) -> None:
+    """Checks a leader applies to a batch header from a producer, beyond framing and CRC.
 
-    Raises InvalidRecordError for batches no well-behaved producer sends (empty,
-    offsets not dense, control batches), as Kafka's LogValidator does.
+    As Kafka's LogValidator.validateBatch: InvalidRecordError for batches no
+    well-behaved producer sends (empty, offsets not dense, control batches, producer
+    id, epoch and sequence not all set or all -1), InvalidTimestampError for a producer
+    claiming LogAppendTime, InvalidTxnStateError for a transactional batch (this broker
+    serves no transactions, so none can be ongoing). The records themselves are
+    checked by `record_validator.validate_records`.
     """
     if header.record_count <= 0:
         raise InvalidRecordError(
@@ -253,12 +278,37 @@ def validate_client_batch(header: BatchHeader, max_message_bytes: int) -> None:
         raise InvalidRecordError("producers may not write control batches (transaction markers)")
     if header.compression >= len(COMPRESSION_NAMES):
         raise InvalidRecordError(f"unknown compression codec id {header.compression}")
+    pid, epoch, sequence = header.producer_id, header.producer_epoch, header.base_sequence
+    if pid == NO_PRODUCER_ID:
+        if epoch != -1 or sequence != NO_SEQUENCE:
+            raise InvalidRecordError(
+                f"record batch has no producer id but producer epoch {epoch} and base "
+                f"sequence {sequence}; without a producer id both must be -1"
+            )
+    elif pid < 0 or epoch < 0 or sequence < 0:
+        raise InvalidRecordError(
+            f"record batch has producer id {pid}, epoch {epoch}, base sequence {sequence}: "
+            "an idempotent producer sets all three (none negative), others set all to -1"
+        )
+    if header.is_log_append_time:
+        raise InvalidTimestampError(
+            "producers may not set the LogAppendTime timestamp type; the broker sets it "
+            "for topics with message.timestamp.type=LogAppendTime"
+        )
+    if header.is_transactional:
+        raise InvalidTxnStateError(
+            "transactional record batch, but this broker serves no transactions, so the "
+            f"producer {pid} has no ongoing transaction"
+        )
 
 
-def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def _read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """A zigzag varint at `pos`, not reading at or past `end`: (value, next position)."""
     shift = 0
     result = 0
     while True:
+        if pos >= end:
+            raise CorruptRecordError(f"record varint at byte {pos} runs past the end of its batch")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -270,20 +320,34 @@ def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     return (result >> 1) ^ -(result & 1), pos
 
 
-def record_timestamps(header: BatchHeader, raw: bytes | memoryview) -> Iterator[tuple[int, int]]:
-    """(offset, timestamp) of each record of an uncompressed batch, in order.
+def record_timestamps(
+    header: BatchHeader,
+    raw: bytes | bytearray | memoryview,
+    max_decompressed: int = 32 << 20,
+) -> Iterator[tuple[int, int]]:
+    """(offset, timestamp) of each record of a batch, in order.
 
-    Used off the hot path only (ListOffsets by timestamp). Compressed batches are
-    not decoded: for them this yields nothing and callers fall back to the header.
+    Used off the hot path only (ListOffsets by timestamp). A compressed batch is
+    decompressed first, at most `max_decompressed` bytes. Every read is bounded by the
+    batch: a record that runs past it (data written before the leader checked records)
+    raises CorruptRecordError; a payload that does not decompress raises the errors of
+    `compression.decompress`.
     """
-    if header.compression != 0:
-        return
+    end = min(len(raw), header.size_in_bytes)
     pos = HEADER_SIZE
+    data: bytes | bytearray | memoryview = raw
+    if header.compression != 0:
+        data = decompress(header.compression, memoryview(raw)[HEADER_SIZE:end], max_decompressed)
+        pos, end = 0, len(data)
     for _ in range(header.record_count):
-        length, pos = _read_varint(raw, pos)
+        length, pos = _read_varint(data, pos, end)
         record_end = pos + length
+        if length <= 0 or record_end > end:
+            raise CorruptRecordError(
+                f"record at byte {pos} claims {length} bytes, past the end of its batch"
+            )
         pos += 1  # record attributes
-        timestamp_delta, pos = _read_varint(raw, pos)
-        offset_delta, pos = _read_varint(raw, pos)
+        timestamp_delta, pos = _read_varint(data, pos, record_end)
+        offset_delta, pos = _read_varint(data, pos, record_end)
         yield header.base_offset + offset_delta, header.base_timestamp + timestamp_delta
         pos = record_end
