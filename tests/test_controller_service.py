@@ -27,7 +27,7 @@ from harness.runtime.sim.errors import NodeCrashedError
 from harness.runtime.sim.network import HostNetwork, SimNetwork
 from harness.runtime.sim.scheduler import seeded_scheduler
 from reference_broker.broker import Broker
-from reference_broker.config import Listener
+from reference_broker.config import BrokerConfig, Listener
 from reference_broker.controller.client import ControllerClient
 from reference_broker.controller.lifecycle import BrokerLifecycle
 from reference_broker.controller.metadata_log import DurableRaftLog
@@ -143,9 +143,12 @@ class Node:
                     metadata_offset=lambda: service.image_version,
                     rng=rng,
                 )
-                # The handlers served here read only these two attributes of a Broker.
+                # The handlers served here read only these attributes of a Broker.
                 broker = cast(
-                    Broker, SimpleNamespace(quorum_endpoint=driver, controller_service=service)
+                    Broker,
+                    SimpleNamespace(
+                        quorum_endpoint=driver, controller_service=service, config=BrokerConfig()
+                    ),
                 )
                 (listener,) = await network.listen(self.name, PORT)
                 async with trio.open_nursery() as nursery:

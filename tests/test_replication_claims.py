@@ -34,7 +34,9 @@ from nemesis.ops import (
     LeaderTarget,
     PowerLoss,
     Restart,
+    StartLinkFault,
     StartPartition,
+    StopLinkFault,
     StopPartition,
 )
 from reference_broker.controller.metadata import PartitionState
@@ -107,10 +109,13 @@ def test_acks_all_keeps_every_write_through_the_same_leader_isolation(tmp_path: 
 
 
 def test_acks_1_loses_writes_when_their_leader_is_killed(tmp_path: Path) -> None:
-    # Seed 12: n1 leads partitions that took acks=1 writes its followers had not fetched
-    # when it died; the new leader never had them and n1 truncates them on its return.
-    config = configured(**ACKS_1, seed=12, nemesis="kill")
-    outcome = _run(tmp_path, config, [Kill(at_ms=4_000, nodes=["n1"]),
+    # n1's followers fetch half a second late (its links to them are slow), so n1 leads
+    # partitions that took acks=1 writes its followers had not fetched when it died; the
+    # new leader never had them and n1 truncates them on its return.
+    config = configured(**ACKS_1, seed=12, nemesis="kill,link")
+    slow = StartLinkFault(at_ms=2_000, links=[("n1", "n2"), ("n1", "n3")], latency_ms=500.0)
+    outcome = _run(tmp_path, config, [slow, Kill(at_ms=4_000, nodes=["n1"]),
+                                      StopLinkFault(at_ms=4_500),
                                       Restart(at_ms=16_000, nodes=["n1"])])
     assert "lost-write" in outcome.verdict["counts"], outcome.verdict["counts"]
     assert_evidence_is_real(outcome, "lost-write")
@@ -272,7 +277,9 @@ POWER_LOSS_OF_EVERY_REPLICA: list[AnyFaultOp] = [
 def test_fsync_never_and_power_loss_of_every_replica_lose_writes_even_at_acks_all(
     tmp_path: Path,
 ) -> None:
-    config = configured(nemesis="power-loss", flush="never", time_limit_s=12.0)
+    # 20 s: after a total power loss the brokers serve again only once a controller is
+    # elected and each has registered, and the loss shows once new writes pass the gap.
+    config = configured(nemesis="power-loss", flush="never", time_limit_s=20.0)
     outcome = _run(tmp_path, config, POWER_LOSS_OF_EVERY_REPLICA)
     assert "lost-write" in outcome.verdict["counts"], outcome.verdict["counts"]
     _, restart = nemesis_window_s(outcome, "power-loss", "restart")
@@ -286,5 +293,5 @@ def test_fsync_never_and_power_loss_of_every_replica_lose_writes_even_at_acks_al
 def test_fsync_every_message_keeps_every_write_through_the_same_power_loss(
     tmp_path: Path,
 ) -> None:
-    config = configured(nemesis="power-loss", flush="every", time_limit_s=12.0)
+    config = configured(nemesis="power-loss", flush="every", time_limit_s=20.0)
     assert_nothing_acknowledged_was_lost(_run(tmp_path, config, POWER_LOSS_OF_EVERY_REPLICA))
