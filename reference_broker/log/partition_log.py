@@ -48,18 +48,22 @@ from reference_broker.log.record_batch import (
     validate_batch,
     validate_client_batch,
 )
+from reference_broker.log.recovery_report import RecoveryNotes, RecoveryReport
+from reference_broker.log.recovery_scan import DamagedRange
 from reference_broker.log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    REASON_SUFFIX,
     TIME_INDEX_SUFFIX,
     BatchInfo,
     LogSegment,
-    ScanStop,
     file_name,
     parse_file_name,
 )
 
 HIGH_WATERMARK_FILE = "high-watermark.checkpoint"
+# Written last by `close`, removed by `open`: the log was shut down cleanly.
+CLEAN_SHUTDOWN_FILE = "clean-shutdown"
 _HW_RECORD = struct.Struct(">qI")
 
 
@@ -83,17 +87,6 @@ class ReadResult:
     high_watermark: int
     log_start_offset: int
     log_end_offset: int
-
-
-@dataclass(frozen=True)
-class RecoveryReport:
-    """What `PartitionLog.open` found and cut."""
-
-    segments: int
-    batches: int
-    truncated_bytes: int
-    deleted_segments: int
-    reason: str | None
 
 
 def parse_partition_dir(directory: str) -> tuple[str, int]:
@@ -156,53 +149,74 @@ class PartitionLog:
                     self.storage.remove(f"{self.directory}/{name}")
             if name.endswith(".tmp"):
                 self.storage.remove(f"{self.directory}/{name}")
+        clean = CLEAN_SHUTDOWN_FILE in names
+        if clean:
+            # From here on the log is open: a crash must not look like a clean stop.
+            self.storage.remove(f"{self.directory}/{CLEAN_SHUTDOWN_FILE}")
+            self._dir_dirty = True
         now = self._clock.now_ms()
         if not bases:
             bases = [0]
-        batches = 0
-        truncated = 0
-        deleted = 0
-        reason: str | None = None
+        recovery = RecoveryNotes(self.directory, clean)
+        # Offsets handed out before, as far as surviving files show (a next offset each).
+        recovery.evidence("segment file name", bases[-1])
+        recovery.evidence(HIGH_WATERMARK_FILE, self._read_high_watermark())
+        for offset in self._snapshot_offsets():
+            recovery.evidence(file_name(offset, SNAPSHOT_SUFFIX), offset)
         next_offset = bases[0]
         for i, base in enumerate(bases):
             segment = self._new_segment(base, created_ms=now, track=False)
-            if reason is None and i > 0 and base != next_offset:
-                # A segment is rolled at the LEO, so its base offset is where the
-                # previous one ends. A shorter predecessor lost its tail (a power cut
-                # after the roll reached the directory): what follows would be a hole.
-                reason = (
-                    f"{self.directory}/{file_name(base, LOG_SUFFIX)} starts at offset {base} "
-                    f"but the previous segment ends at {next_offset}"
+            path = f"{self.directory}/{file_name(base, LOG_SUFFIX)}"
+            if i > 0 and base > next_offset:
+                # Segments roll at the LEO, so each starts where the previous one ends: a
+                # missing segment, or one that lost its end, leaves a hole. Later segments
+                # stay; the hole reads like a compacted range.
+                recovery.missing(next_offset, base, f"{path} starts at offset {base}")
+            last = i + 1 == len(bases)
+            index_end = segment.index_evidence()
+            if index_end is not None:
+                recovery.evidence(file_name(base, INDEX_SUFFIX), index_end)
+            scan = segment.scan(next_offset, None if last else bases[i + 1])
+            aside: list[DamagedRange] = []
+            for damaged in scan.damaged:
+                torn = last and damaged.at_tail and damaged.incomplete and not clean
+                recovery.damaged(path, damaged, torn=torn, last_segment=last)
+                if not torn:
+                    aside.append(damaged)
+            if scan.damaged:
+                for written in segment.repair(scan, aside):
+                    recovery.aside(written)
+                    self._unsynced_files.append(self.storage.open(written))
+                    self._unsynced_files.append(self.storage.open(written + REASON_SUFFIX))
+                self._dirty.add(segment)
+                self._dir_dirty = True
+            else:
+                segment.repair(scan, ())
+            recovery.batches += len(scan.batches)
+            for scanned in scan.batches:
+                self._epochs.assign(
+                    scanned.header.partition_leader_epoch, scanned.header.base_offset
                 )
-            if reason is not None:
-                # Everything after the first bad byte goes, whole segments included.
-                truncated += segment.size
-                segment.delete()
-                deleted += 1
-                continue
-            size_before = segment.log.size()
-            headers, stop = segment.recover(next_offset)
-            batches += len(headers)
-            for header in headers:
-                self._epochs.assign(header.partition_leader_epoch, header.base_offset)
             self._append_segment(segment)
-            next_offset = segment.next_offset
-            if stop is not None:
-                truncated += size_before - stop.position
-                reason = (
-                    f"{self.directory}/{file_name(base, LOG_SUFFIX)} byte {stop.position}: "
-                    f"{stop.reason}"
-                )
-                if i + 1 < len(bases):
-                    self._dirty.add(segment)
-        if reason is not None:
+            next_offset = max(segment.next_offset, base)
+        end = recovery.evidence_end()
+        if end > self._active.next_offset:
+            # Offsets up to `end` were handed out (a checkpoint, snapshot, index or damaged
+            # header says so) but their batches are gone: never hand them out again.
+            recovery.missing(self._active.next_offset, end, "the log's end lost its batches")
+            if self._active.is_empty:
+                stale = self._segments.pop()
+                self._bases.pop()
+                stale.delete()
+            self._new_segment(end, created_ms=now)
             self._dir_dirty = True
-        self._log_end_offset = self._active.next_offset
+        self._log_end_offset = max(self._active.next_offset, self._active.base_offset)
         self._recovery_point = self._log_end_offset
         self._high_watermark = min(self._read_high_watermark(), self._log_end_offset)
         self._high_watermark = max(self._high_watermark, self.log_start_offset)
         self._rebuild_producer_state()
-        self.recovery = RecoveryReport(len(self._segments), batches, truncated, deleted, reason)
+        self.recovery = recovery.report(len(self._segments), self._log_end_offset)
+        recovery.log(self.recovery)
 
     def _new_segment(self, base: int, *, created_ms: int, track: bool = True) -> LogSegment:
         segment = LogSegment(
@@ -803,7 +817,19 @@ class PartitionLog:
             self._write_snapshot(self._log_end_offset)
         await self.flush()
         await self.checkpoint_high_watermark()
+        await self._mark_clean_shutdown()
         self.close_now()
+
+    async def _mark_clean_shutdown(self) -> None:
+        if self._closed:
+            return
+        f = self.storage.open(f"{self.directory}/{CLEAN_SHUTDOWN_FILE}")
+        try:
+            await f.fsync()
+        finally:
+            f.close()
+        if not self._closed:
+            await self.storage.fsync_dir(self.directory)
 
     def close_now(self) -> None:
         """Release the files without flushing (unsynced data stays as the storage keeps it)."""
@@ -839,6 +865,5 @@ __all__ = [
     "PartitionLog",
     "ReadResult",
     "RecoveryReport",
-    "ScanStop",
     "parse_partition_dir",
 ]
