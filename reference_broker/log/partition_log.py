@@ -171,7 +171,12 @@ class PartitionLog:
                 # Segments roll at the LEO, so each starts where the previous one ends: a
                 # missing segment, or one that lost its end, leaves a hole. Later segments
                 # stay; the hole reads like a compacted range.
-                recovery.missing(next_offset, base, f"{path} starts at offset {base}")
+                previous = f"{self.directory}/{file_name(bases[i - 1], LOG_SUFFIX)}"
+                recovery.missing(
+                    next_offset,
+                    base,
+                    f"{previous} ends at offset {next_offset}, {path} starts at offset {base}",
+                )
             last = i + 1 == len(bases)
             index_end = segment.index_evidence()
             if index_end is not None:

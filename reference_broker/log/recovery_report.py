@@ -64,9 +64,9 @@ class RecoveryReport:
 
     def summary(self) -> str:
         """One line for the broker log."""
-        shutdown = "clean" if self.clean_shutdown else "unclean"
+        shutdown = "a clean" if self.clean_shutdown else "an unclean"
         text = (
-            f"{self.segments} segments, {self.batches} intact batches verified after an "
+            f"{self.segments} segments, {self.batches} intact batches verified after "
             f"{shutdown} shutdown, log end offset {self.log_end_offset}"
         )
         if not self.repaired:
@@ -109,9 +109,9 @@ class RecoveryNotes:
     def damaged(self, path: str, damaged: DamagedRange, *, torn: bool, last_segment: bool) -> None:
         """Note a damaged byte range of segment file `path` (cut out by the caller)."""
         self.truncated_bytes += damaged.size
-        # A torn tail is the normal end of a crash: as Kafka, its offsets are not
-        # evidence and may be handed out again. Damage elsewhere keeps them retired.
-        lost_to = None if torn else damaged.claimed_next_offset
+        # Even a torn tail's readable header counts: those offsets were handed out
+        # (stricter than Kafka, which reuses them after truncating).
+        lost_to = damaged.claimed_next_offset
         if lost_to is not None:
             self.evidence(f"damaged batch header in {path}", lost_to)
         offsets = (
