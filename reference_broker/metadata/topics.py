@@ -79,6 +79,7 @@ class TopicRegistry:
             configs=dict(configs),
         )
         self._store.state.topics[name] = record
+        self._store.state.deleted_topics.pop(name, None)
         await self._store.save()
         return record
 
@@ -86,5 +87,11 @@ class TopicRegistry:
         """Forget a topic durably; returns its record, or None if it did not exist."""
         record = self._store.state.topics.pop(name, None)
         if record is not None:
+            # Remembered so that a restart after a crash mid-deletion may finish it.
+            self._store.state.deleted_topics[name] = record.topic_id
             await self._store.save()
         return record
+
+    def was_deleted(self, name: str) -> bool:
+        """Whether the metadata records that topic `name` was deleted (and not recreated)."""
+        return name in self._store.state.deleted_topics and name not in self._store.state.topics
