@@ -125,6 +125,8 @@ class PartitionLog:
         self._failure: str | None = None
         self._truncations = 0
         self.recovery: RecoveryReport | None = None
+        # Where a replica that can refetch from a leader must restart after a repair.
+        self._refill_from: int | None = None
 
     # --- opening and recovery -------------------------------------------------------
 
@@ -221,7 +223,17 @@ class PartitionLog:
         self._high_watermark = max(self._high_watermark, self.log_start_offset)
         self._rebuild_producer_state()
         self.recovery = recovery.report(len(self._segments), self._log_end_offset)
+        self._refill_from = self.recovery.first_missing_offset
         recovery.log(self.recovery)
+
+    def take_refill_offset(self) -> int | None:
+        """The lowest offset recovery lost (once; None when nothing is missing).
+
+        The replica manager asks when this log first becomes a follower or leader: a
+        follower truncates to it and refetches from the leader, a leader keeps the gap.
+        """
+        offset, self._refill_from = self._refill_from, None
+        return offset
 
     def _new_segment(self, base: int, *, created_ms: int, track: bool = True) -> LogSegment:
         segment = LogSegment(
