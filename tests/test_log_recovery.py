@@ -144,6 +144,7 @@ def test_flipped_byte_in_base_offset_of_a_batch(
     flip(middle, 4 * batch_size() + 2)  # a high byte of the 5th batch's baseOffset
     log = check_survivors("flipped byte in a baseOffset", tmp_path, caplog, middle, 990)
     assert log.log_end_offset == MESSAGES + 1
+    assert [(g.start, g.end) for g in log.recovery.gaps] == [(440, 450)]  # type: ignore[union-attr]
 
 
 def test_middle_segment_truncated_to_zero_bytes(
@@ -232,6 +233,46 @@ def test_clean_log_is_verified_and_reported_at_info(
     assert [r.levelno for r in infos] == [logging.INFO]
     first = parse_header(segment_path(tmp_path, 0).read_bytes())
     assert first.base_offset == 0
+
+
+def test_reads_indexes_epochs_producer_state_and_retention_cope_with_a_cut_out_batch(
+    tmp_path: Path,
+) -> None:
+    """Idempotent batches in epochs 0 and 1 with small index intervals; a batch in the
+    middle of the first segment is damaged. Afterwards every offset is found through the
+    rebuilt index, the epoch cache and producer sequences go on, and retention works."""
+    size = len(build_batch(values(PER_BATCH), producer_id=7, producer_epoch=0, base_sequence=0))
+    cfg = LogConfig(segment_bytes=20 * size, index_interval_bytes=2 * size, retention_ms=1)
+    storage = OsStorage(tmp_path)
+    log = PartitionLog.open(storage, "events-0", cfg, ManualClock())
+    for i in range(60):
+        batch = build_batch(
+            values(PER_BATCH, PER_BATCH * i), producer_id=7, producer_epoch=0, base_sequence=10 * i
+        )
+        log.append_as_leader(batch, 0 if i < 30 else 1)
+    trio.run(log.close)
+    first = segment_path(tmp_path, 0)
+    flip(first, 3 * size + 80)  # offsets 30..39
+    for snapshot in (tmp_path / "events-0").glob("*.snapshot"):
+        snapshot.unlink()  # producer state is rebuilt by replaying the repaired log
+    log = PartitionLog.open(storage, "events-0", cfg, ManualClock())
+    kept = [o for o in range(600) if not 30 <= o < 40]
+    for offset in kept:
+        got = decode(log.read(offset, 1).records)
+        assert got[0][0] <= offset <= got[-1][0], (offset, got)
+    assert decode(log.read(30, 1).records)[0][0] == 40  # a read in the gap gets what follows
+    assert log.end_offset_for_epoch(0) == (0, 300)
+    assert log.producer_state()[7].last_seq == 599
+    appended = log.append_as_leader(
+        build_batch([b"next"], producer_id=7, producer_epoch=0, base_sequence=600), 2
+    )
+    assert appended.base_offset == 600 and not appended.duplicate
+    log.update_high_watermark(log.log_end_offset)
+    assert log.enforce_retention(T0_FAR) == 3  # every segment but the active one
+    assert decode(log.read(log.log_start_offset, 1).records)[0][0] == log.log_start_offset
+
+
+T0_FAR = 1_700_000_000_000 + 10**12
 
 
 def test_print_survivor_counts() -> None:

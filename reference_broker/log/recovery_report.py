@@ -134,8 +134,12 @@ class RecoveryNotes:
         else:
             kind = "damaged tail" if damaged.at_tail else "damaged bytes followed by intact batches"
             self._repair(f"cut out {kind} {where}, bytes kept aside: {damaged.reason}")
-        if lost_to is not None:
-            self.gaps.append(OffsetGap(damaged.first_offset, lost_to, damaged.reason))
+        # The offsets lost: up to the next intact batch when one follows, else as far
+        # as the damaged header shows (at the tail without one, nothing is known lost
+        # below the new log end).
+        gap_end = damaged.next_intact_offset or lost_to
+        if gap_end is not None and gap_end > damaged.first_offset:
+            self.gaps.append(OffsetGap(damaged.first_offset, gap_end, damaged.reason))
 
     def missing(self, start: int, end: int, why: str) -> None:
         """Offsets [start, end) have no batches (a hole between segments or at the end)."""

@@ -55,7 +55,8 @@ class DamagedRange:
     readable header inside it names, when that header is plausible (evidence of
     offsets handed out), else None. `at_tail`: nothing valid follows in this file.
     `incomplete`: at the tail, and too short to be the whole batch its header
-    describes (the shape of a write cut by a crash).
+    describes (the shape of a write cut by a crash). `next_intact_offset`: the base
+    offset of the intact batch that follows, None at the tail.
     """
 
     start: int
@@ -65,6 +66,7 @@ class DamagedRange:
     claimed_next_offset: int | None
     at_tail: bool
     incomplete: bool
+    next_intact_offset: int | None = None
 
     @property
     def size(self) -> int:
@@ -247,6 +249,7 @@ def scan_segment(read: Reader, size: int, first_offset: int, limit: int | None) 
                     None,
                     at_tail=False,
                     incomplete=False,
+                    next_intact_offset=header.base_offset,
                 )
             )
             continue
@@ -267,6 +270,7 @@ def scan_segment(read: Reader, size: int, first_offset: int, limit: int | None) 
                 _claimed_next(header, bounds, next_base),
                 at_tail=following is None,
                 incomplete=incomplete,
+                next_intact_offset=next_base,
             )
         )
         pos = end

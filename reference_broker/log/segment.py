@@ -169,20 +169,21 @@ class LogSegment:
                 )
 
     def _rewrite_index_files(self) -> None:
-        self.index.truncate(0)
-        self.index.append(
-            b"".join(
-                _INDEX_ENTRY.pack(off - self.base_offset, pos)
-                for off, pos in zip(self._index_offsets, self._index_positions, strict=True)
-            )
+        index = b"".join(
+            _INDEX_ENTRY.pack(off - self.base_offset, pos)
+            for off, pos in zip(self._index_offsets, self._index_positions, strict=True)
         )
-        self.time_index.truncate(0)
-        self.time_index.append(
-            b"".join(
-                _TIME_ENTRY.pack(ts, off - self.base_offset)
-                for ts, off in zip(self._time_stamps, self._time_offsets, strict=True)
-            )
+        times = b"".join(
+            _TIME_ENTRY.pack(ts, off - self.base_offset)
+            for ts, off in zip(self._time_stamps, self._time_offsets, strict=True)
         )
+        for f, content in ((self.index, index), (self.time_index, times)):
+            # An index that already matches the `.log` is left alone (the common case
+            # after a clean shutdown): rewriting costs a truncate and a write per file.
+            if f.size() == len(content) and f.read(0, len(content)) == content:
+                continue
+            f.truncate(0)
+            f.append(content)
 
     # --- recovery and truncation -------------------------------------------------------
 
