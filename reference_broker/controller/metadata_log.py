@@ -129,6 +129,14 @@ class DurableRaftLog:
                 last_epoch = entry.epoch
                 expected += 1
             if not entries:
+                # Offsets recovery retired after damage at the end: a Raft log has no
+                # gaps, so it ends where its entries do and refetches the rest.
+                self.recovered_truncation = (
+                    f"no entries from offset {expected} to the log end "
+                    f"{self._log.log_end_offset}; cut there"
+                )
+                self._log.truncate_to(expected)
+                self._debt.owe()
                 break
         self._durable_end = self._log.log_end_offset
 

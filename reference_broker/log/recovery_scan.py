@@ -14,9 +14,11 @@ the bytes in between as one `DamagedRange`. Damage that runs to the end of the f
 or damage.
 
 baseOffset and partitionLeaderEpoch lie outside the CRC, so a flipped bit there
-passes the CRC check. Such a batch shows up when its successor seems to go backwards;
-if the successor fits right after the batch before the suspect, the suspect is the
-damaged one and goes (one step of backtracking is enough for a single bad header).
+passes the CRC check. A baseOffset flipped upwards shows up when its successor seems
+to go backwards: if the batch before that jumped over a gap and the successor fits
+right after the batch before the jump, the jumping batch is the damaged one and goes
+(one step of backtracking is enough for a single bad header). An epoch going
+backwards is blamed on the later batch (a newer epoch is routine, an older one never).
 
 The scan only reads; `LogSegment` applies the result (rewrites, truncates, keeps
 bytes aside).
@@ -280,13 +282,10 @@ def scan_segment(read: Reader, size: int, first_offset: int, limit: int | None) 
 def _suspect_predecessor(
     reader: _Reader, position: int, predecessor: ScannedBatch, bounds_before: _Bounds
 ) -> bool:
-    """Whether the predecessor jumped (offset gap or newer epoch) and the batch at
-    `position` is intact and fits where the predecessor started instead."""
-    jumped = (
-        predecessor.header.base_offset > bounds_before.expected
-        or predecessor.header.partition_leader_epoch > bounds_before.epoch
-    )
-    if not jumped:
+    """Whether the predecessor jumped (an offset gap) and the batch at `position` is
+    intact and fits where the predecessor started instead."""
+    # Only an offset gap is suspicious: a newer epoch is what every new leader writes.
+    if predecessor.header.base_offset <= bounds_before.expected:
         return False
     header, problem = _verify(reader, position, bounds_before)
     return problem is None and header is not None
