@@ -123,12 +123,19 @@ def test_missing_metadata_file_stops_the_broker_and_keeps_the_logs(
     produce_in_batches(broker.bootstrap)
     assert broker.terminate() == 0
     before = {p: p.stat().st_size for p in segments(broker.data_dir)}
+    saved = (broker.data_dir / METADATA_PATH).read_bytes()
     (broker.data_dir / METADATA_PATH).unlink()
     with pytest.raises(BrokerStartError):
         broker_factory(settings=SETTINGS, data_dir=broker.data_dir)
     log = (broker.data_dir.parent / "broker-1.log").read_text()
     assert f"{METADATA_PATH} is missing" in log and f"{TOPIC}-0" in log, log
     assert {p: p.stat().st_size for p in segments(broker.data_dir)} == before
+    # As the message says: with the file restored, every message is served again.
+    (broker.data_dir / METADATA_PATH).write_bytes(saved)
+    revived = broker_factory(settings=SETTINGS, data_dir=broker.data_dir)
+    reads = consume_all(revived.bootstrap)
+    print(f"\nbroker process, metadata file deleted then restored: {len(reads)} of {MESSAGES}")
+    assert [v for _, v in reads] == list(range(MESSAGES))
 
 
 def test_missing_metadata_file_exits_non_zero(tmp_path: Path) -> None:

@@ -2,9 +2,32 @@
 
 A `PartitionLog` owns the directory `<topic>-<partition>/` in a node's storage.
 Appends are synchronous and touch only batch headers; `flush` (fsync) and `close`
-are the async edges. Opening a log recovers it: every batch of every segment is
-checked (framing, magic, CRC-32C, increasing offsets) and the log is cut at the
-first bad byte, so a torn or corrupt tail is never served.
+are the async edges.
+
+Opening a log recovers it, after a clean shutdown or not (a reference broker's data
+is evidence, so this is stricter than Kafka, which trusts a cleanly closed log):
+every batch of every segment is verified (`recovery_scan`: framing, magic, CRC-32C,
+offsets above the previous batch's and below the next segment's base, epochs that
+never go back). Nothing intact is discarded for damage elsewhere:
+
+- damaged bytes are cut out of their segment and kept aside in
+  `<base>.<start>-<end>.corrupt` (with a `.reason` note); the intact batches before
+  and after stay and are served, leaving an offset gap as compaction would;
+- a torn tail (an incomplete last batch of the last segment after an unclean
+  shutdown, the normal power-loss case) is truncated as Kafka does; a last batch
+  failing its CRC after an unclean shutdown is truncated too but kept aside;
+- later segments are never deleted; a missing or emptied segment leaves a gap;
+- the log end offset is at least one past the highest offset any surviving evidence
+  shows handed out (segment file names, the high-watermark checkpoint, producer
+  snapshot names, the `.index` files, readable headers of damaged batches), so no
+  offset is ever handed out twice; an empty segment at that offset records it.
+
+Every repair is logged at WARNING; the `RecoveryReport` is logged at WARNING when
+anything was repaired, INFO otherwise. Rewriting a segment renames a new file over
+the old one without an fsync (the Storage API fsyncs only asynchronously); the
+broker flushes repaired logs before serving, and until then a power cut can lose
+the rewritten file's bytes. A replica that lost data this way refetches it from its
+leader (see `replication.manager`).
 
 Offsets: `log_start_offset` (first offset kept by retention), `log_end_offset`
 (LEO, the next offset to assign) and `high_watermark` (set by the broker: the
