@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from harness.broker_process import BrokerStartError
 from reference_broker.broker import Broker
@@ -197,3 +197,63 @@ def test_logs_of_topics_unknown_to_the_metadata_are_kept(tmp_path: Path) -> None
     trio.run(main)
     assert (tmp_path / "kept-0").is_dir()
     assert not (tmp_path / "gone-0").exists()
+
+
+def consume_until_eof(bootstrap: str) -> list[tuple[int, int]]:
+    """Every (offset, value) confluent-kafka reads from offset 0 until partition EOF."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "recovery-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(TOPIC, 0, 0)])
+    out: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            if message.error() is not None:
+                assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                return out
+            offset, value = message.offset(), message.value()
+            assert offset is not None and value is not None
+            out.append((offset, int(value)))
+        raise AssertionError(f"no partition EOF within 30 s after {len(out)} records")
+    finally:
+        consumer.close()
+
+
+def test_torn_tail_after_a_crash_is_cut_and_readers_pass_the_retired_offsets(
+    broker_factory: StartBroker,
+) -> None:
+    """A batch half-written when the process died: the tail is truncated as Kafka does, its
+    offsets stay retired (an empty batch holds them) and both clients read past them."""
+    broker = broker_factory(settings=SETTINGS)
+    create_topic(broker.bootstrap, TOPIC, partitions=1)
+    produce_in_batches(broker.bootstrap)
+    broker.kill()
+    last = segments(broker.data_dir)[-1]
+    data = last.read_bytes()
+    torn = batch_starts(data)[-1]
+    victim = parse_header(data, torn)
+    last.write_bytes(data[: torn + victim.size_in_bytes // 2])
+
+    revived = broker_factory(settings=SETTINGS, data_dir=broker.data_dir)
+    reads = consume_until_eof(revived.bootstrap)
+    print(f"\nbroker process, torn tail after SIGKILL: {len(reads)} of {MESSAGES} messages served")
+    assert [o for o, _ in reads] == list(range(victim.base_offset))
+    producer = Producer({"bootstrap.servers": revived.bootstrap, "acks": "all"})
+    producer.produce(TOPIC, value=b"1000")
+    assert producer.flush(30) == 0
+    assert consume_until_eof(revived.bootstrap)[-1] == (MESSAGES, MESSAGES)
+    assert consume_all(revived.bootstrap)[-1] == (MESSAGES, MESSAGES)
+    revived.terminate()
+    log = revived.log_path.read_text()
+    assert any(
+        "WARNING" in line and "torn tail" in line and last.name in line for line in log.splitlines()
+    )

@@ -66,13 +66,14 @@ from reference_broker.log.record_batch import (
     BatchHeader,
     assign_offset_and_epoch,
     iter_batches,
+    parse_header,
     record_timestamps,
     set_log_append_time,
     validate_batch,
     validate_client_batch,
 )
 from reference_broker.log.recovery_report import RecoveryNotes, RecoveryReport
-from reference_broker.log.recovery_scan import DamagedRange
+from reference_broker.log.recovery_scan import DamagedRange, retired_offsets_batches
 from reference_broker.log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -233,12 +234,18 @@ class PartitionLog:
         if end > self._active.next_offset:
             # Offsets up to `end` were handed out (a checkpoint, snapshot, index or damaged
             # header says so) but their batches are gone: never hand them out again.
-            recovery.missing(self._active.next_offset, end, "the log's end lost its batches")
-            if self._active.is_empty:
-                stale = self._segments.pop()
-                self._bases.pop()
-                stale.delete()
-            self._new_segment(end, created_ms=now)
+            start = self._active.next_offset
+            recovery.missing(start, end, "the log's end lost its batches")
+            # Empty batches hold the retired offsets, so readers at them move on to the
+            # new log end (and the offsets stay retired across the next restart).
+            epoch = max(self._epochs.latest_epoch, 0)
+            for filler in retired_offsets_batches(start, end, epoch, now):
+                header = parse_header(filler)
+                self._log_end_offset = header.base_offset
+                info = BatchInfo(0, len(filler), header.base_offset, header.last_offset, now)
+                self._write(filler, [info])
+                self._epochs.assign(epoch, header.base_offset)
+            self._unflushed_messages = 0
             self._dir_dirty = True
         self._log_end_offset = max(self._active.next_offset, self._active.base_offset)
         self._recovery_point = self._log_end_offset

@@ -26,12 +26,15 @@ bytes aside).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from reference_broker.log.record_batch import (
     CURRENT_MAGIC,
     HEADER_SIZE,
+    INT32_MAX,
+    LOG_OVERHEAD,
     MAGIC_OFFSET,
     BatchHeader,
     compute_crc,
@@ -46,6 +49,8 @@ SCAN_CHUNK = 1 << 20
 PLAUSIBLE_OFFSET_SPAN = 1 << 24
 
 Reader = Callable[[int, int], bytes]
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_CRC_FIELD = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,3 +294,37 @@ def _suspect_predecessor(
         return False
     header, problem = _verify(reader, position, bounds_before)
     return problem is None and header is not None
+
+
+def retired_offsets_batches(start: int, end: int, epoch: int, timestamp_ms: int) -> list[bytes]:
+    """Record batches with no records covering offsets [start, end), as compaction leaves.
+
+    Recovery writes them where offsets were handed out but their batches are gone at the
+    log's end: a consumer or follower positioned there reads them and moves on to `end`
+    (Kafka clients skip empty batches by their lastOffsetDelta), where an offset gap at
+    the end would leave it waiting for the next write.
+    """
+    out: list[bytes] = []
+    while start < end:
+        count = min(end - start, INT32_MAX)
+        header = bytearray(
+            _HEADER.pack(
+                start,
+                HEADER_SIZE - LOG_OVERHEAD,
+                epoch,
+                CURRENT_MAGIC,
+                0,
+                0,  # attributes: no compression, CreateTime, not transactional
+                count - 1,
+                timestamp_ms,
+                timestamp_ms,
+                -1,  # producerId
+                -1,  # producerEpoch
+                -1,  # baseSequence
+                0,  # recordCount
+            )
+        )
+        struct.pack_into(">I", header, _CRC_FIELD, compute_crc(header))
+        out.append(bytes(header))
+        start += count
+    return out
