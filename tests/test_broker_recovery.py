@@ -217,8 +217,9 @@ def consume_until_eof(bootstrap: str) -> list[tuple[int, int]]:
             message = consumer.poll(1.0)
             if message is None:
                 continue
-            if message.error() is not None:
-                assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+            error = message.error()
+            if error is not None:
+                assert error.code() == KafkaError._PARTITION_EOF, error
                 return out
             offset, value = message.offset(), message.value()
             assert offset is not None and value is not None
