@@ -10,6 +10,7 @@ offset beyond every offset handed out before (1,000). The counts are collected i
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,6 +221,21 @@ def test_evidence_from_checkpoints_keeps_offsets_retired(tmp_path: Path) -> None
     assert len(served(log)) == 800
     assert log.log_end_offset == MESSAGES
     assert log.append_as_leader(build_batch([b"next"]), 1).base_offset == MESSAGES
+
+
+def test_evidence_from_the_index_of_an_emptied_last_segment(tmp_path: Path) -> None:
+    """A crash (no checkpoint at close), then the last segment's `.log` lost every byte:
+    its `.index` still names offsets handed out, and they are never reused."""
+    bases = write_log(tmp_path, clean=False)
+    index = (tmp_path / "events-0" / f"{bases[-1]:020d}.index").read_bytes()
+    relative, _ = struct.unpack_from(">ii", index, len(index) - 8)
+    indexed_end = bases[-1] + relative + 1
+    assert indexed_end > bases[-1]
+    segment_path(tmp_path, bases[-1]).write_bytes(b"")
+    log = open_log(tmp_path)
+    assert len(served(log)) == 800
+    assert log.log_end_offset == indexed_end
+    assert log.append_as_leader(build_batch([b"next"]), 1).base_offset == indexed_end
 
 
 def test_clean_log_is_verified_and_reported_at_info(

@@ -205,7 +205,9 @@ class PartitionLog:
                 )
             last = i + 1 == len(bases)
             index_end = segment.index_evidence()
-            if index_end is not None:
+            # A segment's offsets end below the next one's base; an index saying
+            # otherwise is itself damaged.
+            if index_end is not None and (last or index_end <= bases[i + 1]):
                 recovery.evidence(file_name(base, INDEX_SUFFIX), index_end)
             scan = segment.scan(next_offset, None if last else bases[i + 1])
             aside: list[DamagedRange] = []
