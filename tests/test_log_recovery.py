@@ -10,7 +10,9 @@ offset beyond every offset handed out before (1,000). The counts are collected i
 from __future__ import annotations
 
 import logging
+import random
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,6 +185,21 @@ def test_garbage_in_the_middle_of_a_segment(
     [aside] = corrupt_files(tmp_path)
     assert aside.stat().st_size == 3 * batch_size()
     assert log.log_end_offset == MESSAGES + 1
+
+
+def test_a_megabyte_of_random_bytes_between_batches_is_cut_out_quickly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bases = write_log(tmp_path, clean=True)
+    seg = segment_path(tmp_path, bases[3])
+    data = seg.read_bytes()
+    junk = random.Random(7).randbytes(1 << 20)
+    seg.write_bytes(data[: 10 * batch_size()] + junk + data[10 * batch_size() :])
+    started = time.perf_counter()
+    check_survivors("1 MiB of random bytes inserted", tmp_path, caplog, seg, 1000)
+    assert time.perf_counter() - started < 10
+    [aside] = corrupt_files(tmp_path)
+    assert aside.read_bytes() == junk
 
 
 def test_torn_tail_after_crash(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

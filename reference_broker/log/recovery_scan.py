@@ -8,8 +8,9 @@ older than the previous batch's.
 
 At a batch that fails, the scan does not give up on the rest of the file: it
 resynchronises, looking forward byte by byte (at each magic byte 2) for the next
-position where a batch with a plausible header and a valid CRC starts, and records
-the bytes in between as one `DamagedRange`. Damage that runs to the end of the file
+position where a batch with a plausible header (offsets less than 2**24 above the
+last intact one) and a valid CRC starts, and records the bytes in between as one
+`DamagedRange`. Damage that runs to the end of the file
 (nothing valid follows) is a *tail*; the caller decides whether that is a torn write
 or damage.
 
@@ -50,6 +51,7 @@ PLAUSIBLE_OFFSET_SPAN = 1 << 24
 
 Reader = Callable[[int, int], bytes]
 _HEADER = struct.Struct(">qiibIhiqqqhii")
+_PREFIX = struct.Struct(">qi")
 _CRC_FIELD = 17
 
 
@@ -190,9 +192,16 @@ def _resync(reader: _Reader, start: int, bounds: _Bounds) -> int | None:
             candidate = pos + at
             if candidate + HEADER_SIZE > reader.size:
                 return None
-            header, problem = _verify(reader, candidate, bounds)
-            if problem is None and header is not None:
-                return candidate
+            base_offset, length = _PREFIX.unpack(reader.get(candidate, _PREFIX.size))
+            # Offsets and length must be plausible before a CRC is worth computing (over
+            # random bytes a claimed length can be anything up to the file's end).
+            if (
+                bounds.expected <= base_offset < bounds.expected + PLAUSIBLE_OFFSET_SPAN
+                and length >= HEADER_SIZE - LOG_OVERHEAD
+            ):
+                header, problem = _verify(reader, candidate, bounds)
+                if problem is None and header is not None:
+                    return candidate
             at = window.find(magic, at + 1)
         pos += len(window)
     return None
