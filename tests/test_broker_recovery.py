@@ -157,7 +157,9 @@ def test_missing_metadata_file_exits_non_zero(tmp_path: Path) -> None:
     "props",
     [
         {},
-        {"controller.quorum.voters": "1@127.0.0.1:1", "node.id": 1},
+        {"listeners": "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:1",
+         "controller.listener.names": "CONTROLLER",
+         "controller.quorum.voters": "1@127.0.0.1:1", "node.id": 1},
     ],
     ids=["single-node", "kraft"],
 )
