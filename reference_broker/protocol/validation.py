@@ -12,10 +12,10 @@ The rules come from the schemas themselves (kafka-python's copies of Kafka's mes
 JSON, and `schemas/` for the controller APIs): each field's type, the versions it
 exists in, `nullableVersions` and tags. `body_plan` turns one (API, version) into a
 `StructPlan`, and `check_body` walks the wire bytes with it without building objects.
-Where Kafka would read any negative length of a nullable field as null, this module
-accepts only -1: kafka-python would decode a non-flexible array length of -2 as an empty
-list rather than null, and the broker must not act on a different request than the one
-Kafka would see.
+A negative string or bytes length is null, as in Kafka and kafka-python. A negative array
+count other than -1 is refused even where the array is nullable (Kafka would read it as
+null): kafka-python would decode it as an empty list, and the broker must not act on a
+different request than the one Kafka would see.
 """
 
 from __future__ import annotations
@@ -101,9 +101,7 @@ def _field_plan(field: Any, version: int, flexible: bool) -> FieldPlan:
 
 
 def _struct_plan(struct_field: Any, version: int, flexible: bool) -> StructPlan:
-    fields = tuple(
-        _field_plan(f, version, flexible) for f in struct_field.untagged_fields(version)
-    )
+    fields = tuple(_field_plan(f, version, flexible) for f in struct_field.untagged_fields(version))
     tagged: dict[int, FieldPlan] = {}
     if flexible:
         for f in struct_field.fields.values():
@@ -142,9 +140,7 @@ class _Reader:
 
     def need(self, size: int, path: str) -> None:
         if size > self.end - self.pos:
-            raise InvalidBodyError(
-                f"{path} needs {size} bytes, only {self.end - self.pos} remain"
-            )
+            raise InvalidBodyError(f"{path} needs {size} bytes, only {self.end - self.pos} remain")
 
     def uvarint(self, path: str) -> int:
         # Kafka refuses varints longer than 5 bytes ("Varint is too long").
@@ -171,13 +167,14 @@ class _Reader:
 
 def _null_or_length(reader: _Reader, field: FieldPlan, wide: bool, path: str) -> int | None:
     length = reader.length(wide, path)
-    if length == -1:
-        if not field.nullable:
-            raise InvalidBodyError(f"non-nullable field {path} was serialized as null")
-        return None
-    if length < 0:
-        raise InvalidBodyError(f"{path} has negative length {length}")
-    return length
+    if length >= 0:
+        return length
+    if length < -1 and field.kind is Kind.ARRAY:
+        # kafka-python would decode this as [] where Kafka reads null.
+        raise InvalidBodyError(f"{path} has negative count {length}")
+    if not field.nullable:
+        raise InvalidBodyError(f"non-nullable field {path} was serialized as null")
+    return None
 
 
 def _walk_field(reader: _Reader, field: FieldPlan, path: str) -> None:
