@@ -18,8 +18,19 @@ def test_null_where_nullable_passes_and_names_the_field_where_not() -> None:
     """Metadata v1 topics may be null (all topics); Metadata v0 topics may not."""
     null = struct.pack(">i", -1)
     assert check_body(MetadataRequest, 1, null) == 4
-    with pytest.raises(InvalidBodyError, match="non-nullable field topics"):
+    with pytest.raises(InvalidBodyError, match=r"^topics: non-nullable field was serialized"):
         check_body(MetadataRequest, 0, null)
+
+
+def test_the_error_names_the_nested_field() -> None:
+    """A null partition list in the first topic of a Produce v3 names topic_data[0]."""
+    spec = SUPPORTED_APIS[ApiKey.Produce]
+    schema = message_schema(spec.request, 3)
+    values = default_values(schema.fields)
+    values["TopicData"][0]["PartitionData"] = None
+    body, _ = encode_body(schema, values)
+    with pytest.raises(InvalidBodyError, match=r"^topic_data\[0\]\.partition_data: non-nullable"):
+        check_body(spec.request, 3, body)
 
 
 def test_negative_counts_below_minus_one_are_refused_even_where_null_is_allowed() -> None:

@@ -29,7 +29,24 @@ from kafka.protocol.api_message import ApiMessage
 
 
 class InvalidBodyError(ValueError):
-    """The body breaks its schema; the message names the field, e.g. `topics[0].name`."""
+    """The body breaks its schema; the message names the field, e.g. `topics[0].name`.
+
+    The path is assembled while the walk unwinds, so a body that passes builds no strings.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+    def __str__(self) -> str:
+        path = "".join(self.path).lstrip(".")
+        return f"{path}: {self.reason}" if path else self.reason
+
+    def within(self, step: str) -> InvalidBodyError:
+        """The same error, one level further out (`.name` or `[3]`)."""
+        self.path.insert(0, step)
+        return self
 
 
 class Kind(enum.Enum):
@@ -100,8 +117,24 @@ def _field_plan(field: Any, version: int, flexible: bool) -> FieldPlan:
     raise ValueError(f"no wire layout for field {name} of type {type_str}")
 
 
+def _merge_fixed(fields: list[FieldPlan]) -> tuple[FieldPlan, ...]:
+    # Adjacent fixed-size fields are one skip of their summed size: the walk over a Fetch
+    # partition is then three steps, not eight.
+    merged: list[FieldPlan] = []
+    for f in fields:
+        last = merged[-1] if merged else None
+        if f.kind is Kind.FIXED and last is not None and last.kind is Kind.FIXED:
+            first_name = last.name.split("..")[0]
+            merged[-1] = FieldPlan(f"{first_name}..{f.name}", Kind.FIXED, size=last.size + f.size)
+        else:
+            merged.append(f)
+    return tuple(merged)
+
+
 def _struct_plan(struct_field: Any, version: int, flexible: bool) -> StructPlan:
-    fields = tuple(_field_plan(f, version, flexible) for f in struct_field.untagged_fields(version))
+    fields = _merge_fixed(
+        [_field_plan(f, version, flexible) for f in struct_field.untagged_fields(version)]
+    )
     tagged: dict[int, FieldPlan] = {}
     if flexible:
         for f in struct_field.fields.values():
@@ -138,108 +171,122 @@ class _Reader:
         self.end = end
         self.flexible = flexible
 
-    def need(self, size: int, path: str) -> None:
+    def skip(self, size: int) -> None:
         if size > self.end - self.pos:
-            raise InvalidBodyError(f"{path} needs {size} bytes, only {self.end - self.pos} remain")
+            raise InvalidBodyError(f"needs {size} bytes, only {self.end - self.pos} remain")
+        self.pos += size
 
-    def uvarint(self, path: str) -> int:
+    def uvarint(self) -> int:
         # Kafka refuses varints longer than 5 bytes ("Varint is too long").
         value = 0
+        data, pos, end = self.data, self.pos, self.end
         for shift in range(0, 35, 7):
-            self.need(1, path)
-            byte = self.data[self.pos]
-            self.pos += 1
+            if pos >= end:
+                raise InvalidBodyError("a varint runs past the end of the body")
+            byte = data[pos]
+            pos += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                self.pos = pos
                 return value
-        raise InvalidBodyError(f"{path}: unsigned varint longer than 5 bytes")
+        raise InvalidBodyError("unsigned varint longer than 5 bytes")
 
-    def length(self, wide: bool, path: str) -> int:
+    def length(self, wide: bool) -> int:
         """A length or count prefix; -1 means null."""
         if self.flexible:
-            return self.uvarint(path) - 1
+            return self.uvarint() - 1
         codec = _INT32 if wide else _INT16
-        self.need(codec.size, path)
+        if codec.size > self.end - self.pos:
+            raise InvalidBodyError("a length prefix runs past the end of the body")
         (value,) = codec.unpack_from(self.data, self.pos)
         self.pos += codec.size
         return int(value)
 
 
-def _null_or_length(reader: _Reader, field: FieldPlan, wide: bool, path: str) -> int | None:
-    length = reader.length(wide, path)
+def _null_or_length(reader: _Reader, field: FieldPlan) -> int | None:
+    length = reader.length(field.kind is not Kind.STRING)
     if length >= 0:
         return length
     if length < -1 and field.kind is Kind.ARRAY:
         # kafka-python would decode this as [] where Kafka reads null.
-        raise InvalidBodyError(f"{path} has negative count {length}")
+        raise InvalidBodyError(f"negative count {length}")
     if not field.nullable:
-        raise InvalidBodyError(f"non-nullable field {path} was serialized as null")
+        raise InvalidBodyError("non-nullable field was serialized as null")
     return None
 
 
-def _walk_field(reader: _Reader, field: FieldPlan, path: str) -> None:
+def _walk_field(reader: _Reader, field: FieldPlan) -> None:
     kind = field.kind
     if kind is Kind.FIXED:
-        reader.need(field.size, path)
-        reader.pos += field.size
+        reader.skip(field.size)
     elif kind is Kind.STRING or kind is Kind.BYTES:
-        length = _null_or_length(reader, field, kind is Kind.BYTES, path)
+        length = _null_or_length(reader, field)
         if length is not None:
-            reader.need(length, path)
-            reader.pos += length
+            reader.skip(length)
     elif kind is Kind.ARRAY:
-        count = _null_or_length(reader, field, True, path)
+        count = _null_or_length(reader, field)
         if count is None:
             return
         # Every element takes at least one byte: a larger count is a lie, and believing
         # it would have the decoder loop that many times.
-        reader.need(count, f"{path} ({count} elements)")
+        if count > reader.end - reader.pos:
+            raise InvalidBodyError(
+                f"{count} elements, but only {reader.end - reader.pos} bytes remain"
+            )
         element = field.element
         assert element is not None
         if element.kind is Kind.FIXED:
-            reader.need(count * element.size, path)
-            reader.pos += count * element.size
-        else:
-            for i in range(count):
-                _walk_field(reader, element, f"{path}[{i}]")
+            reader.skip(count * element.size)
+            return
+        for i in range(count):
+            try:
+                _walk_field(reader, element)
+            except InvalidBodyError as exc:
+                raise exc.within(f"[{i}]") from None
     else:
         plan = field.struct
         assert plan is not None
         if field.nullable:
-            reader.need(1, path)
-            present = reader.data[reader.pos]
-            reader.pos += 1
-            if present == 0xFF:
+            reader.skip(1)
+            if reader.data[reader.pos - 1] == 0xFF:
                 return
-        _walk_struct(reader, plan, path)
+        _walk_struct(reader, plan)
 
 
-def _walk_struct(reader: _Reader, plan: StructPlan, path: str) -> None:
-    prefix = f"{path}." if path else ""
-    for field in plan.fields:
-        _walk_field(reader, field, prefix + field.name)
-    if reader.flexible:
-        _walk_tags(reader, plan, prefix + "_tagged_fields")
+def _walk_struct(reader: _Reader, plan: StructPlan) -> None:
+    field = None
+    try:
+        for field in plan.fields:
+            _walk_field(reader, field)
+        field = None
+        if reader.flexible:
+            _walk_tags(reader, plan)
+    except InvalidBodyError as exc:
+        raise exc.within(f".{field.name}" if field is not None else "._tagged_fields") from None
 
 
-def _walk_tags(reader: _Reader, plan: StructPlan, path: str) -> None:
-    count = reader.uvarint(path)
-    reader.need(count, f"{path} ({count} tagged fields)")
+def _walk_tags(reader: _Reader, plan: StructPlan) -> None:
+    count = reader.uvarint()
+    if count > reader.end - reader.pos:
+        raise InvalidBodyError(
+            f"{count} tagged fields, only {reader.end - reader.pos} bytes remain"
+        )
     previous = -1
     for _ in range(count):
-        tag = reader.uvarint(path)
+        tag = reader.uvarint()
         if tag <= previous:
-            raise InvalidBodyError(f"{path}: tag {tag} after tag {previous} (out of order)")
+            raise InvalidBodyError(f"tag {tag} after tag {previous} (out of order)")
         previous = tag
-        size = reader.uvarint(f"{path}[{tag}]")
-        reader.need(size, f"{path}[{tag}]")
-        end = reader.pos + size
+        size = reader.uvarint()
+        start = reader.pos
+        reader.skip(size)
         known = plan.tagged.get(tag)
         if known is not None:
             # A known tag is read by its schema, within the size it announced.
-            inner = _Reader(reader.data, reader.pos, end, flexible=True)
-            _walk_field(inner, known, known.name)
-        reader.pos = end
+            try:
+                _walk_field(_Reader(reader.data, start, reader.pos, flexible=True), known)
+            except InvalidBodyError as exc:
+                raise exc.within(f"[{known.name}]") from None
 
 
 def check_body(
@@ -254,5 +301,5 @@ def check_body(
     """
     view = memoryview(data)
     reader = _Reader(view, pos, len(view), bool(message.flexible_version_q(version)))
-    _walk_struct(reader, body_plan(message, version), "")
+    _walk_struct(reader, body_plan(message, version))
     return reader.pos
