@@ -41,7 +41,7 @@ from .group.config import GroupConfig
 from .group.coordinator import GroupCoordinator
 from .group.offsets_store import OFFSETS_LOG_CONFIG, OFFSETS_TOPIC
 from .log.config import LogConfig
-from .log.log_manager import LogManager
+from .log.log_manager import LogManager, partition_dirs
 from .log.partition_log import PartitionLog
 from .metadata import (
     INTERNAL_TOPICS,
@@ -172,8 +172,13 @@ class Broker:
         """Open (or create) the node's metadata and logs, and load the group coordinator."""
         # Taken first: whatever happens from here, a crash must not find it again.
         previous_broker_epoch = await take_previous_broker_epoch(env.storage)
-        store = await MetadataStore.open(env.storage, env.rng, config.node_id)
+        store = await MetadataStore.open(
+            env.storage, env.rng, config.node_id, existing_logs=partition_dirs(env.storage)
+        )
         logs = LogManager.open(env.storage, env.clock, config.log)
+        for repaired in logs.repaired():
+            # Make the repairs (rewritten segments, bytes kept aside) durable before serving.
+            await repaired.flush()
         # Offset commits follow the broker's fsync policy like any other log.
         offsets_log = replace(
             OFFSETS_LOG_CONFIG,
@@ -205,14 +210,29 @@ class Broker:
             # until it arrives, logs on disk are kept as they are.
             return
         # The registry is the truth: create logs it names that are missing (a crash
-        # between registering a topic and creating its logs) and delete logs of
-        # topics it does not know (a crash in the middle of a deletion).
+        # between registering a topic and creating its logs) and delete logs of topics it
+        # records as deleted (a crash in the middle of a deletion). A log of a topic it
+        # does not know at all stays on disk, unserved: deleting data on a guess is
+        # worse than keeping a stray directory (Kafka deletes only on a deletion record).
         for record in self.topics:
             await self._open_topic(record)
         for log in list(self.logs.all()):
-            if log.topic not in self.topics and log.topic not in INTERNAL_TOPICS:
-                logger.warning("deleting log %s-%d of unknown topic", log.topic, log.partition)
+            if log.topic in self.topics or log.topic in INTERNAL_TOPICS:
+                continue
+            if self.topics.was_deleted(log.topic):
+                logger.warning(
+                    "deleting log %s of topic %s, whose deletion the metadata records",
+                    log.directory,
+                    log.topic,
+                )
                 self.logs.delete(log.topic, log.partition)
+            else:
+                logger.warning(
+                    "keeping log %s of topic %s, which the metadata does not know: not "
+                    "served; restore the metadata that names it, or move the directory away",
+                    log.directory,
+                    log.topic,
+                )
 
     def topic_log_config(self, record: TopicRecord) -> LogConfig:
         """A topic's log config: the broker's log.* defaults overridden by the topic's configs."""

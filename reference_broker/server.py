@@ -16,8 +16,11 @@ What goes wrong on a connection stays on that connection:
   cannot be read, an unknown API key, an API this listener does not serve, a client
   that disconnects mid-frame: the connection is closed;
 - a known API at an unsupported version: an UNSUPPORTED_VERSION response (for
-  ApiVersions, Kafka's v0 fallback listing the supported ranges);
-- a body that does not decode: an INVALID_REQUEST response, then the next frame;
+  ApiVersions, Kafka's v0 fallback listing the supported ranges), or a closed connection
+  when no response schema exists at that version (a negative one, say);
+- a body that does not decode, or breaks its schema (a null in a non-nullable field, a
+  negative or oversized length; `protocol/validation.py`): an INVALID_REQUEST response
+  and the handler never runs, then the next frame;
 - a bug in a handler: logged with its traceback, the connection closed, the broker
   keeps serving everyone else.
 
@@ -143,8 +146,8 @@ async def _respond(
     except UnsupportedVersionError as exc:
         if exc.spec.key == ApiKey.ApiVersions:
             return unsupported_api_versions_frame(exc.header, handlers.keys())
-        if exc.header.api_version > exc.spec.response.max_version:
-            raise  # no schema to encode an answer in: close, as Kafka does
+        if not exc.spec.answerable(exc.header.api_version):
+            raise  # no schema to encode an answer in (v-1, v99): close, as Kafka does
         logger.info("%s; answering UNSUPPORTED_VERSION", exc)
         response = error_response(exc.spec, exc.header.api_version, ErrorCode.UNSUPPORTED_VERSION)
         return encode_response(exc.header, response)

@@ -37,8 +37,10 @@ from kafka.protocol.producer import (
     ProduceResponse,
 )
 
+from reference_broker.config import BrokerConfig
 from reference_broker.errors import ErrorCode
 from reference_broker.log import LogConfig, LogManager
+from reference_broker.metadata import MetadataStore, TopicRegistry
 from reference_broker.os_env import os_node_env
 from tests.broker_process import RawConnection, RunningBroker, in_process_broker
 from tests.wire import record_batch
@@ -551,15 +553,24 @@ async def test_fetch_from_a_future_leader_epoch_is_refused(tmp_path: Path) -> No
         await conn.aclose()
 
 
-async def test_startup_removes_logs_of_unregistered_topics_but_keeps_internal_ones(
+async def test_startup_removes_logs_of_topics_recorded_as_deleted_but_keeps_internal_ones(
     tmp_path: Path,
 ) -> None:
-    # A crash between "forget the topic" and "delete its logs" leaves such directories.
+    # A crash between "forget the topic" and "delete its logs" leaves such directories;
+    # the metadata's deletion record is what allows removing them.
+    async with in_process_broker(tmp_path) as running:
+        conn = await RawConnection.open(running)
+        assert await create_topic(conn, "orphan") == 0
+        await conn.aclose()
     env = os_node_env(tmp_path, seed=0)
     logs = LogManager.open(env.storage, env.clock, LogConfig())
-    logs.create("orphan", 0).append_as_leader(record_batch([b"stale"]), 0)
+    orphan = logs.get("orphan", 0)
+    assert orphan is not None
+    orphan.append_as_leader(record_batch([b"stale"]), 0)
     logs.create("__cluster_metadata", 0)
     await logs.close()
+    store = await MetadataStore.open(env.storage, env.rng, BrokerConfig().node_id)
+    await TopicRegistry(store, env.rng).delete("orphan")
     async with in_process_broker(tmp_path) as running:
         conn = await RawConnection.open(running)
         assert await create_topic(conn, "orphan") == 0  # a fresh topic, not the old log

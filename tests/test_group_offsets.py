@@ -287,3 +287,31 @@ async def test_commit_with_flush_every_message_is_durable_before_it_is_visible(
     stored = again.fetch_offsets("g", [("t", 0)])[1][("t", 0)]
     assert stored is not None and stored.offset == 9
     await logs.close()
+
+
+async def test_replay_stops_at_offsets_recovery_retired_after_a_damaged_last_batch(
+    tmp_path: Path,
+) -> None:
+    logs = LogManager.open(OsStorage(tmp_path), FixedClock(), LogConfig())
+    p = partition_for("g", PARTITIONS)
+    log = logs.create(OFFSETS_TOPIC, p)
+
+    def commit(offset: int) -> bytes:
+        key = encode_offset_commit_key(OffsetCommitKey("g", "t", 0))
+        return _batch([(key, encode_offset_commit_value(OffsetAndMetadata(offset, 0, "", 5)))])
+
+    log.append_as_leader(commit(1), 0)
+    log.append_as_leader(commit(2), 0)
+    await logs.close()
+    segment = tmp_path / f"{OFFSETS_TOPIC}-{p}" / f"{0:020d}.log"
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0x01  # the second commit's batch fails its CRC
+    segment.write_bytes(bytes(data))
+    coordinator, logs = _coordinator(tmp_path)
+    reopened = logs.get(OFFSETS_TOPIC, p)
+    assert reopened is not None and reopened.log_end_offset == 2  # offset 1 is never reused
+    await coordinator.load()
+    error, offsets = coordinator.fetch_offsets("g", [("t", 0)])
+    assert error is ErrorCode.NONE
+    assert offsets == {("t", 0): OffsetAndMetadata(1, 0, "", 5)}
+    await logs.close()

@@ -270,30 +270,39 @@ def test_recovery_truncates_a_batch_cut_mid_way(tmp_path: Path) -> None:
         f.truncate(os.path.getsize(segment) - batch_size // 2)
     reopened = open_log(tmp_path)
     assert reopened.recovery is not None and "torn" in (reopened.recovery.reason or "")
-    assert reopened.log_end_offset == 16
-    assert os.path.getsize(segment) == 4 * batch_size
-    assert all_records(reopened) == list(enumerate(values(16)))
-    assert reopened.append_as_leader(build_batch([b"after"]), 1).base_offset == 16
-    assert all_records(reopened)[-1] == (16, b"after")
+    # Truncated as Kafka does, but the torn header shows offsets 16..19 were handed out.
+    assert reopened.log_end_offset == 20
+    # The torn batch is cut; an empty batch (61 bytes, no records) holds offsets 16..19.
+    assert os.path.getsize(segment) == 4 * batch_size + 61
+    assert decode(reopened.read(0, 1 << 20).records) == list(enumerate(values(16)))
+    assert decode_batches(reopened.read(16, 1 << 20).records) == [(16, 0, 0)]
+    assert reopened.append_as_leader(build_batch([b"after"]), 1).base_offset == 20
+    assert decode(reopened.read(16, 1 << 20).records) == [(20, b"after")]
 
 
-def test_recovery_truncates_a_batch_with_a_flipped_byte(tmp_path: Path) -> None:
+def test_recovery_cuts_a_last_batch_with_a_flipped_byte_and_keeps_it_aside(
+    tmp_path: Path,
+) -> None:
     log = open_log(tmp_path)
     for i in range(5):
         log.append_as_leader(build_batch(values(4, 4 * i)), 0)
     log.close_now()
     segment = last_segment_file(tmp_path)
     data = bytearray(segment.read_bytes())
+    batch_size = len(data) // 5
     data[-5] ^= 0x01
     segment.write_bytes(bytes(data))
     reopened = open_log(tmp_path)
-    assert "CRC" in (reopened.recovery.reason or "") if reopened.recovery else False
-    assert reopened.log_end_offset == 16
-    assert all_records(reopened) == list(enumerate(values(16)))
-    assert reopened.append_as_leader(build_batch([b"after"]), 1).base_offset == 16
+    assert reopened.recovery is not None and "CRC" in (reopened.recovery.reason or "")
+    # The damaged batch's header still says it held offsets 16..19: never reuse them.
+    assert reopened.log_end_offset == 20
+    assert decode(reopened.read(0, 1 << 20).records) == list(enumerate(values(16)))
+    aside = tmp_path / "events-0" / f"{0:020d}.{4 * batch_size}-{5 * batch_size}.corrupt"
+    assert aside.read_bytes() == bytes(data[4 * batch_size :])
+    assert reopened.append_as_leader(build_batch([b"after"]), 1).base_offset == 20
 
 
-def test_recovery_drops_every_segment_after_a_corrupt_one(tmp_path: Path) -> None:
+def test_recovery_keeps_every_segment_after_a_corrupt_batch(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=1024)
     for i in range(40):
         log.append_as_leader(build_batch(values(2, 2 * i)), 0)
@@ -305,12 +314,13 @@ def test_recovery_drops_every_segment_after_a_corrupt_one(tmp_path: Path) -> Non
     data[first.size_in_bytes + 30] ^= 0xFF  # inside the second batch of segment 1
     victim.write_bytes(bytes(data))
     reopened = open_log(tmp_path, segment_bytes=1024)
-    assert reopened.segment_base_offsets == bases[:2]
-    assert reopened.log_end_offset == first.next_offset
-    assert reopened.recovery is not None
-    assert reopened.recovery.deleted_segments == len(bases) - 2
-    assert not (tmp_path / "events-0" / f"{bases[2]:020d}.log").exists()
-    assert all_records(reopened) == list(enumerate(values(first.next_offset)))
+    assert reopened.segment_base_offsets == bases
+    assert reopened.log_end_offset == 80
+    lost = {first.next_offset, first.next_offset + 1}
+    assert all_records(reopened) == [(o, v) for o, v in enumerate(values(80)) if o not in lost]
+    assert reopened.recovery is not None and reopened.recovery.deleted_segments == 0
+    assert [(g.start, g.end) for g in reopened.recovery.gaps] == [(min(lost), max(lost) + 1)]
+    assert len(list((tmp_path / "events-0").glob("*.corrupt"))) == 1
 
 
 def test_recovery_replaces_garbage_index_files(tmp_path: Path) -> None:

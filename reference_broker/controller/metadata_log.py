@@ -22,6 +22,7 @@ from reference_broker.errors import CorruptRecordError
 from reference_broker.log.config import LogConfig
 from reference_broker.log.log_manager import LogManager
 from reference_broker.log.partition_log import PartitionLog
+from reference_broker.log.record_batch import iter_batches
 
 from .payloads import batches_to_entries, entries_to_batches
 from .raft.log import Entry, OffsetAndEpoch
@@ -111,6 +112,19 @@ class DurableRaftLog:
         last_epoch = 0
         while expected < self._log.log_end_offset:
             data = self._log.read(expected, _READ_BYTES).records
+            retired = _first_empty_batch(data)
+            if retired == 0:
+                # Offsets recovery retired after damage at the end (an empty batch holds
+                # them): a Raft log has no gaps, so it ends where its entries do.
+                self.recovered_truncation = (
+                    f"no entries from offset {expected} to the log end "
+                    f"{self._log.log_end_offset}; cut there"
+                )
+                self._log.truncate_to(expected)
+                self._debt.owe()
+                break
+            if retired is not None:
+                data = data[:retired]
             try:
                 entries = batches_to_entries(data)
             except (ValueError, CorruptRecordError) as exc:
@@ -245,3 +259,13 @@ class DurableRaftLog:
     def entries(self) -> list[Entry]:
         """Every entry, oldest first (tests and invariant checks)."""
         return self.read(0, self.end_offset)
+
+
+def _first_empty_batch(data: bytes) -> int | None:
+    """Byte position of the first batch holding no records (retired offsets), if any."""
+    position = 0
+    for header, raw in iter_batches(data):
+        if header.record_count == 0:
+            return position
+        position += len(raw)
+    return None

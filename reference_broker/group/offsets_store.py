@@ -216,6 +216,9 @@ class OffsetsStore:
         end = log.log_end_offset
         while position < end:
             data = log.read(position, _READ_CHUNK_BYTES, max_offset=end).records
+            if not data:
+                # Recovery retired offsets up to the log end after damage: nothing follows.
+                break
             progressed = False
             records = MemoryRecords(bytes(data))
             while records.has_next():

@@ -34,6 +34,11 @@ def check_topic_name(topic: str) -> None:
         )
 
 
+def partition_dirs(storage: Storage) -> list[str]:
+    """Names of the partition directories (`<topic>-<partition>`) under the storage root."""
+    return [n for n in storage.listdir("") if _PARTITION_DIR.match(n) is not None]
+
+
 class LogManager:
     """The partition logs of a node. Create with `LogManager.open`."""
 
@@ -133,6 +138,12 @@ class LogManager:
             log.delete()
         elif self.storage.exists(partition_dir(topic, partition)):
             self.storage.remove(partition_dir(topic, partition))
+
+    def repaired(self) -> list[PartitionLog]:
+        """Logs whose recovery changed something (to be flushed before serving)."""
+        return [
+            log for log in self._logs.values() if log.recovery is not None and log.recovery.repaired
+        ]
 
     def all(self) -> Iterable[PartitionLog]:
         """Every partition log of the node."""

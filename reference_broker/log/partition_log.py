@@ -2,9 +2,32 @@
 
 A `PartitionLog` owns the directory `<topic>-<partition>/` in a node's storage.
 Appends are synchronous and touch only batch headers; `flush` (fsync) and `close`
-are the async edges. Opening a log recovers it: every batch of every segment is
-checked (framing, magic, CRC-32C, increasing offsets) and the log is cut at the
-first bad byte, so a torn or corrupt tail is never served.
+are the async edges.
+
+Opening a log recovers it, after a clean shutdown or not (a reference broker's data
+is evidence, so this is stricter than Kafka, which trusts a cleanly closed log):
+every batch of every segment is verified (`recovery_scan`: framing, magic, CRC-32C,
+offsets above the previous batch's and below the next segment's base, epochs that
+never go back). Nothing intact is discarded for damage elsewhere:
+
+- damaged bytes are cut out of their segment and kept aside in
+  `<base>.<start>-<end>.corrupt` (with a `.reason` note); the intact batches before
+  and after stay and are served, leaving an offset gap as compaction would;
+- a torn tail (an incomplete last batch of the last segment after an unclean
+  shutdown, the normal power-loss case) is truncated as Kafka does; a last batch
+  failing its CRC after an unclean shutdown is truncated too but kept aside;
+- later segments are never deleted; a missing or emptied segment leaves a gap;
+- the log end offset is at least one past the highest offset any surviving evidence
+  shows handed out (segment file names, the high-watermark checkpoint, producer
+  snapshot names, the `.index` files, readable headers of damaged batches), so no
+  offset is ever handed out twice; an empty segment at that offset records it.
+
+Every repair is logged at WARNING; the `RecoveryReport` is logged at WARNING when
+anything was repaired, INFO otherwise. Rewriting a segment renames a new file over
+the old one without an fsync (the Storage API fsyncs only asynchronously); the
+broker flushes repaired logs before serving, and until then a power cut can lose
+the rewritten file's bytes. A replica that lost data this way refetches it from its
+leader (see `replication.manager`).
 
 Offsets: `log_start_offset` (first offset kept by retention), `log_end_offset`
 (LEO, the next offset to assign) and `high_watermark` (set by the broker: the
@@ -47,6 +70,7 @@ from reference_broker.log.record_batch import (
     RecordMagicError,
     assign_offset_and_epoch,
     iter_batches,
+    parse_header,
     record_timestamps,
     set_log_append_time,
     set_max_timestamp,
@@ -54,13 +78,15 @@ from reference_broker.log.record_batch import (
     validate_client_batch,
 )
 from reference_broker.log.record_validator import decompression_limit, validate_records
+from reference_broker.log.recovery_report import RecoveryNotes, RecoveryReport
+from reference_broker.log.recovery_scan import DamagedRange, retired_offsets_batches
 from reference_broker.log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    REASON_SUFFIX,
     TIME_INDEX_SUFFIX,
     BatchInfo,
     LogSegment,
-    ScanStop,
     file_name,
     parse_file_name,
 )
@@ -68,6 +94,8 @@ from reference_broker.log.segment import (
 logger = logging.getLogger("faultline.broker.log")
 
 HIGH_WATERMARK_FILE = "high-watermark.checkpoint"
+# Written last by `close`, removed by `open`: the log was shut down cleanly.
+CLEAN_SHUTDOWN_FILE = "clean-shutdown"
 _HW_RECORD = struct.Struct(">qI")
 
 
@@ -91,17 +119,6 @@ class ReadResult:
     high_watermark: int
     log_start_offset: int
     log_end_offset: int
-
-
-@dataclass(frozen=True)
-class RecoveryReport:
-    """What `PartitionLog.open` found and cut."""
-
-    segments: int
-    batches: int
-    truncated_bytes: int
-    deleted_segments: int
-    reason: str | None
 
 
 def parse_partition_dir(directory: str) -> tuple[str, int]:
@@ -140,6 +157,8 @@ class PartitionLog:
         self._failure: str | None = None
         self._truncations = 0
         self.recovery: RecoveryReport | None = None
+        # Where a replica that can refetch from a leader must restart after a repair.
+        self._refill_from: int | None = None
 
     # --- opening and recovery -------------------------------------------------------
 
@@ -168,53 +187,97 @@ class PartitionLog:
                     self.storage.remove(f"{self.directory}/{name}")
             if name.endswith(".tmp"):
                 self.storage.remove(f"{self.directory}/{name}")
+        clean = CLEAN_SHUTDOWN_FILE in names
+        if clean:
+            # From here on the log is open: a crash must not look like a clean stop.
+            self.storage.remove(f"{self.directory}/{CLEAN_SHUTDOWN_FILE}")
+            self._dir_dirty = True
         now = self._clock.now_ms()
         if not bases:
             bases = [0]
-        batches = 0
-        truncated = 0
-        deleted = 0
-        reason: str | None = None
+        recovery = RecoveryNotes(self.directory, clean)
+        # Offsets handed out before, as far as surviving files show (a next offset each).
+        recovery.evidence("segment file name", bases[-1])
+        recovery.evidence(HIGH_WATERMARK_FILE, self._read_high_watermark())
+        for offset in self._snapshot_offsets():
+            recovery.evidence(file_name(offset, SNAPSHOT_SUFFIX), offset)
         next_offset = bases[0]
         for i, base in enumerate(bases):
             segment = self._new_segment(base, created_ms=now, track=False)
-            if reason is None and i > 0 and base != next_offset:
-                # A segment is rolled at the LEO, so its base offset is where the
-                # previous one ends. A shorter predecessor lost its tail (a power cut
-                # after the roll reached the directory): what follows would be a hole.
-                reason = (
-                    f"{self.directory}/{file_name(base, LOG_SUFFIX)} starts at offset {base} "
-                    f"but the previous segment ends at {next_offset}"
+            path = f"{self.directory}/{file_name(base, LOG_SUFFIX)}"
+            if i > 0 and base > next_offset:
+                # Segments roll at the LEO, so each starts where the previous one ends: a
+                # missing segment, or one that lost its end, leaves a hole. Later segments
+                # stay; the hole reads like a compacted range.
+                previous = f"{self.directory}/{file_name(bases[i - 1], LOG_SUFFIX)}"
+                recovery.missing(
+                    next_offset,
+                    base,
+                    f"{previous} ends at offset {next_offset}, {path} starts at offset {base}",
                 )
-            if reason is not None:
-                # Everything after the first bad byte goes, whole segments included.
-                truncated += segment.size
-                segment.delete()
-                deleted += 1
-                continue
-            size_before = segment.log.size()
-            headers, stop = segment.recover(next_offset)
-            batches += len(headers)
-            for header in headers:
-                self._epochs.assign(header.partition_leader_epoch, header.base_offset)
+            last = i + 1 == len(bases)
+            index_end = segment.index_evidence()
+            # A segment's offsets end below the next one's base; an index saying
+            # otherwise is itself damaged.
+            if index_end is not None and (last or index_end <= bases[i + 1]):
+                recovery.evidence(file_name(base, INDEX_SUFFIX), index_end)
+            scan = segment.scan(next_offset, None if last else bases[i + 1])
+            aside: list[DamagedRange] = []
+            for damaged in scan.damaged:
+                torn = last and damaged.at_tail and damaged.incomplete and not clean
+                recovery.damaged(path, damaged, torn=torn, last_segment=last)
+                if not torn:
+                    aside.append(damaged)
+            if scan.damaged:
+                for written in segment.repair(scan, aside):
+                    recovery.aside(written)
+                    self._unsynced_files.append(self.storage.open(written))
+                    self._unsynced_files.append(self.storage.open(written + REASON_SUFFIX))
+                self._dirty.add(segment)
+                self._dir_dirty = True
+            else:
+                segment.repair(scan, ())
+            recovery.batches += len(scan.batches)
+            for scanned in scan.batches:
+                self._epochs.assign(
+                    scanned.header.partition_leader_epoch, scanned.header.base_offset
+                )
             self._append_segment(segment)
-            next_offset = segment.next_offset
-            if stop is not None:
-                truncated += size_before - stop.position
-                reason = (
-                    f"{self.directory}/{file_name(base, LOG_SUFFIX)} byte {stop.position}: "
-                    f"{stop.reason}"
-                )
-                if i + 1 < len(bases):
-                    self._dirty.add(segment)
-        if reason is not None:
+            next_offset = max(segment.next_offset, base)
+        end = recovery.evidence_end()
+        if end > self._active.next_offset:
+            # Offsets up to `end` were handed out (a checkpoint, snapshot, index or damaged
+            # header says so) but their batches are gone: never hand them out again.
+            start = self._active.next_offset
+            recovery.missing(start, end, "the log's end lost its batches")
+            # Empty batches hold the retired offsets, so readers at them move on to the
+            # new log end (and the offsets stay retired across the next restart).
+            epoch = max(self._epochs.latest_epoch, 0)
+            for filler in retired_offsets_batches(start, end, epoch, now):
+                header = parse_header(filler)
+                self._log_end_offset = header.base_offset
+                info = BatchInfo(0, len(filler), header.base_offset, header.last_offset, now)
+                self._write(filler, [info])
+                self._epochs.assign(epoch, header.base_offset)
+            self._unflushed_messages = 0
             self._dir_dirty = True
-        self._log_end_offset = self._active.next_offset
+        self._log_end_offset = max(self._active.next_offset, self._active.base_offset)
         self._recovery_point = self._log_end_offset
         self._high_watermark = min(self._read_high_watermark(), self._log_end_offset)
         self._high_watermark = max(self._high_watermark, self.log_start_offset)
         self._rebuild_producer_state()
-        self.recovery = RecoveryReport(len(self._segments), batches, truncated, deleted, reason)
+        self.recovery = recovery.report(len(self._segments), self._log_end_offset)
+        self._refill_from = self.recovery.first_missing_offset
+        recovery.log(self.recovery)
+
+    def take_refill_offset(self) -> int | None:
+        """The lowest offset recovery lost (once; None when nothing is missing).
+
+        The replica manager asks when this log first becomes a follower or leader: a
+        follower truncates to it and refetches from the leader, a leader keeps the gap.
+        """
+        offset, self._refill_from = self._refill_from, None
+        return offset
 
     def _new_segment(self, base: int, *, created_ms: int, track: bool = True) -> LogSegment:
         segment = LogSegment(
@@ -851,7 +914,19 @@ class PartitionLog:
             self._write_snapshot(self._log_end_offset)
         await self.flush()
         await self.checkpoint_high_watermark()
+        await self._mark_clean_shutdown()
         self.close_now()
+
+    async def _mark_clean_shutdown(self) -> None:
+        if self._closed:
+            return
+        f = self.storage.open(f"{self.directory}/{CLEAN_SHUTDOWN_FILE}")
+        try:
+            await f.fsync()
+        finally:
+            f.close()
+        if not self._closed:
+            await self.storage.fsync_dir(self.directory)
 
     def close_now(self) -> None:
         """Release the files without flushing (unsynced data stays as the storage keeps it)."""
@@ -887,6 +962,5 @@ __all__ = [
     "PartitionLog",
     "ReadResult",
     "RecoveryReport",
-    "ScanStop",
     "parse_partition_dir",
 ]

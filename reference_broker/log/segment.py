@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from reference_broker.env import Storage, StorageFile
@@ -24,13 +24,21 @@ from reference_broker.log.record_batch import (
     HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
-    compute_crc,
     parse_header,
+)
+from reference_broker.log.recovery_scan import (
+    PLAUSIBLE_OFFSET_SPAN,
+    DamagedRange,
+    SegmentScan,
+    scan_segment,
 )
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
+# Damaged bytes cut out of a segment by recovery, and the note saying why.
+CORRUPT_SUFFIX = ".corrupt"
+REASON_SUFFIX = ".reason"
 
 _INDEX_ENTRY = struct.Struct(">ii")
 # baseOffset, batchLength and lastOffsetDelta: all a reader needs to step over a batch.
@@ -65,14 +73,6 @@ class BatchInfo:
     base_offset: int
     last_offset: int
     max_timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScanStop:
-    """Why and where a recovery scan stopped before the end of a segment."""
-
-    position: int
-    reason: str
 
 
 class LogSegment:
@@ -177,67 +177,160 @@ class LogSegment:
                 )
 
     def _rewrite_index_files(self) -> None:
-        self.index.truncate(0)
-        self.index.append(
-            b"".join(
-                _INDEX_ENTRY.pack(off - self.base_offset, pos)
-                for off, pos in zip(self._index_offsets, self._index_positions, strict=True)
-            )
+        index = b"".join(
+            _INDEX_ENTRY.pack(off - self.base_offset, pos)
+            for off, pos in zip(self._index_offsets, self._index_positions, strict=True)
         )
-        self.time_index.truncate(0)
-        self.time_index.append(
-            b"".join(
-                _TIME_ENTRY.pack(ts, off - self.base_offset)
-                for ts, off in zip(self._time_stamps, self._time_offsets, strict=True)
-            )
+        times = b"".join(
+            _TIME_ENTRY.pack(ts, off - self.base_offset)
+            for ts, off in zip(self._time_stamps, self._time_offsets, strict=True)
         )
+        for f, content in ((self.index, index), (self.time_index, times)):
+            # An index that already matches the `.log` is left alone (the common case
+            # after a clean shutdown): rewriting costs a truncate and a write per file.
+            if f.size() == len(content) and f.read(0, len(content)) == content:
+                continue
+            f.truncate(0)
+            f.append(content)
 
     # --- recovery and truncation -------------------------------------------------------
 
-    def recover(
-        self, first_offset: int, *, check_crc: bool = True
-    ) -> tuple[list[BatchHeader], ScanStop | None]:
-        """Rebuild the in-memory state from the `.log` and cut off any invalid tail.
+    def scan(self, first_offset: int, limit: int | None) -> SegmentScan:
+        """Verify every batch of the `.log` (framing, CRC-32C, offsets, epochs); reads only.
 
-        Walks every batch checking framing (length, magic), CRC-32C when `check_crc`,
-        and offsets that only grow from `first_offset`. At the first bad batch the
-        file is truncated there. Returns the headers of the valid batches (for
-        producer state and leader epochs) and where the scan stopped, if it stopped
-        early. The index files are rewritten from the rebuilt entries.
+        `first_offset`: the lowest offset the segment may hold; `limit`: the next
+        segment's base offset (None for the last segment).
         """
+        return scan_segment(
+            self.log.read, self.log.size(), max(first_offset, self.base_offset), limit
+        )
+
+    def repair(self, scan: SegmentScan, aside: Collection[DamagedRange]) -> list[str]:
+        """Apply `scan`: copy the `aside` ranges to `.corrupt` files, remove every damaged
+        range from the `.log`, and rebuild the in-memory state and index files.
+
+        Only a damaged tail is a plain truncation; damage with intact batches after it
+        is cut out by writing the intact batches to a temporary file renamed over the
+        `.log` (a crash before that rename leaves the original file, which the next
+        recovery repairs again). Returns the paths of the files written aside.
+        """
+        written = [self._keep_aside(r) for r in aside]
+        damaged = scan.damaged
+        if damaged and all(r.at_tail for r in damaged):
+            self.log.truncate(damaged[0].start)
+        elif damaged:
+            self._rewrite_without(damaged)
+        # Positions move down by the damaged bytes before them.
+        batches: list[BatchInfo] = []
+        removed = 0
+        ranges = iter(damaged)
+        pending = next(ranges, None)
+        for scanned in scan.batches:
+            while pending is not None and pending.end <= scanned.position:
+                removed += pending.size
+                pending = next(ranges, None)
+            header = scanned.header
+            batches.append(
+                BatchInfo(
+                    scanned.position - removed,
+                    header.size_in_bytes,
+                    header.base_offset,
+                    header.last_offset,
+                    header.max_timestamp,
+                )
+            )
         self._reset_memory()
-        self.next_offset = max(first_offset, self.base_offset)
-        headers: list[BatchHeader] = []
-        stop: ScanStop | None = None
-        file_size = self.log.size()
-        pos = 0
-        for position, header, item in self._scan(0, file_size, want_raw=check_crc):
-            if isinstance(item, str):
-                stop = ScanStop(position, item)
+        self.size = self.log.size()
+        for info in batches:
+            self._track(info.position, info, write_index=False)
+        self._rewrite_index_files()
+        return written
+
+    def corrupt_file_name(self, damaged: DamagedRange) -> str:
+        """Where the bytes of `damaged` are kept: `<base>.<start>-<end>.corrupt`."""
+        name = f"{self.base_offset:020d}.{damaged.start}-{damaged.end}{CORRUPT_SUFFIX}"
+        return f"{self.directory}/{name}"
+
+    def _keep_aside(self, damaged: DamagedRange) -> str:
+        path = self.corrupt_file_name(damaged)
+        f = self.storage.open(path)
+        try:
+            f.truncate(0)
+            for pos in range(damaged.start, damaged.end, _SCAN_CHUNK):
+                f.append(self.log.read(pos, min(_SCAN_CHUNK, damaged.end - pos)))
+        finally:
+            f.close()
+        note = self.storage.open(path + REASON_SUFFIX)
+        try:
+            note.truncate(0)
+            note.append(
+                (
+                    f"file={self._path(LOG_SUFFIX)}\n"
+                    f"bytes={damaged.start}-{damaged.end}\n"
+                    f"first_offset={damaged.first_offset}\n"
+                    f"claimed_next_offset={damaged.claimed_next_offset}\n"
+                    f"reason={damaged.reason}\n"
+                ).encode()
+            )
+        finally:
+            note.close()
+        return path
+
+    def _rewrite_without(self, damaged: list[DamagedRange]) -> None:
+        tmp_path = self._path(LOG_SUFFIX) + ".repair.tmp"
+        tmp = self.storage.open(tmp_path)
+        try:
+            tmp.truncate(0)
+            pos = 0
+            size = self.log.size()
+            for cut in [*damaged, None]:
+                stop = size if cut is None else cut.start
+                while pos < stop:
+                    n = min(_SCAN_CHUNK, stop - pos)
+                    tmp.append(self.log.read(pos, n))
+                    pos += n
+                if cut is not None:
+                    pos = cut.end
+        finally:
+            tmp.close()
+        self.log.close()
+        self.storage.rename(tmp_path, self._path(LOG_SUFFIX))
+        self.log = self.storage.open(self._path(LOG_SUFFIX))
+
+    def _rebuild(self) -> None:
+        """Rebuild the in-memory state from the `.log` as it is (no CRC check)."""
+        self._reset_memory()
+        self.size = self.log.size()
+        for position, header, item in self._scan(0, self.size, want_raw=False):
+            if isinstance(item, str) or header is None:
                 break
-            assert header is not None
-            reason = _offset_problem(header, self.next_offset)
-            if reason is None and item is not None:
-                actual = compute_crc(item)
-                if actual != header.crc:
-                    reason = (
-                        f"CRC-32C mismatch (stored {header.crc:#010x}, computed {actual:#010x})"
-                    )
-            if reason is not None:
-                stop = ScanStop(position, reason)
-                break
-            size = header.size_in_bytes
             info = BatchInfo(
-                position, size, header.base_offset, header.last_offset, header.max_timestamp
+                position,
+                header.size_in_bytes,
+                header.base_offset,
+                header.last_offset,
+                header.max_timestamp,
             )
             self._track(position, info, write_index=False)
-            headers.append(header)
-            pos = position + size
-        self.size = pos
-        if pos < file_size:
-            self.log.truncate(pos)
         self._rewrite_index_files()
-        return headers, stop
+
+    def index_evidence(self) -> int | None:
+        """One past the highest offset the `.index` file names, if its entries are sane.
+
+        The index is written as batches are appended; after the `.log` lost data it may
+        still show which offsets had been handed out.
+        """
+        data = self.index.read(0, self.index.size())
+        best: int | None = None
+        last_rel = -1
+        last_pos = -1
+        for i in range(len(data) // _INDEX_ENTRY.size):
+            rel, pos = _INDEX_ENTRY.unpack_from(data, i * _INDEX_ENTRY.size)
+            if rel <= last_rel or pos <= last_pos or rel < 0 or rel >= PLAUSIBLE_OFFSET_SPAN:
+                break
+            last_rel, last_pos = rel, pos
+            best = self.base_offset + rel + 1
+        return best
 
     def _scan(
         self, start: int, end: int, *, want_raw: bool
@@ -277,8 +370,7 @@ class LogSegment:
     def truncate_to_position(self, position: int) -> None:
         """Cut the segment at a batch boundary and rebuild its in-memory state."""
         self.log.truncate(position)
-        self.size = position
-        self.recover(self.base_offset, check_crc=False)
+        self._rebuild()
 
     # --- reading ----------------------------------------------------------------------
 
@@ -395,15 +487,4 @@ def _framing_problem(header: BatchHeader, remaining: int) -> str | None:
         return f"batch length {header.batch_length} is shorter than a v2 header"
     if size > remaining:
         return f"torn batch: header claims {size} bytes, only {remaining} remain"
-    return None
-
-
-def _offset_problem(header: BatchHeader, expected_next: int) -> str | None:
-    if header.last_offset_delta < 0:
-        return f"negative lastOffsetDelta {header.last_offset_delta}"
-    if header.base_offset < expected_next:
-        return (
-            f"batch base offset {header.base_offset} does not follow the previous "
-            f"batch (expected at least {expected_next})"
-        )
     return None

@@ -1,7 +1,7 @@
 """Cluster metadata of the node: topic registry and producer-id blocks, persisted in storage."""
 
 from .producer_ids import ProducerIdManager
-from .store import MetadataCorruptError, MetadataStore, TopicRecord
+from .store import MetadataCorruptError, MetadataMissingError, MetadataStore, TopicRecord
 from .topics import (
     INTERNAL_TOPICS,
     InvalidTopicError,
@@ -14,6 +14,7 @@ __all__ = [
     "INTERNAL_TOPICS",
     "InvalidTopicError",
     "MetadataCorruptError",
+    "MetadataMissingError",
     "MetadataStore",
     "ProducerIdManager",
     "TopicExistsError",

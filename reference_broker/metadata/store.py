@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import random
 import uuid
+from collections.abc import Sequence
 
 import msgspec
 import trio
@@ -23,6 +24,10 @@ _TEMPORARY_PATH = METADATA_PATH + ".tmp"
 
 class MetadataCorruptError(RuntimeError):
     """The metadata file exists but cannot be read; the broker refuses to start on it."""
+
+
+class MetadataMissingError(MetadataCorruptError):
+    """The metadata file is gone but the data dir holds logs: which topics exist is unknown."""
 
 
 class TopicRecord(msgspec.Struct, frozen=True):
@@ -48,6 +53,9 @@ class MetadataState(msgspec.Struct):
     topics: dict[str, TopicRecord] = {}
     # Producer ids below this value may have been handed out; never reuse them.
     producer_id_block_end: int = 0
+    # name -> topic id of topics deleted here: the only logs the broker may remove at
+    # start-up are theirs (a deletion cut short by a crash).
+    deleted_topics: dict[str, str] = {}
 
 
 def random_uuid(rng: random.Random) -> uuid.UUID:
@@ -70,8 +78,33 @@ class MetadataStore:
         self._encoder = msgspec.json.Encoder()
 
     @classmethod
-    async def open(cls, storage: Storage, rng: random.Random, node_id: int) -> MetadataStore:
-        """Load the node's metadata, or create it (fresh cluster id) on an empty data dir."""
+    async def open(
+        cls,
+        storage: Storage,
+        rng: random.Random,
+        node_id: int,
+        *,
+        existing_logs: Sequence[str] = (),
+    ) -> MetadataStore:
+        """Load the node's metadata, or create it (fresh cluster id) on an empty data dir.
+
+        `existing_logs` names the partition directories already in the data dir: with
+        any, a missing metadata file is an error (MetadataMissingError), never a reason
+        to start afresh, since a fresh registry would disown those logs and a fresh
+        producer-id block would hand out ids again.
+        """
+        if not storage.exists(METADATA_PATH) and existing_logs:
+            # Users' topics first: they are what a reader of this message worries about.
+            ordered = sorted(existing_logs, key=lambda name: (name.startswith("__"), name))
+            shown = ", ".join(ordered[:5])
+            more = f" and {len(existing_logs) - 5} more" if len(existing_logs) > 5 else ""
+            raise MetadataMissingError(
+                f"{METADATA_PATH} is missing from the data dir, which holds "
+                f"{len(existing_logs)} partition logs ({shown}{more}); without it the broker "
+                "cannot tell which topics exist. Restore the file (from a backup or another "
+                "copy of this data dir), or move the partition directories away to start "
+                "with an empty node"
+            )
         if storage.exists(METADATA_PATH):
             handle = storage.open(METADATA_PATH, create=False)
             try:

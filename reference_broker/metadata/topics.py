@@ -79,12 +79,15 @@ class TopicRegistry:
             configs=dict(configs),
         )
         self._store.state.topics[name] = record
+        deleted = self._store.state.deleted_topics.pop(name, None)
         try:
             await self._store.save()
         except Exception:
             # Not saved (EMFILE opening the temporary file, a failed fsync): the topic must
             # not exist in memory either, or the next successful save would persist it.
             self._store.state.topics.pop(name, None)
+            if deleted is not None:
+                self._store.state.deleted_topics[name] = deleted
             raise
         return record
 
@@ -97,5 +100,11 @@ class TopicRegistry:
         """Forget a topic durably; returns its record, or None if it did not exist."""
         record = self._store.state.topics.pop(name, None)
         if record is not None:
+            # Remembered so that a restart after a crash mid-deletion may finish it.
+            self._store.state.deleted_topics[name] = record.topic_id
             await self._store.save()
         return record
+
+    def was_deleted(self, name: str) -> bool:
+        """Whether the metadata records that topic `name` was deleted (and not recreated)."""
+        return name in self._store.state.deleted_topics and name not in self._store.state.topics

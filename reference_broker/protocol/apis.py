@@ -107,6 +107,14 @@ class ApiSpec:
         """Whether this broker serves `version` of the API."""
         return self.min_version <= version <= self.max_version
 
+    def answerable(self, version: int) -> bool:
+        """Whether a response can be encoded at `version` (kafka-python has its schema).
+
+        A request at a version outside this range (a negative one, or one newer than any
+        schema) can only be answered by closing the connection.
+        """
+        return 0 <= version <= self.response.max_version
+
     def flexible(self, version: int) -> bool:
         """Whether `version` uses flexible encoding (compact types, tagged fields, header v2)."""
         return bool(self.request.flexible_version_q(version))

@@ -32,6 +32,7 @@ from kafka.protocol.schemas.fields.codecs.encode_buffer import EncodeBufferPool
 from ..errors import ErrorCode
 from .apis import ALL_APIS, SUPPORTED_APIS, ApiSpec
 from .framing import ProtocolError
+from .validation import InvalidBodyError, check_body
 
 _HEADER_V1 = KafkaRequestHeader._struct.compiled_decode_from(
     1, compact=False, tagged=False, data_class=KafkaRequestHeader
@@ -126,8 +127,9 @@ def decode_header(frame: bytes | memoryview) -> tuple[RequestHeader, int]:
 def decode_request(frame: bytes | memoryview) -> Request:
     """Decode one request frame (without its size prefix).
 
-    Raises UnknownApiError, UnsupportedVersionError, MalformedRequestError, or
-    ProtocolError for an unreadable header.
+    Raises UnknownApiError, UnsupportedVersionError, MalformedRequestError (also for a
+    body that breaks its schema: a null where the field is not nullable, a negative or
+    oversized length; see validation.py), or ProtocolError for an unreadable header.
     """
     header, pos = decode_header(frame)
     spec = ALL_APIS.get(header.api_key)
@@ -136,6 +138,12 @@ def decode_request(frame: bytes | memoryview) -> Request:
     if not spec.supports(header.api_version):
         raise UnsupportedVersionError(header, spec)
     view = memoryview(frame)
+    try:
+        # The schema's rules first (nullability, lengths, counts): kafka-python's decoder
+        # would turn some breaches into None or [] and hand them to a handler.
+        check_body(spec.request, header.api_version, view, pos)
+    except InvalidBodyError as exc:
+        raise MalformedRequestError(header, spec, str(exc)) from exc
     try:
         body, end = _body_decoder(spec, header.api_version)(view, pos)
     except Exception as exc:  # struct.error, ValueError, IndexError, UnicodeDecodeError...

@@ -10,6 +10,15 @@ the fetcher of their current leader — one `ReplicaFetcher` per source broker.
 expiration check (every replica.lag.time.max.ms / 2, as Kafka), the AlterPartition
 senders (one proposal in flight per partition, retried while the controller is
 unreachable) and the periodic high-watermark checkpoint.
+
+Damage repaired at start-up (see `PartitionLog`'s recovery) can leave an offset gap
+below a replica's log end. Kafka followers fetch from their log end and truncate only
+where their log diverged, so such a gap would never be refilled. The first time a
+replica with a repaired log becomes a follower of a known leader, it therefore
+truncates to the first missing offset and refetches everything from there (the
+leader's copy wins, as after divergence). A replica that becomes leader, or the only
+replica, has nothing to refetch from: it keeps the gap (reads skip it as after
+compaction) and warns.
 """
 
 from __future__ import annotations
@@ -166,11 +175,47 @@ class ReplicaManager:
         self._managed.add(key)
         partition.min_insync_replicas = log_config.min_insync_replicas
         if assignment.leader == self.node_id:
+            self._settle_repair(partition, assignment)
             partition.make_leader(assignment, now)
         elif partition.make_follower(assignment):
+            self._settle_repair(partition, assignment)
             # A new leader or epoch: fetch from the start of the new state, no backoff.
             for running in self._fetchers.values():
                 running.fetcher.remove(key)
+
+    def _settle_repair(self, partition: Partition, assignment: PartitionAssignment) -> None:
+        """Refill what recovery cut out of this replica's log, where a leader has it.
+
+        A follower fetches from its log end only, so a gap that recovery left below it
+        would never be filled: a follower of a replicated partition truncates to the
+        first missing offset instead and refetches everything above it from the leader.
+        A leader (or the only replica) has nowhere to refetch from and keeps the gap.
+        """
+        if assignment.leader == NO_LEADER:
+            return  # decide once a leader is known
+        start = partition.log.take_refill_offset()
+        if start is None:
+            return
+        others = [r for r in assignment.replicas if r != self.node_id]
+        if assignment.leader == self.node_id or not others:
+            logger.warning(
+                "%s-%d: node %d leads with offsets from %d lost to damage; no replica "
+                "to refetch them from, the gap stays",
+                partition.topic,
+                partition.index,
+                self.node_id,
+                start,
+            )
+            return
+        logger.warning(
+            "%s-%d: truncating to %d, where recovery found damage, to refetch the rest "
+            "from leader %d",
+            partition.topic,
+            partition.index,
+            start,
+            assignment.leader,
+        )
+        partition.truncate_to(start)
 
     def _stop_replica(self, key: PartitionKey) -> None:
         """No longer a replica (topic deleted or reassigned away): stop and delete the log."""
