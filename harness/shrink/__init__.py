@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checkers.anomalies import ANOMALIES, FAMILIES
+from checkers.anomalies import ANOMALIES, FAMILIES, UNCERTAIN
 from harness.run_config import ConfigError, RunConfig
 from harness.shrink.search import Candidate, Fault, initial_candidate, shrink
 from harness.shrink.trial import Prober, Trial, candidate_config, operations
@@ -47,11 +47,14 @@ class NothingToShrink(ShrinkError):
 
 
 def headline_type(bad: Sequence[str]) -> str:
-    """The most serious of a run's anomaly types (see FAMILY_ORDER)."""
-    for family in FAMILY_ORDER:
-        for kind in FAMILIES[family]:
-            if kind in bad:
-                return kind
+    """The most serious of a run's anomaly types (see FAMILY_ORDER); an uncertain one
+    (`unseen`: acknowledged but never read, which a shorter run shows by chance) only
+    when the run shows nothing else."""
+    for certain in (True, False):
+        for family in FAMILY_ORDER:
+            for kind in FAMILIES[family]:
+                if kind in bad and (kind not in UNCERTAIN or not certain):
+                    return kind
     return bad[0]
 
 
