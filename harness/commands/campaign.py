@@ -4,6 +4,7 @@
     faultline campaign --preset kafka-guarantees            # Kafka's documented claims
     faultline campaign --matrix my-matrix.toml --junit junit.xml
     faultline campaign --seeds 20 --scheduler tcp://10.0.0.5:8786   # on a Dask cluster
+    faultline campaign --seeds 5 --nemesis power-loss --shrink      # shrink each failure
 
 Writes `results/<stamp>-campaign-<name>/`: `runs/<run-id>/` (each an ordinary run
 folder that `faultline replay` reproduces), `campaign.json`, `campaign.html`; prints
