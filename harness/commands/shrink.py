@@ -24,7 +24,9 @@ import click
 from harness import exit_codes
 
 
-@click.command("shrink")
+@click.command("shrink", epilog="Exit codes: 0 shrunk (RUN_DIR/shrunk/ shows the anomaly), "
+               "2 not a finished sim run, no anomaly to shrink, or it no longer reproduces; "
+               "130 interrupted.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--anomaly", "types", multiple=True, metavar="TYPE",
               help="Anomaly type the shrunk run must still show (repeatable; every one "
