@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("run", "run", "Run a cluster under faults with a workload; check it; write a report."),
     "report": ("report", "report", "Re-render a run's report.html (and results/index.html)."),
     "replay": ("replay", "replay", "Re-run a sim run from its seed and config; compare histories."),
+    "shrink": ("shrink", "shrink",
+               "Shrink a failing sim run to a minimal reproducer in RUN_DIR/shrunk/."),
     "campaign": ("campaign", "campaign",
                  "Run a matrix of configurations x seeds; check each against expectations."),
 }

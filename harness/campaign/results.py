@@ -145,8 +145,10 @@ class CellResults:
             "not_recovered": len(times) - len(done),
         }
 
-    def to_json(self, replay: dict[str, str]) -> dict[str, Any]:
-        """As written into campaign.json; `replay` maps run names to their commands."""
+    def to_json(self, replay: dict[str, str],
+                shrinks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """As written into campaign.json; `replay` maps run names to their commands,
+        `shrinks` run names to what `faultline campaign --shrink` made of them."""
         first = self.first_failure()
         counts = {outcome: self.outcomes().count(outcome)
                   for outcome in (PASS, DEMONSTRATED, VIOLATED, UNKNOWN, ERROR,
@@ -167,6 +169,7 @@ class CellResults:
             "recovery": self.recovery(),
             "first_failing_run": first.run_name if first else None,
             "replay": replay.get(first.run_name) if first else None,
+            "shrunk": (shrinks or {}).get(first.run_name) if first else None,
         }
 
 
@@ -184,10 +187,23 @@ class CampaignResults:
     stopped: str | None = None  # why the campaign stopped early, if it did
     interrupted: bool = False
     replays: dict[str, str] = field(default_factory=dict)  # run name -> reproduce command
+    # run name -> its shrink (`ShrinkReport.to_json`, or {"error": ...}): --shrink
+    shrinks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.cells:
             self.cells = [CellResults(cell) for cell in self.matrix.cells]
+
+    def to_shrink(self) -> list[tuple[RunRecord, tuple[str, ...]]]:
+        """The first violating run of each violated configuration, with the anomaly
+        types that violated its expectation (what a shrink must keep)."""
+        found = []
+        for cell in self.cells:
+            for record, judgement in cell.runs:
+                if judgement.outcome == VIOLATED:
+                    found.append((record, judgement.violations))
+                    break
+        return found
 
     def add(self, record: RunRecord, replay: str = "") -> Judgement:
         """Judge and keep a finished run, with the command that reproduces it."""

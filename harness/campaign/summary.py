@@ -65,7 +65,7 @@ def campaign_json(results: CampaignResults, info: CampaignInfo,
         "simulated_seconds_per_wall_second": (round(sim_seconds / wall_seconds, 2)
                                               if wall_seconds > 0 else None),
         "exit_code": results.exit_code(),
-        "configurations": [cell.to_json(replay) for cell in results.cells],
+        "configurations": [cell.to_json(replay, results.shrinks) for cell in results.cells],
         "claims": results.claims(),
         "runs": runs,
     }
@@ -130,6 +130,14 @@ def terminal_table(data: dict[str, Any]) -> str:
         if c["status"] in ("violated", "error", "unknown") and c["replay"]:
             notes.append(f"configuration {c['index']} {c['status']}: first failing run "
                          f"{c['first_failing_run']}; reproduce: {c['replay']}")
+            shrunk = c.get("shrunk")
+            if shrunk and shrunk.get("error"):
+                notes.append(f"  not shrunk: {shrunk['error']}")
+            elif shrunk:
+                notes.append(f"  shrunk ({', '.join(shrunk['types'])}; faults "
+                             f"{shrunk['faults'][0]} -> {shrunk['faults'][1]}, operations "
+                             f"{shrunk['operations'][0]} -> {shrunk['operations'][1]}): "
+                             f"{shrunk['command']}")
     if data["claims"]:
         notes.append("")
         notes.append("claims:")

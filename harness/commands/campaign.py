@@ -4,6 +4,7 @@
     faultline campaign --preset kafka-guarantees            # Kafka's documented claims
     faultline campaign --matrix my-matrix.toml --junit junit.xml
     faultline campaign --seeds 20 --scheduler tcp://10.0.0.5:8786   # on a Dask cluster
+    faultline campaign --seeds 5 --nemesis power-loss --shrink      # shrink each failure
 
 Writes `results/<stamp>-campaign-<name>/`: `runs/<run-id>/` (each an ordinary run
 folder that `faultline replay` reproduces), `campaign.json`, `campaign.html`; prints
@@ -77,6 +78,9 @@ def parse_duration(text: str) -> float:
               help="Stop the campaign at the first run that violates its expectation.")
 @click.option("--fail-fast", is_flag=True,
               help="Skip a configuration's remaining seeds once one of its runs failed.")
+@click.option("--shrink", "shrink", is_flag=True,
+              help="Shrink the first violating run of each violated configuration (sim "
+                   "runs) into its folder's shrunk/ and show the shrunk command.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write JUnit XML here: one test case per (configuration, seed).")
 @click.option("--name", default=None, help="Name of the campaign [default: the matrix's].")
@@ -86,7 +90,7 @@ def parse_duration(text: str) -> float:
 def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None,
              seeds: int | None, seed_range: str | None, expect: str | None,
              workers: int | None, scheduler: str | None, time_budget: str | None,
-             until_first_failure: bool, fail_fast: bool, junit: Path | None,
+             until_first_failure: bool, fail_fast: bool, shrink: bool, junit: Path | None,
              name: str | None, out: Path, **options: Any) -> None:
     """Run a matrix of configurations x seeds and judge each configuration against its
     expectation; print and write the guarantee table."""
@@ -184,6 +188,8 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
                       fail_fast=fail_fast)
     results = run_campaign(matrix, folder, engine, rules, on_change=on_change, save=save)
     progress.finish(results)
+    if shrink and not results.interrupted:
+        _shrink_failures(results, folder, workers or min(2, os.cpu_count() or 1))
     data = campaign_json(results, info, time.monotonic() - started)
     write_campaign_json(folder, data)
     try:
@@ -201,6 +207,28 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     if junit is not None:
         click.echo(f"junit:    {junit}")
     sys.exit(exit_codes.INTERRUPTED if results.interrupted else data["exit_code"])
+
+
+def _shrink_failures(results: Any, folder: Path, workers: int) -> None:
+    """Shrink the first violating run of each violated configuration (`--shrink`);
+    what came of each goes into `results.shrinks`."""
+    from harness.shrink import ShrinkError, headline_type, shrink_run
+
+    for record, violations in results.to_shrink():
+        run_dir = folder / "runs" / record.run_name
+        click.echo(f"shrinking {record.run_name} ({', '.join(violations)})")
+        try:
+            report = shrink_run(run_dir, types=(headline_type(violations),),
+                                workers=workers)
+        except ShrinkError as exc:
+            results.shrinks[record.run_name] = {"error": str(exc)}
+            click.echo(f"  not shrunk: {exc}")
+            continue
+        except KeyboardInterrupt:
+            results.interrupted = True
+            return
+        results.shrinks[record.run_name] = report.to_json()
+        click.echo(f"  shrunk: {report.command}")
 
 
 def _render(folder: Path, out: Path, data: dict[str, Any], junit: Path | None) -> None:
