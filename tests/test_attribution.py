@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from checkers.attribution import (
     ACKS,
@@ -23,6 +24,7 @@ from checkers.attribution import (
     explain_ordering,
     explain_phantom,
 )
+from checkers.verdict import Verdict
 from harness.explanations import separate
 
 S = 10**9
@@ -34,8 +36,8 @@ def _state(t: float, leader: str, epoch: int, isr: tuple[str, ...],
     return LogState(int(t * S), "t1/0", leader, epoch, isr, NODES, unclean)
 
 
-def _ctx(facts: RunFacts, *, faults: list[Fault] = (), logs: list[LogState] = (),
-         cuts: list[PowerCut] = (), crashes: list[tuple[int, int]] = (),
+def _ctx(facts: RunFacts, *, faults: Sequence[Fault] = (), logs: Sequence[LogState] = (),
+         cuts: Sequence[PowerCut] = (), crashes: Sequence[tuple[int, int]] = (),
          holders: dict[int, frozenset[str]] | None = None) -> Context:
     times = {i: i * S for i in range(100)}  # history index i happened at i seconds
     cluster = ClusterTimeline(tuple(logs), tuple(cuts), (), NODES, True)
@@ -47,9 +49,9 @@ def _lost(values: list[int], ack: int = 10, seen: int = 40) -> list[dict[str, An
             for i, v in enumerate(values)]
 
 
-def _verdict(kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"valid": False, "counts": {kind: len(items)}, "bad_anomaly_types": [kind],
-            "anomalies": {kind: items}}
+def _verdict(kind: str, items: list[dict[str, Any]]) -> Verdict:
+    return cast(Verdict, {"valid": False, "counts": {kind: len(items)},
+                          "bad_anomaly_types": [kind], "anomalies": {kind: items}})
 
 
 def test_acks1_leader_isolation_names_the_leader_and_its_replacement() -> None:

@@ -61,4 +61,4 @@ def node_excerpt(run_dir: Path, node: str, start_ns: int, end_ns: int, *,
     if len(picked) <= limit:
         return Excerpt(node, picked, 0)
     half = limit // 2
-    return Excerpt(node, picked[:half] + ["…"] + picked[-half:], len(picked) - 2 * half)
+    return Excerpt(node, [*picked[:half], "…", *picked[-half:]], len(picked) - 2 * half)
