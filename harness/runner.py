@@ -160,6 +160,8 @@ async def drive(
     counters = writer.counters
     origin = trio.current_time()
     recorder = HistoryRecorder(writer, lambda: round((trio.current_time() - origin) * 1e9))
+    if session.start_timeline is not None:
+        session.start_timeline(origin)
     topics = tuple(session.topic_homes)
     opts = workload_options(config, topics)
     env = session.env
