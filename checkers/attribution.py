@@ -318,6 +318,9 @@ def _explain_loss_on(kind: str, log: str | None, items: Sequence[Mapping[str, An
                      ctx: Context) -> Explanation:
     start, end = _window(items, ctx)
     facts, cluster = ctx.facts, ctx.cluster
+    if kind == "unseen":
+        # Never read by the end of the run: anything after the write may have taken it.
+        end = max([end, *(f.time for f in ctx.faults), *(c.time for c in cluster.power_cuts)])
     nodes = list(cluster.replicas_of(log)) if log else list(cluster.nodes)
     # inconsistent-offsets lists every value seen at an offset; the lost one is among them.
     values = set(_values(items))

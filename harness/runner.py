@@ -82,6 +82,8 @@ class RunOutcome:
     causes: list[str] = field(default_factory=list)
     # The run's verdict: the checker's, or with --accept-tradeoffs only unexplained ones.
     valid: bool | str = True
+    # results.json's `explanations` section (`harness.explanations.separate`).
+    explanations: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -424,7 +426,8 @@ def conclude(
         render_index(run_dir.parent)
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
                       verdict["stats"]["events"], digest, availability, harness_errors,
-                      truth is not None, cause_lines(explanations), explanations["valid"])
+                      truth is not None, cause_lines(explanations), explanations["valid"],
+                      explanations)
 
 
 def _harness_verdict(truth: GroundTruth | None, errors: list[HarnessError]) -> dict[str, Any]:

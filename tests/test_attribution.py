@@ -158,3 +158,11 @@ def test_unexplained_anomaly_fails_a_run_that_accepts_tradeoffs() -> None:
     # Without the flag the checker's verdict stands even when everything is explained.
     section = separate(explained, explain(explained["anomalies"], ctx), accept_tradeoffs=False)
     assert section["valid"] is False
+
+
+def test_unseen_values_a_later_power_cut_took_are_explained() -> None:
+    cuts = [PowerCut(50 * S, n, {"t1/0": frozenset({7})}) for n in NODES]
+    ctx = _ctx(RunFacts(), cuts=cuts, logs=[_state(1, "n1", 0, NODES)])
+    item = {"indices": [10], "log": "t1/0", "offsets": [3], "values": [7]}
+    (e,) = explain_loss("unseen", [item], ctx)
+    assert e.explained and e.tradeoff == FLUSH_NEVER

@@ -94,3 +94,13 @@ def test_a_default_run_console_has_no_broker_log_lines(tmp_path: Path) -> None:
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     logs = "".join(p.read_text() for p in (run_dir / "nodes").glob("n*.log"))
     assert "faultline.broker.controller" in logs and " sim s] " in logs
+
+
+def test_a_campaign_run_that_accepts_tradeoffs_is_judged_by_unexplained_ones() -> None:
+    from harness.campaign.task import RunRequest, execute
+
+    config = RunConfig.build({"schedule": str(EXAMPLES / "power-loss-all.json"), "seed": 1,
+                              "final-read": 8.0, "accept-tradeoffs": True})
+    record = execute(RunRequest(cell=0, seed=1, config=config.to_json(), run_name="r"))
+    assert record.error is None and record.counts  # the power cut did lose writes
+    assert record.bad == () and record.valid is True
