@@ -342,18 +342,33 @@ def _explain_loss_on(kind: str, log: str | None, items: Sequence[Mapping[str, An
         wanted = values if kind == "lost-write" else None
         if cuts and (covered == wanted if wanted is not None else covered):
             held_elsewhere = _held_outside(covered, {c.node for c in cuts}, ctx)
+            who = ", ".join(f"{c.node} at {_s(c.time)}" for c in cuts)
+            evidence = [f"every lost value ({len(covered)}) was in the un-fsynced page cache "
+                        f"of each replica that lost power ({who}), after its last fsync"]
+            cause = (f"acknowledged but never fsynced; power loss of {who} took them "
+                     f"(flush {facts.flush})")
             if not held_elsewhere:
-                who = ", ".join(f"{c.node} at {_s(c.time)}" for c in cuts)
+                if ctx.holders is not None:
+                    evidence.append("no replica that kept power ever appended them")
+                return Explanation(kind, log, len(items), cause, FLUSH_NEVER, True, evidence,
+                                   (start, end), sorted({c.node for c in cuts}))
+            # Replicas that kept them lose them only by following a leader that lost them
+            # in a power cut and was elected anyway (Kafka keeps it in the ISR).
+            led = _led_after_losing(log, cuts, held_elsewhere, end, cluster)
+            if led is not None:
+                cut_nodes = {c.node for c in cuts}
+                keepers = sorted(set().union(*(ctx.holders.get(v, frozenset())
+                                               for v in held_elsewhere)) - cut_nodes
+                                 if ctx.holders else ())
+                evidence.append(f"{led.leader}, which had lost them, was elected at "
+                                f"{_s(led.time)} (epoch {led.epoch}); "
+                                f"{', '.join(keepers) or 'the replicas'} that kept them "
+                                "truncated to it")
                 return Explanation(
                     kind, log, len(items),
-                    f"acknowledged but never fsynced; power loss of {who} took them "
-                    f"(flush {facts.flush})",
-                    FLUSH_NEVER, True,
-                    [f"every lost value ({len(covered)}) was in the un-fsynced page cache of "
-                     f"each replica that lost power ({who}), after its last fsync",
-                     *([] if ctx.holders is None else
-                       ["no replica that kept power ever appended them"])],
-                    (start, end), sorted({c.node for c in cuts}))
+                    f"{cause}; {led.leader} led again at {_s(led.time)} without them",
+                    FLUSH_NEVER, True, evidence, (start, end),
+                    sorted({c.node for c in cuts} | set(keepers)))
     if log is not None:
         changes = cluster.changes(log, start, end)
         unclean = [c for c in changes if c.unclean]
@@ -395,6 +410,21 @@ def _explain_loss_on(kind: str, log: str | None, items: Sequence[Mapping[str, An
                 return Explanation(kind, log, len(items), cause, ACKS, ok, evidence,
                                    (start, end), sorted({leader, new.leader or leader}))
     return _unexplained(kind, log, items, ctx)
+
+
+def _led_after_losing(log: str, cuts: Sequence[PowerCut], values: set[int], end: int,
+                      cluster: ClusterTimeline) -> LogState | None:
+    """The first leader of `log`, elected after a power cut took `values` from it and
+    before `end`, that had lost every one of them; None if there was none."""
+    lost_at: dict[str, int] = {}
+    for cut in cuts:
+        if values <= cut.lost.get(log, frozenset()):
+            lost_at.setdefault(cut.node, cut.time)
+    for state in cluster.logs:
+        if (state.log == log and state.leader in lost_at
+                and lost_at[state.leader] < state.time <= end):
+            return state
+    return None
 
 
 def _stale_leader(leader: str, log: str, ctx: Context, time: int) -> bool:

@@ -166,3 +166,20 @@ def test_unseen_values_a_later_power_cut_took_are_explained() -> None:
     item = {"indices": [10], "log": "t1/0", "offsets": [3], "values": [7]}
     (e,) = explain_loss("unseen", [item], ctx)
     assert e.explained and e.tradeoff == FLUSH_NEVER
+
+
+def test_a_replica_that_kept_the_values_truncated_to_a_leader_that_lost_them() -> None:
+    # n1 was killed (kept its page cache); n2 and n3 lost the values in a power cut and
+    # n3 was elected without them: n1 truncated to it.
+    cuts = [PowerCut(15 * S, n, {"t1/0": frozenset({7})}) for n in ("n2", "n3")]
+    logs = [_state(1, "n2", 0, NODES), _state(60, "n3", 3, ("n3",), False)]
+    holders = {7: frozenset(NODES)}
+    ctx = _ctx(RunFacts(), cuts=cuts, logs=logs, holders=holders)
+    (e,) = explain_loss("lost-write", _lost([7], seen=70), ctx)
+    assert e.explained and "n3 led again at 60.0 s" in e.cause
+    assert any("n1 that kept them truncated" in line for line in e.evidence)
+    # If the leader that took over had kept them, the power cut does not explain the loss.
+    kept = [_state(1, "n2", 0, NODES), _state(60, "n1", 3, ("n1",), False)]
+    (bug,) = explain_loss("lost-write", _lost([7], seen=70),
+                          _ctx(RunFacts(), cuts=cuts, logs=kept, holders=holders))
+    assert not bug.explained
