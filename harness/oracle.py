@@ -128,29 +128,36 @@ class GroundTruth:
             for entry in entries:
                 for offset, value in self._records(entry):
                     index.setdefault(value, []).append(
-                        Sighting(node, _log_of(entry.path), offset, entry.path)
+                        Sighting(node, log_of_path(entry.path), offset, entry.path)
                     )
         return index
 
     def _records(self, entry: JournalEntry) -> Iterable[tuple[int, int]]:
-        data = entry.data
-        pos, end = 0, len(data)
-        while pos < end:
-            try:
-                header = check_framing(data, pos, end)
-            except CorruptRecordError:
-                # Not whole batches from here (never so for the broker's appends); the
-                # count is reported so a silent gap in the truth cannot hide.
-                self.unparsed_bytes += end - pos
-                return
-            size = header.size_in_bytes
-            batch = DefaultRecordBatch(data[pos : pos + size])
-            if not batch.is_control_batch:
-                for record in batch:
-                    value = _workload_value(record.value)
-                    if value is not None:
-                        yield record.offset, value
-            pos += size
+        values: list[tuple[int, int]] = []
+        # Not whole batches from the returned position on (never so for the broker's
+        # appends); the count is reported so a silent gap in the truth cannot hide.
+        self.unparsed_bytes += batch_values(entry.data, values)
+        return values
+
+
+def batch_values(data: bytes, out: list[tuple[int, int]]) -> int:
+    """Append `(offset, value)` of every workload record in the record batches `data`
+    holds to `out`; returns how many trailing bytes were not whole batches (unread)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        try:
+            header = check_framing(data, pos, end)
+        except CorruptRecordError:
+            return end - pos
+        size = header.size_in_bytes
+        batch = DefaultRecordBatch(data[pos : pos + size])
+        if not batch.is_control_batch:
+            for record in batch:
+                value = _workload_value(record.value)
+                if value is not None:
+                    out.append((record.offset, value))
+        pos += size
+    return 0
 
 
 def _workload_value(raw: bytes | None) -> int | None:
@@ -160,7 +167,7 @@ def _workload_value(raw: bytes | None) -> int | None:
     return int(raw)
 
 
-def _log_of(path: str) -> str:
+def log_of_path(path: str) -> str:
     """`"t1-0/00000000000000000000.log"` -> `"t1/0"`."""
     directory = path.split("/", 1)[0]
     topic, _, partition = directory.rpartition("-")

@@ -11,6 +11,7 @@ line is actually printed (terminal or not, wall-time rate limit) has no effect o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -93,6 +94,8 @@ class CountingWriter(HistoryWriter):
     def __init__(self, stream: IO[bytes], counters: RunCounters) -> None:
         super().__init__(stream)
         self.counters = counters
+        # Called after every event (the sim samples the cluster's view at events).
+        self.after_event: Callable[[], None] | None = None
 
     def append(self, process: int | str, type: str, f: str, value: Any = None, *,
                time: int, error: str | None = None, assignment: list[str] | None = None,
@@ -101,6 +104,8 @@ class CountingWriter(HistoryWriter):
         index = super().append(process, type, f, value, time=time, error=error,
                                assignment=assignment, generation=generation)
         self.counters.observe(process, type, f, value, error)
+        if self.after_event is not None:
+            self.after_event()
         return index
 
 

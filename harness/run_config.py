@@ -158,6 +158,10 @@ class RunConfig:
     commit: CommitStrategy = setting(
         "after", "Group workload: commit before processing (at-most-once), after "
         "(at-least-once) or auto (enable.auto.commit).", choices=COMMIT_STRATEGIES)
+    accept_tradeoffs: bool = setting(
+        False, "Anomalies a documented trade-off of this configuration explains (flush "
+        "never + power loss, acks=0/1 leader loss, unclean election, commit before, "
+        "idempotence off) do not fail the run; unexplained ones still do.")
     allow: tuple[str, ...] = setting(
         (), "Anomaly type that does not invalidate the verdict (repeatable).",
         metavar="TYPE", check=_check_allow)

@@ -26,7 +26,7 @@ import json
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +35,7 @@ import trio
 from checkers.verdict import Verdict, check_file
 from harness import exit_codes
 from harness.availability import Availability, measure_availability
+from harness.explanations import CLUSTER_TIMELINE, attribute, cause_lines, separate
 from harness.oracle import GroundTruth, HarnessError, check_failed_sends
 from harness.progress import CountingWriter, RunCounters, show_progress
 from harness.run_config import ConfigError, RunConfig
@@ -43,6 +44,9 @@ from nemesis import Executor, Schedule, generate
 from workloads.adapters import ProducerSettings
 from workloads.base import Workload, WorkloadOptions
 from workloads.recorder import HistoryRecorder
+
+# Evidence items kept per anomaly type for a run (the summary shows the first).
+ATTRIBUTION_EVIDENCE = 5000
 
 # How long past `until` the workload may take to wind its processes down.
 WIND_DOWN_S = 30.0
@@ -74,6 +78,12 @@ class RunOutcome:
     harness_errors: list[HarnessError]
     # Whether the ground-truth oracle ran (the sim) or could not (real targets).
     oracle_checked: bool
+    # The likely cause of each anomaly type, as the console prints them.
+    causes: list[str] = field(default_factory=list)
+    # The run's verdict: the checker's, or with --accept-tradeoffs only unexplained ones.
+    valid: bool | str = True
+    # results.json's `explanations` section (`harness.explanations.separate`).
+    explanations: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,8 @@ async def drive(
     counters = writer.counters
     origin = trio.current_time()
     recorder = HistoryRecorder(writer, lambda: round((trio.current_time() - origin) * 1e9))
+    if session.start_timeline is not None:
+        session.start_timeline(origin)
     topics = tuple(session.topic_homes)
     opts = workload_options(config, topics)
     env = session.env
@@ -249,6 +261,7 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
                  schedule: Schedule | None, save: Callable[[Schedule], None],
                  progress: IO[str] | None) -> Executed:
     from harness.runtime.sim.cluster import SimCluster
+    from harness.runtime.sim.cluster_view import ClusterRecorder
     from harness.runtime.sim.disk import SimDisk
     from harness.runtime.sim.errors import SimStalled
     from harness.runtime.sim.node_logs import node_log_files
@@ -262,8 +275,16 @@ def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: C
     async def scenario(cluster: SimCluster) -> Schedule:
         disks.update((name, cluster.node(name).disk) for name in cluster.nodes)
         session = sim_session(cluster, config)
-        ran = await drive(session, config, workload, writer, schedule=schedule,
-                          on_schedule=save, progress=progress)
+        with open(run_dir / CLUSTER_TIMELINE, "w", encoding="utf-8") as timeline:
+            # The same origin as the history's times: `drive` takes it at once, with no
+            # checkpoint in between.
+            recorder = ClusterRecorder(cluster, timeline, origin=trio.current_time())
+            writer.after_event = recorder.sample
+            try:
+                ran = await drive(session, config, workload, writer, schedule=schedule,
+                                  on_schedule=save, progress=progress)
+            finally:
+                writer.after_event = None
         _write_sim_node_logs(cluster, run_dir)
         return ran
 
@@ -355,16 +376,21 @@ def conclude(
         # replay still work when the given file changes or goes.
         config = config.with_schedule(str((run_dir / "nemesis.json").resolve()))
     history_path = run_dir / "history.jsonl"
-    verdict = check_file(str(history_path), mode=workload.checker_mode, allow=config.allow)
+    # Attribution needs every instance's evidence to call a type explained.
+    verdict = check_file(str(history_path), mode=workload.checker_mode, allow=config.allow,
+                         max_evidence=ATTRIBUTION_EVIDENCE)
     truth = executed.ground_truth
     harness_errors = [] if truth is None else check_failed_sends(str(history_path), truth)
+    explanations = separate(verdict, attribute(run_dir, verdict, config, truth),
+                            accept_tradeoffs=config.accept_tradeoffs)
     wall = time.monotonic() - wall_start
     digest = hashlib.sha256(history_path.read_bytes()).hexdigest()
-    exit_code = exit_codes.for_verdict(verdict["valid"], harness_errors=len(harness_errors))
+    exit_code = exit_codes.for_verdict(explanations["valid"],
+                                       harness_errors=len(harness_errors))
     availability = measure_availability(history_path)
     results = {
         "run_id": run_dir.name,
-        "valid": verdict["valid"],
+        "valid": explanations["valid"],
         "exit_code": exit_code,
         # The system's verdict is `valid`; this one is faultline's own (harness.oracle).
         "harness_verdict": _harness_verdict(truth, harness_errors),
@@ -392,6 +418,7 @@ def conclude(
         "availability": availability.to_json(),
         "reproduce": config.command(),
         "verdict": verdict,
+        "explanations": explanations,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(run_dir)
@@ -399,7 +426,8 @@ def conclude(
         render_index(run_dir.parent)
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
                       verdict["stats"]["events"], digest, availability, harness_errors,
-                      truth is not None)
+                      truth is not None, cause_lines(explanations), explanations["valid"],
+                      explanations)
 
 
 def _harness_verdict(truth: GroundTruth | None, errors: list[HarnessError]) -> dict[str, Any]:

@@ -55,6 +55,9 @@ class Session:
     topic_homes: dict[str, str]  # topic -> node (or bootstrap) it lives on
     simulated: bool
     node_logs: dict[str, Path] = field(default_factory=dict)  # node -> its own log file
+    # Starts the cluster's own timeline (cluster.jsonl) at the history's origin (trio
+    # time), where the target can tell leaders and ISRs (the process target's Metadata).
+    start_timeline: Callable[[float], None] | None = None
 
 
 SIM_LINK_LATENCY_MS = 0.05
@@ -158,7 +161,8 @@ async def _process_session(config: RunConfig, run_dir: Path) -> AsyncIterator[Se
             env = _real_env(config, lambda topic: entered.client_address(homes[topic]),
                             entered.clients)
         logs = {n: entered.broker(n).log_path for n in entered.nodes}
-        yield Session(entered, env, homes, simulated=False, node_logs=logs)
+        yield Session(entered, env, homes, simulated=False, node_logs=logs,
+                      start_timeline=entered.start_timeline)
     except BaseException as exc:
         error = exc
         raise

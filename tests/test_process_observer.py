@@ -3,9 +3,12 @@ heard from that round; the beliefs combine the answers that came."""
 
 from __future__ import annotations
 
+import io
+import json
 from functools import partial
 
 import trio
+import trio.testing
 from kafka.protocol.api_message import ApiMessage
 
 from harness.runtime.process.observer import Beliefs, Leader, combine, watch_beliefs
@@ -46,6 +49,28 @@ def test_the_newest_leader_epoch_and_the_most_named_controller_win() -> None:
     beliefs = combine({"n1": _answer(2, [(1, 4), (3, 1)]),   # n1 still thinks it leads
                        "n2": _answer(2, [(2, 5), (3, 1)]),
                        "n3": _answer(3, [(2, 5), (-1, 2)])}, names)
-    assert beliefs.leaders[("t", 0)] == Leader(5, "n2")
-    assert beliefs.leaders[("t", 1)] == Leader(1, "n3")
+    assert beliefs.leaders[("t", 0)] == Leader(5, "n2", ("n1", "n2", "n3"))
+    assert beliefs.leaders[("t", 1)] == Leader(1, "n3", ("n1", "n2", "n3"))
     assert beliefs.controller == "n2"
+
+
+def test_belief_changes_become_the_cluster_timeline() -> None:
+    from harness.runtime.process.cluster import ProcessCluster
+
+    before = Beliefs({("t", 0): Leader(1, "n1", ("n1", "n2"))}, "n1")
+    same = Beliefs({("t", 0): Leader(1, "n1", ("n1", "n2"))}, "n1")
+    after = Beliefs({("t", 0): Leader(2, "n3", ("n3",)), ("__x", 0): Leader(1, "n1")}, "n2")
+    stream = io.StringIO()
+
+    async def main() -> None:
+        await trio.sleep(3)
+        ProcessCluster._record(before, same, (stream, 1.0))
+        ProcessCluster._record(before, after, (stream, 1.0))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines == [
+        {"kind": "log", "time": 2 * 10**9, "log": "t/0", "leader": "n3", "epoch": 2,
+         "isr": ["n3"], "replicas": [], "unclean": True},
+        {"kind": "controller", "time": 2 * 10**9, "controller": "n2"},
+    ]

@@ -99,10 +99,14 @@ def execute(request: RunRequest) -> RunRecord:
             cell=request.cell,
             seed=request.seed,
             run_name=request.run_name,
-            valid=verdict["valid"],
+            valid=outcome.valid,
             config=request.config,
             counts=dict(verdict["counts"]),
-            bad=tuple(verdict["bad_anomaly_types"]),
+            # A configuration that accepts its documented trade-offs is judged by the
+            # anomalies they do not explain.
+            bad=tuple(outcome.explanations["unexplained_types"]
+                      if outcome.config.accept_tradeoffs and outcome.explanations
+                      else verdict["bad_anomaly_types"]),
             examples={kind: first_example(items)
                       for kind, items in verdict["anomalies"].items()},
             availability=outcome.availability.to_json(),

@@ -59,6 +59,10 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
     from harness.runner import reproduce_command
 
     lines = [summary_table(dict(outcome.verdict))]
+    lines.extend(outcome.causes)
+    if outcome.valid != outcome.verdict["valid"]:
+        word = {True: "VALID", False: "INVALID", "unknown": "UNKNOWN"}[outcome.valid]
+        lines.append(f"verdict with documented trade-offs accepted: {word}")
     if outcome.harness_errors:
         lines.extend(console_lines(outcome.harness_errors))
         lines.append(f"verdict: {HEADLINE} (a faultline bug, not the system's: the system's "

@@ -254,6 +254,42 @@ def _harness_section(results: dict[str, Any]) -> str:
             f"{escape(str(harness.get('note', '')))}</p><ul>{items}</ul>")
 
 
+def _causes_section(results: dict[str, Any]) -> str:
+    """The likely cause of each anomaly type, and which ones trade-offs explain."""
+    section = results.get("explanations") or {}
+    items = section.get("items") or []
+    if not items:
+        return ""
+    rows = "".join(
+        f"<li>{'✓ explained' if e['explained'] else '✗ unexplained'}: "
+        f"{escape(e['sentence'])}</li>" for e in items)
+    return (f"<h3>Likely causes</h3><p class='muted'>{escape(section.get('note', ''))}; "
+            f"explained by documented trade-offs: "
+            f"{escape(', '.join(section.get('explained_types', [])) or 'none')}; "
+            f"unexplained: {escape(', '.join(section.get('unexplained_types', [])) or 'none')}"
+            f"</p><ul>{rows}</ul>")
+
+
+def _explanation_html(run_dir: Path, item: dict[str, Any]) -> str:
+    """One explanation beside its evidence, with the node-log lines of its window."""
+    from harness.report.node_excerpts import node_excerpt
+
+    start, end = item.get("window_ns") or [0, 0]
+    evidence = "".join(f"<li>{escape(e)}</li>" for e in item.get("evidence", []))
+    logs = []
+    for node in item.get("nodes", []):
+        excerpt = node_excerpt(run_dir, node, start, end)
+        if excerpt is None or not excerpt.lines:
+            continue
+        more = f" ({excerpt.omitted} lines left out)" if excerpt.omitted else ""
+        logs.append(f"<details><summary>nodes/{escape(node)}.log from {start / 1e9:.1f} s to "
+                    f"{end / 1e9:.1f} s{more}</summary>"
+                    f"<pre>{escape(chr(10).join(excerpt.lines))}</pre></details>")
+    return (f"<div class='ev'><b>likely cause</b>"
+            f"{' (explained)' if item['explained'] else ''}: {escape(item['sentence'])}"
+            f"<ul>{evidence}</ul>{''.join(logs)}</div>")
+
+
 def render_report(run_dir: Path) -> str:
     """The HTML of `run_dir`'s report."""
     results = json.loads((run_dir / "results.json").read_text())
@@ -306,10 +342,16 @@ def render_report(run_dir: Path) -> str:
             f"<td>{'allowed' if k in allowed else 'not allowed'}</td></tr>"
             for k, c in counts.items())
         parts.append(f"<table><tr><th>type</th><th>count</th><th></th></tr>{rows}</table>")
+        parts.append(_causes_section(results))
+        explained_by_kind: dict[str, list[dict[str, Any]]] = {}
+        for item in (results.get("explanations") or {}).get("items", []):
+            explained_by_kind.setdefault(item["kind"], []).append(item)
         for kind, items in verdict["anomalies"].items():
             cls = "allowed" if kind in allowed else ""
             parts.append(f"<div class='{cls}'><h3 id='a-{escape(kind)}'>{escape(kind)} "
                          f"({counts.get(kind, len(items))}{', allowed' if cls else ''})</h3>")
+            for explanation in explained_by_kind.get(kind, []):
+                parts.append(_explanation_html(run_dir, explanation))
             for item in items[:EVIDENCE_SHOWN]:
                 parts.append(_evidence_html(item, digest.events))
             if len(items) > EVIDENCE_SHOWN:

@@ -45,6 +45,7 @@ kills it should the harness itself be SIGKILLed.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -52,7 +53,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 import trio
 
@@ -145,6 +146,8 @@ class ProcessCluster:
             }
         self._clock_offsets: dict[str, int] = dict.fromkeys(names, 0)
         self._beliefs = Beliefs()
+        # cluster.jsonl and the history's origin, once the runner starts the timeline.
+        self._timeline: tuple[IO[str], float] | None = None
         self._nursery: trio.Nursery | None = None
         self._context: AbstractAsyncContextManager[Self] | None = None
 
@@ -188,6 +191,9 @@ class ProcessCluster:
                 with trio.CancelScope(shield=True):
                     await self._stop_all()
                 nursery.cancel_scope.cancel()
+                if self._timeline is not None:
+                    self._timeline[0].close()
+                    self._timeline = None
         if body_error is not None:
             raise body_error
 
@@ -198,7 +204,39 @@ class ProcessCluster:
                 if node.state is NodeState.RUNNING and node.address is not None}
 
     def _believe(self, beliefs: Beliefs) -> None:
+        if self._timeline is not None:
+            self._record(self._beliefs, beliefs, self._timeline)
         self._beliefs = beliefs
+
+    def start_timeline(self, origin: float) -> None:
+        """From now on, write each change of the brokers' beliefs (leader, epoch, ISR per
+        log; controller) to `run_dir/cluster.jsonl`, timed in ns from `origin` (the
+        history's zero). Read from Metadata every `observer.WATCH_INTERVAL_S`, so a
+        change is seen up to that late; power cuts' losses are not visible here."""
+        self._timeline = (open(self.run_dir / "cluster.jsonl", "w", encoding="utf-8"),  # noqa: SIM115 (closed at stop)
+                          origin)
+        self._timeline[0].write(json.dumps({"kind": "start", "origin_s": origin,
+                                            "nodes": list(self._nodes)}) + "\n")
+        self._record(Beliefs(), self._beliefs, self._timeline)
+
+    @staticmethod
+    def _record(old: Beliefs, new: Beliefs, timeline: tuple[IO[str], float]) -> None:
+        stream, origin = timeline
+        now = round((trio.current_time() - origin) * 1e9)
+        for (topic, index), leader in sorted(new.leaders.items()):
+            if topic.startswith("__") or old.leaders.get((topic, index)) == leader:
+                continue
+            before = old.leaders.get((topic, index))
+            unclean = (None if before is None or not before.isr or before.epoch == leader.epoch
+                       else leader.node not in before.isr)
+            stream.write(json.dumps({"kind": "log", "time": now, "log": f"{topic}/{index}",
+                                     "leader": leader.node, "epoch": leader.epoch,
+                                     "isr": list(leader.isr), "replicas": [],
+                                     "unclean": unclean}) + "\n")
+        if new.controller != old.controller:
+            stream.write(json.dumps({"kind": "controller", "time": now,
+                                     "controller": new.controller}) + "\n")
+        stream.flush()
 
     def _proxies(self) -> list[FaultProxy]:
         return [*self._client_side_proxies(), *self._controller_side_proxies()]

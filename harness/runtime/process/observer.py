@@ -29,10 +29,11 @@ METADATA_VERSION = 9
 
 @dataclass(frozen=True)
 class Leader:
-    """A partition's leader as one broker believes it."""
+    """A partition's leader as one broker believes it, with the ISR it reported."""
 
     epoch: int
     node: str
+    isr: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def combine(answers: Mapping[str, ApiMessage], names: Mapping[int, str]) -> Beli
                 key = (topic.name, p.partition_index)
                 known = leaders.get(key)
                 if known is None or p.leader_epoch > known.epoch:
-                    leaders[key] = Leader(p.leader_epoch, node)
+                    isr = tuple(sorted(names[i] for i in (p.isr_nodes or []) if i in names))
+                    leaders[key] = Leader(p.leader_epoch, node, isr)
     ranked = sorted(controllers.items(), key=lambda item: (-item[1], item[0]))
     return Beliefs(leaders, ranked[0][0] if ranked else None)
 

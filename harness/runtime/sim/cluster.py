@@ -25,7 +25,7 @@ which node a workload put each topic on, and that is what `leader_of` reports.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -125,6 +125,9 @@ class SimCluster:
         self._clients: dict[str, HostNetwork] = {}
         self._client_clocks: dict[str, SimClock] = {}
         self.topic_homes: dict[str, str] = {}
+        # Called with (node, disk) just before a power cut takes the disk's unsynced
+        # writes (the run's cluster timeline records what was lost).
+        self.power_loss_observers: list[Callable[[str, SimDisk], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -212,6 +215,8 @@ class SimCluster:
         node.scope.cancel()
         self.network.crash(name)
         if power_loss:
+            for observe in self.power_loss_observers:
+                observe(name, node.disk)
             node.disk.survive_power_loss(self._tear_rng if self.tear_on_power_loss else None)
         else:
             node.disk.survive_kill()
