@@ -244,6 +244,19 @@ class PartitionLog:
                 )
             self._append_segment(segment)
             next_offset = max(segment.next_offset, base)
+        while (
+            len(self._segments) > 1
+            and self._active.is_empty
+            and self._segments[-2].next_offset < self._active.base_offset
+        ):
+            # An empty last segment above a gap (the one before it lost its end, say in a
+            # power cut after the roll): readers between the two would find no batch and
+            # wait. Its name stays evidence; the fillers below go where readers look.
+            empty = self._segments.pop()
+            self._bases.pop()
+            self._dirty.discard(empty)
+            empty.delete()
+            self._dir_dirty = True
         end = recovery.evidence_end()
         if end > self._active.next_offset:
             # Offsets up to `end` were handed out (a checkpoint, snapshot, index or damaged
