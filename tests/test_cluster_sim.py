@@ -612,3 +612,25 @@ def test_a_follower_repaired_after_damage_refetches_what_it_lost_from_the_leader
     acked, held, gaps = simulate(scenario)
     assert gaps == 1
     assert held == acked
+
+
+def test_a_quick_restart_waits_out_its_previous_session_without_blaming_a_second_broker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        await wait_for(lambda: cluster.controller() is not None)
+        victim = next(n for n in cluster.nodes if n != cluster.controller())
+        await wait_for(lambda: cluster.node(victim).running is not None)
+        await trio.sleep(2)  # registered and heartbeating
+        await cluster.kill(victim)
+        await cluster.restart(victim)  # before the controller's session for it expires
+        await trio.sleep(15)
+
+    with caplog.at_level(logging.INFO, logger="faultline.broker.lifecycle"):
+        simulate(scenario)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "second broker" in m]
+    # Said once for the restarted incarnation, not once per retry.
+    assert sum("registration of a previous incarnation" in m for m in messages) == 1
+    # ...and then registered, after the three first registrations.
+    assert sum("registered with epoch" in m for m in messages) == 4

@@ -31,6 +31,10 @@ logger = logging.getLogger("faultline.broker.lifecycle")
 
 STALE_BROKER_EPOCH = 77
 DUPLICATE_BROKER_REGISTRATION = 101
+# How long DUPLICATE_BROKER_REGISTRATION may go on before it is more likely a second
+# process with this node.id than this broker's own previous incarnation, whose session
+# the controller keeps until broker.session.timeout.ms (9 s by default) passes.
+DUPLICATE_SUSPECT_S = 30.0
 
 
 class BrokerLifecycle:
@@ -57,6 +61,9 @@ class BrokerLifecycle:
         self.previous_broker_epoch = previous_broker_epoch
         self.fenced = True
         self._changed = trio.Event()
+        # When registration was first refused as a duplicate, and whether that was said.
+        self._duplicate_since: float | None = None
+        self._duplicate_warned = False
 
     def _set(self, *, broker_epoch: int | None = None, fenced: bool | None = None) -> None:
         if broker_epoch is not None:
@@ -98,14 +105,33 @@ class BrokerLifecycle:
                 self.previous_broker_epoch,
             )
             self._set(broker_epoch=result.broker_epoch, fenced=True)
+            self._duplicate_since = None
         elif result.error_code == DUPLICATE_BROKER_REGISTRATION:
-            logger.warning(
-                "broker id %d is registered by another live process; retrying (is a second "
-                "broker running with the same node.id?)",
-                self.client.node_id,
-            )
+            self._refused_as_duplicate()
+            return
         else:
             logger.info("registration failed with error %d; retrying", result.error_code)
+
+    def _refused_as_duplicate(self) -> None:
+        """The controller still holds a live registration of this id by another
+        incarnation: after a restart, this broker's own until its session expires; said
+        once, and once more (as a warning) if it lasts far longer than a session."""
+        now = trio.current_time()
+        if self._duplicate_since is None:
+            self._duplicate_since = now
+            logger.info(
+                "broker id %d: the controller still holds the registration of a previous "
+                "incarnation (its session has not expired yet); retrying",
+                self.client.node_id,
+            )
+        elif not self._duplicate_warned and now - self._duplicate_since > DUPLICATE_SUSPECT_S:
+            self._duplicate_warned = True
+            logger.warning(
+                "broker id %d has been refused as registered by another live process for "
+                "%.0f s; is a second broker running with the same node.id?",
+                self.client.node_id,
+                now - self._duplicate_since,
+            )
 
     async def _heartbeat(self) -> None:
         result = await self.client.heartbeat(

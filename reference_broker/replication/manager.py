@@ -146,10 +146,15 @@ class ReplicaManager:
             for key in sorted(self._managed - set(hosted)):
                 self._stop_replica(key)
             configs: dict[str, LogConfig] = {}
-            for _key, assignment in sorted(hosted.items()):
+            for key, assignment in sorted(hosted.items()):
                 if assignment.topic not in configs:
                     configs[assignment.topic] = config_of(assignment.topic)
+                created = key not in self._partitions
                 self._become(assignment, configs[assignment.topic], now)
+                if created:
+                    # Creating a log opens and syncs files: thousands of new partitions
+                    # must not hold every connection's requests until the last is made.
+                    await trio.lowlevel.checkpoint()
             self._reconcile_fetchers()
             self.applied += 1
             self._signal.fire()
