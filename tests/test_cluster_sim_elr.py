@@ -32,8 +32,7 @@ from harness.runtime.sim.run import SimSettings, run_sim
 from reference_broker.broker import Broker
 from reference_broker.controller.service import ControllerService
 from reference_broker.log.record_batch import iter_batches
-from workloads.client import ConsumerConfig, Producer, ProducerConfig, TopicPartition
-from workloads.client.consumer import Consumer
+from tests.test_cluster_sim import producer, read_all
 
 SETTINGS = {
     "num.partitions": 1,
@@ -65,45 +64,6 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> No
     with trio.fail_after(timeout_s):
         while not predicate():
             await trio.sleep(0.1)
-
-
-def producer(cluster: SimCluster, client: str) -> Producer:
-    config = ProducerConfig(
-        bootstrap_servers=cluster.bootstrap.split(","),
-        client_id=client,
-        acks=-1,
-        linger_ms=0,
-        request_timeout_ms=3_000,
-        delivery_timeout_ms=60_000,
-        socket_connection_setup_timeout_ms=1_000,
-    )
-    return Producer(
-        config,
-        network=cluster.client_network(client),
-        rng=cluster.client_rng(client),
-        clock_ms=cluster.client_clock(client).now_ms,
-    )
-
-
-async def read_all(cluster: SimCluster, client: str, topic: str) -> list[bytes]:
-    config = ConsumerConfig(
-        bootstrap_servers=cluster.bootstrap.split(","),
-        client_id=client,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-    )
-    async with Consumer(
-        config, network=cluster.client_network(client), rng=cluster.client_rng(client)
-    ) as consumer:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning([tp])
-        values: list[bytes] = []
-        for _ in range(10):
-            values += [r.value or b"" for r in await consumer.poll(0.3)]
-        return values
 
 
 async def isolate(cluster: SimCluster, node: str) -> None:
