@@ -45,6 +45,10 @@ def _check_nemesis(spec: str) -> None:
         raise ConfigError(f"--nemesis: {exc}") from None
 
 
+# The settings a --schedule determines: its faults and their timing.
+SCHEDULE_SETS = ("nemesis", "time-limit", "recovery")
+
+
 def _check_schedule(path: str | None) -> None:
     if path is not None:
         read_schedule(path)
@@ -93,7 +97,7 @@ class RunConfig:
     schedule: str | None = setting(
         None, "Run this fault schedule (a JSON file in the format of a run's nemesis.json) "
         "instead of generating one; it sets --nemesis, --time-limit and --recovery.",
-        metavar="FILE", check=_check_schedule)
+        metavar="FILE", check=_check_schedule, path=True)
     nemesis: str = setting(
         "mixed", "Comma-separated fault packages (on a --vary axis joined with +):\n\n\b\n"
         + nemesis_packages.describe(), check=_check_nemesis,
@@ -252,7 +256,7 @@ class RunConfig:
     def with_schedule(self, path: str) -> RunConfig:
         """This configuration following the schedule in file `path`: its packages, time
         limit and recovery come from that file."""
-        taken = {"schedule", "nemesis", "time-limit", "recovery"}
+        taken = {"schedule", *SCHEDULE_SETS}
         given = {s.name: getattr(self, s.attr) for s in SETTINGS.values() if s.name not in taken}
         return RunConfig.build({**given, "schedule": path})
 

@@ -57,6 +57,8 @@ class Spec:
     normalize: Callable[[str], str] | None = None
     axis: bool = True  # may be a campaign axis
     metavar: str | None = None
+    # A file's path: in a matrix file, relative to that file's folder.
+    path: bool = False
 
 
 def setting(default: Any, help: str, **spec: Any) -> Any:

@@ -202,3 +202,38 @@ def test_reproduce_command_rebuilds_the_same_configuration() -> None:
     assert "--replication-factor" not in command  # derived, so not written
     ctx = run_command.make_context("run", shlex.split(command)[2:])
     assert config_from_options(dict(ctx.params)) == config
+
+
+def test_a_schedule_in_a_matrix_file_is_found_beside_it_and_sets_its_own_timing(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "matrices"
+    folder.mkdir()
+    (folder / "kill.json").write_text(
+        '{"nodes": ["n1", "n2", "n3"], "duration_ms": 8000, "recovery_ms": 2000, "ops": '
+        '[{"f": "kill", "at_ms": 1000, "nodes": ["n2"]}]}')
+    (folder / "m.toml").write_text(
+        '[settings]\ntime-limit = 30\nrecovery = 5\nnemesis = "partition"\n\n'
+        '[[configuration]]\nname = "scheduled"\nschedule = "kill.json"\n\n'
+        '[[configuration]]\nname = "generated"\n')
+    matrix = build_matrix(read_matrix_file(folder / "m.toml"), fixed={"time-limit": 20},
+                          axes=[], seeds=(1,))
+    scheduled, generated = matrix.cells
+    assert scheduled.error is None and generated.error is None
+    config = scheduled.config(1)
+    # Relative to the matrix file, not the working directory; its faults and timing are
+    # the schedule's, not the campaign-wide ones.
+    assert config.schedule == str(folder / "kill.json")
+    assert (config.nemesis, config.time_limit_s, config.recovery_s) == ("kill", 8.0, 2.0)
+    other = generated.config(1)
+    assert (other.schedule, other.nemesis, other.time_limit_s) == (None, "partition", 20.0)
+
+
+def test_the_kafka_guarantees_preset_runs_its_unclean_rows_on_its_own_schedule() -> None:
+    matrix = build_matrix(read_preset("kafka-guarantees"), fixed={}, axes=[], seeds=(1,))
+    unclean = [c for c in matrix.cells if c.label.startswith("unclean election")]
+    assert len(unclean) == 2 and all(c.error is None for c in unclean)
+    for cell in unclean:
+        config = cell.config(1)
+        assert config.schedule is not None and Path(config.schedule).is_file()
+        assert config.nemesis == "kill"

@@ -15,10 +15,13 @@ from harness.run_config import RunConfig
 from harness.runner import run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "schedules"
+# The kafka-guarantees preset's own schedule for its unclean-election rows.
+PRESETS = Path(__file__).resolve().parent.parent / "harness" / "campaign" / "presets"
 
 
 def _run(tmp_path: Path, schedule: str, **settings: Any) -> tuple[dict[str, Any], Any]:
-    given = {"schedule": str(EXAMPLES / schedule), "seed": 1, "final-read": 8.0,
+    folder = PRESETS if (PRESETS / schedule).exists() else EXAMPLES
+    given = {"schedule": str(folder / schedule), "seed": 1, "final-read": 8.0,
              **{name.replace("_", "-"): value for name, value in settings.items()}}
     config = RunConfig.build(given)
     outcome = run(config, tmp_path, index=False)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from checkers.anomalies import ANOMALIES, FAMILIES
-from harness.run_config import SETTINGS, RunConfig
+from harness.run_config import SCHEDULE_SETS, SETTINGS, RunConfig
 from harness.settings import ConfigError, Setting
 
 SAFE = "safe"
@@ -160,8 +160,9 @@ def parse_axis(text: str) -> Axis:
     return axis(name, [v for v in values.split(",") if v.strip()], where="--vary")
 
 
-def axis(name: str, values: Sequence[Any], *, where: str) -> Axis:
-    """An Axis over setting `name`; ConfigError for an unknown setting or a bad value."""
+def axis(name: str, values: Sequence[Any], *, where: str, base: Path | None = None) -> Axis:
+    """An Axis over setting `name`; ConfigError for an unknown setting or a bad value.
+    File paths (schedules) are relative to `base` when given (a matrix file's folder)."""
     s = SETTINGS.get(name)
     if s is None:
         raise ConfigError(f"{where}: unknown setting {name!r}; settings: {', '.join(axis_names())}")
@@ -169,6 +170,8 @@ def axis(name: str, values: Sequence[Any], *, where: str) -> Axis:
         raise ConfigError(f"{where}: {name} cannot be an axis (use --seeds or --seed-range)")
     if not values:
         raise ConfigError(f"{where} {name}: give at least one value")
+    if s.spec.path and base is not None:
+        values = [str(base / v) if isinstance(v, str) else v for v in values]
     try:
         parsed = tuple(s.parse(v) for v in values)
     except ConfigError as exc:
@@ -224,7 +227,7 @@ def read_matrix_file(path: Path) -> MatrixFile:
         raise ConfigError(f"cannot read matrix file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return matrix_from_toml(data, str(path), default_name=path.stem)
+    return matrix_from_toml(data, str(path), default_name=path.stem, base=path.parent)
 
 
 def preset_names() -> list[str]:
@@ -238,13 +241,16 @@ def read_preset(name: str) -> MatrixFile:
     """A shipped preset by name; ConfigError listing the presets for an unknown one."""
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
-    text = (resources.files("harness.campaign") / "presets" / f"{name}.toml").read_text(
-        encoding="utf-8")
-    return matrix_from_toml(tomllib.loads(text), f"preset {name}", default_name=name)
+    folder = resources.files("harness.campaign") / "presets"
+    text = (folder / f"{name}.toml").read_text(encoding="utf-8")
+    return matrix_from_toml(tomllib.loads(text), f"preset {name}", default_name=name,
+                            base=Path(str(folder)))
 
 
-def matrix_from_toml(data: Mapping[str, Any], where: str, *, default_name: str) -> MatrixFile:
-    """A MatrixFile from parsed TOML; ConfigError naming `where` and the bad key."""
+def matrix_from_toml(data: Mapping[str, Any], where: str, *, default_name: str,
+                     base: Path | None = None) -> MatrixFile:
+    """A MatrixFile from parsed TOML; ConfigError naming `where` and the bad key. A file
+    path a setting takes (a schedule) is relative to `base`, the file's folder."""
     unknown = sorted(set(data) - set(FILE_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; expected {', '.join(FILE_KEYS)}")
@@ -254,7 +260,7 @@ def matrix_from_toml(data: Mapping[str, Any], where: str, *, default_name: str) 
         raise ConfigError(f"{where}: seeds must be a whole number, not {seeds_value!r}")
     seeds = (parse_seeds(seeds_value, data.get("seed-range"))
              if seeds_value is not None or data.get("seed-range") is not None else None)
-    settings = _settings_table(data.get("settings", {}), f"{where} [settings]")
+    settings = _settings_table(data.get("settings", {}), f"{where} [settings]", base)
     vary = data.get("vary", {})
     if not isinstance(vary, dict):
         raise ConfigError(f"{where}: [vary] must be a table of NAME = [values]")
@@ -262,7 +268,7 @@ def matrix_from_toml(data: Mapping[str, Any], where: str, *, default_name: str) 
     for name, values in vary.items():
         if not isinstance(values, list):
             raise ConfigError(f"{where} [vary] {name}: expected a list of values")
-        axes.append(axis(name, values, where=f"{where} [vary]"))
+        axes.append(axis(name, values, where=f"{where} [vary]", base=base))
     configurations = []
     for number, entry in enumerate(data.get("configuration", []), start=1):
         label = f"{where} configuration {number}"
@@ -270,7 +276,8 @@ def matrix_from_toml(data: Mapping[str, Any], where: str, *, default_name: str) 
             raise ConfigError(f"{label}: expected a table")
         label = f"{label} ({entry.get('name', 'unnamed')})"
         meta = {k: entry[k] for k in CONFIGURATION_KEYS if k in entry}
-        values = _settings_table({k: v for k, v in entry.items() if k not in meta}, label)
+        values = _settings_table({k: v for k, v in entry.items() if k not in meta}, label,
+                                 base)
         configurations.append({"meta": meta, "settings": values, "where": label})
     name = data.get("name", default_name)
     return MatrixFile(name=str(name), description=str(data.get("description", "")),
@@ -278,7 +285,7 @@ def matrix_from_toml(data: Mapping[str, Any], where: str, *, default_name: str) 
                       configurations=configurations)
 
 
-def _settings_table(table: Any, where: str) -> dict[str, Any]:
+def _settings_table(table: Any, where: str, base: Path | None = None) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table of setting = value")
     values: dict[str, Any] = {}
@@ -287,6 +294,8 @@ def _settings_table(table: Any, where: str) -> dict[str, Any]:
         if s is None:
             raise ConfigError(f"{where}: unknown setting {name!r}; settings: "
                               f"{', '.join(SETTINGS)}")
+        if s.spec.path and base is not None and isinstance(raw, str):
+            raw = str(base / raw)  # an absolute `raw` stays as it is
         try:
             values[name] = s.parse(raw)
         except ConfigError as exc:
@@ -330,7 +339,15 @@ def build_matrix(
                                          where=entry["where"])
                        if "expect" in meta or "demonstrates" in meta else default_expect)
         for combo in combos:
-            given = {**base, **{s.name: v for s, v in combo}, **entry["settings"]}
+            own = {**{s.name: v for s, v in combo}, **entry["settings"]}
+            inherited = dict(base)
+            if own.get("schedule") is not None:
+                # A schedule of the configuration's (or its axis's) own sets the faults
+                # and their timing: campaign-wide ones give way to it.
+                for name in SCHEDULE_SETS:
+                    if name not in own:
+                        inherited.pop(name, None)
+            given = {**inherited, **own}
             parts = [str(meta["name"])] if "name" in meta else []
             parts += [f"{s.name}={s.format(v)}" for s, v in combo]
             if not parts:
