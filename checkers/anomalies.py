@@ -7,27 +7,74 @@ allowed set is reported but does not make the verdict invalid.
 
 from __future__ import annotations
 
-# type -> one-line meaning, as printed by `faultline check --help` and the summary table.
+# type -> its definition in one sentence, shown by `faultline check --help` and
+# `--explain TYPE`, the summary table and the run report. The only declaration of it.
 ANOMALIES: dict[str, str] = {
-    "inconsistent-offsets": "two different values observed at one offset of a log",
-    "duplicate": "one value observed at two positions (offsets or logs)",
-    "lost-write": "a committed send at or below a log's highest read offset, never read",
-    "unseen": "an acknowledged send never read by the end (reads never got past it)",
-    "aborted-read": "a poll returned a value whose send definitely failed",
-    "precommitted-read": "a poll returned a value before its send was invoked (or never sent)",
-    "poll-skip": "a process's next poll of a log skipped values after its previous poll",
-    "nonmonotonic-poll": "a process's next poll of a log went back to or before its last read",
-    "int-poll-skip": "within one poll, consecutive records of a log skipped values",
-    "int-nonmonotonic-poll": "within one poll, consecutive records of a log went backward",
-    "nonmonotonic-send": "a process's next send to a log landed at or before its previous one",
-    "int-send-skip": "within one send, consecutive messages to a log were not adjacent",
-    "int-nonmonotonic-send": "within one send, consecutive messages to a log went backward",
-    "key-order": "one producer's later send of a key landed below its earlier send of it",
-    "key-split": "one key observed in two partitions of one topic",
-    "split-assignment": "two members of one group own one log in the same generation",
-    "commit-regression": "a group's committed offset for a log went backward",
-    "lost-by-commit": "a group committed past an offset no member of the group polled",
+    "inconsistent-offsets": "Two different values were observed at the same offset of one log.",
+    "duplicate": "One value was observed at two positions (two offsets, or two logs).",
+    "lost-write": "An acknowledged value at or below the highest offset read from its log "
+                  "was never read by anyone.",
+    "unseen": "An acknowledged value was never read because no read got that far "
+              "(uncertain, not proof of loss).",
+    "aborted-read": "A poll returned a value whose send had definitely failed.",
+    "precommitted-read": "A poll returned a value before its send was invoked (or it was "
+                         "never sent).",
+    "poll-skip": "A process's next poll of a log started past offsets holding values, "
+                 "skipping them.",
+    "nonmonotonic-poll": "A process's next poll of a log went back to or before the offset "
+                         "it had last read.",
+    "int-poll-skip": "Within one poll, two consecutive records of a log skipped offsets "
+                     "holding values.",
+    "int-nonmonotonic-poll": "Within one poll, a record of a log came at or before the "
+                             "offset of the record before it.",
+    "nonmonotonic-send": "A process's next send to a log landed at or below the offset of "
+                         "its previous send there.",
+    "int-send-skip": "Within one send, consecutive messages to a log did not land at "
+                     "adjacent offsets.",
+    "int-nonmonotonic-send": "Within one send, a later message to a log landed at or below "
+                             "an earlier one.",
+    "key-order": "One producer's later send of a key landed below its earlier send of the "
+                 "same key.",
+    "key-split": "One key was acknowledged or read in two partitions of one topic.",
+    "split-assignment": "Two members of one consumer group owned the same log in the same "
+                        "generation.",
+    "commit-regression": "A group's committed offset for a log went backward.",
+    "lost-by-commit": "A group committed a log's offset past records that no member of the "
+                      "group had polled.",
 }
+
+# type -> the smallest history that shows it (tests/histories/<type>.jsonl), in words;
+# tests/histories/README.md's table is checked against these.
+EXAMPLES: dict[str, str] = {
+    "inconsistent-offsets": "two sends are both acknowledged at t0/0 offset 0; two readers "
+                            "see different values there",
+    "duplicate": "one poll returns value 1 at offsets 0 and 1",
+    "lost-write": "value 1 is acknowledged at offset 0, a poll reads offset 1, nobody ever "
+                  "reads value 1",
+    "unseen": "value 1 is acknowledged; the only poll returns nothing (verdict `unknown`, "
+              "not invalid)",
+    "aborted-read": "the send of value 1 fails, yet a poll returns it",
+    "precommitted-read": "a poll returns value 1 before any send of value 1 is invoked",
+    "poll-skip": "process 1 polls offset 0, then its next poll starts at offset 2 (offset 1 "
+                 "exists)",
+    "nonmonotonic-poll": "process 1 polls offsets 0-1, then its next poll starts at offset 1 "
+                         "again",
+    "int-poll-skip": "one poll returns offsets 0 and 2 of a log whose offset 1 exists",
+    "int-nonmonotonic-poll": "one poll returns offset 1 before offset 0",
+    "nonmonotonic-send": "process 0's second send lands at offset 0, below its first at "
+                         "offset 1",
+    "int-send-skip": "one send's two messages land at offsets 0 and 2; another producer's at "
+                     "1 (allowed outside `--mode strict`)",
+    "int-nonmonotonic-send": "one send's second message lands before its first",
+    "key-order": "process 0 sends key k1 to offset 1, re-assigns (as Jepsen, that drops its "
+                 "per-log send cursor), then sends k1 again and it lands at offset 0",
+    "key-split": "key k1 is acknowledged in t0/0 and in t0/1",
+    "split-assignment": "processes 0 and 1 of group g1 both report owning t0/0 in "
+                        "generation 1",
+    "commit-regression": "process 0 commits t0/0 at 2, then (after that completed) at 1",
+    "lost-by-commit": "group g1 commits t0/0 at 2 though no member polled offsets 0 and 1",
+}
+
 
 # Families of anomaly types, the columns of a campaign's guarantee table. Each type is in
 # exactly one. `loss` holds what loses acknowledged data, on the log (lost-write, unseen,
@@ -97,3 +144,21 @@ class Findings:
         self.counts[kind] = count + 1
         if count < self.limit:
             self.evidence.setdefault(kind, []).append(evidence)
+
+
+def explain(kind: str) -> str:
+    """A few lines on anomaly type `kind`: its definition, family, in which workload modes
+    it is allowed by default, and the smallest example. ValueError naming the known types
+    for an unknown one."""
+    if kind not in ANOMALIES:
+        raise ValueError(f"unknown anomaly type {kind!r}; expected one of {', '.join(ANOMALIES)}")
+    modes = [mode for mode, allowed in MODE_ALLOWED.items() if kind in allowed]
+    lines = [
+        f"{kind}: {ANOMALIES[kind]}",
+        f"family: {FAMILY_OF[kind]}",
+        "allowed by default in mode(s): " + (", ".join(modes) or "none"),
+        f"smallest example (tests/histories/{kind}.jsonl): {EXAMPLES[kind]}",
+    ]
+    if kind in UNCERTAIN:
+        lines.append("alone, it makes the verdict unknown rather than invalid")
+    return "\n".join(lines)

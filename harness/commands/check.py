@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from checkers import ANOMALIES, MODE_ALLOWED, check_file
+from checkers.anomalies import explain
 from harness import exit_codes
 from history import HistoryError
 
+# Each anomaly type's definition, wrapped for 80 columns ("\b" keeps click from
+# re-wrapping the block into one paragraph).
+_TYPES_HELP = "\b\nAnomaly types (faultline check --explain TYPE for an example):\n" + "\n".join(
+    textwrap.fill(f"{kind}: {meaning}", width=76, subsequent_indent="    ")
+    for kind, meaning in ANOMALIES.items()
+)
 _MODES_HELP = "; ".join(
     f"{mode}: {', '.join(sorted(allowed)) or 'nothing'}" for mode, allowed in MODE_ALLOWED.items()
 )
@@ -68,10 +76,14 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
 
 @click.command(
     "check",
-    epilog="Anomaly types: " + ", ".join(ANOMALIES) + ". Default allowed per mode: "
-    + _MODES_HELP + ". " + exit_codes.HELP,
+    epilog=_TYPES_HELP + "\n\nDefault allowed per mode: " + _MODES_HELP + ". "
+    + exit_codes.HELP,
 )
-@click.argument("history", type=click.Path(dir_okay=False))
+@click.argument("history", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--explain", "explain_type", metavar="TYPE", default=None,
+    help="Print what anomaly type TYPE means (and a minimal example), then exit.",
+)
 @click.option(
     "--allow", "allow", multiple=True, metavar="TYPE",
     help="Anomaly type that does not invalidate the verdict (repeatable).",
@@ -90,8 +102,8 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
     help="Evidence items kept per anomaly type (counts stay exact).",
 )
 def check(
-    history: str, allow: tuple[str, ...], mode: str, out: str | None, as_json: bool,
-    max_evidence: int,
+    history: str | None, explain_type: str | None, allow: tuple[str, ...], mode: str,
+    out: str | None, as_json: bool, max_evidence: int,
 ) -> None:
     """Check HISTORY (JSON Lines, DESIGN.md section 4) for anomalies.
 
@@ -100,6 +112,17 @@ def check(
     outside the allowed set; unknown means only unseen messages (acknowledged, never
     read) stand in the way.
     """
+    if explain_type is not None:
+        try:
+            click.echo(explain(explain_type))
+        except ValueError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(exit_codes.BAD_INPUT)
+        return
+    if history is None:
+        click.echo("error: missing HISTORY (a history.jsonl to check), or --explain TYPE",
+                   err=True)
+        sys.exit(exit_codes.BAD_INPUT)
     unknown = [name for name in allow if name not in ANOMALIES]
     if unknown:
         click.echo(

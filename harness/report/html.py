@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from checkers.anomalies import ANOMALIES
+from harness.report.config_table import config_html, nemesis_text, topics_text
+from harness.report.evidence import Events, evidence_indices, kind_html
 from harness.report.plots import Series, Window, thin, time_chart
 
-EVIDENCE_SHOWN = 8  # evidence items rendered per anomaly type
-EVENTS_SHOWN = 12  # history events rendered per evidence item
 POINTS_LIMIT = 4000  # points per chart series
 
 CSS = """
@@ -36,6 +37,9 @@ pre,code{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 .ev{border-left:3px solid #c62828;padding:4px 10px;margin:8px 0;background:#fafafa}
 .allowed .ev{border-left-color:#999}
 .ev pre{margin:4px 0;white-space:pre-wrap;word-break:break-all}
+.ev p{margin:2px 0}.def{font-style:italic;color:#444}
+.cited td,.cited th{font-size:12px;padding:1px 6px}
+.ev details summary{cursor:pointer;color:#555;font-size:12px}
 .chart .ct{font-weight:600;font-size:13px}.chart .tk{font-size:11px;fill:#555}
 .muted{color:#777}.legend span{display:inline-block;padding:1px 8px;margin-right:6px;
 border-radius:3px;font-size:12px}
@@ -212,28 +216,6 @@ def verdict_badge(valid: Any) -> str:
     return f'<span class="verdict {cls}">{word}</span>'
 
 
-def _evidence_html(item: dict[str, Any], events: dict[int, bytes]) -> str:
-    fields = {k: v for k, v in item.items() if k != "indices"}
-    indices = item.get("indices") or []
-    shown = indices[:EVENTS_SHOWN]
-    lines = [events[i].decode() if i in events else f"(index {i} not in history)"
-             for i in shown]
-    more = (f'<div class="muted">… {len(indices) - len(shown)} more indices</div>'
-            if len(indices) > len(shown) else "")
-    return (f'<div class="ev"><code>{escape(json.dumps(fields))}</code>'
-            f'<div class="muted">history indices {escape(str(indices[:40]))}</div>'
-            f"<pre>{escape(chr(10).join(lines))}</pre>{more}</div>")
-
-
-def evidence_indices(verdict: dict[str, Any]) -> set[int]:
-    """Every history index the rendered evidence refers to."""
-    wanted: set[int] = set()
-    for items in verdict.get("anomalies", {}).values():
-        for item in items[:EVIDENCE_SHOWN]:
-            wanted.update((item.get("indices") or [])[:EVENTS_SHOWN])
-    return wanted
-
-
 def _harness_section(results: dict[str, Any]) -> str:
     """faultline's own verdict (the sim's ground-truth oracle), apart from the system's."""
     harness = results.get("harness_verdict")
@@ -317,8 +299,7 @@ def render_report(run_dir: Path) -> str:
     parts.append(_kv_table([
         ("target / workload", f"{config.get('target')} / {config.get('workload')} "
                               f"(checker mode {results.get('checker_mode')})"),
-        ("nemesis", f"{config.get('nemesis')} every ~{config.get('nemesis_interval_s')} s, "
-                    f"{results.get('schedule', {}).get('ops', 0)} ops"),
+        ("nemesis", nemesis_text(config, (results.get("schedule") or {}).get("ops", 0))),
         ("seed", results.get("seed")),
         ("duration", f"{timing.get('run_seconds')} {timing.get('clock')} s "
                      f"({timing.get('wall_seconds')} s wall)"),
@@ -339,24 +320,23 @@ def render_report(run_dir: Path) -> str:
     else:
         rows = "".join(
             f"<tr><td><a href='#a-{escape(k)}'>{escape(k)}</a></td><td>{c}</td>"
-            f"<td>{'allowed' if k in allowed else 'not allowed'}</td></tr>"
+            f"<td>{'allowed' if k in allowed else 'not allowed'}</td>"
+            f"<td>{escape(ANOMALIES.get(k, ''))}</td></tr>"
             for k, c in counts.items())
-        parts.append(f"<table><tr><th>type</th><th>count</th><th></th></tr>{rows}</table>")
+        parts.append("<table><tr><th>type</th><th>count</th><th></th><th>what it means</th>"
+                     f"</tr>{rows}</table>")
         parts.append(_causes_section(results))
         explained_by_kind: dict[str, list[dict[str, Any]]] = {}
         for item in (results.get("explanations") or {}).get("items", []):
             explained_by_kind.setdefault(item["kind"], []).append(item)
+        events = Events(digest.events)
         for kind, items in verdict["anomalies"].items():
             cls = "allowed" if kind in allowed else ""
             parts.append(f"<div class='{cls}'><h3 id='a-{escape(kind)}'>{escape(kind)} "
                          f"({counts.get(kind, len(items))}{', allowed' if cls else ''})</h3>")
             for explanation in explained_by_kind.get(kind, []):
                 parts.append(_explanation_html(run_dir, explanation))
-            for item in items[:EVIDENCE_SHOWN]:
-                parts.append(_evidence_html(item, digest.events))
-            if len(items) > EVIDENCE_SHOWN:
-                parts.append(f"<p class='muted'>{len(items) - EVIDENCE_SHOWN} more in "
-                             "results.json</p>")
+            parts.append(kind_html(kind, items, events))
             parts.append("</div>")
     parts.append("<h2>Over time</h2>")
     legend = "".join(f'<span style="background:{c}">{k}</span>'
@@ -389,9 +369,9 @@ def render_report(run_dir: Path) -> str:
     else:
         parts.append("<p>No faults were injected.</p>")
     parts.append("<h2>Configuration</h2>")
-    parts.append(_kv_table(sorted(config.items())))
+    parts.append(config_html(config))
     topology = results.get("topology", {})
-    parts.append(f"<p class='muted'>{escape(json.dumps(topology.get('topics', {})))} — "
+    parts.append(f"<p class='muted'>topics {escape(topics_text(topology.get('topics', {})))} — "
                  f"{escape(topology.get('note', ''))}</p>")
     parts.append("<p class='muted'>Files: history.jsonl, results.json, nemesis.json, "
                  "nodes/.</p></body></html>")
