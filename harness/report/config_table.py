@@ -89,10 +89,11 @@ def nemesis_text(config: Mapping[str, Any], ops: int) -> str:
 
 def config_html(config: Mapping[str, Any]) -> str:
     """The configuration table, one setting a row as written on the command line; the
-    settings left at the value they take when not given are marked "default"."""
+    settings at the value they take when not given (their default, or derived from other
+    settings or the schedule) are marked "not given"."""
     cells = "".join(
         f"<tr><td><code>{escape(row.option if row.written == 'not set' else row.written)}"
         f"</code>{' not set' if row.written == 'not set' else ''}</td>"
-        f"<td class='muted'>{'default' if row.default else ''}</td></tr>"
+        f"<td class='muted'>{'not given' if row.default else ''}</td></tr>"
         for row in config_rows(config))
     return f'<table class="kv">{cells}</table>'
