@@ -131,6 +131,11 @@ def test_settings_are_written_as_on_the_command_line() -> None:
                     "--allow": "--allow int-send-skip", "--schedule": "not set",
                     "--nemesis": "--nemesis kill+pause",
                     "--nemesis-interval": "--nemesis-interval 2.5"}
+    # A setting derived from a schedule file that is gone is shown, not claimed implied.
+    moved = {"schedule": "/nonexistent/nemesis.json", "nemesis": "kill", "time_limit_s": 9.0}
+    assert [(r.written, r.default) for r in config_rows(moved)] == [
+        ("--schedule /nonexistent/nemesis.json", False), ("--nemesis kill", False),
+        ("--time-limit 9", False)]
     assert setting_text(config, "enable-idempotence") == "--no-enable-idempotence"
     assert nemesis_text({"nemesis": "none", "nemesis_interval_s": 5.0}, 0) == "none"
     assert nemesis_text(config, 4) == "kill+pause, one action every ~2.5 s, 4 ops"

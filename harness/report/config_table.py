@@ -15,7 +15,7 @@ from html import escape
 from typing import Any, NamedTuple
 
 from harness.run_config import SETTINGS
-from harness.settings import Setting
+from harness.settings import ConfigError, Setting
 
 
 class ConfigRow(NamedTuple):
@@ -53,9 +53,14 @@ def config_rows(config: Mapping[str, Any]) -> list[ConfigRow]:
         if s.attr not in config:
             continue
         value = _typed(s, config[s.attr])
-        implied = s.implied(earlier)
+        try:
+            implied = _typed(s, s.implied(earlier))
+        except ConfigError:
+            # Derived from a file no longer there (a campaign's schedule in a temporary
+            # folder): the report shows the value without claiming it was implied.
+            implied = object()
         earlier[name] = value
-        rows.append(ConfigRow(s.option, written(s, value), value == _typed(s, implied)))
+        rows.append(ConfigRow(s.option, written(s, value), value == implied))
     known = {s.attr for s in SETTINGS.values()}
     rows.extend(ConfigRow(key, json.dumps(value), False)
                 for key, value in config.items() if key not in known)
