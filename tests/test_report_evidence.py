@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from checkers import check_file
 from checkers.anomalies import ANOMALIES, EXAMPLES
 from harness.cli import cli
-from harness.report.config_table import config_rows, nemesis_text, setting_text
+from harness.report.config_table import as_option, config_rows, nemesis_text, setting_text
 from harness.report.evidence import (
     Events,
     Group,
@@ -136,6 +136,8 @@ def test_settings_are_written_as_on_the_command_line() -> None:
     assert [(r.written, r.default) for r in config_rows(moved)] == [
         ("--schedule /nonexistent/nemesis.json", False), ("--nemesis kill", False),
         ("--time-limit 9", False)]
+    assert as_option("enable-idempotence", "false") == "--no-enable-idempotence"
+    assert as_option("nemesis", "kill+pause") == "--nemesis kill,pause"  # as --nemesis takes it
     assert setting_text(config, "enable-idempotence") == "--no-enable-idempotence"
     assert nemesis_text({"nemesis": "none", "nemesis_interval_s": 5.0}, 0) == "none"
     assert nemesis_text(config, 4) == "kill+pause, one action every ~2.5 s, 4 ops"

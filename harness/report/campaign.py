@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from harness.report.config_table import as_option
 from harness.report.html import CSS
 
 CAMPAIGN_CSS = CSS + """
@@ -112,12 +113,12 @@ def render_campaign(data: dict[str, Any]) -> str:
     common = {name: configurations[0]["settings"].get(name) for name in sorted(names)
               if len({c["settings"].get(name) for c in configurations}) == 1}
     if common:
-        parts.append("<p class='muted'>Every configuration: " + escape(", ".join(
-            f"{k}={v}" for k, v in common.items())) + "</p>")
+        parts.append("<p class='muted'>Every configuration: " + escape(" ".join(
+            as_option(k, v) for k, v in common.items())) + "</p>")
     rows = []
     for config in configurations:
-        settings = ", ".join(f"{k}={v}" for k, v in config["settings"].items()
-                             if k not in common)
+        settings = " ".join(as_option(k, v) for k, v in config["settings"].items()
+                            if k not in common)
         label = (f"<b>{escape(config['label'])}</b><div class='muted'>{escape(settings)}</div>")
         if config["error"] is not None:
             rows.append(f"<tr><td>{config['index']}</td><td>{label}</td>"

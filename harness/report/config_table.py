@@ -74,6 +74,18 @@ def setting_text(config: Mapping[str, Any], name: str) -> str:
     return written(s, config[s.attr]) if s.attr in config else "-"
 
 
+def as_option(name: str, text: Any) -> str:
+    """A setting given as `--vary` text (`acks`, "1") written as its command-line
+    option (`--acks 1`); unknown names or unparsable text as `name=text`."""
+    s = SETTINGS.get(name)
+    if s is None or text is None:
+        return f"{name}={text}"
+    try:
+        return written(s, s.parse(text))
+    except ConfigError:
+        return f"{name}={text}"
+
+
 def topics_text(topics: Mapping[str, Any]) -> str:
     """The topics of a run and where each lives: "t1, t2: cluster"."""
     by_place: dict[str, list[str]] = {}
