@@ -16,9 +16,9 @@ def test_fault_windows_pair_starts_with_their_stops_per_node() -> None:
         NemesisRecord(6.0, "pause", {"nodes": ["n3"]}, "skipped: n3 is down"),
     ]
     windows = fault_windows(events, end_s=9.0)
-    assert Window(1.0, 2.0, "down", "kill n1") in windows
-    assert Window(1.0, 9.0, "down", "kill n2") in windows  # never restarted: open to the end
-    assert Window(3.0, 4.0, "partition", "partition halves") in windows
+    assert Window(1.0, 2.0, "down", "kill n1", "n1") in windows  # each in its node's lane
+    assert Window(1.0, 9.0, "down", "kill n2", "n2") in windows  # never restarted: open to the end
+    assert Window(3.0, 4.0, "partition", "partition halves", "") in windows  # network-wide
     assert any(w.kind == "reset" and w.start == w.end == 5.0 for w in windows)
     assert not any(w.kind == "paused" for w in windows)  # a skipped op broke nothing
 

@@ -31,6 +31,7 @@ class Window:
     end: float
     kind: str
     label: str
+    node: str = ""  # the node it struck; "" for a network-wide fault
 
 
 @dataclass(frozen=True)
