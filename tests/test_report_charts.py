@@ -69,7 +69,7 @@ def chromium(args: list[str], profile: Path) -> str:
 def run_report(out: Path, args: list[str]) -> Path:
     result = CliRunner().invoke(cli, ["run", *args, "--out", str(out)])
     assert result.exit_code in (0, 1), result.output
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
     return run_dir
 
 

@@ -83,6 +83,7 @@ class AnomalyMark:
     end: float
     allowed: bool
     summary: str
+    logs: tuple[str, ...] = ()  # the logs it concerns, when the item names them
 
 
 @dataclass
@@ -145,15 +146,15 @@ def phases(timeline: Timeline, schedule: dict[str, Any] | None) -> list[Phase]:
     start = timeline.first_invoke_s
     if start is None:
         return []
-    marks = [Phase(start, "workload + faults")]
+    marks = [Phase(0.0, "setup"), Phase(start, "workload + faults")]
     if schedule:
         heal = next((t for t, f, v in timeline.nemesis
                      if isinstance(v, dict) and v.get("final")), None)
-        duration = schedule.get("duration_ms", 0) / 1000
-        recovery = schedule.get("recovery_ms", 0) / 1000
-        heal_at = heal if heal is not None else start + duration
-        marks.append(Phase(heal_at, "final heal"))
-        marks.append(Phase(heal_at + recovery, "final reads"))
+        until = start + schedule.get("duration_ms", 0) / 1000
+        # The workload runs on for the recovery period after the faults' time limit,
+        # then the final reads begin.
+        marks.append(Phase(heal if heal is not None else until, "final heal, recovery"))
+        marks.append(Phase(until + schedule.get("recovery_ms", 0) / 1000, "final reads"))
     return [m for m in marks if m.time <= timeline.end_s + 1e-9]
 
 
@@ -169,8 +170,10 @@ def anomaly_marks(verdict: dict[str, Any], times: dict[int, float]) -> list[Anom
                 continue
             summary = ", ".join(f"{k} {v}" for k, v in item.items()
                                 if k not in ("indices", "logs") and not isinstance(v, dict))
+            logs = [item["log"]] if isinstance(item.get("log"), str) else []
+            logs += [log for log in item.get("logs") or [] if isinstance(log, str)]
             marks.append(AnomalyMark(kind, number, min(cited), max(cited), kind in allowed,
-                                     summary[:200]))
+                                     summary[:200], tuple(dict.fromkeys(logs))))
     return marks
 
 
@@ -348,8 +351,9 @@ def anomaly_lanes(anomalies: Sequence[AnomalyMark], axis: Axis, marks: Sequence[
 
 def _value_chart(title: str, kind: str, series: Sequence[Series], axis: Axis,
                  marks: Sequence[Phase], y_label: str, *, log_y: bool = False,
-                 height: int = 220) -> str:
-    """Series over time on a linear or log y axis, with the phase markers."""
+                 height: int = 220, anomalies: Sequence[AnomalyMark] = ()) -> str:
+    """Series over time on a linear or log y axis, with the phase markers and a band
+    behind the series at the time of each of `anomalies`."""
     top, bottom = 40, height - 22
     plot_h = bottom - top
     ys = [y for s in series for _, y in s.points if not log_y or y > 0]
@@ -369,6 +373,12 @@ def _value_chart(title: str, kind: str, series: Sequence[Series], axis: Axis,
 
     out = _svg_open(title, height, kind)
     out += _phase_labels(axis, marks, 32)
+    for a in anomalies:
+        x0, x1 = axis.x(a.start), axis.x(a.end)
+        out.append(f'<rect x="{x0 - 1.5:.1f}" y="{top}" width="{max(x1 - x0, 0) + 3:.1f}" '
+                   f'height="{plot_h}" fill="{ALLOWED_COLOUR if a.allowed else ANOMALY_COLOUR}" '
+                   f'fill-opacity="0.25"><title>{escape(a.kind)} #{a.number}: '
+                   f"{a.start:.3f}–{a.end:.3f} s</title></rect>")
     if log_y:
         ticks = [10.0 ** e for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
     else:
@@ -495,7 +505,8 @@ def charts_section(run_dir: Path, results: dict[str, Any], windows_of: Any) -> s
                               axis, marks, "ops/s"))
     parts.append(keys_html(OUTCOME_COLOURS.items(), line=True))
     quantiles, zero = latency_quantiles(timeline.operations, bucket)
-    parts.append(_value_chart(f"latency of completed operations ({bucket:.1f} s buckets)",
+    parts.append(_value_chart(f"latency of operations that completed ok ({bucket:.1f} s "
+                              "buckets)",
                               "latency", quantiles, axis, marks, "ms (log)", log_y=True))
     parts.append(keys_html(QUANTILE_COLOURS.items(), line=True))
     if zero:
@@ -505,14 +516,16 @@ def charts_section(run_dir: Path, results: dict[str, Any], windows_of: Any) -> s
     parts.append(process_timeline(timeline.operations, axis, marks, anomalies))
     parts.append("<h2>Offsets per log</h2>")
     parts.append(keys_html([("acknowledged to a producer", ACKED_COLOUR),
-                            ("read by a poll", READ_COLOUR)]))
+                            ("read by a poll", READ_COLOUR),
+                            ("anomaly on this log", ANOMALY_COLOUR)]))
     for log in sorted(set(timeline.sends) | set(timeline.polls)):
         series = [Series("read", thin(timeline.polls.get(log, []), POINTS_LIMIT), READ_COLOUR,
                          dots=True),
                   Series("acked", thin(timeline.sends.get(log, []), POINTS_LIMIT),
                          ACKED_COLOUR, dots=True)]
         parts.append(_value_chart(f"log {log}", "offsets", series, axis, marks, "offset",
-                                  height=180))
+                                  height=180,
+                                  anomalies=[a for a in anomalies if log in a.logs]))
     return "".join(parts)
 
 
