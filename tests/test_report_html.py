@@ -61,6 +61,14 @@ def test_latency_quantiles_have_no_floor() -> None:
     assert svg.count("<polyline") == 2  # p95 and p99 drawn; p50 = 0 has no place on a log axis
 
 
+def test_a_latency_line_breaks_where_no_operation_completed() -> None:
+    ops = [Operation("0", "send", t, t + 0.01, "ok", i) for i, t in enumerate((0.2, 1.2, 5.2))]
+    series, _ = latency_quantiles(ops, bucket_s=1.0)
+    svg = _value_chart("latency", "latency", series[:1], Axis(6.0), [], "ms", log_y=True,
+                       gap=1.5)
+    assert svg.count("<polyline") == 2  # 0.5 s to 1.5 s, then 5.5 s alone: no line over 2-5 s
+
+
 def test_phases_come_from_the_first_operation_and_the_schedule() -> None:
     timeline = Timeline(end_s=30.0, first_invoke_s=5.0,
                         nemesis=[(11.2, "stop-partition", {"final": True})])

@@ -245,7 +245,7 @@ def _phase_labels(axis: Axis, marks: Sequence[Phase], y: float) -> list[str]:
     for i, m in enumerate(marks):
         x = axis.x(m.time)
         room = (axis.x(marks[i + 1].time) if i + 1 < len(marks) else WIDTH - RIGHT) - x - 6
-        label = m.label if 6 * len(m.label) <= room else m.label[:max(int(room / 6), 0)]
+        label = m.label if 5.3 * len(m.label) <= room else m.label[:max(int(room / 5.3), 0)]
         if label:
             out.append(f'<text x="{x + 3:.1f}" y="{y}" class="ph">{escape(label)}</text>')
     return out
@@ -351,9 +351,11 @@ def anomaly_lanes(anomalies: Sequence[AnomalyMark], axis: Axis, marks: Sequence[
 
 def _value_chart(title: str, kind: str, series: Sequence[Series], axis: Axis,
                  marks: Sequence[Phase], y_label: str, *, log_y: bool = False,
-                 height: int = 220, anomalies: Sequence[AnomalyMark] = ()) -> str:
+                 height: int = 220, anomalies: Sequence[AnomalyMark] = (),
+                 gap: float | None = None) -> str:
     """Series over time on a linear or log y axis, with the phase markers and a band
-    behind the series at the time of each of `anomalies`."""
+    behind the series at the time of each of `anomalies`. A line breaks where two
+    points are more than `gap` seconds apart (no data there: nothing to join)."""
     top, bottom = 40, height - 22
     plot_h = bottom - top
     ys = [y for s in series for _, y in s.points if not log_y or y > 0]
@@ -401,12 +403,29 @@ def _value_chart(title: str, kind: str, series: Sequence[Series], axis: Axis,
             out.append(f'<g fill="{s.colour}" fill-opacity="0.75" data-series="{escape(s.name)}"'
                        f">{dots}</g>")
         else:
-            path = " ".join(f"{axis.x(x):.1f},{sy(y):.1f}" for x, y in points)
-            out.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" '
-                       f'stroke-width="1.5" data-series="{escape(s.name)}"/>')
+            for run in _runs(points, gap):
+                if len(run) == 1:  # a lone point draws no line: show it as a dot
+                    x, y = run[0]
+                    out.append(f'<circle cx="{axis.x(x):.1f}" cy="{sy(y):.1f}" r="2" '
+                               f'fill="{s.colour}"/>')
+                path = " ".join(f"{axis.x(x):.1f},{sy(y):.1f}" for x, y in run)
+                out.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" '
+                           f'stroke-width="1.5" data-series="{escape(s.name)}"/>')
     out += _time_axis(axis, top, bottom, marks)
     out.append("</svg>")
     return "".join(out)
+
+
+def _runs(points: Sequence[tuple[float, float]],
+          gap: float | None) -> list[list[tuple[float, float]]]:
+    """`points` cut wherever consecutive x values are more than `gap` apart."""
+    runs: list[list[tuple[float, float]]] = []
+    for point in points:
+        if runs and (gap is None or point[0] - runs[-1][-1][0] <= gap):
+            runs[-1].append(point)
+        else:
+            runs.append([point])
+    return runs
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -507,7 +526,8 @@ def charts_section(run_dir: Path, results: dict[str, Any], windows_of: Any) -> s
     quantiles, zero = latency_quantiles(timeline.operations, bucket)
     parts.append(_value_chart(f"latency of operations that completed ok ({bucket:.1f} s "
                               "buckets)",
-                              "latency", quantiles, axis, marks, "ms (log)", log_y=True))
+                              "latency", quantiles, axis, marks, "ms (log)", log_y=True,
+                              gap=1.5 * bucket))
     parts.append(keys_html(QUANTILE_COLOURS.items(), line=True))
     if zero:
         parts.append(f"<p class='muted'>{zero} operations completed in 0 ms of simulated "
