@@ -33,7 +33,7 @@ import msgspec
 
 from harness.report.plots import FAULT_COLOURS, Series, Window, thin
 
-LEFT, RIGHT = 80, 16  # plot margins shared by every chart, so their x axes line up
+LEFT, RIGHT = 140, 16  # plot margins shared by every chart, so their x axes line up
 WIDTH = 1000
 POINTS_LIMIT = 4000
 OPS_LIMIT = 6000  # operation bars drawn in the process timeline
@@ -84,6 +84,7 @@ class AnomalyMark:
     allowed: bool
     summary: str
     logs: tuple[str, ...] = ()  # the logs it concerns, when the item names them
+    times: tuple[float, ...] = ()  # each cited event's time
 
 
 @dataclass
@@ -173,7 +174,8 @@ def anomaly_marks(verdict: dict[str, Any], times: dict[int, float]) -> list[Anom
             logs = [item["log"]] if isinstance(item.get("log"), str) else []
             logs += [log for log in item.get("logs") or [] if isinstance(log, str)]
             marks.append(AnomalyMark(kind, number, min(cited), max(cited), kind in allowed,
-                                     summary[:200], tuple(dict.fromkeys(logs))))
+                                     summary[:200], tuple(dict.fromkeys(logs)),
+                                     tuple(sorted(set(cited)))))
     return marks
 
 
@@ -339,9 +341,12 @@ def anomaly_lanes(anomalies: Sequence[AnomalyMark], axis: Axis, marks: Sequence[
                f"{a.start:.3f}–{a.end:.3f} s; {escape(a.summary)}</title>")
         span = (f'<line x1="{x0:.1f}" x2="{x1:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
                 f'stroke="{colour}" stroke-width="3"/>' if x1 - x0 > 1 else "")
+        ticks = "".join(f'<line x1="{axis.x(t):.1f}" x2="{axis.x(t):.1f}" y1="{y - 5:.1f}" '
+                        f'y2="{y + 5:.1f}" stroke="{colour}" stroke-width="2"/>'
+                        for t in a.times[1:])
         out.append(f'<g class="anomaly" data-anomaly="{escape(a.kind)}#{a.number}">{span}'
-                   f'<path d="M{x0 - 5:.1f},{y - 5:.1f} h10 l-5,10 z" fill="{colour}"/>'
-                   f"{tip}</g>")
+                   f'{ticks}<path d="M{x0 - 5:.1f},{y - 5:.1f} h10 l-5,10 z" '
+                   f'fill="{colour}"/>{tip}</g>')
     out.append("</svg>")
     caption = (f"<p class='muted'>{untimed} anomaly item(s) cite no history event and have "
                "no place on the timeline.</p>" if untimed else "")
@@ -375,12 +380,7 @@ def _value_chart(title: str, kind: str, series: Sequence[Series], axis: Axis,
 
     out = _svg_open(title, height, kind)
     out += _phase_labels(axis, marks, 32)
-    for a in anomalies:
-        x0, x1 = axis.x(a.start), axis.x(a.end)
-        out.append(f'<rect x="{x0 - 1.5:.1f}" y="{top}" width="{max(x1 - x0, 0) + 3:.1f}" '
-                   f'height="{plot_h}" fill="{ALLOWED_COLOUR if a.allowed else ANOMALY_COLOUR}" '
-                   f'fill-opacity="0.25"><title>{escape(a.kind)} #{a.number}: '
-                   f"{a.start:.3f}–{a.end:.3f} s</title></rect>")
+    out += _evidence_lines(anomalies, axis, top, bottom)
     if log_y:
         ticks = [10.0 ** e for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
     else:
@@ -426,6 +426,20 @@ def _runs(points: Sequence[tuple[float, float]],
         else:
             runs.append([point])
     return runs
+
+
+def _evidence_lines(anomalies: Sequence[AnomalyMark], axis: Axis, top: float,
+                    bottom: float) -> list[str]:
+    """A thin vertical line at each event an anomaly cites, drawn behind the data."""
+    out = []
+    for a in anomalies:
+        colour = ALLOWED_COLOUR if a.allowed else ANOMALY_COLOUR
+        for t in a.times:
+            x = axis.x(t)
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" '
+                       f'stroke="{colour}" stroke-opacity="0.55"><title>{escape(a.kind)} '
+                       f"#{a.number}: cited event at {t:.3f} s</title></line>")
+    return out
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -474,11 +488,7 @@ def process_timeline(operations: Sequence[Operation], axis: Axis,
     out = _svg_open("operations per process (invocation to completion)", bottom + 22,
                     "processes")
     out += _phase_labels(axis, marks, 32)
-    for a in anomalies:
-        x0, x1 = axis.x(a.start), axis.x(a.end)
-        colour = ALLOWED_COLOUR if a.allowed else ANOMALY_COLOUR
-        out.append(f'<rect x="{x0 - 1:.1f}" y="{top}" width="{max(x1 - x0, 0) + 2:.1f}" '
-                   f'height="{bottom - top}" fill="{colour}" fill-opacity="0.12"/>')
+    out += _evidence_lines(anomalies, axis, top, bottom)
     for i, p in enumerate(processes):
         out.append(f'<text x="{LEFT - 6}" y="{top + i * row_h + 12}" class="lane" '
                    f'text-anchor="end">process {escape(p)}</text>')
@@ -537,15 +547,14 @@ def charts_section(run_dir: Path, results: dict[str, Any], windows_of: Any) -> s
     parts.append("<h2>Offsets per log</h2>")
     parts.append(keys_html([("acknowledged to a producer", ACKED_COLOUR),
                             ("read by a poll", READ_COLOUR),
-                            ("anomaly on this log", ANOMALY_COLOUR)]))
+                            ("event cited by an anomaly on this log", ANOMALY_COLOUR)]))
     for log in sorted(set(timeline.sends) | set(timeline.polls)):
         series = [Series("read", thin(timeline.polls.get(log, []), POINTS_LIMIT), READ_COLOUR,
                          dots=True),
                   Series("acked", thin(timeline.sends.get(log, []), POINTS_LIMIT),
                          ACKED_COLOUR, dots=True)]
         parts.append(_value_chart(f"log {log}", "offsets", series, axis, marks, "offset",
-                                  height=180,
-                                  anomalies=[a for a in anomalies if log in a.logs]))
+                                  height=180, anomalies=[a for a in anomalies if log in a.logs]))
     return "".join(parts)
 
 
