@@ -70,6 +70,17 @@ def test_latest_points_at_the_last_run(results_dir: Path) -> None:
     assert "latest" not in (results_dir / "index.html").read_text()  # not listed as a run
 
 
+def test_a_folder_of_ones_own_called_latest_is_left_alone(results_dir: Path,
+                                                         tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(results_dir, copy, symlinks=True)
+    (copy / "latest").unlink()
+    (copy / "latest").mkdir()
+    (copy / "latest" / "notes.txt").write_text("mine")
+    render_index(copy)
+    assert (copy / "latest" / "notes.txt").read_text() == "mine"
+
+
 def test_allowed_anomalies_are_apart_from_failing_ones(tmp_path: Path) -> None:
     run = tmp_path / "20261204T101500-sim-queue-none-s1"
     run.mkdir()

@@ -11,6 +11,7 @@ CSS and a few lines of inline script.
 from __future__ import annotations
 
 import json
+import os
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,10 @@ def point_latest(results_dir: Path, runs: list[dict[str, Any]]) -> None:
     link = results_dir / "latest"
     if link.is_symlink() and str(link.readlink()) == href:
         return
-    temporary = results_dir / ".latest.tmp"
+    if link.exists() and not link.is_symlink():
+        return  # someone's own file or folder called latest: not ours to replace
+    # A name of this process's own, so runs finishing side by side never collide.
+    temporary = results_dir / f".latest.{os.getpid()}.tmp"
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(href, target_is_directory=True)
     temporary.replace(link)  # atomic: a reader never finds no `latest`
