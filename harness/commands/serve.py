@@ -39,7 +39,7 @@ class ResultsHandler(SimpleHTTPRequestHandler):
         sys.stderr.write(f"{format % args}\n")
 
 
-@click.command("serve", epilog=exit_codes.HELP)
+@click.command("serve")
 @click.argument("results", type=click.Path(file_okay=False, path_type=Path),
                 default=Path("results"))
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,

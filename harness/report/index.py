@@ -25,6 +25,7 @@ ALWAYS = ("target", "workload", "nemesis", "acks", "enable-idempotence", "flush"
 NEVER = ("seed", "fault-cmd", "bootstrap-servers", "allow")
 
 INDEX_CSS = CSS + """
+body{max-width:none}td[data-v]{white-space:nowrap}
 .filters label{margin-right:10px;white-space:nowrap}.filters select{margin-left:3px}
 tr[hidden]{display:none}
 th[data-sort]{cursor:pointer;user-select:none}th[data-sort]:after{content:" \\2195";color:#aaa}
