@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "replay": ("replay", "replay", "Re-run a sim run from its seed and config; compare histories."),
     "shrink": ("shrink", "shrink",
                "Shrink a failing sim run to a minimal reproducer in RUN_DIR/shrunk/."),
+    "serve": ("serve", "serve", "Browse a results folder on a local web server (127.0.0.1)."),
     "campaign": ("campaign", "campaign",
                  "Run a matrix of configurations x seeds; check each against expectations."),
 }

@@ -3,6 +3,7 @@ and the filter in the page's address shows exactly the matching runs."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
+from harness.report import render_index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 QUICK = ["--nemesis", "none", "--time-limit", "2", "--recovery", "0.5", "--final-read", "3"]
@@ -50,12 +52,62 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_index_has_a_column_for_each_setting_that_differs(results_dir: Path) -> None:
     page = (results_dir / "index.html").read_text()
-    header = re.search(r"<tr><th>run</th>(.*?)</tr>", page)
+    header = re.search(r"<tr><th data-sort>run</th>(.*?)</tr>", page)
     assert header is not None
-    columns = re.findall(r"<th>([^<]+)</th>", header.group(1))
-    assert columns[:6] == ["verdict", "target", "workload", "nemesis", "acks",
-                           "enable-idempotence"]
-    assert "flush" in columns and "partitions" not in columns  # the same in every run
+    columns = re.findall(r"<th data-sort>([^<]+)</th>", header.group(1))
+    # acks, idempotence, flush and min.insync always; the rest only when runs differ.
+    assert columns == ["verdict", "target", "workload", "nemesis", "min-insync-replicas",
+                       "acks", "enable-idempotence", "flush", "seed", "date", "duration",
+                       "failing anomalies", "allowed anomalies"]
+    assert "partitions" not in columns  # the same in every run
+
+
+def test_latest_points_at_the_last_run(results_dir: Path) -> None:
+    latest = results_dir / "latest"
+    assert latest.is_symlink() and not latest.readlink().is_absolute()
+    config = json.loads((latest / "results.json").read_text())["config"]
+    assert config["acks"] == "all"  # the third run, the last one made
+    assert "latest" not in (results_dir / "index.html").read_text()  # not listed as a run
+
+
+def test_a_folder_of_ones_own_called_latest_is_left_alone(results_dir: Path,
+                                                         tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(results_dir, copy, symlinks=True)
+    (copy / "latest").unlink()
+    (copy / "latest").mkdir()
+    (copy / "latest" / "notes.txt").write_text("mine")
+    render_index(copy)
+    assert (copy / "latest" / "notes.txt").read_text() == "mine"
+
+
+def test_allowed_anomalies_are_apart_from_failing_ones(tmp_path: Path) -> None:
+    run = tmp_path / "20261204T101500-sim-queue-none-s1"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({
+        "run_id": run.name, "valid": False, "seed": 1, "config": {"acks": "1"},
+        "timing": {"run_seconds": 12.5},
+        "verdict": {"allowed": ["duplicate"], "counts": {"lost-write": 2, "duplicate": 3}}}))
+    page = render_index(tmp_path).read_text()
+    row = re.search(r"<tr data-run.*?</tr>", page)
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0))
+    assert cells[-4:] == ["2026-12-04 10:15:00", "12.5 s", "lost-write 2", "duplicate 3"]
+
+
+def test_clicking_a_column_head_sorts_the_runs(results_dir: Path, tmp_path: Path) -> None:
+    click = ("<script>window.addEventListener('load', function(){"
+             "var th = Array.prototype.filter.call(document.querySelectorAll('th'),"
+             "function(t){ return t.textContent.trim() === 'flush'; })[0];"
+             "th.click();});</script></body>")
+    shutil.copytree(results_dir, tmp_path / "copy", symlinks=True)
+    page = (tmp_path / "copy" / "sorted.html")
+    page.write_text((results_dir / "index.html").read_text().replace("</body>", click))
+    before = [attrs["flush"] for attrs, _ in rows(dom_of(results_dir / "index.html", "",
+                                                         tmp_path / "b"))]
+    order = [attrs["flush"] for attrs, _ in rows(dom_of(page, "", tmp_path / "p"))]
+    assert before != sorted(before)  # the click had something to do
+    assert order == sorted(before)
 
 
 def test_the_filter_in_the_address_shows_only_matching_runs(results_dir: Path,

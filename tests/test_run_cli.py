@@ -95,7 +95,7 @@ def test_run_writes_results_report_and_index_then_replays_identically(tmp_path: 
     runner = CliRunner()
     result = runner.invoke(cli, ["run", "--nemesis", "none", *SHORT, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
     for name in ("history.jsonl", "results.json", "nemesis.json", "report.html",
                  "nodes/n1.log"):
         assert (run_dir / name).is_file(), name
@@ -125,7 +125,7 @@ def test_replay_names_the_first_divergence_of_a_tampered_history(tmp_path: Path)
     runner = CliRunner()
     result = runner.invoke(cli, ["run", "--nemesis", "none", *SHORT, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
     history = run_dir / "history.jsonl"
     lines = history.read_text().splitlines(keepends=True)
     lines[5] = lines[5].replace('"time":', '"time":1', 1)

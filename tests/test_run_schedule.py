@@ -32,7 +32,7 @@ def kill_n2(path: Path) -> Path:
 
 
 def only_run(out: Path) -> Path:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
     return run_dir
 
 

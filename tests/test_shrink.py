@@ -174,7 +174,7 @@ def test_a_tiny_lossy_run_shrinks_and_its_command_reproduces_it(tmp_path: Path) 
     # Candidates ran in a scratch folder: the results index did not change.
     assert (tmp_path / "results" / "index.html").read_text() == index
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == \
-        sorted(["index.html", run_dir.name])
+        sorted(["index.html", "latest", run_dir.name])
 
     # command.txt is a `faultline run` line that shows the anomaly again.
     words = shlex.split((shrunk / "command.txt").read_text())

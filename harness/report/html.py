@@ -17,11 +17,10 @@ from typing import Any, NamedTuple
 import msgspec
 
 from checkers.anomalies import ANOMALIES
+from harness.report.charts import CHART_CSS, charts_section
 from harness.report.config_table import config_html, nemesis_text, topics_text
 from harness.report.evidence import Events, evidence_indices, kind_html
-from harness.report.plots import Series, Window, thin, time_chart
-
-POINTS_LIMIT = 4000  # points per chart series
+from harness.report.plots import Window
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1040px;
@@ -124,7 +123,7 @@ def fault_windows(nemesis: Iterable[NemesisRecord],
     def close(key: tuple[str, str], t: float) -> None:
         if key in open_:
             start, label = open_.pop(key)
-            windows.append(Window(start, t, key[0], label))
+            windows.append(Window(start, t, key[0], label, key[1]))
 
     for t, f, value, error in nemesis:
         if error is not None:
@@ -159,36 +158,18 @@ def fault_windows(nemesis: Iterable[NemesisRecord],
             close(("clock", node), t)
             if f == "clock-strobe":
                 windows.append(Window(t, t + v.get("duration_ms", 0) / 1000, "clock",
-                                      f"clock strobe {node}"))
+                                      f"clock strobe {node}", node))
             else:
                 open_[("clock", node)] = (t, f"clock {node} {v.get('delta_ms')} ms")
         elif f == "clock-reset":
             for n in nodes:
                 close(("clock", n), t)
         elif f == "reset-connections":
-            windows.append(Window(t, t, "reset", f"reset connections {nodes}"))
+            for n in nodes or [""]:
+                windows.append(Window(t, t, "reset", f"reset connections {n}".strip(), n))
     for key in list(open_):
         close(key, end_s)
     return sorted(windows, key=lambda w: (w.start, w.kind))
-
-
-def _throughput(digest: HistoryDigest, bucket_s: float) -> list[Series]:
-    buckets = int(digest.end_s / bucket_s) + 1
-    counts = {kind: [0] * buckets for kind in ("ok", "fail", "info")}
-    for t, _f, kind, _lat in digest.completions:
-        counts[kind][min(int(t / bucket_s), buckets - 1)] += 1
-    colours = {"ok": "#1565c0", "fail": "#ef6c00", "info": "#c62828"}
-    return [Series(kind, [((i + 0.5) * bucket_s, c / bucket_s) for i, c in enumerate(cs)],
-                   colours[kind]) for kind, cs in counts.items()]
-
-
-def _latency(digest: HistoryDigest) -> list[Series]:
-    colours = {"ok": "#1565c0", "fail": "#ef6c00", "info": "#c62828"}
-    out = []
-    for kind in ("ok", "fail", "info"):
-        points = [(t, max(lat * 1000, 0.01)) for t, _f, k, lat in digest.completions if k == kind]
-        out.append(Series(kind, thin(points, POINTS_LIMIT), colours[kind], dots=True))
-    return out
 
 
 def _availability_text(availability: dict[str, Any] | None) -> str:
@@ -278,11 +259,8 @@ def render_report(run_dir: Path) -> str:
     verdict = results["verdict"]
     config = results.get("config", {})
     digest = digest_history(run_dir / "history.jsonl", evidence_indices(verdict))
-    windows = fault_windows(digest.nemesis, digest.end_s)
-    end = max(digest.end_s, 1e-3)
-    bucket = max(0.5, end / 120)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
-             f"<title>faultline {escape(results['run_id'])}</title><style>{CSS}</style>"
+             f"<title>faultline {escape(results['run_id'])}</title><style>{CSS}{CHART_CSS}</style>"
              "</head><body>"]
     parts.append(f"<h1>faultline run {escape(results['run_id'])}</h1>")
     allowed = set(verdict.get("allowed", []))
@@ -338,27 +316,10 @@ def render_report(run_dir: Path) -> str:
                 parts.append(_explanation_html(run_dir, explanation))
             parts.append(kind_html(kind, items, events))
             parts.append("</div>")
-    parts.append("<h2>Over time</h2>")
-    legend = "".join(f'<span style="background:{c}">{k}</span>'
-                     for k, c in (("partition", "#f6c9c9"), ("link", "#f9e1b5"),
-                                  ("down", "#d6c8ef"), ("paused", "#c8dcef"),
-                                  ("clock", "#d3ecd0")))
-    parts.append(f'<p class="legend">fault windows: {legend} '
-                 '(dashed line: connections reset; hover for details)</p>')
-    parts.append(time_chart(f"throughput (completions/s, {bucket:.1f} s buckets)",
-                            _throughput(digest, bucket), windows, x_max=end,
-                            y_label="ops/s"))
-    parts.append(time_chart("latency (invoke to completion)", _latency(digest), windows,
-                            x_max=end, y_label="ms", log_y=True))
-    parts.append("<h2>Offsets per log</h2><p class='muted'>blue: offsets acknowledged to "
-                 "producers; green: offsets read by polls.</p>")
-    for log in sorted(set(digest.sends) | set(digest.polls)):
-        series = [Series("read", thin(digest.polls.get(log, []), POINTS_LIMIT), "#2e7d32",
-                         dots=True),
-                  Series("acked", thin(digest.sends.get(log, []), POINTS_LIMIT), "#1565c0",
-                         dots=True)]
-        parts.append(time_chart(f"log {log}", series, windows, x_max=end,
-                                y_label="offset", height=180))
+    parts.append(charts_section(
+        run_dir, results,
+        lambda records, end_s: fault_windows(
+            (NemesisRecord(t, f, v, None) for t, f, v in records), end_s)))
     parts.append("<h2>Faults</h2>")
     if digest.nemesis:
         rows = "".join(

@@ -11,6 +11,7 @@ CSS and a few lines of inline script.
 from __future__ import annotations
 
 import json
+import os
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,48 @@ from typing import Any
 from harness.report.html import CSS, verdict_badge
 from harness.run_config import SETTINGS
 
-# Always shown, even when every run agrees on them.
-ALWAYS = ("target", "workload", "nemesis")
+# Always shown, even when every run agrees on them: what a reader compares runs by.
+ALWAYS = ("target", "workload", "nemesis", "acks", "enable-idempotence", "flush",
+          "min-insync-replicas")
 NEVER = ("seed", "fault-cmd", "bootstrap-servers", "allow")
 
 INDEX_CSS = CSS + """
+body{max-width:none}td[data-v]{white-space:nowrap}
 .filters label{margin-right:10px;white-space:nowrap}.filters select{margin-left:3px}
 tr[hidden]{display:none}
+th[data-sort]{cursor:pointer;user-select:none}th[data-sort]:after{content:" \\2195";color:#aaa}
+th[aria-sort=ascending]:after{content:" \\25B2";color:#333}
+th[aria-sort=descending]:after{content:" \\25BC";color:#333}
+.bad{color:#c62828}.ok-anomaly{color:#777}
+"""
+
+# Click a column head to sort the runs by it (again: the other way round). Cells sort
+# by their data-v value when they have one (dates, seconds), else by their text; numbers
+# as numbers.
+SORT_SCRIPT = """
+(function(){
+  var table = document.getElementById('runs');
+  if (!table) return;
+  var heads = Array.prototype.slice.call(table.querySelectorAll('th[data-sort]'));
+  heads.forEach(function(th, col){
+    th.addEventListener('click', function(){
+      var down = th.getAttribute('aria-sort') === 'ascending';
+      heads.forEach(function(h){ h.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', down ? 'descending' : 'ascending');
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.querySelectorAll('tr[data-run]'));
+      function key(tr){ var td = tr.children[col];
+        var v = td.hasAttribute('data-v') ? td.getAttribute('data-v') : td.textContent.trim();
+        return v; }
+      rows.sort(function(a, b){
+        var x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny) && String(nx) === x && String(ny) === y)
+          ? nx - ny : x.localeCompare(y);
+        return down ? -c : c; });
+      rows.forEach(function(tr){ body.appendChild(tr); });
+    });
+  });
+})();
 """
 
 FILTER_SCRIPT = """
@@ -89,7 +125,8 @@ def render_index(results_dir: Path) -> Path:
     """Write `results_dir/index.html` and return its path."""
     runs: list[dict[str, Any]] = []
     campaigns: list[dict[str, Any]] = []
-    for folder in sorted((p for p in results_dir.iterdir() if p.is_dir()), reverse=True):
+    for folder in sorted((p for p in results_dir.iterdir() if p.is_dir() and not p.is_symlink()),
+                         reverse=True):
         campaign = _read(folder / "campaign.json")
         if campaign is not None and "configurations" in campaign:
             campaigns.append({"folder": folder.name, "data": campaign})
@@ -110,10 +147,31 @@ def render_index(results_dir: Path) -> Path:
              f"</title><style>{INDEX_CSS}</style></head><body><h1>faultline results</h1>"]
     parts.append(_campaigns_table(campaigns))
     parts.append(_runs_table(runs, columns))
-    parts.append(f"<script>{FILTER_SCRIPT}</script></body></html>")
+    parts.append(f"<script>{FILTER_SCRIPT}{SORT_SCRIPT}</script></body></html>")
     path = results_dir / "index.html"
     path.write_text("".join(parts), encoding="utf-8")
+    point_latest(results_dir, runs)
     return path
+
+
+def point_latest(results_dir: Path, runs: list[dict[str, Any]]) -> None:
+    """Make `results_dir/latest` a relative symlink to the run finished last (the newest
+    results.json), so `results/latest/report.html` is always the last run's report."""
+    finished = [(results_dir / r["href"] / "results.json", r["href"]) for r in runs]
+    finished = [(p.stat().st_mtime, href) for p, href in finished if p.is_file()]
+    if not finished:
+        return
+    _, href = max(finished)
+    link = results_dir / "latest"
+    if link.is_symlink() and str(link.readlink()) == href:
+        return
+    if link.exists() and not link.is_symlink():
+        return  # someone's own file or folder called latest: not ours to replace
+    # A name of this process's own, so runs finishing side by side never collide.
+    temporary = results_dir / f".latest.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(href, target_is_directory=True)
+    temporary.replace(link)  # atomic: a reader never finds no `latest`
 
 
 def _campaigns_table(campaigns: list[dict[str, Any]]) -> str:
@@ -157,24 +215,47 @@ def _runs_table(runs: list[dict[str, Any]], columns: list[str]) -> str:
         filters.append(f"<label>{escape(column)}<select data-col='{escape(column)}'>"
                        f"<option value=''>all</option>{options}</select></label>")
     filters.append("</span>")
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    head = "".join(f"<th data-sort>{escape(c)}</th>" for c in columns)
     rows = []
     for run in runs:
         results = run["results"]
         attrs = " ".join(f"data-c-{escape(c)}='{escape(_cell(run, c))}'" for c in filter_columns)
-        counts = results.get("verdict", {}).get("counts", {})
-        anomalies = ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+        verdict = results.get("verdict", {})
+        counts = verdict.get("counts", {})
+        allowed = set(verdict.get("allowed", []))
+        failing = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in allowed)
+        tolerated = ", ".join(f"{k} {v}" for k, v in counts.items() if k in allowed)
         cells = "".join(f"<td>{escape(run['settings'].get(c, ''))}</td>" for c in columns)
         campaign = (f"<div class='muted'>campaign {escape(run['campaign'])}</div>"
                     if run["campaign"] else "")
+        started = run_started(results["run_id"])
+        seconds = (results.get("timing") or {}).get("run_seconds")
         rows.append(
             f"<tr data-run {attrs}><td><a href='{escape(run['href'])}/report.html'>"
             f"{escape(results['run_id'])}</a>{campaign}</td>"
-            f"<td>{verdict_badge(results.get('valid'))}</td>{cells}"
-            f"<td>{escape(str(results.get('seed')))}</td><td>{escape(anomalies)}</td></tr>")
+            f"<td data-v='{_verdict_word(results.get('valid'))}'>"
+            f"{verdict_badge(results.get('valid'))}</td>{cells}"
+            f"<td>{escape(str(results.get('seed')))}</td>"
+            f"<td data-v='{escape(started)}'>{escape(started.replace('T', ' '))}</td>"
+            f"<td data-v='{'' if seconds is None else seconds}'>"
+            f"{'-' if seconds is None else f'{seconds:.1f} s'}</td>"
+            f"<td class='bad'>{escape(failing or '-')}</td>"
+            f"<td class='ok-anomaly'>{escape(tolerated or '-')}</td></tr>")
     return (f"<h2>Runs</h2><p>{''.join(filters)}</p><p class='muted' id='shown'>"
-            f"{len(runs)} runs</p><table><tr><th>run</th><th>verdict</th>{head}"
-            f"<th>seed</th><th>anomalies</th></tr>{''.join(rows)}</table>")
+            f"{len(runs)} runs</p><p class='muted'>Click a column head to sort.</p>"
+            f"<table id='runs'><tbody><tr><th data-sort>run</th><th data-sort>verdict</th>"
+            f"{head}<th data-sort>seed</th><th data-sort>date</th><th data-sort>duration</th>"
+            f"<th data-sort>failing anomalies</th><th data-sort>allowed anomalies</th></tr>"
+            f"{''.join(rows)}</tbody></table>")
+
+
+def run_started(run_id: str) -> str:
+    """When a run started, from its id (20261204T191825-...), as 2026-12-04T19:18:25."""
+    stamp = run_id.split("-", 1)[0]
+    if len(stamp) != 15 or stamp[8] != "T" or not (stamp[:8] + stamp[9:]).isdigit():
+        return ""
+    return (f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:"
+            f"{stamp[13:15]}")
 
 
 def _cell(run: dict[str, Any], column: str) -> str:
