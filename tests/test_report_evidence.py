@@ -109,7 +109,7 @@ def test_report_defines_each_type_and_keeps_raw_json_behind_a_click(tmp_path: Pa
         "schedule": {"ops": 0}}))
     html = render_report(tmp_path)
     assert ANOMALIES["aborted-read"] in html
-    evidence = html[html.index("<h3 id='a-aborted-read'"):html.index("<h2>Over time")]
+    evidence = html[html.index("<h3 id='a-aborted-read'"):html.index("<h2 id='over-time'>")]
     raw_at = evidence.index("<details><summary>raw JSON</summary>")
     assert "&quot;indices&quot;" not in evidence[:raw_at]  # the dict is not what is shown
     assert "&quot;indices&quot;" in evidence[raw_at:]
