@@ -94,7 +94,13 @@ def run(out: Path, check_determinism: bool, **options: Any) -> None:
     fail that some broker appended is a harness error (a faultline bug), exit 4.
     """
     from harness.run_config import ConfigError
-    from harness.runner import RunSetupError, RunStalled, first_divergence, replay_history
+    from harness.runner import (
+        RunInterrupted,
+        RunSetupError,
+        RunStalled,
+        first_divergence,
+        replay_history,
+    )
     from harness.runner import run as run_once
 
     try:
@@ -124,8 +130,11 @@ def run(out: Path, check_determinism: bool, **options: Any) -> None:
         click.echo(f"error: the run could not finish: {exc}", err=True)
         click.echo(f"reproduce: {config.command()}", err=True)
         sys.exit(exit_codes.BAD_INPUT)
+    except RunInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exit_codes.INTERRUPTED)
     except KeyboardInterrupt:
-        click.echo("\ninterrupted: the run was stopped before it finished; nothing was "
+        click.echo("interrupted: the run was stopped before it started; nothing was "
                    "checked", err=True)
         sys.exit(exit_codes.INTERRUPTED)
     sys.exit(code)
