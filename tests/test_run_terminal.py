@@ -3,18 +3,30 @@ line, error messages, `check` beside a run, the reproduce command."""
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+import trio
+import trio.testing
 from click.testing import CliRunner
 
+from checkers import check_file
 from harness import exit_codes
 from harness.cli import cli
+from harness.commands.check import summary_table
+from harness.progress import RunCounters, configure_console_logging, show_progress
+
+HISTORIES = Path(__file__).parent / "histories"
 
 SHORT = ["--time-limit", "5", "--recovery", "1", "--final-read", "5", "--seed", "3"]
 
@@ -55,3 +67,125 @@ def test_ctrl_c_finishes_the_run_folder_prints_one_line_and_exits_130(tmp_path: 
     rendered = CliRunner().invoke(cli, ["report", str(run_dir)])
     assert rendered.exit_code == 0, rendered.output
     assert os.path.isfile(run_dir / "report.html")
+
+
+def test_check_beside_a_run_keeps_its_results_json_and_uses_its_checker_mode(
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(HISTORIES / "poll-skip.jsonl", run_dir / "history.jsonl")
+    results = json.dumps({"run_id": "run", "checker_mode": "subscribe", "seed": 1})
+    (run_dir / "results.json").write_text(results)
+    result = CliRunner().invoke(cli, ["check", str(run_dir / "history.jsonl")])
+    # The run checked in subscribe mode, where a poll skip is expected (allowed).
+    assert result.exit_code == exit_codes.VALID, result.output
+    assert (run_dir / "results.json").read_text() == results
+    verdict = json.loads((run_dir / "check.json").read_text())
+    assert "poll-skip" in verdict["allowed"] and verdict["valid"] is True
+    # Told otherwise, it checks in that mode.
+    assign = CliRunner().invoke(cli, ["check", "--mode", "assign",
+                                      str(run_dir / "history.jsonl")])
+    assert assign.exit_code == exit_codes.ANOMALIES
+    refused = CliRunner().invoke(cli, ["check", "--out", str(run_dir / "results.json"),
+                                       str(run_dir / "history.jsonl")])
+    assert refused.exit_code == exit_codes.BAD_INPUT and "Error: " in refused.output
+    assert (run_dir / "results.json").read_text() == results
+
+
+def test_summary_table_fits_80_columns() -> None:
+    for history in sorted(HISTORIES.glob("*.jsonl")):
+        table = summary_table(check_file(str(history), mode="assign"))
+        too_wide = [line for line in table.splitlines() if len(line) > 80]
+        assert not too_wide, (history.name, too_wide)
+
+
+def test_every_bad_input_is_reported_in_one_style_before_anything_starts(
+        tmp_path: Path) -> None:
+    cases = [
+        ["run", "--nemesis", "bogus", "--out", str(tmp_path)],
+        ["run", "--nemesis", "none,kill", "--out", str(tmp_path)],
+        ["run", "--acks", "7", "--out", str(tmp_path)],
+        ["run", "--workload", "nope", "--out", str(tmp_path)],
+        ["run", "--replication-factor", "4", "--nodes", "3", "--out", str(tmp_path)],
+        ["check", "--allow", "bogus", str(HISTORIES / "unseen.jsonl")],
+        ["report", str(tmp_path)],
+        ["replay", str(tmp_path)],
+    ]
+    for args in cases:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == exit_codes.BAD_INPUT, (args, result.output)
+        assert "Error: " in result.output and "error: " not in result.output, result.output
+        assert "['" not in result.output, result.output  # no Python lists
+        assert "faultline run:" not in result.output  # no header before the refusal
+    assert not any(tmp_path.iterdir())
+
+
+def test_nemesis_help_lists_the_fault_packages() -> None:
+    result = CliRunner().invoke(cli, ["run", "--nemesis", "--help"])
+    assert result.exit_code == exit_codes.VALID, result.output
+    for name in ("partition", "kill", "power-loss", "clock", "mixed", "none"):
+        assert f"\n{name} " in result.output
+
+
+def test_run_summary_ends_with_the_command_that_reproduces_it_and_json_is_parseable(
+        tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["run", "-q", "--nemesis", "none", *SHORT,
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == exit_codes.VALID, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "verdict: VALID" and "faultline run:" not in result.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert lines[-2] == ("command:   faultline run --nemesis none --time-limit 5 "
+                         "--recovery 1 --final-read 5 --seed 3")
+    assert lines[-1] == f"reproduce: faultline replay {run_dir}"
+    as_json = CliRunner().invoke(cli, ["run", "--json", "--nemesis", "none", *SHORT,
+                                       "--out", str(tmp_path)])
+    assert as_json.exit_code == exit_codes.VALID, as_json.stderr
+    results = json.loads(as_json.stdout)
+    assert results["valid"] is True and results["seed"] == 3
+    assert as_json.stderr.strip().splitlines()[-1].startswith("reproduce: faultline replay")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _progress_output(stream: io.StringIO, log_at: float | None = None) -> str:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(
+                show_progress, RunCounters(phase="workload", active={"down": {"n1", "n2"}}),
+                origin=trio.current_time(), simulated=True, stream=stream))
+            if log_at is not None:
+                await trio.sleep(log_at)
+                logging.getLogger("faultline.test").warning("a broker said something")
+            await trio.sleep(10.5 - (log_at or 0))
+            nursery.cancel_scope.cancel()
+
+    logger = logging.getLogger()
+    saved = (list(logger.handlers), logger.level)
+    configure_console_logging(logging.WARNING, stream)
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        logger.handlers[:], logger.level = saved
+    return stream.getvalue()
+
+
+def test_status_line_is_cut_to_the_terminal_and_cleared_before_a_log_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    out = _progress_output(_Terminal(), log_at=1.5)
+    draws = [part for part in out.split("\r\x1b[2K") if part.startswith("[")]
+    assert draws and all(len(part) <= 39 and part.endswith("...") for part in draws), draws
+    # The status line is erased before the log record, which gets a row of its own.
+    assert "\r\x1b[2KWARNING faultline.test: a broker said something\n" in out
+    assert not out.endswith("...")  # no status left behind at the end
+
+
+def test_status_degrades_to_plain_lines_when_not_a_terminal() -> None:
+    out = _progress_output(io.StringIO())
+    assert "\x1b" not in out and "\r" not in out
+    (line,) = out.splitlines()
+    assert "faults: down n1,n2" in line

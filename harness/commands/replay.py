@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from harness import exit_codes
+from harness.commands.errors import bad_input
 
 
 @click.command("replay")
@@ -50,12 +51,10 @@ def replay(run_dir: Path, keep: Path | None, schedule_file: str | None) -> None:
             config, schedule = config.with_schedule(schedule_file), None
     except (OSError, KeyError, TypeError, json.JSONDecodeError, ConfigError,
             ScheduleError) as exc:
-        click.echo(f"error: cannot replay {run_dir}: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"cannot replay {run_dir}: {exc}")
     if config.target != "sim":
-        click.echo(f"error: {run_dir} ran on --target {config.target}; only sim runs replay "
-                   "exactly (real targets run in real time)", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"{run_dir} ran on --target {config.target}; only sim runs replay "
+                  "exactly (real targets run in real time)")
     under = f" under {schedule_file}" if schedule_file is not None else ""
     click.echo(f"replaying {run_dir.name}{under}: seed {config.seed}, "
                f"{len(recorded.splitlines())} recorded events")
