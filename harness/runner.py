@@ -35,6 +35,7 @@ import trio
 from checkers.verdict import Verdict, check_file
 from harness import exit_codes
 from harness.availability import Availability, measure_availability
+from harness.broker_warnings import scan as scan_broker_warnings
 from harness.explanations import CLUSTER_TIMELINE, attribute, cause_lines, separate
 from harness.oracle import GroundTruth, HarnessError, check_failed_sends
 from harness.progress import CountingWriter, RunCounters, show_progress
@@ -106,6 +107,8 @@ class RunOutcome:
     valid: bool | str = True
     # results.json's `explanations` section (`harness.explanations.separate`).
     explanations: dict[str, Any] = field(default_factory=dict)
+    # The summary's line on the warnings brokers logged into nodes/ (None: none).
+    broker_warnings: str | None = None
 
 
 @dataclass(frozen=True)
@@ -417,6 +420,7 @@ def conclude(
     exit_code = exit_codes.for_verdict(explanations["valid"],
                                        harness_errors=len(harness_errors))
     availability = measure_availability(history_path)
+    warnings = scan_broker_warnings(run_dir / "nodes")
     results = {
         "run_id": run_dir.name,
         "valid": explanations["valid"],
@@ -445,6 +449,7 @@ def conclude(
         "history": {"file": "history.jsonl", "sha256": digest,
                     "events": verdict["stats"]["events"]},
         "availability": availability.to_json(),
+        "broker_warnings": warnings.to_json(),
         "reproduce": config.command(),
         "verdict": verdict,
         "explanations": explanations,
@@ -456,7 +461,7 @@ def conclude(
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
                       verdict["stats"]["events"], digest, availability, harness_errors,
                       truth is not None, cause_lines(explanations), explanations["valid"],
-                      explanations)
+                      explanations, warnings.console_line())
 
 
 def conclude_interrupted(config: RunConfig, run_dir: Path, workload: Workload, *,
@@ -503,6 +508,7 @@ def conclude_interrupted(config: RunConfig, run_dir: Path, workload: Workload, *
                     "events": events},
         "availability": measure_availability(history_path).to_json()
         if verdict is not None else {},
+        "broker_warnings": scan_broker_warnings(run_dir / "nodes").to_json(),
         "reproduce": config.command(),
         "verdict": verdict if verdict is not None else _empty_verdict(),
         "explanations": {},

@@ -22,11 +22,13 @@ from click.testing import CliRunner
 
 from checkers import check_file
 from harness import exit_codes
+from harness.broker_warnings import scan as scan_broker_warnings
 from harness.cli import cli
 from harness.commands.check import summary_table
 from harness.progress import RunCounters, configure_console_logging, show_progress
 
 HISTORIES = Path(__file__).parent / "histories"
+EXAMPLES = Path(__file__).parent.parent / "examples" / "schedules"
 
 SHORT = ["--time-limit", "5", "--recovery", "1", "--final-read", "5", "--seed", "3"]
 
@@ -189,3 +191,35 @@ def test_status_degrades_to_plain_lines_when_not_a_terminal() -> None:
     assert "\x1b" not in out and "\r" not in out
     (line,) = out.splitlines()
     assert "faults: down n1,n2" in line
+
+
+def test_broker_warnings_are_counted_from_both_node_log_formats(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes"
+    (nodes / "n2").mkdir(parents=True)
+    (nodes / "n1.log").write_text(
+        "[    30.747 sim s] WARNING faultline.broker.replication: t1-0: truncating to 0, "
+        "below the high watermark 76\n"
+        "[    30.800 sim s] INFO faultline.broker.replication: t1-0: fetching\n")
+    (nodes / "n2" / "broker.log").write_text(
+        "2026-12-04 20:22:40,120 WARNING faultline.broker.log: recovery of t2-0: offsets "
+        "3..9 have no batches\n")
+    found = scan_broker_warnings(nodes)
+    assert dict(found.by_node) == {"n1": 1, "n2": 1}
+    assert dict(found.below_high_watermark) == {"n1": 1}
+    line = found.console_line()
+    assert line is not None and "1 truncating below the high watermark (n1)" in line
+
+
+def test_a_run_whose_brokers_truncate_below_the_high_watermark_says_so_off_the_console(
+        tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "run", "-q", "--schedule", str(EXAMPLES / "power-loss-all.json"), "--seed", "1",
+        "--out", str(tmp_path)])
+    assert result.exit_code == exit_codes.ANOMALIES, result.output
+    assert "WARNING" not in result.output  # the brokers' own lines stay in nodes/
+    assert "truncating below the high watermark" in result.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    warnings = json.loads((run_dir / "results.json").read_text())["broker_warnings"]
+    assert sum(warnings["truncated_below_high_watermark"].values()) > 0
+    html = (run_dir / "report.html").read_text()
+    assert "Broker warnings" in html and "below the high watermark" in html

@@ -84,6 +84,8 @@ def summary_lines(outcome: RunOutcome, *, quiet: bool = False) -> list[str]:
                                "the system's verdict above rests on a wrong history)"]))
     elif outcome.oracle_checked and not quiet:
         lines.append("oracle: no send recorded fail is in any replica's log")
+    if outcome.broker_warnings is not None:
+        lines.extend(_wrapped([outcome.broker_warnings]))
     clock = "simulated " if outcome.config.target == "sim" else ""
     lines.append(f"run:    {outcome.run_dir}")
     if not quiet:

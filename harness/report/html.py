@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from harness.report.broker_warnings import broker_warnings_html
 from harness.report.plots import Series, Window, thin, time_chart
 
 EVIDENCE_SHOWN = 8  # evidence items rendered per anomaly type
@@ -207,8 +208,8 @@ def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:
 
 
 def verdict_badge(valid: Any) -> str:
-    word, cls = {True: ("VALID", "valid"), False: ("INVALID", "invalid")}.get(
-        valid, ("UNKNOWN", "unknown"))
+    word, cls = {True: ("VALID", "valid"), False: ("INVALID", "invalid"),
+                 "interrupted": ("INTERRUPTED", "unknown")}.get(valid, ("UNKNOWN", "unknown"))
     return f'<span class="verdict {cls}">{word}</span>'
 
 
@@ -310,6 +311,7 @@ def render_report(run_dir: Path) -> str:
     for note in verdict.get("notes", []):
         parts.append(f'<p class="muted">note: {escape(note)}</p>')
     parts.append(_harness_section(results))
+    parts.append(broker_warnings_html(results))
     stats = verdict["stats"]
     messages = stats["messages"]
     timing = results.get("timing", {})
