@@ -122,11 +122,22 @@ def test_every_bad_input_is_reported_in_one_style_before_anything_starts(
     assert not any(tmp_path.iterdir())
 
 
-def test_nemesis_help_lists_the_fault_packages() -> None:
-    result = CliRunner().invoke(cli, ["run", "--nemesis", "--help"])
+@pytest.mark.parametrize("command", ["run", "campaign"])
+def test_nemesis_help_lists_the_fault_packages(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--nemesis", "--help"])
     assert result.exit_code == exit_codes.VALID, result.output
     for name in ("partition", "kill", "power-loss", "clock", "mixed", "none"):
         assert f"\n{name} " in result.output
+
+
+def test_every_commands_help_lists_its_exit_codes() -> None:
+    top = CliRunner().invoke(cli, ["--help"]).output
+    for code in ("0 valid", "1 anomalies found", "2 bad input", "3 unknown",
+                 "4 harness error", "130 interrupted"):
+        assert code in " ".join(top.split()), code
+    for command in ("check", "broker", "run", "report", "replay", "shrink", "campaign"):
+        result = CliRunner().invoke(cli, [command, "--help"])
+        assert result.exit_code == 0 and "Exit codes:" in result.output, command
 
 
 def test_run_summary_ends_with_the_command_that_reproduces_it_and_json_is_parseable(

@@ -56,7 +56,10 @@ def _print_help_config(ctx: click.Context, _param: click.Parameter, value: bool)
     ctx.exit(0)
 
 
-@click.command("broker")
+@click.command(
+    "broker", epilog="Exit codes: 0 stopped cleanly, 2 bad configuration or data "
+    "directory, 137 crashed on purpose on SIGUSR2 (as SIGKILL would, buffered "
+    "writes left unsynced).")
 @click.option(
     "--data-dir",
     required=True,

@@ -31,7 +31,7 @@ import click
 
 from harness import exit_codes
 from harness.commands.errors import bad_input, setup_failed
-from harness.commands.run import given_settings, run_options
+from harness.commands.run import given_settings, list_packages_if_asked, run_options
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
@@ -115,6 +115,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     from harness.campaign.task import RunRecord
     from harness.settings import ConfigError
 
+    list_packages_if_asked(options)
     command = shlex.join(["faultline", *sys.argv[1:]]) if sys.argv else "faultline campaign"
     try:
         if matrix_file is not None and preset is not None:

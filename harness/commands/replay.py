@@ -22,7 +22,9 @@ from harness import exit_codes
 from harness.commands.errors import bad_input
 
 
-@click.command("replay")
+@click.command(
+    "replay", epilog="Exit codes: 0 identical history, 1 the histories diverge, 2 not a "
+    "sim run folder, 130 interrupted.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the replayed history in this folder [default: a temporary one].")

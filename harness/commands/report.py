@@ -11,7 +11,9 @@ import click
 from harness.commands.errors import bad_input
 
 
-@click.command("report")
+@click.command(
+    "report", epilog="Exit codes: 0 rendered, 2 not a run or campaign folder, or "
+    "malformed results.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Render RUN_DIR/report.html from its results.json, history.jsonl and nemesis.json

@@ -39,6 +39,16 @@ NEMESIS_HELP = ("help", "--help", "-h")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def list_packages_if_asked(options: dict[str, Any]) -> None:
+    """With `--nemesis help`, print the fault packages and exit 0."""
+    if options.get("nemesis") in NEMESIS_HELP:
+        from nemesis.packages import describe
+
+        click.echo("Fault packages for --nemesis (comma-separated, e.g. kill,partition):")
+        click.echo(describe())
+        sys.exit(exit_codes.VALID)
+
+
 def run_options(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
     """One option per run setting (`harness.run_config.SETTINGS`), shared by `run` and
     `campaign`; each defaults to None so `given_settings` knows what a person gave."""
@@ -146,12 +156,7 @@ def run(out: Path, check_determinism: bool, as_json: bool, quiet: bool, verbose:
 
     level = log_level or ("debug" if verbose > 1 else "info" if verbose else "warning")
     configure_console_logging(getattr(logging, level.upper()), sys.stderr)
-    if options.get("nemesis") in NEMESIS_HELP:
-        from nemesis.packages import describe
-
-        click.echo("Fault packages for --nemesis (comma-separated, e.g. kill,partition):")
-        click.echo(describe())
-        sys.exit(exit_codes.VALID)
+    list_packages_if_asked(options)
     try:
         config = config_from_options(options)
         if check_determinism and config.target != "sim":
