@@ -37,18 +37,21 @@ def _faultline(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", *args]
 
 
-def test_ctrl_c_finishes_the_run_folder_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["sim", "process"])
+def test_ctrl_c_finishes_the_run_folder_prints_one_line_and_exits_130(
+        tmp_path: Path, target: str) -> None:
     proc = subprocess.Popen(
-        _faultline("run", "--time-limit", "600", "--seed", "5", "--out", str(tmp_path)),
+        _faultline("run", "--target", target, "--nemesis", "kill,partition",
+                   "--time-limit", "600", "--seed", "5", "--out", str(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # SIGINT is ignored in children of a non-interactive shell; a person's Ctrl-C is not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     history = None
     while time.monotonic() < deadline:
         found = list(tmp_path.glob("*/history.jsonl"))
-        if found and found[0].stat().st_size > 20_000:
+        if found and found[0].stat().st_size > 10_000:
             history = found[0]
             break
         time.sleep(0.2)
@@ -69,6 +72,10 @@ def test_ctrl_c_finishes_the_run_folder_prints_one_line_and_exits_130(tmp_path: 
     rendered = CliRunner().invoke(cli, ["report", str(run_dir)])
     assert rendered.exit_code == 0, rendered.output
     assert os.path.isfile(run_dir / "report.html")
+    # No broker outlives the run (they are this run's children, in its process group).
+    alive = subprocess.run(["pgrep", "-f", "--", f"--data-dir {run_dir}"],
+                           capture_output=True, check=False)
+    assert alive.returncode == 1, alive  # 1: no process matched
 
 
 def test_check_beside_a_run_keeps_its_results_json_and_uses_its_checker_mode(
