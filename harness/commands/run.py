@@ -195,8 +195,8 @@ def run(out: Path, check_determinism: bool, as_json: bool, quiet: bool, verbose:
         click.echo(str(exc), err=True)
         sys.exit(exit_codes.INTERRUPTED)
     except KeyboardInterrupt:
-        click.echo("interrupted: the run was stopped before it started; nothing was "
-                   "checked", err=True)
+        # Before the run started, or while its finished history was being checked.
+        click.echo("interrupted: the run folder was left unfinished", err=True)
         sys.exit(exit_codes.INTERRUPTED)
     sys.exit(code)
 
