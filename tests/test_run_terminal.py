@@ -119,6 +119,7 @@ def test_every_bad_input_is_reported_in_one_style_before_anything_starts(
         ["check", "--allow", "bogus", str(HISTORIES / "unseen.jsonl")],
         ["report", str(tmp_path)],
         ["replay", str(tmp_path)],
+        ["broker", "--data-dir", str(tmp_path / "n1"), "--set", "bogus.key=1"],
     ]
     for args in cases:
         result = CliRunner().invoke(cli, args)
