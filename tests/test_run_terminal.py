@@ -95,6 +95,12 @@ def test_check_beside_a_run_keeps_its_results_json_and_uses_its_checker_mode(
     assign = CliRunner().invoke(cli, ["check", "--mode", "assign",
                                       str(run_dir / "history.jsonl")])
     assert assign.exit_code == exit_codes.ANOMALIES
+    # The run's own --allow holds too.
+    results = json.dumps({"run_id": "run", "checker_mode": "assign",
+                          "config": {"allow": ["poll-skip"]}})
+    (run_dir / "results.json").write_text(results)
+    allowed = CliRunner().invoke(cli, ["check", str(run_dir / "history.jsonl")])
+    assert allowed.exit_code == exit_codes.VALID, allowed.output
     refused = CliRunner().invoke(cli, ["check", "--out", str(run_dir / "results.json"),
                                        str(run_dir / "history.jsonl")])
     assert refused.exit_code == exit_codes.BAD_INPUT and "Error: " in refused.output

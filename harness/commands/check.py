@@ -82,10 +82,12 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
 
 
 class RunBeside(NamedTuple):
-    """The run whose folder holds a history: its results.json and checker mode."""
+    """The run whose folder holds a history: its results.json, checker mode and the
+    anomaly types it allowed (`--allow` of `faultline run`)."""
 
     results: str
     checker_mode: str
+    allow: tuple[str, ...]
 
 
 def run_beside(history: str) -> RunBeside | None:
@@ -100,7 +102,10 @@ def run_beside(history: str) -> RunBeside | None:
     if not isinstance(data, dict) or "run_id" not in data:
         return None
     mode = data.get("checker_mode")
-    return RunBeside(results, mode if mode in MODE_ALLOWED else "assign")
+    config = data.get("config")
+    allowed = config.get("allow") if isinstance(config, dict) else None
+    allow = tuple(a for a in allowed if a in ANOMALIES) if isinstance(allowed, list) else ()
+    return RunBeside(results, mode if mode in MODE_ALLOWED else "assign", allow)
 
 
 @click.command(
@@ -111,7 +116,8 @@ def run_beside(history: str) -> RunBeside | None:
 @click.argument("history", type=click.Path(dir_okay=False))
 @click.option(
     "--allow", "allow", multiple=True, metavar="TYPE",
-    help="Anomaly type that does not invalidate the verdict (repeatable).",
+    help="Anomaly type that does not invalidate the verdict (repeatable) [default: for a "
+    "run's history, the run's own --allow].",
 )
 @click.option(
     "--mode", type=click.Choice(sorted(MODE_ALLOWED)), default=None,
@@ -149,6 +155,8 @@ def check(
         bad_input(f"--out {out} is the run's own results.json; give another file")
     if mode is None:
         mode = run.checker_mode if run is not None else "assign"
+    if not allow and run is not None:
+        allow = run.allow
     try:
         verdict = check_file(history, mode=mode, allow=allow, max_evidence=max_evidence)
     except HistoryError as error:
