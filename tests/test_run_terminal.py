@@ -165,6 +165,13 @@ def test_run_summary_ends_with_the_command_that_reproduces_it_and_json_is_parsea
     assert lines[-2] == ("command:   faultline run --nemesis none --time-limit 5 "
                          "--recovery 1 --final-read 5 --seed 3")
     assert lines[-1] == f"reproduce: faultline replay {run_dir}"
+    # Checking the run's own history leaves the run as it was.
+    before = (run_dir / "results.json").read_bytes()
+    checked = CliRunner().invoke(cli, ["check", str(run_dir / "history.jsonl")])
+    assert checked.exit_code == exit_codes.VALID, checked.output
+    assert (run_dir / "results.json").read_bytes() == before
+    assert json.loads((run_dir / "check.json").read_text())["valid"] is True
+    assert CliRunner().invoke(cli, ["report", str(run_dir)]).exit_code == 0
     as_json = CliRunner().invoke(cli, ["run", "--json", "--nemesis", "none", *SHORT,
                                        "--out", str(tmp_path)])
     assert as_json.exit_code == exit_codes.VALID, as_json.stderr
