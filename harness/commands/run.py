@@ -181,8 +181,10 @@ def run(out: Path, check_determinism: bool, as_json: bool, quiet: bool, verbose:
             started = time.monotonic()
             first = (outcome.run_dir / "history.jsonl").read_bytes()
             with tempfile.TemporaryDirectory(prefix="faultline-determinism-") as scratch:
-                again = replay_history(outcome.config, Path(scratch), progress=sys.stderr)
-            if report_determinism(first, again, first_divergence) != exit_codes.VALID:
+                again = replay_history(outcome.config, Path(scratch),
+                                       progress=None if quiet else sys.stderr)
+            if report_determinism(first, again, first_divergence,
+                                  err=as_json) != exit_codes.VALID:
                 code = exit_codes.ANOMALIES
             say(f"(second run: {time.monotonic() - started:.1f} s wall time)")
     except ConfigError as exc:
@@ -205,16 +207,20 @@ def report_determinism(
     first: bytes,
     second: bytes,
     divergence_of: Callable[[bytes, bytes], tuple[int, str, str] | None],
+    *,
+    err: bool = False,
 ) -> int:
-    """Print whether two histories are identical or where they diverge; exit code."""
+    """Print (to stderr if `err`) whether two histories are identical or where they
+    diverge; exit code."""
     divergence = divergence_of(first, second)
+    say = functools.partial(click.echo, err=err)
     if divergence is None:
-        click.echo(f"determinism: identical ({len(first.splitlines())} events, sha256 "
+        say(f"determinism: identical ({len(first.splitlines())} events, sha256 "
                    f"{hashlib.sha256(second).hexdigest()})")
         return exit_codes.VALID
     number, a, b = divergence
-    click.echo(f"determinism: the runs diverge at line {number} of history.jsonl "
-               f"(event index {number - 1})")
-    click.echo(f"  run 1: {a}")
-    click.echo(f"  run 2: {b}")
+    say(f"determinism: the runs diverge at line {number} of history.jsonl "
+        f"(event index {number - 1})")
+    say(f"  run 1: {a}")
+    say(f"  run 2: {b}")
     return exit_codes.ANOMALIES
