@@ -162,9 +162,9 @@ class ConsoleLogHandler(logging.StreamHandler):
 
 
 def configure_console_logging(level: int, stream: IO[str]) -> None:
-    """Show log records of `level` and above on `stream` through a `ConsoleLogHandler`
-    (replacing one installed before). Brokers' own records never get here: the sim's
-    go to nodes/nK.log and a broker process writes into its node folder."""
+    """Show log records of `level` and above, and Python warnings, on `stream` through
+    a `ConsoleLogHandler` (replacing one installed before). Brokers' own records never
+    get here: the sim's go to nodes/nK.log, a broker process writes into its folder."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, ConsoleLogHandler):
@@ -173,6 +173,9 @@ def configure_console_logging(level: int, stream: IO[str]) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
+    # Python warnings (a client library's DeprecationWarning, ...) would otherwise be
+    # written straight to stderr, into the middle of the status line.
+    logging.captureWarnings(True)
 
 
 def status_text(counters: RunCounters, elapsed: float, unit: str, rate: float) -> str:

@@ -204,6 +204,7 @@ def _progress_output(stream: io.StringIO, log_at: float | None = None) -> str:
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         logger.handlers[:], logger.level = saved
+        logging.captureWarnings(False)
     return stream.getvalue()
 
 
