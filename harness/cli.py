@@ -10,9 +10,11 @@ import importlib
 
 import click
 
+from harness import exit_codes
+
 # name -> (module under harness.commands, attribute, one-line help shown in `faultline --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "check": ("check", "check", "Check a history file for anomalies and write results.json."),
+    "check": ("check", "check", "Check a history file for anomalies; write the verdict beside it."),
     "broker": ("broker", "broker", "Run one reference broker node on real TCP and files."),
     "run": ("run", "run", "Run a cluster under faults with a workload; check it; write a report."),
     "report": ("report", "report", "Re-render a run's report.html (and results/index.html)."),
@@ -45,13 +47,13 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=exit_codes.HELP)
 @click.version_option(package_name="faultline")
 def cli() -> None:
     """faultline: a Jepsen-style correctness lab for Kafka-style logs.
 
-    Exit codes: 0 valid, 1 anomalies found, 2 bad input or setup error, 3 unknown
-    (acknowledged messages never read; nothing disproved), 130 interrupted.
+    Each command's --help lists its exit codes.
     """
 
 

@@ -10,6 +10,8 @@ line is actually printed (terminal or not, wall-time rate limit) has no effect o
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +111,80 @@ class CountingWriter(HistoryWriter):
         return index
 
 
+class StatusLine:
+    """The one line of live status on a terminal, redrawn in place.
+
+    Each draw clears the line and writes the text cut to the terminal's width (read at
+    every draw, so a resize is followed): a line longer than the terminal would wrap, and
+    the carriage return of the next draw would leave its first row behind. Anything else
+    written to the same terminal calls `clear` first (`ConsoleLogHandler` does), so the
+    status never shares a row with other output.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.shown = False
+
+    def draw(self, text: str) -> None:
+        """Replace the status line with `text`, cut to fit the terminal."""
+        self.stream.write("\r\x1b[2K" + fit(text, shutil.get_terminal_size((80, 24)).columns))
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        """Erase the status line (before other output, and at the end)."""
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self.shown = False
+
+
+def fit(text: str, columns: int) -> str:
+    """`text` cut to one row of `columns` (the last column left free, since a terminal
+    that writes there may wrap), ending with "..." when cut."""
+    room = max(columns - 1, 10)
+    return text if len(text) <= room else text[:room - 3] + "..."
+
+
+# The status line on screen now, if any: log records printed on the console clear it
+# first (a log handler is installed once, a status line lives for one run).
+_current: StatusLine | None = None
+
+
+class ConsoleLogHandler(logging.StreamHandler):
+    """Log records on the console, each on its own line: the live status line is
+    cleared before one is written and redrawn at the next tick."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _current is not None and _current.stream is self.stream:
+            _current.clear()
+        super().emit(record)
+
+
+def configure_console_logging(level: int, stream: IO[str]) -> None:
+    """Show log records of `level` and above, and Python warnings, on `stream` through
+    a `ConsoleLogHandler` (replacing one installed before). Brokers' own records never
+    get here: the sim's go to nodes/nK.log, a broker process writes into its folder."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, ConsoleLogHandler):
+            root.removeHandler(handler)
+    handler = ConsoleLogHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Python warnings (a client library's DeprecationWarning, ...) would otherwise be
+    # written straight to stderr, into the middle of the status line.
+    logging.captureWarnings(True)
+
+
+def status_text(counters: RunCounters, elapsed: float, unit: str, rate: float) -> str:
+    """One status line: the faults in force come before the counters' tail, so a narrow
+    terminal cuts counters, not which faults are on."""
+    return (f"[{elapsed:6.1f} {unit}] {counters.phase:<11} faults: {counters.faults_active()}"
+            f" | ok {counters.ok} ({rate:.0f}/s) fail {counters.fail} info {counters.info}")
+
+
 async def show_progress(
     counters: RunCounters,
     *,
@@ -117,18 +193,22 @@ async def show_progress(
     stream: IO[str] | None = None,
     tick_s: float = 1.0,
 ) -> None:
-    """Print elapsed time, ops/s and active faults every `tick_s` of trio time, forever.
+    """Print elapsed time, active faults and op counts every `tick_s` of trio time, forever.
 
-    On a terminal the line is redrawn in place (at most 5 times per wall second); into a
-    pipe or file a line is printed every 10 ticks; with no `stream` nothing is printed,
-    but the task still wakes on the same schedule, so a simulated run's history is the
-    same whether or not anyone watches it. The caller cancels this task.
+    On a terminal the line is redrawn in place (at most 5 times per wall second, see
+    `StatusLine`); into a pipe or file a plain line is printed every 10 ticks; with no
+    `stream` nothing is printed, but the task still wakes on the same schedule, so a
+    simulated run's history is the same whether or not anyone watches it. The caller
+    cancels this task.
     """
+    global _current
     out = stream
-    tty = out is not None and out.isatty()
+    status = StatusLine(out) if out is not None and out.isatty() else None
     unit = "sim s" if simulated else "s"
     last_ok, last_print = 0, 0.0
     tick = 0
+    if status is not None:
+        _current = status
     try:
         while True:
             await trio.sleep(tick_s)
@@ -137,20 +217,17 @@ async def show_progress(
                 continue
             rate = (counters.ok - last_ok) / tick_s
             last_ok = counters.ok
-            elapsed = trio.current_time() - origin
-            line = (f"[{elapsed:7.1f} {unit}] {counters.phase:<11} ops ok {counters.ok:>7}  "
-                    f"{rate:6.1f} ok/s  fail {counters.fail}  info {counters.info}  "
-                    f"faults: {counters.faults_active()}")
-            if tty:
+            line = status_text(counters, trio.current_time() - origin, unit, rate)
+            if status is not None:
                 now = time.monotonic()
                 if now - last_print >= 0.2:
                     last_print = now
-                    out.write("\r\x1b[2K" + line[:160])
-                    out.flush()
+                    status.draw(line)
             elif tick % 10 == 0:
                 out.write(line + "\n")
                 out.flush()
     finally:
-        if tty and out is not None:
-            out.write("\r\x1b[2K")
-            out.flush()
+        if status is not None:
+            status.clear()
+            if _current is status:
+                _current = None

@@ -35,6 +35,7 @@ import trio
 from checkers.verdict import Verdict, check_file
 from harness import exit_codes
 from harness.availability import Availability, measure_availability
+from harness.broker_warnings import scan as scan_broker_warnings
 from harness.explanations import CLUSTER_TIMELINE, attribute, cause_lines, separate
 from harness.oracle import GroundTruth, HarnessError, check_failed_sends
 from harness.progress import CountingWriter, RunCounters, show_progress
@@ -61,6 +62,28 @@ class RunStalled(RuntimeError):
     checked. The message says where, and the seed reproduces it."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; its folder was finished with verdict "interrupted" and
+    the history recorded so far was checked (`results.json`). Still a KeyboardInterrupt,
+    so a campaign or shrink that catches Ctrl-C stops as before."""
+
+    def __init__(self, run_dir: Path, events: int) -> None:
+        super().__init__(f"interrupted: the run stopped after {events} history events; "
+                         f"what was recorded is checked in {run_dir}")
+        self.run_dir = run_dir
+        self.events = events
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` is Ctrl-C: a KeyboardInterrupt, bare or inside the exception
+    group a trio nursery wraps it in."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(lambda e: isinstance(e, KeyboardInterrupt)) is not None
+    return False
+
+
 @dataclass
 class RunOutcome:
     """What a finished run produced."""
@@ -84,6 +107,8 @@ class RunOutcome:
     valid: bool | str = True
     # results.json's `explanations` section (`harness.explanations.separate`).
     explanations: dict[str, Any] = field(default_factory=dict)
+    # The summary's line on the warnings brokers logged into nodes/ (None: none).
+    broker_warnings: str | None = None
 
 
 @dataclass(frozen=True)
@@ -352,8 +377,15 @@ def run(
         workload = load_workload(config.workload)
     run_dir = run_dir or new_run_dir(out, config)
     wall_start = time.monotonic()
-    executed = execute(config, run_dir, schedule=schedule, progress=progress,
-                       workload=workload)
+    try:
+        executed = execute(config, run_dir, schedule=schedule, progress=progress,
+                           workload=workload)
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            raise
+        events = conclude_interrupted(config, run_dir, workload, wall_start=wall_start,
+                                      index=index)
+        raise RunInterrupted(run_dir, events) from None
     return conclude(config, run_dir, executed, workload, wall_start=wall_start, index=index)
 
 
@@ -388,6 +420,7 @@ def conclude(
     exit_code = exit_codes.for_verdict(explanations["valid"],
                                        harness_errors=len(harness_errors))
     availability = measure_availability(history_path)
+    warnings = scan_broker_warnings(run_dir / "nodes")
     results = {
         "run_id": run_dir.name,
         "valid": explanations["valid"],
@@ -416,6 +449,7 @@ def conclude(
         "history": {"file": "history.jsonl", "sha256": digest,
                     "events": verdict["stats"]["events"]},
         "availability": availability.to_json(),
+        "broker_warnings": warnings.to_json(),
         "reproduce": config.command(),
         "verdict": verdict,
         "explanations": explanations,
@@ -427,7 +461,73 @@ def conclude(
     return RunOutcome(run_dir, config, verdict, exit_code, wall, seconds,
                       verdict["stats"]["events"], digest, availability, harness_errors,
                       truth is not None, cause_lines(explanations), explanations["valid"],
-                      explanations)
+                      explanations, warnings.console_line())
+
+
+def conclude_interrupted(config: RunConfig, run_dir: Path, workload: Workload, *,
+                         wall_start: float, index: bool = True) -> int:
+    """Finish the folder of a run that Ctrl-C stopped: check the history recorded so far
+    and write results.json with `valid` "interrupted" (exit 130), the report and the
+    index, so `faultline report` and the index still read it. Returns the events checked.
+
+    The partial verdict is kept under `verdict` for a person to read; it proves nothing
+    about the run, which never reached its final reads.
+    """
+    from harness.report import render_index, write_report
+
+    history_path = run_dir / "history.jsonl"
+    verdict: Verdict | None = None
+    note = "stopped by Ctrl-C before the final reads; the verdict covers what was recorded"
+    try:
+        verdict = check_file(str(history_path), mode=workload.checker_mode,
+                             allow=config.allow, max_evidence=ATTRIBUTION_EVIDENCE)
+    except (OSError, ValueError) as exc:  # HistoryError is a ValueError
+        note = f"stopped by Ctrl-C; the history recorded so far could not be checked: {exc}"
+    events = verdict["stats"]["events"] if verdict is not None else 0
+    data = history_path.read_bytes() if history_path.is_file() else b""
+    results = {
+        "run_id": run_dir.name,
+        "valid": "interrupted",
+        "exit_code": exit_codes.INTERRUPTED,
+        "interrupted": {"note": note, "checked_valid": None if verdict is None
+                        else verdict["valid"]},
+        "harness_verdict": {"checked": False, "verdict": "not checked",
+                            "note": "the run was interrupted"},
+        "harness_errors": [],
+        "config": config.to_json(),
+        "seed": config.seed,
+        "checker_mode": workload.checker_mode,
+        "topology": {"topics": _topic_homes(config), "note": "interrupted run"},
+        "schedule": {"ops": 0, "file": "nemesis.json"},
+        "timing": {
+            "wall_seconds": round(time.monotonic() - wall_start, 3),
+            "run_seconds": 0.0,
+            "clock": "simulated" if config.target == "sim" else "real",
+        },
+        "history": {"file": "history.jsonl", "sha256": hashlib.sha256(data).hexdigest(),
+                    "events": events},
+        "availability": measure_availability(history_path).to_json()
+        if verdict is not None else {},
+        "broker_warnings": scan_broker_warnings(run_dir / "nodes").to_json(),
+        "reproduce": config.command(),
+        "verdict": verdict if verdict is not None else _empty_verdict(),
+        "explanations": {},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    if not (run_dir / "nemesis.json").is_file():
+        # Interrupted during setup: the schedule was never generated.
+        (run_dir / "nemesis.json").write_bytes(
+            Schedule(nodes=list(config.node_names), duration_ms=0).to_json() + b"\n")
+    write_report(run_dir)
+    if index:
+        render_index(run_dir.parent)
+    return events
+
+
+def _empty_verdict() -> dict[str, Any]:
+    return {"valid": "unknown", "counts": {}, "anomalies": {}, "allowed": [], "notes": [],
+            "stats": {"events": 0, "processes": 0, "logs": [],
+                      "messages": {"sent": 0, "acknowledged": 0, "read": 0}}}
 
 
 def _harness_verdict(truth: GroundTruth | None, errors: list[HarnessError]) -> dict[str, Any]:

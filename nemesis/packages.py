@@ -44,9 +44,11 @@ def parse(spec: str | Iterable[str]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in PACKAGES and n not in ALIASES]
     if unknown:
         accepted = ", ".join((*PACKAGES, *ALIASES))
-        raise ValueError(f"unknown nemesis package(s) {unknown}; accepted: {accepted}")
+        raise ValueError(f"unknown nemesis package(s) {', '.join(unknown)}; accepted: "
+                         f"{accepted} (--nemesis help describes each)")
     if "none" in names and len(set(names)) > 1:
-        raise ValueError(f"'none' cannot be combined with other packages, got {names}")
+        raise ValueError(f"'none' cannot be combined with other packages, got "
+                         f"{','.join(names)}")
     if "mixed" in names:
         return tuple(PACKAGES)
     return tuple(name for name in PACKAGES if name in names)

@@ -39,6 +39,7 @@ import click
 import trio
 
 from harness import exit_codes
+from harness.commands.errors import bad_input, setup_failed
 
 if TYPE_CHECKING:
     from reference_broker.config import BrokerConfig
@@ -56,7 +57,10 @@ def _print_help_config(ctx: click.Context, _param: click.Parameter, value: bool)
     ctx.exit(0)
 
 
-@click.command("broker")
+@click.command(
+    "broker", epilog="Exit codes: 0 stopped cleanly, 2 bad configuration or data "
+    "directory, 137 crashed on purpose on SIGUSR2 (as SIGKILL would, buffered "
+    "writes left unsynced).")
 @click.option(
     "--data-dir",
     required=True,
@@ -123,13 +127,11 @@ def broker(
     try:
         config = BrokerConfig.load(config_file, settings)
     except ConfigError as exc:
-        click.echo(f"faultline broker: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(str(exc))
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        click.echo(f"faultline broker: cannot create data dir {data_dir}: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        setup_failed(f"cannot create data dir {data_dir}: {exc}")
     env = os_node_env(data_dir, volatile_until_fsync=config.volatile_until_fsync, seed=seed)
     try:
         _apply_clock_offset(env, data_dir)
@@ -139,9 +141,7 @@ def broker(
         leaves = _leaves(exc)
         if not all(isinstance(e, MetadataCorruptError | OSError) for e in leaves):
             raise
-        for leaf in leaves:
-            click.echo(f"faultline broker: {leaf}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        setup_failed("; ".join(str(leaf) for leaf in leaves))
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

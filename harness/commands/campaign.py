@@ -30,7 +30,8 @@ from typing import Any
 import click
 
 from harness import exit_codes
-from harness.commands.run import given_settings, run_options
+from harness.commands.errors import bad_input, setup_failed
+from harness.commands.run import given_settings, list_packages_if_asked, run_options
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
@@ -114,6 +115,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     from harness.campaign.task import RunRecord
     from harness.settings import ConfigError
 
+    list_packages_if_asked(options)
     command = shlex.join(["faultline", *sys.argv[1:]]) if sys.argv else "faultline campaign"
     try:
         if matrix_file is not None and preset is not None:
@@ -130,8 +132,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
                               seeds=chosen_seeds, expect=expect)
         budget = parse_duration(time_budget) if time_budget is not None else None
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(str(exc))
     if name:
         matrix = dataclasses.replace(matrix, name=name)
 
@@ -145,8 +146,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
             f"expect {cell.expectation.name}")
         click.echo(f"  [{cell.index}] {cell.label}: {state}")
     if not runnable:
-        click.echo("error: no configuration of the matrix can run (reasons above)", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input("no configuration of the matrix can run (reasons above)")
 
     folder = _campaign_folder(out, matrix.name)
     try:
@@ -154,8 +154,7 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
                           else LocalEngine(workers or os.cpu_count() or 1,
                                            log_dir=folder / "workers"))
     except (EngineError, ConfigError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        setup_failed(str(exc))
     except KeyboardInterrupt:
         click.echo("\ninterrupted before any run started", err=True)
         sys.exit(exit_codes.INTERRUPTED)
@@ -163,10 +162,9 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
     if shared and engine.slots > 1:
         engine.close(abandon=True)
         shutil.rmtree(folder, ignore_errors=True)
-        click.echo(f"error: configuration {shared!r} injects faults into one external "
-                   "cluster, so runs at the same time would break each other's: use "
-                   f"--workers 1 (this engine runs {engine.slots} at once)", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"configuration '{shared}' injects faults into one external "
+                  "cluster, so runs at the same time would break each other's: use "
+                  f"--workers 1 (this engine runs {engine.slots} at once)")
     click.echo(f"{total} runs on {engine.description} -> {folder}")
 
     started = time.monotonic()

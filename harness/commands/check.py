@@ -7,13 +7,14 @@ import os
 import sys
 import textwrap
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from checkers import ANOMALIES, MODE_ALLOWED, check_file
 from checkers.anomalies import explain
 from harness import exit_codes
+from harness.commands.errors import bad_input, setup_failed
 from history import HistoryError
 
 # Each anomaly type's definition, wrapped for 80 columns ("\b" keeps click from
@@ -27,8 +28,9 @@ _MODES_HELP = "; ".join(
 )
 
 
-def first_example(evidence: list[dict[str, Any]]) -> str:
-    """One short line describing the first evidence item of an anomaly type."""
+def first_example(evidence: list[dict[str, Any]], limit: int = 90) -> str:
+    """One short line (at most `limit` characters) describing the first evidence item
+    of an anomaly type."""
     if not evidence:
         return ""
     item = evidence[0]
@@ -41,11 +43,22 @@ def first_example(evidence: list[dict[str, Any]]) -> str:
     if item.get("values"):
         parts.append(f"values {item['values']}")
     text = ", ".join(parts)
-    return text if len(text) <= 90 else text[:87] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def verdict_word(valid: Any) -> str:
+    """VALID, INVALID or UNKNOWN (or INTERRUPTED) for a verdict's `valid`."""
+    return {True: "VALID", False: "INVALID", "interrupted": "INTERRUPTED"}.get(
+        valid, "UNKNOWN")
+
+
+# The table fits a terminal of this many columns.
+COLUMNS = 80
 
 
 def summary_table(verdict: Mapping[str, Any]) -> str:
-    """Render the verdict as the readable table `faultline check` prints."""
+    """Render the verdict as the readable table `faultline check` prints, every line
+    within `COLUMNS` (the example column is cut to what is left)."""
     lines = []
     counts = verdict["counts"]
     allowed = set(verdict["allowed"])
@@ -55,7 +68,8 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
         lines.append(f"{'-' * width}  {'-' * 8}  {'-' * 13}")
         for kind, count in counts.items():
             label = f"{kind} (allowed)" if kind in allowed else kind
-            example = first_example(verdict["anomalies"].get(kind, []))
+            room = max(COLUMNS - 1 - width - 12, 20)
+            example = first_example(verdict["anomalies"].get(kind, []), room)
             lines.append(f"{label:<{width}}  {count:>8}  {example}")
     else:
         lines.append("no anomalies found")
@@ -63,15 +77,42 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
     messages = stats["messages"]
     lines.append("")
     lines.append(
-        f"{stats['events']} events, {stats['processes']} processes, {len(stats['logs'])} log(s); "
-        f"messages sent {messages['sent']}, acknowledged {messages['acknowledged']}, "
-        f"read {messages['read']}"
+        f"{stats['events']} events, {stats['processes']} processes, {len(stats['logs'])} log(s)"
     )
-    lines.extend(f"note: {note}" for note in verdict["notes"])
-    valid = verdict["valid"]
-    word = {True: "VALID", False: "INVALID", "unknown": "UNKNOWN"}[valid]
-    lines.append(f"verdict: {word}")
+    lines.append(f"messages sent {messages['sent']}, acknowledged {messages['acknowledged']}, "
+                 f"read {messages['read']}")
+    for note in verdict["notes"]:
+        lines.extend(textwrap.wrap(f"note: {note}", width=COLUMNS - 1, subsequent_indent="  ",
+                                   break_on_hyphens=False))
+    lines.append(f"verdict: {verdict_word(verdict['valid'])}")
     return "\n".join(lines)
+
+
+class RunBeside(NamedTuple):
+    """The run whose folder holds a history: its results.json, checker mode and the
+    anomaly types it allowed (`--allow` of `faultline run`)."""
+
+    results: str
+    checker_mode: str
+    allow: tuple[str, ...]
+
+
+def run_beside(history: str) -> RunBeside | None:
+    """The run that wrote `history`, when it sits in a `faultline run` folder (a
+    results.json beside it that records a run id and checker mode), else None."""
+    results = os.path.join(os.path.dirname(os.path.abspath(history)), "results.json")
+    try:
+        with open(results, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "run_id" not in data:
+        return None
+    mode = data.get("checker_mode")
+    config = data.get("config")
+    allowed = config.get("allow") if isinstance(config, dict) else None
+    allow = tuple(a for a in allowed if a in ANOMALIES) if isinstance(allowed, list) else ()
+    return RunBeside(results, mode if mode in MODE_ALLOWED else "assign", allow)
 
 
 @click.command(
@@ -86,15 +127,18 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
 )
 @click.option(
     "--allow", "allow", multiple=True, metavar="TYPE",
-    help="Anomaly type that does not invalidate the verdict (repeatable).",
+    help="Anomaly type that does not invalidate the verdict (repeatable) [default: for a "
+    "run's history, the run's own --allow].",
 )
 @click.option(
-    "--mode", type=click.Choice(sorted(MODE_ALLOWED)), default="assign", show_default=True,
-    help="Workload mode whose expected anomalies are allowed by default.",
+    "--mode", type=click.Choice(sorted(MODE_ALLOWED)), default=None,
+    help="Workload mode whose expected anomalies are allowed by default [default: the "
+    "run's own mode for a run's history, else assign].",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False), default=None,
-    help="Where to write the verdict JSON [default: results.json beside HISTORY].",
+    help="Where to write the verdict JSON [default: beside HISTORY, check.json in a run's "
+    "folder (its results.json is never overwritten), else results.json].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON, not a table.")
 @click.option(
@@ -102,49 +146,52 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
     help="Evidence items kept per anomaly type (counts stay exact).",
 )
 def check(
-    history: str | None, explain_type: str | None, allow: tuple[str, ...], mode: str,
+    history: str | None, explain_type: str | None, allow: tuple[str, ...], mode: str | None,
     out: str | None, as_json: bool, max_evidence: int,
 ) -> None:
     """Check HISTORY (JSON Lines, DESIGN.md section 4) for anomalies.
 
     Reads the file in one streaming pass, prints a summary table (anomaly type, count,
-    first example) and writes results.json beside the history. Valid means no anomaly
-    outside the allowed set; unknown means only unseen messages (acknowledged, never
-    read) stand in the way.
+    first example) and writes the verdict beside the history: check.json in a folder
+    written by `faultline run` (checked in that run's mode), else results.json. Valid
+    means no anomaly outside the allowed set; unknown means only unseen messages
+    (acknowledged, never read) stand in the way.
     """
     if explain_type is not None:
         try:
             click.echo(explain(explain_type))
         except ValueError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(exit_codes.BAD_INPUT)
+            bad_input(str(error))
         return
     if history is None:
-        click.echo("error: missing HISTORY (a history.jsonl to check), or --explain TYPE",
-                   err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input("missing HISTORY (a history.jsonl to check), or --explain TYPE")
     unknown = [name for name in allow if name not in ANOMALIES]
     if unknown:
-        click.echo(
-            f"error: unknown anomaly type {unknown[0]!r} for --allow; "
-            f"expected one of {', '.join(ANOMALIES)}", err=True,
-        )
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"unknown anomaly type '{unknown[0]}' for --allow; "
+                  f"expected one of {', '.join(ANOMALIES)}")
+    run = run_beside(history)
+    if out is not None and run is not None and os.path.abspath(out) == run.results:
+        bad_input(f"--out {out} is the run's own results.json; give another file")
+    if mode is None:
+        mode = run.checker_mode if run is not None else "assign"
+    if not allow and run is not None:
+        allow = run.allow
     try:
         verdict = check_file(history, mode=mode, allow=allow, max_evidence=max_evidence)
     except HistoryError as error:
-        # Exactly `path:line: what is wrong`, the form editors jump to.
+        # Exactly `path:line: what is wrong`, the form editors and CI annotations jump
+        # to (a problem inside the file, not with the command line).
         click.echo(str(error), err=True)
         sys.exit(exit_codes.BAD_INPUT)
     verdict["history"] = os.path.abspath(history)
-    target = out or os.path.join(os.path.dirname(os.path.abspath(history)), "results.json")
+    beside = "check.json" if run is not None else "results.json"
+    target = out or os.path.join(os.path.dirname(os.path.abspath(history)), beside)
     try:
         with open(target, "w", encoding="utf-8") as stream:
             json.dump(verdict, stream, indent=1)
             stream.write("\n")
     except OSError as error:
-        click.echo(f"error: cannot write {target}: {error.strerror}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        setup_failed(f"cannot write {target}: {error.strerror}")
     if as_json:
         click.echo(json.dumps(verdict, indent=1))
     else:

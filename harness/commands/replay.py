@@ -19,9 +19,12 @@ from pathlib import Path
 import click
 
 from harness import exit_codes
+from harness.commands.errors import bad_input
 
 
-@click.command("replay")
+@click.command(
+    "replay", epilog="Exit codes: 0 identical history, 1 the histories diverge, 2 not a "
+    "sim run folder, 130 interrupted.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the replayed history in this folder [default: a temporary one].")
@@ -50,12 +53,10 @@ def replay(run_dir: Path, keep: Path | None, schedule_file: str | None) -> None:
             config, schedule = config.with_schedule(schedule_file), None
     except (OSError, KeyError, TypeError, json.JSONDecodeError, ConfigError,
             ScheduleError) as exc:
-        click.echo(f"error: cannot replay {run_dir}: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"cannot replay {run_dir}: {exc}")
     if config.target != "sim":
-        click.echo(f"error: {run_dir} ran on --target {config.target}; only sim runs replay "
-                   "exactly (real targets run in real time)", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"{run_dir} ran on --target {config.target}; only sim runs replay "
+                  "exactly (real targets run in real time)")
     under = f" under {schedule_file}" if schedule_file is not None else ""
     click.echo(f"replaying {run_dir.name}{under}: seed {config.seed}, "
                f"{len(recorded.splitlines())} recorded events")

@@ -4,15 +4,16 @@ campaign.html) and the index of the folder it is in."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from harness import exit_codes
+from harness.commands.errors import bad_input
 
 
-@click.command("report")
+@click.command(
+    "report", epilog="Exit codes: 0 rendered, 2 not a run or campaign folder, or "
+    "malformed results.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Render RUN_DIR/report.html from its results.json, history.jsonl and nemesis.json
@@ -27,15 +28,12 @@ def report(run_dir: Path) -> None:
             missing = [n for n in ("results.json", "history.jsonl")
                        if not (run_dir / n).is_file()]
             if missing:
-                click.echo(f"error: {run_dir} is not a run directory (no "
-                           f"{', '.join(missing)}) nor a campaign's (no campaign.json); give "
-                           "a folder written by `faultline run` or `faultline campaign`",
-                           err=True)
-                sys.exit(exit_codes.BAD_INPUT)
+                bad_input(f"{run_dir} is not a run directory (no {', '.join(missing)}) nor "
+                          "a campaign's (no campaign.json); give a folder written by "
+                          "`faultline run` or `faultline campaign`")
             path = write_report(run_dir)
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        click.echo(f"error: cannot render {run_dir}: malformed results ({exc})", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(f"cannot render {run_dir}: malformed results ({exc})")
     index = render_index(run_dir.resolve().parent)
     click.echo(f"report: {path}")
     click.echo(f"index:  {index}")

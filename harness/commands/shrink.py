@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from harness import exit_codes
+from harness.commands.errors import bad_input
 
 
 @click.command("shrink", epilog="Exit codes: 0 shrunk (RUN_DIR/shrunk/ shows the anomaly), "
@@ -59,8 +60,7 @@ def shrink(run_dir: Path, types: tuple[str, ...], budget: float | None,
                             budget_s=DEFAULT_BUDGET_S if budget is None else budget,
                             on_trial=on_trial)
     except ShrinkError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exit_codes.BAD_INPUT)
+        bad_input(str(exc))
     except KeyboardInterrupt:
         click.echo("\ninterrupted: nothing was written", err=True)
         sys.exit(exit_codes.INTERRUPTED)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from checkers.anomalies import ANOMALIES
+from harness.report.broker_warnings import broker_warnings_html
 from harness.report.charts import CHART_CSS, charts_section
 from harness.report.config_table import config_html, nemesis_text, topics_text
 from harness.report.evidence import Events, evidence_indices, kind_html
@@ -192,8 +193,8 @@ def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:
 
 
 def verdict_badge(valid: Any) -> str:
-    word, cls = {True: ("VALID", "valid"), False: ("INVALID", "invalid")}.get(
-        valid, ("UNKNOWN", "unknown"))
+    word, cls = {True: ("VALID", "valid"), False: ("INVALID", "invalid"),
+                 "interrupted": ("INTERRUPTED", "unknown")}.get(valid, ("UNKNOWN", "unknown"))
     return f'<span class="verdict {cls}">{word}</span>'
 
 
@@ -270,6 +271,7 @@ def render_report(run_dir: Path) -> str:
     for note in verdict.get("notes", []):
         parts.append(f'<p class="muted">note: {escape(note)}</p>')
     parts.append(_harness_section(results))
+    parts.append(broker_warnings_html(results))
     stats = verdict["stats"]
     messages = stats["messages"]
     timing = results.get("timing", {})
