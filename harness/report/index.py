@@ -118,7 +118,7 @@ def _run_settings(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _verdict_word(valid: Any) -> str:
-    return {True: "valid", False: "invalid"}.get(valid, "unknown")
+    return {True: "valid", False: "invalid", "interrupted": "interrupted"}.get(valid, "unknown")
 
 
 def render_index(results_dir: Path) -> Path:
