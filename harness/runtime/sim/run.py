@@ -10,7 +10,10 @@ records only what it observes writes byte-identical histories for equal seeds.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -51,6 +54,28 @@ class SimResult(Generic[T]):
     virtual_seconds: float
 
 
+@contextmanager
+def _ctrl_c_cancels(scope: trio.CancelScope, interrupted: list[int]) -> Iterator[None]:
+    """While inside, Ctrl-C cancels `scope` (the whole simulation, which then unwinds as
+    at its end) and is noted in `interrupted`, instead of trio raising KeyboardInterrupt
+    inside whichever simulated task happens to run: landing in the middle of a client's
+    or a broker's cleanup, that leaves cancel scopes in a state trio refuses."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    token = trio.lowlevel.current_trio_token()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        token.run_sync_soon(scope.cancel)  # safe from a signal handler
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_sim(
     scenario: Callable[[SimCluster], Awaitable[T]],
     seed: int,
@@ -67,6 +92,7 @@ def run_sim(
     async def main() -> tuple[T, float]:
         skip_busy_io_polls()
         stalls: list[SimStalled] = []
+        interrupted: list[int] = []
         result: tuple[T, float] | None = None
         with trio.CancelScope() as everything:
 
@@ -75,7 +101,10 @@ def run_sim(
                 everything.cancel()
 
             on_stall(stop)
-            result = await _run_cluster()
+            with _ctrl_c_cancels(everything, interrupted):
+                result = await _run_cluster()
+        if interrupted:
+            raise KeyboardInterrupt
         if stalls or result is None:
             raise stalls[0]
         return result
