@@ -41,6 +41,24 @@ ANOMALIES: dict[str, str] = {
     "commit-regression": "A group's committed offset for a log went backward.",
     "lost-by-commit": "A group committed a log's offset past records that no member of the "
                       "group had polled.",
+    "G0": "Transactions' writes form a cycle: each wrote a log right after another's write "
+          "there, around a loop (write cycle).",
+    "G1a": "A committed transaction or poll read a value written by a transaction that "
+           "aborted (aborted read).",
+    "G1b": "A committed transaction's last read of a log stopped between two writes of one "
+           "other transaction there (intermediate read).",
+    "G1c": "Transactions form a cycle of write and read dependencies, at least one a read "
+           "(circular information flow).",
+    "G-single": "Transactions form a dependency cycle with exactly one anti-dependency: one "
+                "missed a later write by another that depends on it (read skew).",
+    "G2-item": "Transactions form a dependency cycle with two or more anti-dependencies "
+               "(each missed a later write of the next).",
+    "eos-duplicate": "One input record was transformed into two or more output records that "
+                     "all appear in the output.",
+    "eos-loss": "An input record was consumed and its offset committed by a committed "
+                "transaction, yet no output record of it appears.",
+    "eos-order": "Two input records of one key and log appear in the output in the other "
+                 "order.",
 }
 
 # type -> the smallest history that shows it (tests/histories/<type>.jsonl), in words;
@@ -73,6 +91,18 @@ EXAMPLES: dict[str, str] = {
                         "generation 1",
     "commit-regression": "process 0 commits t0/0 at 2, then (after that completed) at 1",
     "lost-by-commit": "group g1 commits t0/0 at 2 though no member polled offsets 0 and 1",
+    "G0": "T1 writes t0/0 then T2 does; T2 writes t0/1 then T1 does",
+    "G1a": "a txn sending value 1 aborts, yet a committed txn reads it (aborted-read too)",
+    "G1b": "T1 writes 1 and 2 to t0/0; T2 commits having read t0/0 only up to 1",
+    "G1c": "T1 reads what T2 wrote to t0/1 and T2 reads what T1 wrote to t0/0",
+    "G-single": "T2 writes t0/0 and t0/1; T1 reads T2's write to t0/1 but not the one to "
+                "t0/0",
+    "G2-item": "T1 and T2 each read one log and write the other; neither sees the other's "
+               "write",
+    "eos-duplicate": "input 1 is transformed twice, by two committed txns",
+    "eos-loss": "a committed txn consumes input 1 and commits past it but sends no output",
+    "eos-order": "inputs 1 and 2 of key k1 are at t0/0 offsets 0 and 1; their outputs land at "
+                 "out/0 offsets 1 and 0",
 }
 
 
@@ -89,6 +119,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
                  "key-split"),
     "group": ("split-assignment", "commit-regression"),
     "phantom": ("aborted-read", "precommitted-read"),
+    "transaction": ("G0", "G1a", "G1b", "G1c", "G-single", "G2-item"),
+    "exactly-once": ("eos-duplicate", "eos-loss", "eos-order"),
 }
 FAMILY_OF: dict[str, str] = {kind: family for family, kinds in FAMILIES.items()
                              for kind in kinds}
@@ -101,9 +133,12 @@ UNCERTAIN: frozenset[str] = frozenset({"unseen"})
 #    (Jepsen allows it in every mode).
 #  - subscribe: a rebalance may move a log away and back between two polls of one
 #    process, so cross-poll skips and rewinds are expected (Jepsen allows both).
+#  - G0, G1c: Kafka transactions do not isolate writes, so interleaved writes of two
+#    transactions make ww cycles, and with them ww+wr cycles (Jepsen allows G0 always
+#    and G1c whenever it infers ww edges, as faultline does).
 MODE_ALLOWED: dict[str, frozenset[str]] = {
-    "assign": frozenset({"int-send-skip"}),
-    "subscribe": frozenset({"int-send-skip", "poll-skip", "nonmonotonic-poll"}),
+    "assign": frozenset({"int-send-skip", "G0", "G1c"}),
+    "subscribe": frozenset({"int-send-skip", "poll-skip", "nonmonotonic-poll", "G0", "G1c"}),
     "strict": frozenset(),
 }
 DEFAULT_MODE = "assign"

@@ -83,6 +83,10 @@ class GroupChecker:
         committed = self._committed
         self._at_invoke[process] = {log: committed.get((group, log)) for log in offsets}
 
+    def commit_pending(self, process: int) -> bool:
+        """Whether `process` has a commit invoked and not yet completed."""
+        return process in self._at_invoke
+
     def commit_ok(self, process: int, index: int, offsets: dict[str, int]) -> None:
         """`process`'s commit completed `ok` at `index`, setting `offsets`."""
         before = self._at_invoke.pop(process, None)

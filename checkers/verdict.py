@@ -13,9 +13,29 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from checkers.anomalies import ANOMALIES, UNCERTAIN, Findings, allowed_for
+from checkers.exactly_once import ExactlyOnceRecorder, eos_cases
 from checkers.groups import GroupChecker
 from checkers.queue import QueueChecker
-from history.model import Assign, Commit, NemesisEvent, Poll, Send, Subscribe
+from checkers.txn_graph import (
+    TxnRecorder,
+    build_graph,
+    cycle_cases,
+    g1a_cases,
+    g1b_cases,
+    precommitted_own_reads,
+)
+from history.model import (
+    Assign,
+    Commit,
+    Message,
+    NemesisEvent,
+    Poll,
+    PollResult,
+    Send,
+    Subscribe,
+    Txn,
+    TxnMessage,
+)
 from history.reader import HistoryReader, Step
 
 
@@ -48,7 +68,81 @@ class _Tally:
         self.last_time: int | None = None
 
 
-def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally: _Tally) -> None:
+class _Txns:
+    """The transactional side of the pass: graph nodes and exactly-once records."""
+
+    __slots__ = ("eos", "graph_edges", "recorder")
+
+    def __init__(self) -> None:
+        self.recorder = TxnRecorder()
+        self.eos = ExactlyOnceRecorder()
+        self.graph_edges = 0
+
+
+def _micro_ops(value: list[Any]) -> tuple[list[TxnMessage], list[PollResult], dict[str, int]]:
+    """A txn's sends, poll results and committed offsets (merged), in order."""
+    sends: list[TxnMessage] = []
+    polls: list[PollResult] = []
+    commits: dict[str, int] = {}
+    for f, payload in value:
+        if f == "send":
+            sends.append(payload)
+        elif f == "poll":
+            if payload:
+                polls.append(payload)
+        else:
+            commits.update(payload)
+    return sends, polls, commits
+
+
+def _txn_invoke(event: Txn, queue: QueueChecker, groups: GroupChecker) -> None:
+    if not event.value:
+        return
+    sends, _, commits = _micro_ops(event.value)
+    if sends:
+        queue.send_invoke(event.index, list[Message](sends))
+    if commits:
+        groups.commit_invoke(event.process, commits)
+
+
+def _txn_complete(event: Txn, invoke: Txn, queue: QueueChecker, groups: GroupChecker,
+                  txns: _Txns) -> None:
+    """Feed a completed transaction to the queue and group checkers (as one send of all
+    its messages, its polls, its commit) and record it for the graph and exactly-once."""
+    txns.recorder.active = True
+    value = event.value if event.value is not None else invoke.value
+    sends, polls, commits = _micro_ops(value or [])
+    process, index, kind = event.process, event.index, event.type
+    messages = list[Message](sends)
+    if kind == "ok":
+        if messages:
+            queue.send_ok(process, index, messages)
+        for result in polls:
+            queue.poll(process, index, result, True)
+            if process in groups.group_of:
+                groups.poll(process, result)
+        if commits:
+            if not groups.commit_pending(process):
+                groups.commit_invoke(process, commits)
+            groups.commit_ok(process, index, commits)
+        txns.recorder.add(index, invoke.index, process, True, "txn", messages, polls)
+    else:
+        if messages:
+            if kind == "fail":
+                queue.send_fail(index, messages)
+                txns.recorder.add_failed(index, messages)
+            else:
+                queue.send_info(process, index, messages)
+                txns.recorder.add(index, invoke.index, process, False, "txn", messages, [])
+        # Reads are always safe (as Jepsen): the records were there, whatever the outcome.
+        for result in polls:
+            queue.poll(process, index, result, False)
+        groups.commit_done(process)
+    txns.eos.txn(index, kind, sends, polls, commits)
+
+
+def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally: _Tally,
+         txns: _Txns) -> None:
     """Feed every step to the checkers; the dispatch is inline because this loop is hot.
 
     It dispatches on `type(event) is ...`, which mypy cannot narrow by; the asserts under
@@ -58,6 +152,7 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
     by_f = tally.by_f
     processes = tally.processes
     group_of = groups.group_of
+    recorder = txns.recorder
     events = 0
     event = None
     for event, invoke in steps:
@@ -89,6 +184,10 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
                     assert isinstance(event, Commit)
                 if event.value:
                     groups.commit_invoke(process, event.value)
+            elif cls is Txn:
+                if TYPE_CHECKING:
+                    assert isinstance(event, Txn)
+                _txn_invoke(event, queue, groups)
             continue
         if event.assignment is not None:
             # A rebalance: the process's positions were reset from committed offsets.
@@ -101,6 +200,9 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
                 queue.poll(process, event.index, event.value, kind == "ok")
                 if process in group_of:
                     groups.poll(process, event.value)
+                if recorder.active and kind == "ok":
+                    recorder.add(event.index, invoke.index if invoke else event.index,
+                                 process, True, "poll", [], [event.value])
         elif cls is Send:
             if TYPE_CHECKING:
                 assert isinstance(event, Send) and isinstance(invoke, Send)
@@ -112,6 +214,13 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
                     queue.send_fail(event.index, messages)
                 else:
                     queue.send_info(process, event.index, messages)
+                if recorder.active and kind != "fail":
+                    recorder.add(event.index, invoke.index, process, kind == "ok", "send",
+                                 messages, [])
+        elif cls is Txn:
+            if TYPE_CHECKING:
+                assert isinstance(event, Txn) and isinstance(invoke, Txn)
+            _txn_complete(event, invoke, queue, groups, txns)
         elif cls is Commit:
             if TYPE_CHECKING:
                 assert isinstance(event, Commit)
@@ -152,32 +261,72 @@ def check_steps(
     allowed: frozenset[str] = frozenset(),
     max_evidence: int = 100,
     pending: dict[int, Any] | None = None,
+    txn_orders: Iterable[str] = (),
 ) -> Verdict:
     """Check a stream of `(event, invoke)` steps and return the verdict.
 
     `allowed` anomaly types are reported but do not make the verdict invalid;
     `max_evidence` bounds the evidence kept per type (counts stay exact).
+    `txn_orders` adds `process` and/or `realtime` order to the transaction graph.
     """
+    orders = _txn_orders(txn_orders)
     findings = Findings(max_evidence)
     queue = QueueChecker(findings)
     groups = GroupChecker(findings)
     tally = _Tally()
+    txns = _Txns()
     # The pass allocates millions of small acyclic objects; the cyclic collector would
     # rescan them again and again for nothing.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _run(steps, queue, groups, tally)
+        _run(steps, queue, groups, tally, txns)
         queue.finish()
         groups.finish(queue.logs)
+        _finish_txns(txns, queue, findings, orders)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return _verdict(findings, queue, groups, tally, allowed, pending or {})
+    verdict = _verdict(findings, queue, groups, tally, allowed, pending or {})
+    if txns.recorder.active:
+        verdict["stats"]["txn_graph"] = {
+            "nodes": len(txns.recorder.nodes), "edges": txns.graph_edges,
+            "orders": sorted(orders),
+        }
+    return verdict
+
+
+TXN_ORDERS = ("process", "realtime")
+
+
+def _txn_orders(names: Iterable[str]) -> frozenset[str]:
+    orders = frozenset(names)
+    unknown = orders - set(TXN_ORDERS)
+    if unknown:
+        raise ValueError(f"unknown transaction order {sorted(unknown)[0]!r}; expected "
+                         f"{' or '.join(TXN_ORDERS)}")
+    return orders
+
+
+def _finish_txns(txns: _Txns, queue: QueueChecker, findings: Findings,
+                 orders: frozenset[str]) -> None:
+    """The transactional checks, once the version orders are final."""
+    eos_cases(txns.eos, queue.read_by, queue.located, findings)
+    recorder = txns.recorder
+    if not recorder.active:
+        return
+    precommitted_own_reads(recorder, findings)
+    g1a_cases(recorder, queue.located, findings)
+    graph = build_graph(recorder, queue.logs, queue.located,
+                        process="process" in orders, realtime="realtime" in orders)
+    txns.graph_edges = graph.edges
+    g1b_cases(graph, findings)
+    cycle_cases(graph, findings)
 
 
 def check_file(
-    path: str, *, mode: str = "assign", allow: Iterable[str] = (), max_evidence: int = 100
+    path: str, *, mode: str = "assign", allow: Iterable[str] = (), max_evidence: int = 100,
+    txn_orders: Iterable[str] = (),
 ) -> Verdict:
     """Read, validate and check the history at `path` in one streaming pass.
 
@@ -188,7 +337,7 @@ def check_file(
     allowed = allowed_for(mode, tuple(allow))
     reader = HistoryReader(path)
     verdict = check_steps(reader, allowed=allowed, max_evidence=max_evidence,
-                          pending=reader.pending)
+                          pending=reader.pending, txn_orders=txn_orders)
     verdict["mode"] = mode
     return verdict
 

@@ -104,6 +104,32 @@ class Crash(ClientEvent, tag="crash", kw_only=True):
     value: None = None
 
 
+# A micro-operation of a transaction: `["send", {...}]`, `["poll", null | {...}]` or
+# `["commit", {"t0/2": 42}]`. Decoded loosely here (msgspec cannot tell tuples apart by
+# their first element); the reader converts each payload to its typed shape.
+MicroF = Literal["send", "poll", "commit"]
+MicroOp = tuple[MicroF, Any]
+
+
+class TxnMessage(Message, forbid_unknown_fields=True, kw_only=True):
+    """A send inside a transaction; `input` names the input value a consume-transform-
+    produce transaction transformed into this output message (null otherwise)."""
+
+    input: int | None = None
+
+
+class Txn(ClientEvent, tag="txn", kw_only=True):
+    """One Kafka transaction: its micro-operations in order (DESIGN.md section 4).
+
+    After the reader has checked the event, each send payload is a `TxnMessage`, each
+    poll payload a `PollResult` (or None on invoke) and each commit a dict of log to
+    next offset.
+    """
+
+    f: ClassVar[str] = "txn"
+    value: list[MicroOp] | None
+
+
 class NemesisEvent(msgspec.Struct, kw_only=True):
     """A fault event; not paired with invocations and never checked for pairing."""
 
@@ -116,10 +142,10 @@ class NemesisEvent(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
-AnyClientEvent = Send | Poll | Assign | Subscribe | Commit | Crash
-Event = Send | Poll | Assign | Subscribe | Commit | Crash | NemesisEvent
+AnyClientEvent = Send | Poll | Assign | Subscribe | Commit | Crash | Txn
+Event = Send | Poll | Assign | Subscribe | Commit | Crash | Txn | NemesisEvent
 
-CLIENT_FS: tuple[str, ...] = ("send", "poll", "assign", "subscribe", "commit", "crash")
+CLIENT_FS: tuple[str, ...] = ("send", "poll", "assign", "subscribe", "commit", "crash", "txn")
 EVENT_TYPES: tuple[str, ...] = ("invoke", "ok", "fail", "info")
 
 

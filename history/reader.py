@@ -21,10 +21,14 @@ from history.model import (
     Commit,
     Crash,
     Event,
+    Natural,
     NemesisEvent,
     Poll,
+    PollResult,
     Send,
     Subscribe,
+    Txn,
+    TxnMessage,
     split_log,
 )
 from history.pairing import Pairing, PairingError
@@ -33,6 +37,9 @@ from history.pairing import Pairing, PairingError
 Step = tuple[Event, AnyClientEvent | None]
 
 _client_decoder = msgspec.json.Decoder(AnyClientEvent)
+# The typed shapes of a transaction's poll and commit payloads.
+_PollPayload = PollResult
+_CommitPayload = dict[str, Natural]
 _nemesis_decoder = msgspec.json.Decoder(NemesisEvent)
 
 
@@ -192,6 +199,11 @@ class HistoryReader:
                             f"but its invoke at index {invoke.index} listed "
                             f"{[m.value for m in sent]}"
                         )
+            elif kind is Txn:
+                if TYPE_CHECKING:
+                    assert isinstance(event, Txn) and event.value is not None
+                    assert invoke is None or isinstance(invoke, Txn)
+                self._check_txn(event, invoke)
             elif kind is Commit:
                 if TYPE_CHECKING:
                     assert isinstance(event, Commit) and event.value is not None
@@ -215,6 +227,48 @@ class HistoryReader:
                     split_log(name)
         except ValueError as error:
             self._fail(lineno, str(error))
+
+    def _check_txn(self, event: Txn, invoke: Txn | None) -> None:
+        """Convert a transaction's micro-op payloads to their typed shapes, in place.
+
+        Raises ValueError (turned into a HistoryError) for a payload of the wrong shape,
+        a bad log name, or a completion whose sends differ from its invoke's.
+        """
+        assert event.value is not None
+        good = self._good_logs
+        sent: list[int] = []
+        for position, (f, payload) in enumerate(event.value):
+            try:
+                if f == "send":
+                    message = msgspec.convert(payload, TxnMessage)
+                    event.value[position] = (f, message)
+                    sent.append(message.value)
+                elif f == "poll":
+                    if payload is not None:
+                        result = msgspec.convert(payload, _PollPayload)
+                        for name in result:
+                            if name not in good:
+                                split_log(name)
+                                good.add(name)
+                        event.value[position] = (f, result)
+                else:
+                    offsets = msgspec.convert(payload, _CommitPayload)
+                    for name in offsets:
+                        if name not in good:
+                            split_log(name)
+                            good.add(name)
+                    event.value[position] = (f, offsets)
+            except msgspec.ValidationError as error:
+                raise ValueError(
+                    f"txn micro-op {position} ({f}) has a malformed payload: {error}"
+                ) from None
+        if invoke is not None and invoke.value is not None:
+            invoked = [payload.value for f, payload in invoke.value if f == "send"]
+            if invoked != sent:
+                raise ValueError(
+                    f"txn completion sends values {sent} but its invoke at index "
+                    f"{invoke.index} sent {invoked}"
+                )
 
     def _pairing_error(self, event: AnyClientEvent, lineno: int) -> AnyClientEvent | None:
         """Run `event` through the pairing state machine, turning its error into ours."""

@@ -38,7 +38,7 @@ def _events(path: Path) -> Events:
 def test_the_example_table_in_histories_readme_is_the_declared_one() -> None:
     rows = {}
     for line in (HISTORIES / "README.md").read_text().splitlines():
-        match = re.match(r"\| `([a-z-]+)` \| (.*) \|$", line)
+        match = re.match(r"\| `([A-Za-z0-9-]+)` \| (.*) \|$", line)
         if match:
             rows[match.group(1)] = match.group(2)
     assert rows == EXAMPLES

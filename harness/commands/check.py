@@ -20,7 +20,8 @@ from history import HistoryError
 # Each anomaly type's definition, wrapped for 80 columns ("\b" keeps click from
 # re-wrapping the block into one paragraph).
 _TYPES_HELP = "\b\nAnomaly types (faultline check --explain TYPE for an example):\n" + "\n".join(
-    textwrap.fill(f"{kind}: {meaning}", width=76, subsequent_indent="    ")
+    textwrap.fill(f"{kind}: {meaning}", width=76, subsequent_indent="    ",
+                  break_on_hyphens=False)
     for kind, meaning in ANOMALIES.items()
 )
 _MODES_HELP = "; ".join(

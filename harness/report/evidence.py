@@ -233,6 +233,11 @@ def sentence(group: Group, events: Events) -> str:
         return (f"Group {item.get('group')} committed {log} at offset {item.get('committed')} "
                 f"at {events.at(commit)}, though no member had polled "
                 f"{_plural(missed, 'record')} below it ({eg}).")
+    if item.get("explanation"):
+        # Transactional and exactly-once evidence explains itself, step by step.
+        told = "; ".join(item["explanation"])
+        when = ", ".join(events.at(i) for i in indices[:4])
+        return f"{told[0].upper()}{told[1:]} (events at {when})."
     return f"{ANOMALIES.get(kind, kind)} (events {', '.join(map(str, indices))})"
 
 
