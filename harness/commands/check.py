@@ -74,6 +74,7 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
             lines.append(f"{label:<{width}}  {count:>8}  {example}")
     else:
         lines.append("no anomalies found")
+    lines.extend(_explained(verdict))
     stats = verdict["stats"]
     messages = stats["messages"]
     lines.append("")
@@ -87,6 +88,23 @@ def summary_table(verdict: Mapping[str, Any]) -> str:
                                    break_on_hyphens=False))
     lines.append(f"verdict: {verdict_word(verdict['valid'])}")
     return "\n".join(lines)
+
+
+def _explained(verdict: Mapping[str, Any]) -> list[str]:
+    """For each anomaly type whose evidence explains itself (transaction cycles,
+    exactly-once), its first instance, step by step."""
+    lines: list[str] = []
+    for kind in verdict["counts"]:
+        items = verdict["anomalies"].get(kind) or []
+        steps = items[0].get("explanation") if items else None
+        if not steps:
+            continue
+        lines.append("")
+        lines.append(f"{kind}, indices {items[0].get('indices')}:")
+        for step in steps:
+            lines.extend(textwrap.wrap(step, width=COLUMNS - 1, initial_indent="  ",
+                                       subsequent_indent="    ", break_on_hyphens=False))
+    return lines
 
 
 class RunBeside(NamedTuple):
@@ -146,9 +164,14 @@ def run_beside(history: str) -> RunBeside | None:
     "--max-evidence", type=click.IntRange(min=1), default=100, show_default=True,
     help="Evidence items kept per anomaly type (counts stay exact).",
 )
+@click.option(
+    "--txn-order", "txn_orders", multiple=True, type=click.Choice(["process", "realtime"]),
+    help="Also order transactions by process and/or real time in the dependency graph "
+    "(repeatable; cycles that need them list them under `orders`).",
+)
 def check(
     history: str | None, explain_type: str | None, allow: tuple[str, ...], mode: str | None,
-    out: str | None, as_json: bool, max_evidence: int,
+    out: str | None, as_json: bool, max_evidence: int, txn_orders: tuple[str, ...],
 ) -> None:
     """Check HISTORY (JSON Lines, DESIGN.md section 4) for anomalies.
 
@@ -178,7 +201,8 @@ def check(
     if not allow and run is not None:
         allow = run.allow
     try:
-        verdict = check_file(history, mode=mode, allow=allow, max_evidence=max_evidence)
+        verdict = check_file(history, mode=mode, allow=allow, max_evidence=max_evidence,
+                             txn_orders=txn_orders)
     except HistoryError as error:
         # Exactly `path:line: what is wrong`, the form editors and CI annotations jump
         # to (a problem inside the file, not with the command line).
