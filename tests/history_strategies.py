@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from history.reader import HistoryReader
 from history.synthetic import ModelConfig, generate_history
+from history.synthetic_txn import TxnLogModel, TxnModelConfig
 from history.writer import HistoryWriter
 
 Event = dict[str, Any]
@@ -483,3 +484,34 @@ MUTATIONS: dict[str, Callable[[list[Event]], st.SearchStrategy[Injected]]] = {
     "commit-regression": commit_regression,
     "lost-by-commit": lost_by_commit,
 }
+
+
+# -- transactional histories -----------------------------------------------------------
+
+
+@st.composite
+def txn_model_configs(draw: st.DrawFn, skew: bool = False) -> TxnModelConfig:
+    """A drawn shape of a transactional run (`history.synthetic_txn`)."""
+    logs = draw(st.integers(1, 4))
+    return TxnModelConfig(
+        logs=logs,
+        slots=draw(st.integers(1, 5)),
+        read_logs=draw(st.integers(1, logs)),
+        keys=draw(st.integers(1, 6)),
+        max_sends=draw(st.integers(1, 4)),
+        p_poll=draw(st.sampled_from([0.0, 0.5, 0.9])),
+        p_fail=draw(st.sampled_from([0.0, 0.1, 0.3])),
+        p_info=draw(st.sampled_from([0.0, 0.05, 0.2])),
+        p_skew=draw(st.sampled_from([0.1, 0.3])) if skew else 0.0,
+    )
+
+
+@st.composite
+def txn_histories(draw: st.DrawFn, max_txns: int = 60, skew: bool = False
+                  ) -> tuple[list[Event], int]:
+    """A history of `txn` operations from the correct transactional model, and how many
+    read skews were planted (none unless `skew`)."""
+    config = draw(txn_model_configs(skew=skew))
+    model = TxnLogModel(random.Random(draw(st.integers(0, 2**32 - 1))), config)
+    events = list(model.events(draw(st.integers(1, max_txns))))
+    return events, model.planted
