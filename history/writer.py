@@ -17,6 +17,7 @@ from history.model import CLIENT_FS, EVENT_TYPES
 from history.pairing import Pairing
 
 _MESSAGE_KEYS = ("topic", "key", "value", "partition", "offset")
+_TXN_MESSAGE_KEYS = (*_MESSAGE_KEYS, "input")
 _encode = msgspec.json.Encoder().encode
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _CLIENT_FS = frozenset(CLIENT_FS)
@@ -36,6 +37,13 @@ class _PendingOp:
 
 def canonical_value(f: str, value: Any) -> Any:
     """Return `value` with send messages' keys in canonical order (other values as given)."""
+    if f == "txn" and isinstance(value, list):
+        # A transaction's sends in the same canonical order, plus the exactly-once `input`.
+        return [
+            [mop[0], {k: mop[1][k] for k in _TXN_MESSAGE_KEYS if k in mop[1]}]
+            if mop[0] == "send" and isinstance(mop[1], dict) else mop
+            for mop in value
+        ]
     if f == "send" and isinstance(value, list):
         # dict first: isinstance against the Mapping ABC is the slow part otherwise.
         return [

@@ -5,6 +5,7 @@ exactly-once findings, and valid transactional histories that give no findings."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from checkers import check_file, check_steps
 from checkers.cycles import RW, WR, WW, find_cycles, strongly_connected
 from harness.cli import cli
-from history import HistoryError
+from harness.report.evidence import Events, group_items, sentence
+from history import HistoryError, encode_event
 from tests.history_strategies import steps_of, txn_histories
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -262,3 +264,24 @@ def test_faultline_check_prints_the_explained_cycle(tmp_path: Path) -> None:
     assert ("T1 (index 5) read t0/0 only up to offset 0 (value 1); T2 (index 3) wrote 3 "
             "there at offset 1, a later version T1 did not see") in text
     assert "so T1 must come before itself: a cycle of 2 transactions" in text
+
+
+def test_report_sentences_of_txn_findings_cite_times(tmp_path: Path) -> None:
+    path = HISTORIES / "G1a.jsonl"
+    lines = path.read_text().splitlines()
+    events = Events({json.loads(line)["index"]: line.encode() for line in lines})
+    verdict = check_file(str(path))
+    for kind in ("aborted-read", "G1a"):
+        (group,) = group_items(kind, verdict["anomalies"][kind])
+        text = sentence(group, events)
+        assert "?" not in text and re.search(r"\d\.\d+ s", text) and text.endswith("."), text
+
+
+def test_writer_puts_txn_send_fields_in_canonical_order() -> None:
+    event = {"index": 0, "time": 0, "process": 0, "type": "ok", "f": "txn",
+             "value": [["send", {"input": 3, "offset": 1, "partition": 0, "value": 4,
+                                 "key": None, "topic": "out"}], ["poll", None]]}
+    assert encode_event(event) == (
+        b'{"index":0,"time":0,"process":0,"type":"ok","f":"txn","value":[["send",'
+        b'{"topic":"out","key":null,"value":4,"partition":0,"offset":1,"input":3}],'
+        b'["poll",null]]}\n')

@@ -175,13 +175,14 @@ def sentence(group: Group, events: Events) -> str:
         return f"Value {values[0]} was read at {places} (events at " \
                f"{', '.join(events.at(i) for i in indices[:4])})."
     if kind == "aborted-read":
-        fail = events.of(item, "send", "fail")
-        read = events.of(item, "poll")
+        # The send may be a plain one or inside a transaction that aborted.
+        fail = events.of(item, "send", "fail") or events.of(item, "txn", "fail")
+        read = events.of(item, "poll") or events.of(item, "txn", "ok")
         where = f" at offset {offsets[0]} of {log}" if offsets else ""
         return (f"The send of value {values[0]} failed at {events.at(fail)}, yet the poll at "
                 f"{events.at(read)} returned it{where}.")
     if kind == "precommitted-read":
-        read = events.of(item, "poll")
+        read = events.of(item, "poll") or events.of(item, "txn", "ok")
         invoked = item.get("send_invoked")
         send = ("was never invoked" if invoked is None
                 else f"was invoked only at {events.at(invoked)}")
