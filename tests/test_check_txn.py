@@ -98,10 +98,19 @@ def test_exactly_once_findings_name_input_and_outputs() -> None:
     assert order["inputs"] == [1, 2] and order["offsets"] == [1, 0]
 
 
-def test_g0_and_g1c_are_allowed_outside_strict_mode() -> None:
-    assert check_file(str(HISTORIES / "G0.jsonl"))["valid"] is True
-    assert check_file(str(HISTORIES / "G1c.jsonl"), mode="subscribe")["valid"] is True
-    assert check_file(str(HISTORIES / "G-single.jsonl"))["valid"] is False
+@pytest.mark.parametrize("kind", ["G0", "G1c", "G1b", "G-single", "G2-item"])
+def test_what_kafka_does_not_promise_is_allowed_outside_strict_mode(kind: str) -> None:
+    path = str(HISTORIES / f"{kind}.jsonl")
+    for mode in ("assign", "subscribe"):
+        verdict = check_file(path, mode=mode)
+        assert verdict["valid"] is True and kind in verdict["counts"]
+    assert check_file(path, mode="strict")["valid"] is False
+
+
+@pytest.mark.parametrize("kind", ["G1a", "eos-duplicate", "eos-loss", "eos-order"])
+def test_what_kafka_promises_is_flagged_in_every_mode(kind: str) -> None:
+    for mode in ("assign", "subscribe", "strict"):
+        assert check_file(str(HISTORIES / f"{kind}.jsonl"), mode=mode)["valid"] is False
 
 
 # -- txn operations feeding the queue checks ---------------------------------------------
@@ -256,9 +265,9 @@ def test_planted_read_skews_are_found_as_g_single(
 
 def test_faultline_check_prints_the_explained_cycle(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["check", str(HISTORIES / "G-single.jsonl"),
-                                      "--out", str(tmp_path / "verdict.json")],
-                                terminal_width=80)
-    assert result.exit_code != 0
+                                      "--mode", "strict", "--out",
+                                      str(tmp_path / "verdict.json")], terminal_width=80)
+    assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "G-single, indices [3, 5]:" in text
     assert ("T1 (index 5) read t0/0 only up to offset 0 (value 1); T2 (index 3) wrote 3 "
