@@ -114,6 +114,9 @@ def _txn_complete(event: Txn, invoke: Txn, queue: QueueChecker, groups: GroupChe
     sends, polls, commits = _micro_ops(value or [])
     process, index, kind = event.process, event.index, event.type
     messages = list[Message](sends)
+    if messages and not (invoke.value and any(f == "send" for f, _ in invoke.value)):
+        # Sends decided while the transaction ran were invoked with it.
+        queue.send_invoke(invoke.index, messages)
     if kind == "ok":
         if messages:
             queue.send_ok(process, index, messages)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from history.reader import HistoryReader
 from history.synthetic import ModelConfig, generate_history
-from history.synthetic_txn import TxnLogModel, TxnModelConfig
+from history.synthetic_txn import TransformConfig, TransformModel, TxnLogModel, TxnModelConfig
 from history.writer import HistoryWriter
 
 Event = dict[str, Any]
@@ -514,4 +514,28 @@ def txn_histories(draw: st.DrawFn, max_txns: int = 60, skew: bool = False
     config = draw(txn_model_configs(skew=skew))
     model = TxnLogModel(random.Random(draw(st.integers(0, 2**32 - 1))), config)
     events = list(model.events(draw(st.integers(1, max_txns))))
+    return events, model.planted
+
+
+@st.composite
+def transform_histories(draw: st.DrawFn, max_txns: int = 60, weakness: str | None = None
+                        ) -> tuple[list[Event], int]:
+    """A consume-transform-produce history (`history.synthetic_txn.TransformModel`) and
+    how many findings its planted weakness must give: none without one; for
+    `lost-commit`, the inputs transformed twice; for `drop-output`, the outputs dropped."""
+    config = TransformConfig(
+        partitions=draw(st.integers(1, 3)),
+        producers=draw(st.integers(1, 3)),
+        transformers=draw(st.integers(1, 3)),
+        keys=draw(st.integers(1, 5)),
+        max_sends=draw(st.integers(1, 4)),
+        p_fail=draw(st.sampled_from([0.0, 0.1, 0.3])),
+        p_info=draw(st.sampled_from([0.0, 0.05, 0.2])),
+        p_lost_commit=0.3 if weakness == "lost-commit" else 0.0,
+        p_drop_output=0.3 if weakness == "drop-output" else 0.0,
+    )
+    model = TransformModel(random.Random(draw(st.integers(0, 2**32 - 1))), config)
+    events = list(model.events(draw(st.integers(1, max_txns))))
+    if weakness == "lost-commit":
+        return events, len(model.duplicated)
     return events, model.planted

@@ -18,7 +18,7 @@ from checkers.cycles import RW, WR, WW, find_cycles, strongly_connected
 from harness.cli import cli
 from harness.report.evidence import Events, group_items, sentence
 from history import HistoryError, encode_event
-from tests.history_strategies import steps_of, txn_histories
+from tests.history_strategies import steps_of, transform_histories, txn_histories
 
 HISTORIES = Path(__file__).parent / "histories"
 SETTINGS = settings(max_examples=80, deadline=None,
@@ -258,6 +258,55 @@ def test_planted_read_skews_are_found_as_g_single(
     assert set(verdict["counts"]) <= {"G-single"}
     for evidence in verdict["anomalies"].get("G-single", []):
         assert _types(evidence).count("rw") == 1
+
+
+@SETTINGS
+@given(transform_histories())
+def test_correct_consume_transform_produce_histories_give_no_findings(
+    drawn: tuple[list[dict[str, Any]], int],
+) -> None:
+    events, _ = drawn
+    verdict = check_steps(steps_of(events))
+    assert verdict["counts"] == {}, verdict["anomalies"]
+
+
+@SETTINGS
+@given(transform_histories(weakness="lost-commit"))
+def test_offsets_committed_outside_the_transaction_and_lost_duplicate_outputs(
+    drawn: tuple[list[dict[str, Any]], int],
+) -> None:
+    events, duplicated = drawn
+    verdict = check_steps(steps_of(events))
+    assert set(verdict["counts"]) <= {"eos-duplicate"}, verdict["counts"]
+    # A lost commit duplicates its inputs once a replacement transforms them again.
+    assert verdict["counts"].get("eos-duplicate", 0) == duplicated
+
+
+@SETTINGS
+@given(transform_histories(weakness="drop-output"))
+def test_each_dropped_output_is_one_eos_loss(drawn: tuple[list[dict[str, Any]], int]) -> None:
+    events, planted = drawn
+    verdict = check_steps(steps_of(events))
+    # A history without a single output is not a consume-transform-produce one.
+    outputs = any(mop[0] == "send" and "input" in mop[1] for event in events
+                  if event["f"] == "txn" for mop in event["value"] or [])
+    assert verdict["counts"].get("eos-loss", 0) == (planted if outputs else 0)
+    assert set(verdict["counts"]) <= {"eos-loss"}
+
+
+def test_a_txn_may_list_its_sends_only_on_completion(tmp_path: Path) -> None:
+    # The transform decides its output as it runs; the output is read after it completes.
+    path = _write(tmp_path, [
+        *_txn(0, [_send(1)], [_send(1, 0)]),
+        *_txn(1, [["poll", None]],
+              [["poll", {"t0/0": [[0, "k1", 1]]}],
+               ["send", {"topic": "out", "key": "k1", "value": 2, "partition": 0, "offset": 0,
+                         "input": 1}], ["commit", {"t0/0": 1}]]),
+        {"process": 2, "type": "invoke", "f": "poll", "value": None},
+        {"process": 2, "type": "ok", "f": "poll", "value": {"out/0": [[0, "k1", 2]]}},
+    ])
+    verdict = check_file(path, mode="strict")
+    assert verdict["counts"] == {}, verdict["anomalies"]
 
 
 # -- the command line --------------------------------------------------------------------
