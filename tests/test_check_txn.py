@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from checkers import check_file, check_steps
 from checkers.cycles import RW, WR, WW, find_cycles, strongly_connected
 from harness.cli import cli
-from harness.report.evidence import Events, group_items, sentence
+from harness.report.evidence import Events, Relevant, event_detail, group_items, sentence
 from history import HistoryError, encode_event
 from tests.history_strategies import steps_of, transform_histories, txn_histories
 
@@ -343,3 +343,13 @@ def test_writer_puts_txn_send_fields_in_canonical_order() -> None:
         b'{"index":0,"time":0,"process":0,"type":"ok","f":"txn","value":[["send",'
         b'{"topic":"out","key":null,"value":4,"partition":0,"offset":1,"input":3}],'
         b'["poll",null]]}\n')
+
+
+def test_report_tells_a_txn_event_by_its_micro_ops() -> None:
+    path = HISTORIES / "G-single.jsonl"
+    verdict = check_file(str(path), mode="strict")
+    (group,) = group_items("G-single", verdict["anomalies"]["G-single"])
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    relevant = Relevant(group)
+    assert event_detail(events[3], relevant) == "sent t0/0@1 = 3, t0/1@0 = 4"
+    assert event_detail(events[5], relevant) == "polled t0/0@0 = 1; t0/1@0 = 4"

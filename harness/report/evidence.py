@@ -317,6 +317,16 @@ def event_detail(event: Mapping[str, Any], relevant: Relevant) -> str:
     if f == "commit" and isinstance(value, dict):
         return ", ".join(f"{log} at {o}" for log, o in value.items()
                          if log in relevant.logs) or json.dumps(value)
+    if f == "txn" and isinstance(value, list):
+        # A transaction: its sends, polls and commits told as those operations are.
+        sends = [mop[1] for mop in value if mop[0] == "send" and isinstance(mop[1], dict)]
+        parts = ["sent " + event_detail({"f": "send", "value": sends}, relevant)] if sends \
+            else []
+        for op, payload in value:
+            if op in ("poll", "commit") and isinstance(payload, dict):
+                told = event_detail({"f": op, "value": payload}, relevant)
+                parts.append(("polled " if op == "poll" else "committed ") + told)
+        return "; ".join(parts) or "nothing read or sent"
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
