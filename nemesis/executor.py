@@ -153,6 +153,11 @@ class Executor:
                 deaf=op.deaf,
             )
             value.update(asked, deaf=op.deaf)
+            if not cut_off:
+                value["grudge"] = {}
+                self._record("start-partition", value, error="the role resolved to no node "
+                             "and names no fallback: nothing was cut")
+                return
         elif op.leader is not None:
             isolated, resolved_by = self._resolve_leader(op.leader)
             grudge = grudges.leader_grudge(
