@@ -338,7 +338,7 @@ def generate(
             op = generator.step(at_ms, world, rng)
             if isinstance(op, list):
                 # A composite's whole scenario; what falls after the final heal is dropped.
-                ops.extend(o for o in op if o.at_ms <= duration_ms)
+                ops.extend(o for o in op if o.at_ms < duration_ms)
             elif op is not None:
                 ops.append(op)
             if generator.is_active:
