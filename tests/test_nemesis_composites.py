@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.shrink.search import fault_units
 from nemesis import packages
 from nemesis.composites import Timers
 from nemesis.generate import generate
@@ -85,3 +86,10 @@ def test_flapping_phases_are_shorter_than_the_session_timeout() -> None:
         assert stop.at_ms - start.at_ms < TIMERS.session_timeout_ms
     # Healed and cut again within a scenario, too, inside the session timeout.
     assert ops[2].at_ms - ops[1].at_ms < TIMERS.session_timeout_ms
+
+
+def test_shrinking_pairs_a_role_aimed_kill_with_the_restart_that_ends_it() -> None:
+    ops = make("shrink-isr-then-kill-leader", 5, duration_ms=40_000).ops
+    units = fault_units(Schedule(nodes=NODES, clients=["c1"], duration_ms=40_000, ops=ops))
+    kill_unit = next(u for u in units if any(isinstance(op, Kill) for op in u.starts))
+    assert [type(op) for op in kill_unit.stops if isinstance(op, Restart)] == [Restart]
