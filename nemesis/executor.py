@@ -148,15 +148,18 @@ class Executor:
         value: dict[str, Any] = {"shape": op.shape, "one_way": op.one_way}
         if op.role is not None:
             cut_off, asked = self._role_nodes(op.role, [])
-            grudge = grudges.cut_off_grudge(
-                cut_off, self.target.nodes, clients=op.clients, one_way=op.one_way,
-                deaf=op.deaf,
-            )
             value.update(asked, deaf=op.deaf)
-            if not cut_off:
+            if cut_off:
+                grudge = grudges.cut_off_grudge(
+                    cut_off, self.target.nodes, clients=op.clients, one_way=op.one_way,
+                    deaf=op.deaf,
+                )
+            else:
+                grudge = grudges.from_json(op.grudge)  # the op's own grudge is the fallback
+            if not grudge:
                 value["grudge"] = {}
                 self._record("start-partition", value, error="the role resolved to no node "
-                             "and names no fallback: nothing was cut")
+                             "and the op names no fallback: nothing was cut")
                 return
         elif op.leader is not None:
             isolated, resolved_by = self._resolve_leader(op.leader)
@@ -222,7 +225,8 @@ class Executor:
         asked: dict[str, Any] = {}
         if op.role is not None:
             holders, asked = self._role_nodes(op.role, [])
-            links = _links_touching(holders, [*self.target.nodes, *self.target.clients])
+            if holders:  # else the op's own links are the fallback
+                links = _links_touching(holders, [*self.target.nodes, *self.target.clients])
         for src, dst in links:
             await self.target.set_link_fault(src, dst, fault)
             self.ledger.degrade([(src, dst)])

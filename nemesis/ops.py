@@ -66,8 +66,8 @@ class StartPartition(FaultOp, tag="start-partition", frozen=True):
     one_way: bool = False
     clients: list[str] = []
     leader: LeaderTarget | None = None
-    # With a role: its holders are cut off from the other nodes (`grudge` is ignored);
-    # the clients listed stay with the others, unlisted clients are not cut at all.
+    # With a role: its holders are cut off from the other nodes (`grudge` is then only
+    # the fallback); the clients listed stay with the others, unlisted ones are not cut.
     role: Role | None = None
     # With a role and `one_way`: the cut-off side hears no one but is still heard (by
     # default it is heard by no one but still hears).
@@ -94,7 +94,8 @@ class StartLinkFault(FaultOp, tag="start-link-fault", frozen=True):
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     bandwidth_bytes_per_s: int | None = None
-    # With a role: every link to and from its holders (brokers and clients) instead of `links`.
+    # With a role: every link to and from its holders (brokers and clients); `links` is
+    # then only the fallback.
     role: Role | None = None
 
     def nodes_named(self) -> list[str]:

@@ -157,3 +157,17 @@ def test_existing_leader_partitions_still_load_and_run() -> None:
     events = run_virtual(run_schedule, schedule, target())
     start = next(e for e in events if e.f == "start-partition")
     assert (start.value["isolated"], start.value["resolved_by"]) == ("n2", "leader_of")
+
+
+def test_a_role_nobody_holds_falls_back_to_the_ops_own_grudge_and_links() -> None:
+    nobody = Role(kind="leader", log="t9/0")
+    schedule = Schedule(nodes=["n1", "n2", "n3"], clients=["c1"], duration_ms=10_000, ops=[
+        StartPartition(at_ms=0, shape="one", grudge={"n3": ["n1"]}, role=nobody),
+        StartLinkFault(at_ms=1, links=[("n1", "n2")], latency_ms=5.0, role=nobody),
+        StartPartition(at_ms=2, shape="role", role=nobody),
+    ])
+    events = run_virtual(run_schedule, schedule, target())
+    cut, slow, nothing = events[:3]
+    assert (cut.value["grudge"], cut.value["resolved_by"]) == ({"n3": ["n1"]}, "fallback")
+    assert slow.value["links"] == [["n1", "n2"]]
+    assert nothing.error is not None and "nothing was cut" in nothing.error
