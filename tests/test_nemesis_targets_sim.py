@@ -206,7 +206,7 @@ def test_isolate_leader_cuts_the_leader_off_past_the_session_timeout(tmp_path: P
 def test_shrink_isr_then_kill_leader_kills_the_leader_after_the_isr_shrank(
     tmp_path: Path,
 ) -> None:
-    events, timeline = run(tmp_path / "run", "shrink-isr-then-kill-leader", time_limit=40.0)
+    events, timeline = run(tmp_path / "run", "shrink-isr-then-kill-leader", time_limit=30.0)
     start, kill = starts(events, "start-partition")[0], starts(events, "kill")[0]
     log = kill["value"]["role"]["log"]
     before = log_before(timeline, start["time"], log)
