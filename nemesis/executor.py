@@ -154,6 +154,9 @@ class Executor:
                     cut_off, self.target.nodes, clients=op.clients, one_way=op.one_way,
                     deaf=op.deaf,
                 )
+                if len(cut_off) == 1:
+                    # As a `leader` partition's event: attribution names the node cut off.
+                    value["isolated"] = cut_off[0]
             else:
                 grudge = grudges.from_json(op.grudge)  # the op's own grudge is the fallback
             if not grudge:

@@ -101,6 +101,7 @@ def test_leader_role_hits_whoever_leads_when_the_fault_starts(tmp_path: Path) ->
     # The kill moved the leadership: the power cut found the new leader, not the old one.
     assert kill["value"]["nodes"] != cut["value"]["nodes"]
     isolated = partition["value"]["resolved"][0]
+    assert partition["value"]["isolated"] == isolated
     others = sorted(set(NODES) - {isolated})
     assert partition["value"]["grudge"] == {isolated: others, **{o: [isolated] for o in others}}
 
