@@ -42,6 +42,7 @@ from harness.progress import CountingWriter, RunCounters, show_progress
 from harness.run_config import ConfigError, RunConfig
 from harness.targets import CLUSTER_HOME, REPLICATED_TOPICS, Session
 from nemesis import Executor, Schedule, generate
+from nemesis.composites import Timers
 from workloads.adapters import ProducerSettings
 from workloads.base import Workload, WorkloadOptions
 from workloads.recorder import HistoryRecorder
@@ -166,6 +167,7 @@ def make_schedule(config: RunConfig, session: Session, topics: tuple[str, ...]) 
         recovery_ms=round(config.recovery_s * 1000),
         seed=config.seed,
         logs=[f"{t}/{p}" for t in topics for p in range(config.partitions)],
+        timers=Timers.from_settings(config.broker_settings()),
     )
 
 

@@ -250,6 +250,14 @@ class SignalTarget:
         """Unknown."""
         return None
 
+    def isr_of(self, topic: str, partition: int) -> Sequence[str]:
+        """Unknown."""
+        return []
+
+    def coordinator_of(self, group: str) -> str | None:
+        """Unknown."""
+        return None
+
 
 @asynccontextmanager
 async def _tansu_session(config: RunConfig, run_dir: Path) -> AsyncIterator[Session]:

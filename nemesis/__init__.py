@@ -5,6 +5,9 @@
 - `nemesis.ops`: faults as data — `FaultOp`s and the `Schedule`, JSON round-trippable.
 - `nemesis.packages`: the package names `--nemesis` accepts.
 - `nemesis.generate`: (packages, duration, interval, seed) -> `Schedule`.
+- `nemesis.roles`: `Role` targets (leader, followers, controller, coordinator, minorities)
+  resolved when a fault starts.
+- `nemesis.composites`: composite packages, timed scenarios of role-aimed faults.
 - `nemesis.executor`: `execute(schedule, target, history)` on trio's clock.
 """
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 import trio
 
 from history.model import split_log
@@ -49,6 +50,7 @@ from nemesis.ops import (
     StopLinkFault,
     StopPartition,
 )
+from nemesis.roles import Role, resolve
 from nemesis.target import FaultTarget, LinkFault
 
 
@@ -101,16 +103,19 @@ class Executor:
             case StopLinkFault():
                 await self._stop_link_fault(final=False)
             case ResetConnections():
-                await _each(self.target.reset_connections, op.nodes)
-                self._record("reset-connections", {"nodes": sorted(op.nodes)})
+                nodes, asked = self._role_nodes(op.role, op.nodes)
+                await _each(self.target.reset_connections, nodes)
+                self._record("reset-connections", {"nodes": sorted(nodes), **asked})
             case Kill() | PowerLoss():
                 await self._crash(op)
             case Restart():
                 await self._restart(op.nodes, final=False)
             case Pause():
-                await self._pause(op.nodes)
+                await self._pause(*self._role_nodes(op.role, op.nodes))
             case Resume():
                 await self._resume(op.nodes, final=False)
+            case ClockSkew() | ClockStrobe() if op.role is not None:
+                await self._clock_role(op, nursery)
             case ClockSkew():
                 await self._clock_skew(op)
             case ClockStrobe():
@@ -141,7 +146,25 @@ class Executor:
 
     async def _start_partition(self, op: StartPartition) -> None:
         value: dict[str, Any] = {"shape": op.shape, "one_way": op.one_way}
-        if op.leader is not None:
+        if op.role is not None:
+            cut_off, asked = self._role_nodes(op.role, [])
+            value.update(asked, deaf=op.deaf)
+            if cut_off:
+                grudge = grudges.cut_off_grudge(
+                    cut_off, self.target.nodes, clients=op.clients, one_way=op.one_way,
+                    deaf=op.deaf,
+                )
+                if len(cut_off) == 1:
+                    # As a `leader` partition's event: attribution names the node cut off.
+                    value["isolated"] = cut_off[0]
+            else:
+                grudge = grudges.from_json(op.grudge)  # the op's own grudge is the fallback
+            if not grudge:
+                value["grudge"] = {}
+                self._record("start-partition", value, error="the role resolved to no node "
+                             "and the op names no fallback: nothing was cut")
+                return
+        elif op.leader is not None:
             isolated, resolved_by = self._resolve_leader(op.leader)
             grudge = grudges.leader_grudge(
                 isolated,
@@ -161,6 +184,20 @@ class Executor:
         if op.clients:
             value["clients"] = sorted(op.clients)
         self._record("start-partition", value)
+
+    def _role_nodes(
+        self, role: Role | None, nodes: Sequence[str]
+    ) -> tuple[list[str], dict[str, Any]]:
+        """The nodes an op acts on (its role's holders now, else its fallback, else its
+        own `nodes`), and what to add to its event: the role asked and what it found."""
+        if role is None:
+            return list(nodes), {}
+        found = resolve(role, self.target, nodes)
+        return found.nodes, {
+            "role": role.describe(),
+            "resolved": list(found.nodes),
+            "resolved_by": found.resolved_by,
+        }
 
     def _resolve_leader(self, spec: LeaderTarget) -> tuple[str, str]:
         """The node to isolate and how it was found: leader_of, controller or fallback."""
@@ -187,16 +224,23 @@ class Executor:
             jitter_ms=op.jitter_ms,
             bandwidth_bytes_per_s=op.bandwidth_bytes_per_s,
         )
-        for src, dst in op.links:
+        links = list(op.links)
+        asked: dict[str, Any] = {}
+        if op.role is not None:
+            holders, asked = self._role_nodes(op.role, [])
+            if holders:  # else the op's own links are the fallback
+                links = _links_touching(holders, [*self.target.nodes, *self.target.clients])
+        for src, dst in links:
             await self.target.set_link_fault(src, dst, fault)
             self.ledger.degrade([(src, dst)])
         self._record(
             "start-link-fault",
             {
-                "links": [list(k) for k in sorted(op.links)],
+                "links": [list(k) for k in sorted(links)],
                 "latency_ms": op.latency_ms,
                 "jitter_ms": op.jitter_ms,
                 "bandwidth_bytes_per_s": op.bandwidth_bytes_per_s,
+                **asked,
             },
         )
 
@@ -210,14 +254,15 @@ class Executor:
 
     async def _crash(self, op: Kill | PowerLoss) -> None:
         f = "kill" if isinstance(op, Kill) else "power-loss"
-        nodes, skipped = _split(op.nodes, self.ledger.why_not_crash)
+        requested, asked = self._role_nodes(op.role, op.nodes)
+        nodes, skipped = _split(requested, self.ledger.why_not_crash)
         for node in nodes:
             # A strobe must not touch a dead node's clock; the ledger keeps it skewed.
             await self._stop_strobe(node)
         action = self.target.kill if isinstance(op, Kill) else self.target.power_loss
         await _each(action, nodes)
         self.ledger.crashed(nodes)
-        self._record_nodes(f, nodes, skipped)
+        self._record_nodes(f, nodes, skipped, asked=asked)
 
     async def _restart(self, requested: Sequence[str], *, final: bool) -> None:
         nodes, skipped = _split(requested, self.ledger.why_not_restart)
@@ -225,11 +270,11 @@ class Executor:
         self.ledger.restarted(nodes)
         self._record_nodes("restart", nodes, skipped, final=final)
 
-    async def _pause(self, requested: Sequence[str]) -> None:
+    async def _pause(self, requested: Sequence[str], asked: dict[str, Any] | None = None) -> None:
         nodes, skipped = _split(requested, self.ledger.why_not_pause)
         await _each(self.target.pause, nodes)
         self.ledger.was_paused(nodes)
-        self._record_nodes("pause", nodes, skipped)
+        self._record_nodes("pause", nodes, skipped, asked=asked)
 
     async def _resume(self, requested: Sequence[str], *, final: bool) -> None:
         nodes, skipped = _split(requested, self.ledger.why_not_resume)
@@ -239,22 +284,37 @@ class Executor:
 
     # -- clocks -----------------------------------------------------------------------
 
-    async def _clock_skew(self, op: ClockSkew) -> None:
+    async def _clock_role(self, op: ClockSkew | ClockStrobe, nursery: trio.Nursery) -> None:
+        """A clock op aimed at a role: the same op on each holder's clock, one event each."""
+        assert op.role is not None
+        nodes, asked = self._role_nodes(op.role, [op.node])
+        for node in nodes:
+            one = msgspec.structs.replace(op, node=node, role=None)
+            if isinstance(one, ClockSkew):
+                await self._clock_skew(one, asked)
+            else:
+                await self._clock_strobe(one, nursery, asked)
+
+    async def _clock_skew(self, op: ClockSkew, asked: dict[str, Any] | None = None) -> None:
+        value = {"node": op.node, "delta_ms": op.delta_ms, **(asked or {})}
         why = self.ledger.why_not_clock(op.node)
         if why is not None:
-            self._record("clock-skew", {"node": op.node, "delta_ms": op.delta_ms}, error=why)
+            self._record("clock-skew", value, error=why)
             return
         await self._stop_strobe(op.node)
         await self.target.bump_clock(op.node, op.delta_ms)
         self.ledger.skew(op.node)
-        self._record("clock-skew", {"node": op.node, "delta_ms": op.delta_ms})
+        self._record("clock-skew", value)
 
-    async def _clock_strobe(self, op: ClockStrobe, nursery: trio.Nursery) -> None:
+    async def _clock_strobe(
+        self, op: ClockStrobe, nursery: trio.Nursery, asked: dict[str, Any] | None = None
+    ) -> None:
         value = {
             "node": op.node,
             "delta_ms": op.delta_ms,
             "period_ms": op.period_ms,
             "duration_ms": op.duration_ms,
+            **(asked or {}),
         }
         why = self.ledger.why_not_clock(op.node)
         if why is not None:
@@ -283,12 +343,20 @@ class Executor:
     # -- history ----------------------------------------------------------------------
 
     def _record_nodes(
-        self, f: str, nodes: Sequence[str], skipped: dict[str, str], *, final: bool = False
+        self,
+        f: str,
+        nodes: Sequence[str],
+        skipped: dict[str, str],
+        *,
+        final: bool = False,
+        asked: dict[str, Any] | None = None,
     ) -> None:
-        value: dict[str, Any] = {"nodes": sorted(nodes)}
+        value: dict[str, Any] = {"nodes": sorted(nodes), **(asked or {})}
         if skipped:
             value["skipped"] = skipped
         error = None if nodes or not skipped else "skipped: " + "; ".join(skipped.values())
+        if not nodes and not skipped and asked:
+            error = "the role resolved to no node and the op names no fallback"
         self._record(f, _final(value, final), error=error)
 
     def _record(self, f: str, value: Any, *, error: str | None = None) -> None:
@@ -331,6 +399,18 @@ class _Strobe:
         """Cancel the strobe and wait for it to end."""
         self.scope.cancel()
         await self.done.wait()
+
+
+def _links_touching(holders: Sequence[str], endpoints: Sequence[str]) -> list[tuple[str, str]]:
+    """Every directed link between a holder and another endpoint, both ways, sorted."""
+    found = {
+        link
+        for holder in holders
+        for other in endpoints
+        if other != holder
+        for link in ((holder, other), (other, holder))
+    }
+    return sorted(found)
 
 
 def _split(

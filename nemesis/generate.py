@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nemesis import grudge as grudges
+from nemesis.composites import Composite, Timers
 from nemesis.ops import (
     AnyFaultOp,
     ClockReset,
@@ -38,7 +39,7 @@ from nemesis.ops import (
     StopLinkFault,
     StopPartition,
 )
-from nemesis.packages import parse
+from nemesis.packages import COMPOSITES, parse
 
 DEFAULT_INTERVAL_MS = 10_000
 DEFAULT_RECOVERY_MS = 10_000
@@ -292,13 +293,15 @@ def generate(
     recovery_ms: int = DEFAULT_RECOVERY_MS,
     seed: int,
     logs: Sequence[str] = (),
+    timers: Timers | None = None,
 ) -> Schedule:
     """A schedule of faults from `packages` over `duration_ms`, then heal and recovery.
 
     `packages` is a spec such as "partition,kill", "mixed" or "none" (see
     `nemesis.packages`). `logs` ("topic/partition") are the partitions whose leader a
-    `leader` partition may isolate; the controller is always a candidate. The same
-    arguments always give the same schedule.
+    `leader` partition may isolate; the controller is always a candidate. `timers` are
+    the brokers' timers the composite packages are timed by (Kafka's defaults if None).
+    The same arguments always give the same schedule.
     """
     names = parse(packages)
     if len(nodes) == 0:
@@ -311,7 +314,10 @@ def generate(
         raise ValueError(f"interval must be positive, got {interval_ms} ms")
     rng = random.Random(seed)
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
-    generators = [_package(name, interval_ms) for name in names]
+    generators = [
+        Composite(name, timers or Timers()) if name in COMPOSITES else _package(name, interval_ms)
+        for name in names
+    ]
     active_since: dict[int, int] = {}
     ops: list[AnyFaultOp] = []
     at_ms = 0
@@ -330,12 +336,16 @@ def generate(
         for index in overdue or [rng.randrange(len(generators))]:
             generator = generators[index]
             op = generator.step(at_ms, world, rng)
-            if op is not None:
+            if isinstance(op, list):
+                # A composite's whole scenario; what falls after the final heal is dropped.
+                ops.extend(o for o in op if o.at_ms < duration_ms)
+            elif op is not None:
                 ops.append(op)
             if generator.is_active:
                 active_since.setdefault(index, at_ms)
             else:
                 active_since.pop(index, None)
+    ops.sort(key=lambda op: op.at_ms)  # stable: a composite's ops run ahead of later steps
     return Schedule(
         nodes=list(nodes),
         clients=list(clients),

@@ -295,3 +295,39 @@ def to_json(grudge: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
 def from_json(data: Mapping[str, Iterable[str]]) -> Grudge:
     """The grudge from its JSON form."""
     return {dst: frozenset(srcs) for dst, srcs in data.items() if srcs}
+
+
+def deaf_graph(components: Sequence[Sequence[str]]) -> nx.DiGraph:
+    """Every link open except those entering the first component: it is heard, hears nobody."""
+    return one_way_graph(components).reverse(copy=True)
+
+
+def cut_off_grudge(
+    cut_off: Sequence[str],
+    nodes: Sequence[str],
+    *,
+    clients: Sequence[str] = (),
+    one_way: bool = False,
+    deaf: bool = False,
+) -> Grudge:
+    """Cut the nodes `cut_off` off from the other nodes (a role's holders, found at run
+    time). `one_way` blocks only what leaves them (they still hear the rest); with `deaf`
+    too, only what enters them (they are still heard). The `clients` stay with the other
+    nodes; clients not listed are not cut at all. No randomness."""
+    if len(nodes) < 2:
+        raise ValueError(f"a partition needs at least 2 nodes, got {list(nodes)}")
+    unknown = [n for n in cut_off if n not in nodes]
+    if unknown:
+        raise ValueError(f"cannot cut off {unknown}: not among the nodes {list(nodes)}")
+    inside = [n for n in nodes if n in set(cut_off)]
+    rest = [n for n in nodes if n not in set(cut_off)]
+    if not inside or not rest:
+        return {}
+    components = [inside, rest]
+    if one_way:
+        graph = deaf_graph(components) if deaf else one_way_graph(components)
+    else:
+        graph = components_graph(components)
+    if not clients:
+        return grudge_of(graph)
+    return client_grudge(join_clients(graph, dict.fromkeys(clients, rest[0])), nodes, clients)

@@ -3,8 +3,11 @@
 A `Schedule` is a list of timed `FaultOp`s plus the final heal-everything phase and the
 quiet recovery after it. Every op names its concrete targets (nodes, links, grudge) so a
 schedule means the same thing on every run, reads as JSON, and can be searched and
-shrunk by editing the list. The one choice left to run time is who leads: a `leader`
-partition names what to look up and a fallback node for targets that cannot tell.
+shrunk by editing the list. The one choice left to run time is who holds a role: a
+`leader` partition names what to look up and a fallback node for targets that cannot
+tell, and the ops of every package may name a `Role` (`nemesis.roles`: a log's leader or
+in-sync followers, the controller, a group's coordinator, a minority with or without
+the leader), resolved when the op starts, with their concrete nodes as the fallback.
 
 Each op's tag `f` is also the `f` of the nemesis history event the executor writes.
 Times are integer milliseconds from the start of the schedule.
@@ -18,6 +21,7 @@ from typing import Annotated, ClassVar
 import msgspec
 
 from nemesis import packages as fault_packages
+from nemesis.roles import Role
 
 Millis = Annotated[int, msgspec.Meta(ge=0)]
 Link = tuple[str, str]
@@ -62,13 +66,19 @@ class StartPartition(FaultOp, tag="start-partition", frozen=True):
     one_way: bool = False
     clients: list[str] = []
     leader: LeaderTarget | None = None
+    # With a role: its holders are cut off from the other nodes (`grudge` is then only
+    # the fallback); the clients listed stay with the others, unlisted ones are not cut.
+    role: Role | None = None
+    # With a role and `one_way`: the cut-off side hears no one but is still heard (by
+    # default it is heard by no one but still hears).
+    deaf: bool = False
 
     def nodes_named(self) -> list[str]:
         named = set(self.grudge) | {src for srcs in self.grudge.values() for src in srcs}
         named |= set(self.clients)
         if self.leader is not None:
             named |= {self.leader.fallback, *self.leader.clients_isolated}
-        return sorted(named)
+        return _with_role(named, self.role)
 
 
 class StopPartition(FaultOp, tag="stop-partition", frozen=True):
@@ -84,9 +94,12 @@ class StartLinkFault(FaultOp, tag="start-link-fault", frozen=True):
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     bandwidth_bytes_per_s: int | None = None
+    # With a role: every link to and from its holders (brokers and clients); `links` is
+    # then only the fallback.
+    role: Role | None = None
 
     def nodes_named(self) -> list[str]:
-        return sorted({end for link in self.links for end in link})
+        return _with_role({end for link in self.links for end in link}, self.role)
 
 
 class StopLinkFault(FaultOp, tag="stop-link-fault", frozen=True):
@@ -99,13 +112,15 @@ class ResetConnections(FaultOp, tag="reset-connections", frozen=True):
     PACKAGE = "link"
 
     nodes: list[str]
+    role: Role | None = None
 
     def nodes_named(self) -> list[str]:
-        return sorted(self.nodes)
+        return _with_role(set(self.nodes), self.role)
 
 
 class _NodesOp(FaultOp, frozen=True):
-    nodes: list[str]
+    # With a role (on the ops that take one) these are its fallback, and may be empty.
+    nodes: list[str] = []
 
     def nodes_named(self) -> list[str]:
         return sorted(self.nodes)
@@ -116,11 +131,21 @@ class Kill(_NodesOp, tag="kill", frozen=True):
 
     PACKAGE = "kill"
 
+    role: Role | None = None
+
+    def nodes_named(self) -> list[str]:
+        return _with_role(set(self.nodes), self.role)
+
 
 class PowerLoss(_NodesOp, tag="power-loss", frozen=True):
     """Crash the nodes at once losing every write not yet fsynced."""
 
     PACKAGE = "power-loss"
+
+    role: Role | None = None
+
+    def nodes_named(self) -> list[str]:
+        return _with_role(set(self.nodes), self.role)
 
 
 class Restart(_NodesOp, tag="restart", frozen=True):
@@ -131,6 +156,11 @@ class Pause(_NodesOp, tag="pause", frozen=True):
     """Freeze the nodes (SIGSTOP)."""
 
     PACKAGE = "pause"
+
+    role: Role | None = None
+
+    def nodes_named(self) -> list[str]:
+        return _with_role(set(self.nodes), self.role)
 
 
 class Resume(_NodesOp, tag="resume", frozen=True):
@@ -144,9 +174,11 @@ class ClockSkew(FaultOp, tag="clock-skew", frozen=True):
 
     node: str
     delta_ms: int
+    # With a role: every holder's clock instead of `node` (then the fallback).
+    role: Role | None = None
 
     def nodes_named(self) -> list[str]:
-        return [self.node]
+        return _with_role({self.node}, self.role)
 
 
 class ClockStrobe(FaultOp, tag="clock-strobe", frozen=True):
@@ -159,9 +191,11 @@ class ClockStrobe(FaultOp, tag="clock-strobe", frozen=True):
     delta_ms: int
     period_ms: Annotated[int, msgspec.Meta(gt=0)]
     duration_ms: Millis
+    # With a role: every holder's clock instead of `node` (then the fallback).
+    role: Role | None = None
 
     def nodes_named(self) -> list[str]:
-        return [self.node]
+        return _with_role({self.node}, self.role)
 
 
 class ClockReset(FaultOp, tag="clock-reset", frozen=True):
@@ -171,6 +205,11 @@ class ClockReset(FaultOp, tag="clock-reset", frozen=True):
 
     def nodes_named(self) -> list[str]:
         return sorted(self.nodes)
+
+
+def _with_role(named: set[str], role: Role | None) -> list[str]:
+    """The nodes an op names, with its role's fallback nodes, sorted."""
+    return sorted(named | set(role.fallback)) if role is not None else sorted(named)
 
 
 AnyFaultOp = (

@@ -2,7 +2,8 @@
 
 As in Jepsen's `nemesis.combined`, a package emits a start, then its stop, then a start
 again, on the schedule's staggered interval; packages interleave, so a partition can
-overlap a kill. `mixed` means every package, `none` means no faults at all.
+overlap a kill. `mixed` means every single-fault package, `none` means no faults at all.
+Composite packages (`COMPOSITES`) each play a timed scenario of several faults.
 """
 
 from __future__ import annotations
@@ -20,16 +21,33 @@ PACKAGES: dict[str, str] = {
     "clock": "bump one node's wall clock or strobe it back and forth; reset on stop",
 }
 
+# Scenarios from the literature built from the faults above, aimed at roles resolved when
+# each fault starts and timed by the brokers' own timers (`nemesis.composites`).
+COMPOSITES: dict[str, str] = {
+    "isolate-leader": "cut a log's leader off from the other brokers (clients still reach "
+    "it) for longer than broker.session.timeout.ms, then heal",
+    "shrink-isr-then-kill-leader": "cut a minority of a log's in-sync followers off until "
+    "the ISR shrinks (session timeout or replica.lag.time.max.ms), then kill the leader",
+    "rolling-restart": "kill and restart every broker one at a time, each serving again "
+    "before the next goes down",
+    "flapping-partition": "cut a log's leader or a node off and heal it, again and again, "
+    "each period shorter than the session timeout",
+    "controller-only": "one-way partition of the active controller from the other brokers "
+    "(it is not heard, or it hears nobody), clients untouched",
+    "clock-jump-controller": "jump the active controller's clock forward or back, reset later",
+}
+
 ALIASES: dict[str, str] = {
-    "mixed": "every package above",
+    "mixed": "every single-fault package (partition ... clock; composites are named apart)",
     "none": "no faults (a baseline run)",
 }
 
 
 def describe() -> str:
     """One line per package and alias, for the CLI's `--nemesis` help."""
-    width = max(len(name) for name in (*PACKAGES, *ALIASES))
-    lines = [f"{name:<{width}}  {text}" for name, text in (*PACKAGES.items(), *ALIASES.items())]
+    width = max(len(name) for name in (*PACKAGES, *COMPOSITES, *ALIASES))
+    described = (*PACKAGES.items(), *COMPOSITES.items(), *ALIASES.items())
+    lines = [f"{name:<{width}}  {text}" for name, text in described]
     return "\n".join(lines)
 
 
@@ -41,14 +59,14 @@ def parse(spec: str | Iterable[str]) -> tuple[str, ...]:
     """
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     names = [n for n in names if n]
-    unknown = [n for n in names if n not in PACKAGES and n not in ALIASES]
+    unknown = [n for n in names if n not in PACKAGES and n not in COMPOSITES and n not in ALIASES]
     if unknown:
-        accepted = ", ".join((*PACKAGES, *ALIASES))
+        accepted = ", ".join((*PACKAGES, *COMPOSITES, *ALIASES))
         raise ValueError(f"unknown nemesis package(s) {', '.join(unknown)}; accepted: "
                          f"{accepted} (--nemesis help describes each)")
     if "none" in names and len(set(names)) > 1:
         raise ValueError(f"'none' cannot be combined with other packages, got "
                          f"{','.join(names)}")
     if "mixed" in names:
-        return tuple(PACKAGES)
-    return tuple(name for name in PACKAGES if name in names)
+        names = [*PACKAGES, *names]
+    return tuple(name for name in (*PACKAGES, *COMPOSITES) if name in names)

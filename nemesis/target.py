@@ -95,3 +95,13 @@ class FaultTarget(Protocol):
     def controller(self) -> str | None:
         """The active controller node, if the runtime can tell."""
         ...
+
+    def isr_of(self, topic: str, partition: int) -> Sequence[str]:
+        """The in-sync replicas of a partition (leader included) as its leader reports
+        them, or nothing if the runtime cannot tell."""
+        ...
+
+    def coordinator_of(self, group: str) -> str | None:
+        """The node coordinating a consumer group (what FindCoordinator answers: the
+        leader of the group's `__consumer_offsets` partition), if the runtime can tell."""
+        ...

@@ -60,7 +60,11 @@ class RecordingTarget:
         *,
         leaders: dict[tuple[str, int], str] | None = None,
         controller: str | None = None,
+        isrs: dict[tuple[str, int], list[str]] | None = None,
+        coordinators: dict[str, str] | None = None,
     ) -> None:
+        self.isrs = isrs or {}
+        self.coordinators = coordinators or {}
         self._nodes = list(nodes)
         self._clients = list(clients)
         self.leaders = leaders or {}
@@ -157,6 +161,12 @@ class RecordingTarget:
 
     def controller(self) -> str | None:
         return self._controller
+
+    def isr_of(self, topic: str, partition: int) -> Sequence[str]:
+        return self.isrs.get((topic, partition), [])
+
+    def coordinator_of(self, group: str) -> str | None:
+        return self.coordinators.get(group)
 
     def healthy(self) -> bool:
         return not (

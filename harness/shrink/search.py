@@ -192,12 +192,16 @@ def _ends(stop: AnyFaultOp, start: AnyFaultOp) -> bool:
         return isinstance(start, StartPartition)
     if isinstance(stop, StopLinkFault):
         return isinstance(start, StartLinkFault)
+    # A start aimed at a role may hit any node: any stop of its kind may end it.
     if isinstance(stop, Restart):
-        return isinstance(start, Kill | PowerLoss) and bool(set(stop.nodes) & set(start.nodes))
+        return isinstance(start, Kill | PowerLoss) and (
+            start.role is not None or bool(set(stop.nodes) & set(start.nodes)))
     if isinstance(stop, Resume):
-        return isinstance(start, Pause) and bool(set(stop.nodes) & set(start.nodes))
+        return isinstance(start, Pause) and (
+            start.role is not None or bool(set(stop.nodes) & set(start.nodes)))
     if isinstance(stop, ClockReset):
-        return isinstance(start, ClockSkew | ClockStrobe) and start.node in stop.nodes
+        return isinstance(start, ClockSkew | ClockStrobe) and (
+            start.role is not None or start.node in stop.nodes)
     return False
 
 

@@ -61,6 +61,7 @@ from harness.runtime.process.node import BrokerNode, NodeState
 from harness.runtime.process.observer import Beliefs, watch_beliefs
 from harness.runtime.process.proxy import FaultProxy, Link
 from nemesis.target import LinkFault
+from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
 
 log = logging.getLogger("faultline.runtime.process")
 
@@ -463,3 +464,14 @@ class ProcessCluster:
     def controller(self) -> str | None:
         """The active controller most running brokers last named; None if none was."""
         return self._beliefs.controller
+
+    def isr_of(self, topic: str, partition: int) -> Sequence[str]:
+        """The ISR reported with the newest leader of the partition (see `leader_of`)."""
+        leader = self._beliefs.leaders.get((topic, partition))
+        return [] if leader is None else list(leader.isr)
+
+    def coordinator_of(self, group: str) -> str | None:
+        """The believed leader of the group's `__consumer_offsets` partition (what
+        FindCoordinator answers); None until that topic exists."""
+        count = int(str(self._base_settings.get("offsets.topic.num.partitions", 50)))
+        return self.leader_of(OFFSETS_TOPIC, partition_for(group, count))

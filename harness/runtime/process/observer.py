@@ -4,8 +4,9 @@ The nemesis resolves a `leader` partition when it starts it (`FaultTarget.leader
 `controller`), synchronously, so the answer must already be at hand. `watch_beliefs`
 asks every running broker for Metadata on its own port (not through the fault proxies:
 the harness sees past the faults it injects) every `WATCH_INTERVAL_S` and keeps the
-latest `Beliefs`: per partition, the leader named with the highest leader epoch; the
-controller, the node most brokers name.
+latest `Beliefs`: per partition (`__consumer_offsets` too, whose leaders coordinate the
+groups), the leader named with the highest leader epoch and its ISR; the controller,
+the node most brokers name.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import trio
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.metadata import MetadataRequest
 
+from reference_broker.group.offsets_store import OFFSETS_TOPIC
 from workloads.client.connection import Connection
 from workloads.client.errors import KafkaClientError
 
@@ -55,6 +57,13 @@ async def ask(host: str, port: int, node_id: int) -> ApiMessage:
             try:
                 response = await conn.request(MetadataRequest(topics=None), METADATA_VERSION,
                                               REQUEST_TIMEOUT_S)
+                if not any(t.name == OFFSETS_TOPIC for t in response.topics):
+                    # Group coordinators are the leaders of this topic's partitions; a broker
+                    # may leave internal topics out of an all-topics answer.
+                    internal = await conn.request(MetadataRequest(
+                        topics=[MetadataRequest.MetadataRequestTopic(name=OFFSETS_TOPIC)],
+                        allow_auto_topic_creation=False), METADATA_VERSION, REQUEST_TIMEOUT_S)
+                    response.topics.extend(t for t in internal.topics if t.error_code == 0)
             finally:
                 conn.close()
                 nursery.cancel_scope.cancel()

@@ -34,6 +34,7 @@ from nemesis.target import LinkFault
 from reference_broker.broker import Broker
 from reference_broker.config import BrokerConfig
 from reference_broker.env import NodeEnv
+from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
 from reference_broker.server import RunningBroker, serve_broker
 
 from .clock import DEFAULT_EPOCH_MS, SimClock
@@ -351,3 +352,28 @@ class SimCluster:
             if best is None or epoch > best[0]:
                 best = (epoch, node.name)
         return None if best is None else best[1]
+
+    def isr_of(self, topic: str, partition: int) -> Sequence[str]:
+        """The ISR the partition's current leader (see `leader_of`) holds, in node order.
+
+        Without a quorum: the hosting node alone (nothing is replicated)."""
+        if not self.quorum:
+            home = self.topic_homes.get(topic)
+            return [home] if home is not None else []
+        leader = self.leader_of(topic, partition)
+        if leader is None:
+            return []
+        running = self.node(leader).running
+        p = running.broker.partitions.get((topic, partition)) if running is not None else None
+        if p is None:
+            return []
+        by_id = {node.node_id: name for name, node in self._nodes.items()}
+        return [by_id[i] for i in sorted(p.isr) if i in by_id]
+
+    def coordinator_of(self, group: str) -> str | None:
+        """The leader of the group's `__consumer_offsets` partition, as FindCoordinator
+        answers; None without a quorum (each node then coordinates its own groups)."""
+        if not self.quorum:
+            return None
+        partitions = next(iter(self._nodes.values())).config.offsets_topic_num_partitions
+        return self.leader_of(OFFSETS_TOPIC, partition_for(group, partitions))
