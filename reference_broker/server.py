@@ -34,6 +34,7 @@ a client port never reaches the quorum, whatever its client id says.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ from .env import NodeEnv
 from .errors import ErrorCode
 from .handlers import BROKER_HANDLERS, CONTROLLER_HANDLERS, CloseConnection, RequestContext
 from .handlers.context import Handler
+from .log_dir_failure import FailureAwareStorage, LogDirFailureChannel
 from .membership import ClusterMembership
 from .protocol import (
     FrameDecoder,
@@ -215,11 +217,20 @@ async def serve_broker(
     accepts connections. On cancellation (SIGTERM in the CLI) every connection is
     dropped and every log flushed and closed before this returns.
     """
-    broker = await Broker.open(env, config)
+    # A disk error anywhere in the one log directory halts the broker, as in Kafka.
+    channel = LogDirFailureChannel()
+    env = dataclasses.replace(env, storage=FailureAwareStorage(env.storage, channel))
+    try:
+        broker = await Broker.open(env, config)
+    except Exception:
+        if channel.reason is not None:
+            raise channel.error() from None
+        raise
     # In a cluster the quorum parts hang off the broker before any peer can call in.
     membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_halt_on_log_dir_failure, channel)
             await nursery.start(broker.run)
             # The inter-broker listener first: it is what clients are told and what this
             # node registers with.
@@ -253,9 +264,22 @@ async def serve_broker(
                 f"{x.name}://{x}" for x in everything
             ))
             task_status.started(RunningBroker(broker, everything, bound_controller))
+    except BaseException as exc:
+        if channel.reason is None:
+            raise
+        # Halted: whatever the unwinding tasks raised is a consequence of the failed disk.
+        raise channel.error() from (None if isinstance(exc, trio.Cancelled) else exc)
     finally:
-        with trio.CancelScope(shield=True):
-            await broker.close()
+        # A halt is not a shutdown (Kafka's Exit.halt): no last flush on a failed disk.
+        if channel.reason is None:
+            with trio.CancelScope(shield=True):
+                await broker.close()
+
+
+async def _halt_on_log_dir_failure(channel: LogDirFailureChannel) -> None:
+    """End the broker (its nursery) once storage reports the log directory failed."""
+    await channel.failed.wait()
+    raise channel.error()
 
 
 async def _serve_with(
