@@ -222,9 +222,11 @@ async def serve_broker(
     env = dataclasses.replace(env, storage=FailureAwareStorage(env.storage, channel))
     try:
         broker = await Broker.open(env, config)
-    except Exception:
+    except Exception as exc:
         if channel.reason is not None:
             raise channel.error() from None
+        if isinstance(exc, OSError):  # its data cannot be used (the message says why)
+            logger.critical("broker %d cannot start: %s", config.node_id, exc)
         raise
     # In a cluster the quorum parts hang off the broker before any peer can call in.
     membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
