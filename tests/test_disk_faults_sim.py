@@ -128,7 +128,8 @@ def test_enospc_on_fsync_halts_the_broker_too(disk_run: RunOutcome) -> None:
     start, stop = _events(disk_run, "start-disk-fault")[1], _events(disk_run, "stop-disk-fault")[1]
     assert start["value"]["node"] == "n1" and start["value"]["enospc_fsync"] is True
     assert stop["value"]["restarted_halted"] == ["n1"]
-    assert any("CRITICAL" in line and "fsync of" in line for line in _log(disk_run, "n1").splitlines())
+    log = _log(disk_run, "n1").splitlines()
+    assert any("CRITICAL" in line and "fsync of" in line for line in log)
 
 
 def test_a_slow_fsync_delays_but_never_halts(disk_run: RunOutcome) -> None:
