@@ -11,17 +11,17 @@ recovery then finds only what had reached the disk before the error.
 disk itself failed (`DISK_ERRNOS`) is reported to the channel and re-raised; from then
 on every call fails at once with EIO ("log directory offline"), so nothing more is
 written while the broker unwinds. Errors that say a path is wrong (ENOENT, EEXIST, ...)
-are ordinary control flow and pass through untouched. `serve_broker` waits on the
-channel and ends with `LogDirFailedError`, which the runtimes treat as a halted
-process (the OS runtime exits with `HALT_EXIT_CODE`).
+are ordinary control flow and pass through untouched. The first report cancels the
+broker's nursery (`on_failure`, set by `serve_broker`), which then ends with
+`LogDirFailedError`; the runtimes treat that as a halted process (the OS runtime exits
+with `HALT_EXIT_CODE`).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-
-import trio
+from collections.abc import Callable
 
 from reference_broker.env import Storage, StorageFile
 
@@ -41,8 +41,9 @@ class LogDirFailureChannel:
     """Where storage reports a failed log directory; the broker halts on the first report."""
 
     def __init__(self) -> None:
-        self.failed = trio.Event()
         self.reason: str | None = None
+        # Called once, on the first failure: the broker's way to stop everything.
+        self.on_failure: Callable[[], object] | None = None
 
     def fail(self, reason: str) -> None:
         """Mark the log directory offline (only the first reason is kept)."""
@@ -55,7 +56,8 @@ class LogDirFailureChannel:
             "disk, then restart the broker: recovery keeps what reached the disk.",
             reason,
         )
-        self.failed.set()
+        if self.on_failure is not None:
+            self.on_failure()
 
     def error(self) -> LogDirFailedError:
         """The exception a halted broker ends with."""

@@ -222,17 +222,19 @@ async def serve_broker(
     env = dataclasses.replace(env, storage=FailureAwareStorage(env.storage, channel))
     try:
         broker = await Broker.open(env, config)
+        # In a cluster the quorum parts hang off the broker before any peer can call in.
+        membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
     except Exception as exc:
         if channel.reason is not None:
             raise channel.error() from None
-        if isinstance(exc, OSError):  # its data cannot be used (the message says why)
-            logger.critical("broker %d cannot start: %s", config.node_id, exc)
+        # Its data cannot be used (damaged files, another cluster's): say why, loudly.
+        logger.critical("broker %d cannot start: %s", config.node_id, exc)
         raise
-    # In a cluster the quorum parts hang off the broker before any peer can call in.
-    membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_halt_on_log_dir_failure, channel)
+            # A failed log dir ends everything at once (no watcher task: one more task would
+            # change the seeded schedule of every simulated run).
+            channel.on_failure = nursery.cancel_scope.cancel
             await nursery.start(broker.run)
             # The inter-broker listener first: it is what clients are told and what this
             # node registers with.
@@ -276,12 +278,8 @@ async def serve_broker(
         if channel.reason is None:
             with trio.CancelScope(shield=True):
                 await broker.close()
-
-
-async def _halt_on_log_dir_failure(channel: LogDirFailureChannel) -> None:
-    """End the broker (its nursery) once storage reports the log directory failed."""
-    await channel.failed.wait()
-    raise channel.error()
+    if channel.reason is not None:
+        raise channel.error()
 
 
 async def _serve_with(

@@ -429,7 +429,7 @@ class ProcessCluster:
         try:
             await self._start(broker)
         except BrokerStartError as exc:
-            raise NodeWontStartError(str(exc)) from exc
+            raise NodeWontStartError(f"{exc}: {_last_line(broker.log_path)}") from exc
 
     # -- FaultTarget: disks --------------------------------------------------------------
 
@@ -535,3 +535,12 @@ class ProcessCluster:
     def controller(self) -> str | None:
         """The active controller most running brokers last named; None if none was."""
         return self._beliefs.controller
+
+
+def _last_line(path: Path) -> str:
+    """The last line a broker wrote (why it exited), or a note that there is none."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "(its log is empty)"
