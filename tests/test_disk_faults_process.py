@@ -153,3 +153,30 @@ async def test_a_power_cut_tears_the_last_write_of_a_broker_process(tmp_path: Pa
     print(f"\nprocess: {torn}")
     assert torn and "kept" in torn[0]
     assert not (tmp_path / "nodes" / "n1" / "data" / "torn-write-seed").exists()
+
+
+async def test_damaged_metadata_of_a_killed_broker_is_refused_or_recovered(
+    tmp_path: Path,
+) -> None:
+    stream = io.BytesIO()
+    async with ProcessCluster(tmp_path, 1, settings=FSYNC_EVERY, quorum=True) as cluster:
+        executor = Executor(cluster, HistoryWriter(stream), origin=trio.current_time())
+        await _send(cluster, "t", b"before")
+        await _apply(executor, CorruptFiles(at_ms=0, node="n1", damages=[
+            Damage(kind="metadata", action="truncate", pick=1)]))
+        await _apply(executor, Restart(at_ms=0, nodes=["n1"]))
+        running = cluster.broker("n1").state is NodeState.RUNNING
+    [corrupt] = _events(stream, "disk-corrupt")
+    [damage] = corrupt["value"]["damaged"]
+    print(f"\nprocess: {damage}")
+    assert damage["kind"] == "metadata" and damage["new_size"] < damage["size"]
+    log = (tmp_path / "nodes" / "n1" / "broker.log").read_text()
+    if damage["file"].endswith(".log"):
+        # The metadata log's torn tail is cut at recovery, loudly.
+        assert running and "recovery of __cluster_metadata-0:" in log
+    else:
+        # quorum-state or the cluster metadata file: the broker will not start on it.
+        assert not running
+        [restart] = _events(stream, "restart")
+        assert restart["value"]["nodes"] == [] and "n1" in restart["value"]["skipped"]
+        assert "CRITICAL" in log and damage["file"].rsplit("/", 1)[-1] in log

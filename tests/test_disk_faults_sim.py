@@ -162,6 +162,48 @@ def test_a_damaged_high_watermark_checkpoint_keeps_the_broker_from_starting(
     assert outcome.verdict["valid"] is True, outcome.verdict["counts"]
 
 
+@pytest.mark.parametrize(("pick", "expected_file", "refused"), [
+    (2, "__cluster_metadata-0/00000000000000000000.log", False),
+    (1, "__cluster_metadata-0/quorum-state", True),
+])
+def test_damaged_metadata_is_recovered_or_refused_as_kafka_does(
+    tmp_path: Path, pick: int, expected_file: str, refused: bool
+) -> None:
+    """A cut metadata log loses its tail and the node refetches it from the quorum (a
+    torn tail, loudly); a cut quorum-state file could make the node vote twice in an
+    epoch, so the broker refuses to start and says what to do, as Kafka does."""
+    config = RunConfig(**{**CONFIG.to_json(), "time_limit_s": 12.0, "recovery_s": 3.0})
+    ops: list[AnyFaultOp] = [
+        CorruptFiles(at_ms=6_000, node="n2",
+                     damages=[Damage(kind="metadata", action="truncate", pick=pick)]),
+        Restart(at_ms=8_000, nodes=["n2"]),
+    ]
+    outcome = run(config, tmp_path, schedule=_schedule(config, ops))
+    [corrupt] = _events(outcome, "disk-corrupt")
+    [damage] = corrupt["value"]["damaged"]
+    assert damage["file"] == expected_file and damage["new_size"] < damage["size"]
+    first_restart = _events(outcome, "restart")[0]["value"]
+    log = _log(outcome, "n2").splitlines()
+    if refused:
+        assert first_restart["nodes"] == []
+        assert "not a valid quorum-state file" in first_restart["skipped"]["n2"]
+        assert any("CRITICAL" in line and "quorum-state" in line for line in log)
+    else:
+        assert first_restart["nodes"] == ["n2"]
+        assert any("WARNING" in line and "recovery of __cluster_metadata-0:" in line
+                   and "torn tail" in line for line in log)
+    assert outcome.verdict["valid"] is True, outcome.verdict["counts"]
+
+
+def test_torn_writes_are_on_by_default_in_the_sim_and_can_be_turned_off() -> None:
+    from harness.targets import sim_settings
+
+    assert sim_settings(RunConfig.build({})).tear_on_power_loss is True
+    off = RunConfig.build({"torn-writes": "false"})
+    assert sim_settings(off).tear_on_power_loss is False
+    assert "--no-torn-writes" in off.command()
+
+
 def test_the_same_seed_gives_a_byte_identical_history_with_the_disk_package(
     tmp_path: Path,
 ) -> None:
