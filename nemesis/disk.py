@@ -166,10 +166,25 @@ class DiskNemesis:
         self.record = record
         self.faulty: dict[str, DiskFault] = {}
 
+    def _why_not_a_minority(self, node: str) -> str | None:
+        """Why a disk fault on `node` now would take down more than a minority, if so.
+
+        A broker that refuses its damaged files stays down for the rest of the run (as
+        Kafka's does until an operator steps in), so faults left unchecked would pile up
+        until no quorum is left and the run measures nothing more. One node at a time in
+        three (a minority in general) keeps every acks=all guarantee testable.
+        """
+        out = self.ledger.down | set(self.faulty) | {node}
+        limit = max(1, (len(self.target.nodes) - 1) // 2)
+        if len(out) > limit:
+            others = ", ".join(sorted(out - {node}))
+            return f"{others} already down or on a failing disk; at most {limit} at a time"
+        return None
+
     async def corrupt(self, op: CorruptFiles) -> None:
         """Kill the node, damage the files `op.damages` draw, record what was done."""
         value: dict[str, Any] = {"node": op.node, "crash": "kill"}
-        why = self.ledger.why_not_crash(op.node)
+        why = self.ledger.why_not_crash(op.node) or self._why_not_a_minority(op.node)
         if why is not None:
             self.record("disk-corrupt", value, error=f"skipped: {why}")
             return
@@ -198,8 +213,10 @@ class DiskNemesis:
                           fsync_delay_ms=op.fsync_delay_ms)
         value = {"node": op.node, "enospc_write": op.enospc_write,
                  "enospc_fsync": op.enospc_fsync, "fsync_delay_ms": op.fsync_delay_ms}
-        if op.node in self.ledger.down:
-            self.record("start-disk-fault", value, error=f"skipped: {op.node} is down")
+        why = (f"{op.node} is down" if op.node in self.ledger.down
+               else self._why_not_a_minority(op.node))
+        if why is not None:
+            self.record("start-disk-fault", value, error=f"skipped: {why}")
             return
         await self.target.set_disk_fault(op.node, fault)
         self.faulty[op.node] = fault

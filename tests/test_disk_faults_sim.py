@@ -89,6 +89,7 @@ def test_no_acknowledged_write_is_lost_across_single_node_disk_faults(
     print(f"\ndisk faults (sim): counts {verdict['counts']}, "
           f"messages {verdict['stats']['messages']}")
     assert verdict["valid"] is True, verdict["counts"]
+    assert disk_run.exit_code == 0  # nor a harness error (a `fail` found appended)
     assert verdict["stats"]["messages"]["acknowledged"] > 50
 
 
