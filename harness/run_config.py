@@ -249,6 +249,8 @@ class RunConfig:
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild a config written by `to_json`; unknown keys are a ConfigError."""
         by_attr = {s.attr: s for s in SETTINGS.values()}
+        # Runs recorded before the setting existed ran without torn writes: replay them so.
+        data = {"torn_writes": False, **data}
         unknown = sorted(set(data) - set(by_attr))
         if unknown:
             raise ConfigError(f"results.json has unknown run settings {unknown}")

@@ -247,3 +247,10 @@ def test_a_sim_disk_flip_and_cut_are_durable() -> None:
     disk.cut("a-0/0.log", 2)
     disk.survive_power_loss()
     assert disk.read_file("a-0/0.log") == b"\x00\x81"
+
+
+def test_a_run_recorded_before_torn_writes_existed_replays_without_them() -> None:
+    recorded = RunConfig().to_json()
+    del recorded["torn_writes"]
+    assert RunConfig.from_json(recorded).torn_writes is False
+    assert RunConfig.from_json(RunConfig().to_json()).torn_writes is True
