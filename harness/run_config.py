@@ -159,6 +159,10 @@ class RunConfig:
     flush: str = setting(
         "never", "fsync policy: every (log.flush.interval.messages=1), N ms "
         "(log.flush.interval.ms=N) or never (Kafka's default).", check=_check_flush)
+    torn_writes: bool = setting(
+        True, "On a power loss the file written last keeps a random part of its "
+        "un-fsynced bytes, as a disk that flushed some of its sectors (a torn write) "
+        "(sim and process targets).")
     commit: CommitStrategy = setting(
         "after", "Group workload: commit before processing (at-most-once), after "
         "(at-least-once) or auto (enable.auto.commit).", choices=COMMIT_STRATEGIES)
@@ -245,6 +249,8 @@ class RunConfig:
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild a config written by `to_json`; unknown keys are a ConfigError."""
         by_attr = {s.attr: s for s in SETTINGS.values()}
+        # Runs recorded before the setting existed ran without torn writes: replay them so.
+        data = {"torn_writes": False, **data}
         unknown = sorted(set(data) - set(by_attr))
         if unknown:
             raise ConfigError(f"results.json has unknown run settings {unknown}")

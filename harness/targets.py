@@ -33,7 +33,7 @@ from harness.run_config import RunConfig
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.run import SimSettings
 from harness.runtime.sim.scheduler import derive_rng
-from nemesis.target import FaultTarget, LinkFault
+from nemesis.target import DiskFault, FaultTarget, FileDamage, LinkFault
 from workloads.base import WorkloadEnv
 from workloads.client.transport import Network, TcpNetwork, wall_clock_ms
 
@@ -71,7 +71,8 @@ def sim_settings(config: RunConfig) -> SimSettings:
     # A small loopback-like latency: with zero, a client loop that re-polls with a
     # sub-millisecond wait (rounded to 0 ms) spins without virtual time ever advancing.
     return SimSettings(nodes=config.nodes, broker_settings=config.broker_settings(),
-                       base_latency_ms=SIM_LINK_LATENCY_MS, quorum=config.replicated)
+                       base_latency_ms=SIM_LINK_LATENCY_MS, quorum=config.replicated,
+                       tear_on_power_loss=config.torn_writes)
 
 
 # A replicated run's topics all live on the one cluster.
@@ -143,6 +144,7 @@ async def _process_session(config: RunConfig, run_dir: Path) -> AsyncIterator[Se
         size=config.nodes,
         settings=config.broker_settings(),
         power_loss="power-loss" in config.packages,
+        torn_writes=config.torn_writes,
         seed=config.seed,
         quorum=config.replicated,
     )
@@ -257,6 +259,21 @@ class SignalTarget:
     def coordinator_of(self, group: str) -> str | None:
         """Unknown."""
         return None
+    def is_running(self, node: str) -> bool:
+        """Unknown: assumed running."""
+        return True
+
+    def stored_files(self, node: str) -> dict[str, int]:
+        """Unsupported: this target's files are out of reach."""
+        raise UnsupportedFault("this target cannot reach a node's files")
+
+    async def damage_file(self, node: str, path: str, damage: FileDamage) -> None:
+        """Unsupported."""
+        raise UnsupportedFault("this target cannot damage a node's files")
+
+    async def set_disk_fault(self, node: str, fault: DiskFault | None) -> None:
+        """Unsupported."""
+        raise UnsupportedFault("this target cannot fail a node's disk")
 
 
 @asynccontextmanager

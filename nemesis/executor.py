@@ -30,12 +30,14 @@ import trio
 from history.model import split_log
 from history.writer import HistoryWriter
 from nemesis import grudge as grudges
+from nemesis.disk import DiskNemesis, restart_or_note
 from nemesis.ledger import Ledger
 from nemesis.ops import (
     AnyFaultOp,
     ClockReset,
     ClockSkew,
     ClockStrobe,
+    CorruptFiles,
     Kill,
     LeaderTarget,
     Pause,
@@ -45,8 +47,10 @@ from nemesis.ops import (
     Resume,
     Schedule,
     ScheduleError,
+    StartDiskFault,
     StartLinkFault,
     StartPartition,
+    StopDiskFault,
     StopLinkFault,
     StopPartition,
 )
@@ -67,6 +71,7 @@ class Executor:
         self.origin = origin
         self.ledger = Ledger()
         self._strobes: dict[str, _Strobe] = {}
+        self.disk = DiskNemesis(target, self.ledger, self._record)
 
     async def run(self, schedule: Schedule) -> None:
         """Run every op at its time, heal everything at `duration_ms`, wait out recovery."""
@@ -122,6 +127,12 @@ class Executor:
                 await self._clock_strobe(op, nursery)
             case ClockReset():
                 await self._clock_reset(op.nodes, final=False)
+            case CorruptFiles():
+                await self.disk.corrupt(op)
+            case StartDiskFault():
+                await self.disk.start_fault(op)
+            case StopDiskFault():
+                await self.disk.stop_faults(op.nodes, final=False)
 
     async def heal_everything(self) -> None:
         """Undo everything the ledger says is broken, one event per kind of repair.
@@ -137,6 +148,7 @@ class Executor:
             await self._stop_link_fault(final=True)
         if self.ledger.paused:
             await self._resume(sorted(self.ledger.paused), final=True)
+        await self.disk.heal()  # before restarts: a node must not restart on a full disk
         if self.ledger.down:
             await self._restart(sorted(self.ledger.down), final=True)
         if self.ledger.skewed:
@@ -266,9 +278,12 @@ class Executor:
 
     async def _restart(self, requested: Sequence[str], *, final: bool) -> None:
         nodes, skipped = _split(requested, self.ledger.why_not_restart)
-        await _each(self.target.restart, nodes)
-        self.ledger.restarted(nodes)
-        self._record_nodes("restart", nodes, skipped, final=final)
+        # A node whose broker refuses its (damaged) data stays down, noted in the event.
+        failed: dict[str, str] = {}
+        await _each(lambda node: restart_or_note(self.target.restart, node, failed), nodes)
+        started = [node for node in nodes if node not in failed]
+        self.ledger.restarted(started)
+        self._record_nodes("restart", started, {**skipped, **failed}, final=final)
 
     async def _pause(self, requested: Sequence[str], asked: dict[str, Any] | None = None) -> None:
         nodes, skipped = _split(requested, self.ledger.why_not_pause)

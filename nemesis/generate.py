@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from nemesis import grudge as grudges
 from nemesis.composites import Composite, Timers
+from nemesis.disk import DiskPackage
 from nemesis.ops import (
     AnyFaultOp,
     ClockReset,
@@ -267,7 +268,9 @@ class _Clock:
         )
 
 
-def _package(name: str, interval_ms: int) -> _Partition | _Link | _Crash | _Pause | _Clock:
+def _package(
+    name: str, interval_ms: int
+) -> _Partition | _Link | _Crash | _Pause | _Clock | DiskPackage:
     if name == "partition":
         return _Partition()
     if name == "link":
@@ -280,6 +283,8 @@ def _package(name: str, interval_ms: int) -> _Partition | _Link | _Crash | _Paus
         return _Pause()
     if name == "clock":
         return _Clock(interval_ms)
+    if name == "disk":
+        return DiskPackage()
     raise ValueError(f"no generator for package {name!r}")
 
 

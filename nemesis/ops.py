@@ -210,6 +210,50 @@ class ClockReset(FaultOp, tag="clock-reset", frozen=True):
 def _with_role(named: set[str], role: Role | None) -> list[str]:
     """The nodes an op names, with its role's fallback nodes, sorted."""
     return sorted(named | set(role.fallback)) if role is not None else sorted(named)
+class Damage(msgspec.Struct, kw_only=True, frozen=True):
+    """One file to damage on a crashed node: a `kind` of file (segment, index,
+    checkpoint or metadata; see `nemesis.disk.FILE_KINDS`), an `action` (flip one bit,
+    or truncate), and `pick`, the seed from which the file, byte, bit or cut are drawn
+    among the node's files of that kind when the op runs."""
+
+    kind: str
+    action: str
+    pick: int
+
+
+class CorruptFiles(FaultOp, tag="disk-corrupt", frozen=True):
+    """Kill the node, then damage some of its files; `Restart` brings it back."""
+
+    PACKAGE = "disk"
+
+    node: str
+    damages: list[Damage]
+
+    def nodes_named(self) -> list[str]:
+        return [self.node]
+
+
+class StartDiskFault(FaultOp, tag="start-disk-fault", frozen=True):
+    """Make one node's disk fail: ENOSPC on writes and/or fsyncs, or slow fsyncs."""
+
+    PACKAGE = "disk"
+
+    node: str
+    enospc_write: bool = False
+    enospc_fsync: bool = False
+    fsync_delay_ms: float = 0.0
+
+    def nodes_named(self) -> list[str]:
+        return [self.node]
+
+
+class StopDiskFault(FaultOp, tag="stop-disk-fault", frozen=True):
+    """Make the nodes' disks healthy again and restart those that halted meanwhile."""
+
+    nodes: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.nodes)
 
 
 AnyFaultOp = (
@@ -226,6 +270,9 @@ AnyFaultOp = (
     | ClockSkew
     | ClockStrobe
     | ClockReset
+    | CorruptFiles
+    | StartDiskFault
+    | StopDiskFault
 )
 
 

@@ -27,6 +27,31 @@ class LinkFault:
     bandwidth_bytes_per_s: int | None = None
 
 
+@dataclass(frozen=True)
+class DiskFault:
+    """A failing disk on one node: ENOSPC on writes and/or on fsyncs, and extra latency
+    on every fsync (a slow or stalled device). The default is a healthy disk."""
+
+    enospc_write: bool = False
+    enospc_fsync: bool = False
+    fsync_delay_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class FileDamage:
+    """Damage to one stored file: flip bit `bit` (0-7) of the byte at `flip_offset`, or
+    cut the file to `truncate_to` bytes."""
+
+    flip_offset: int | None = None
+    bit: int = 0
+    truncate_to: int | None = None
+
+
+class NodeWontStartError(RuntimeError):
+    """A restarted node exited before serving (its broker refused its data, or halted on
+    a failed disk); the message says why and where its log is."""
+
+
 class FaultTarget(Protocol):
     """A running cluster that the nemesis can break and repair."""
 
@@ -104,4 +129,19 @@ class FaultTarget(Protocol):
     def coordinator_of(self, group: str) -> str | None:
         """The node coordinating a consumer group (what FindCoordinator answers: the
         leader of the group's `__consumer_offsets` partition), if the runtime can tell."""
+    def is_running(self, node: str) -> bool:
+        """Whether the node has a live incarnation (a broker that halted has none)."""
+        ...
+
+    def stored_files(self, node: str) -> dict[str, int]:
+        """Every file of the node's storage (relative path -> size), sorted by path."""
+        ...
+
+    async def damage_file(self, node: str, path: str, damage: FileDamage) -> None:
+        """Damage one stored file of a node that is down (bit flip or truncation)."""
+        ...
+
+    async def set_disk_fault(self, node: str, fault: DiskFault | None) -> None:
+        """Make the node's disk fail as `fault` says from now on (None: healthy again).
+        The fault outlives restarts until cleared, as a full disk would."""
         ...

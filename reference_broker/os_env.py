@@ -8,14 +8,22 @@ cut would lose: everything not yet fsynced. On fsync the buffered bytes are writ
 to the file and `os.fsync`ed; reads in between see the buffer. Directory operations
 (create, rename, remove) reach the file system at once in both modes; only file
 contents are held back.
+
+Two harness-driven faults live here too, set by the OS runtime's control channel
+(`harness/commands/broker.py`): `faults` (`StorageFaults`: ENOSPC on writes or on
+fsyncs, extra fsync latency), and `tear_to_os`, the power cut of a disk that had
+flushed part of the last write: the volatile tail of the file written last reaches the
+file up to a random length, every other unsynced byte is lost.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import trio
@@ -46,6 +54,20 @@ class OsNetwork:
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         """Open a TCP stream to host:port."""
         return await trio.open_tcp_stream(host, port)
+
+
+@dataclass
+class StorageFaults:
+    """Injected disk faults: writes and/or fsyncs fail with ENOSPC (before changing
+    anything), and every fsync first waits `fsync_delay_s`."""
+
+    enospc_write: bool = False
+    enospc_fsync: bool = False
+    fsync_delay_s: float = 0.0
+
+
+def _no_space(path: str) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device (injected by the harness)", path)
 
 
 class _Inode:
@@ -208,19 +230,34 @@ class OsFile:
 
     def append(self, data: bytes) -> None:
         """Append bytes at the end of the file."""
-        self._live().append(data)
+        inode = self._live()
+        if self._storage.faults.enospc_write:
+            raise _no_space(inode.path)
+        inode.append(data)
+        self._storage.last_written = inode
 
     def write_at(self, offset: int, data: bytes) -> None:
         """Overwrite bytes at `offset`, extending the file if needed."""
-        self._live().write_at(offset, data)
+        inode = self._live()
+        if self._storage.faults.enospc_write:
+            raise _no_space(inode.path)
+        inode.write_at(offset, data)
+        self._storage.last_written = inode
 
     def truncate(self, size: int) -> None:
         """Cut (or zero-extend) the file to `size` bytes."""
-        self._live().truncate(size)
+        inode = self._live()
+        inode.truncate(size)
+        self._storage.last_written = inode
 
     async def fsync(self) -> None:
         """Write back buffered bytes (volatile mode) and `os.fsync` the file."""
         inode = self._live()
+        faults = self._storage.faults
+        if faults.fsync_delay_s > 0:
+            await trio.sleep(faults.fsync_delay_s)
+        if faults.enospc_fsync:
+            raise _no_space(inode.path)
         inode.write_back()
         inode.fsyncs_in_flight += 1
         try:
@@ -246,6 +283,8 @@ class OsStorage:
         self.volatile_until_fsync = volatile_until_fsync
         self.root.mkdir(parents=True, exist_ok=True)
         self._inodes: dict[str, _Inode] = {}
+        self.faults = StorageFaults()
+        self.last_written: _Inode | None = None
 
     def _abs(self, path: str) -> Path:
         pure = PurePosixPath(path)
@@ -329,6 +368,10 @@ class OsStorage:
 
     async def fsync_dir(self, path: str) -> None:
         """Make a directory's entries durable."""
+        if self.faults.fsync_delay_s > 0:
+            await trio.sleep(self.faults.fsync_delay_s)
+        if self.faults.enospc_fsync:
+            raise _no_space(path)
         fd = os.open(self._abs(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             await trio.to_thread.run_sync(os.fsync, fd)
@@ -354,6 +397,19 @@ class OsStorage:
             if not inode.detached:
                 inode.write_back()
         return spilled
+
+    def tear_to_os(self, rng: random.Random) -> tuple[str, int, int] | None:
+        """A torn write at a power cut (volatile mode): of the file written last, a
+        random prefix of its unsynced appended tail reaches the file; nothing else
+        unsynced does. Returns (path, bytes kept, bytes of the tail), or None when the
+        last write left no appended tail to tear (then nothing is written)."""
+        inode = self.last_written
+        if inode is None or inode.detached or not inode.tail or inode.cut != inode.disk_size:
+            return None
+        keep = rng.randrange(len(inode.tail))
+        if keep:
+            os.pwrite(inode.fd, bytes(inode.tail[:keep]), inode.cut)
+        return inode.path, keep, len(inode.tail)
 
     def _maybe_release(self, inode: _Inode) -> None:
         # An inode with buffered bytes outlives its handles: the data is "in the

@@ -34,6 +34,7 @@ a client port never reaches the quorum, whatever its client id says.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ from .env import NodeEnv
 from .errors import ErrorCode
 from .handlers import BROKER_HANDLERS, CONTROLLER_HANDLERS, CloseConnection, RequestContext
 from .handlers.context import Handler
+from .log_dir_failure import FailureAwareStorage, LogDirFailureChannel
 from .membership import ClusterMembership
 from .protocol import (
     FrameDecoder,
@@ -215,11 +217,24 @@ async def serve_broker(
     accepts connections. On cancellation (SIGTERM in the CLI) every connection is
     dropped and every log flushed and closed before this returns.
     """
-    broker = await Broker.open(env, config)
-    # In a cluster the quorum parts hang off the broker before any peer can call in.
-    membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
+    # A disk error anywhere in the one log directory halts the broker, as in Kafka.
+    channel = LogDirFailureChannel()
+    env = dataclasses.replace(env, storage=FailureAwareStorage(env.storage, channel))
+    try:
+        broker = await Broker.open(env, config)
+        # In a cluster the quorum parts hang off the broker before any peer can call in.
+        membership = ClusterMembership(env, config, broker) if config.cluster_mode else None
+    except Exception as exc:
+        if channel.reason is not None:
+            raise channel.error() from None
+        # Its data cannot be used (damaged files, another cluster's): say why, loudly.
+        logger.critical("broker %d cannot start: %s", config.node_id, exc)
+        raise
     try:
         async with trio.open_nursery() as nursery:
+            # A failed log dir ends everything at once (no watcher task: one more task would
+            # change the seeded schedule of every simulated run).
+            channel.on_failure = nursery.cancel_scope.cancel
             await nursery.start(broker.run)
             # The inter-broker listener first: it is what clients are told and what this
             # node registers with.
@@ -253,9 +268,18 @@ async def serve_broker(
                 f"{x.name}://{x}" for x in everything
             ))
             task_status.started(RunningBroker(broker, everything, bound_controller))
+    except BaseException as exc:
+        if channel.reason is None:
+            raise
+        # Halted: whatever the unwinding tasks raised is a consequence of the failed disk.
+        raise channel.error() from (None if isinstance(exc, trio.Cancelled) else exc)
     finally:
-        with trio.CancelScope(shield=True):
-            await broker.close()
+        # A halt is not a shutdown (Kafka's Exit.halt): no last flush on a failed disk.
+        if channel.reason is None:
+            with trio.CancelScope(shield=True):
+                await broker.close()
+    if channel.reason is not None:
+        raise channel.error()
 
 
 async def _serve_with(

@@ -22,6 +22,7 @@ import trio.testing
 from history.model import NemesisEvent
 from history.writer import HistoryWriter
 from nemesis import grudge as grudges
+from nemesis.disk import plan_damage
 from nemesis.executor import Executor, execute
 from nemesis.generate import generate
 from nemesis.ops import (
@@ -29,6 +30,8 @@ from nemesis.ops import (
     ClockReset,
     ClockSkew,
     ClockStrobe,
+    CorruptFiles,
+    Damage,
     Kill,
     LeaderTarget,
     Pause,
@@ -38,12 +41,14 @@ from nemesis.ops import (
     Resume,
     Schedule,
     ScheduleError,
+    StartDiskFault,
     StartLinkFault,
     StartPartition,
+    StopDiskFault,
     StopLinkFault,
     StopPartition,
 )
-from nemesis.target import LinkFault
+from nemesis.target import DiskFault, FileDamage, LinkFault, NodeWontStartError
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 CLIENTS = ["c1", "c2"]
@@ -76,6 +81,9 @@ class RecordingTarget:
         self.down: set[str] = set()
         self.paused: set[str] = set()
         self.clock_ms: dict[str, int] = {}
+        self.files: dict[str, int] = {"t1-0/00000000000000000000.log": 500,
+                                      "t1-0/high-watermark.checkpoint": 12}
+        self.refusing: dict[str, str] = {}  # node -> why its broker will not start
 
     @property
     def nodes(self) -> Sequence[str]:
@@ -133,6 +141,8 @@ class RecordingTarget:
     async def restart(self, node: str) -> None:
         assert node in self.down, f"restart of live {node}"
         await trio.sleep(0.5)  # a restart takes a while: it returns once the node serves
+        if node in self.refusing:
+            raise NodeWontStartError(f"{node} did not start: {self.refusing[node]}")
         self._log("restart", node)
         self.down.discard(node)
 
@@ -167,6 +177,18 @@ class RecordingTarget:
 
     def coordinator_of(self, group: str) -> str | None:
         return self.coordinators.get(group)
+    def is_running(self, node: str) -> bool:
+        return node not in self.down
+
+    def stored_files(self, node: str) -> dict[str, int]:
+        return dict(sorted(self.files.items()))
+
+    async def damage_file(self, node: str, path: str, damage: FileDamage) -> None:
+        assert node in self.down, f"damage to a file of live {node}"
+        self._log("damage_file", node, path, damage)
+
+    async def set_disk_fault(self, node: str, fault: DiskFault | None) -> None:
+        self._log("set_disk_fault", node, fault)
 
     def healthy(self) -> bool:
         return not (
@@ -428,3 +450,40 @@ async def test_a_cancelled_run_leaves_a_ledger_that_heal_everything_clears(
     assert executor.ledger.healthy()
     assert target.healthy()
     assert [e.f for e in events_of(stream)] == ["kill", "pause", "resume", "restart"]
+
+
+def test_disk_ops_kill_damage_and_restart_and_record_what_they_did() -> None:
+    three = ["n1", "n2", "n3"]
+    target = RecordingTarget(three)
+    target.refusing["n2"] = "t1-0/high-watermark.checkpoint is corrupt"
+    flip = Damage(kind="segment", action="flip", pick=5)
+    schedule = Schedule(nodes=three, clients=CLIENTS, duration_ms=20_000, ops=[
+        CorruptFiles(at_ms=1_000, node="n1", damages=[flip]),
+        Restart(at_ms=2_000, nodes=["n1"]),
+        StartDiskFault(at_ms=3_000, node="n3", enospc_write=True),
+        StopDiskFault(at_ms=4_000, nodes=["n3"]),
+        CorruptFiles(at_ms=5_000, node="n2",
+                     damages=[Damage(kind="checkpoint", action="truncate", pick=1)]),
+        Restart(at_ms=6_000, nodes=["n2"]),
+        # n2 stays down (its broker refuses its files): a second node's fault is skipped.
+        CorruptFiles(at_ms=7_000, node="n3", damages=[flip]),
+        StartDiskFault(at_ms=8_000, node="n1", fsync_delay_ms=50.0),
+    ])
+    events = run_virtual(run_schedule, schedule, target)
+    by_f = [(e.f, e.error is None) for e in events]
+    assert by_f[:8] == [("disk-corrupt", True), ("restart", True), ("start-disk-fault", True),
+                        ("stop-disk-fault", True), ("disk-corrupt", True), ("restart", False),
+                        ("disk-corrupt", False), ("start-disk-fault", False)]
+    [damaged] = events[0].value["damaged"]
+    planned = plan_damage(flip, target.files)
+    assert planned is not None and damaged["file"] == planned.path
+    assert damaged["offset"] == planned.damage.flip_offset and damaged["bit"] == planned.damage.bit
+    assert ("kill", "n1") in target.calls
+    assert ("damage_file", "n1", planned.path, planned.damage) in target.calls
+    assert ("set_disk_fault", "n3", DiskFault(enospc_write=True)) in target.calls
+    assert ("set_disk_fault", "n3", None) in target.calls
+    assert "high-watermark.checkpoint is corrupt" in events[5].value["skipped"]["n2"]
+    assert "at most 1 at a time" in (events[6].error or "")
+    # The final heal tries n2 again and records that it still refuses.
+    final = [e for e in events if e.f == "restart" and e.value.get("final")]
+    assert final and "n2" in final[0].value["skipped"]

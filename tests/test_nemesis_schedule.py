@@ -14,6 +14,7 @@ from nemesis.ops import (
     ClockReset,
     ClockSkew,
     ClockStrobe,
+    CorruptFiles,
     Kill,
     Pause,
     PowerLoss,
@@ -21,7 +22,9 @@ from nemesis.ops import (
     Resume,
     Schedule,
     ScheduleError,
+    StartDiskFault,
     StartPartition,
+    StopDiskFault,
     StopPartition,
 )
 
@@ -147,7 +150,9 @@ def test_generated_mixed_schedules_never_collide_across_packages(seed: int) -> N
 
 def test_none_gives_no_faults_and_mixed_gives_every_package() -> None:
     assert make("none", 1).ops == []
-    assert packages.parse("mixed") == tuple(packages.PACKAGES)
+    # Opt-in packages (disk) join mixed only when named beside it.
+    assert packages.parse("mixed") == tuple(p for p in packages.PACKAGES if p != "disk")
+    assert packages.parse("mixed,disk") == tuple(packages.PACKAGES)
     assert packages.parse("kill, partition") == ("partition", "kill")
 
 
@@ -204,7 +209,9 @@ def test_no_crash_or_pause_outlives_a_few_intervals(names: list[str], seed: int)
         if isinstance(op, Kill | PowerLoss | Pause):
             for node in op.nodes:
                 since[node] = op.at_ms
-        elif isinstance(op, Restart | Resume):
+        elif isinstance(op, CorruptFiles | StartDiskFault):
+            since[op.node] = op.at_ms  # the disk package's crash, or a disk that may halt it
+        elif isinstance(op, Restart | Resume | StopDiskFault):
             for node in op.nodes:
                 assert op.at_ms - since.pop(node) <= bound, (node, op)
     for node, start in since.items():

@@ -23,13 +23,26 @@ has no network control endpoint into the broker:
   page cache, so SIGKILL alone would behave as a power cut. On SIGUSR2 the broker
   writes every buffered byte to its files WITHOUT fsync (what the kernel would keep
   after a crash) and exits at once with `os._exit(137)` (128 + SIGKILL): no flush,
-  no clean shutdown, no logs closed.
+  no clean shutdown, no logs closed. If `<data-dir>/torn-write-seed` exists (written
+  by the harness just before), the crash is a *power cut with a torn write* instead:
+  of the file written last, a prefix of its unsynced tail drawn from that seed reaches
+  the file and every other unsynced byte is lost (the seed file is removed).
+- SIGUSR1 also re-reads `<data-dir>/disk-fault` (JSON: `enospc_write`, `enospc_fsync`,
+  `fsync_delay_ms`; absent = a healthy disk), the harness's disk nemesis: the storage
+  then fails writes or fsyncs with ENOSPC, or slows every fsync. Read at startup too,
+  so a full disk stays full across a restart.
+
+A disk error (ENOSPC, EIO) halts the broker as Kafka does when its only log directory
+fails: it logs why at CRITICAL, hands what it had written to the OS (as a halted
+process's page cache would) and exits 1 at once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 import signal
 import sys
 from pathlib import Path
@@ -46,6 +59,8 @@ if TYPE_CHECKING:
     from reference_broker.env import NodeEnv
 
 CLOCK_OFFSET_FILE = "clock-offset-ms"
+DISK_FAULT_FILE = "disk-fault"
+TORN_WRITE_FILE = "torn-write-seed"
 
 
 def _print_help_config(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -58,9 +73,9 @@ def _print_help_config(ctx: click.Context, _param: click.Parameter, value: bool)
 
 
 @click.command(
-    "broker", epilog="Exit codes: 0 stopped cleanly, 2 bad configuration or data "
-    "directory, 137 crashed on purpose on SIGUSR2 (as SIGKILL would, buffered "
-    "writes left unsynced).")
+    "broker", epilog="Exit codes: 0 stopped cleanly, 1 halted on a failed disk (ENOSPC, "
+    "EIO), 2 bad configuration or data directory, 137 crashed on purpose on SIGUSR2 (as "
+    "SIGKILL would, buffered writes left unsynced).")
 @click.option(
     "--data-dir",
     required=True,
@@ -113,6 +128,7 @@ def broker(
 ) -> None:
     """Run one reference broker node on real TCP and files."""
     from reference_broker.config import BrokerConfig, ConfigError
+    from reference_broker.log_dir_failure import LogDirFailedError
     from reference_broker.metadata import MetadataCorruptError
     from reference_broker.os_env import os_node_env
 
@@ -135,10 +151,13 @@ def broker(
     env = os_node_env(data_dir, volatile_until_fsync=config.volatile_until_fsync, seed=seed)
     try:
         _apply_clock_offset(env, data_dir)
+        _apply_disk_fault(env, data_dir)
         trio.run(_main, env, config, data_dir)
-    except (MetadataCorruptError, OSError, BaseExceptionGroup) as exc:
+    except (MetadataCorruptError, OSError, LogDirFailedError, BaseExceptionGroup) as exc:
         # Setup failures (port in use, unreadable data dir) arrive wrapped by nurseries.
         leaves = _leaves(exc)
+        if any(isinstance(e, LogDirFailedError) for e in leaves):
+            _halt(env)
         if not all(isinstance(e, MetadataCorruptError | OSError) for e in leaves):
             raise
         setup_failed("; ".join(str(leaf) for leaf in leaves))
@@ -169,11 +188,58 @@ def _apply_clock_offset(env: NodeEnv, data_dir: Path) -> None:
     env.clock.offset_ms = offset_ms
 
 
-def _crash_keeping_page_cache(env: NodeEnv) -> None:
-    """Write buffered bytes to the files without fsync, then die as SIGKILL would."""
+def _apply_disk_fault(env: NodeEnv, data_dir: Path) -> None:
+    """Set the storage's injected faults from `<data_dir>/disk-fault` (absent: none)."""
+    from reference_broker.os_env import OsStorage, StorageFaults
+
+    assert isinstance(env.storage, OsStorage)
+    path = data_dir / DISK_FAULT_FILE
+    try:
+        spec = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        spec = {}
+    except ValueError as exc:
+        raise OSError(f"{path} must hold a JSON object: {exc}") from None
+    faults = StorageFaults(
+        enospc_write=bool(spec.get("enospc_write", False)),
+        enospc_fsync=bool(spec.get("enospc_fsync", False)),
+        fsync_delay_s=float(spec.get("fsync_delay_ms", 0.0)) / 1000,
+    )
+    if faults != env.storage.faults:
+        logging.getLogger("faultline.broker").warning("disk faults injected: %s", faults)
+    env.storage.faults = faults
+
+
+def _halt(env: NodeEnv) -> None:
+    """Exit at once after the log directory failed (the broker logged why)."""
+    from reference_broker.log_dir_failure import HALT_EXIT_CODE
     from reference_broker.os_env import OsStorage
 
     assert isinstance(env.storage, OsStorage)
+    # A halted process's writes stay in the page cache; only the failed one is not there.
+    spilled = env.storage.spill_to_os()
+    os.write(2, f"halted: log directory failed ({spilled} unsynced bytes left to the OS)\n"
+             .encode())
+    os._exit(HALT_EXIT_CODE)
+
+
+def _crash_keeping_page_cache(env: NodeEnv, data_dir: Path) -> None:
+    """Write buffered bytes to the files without fsync, then die as SIGKILL would; or,
+    when the harness left a torn-write seed, cut the power tearing the last write."""
+    from reference_broker.os_env import OsStorage
+
+    assert isinstance(env.storage, OsStorage)
+    seed_file = data_dir / TORN_WRITE_FILE
+    try:
+        seed = int(seed_file.read_text().strip())
+    except (OSError, ValueError):
+        seed = None
+    if seed is not None:
+        seed_file.unlink(missing_ok=True)
+        torn = env.storage.tear_to_os(random.Random(seed))
+        what = "nothing torn" if torn is None else f"{torn[0]} kept {torn[1]} of {torn[2]} bytes"
+        os.write(2, f"power cut on SIGUSR2 with a torn write: {what}\n".encode())
+        os._exit(exit_codes.CRASHED)
     spilled = env.storage.spill_to_os()
     # Straight to stderr: the logging machinery may buffer, and nothing runs after this.
     os.write(2, f"crashing on SIGUSR2 ({spilled} unsynced bytes left to the OS)\n".encode())
@@ -202,9 +268,13 @@ async def _main(env: NodeEnv, config: BrokerConfig, data_dir: Path) -> None:
                         _apply_clock_offset(env, data_dir)
                     except OSError as exc:
                         log.error("clock offset not changed: %s", exc)
+                    try:
+                        _apply_disk_fault(env, data_dir)
+                    except OSError as exc:
+                        log.error("disk faults not changed: %s", exc)
                     continue
                 if signum == signal.SIGUSR2:
-                    _crash_keeping_page_cache(env)
+                    _crash_keeping_page_cache(env, data_dir)
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 break
         nursery.cancel_scope.cancel()

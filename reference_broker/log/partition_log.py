@@ -40,6 +40,7 @@ records and tells the broker when a flush is due (`flush_due`); the broker await
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 from bisect import bisect_right
@@ -92,6 +93,11 @@ from reference_broker.log.segment import (
 )
 
 logger = logging.getLogger("faultline.broker.log")
+
+
+class CorruptCheckpointError(OSError):
+    """A checkpoint file failed its check: the broker refuses to start on it."""
+
 
 HIGH_WATERMARK_FILE = "high-watermark.checkpoint"
 # Written last by `close`, removed by `open`: the log was shut down cleanly.
@@ -334,7 +340,11 @@ class PartitionLog:
                 f.close()
             try:
                 self._producers = ProducerStateManager.from_snapshot(data)
-            except ValueError:
+            except ValueError as exc:
+                # Kafka's CorruptSnapshotException: delete it, rebuild from an older one or
+                # from the log (slower, nothing lost).
+                logger.warning("%s: producer snapshot %s is corrupt (%s); deleted, producer "
+                               "state rebuilt from the log instead", self.directory, path, exc)
                 self.storage.remove(path)
                 continue
             start = offset
@@ -356,10 +366,19 @@ class PartitionLog:
             data = f.read(0, _HW_RECORD.size)
         finally:
             f.close()
-        if len(data) != _HW_RECORD.size:
-            return 0
-        hw, check = _HW_RECORD.unpack(data)
-        return hw if check == _hw_check(hw) else 0
+        if len(data) == _HW_RECORD.size:
+            hw, check = _HW_RECORD.unpack(data)
+            if check == _hw_check(hw):
+                return hw
+        # The file is replaced whole (written aside, fsynced, renamed), so a bad one was
+        # damaged on disk. Kafka's checkpoint reader then takes the log dir offline and
+        # the broker halts; so does this one, saying what to do.
+        raise CorruptCheckpointError(
+            errno.EIO,
+            f"{path} is corrupt ({len(data)} bytes, failing its check); the log directory "
+            "cannot be trusted and the broker will not start. Delete that file to start "
+            "anyway: the high watermark is then learned again from the partition leader",
+        )
 
     # --- offsets ----------------------------------------------------------------------
 

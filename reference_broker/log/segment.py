@@ -12,6 +12,7 @@ grow. Recovery rebuilds them from the `.log`, the only file whose bytes are trus
 
 from __future__ import annotations
 
+import logging
 import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator
@@ -32,6 +33,8 @@ from reference_broker.log.recovery_scan import (
     SegmentScan,
     scan_segment,
 )
+
+logger = logging.getLogger("faultline.broker.log")
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -185,11 +188,22 @@ class LogSegment:
             _TIME_ENTRY.pack(ts, off - self.base_offset)
             for ts, off in zip(self._time_stamps, self._time_offsets, strict=True)
         )
-        for f, content in ((self.index, index), (self.time_index, times)):
+        for f, content, entry in (
+            (self.index, index, _INDEX_ENTRY.size),
+            (self.time_index, times, _TIME_ENTRY.size),
+        ):
             # An index that already matches the `.log` is left alone (the common case
             # after a clean shutdown): rewriting costs a truncate and a write per file.
-            if f.size() == len(content) and f.read(0, len(content)) == content:
+            size = f.size()
+            if size == len(content) and f.read(0, len(content)) == content:
                 continue
+            # One merely behind (entries not yet written at a crash) is normal; one that
+            # disagrees with the log or is cut mid-entry was damaged: Kafka's sanity check
+            # finds it corrupt and rebuilds it, saying so.
+            common = min(size, len(content))
+            if size % entry or f.read(0, common) != content[:common]:
+                logger.warning("%s is corrupt (%d bytes, disagrees with its .log); rebuilt "
+                               "from the log (%d bytes)", f.path, size, len(content))
             f.truncate(0)
             f.append(content)
 

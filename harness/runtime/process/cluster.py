@@ -37,6 +37,13 @@ Faults (FaultTarget):
   behind the same proxy port, so clients reconnect to the address they know.
 - clock = `<data_dir>/clock-offset-ms` holds the node's skew, SIGUSR1 makes the broker
   re-read it; it is also read at startup, so a skew survives a restart.
+- torn writes (`torn_writes=True`, with `power_loss`): `power_loss` writes a seed to
+  `<data_dir>/torn-write-seed` and sends SIGUSR2, on which the broker writes a prefix
+  of the last file's unsynced tail drawn from the seed and exits, losing the rest.
+- disk = `<data_dir>/disk-fault` (JSON) makes the broker's storage fail writes or
+  fsyncs with ENOSPC or slow its fsyncs, re-read on SIGUSR1 and at startup (a full disk
+  stays full across restarts); a broker that hits ENOSPC halts and exits 1, as Kafka
+  does. Files of a stopped node are damaged in place (`damage_file`).
 
 Processes never outlive the cluster: the context manager's `finally` stops them
 (SIGTERM, then SIGKILL), and each broker has PR_SET_PDEATHSIG=SIGKILL, so the kernel
@@ -57,10 +64,13 @@ from typing import IO, Self
 
 import trio
 
+from harness.broker_process import BrokerStartError
+from harness.commands.broker import DISK_FAULT_FILE, TORN_WRITE_FILE
 from harness.runtime.process.node import BrokerNode, NodeState
 from harness.runtime.process.observer import Beliefs, watch_beliefs
 from harness.runtime.process.proxy import FaultProxy, Link
-from nemesis.target import LinkFault
+from nemesis.disk import CONTROL_FILES
+from nemesis.target import DiskFault, FileDamage, LinkFault, NodeWontStartError
 from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
 
 log = logging.getLogger("faultline.runtime.process")
@@ -83,6 +93,7 @@ class ProcessCluster:
         *,
         settings: Mapping[str, object] | None = None,
         power_loss: bool = False,
+        torn_writes: bool = False,
         seed: int = 0,
         host: str = "127.0.0.1",
         start_timeout_s: float = 20.0,
@@ -93,6 +104,9 @@ class ProcessCluster:
             raise ValueError(f"a cluster needs at least one node, not {size}")
         self.run_dir = Path(run_dir)
         self.power_loss_enabled = power_loss
+        self.torn_writes = torn_writes
+        # Seeds of the torn writes, one per power cut, from the run's seed.
+        self._tear_rng = random.Random(f"{seed}/torn-writes")
         self.host = host
         self.start_timeout_s = start_timeout_s
         # A quorum cluster replicates, so its brokers must dial each other (through proxies).
@@ -396,7 +410,13 @@ class ProcessCluster:
             )
         broker = self._running_node(node, "power_loss")
         self._detach(node)
-        code = await broker.kill()
+        if self.torn_writes:
+            seed_file = broker.data_dir / TORN_WRITE_FILE
+            seed_file.write_text(f"{self._tear_rng.getrandbits(32)}\n")
+            code = await broker.crash_keeping_page_cache()
+            seed_file.unlink(missing_ok=True)  # should it have died before reading it
+        else:
+            code = await broker.kill()
         log.info("%s lost power (exit %s)", node, code)
 
     async def restart(self, node: str) -> None:
@@ -407,7 +427,59 @@ class ProcessCluster:
         broker = self._node(node)
         if broker.state is not NodeState.STOPPED:
             return
-        await self._start(broker)
+        try:
+            await self._start(broker)
+        except BrokerStartError as exc:
+            raise NodeWontStartError(f"{exc}: {_last_line(broker.log_path)}") from exc
+
+    # -- FaultTarget: disks --------------------------------------------------------------
+
+    def is_running(self, node: str) -> bool:
+        """Whether the node's process runs (paused counts; halted or killed does not)."""
+        return self._node(node).state is not NodeState.STOPPED
+
+    def stored_files(self, node: str) -> dict[str, int]:
+        """The broker's files under its data dir (path -> size), sorted; harness control
+        files left out."""
+        root = self._node(node).data_dir
+        found = {
+            path.relative_to(root).as_posix(): path.stat().st_size
+            for path in root.rglob("*")
+            if path.is_file() and path.name not in CONTROL_FILES
+        }
+        return dict(sorted(found.items()))
+
+    async def damage_file(self, node: str, path: str, damage: FileDamage) -> None:
+        """Flip a bit of, or truncate, a file of a stopped node, in place."""
+        broker = self._node(node)
+        if broker.state is not NodeState.STOPPED:
+            raise ClusterError(f"{node} is running: damage its files only while it is down")
+        target = broker.data_dir / path
+        with open(target, "r+b") as f:
+            if damage.flip_offset is not None:
+                f.seek(damage.flip_offset)
+                byte = f.read(1)[0]
+                f.seek(damage.flip_offset)
+                f.write(bytes([byte ^ (1 << damage.bit)]))
+            if damage.truncate_to is not None:
+                f.truncate(damage.truncate_to)
+        log.info("%s: damaged %s (%s)", node, path, damage)
+
+    async def set_disk_fault(self, node: str, fault: DiskFault | None) -> None:
+        """Write the node's disk-fault control file and tell a running broker to read it."""
+        broker = self._node(node)
+        broker.data_dir.mkdir(parents=True, exist_ok=True)
+        path = broker.data_dir / DISK_FAULT_FILE
+        if fault is None or fault == DiskFault():
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"enospc_write": fault.enospc_write,
+                                       "enospc_fsync": fault.enospc_fsync,
+                                       "fsync_delay_ms": fault.fsync_delay_ms}))
+            tmp.replace(path)
+        if broker.state is not NodeState.STOPPED:
+            broker.signal(signal.SIGUSR1)
 
     async def pause(self, node: str) -> None:
         """SIGSTOP the node: connections stay open, nothing is answered."""
@@ -475,3 +547,11 @@ class ProcessCluster:
         FindCoordinator answers); None until that topic exists."""
         count = int(str(self._base_settings.get("offsets.topic.num.partitions", 50)))
         return self.leader_of(OFFSETS_TOPIC, partition_for(group, count))
+
+def _last_line(path: Path) -> str:
+    """The last line a broker wrote (why it exited), or a note that there is none."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "(its log is empty)"

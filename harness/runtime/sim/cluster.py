@@ -27,14 +27,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import trio
 
-from nemesis.target import LinkFault
+from nemesis.target import DiskFault, FileDamage, LinkFault, NodeWontStartError
 from reference_broker.broker import Broker
 from reference_broker.config import BrokerConfig
 from reference_broker.env import NodeEnv
 from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
+from reference_broker.log_dir_failure import LogDirFailedError
 from reference_broker.server import RunningBroker, serve_broker
 
 from .clock import DEFAULT_EPOCH_MS, SimClock
@@ -76,6 +78,18 @@ class SimNode:
     def address(self) -> str:
         """host:port clients bootstrap to."""
         return f"{self.name}:{BROKER_PORT}"
+
+
+class _NotingStarted:
+    """A task status that remembers whether the task reported itself started."""
+
+    def __init__(self, inner: trio.TaskStatus[RunningBroker]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: RunningBroker) -> None:
+        self.done = True
+        self.inner.started(value)
 
 
 class SimCluster:
@@ -173,7 +187,21 @@ class SimCluster:
             gate=self.network.add_host(node.name).gate,
         )
         node.network = self.network.incarnate(node.name)
-        node.running = await self._nursery.start(self._run_node, node)
+        try:
+            node.running = await self._nursery.start(self._run_node, node)
+        except Exception as exc:
+            # It exited before serving (a broker refusing its damaged data, or halting on
+            # a failed disk): it stays down, as a process that exited would.
+            self._end_incarnation(node)
+            raise NodeWontStartError(f"{node.name} did not start: {exc}") from exc
+
+    def _end_incarnation(self, node: SimNode) -> None:
+        """An incarnation that exited by itself: its page cache survives, as on exit."""
+        if node.storage is not None and node.storage.alive:
+            node.storage.crash()
+            self.network.crash(node.name)
+            node.disk.survive_kill()
+        node.running = None
 
     async def _run_node(
         self,
@@ -195,8 +223,18 @@ class SimCluster:
         try:
             with trio.CancelScope() as scope:
                 node.scope = scope
+                status = _NotingStarted(task_status)
                 try:
-                    await serve_broker(env, node.config, task_status=task_status)
+                    await serve_broker(
+                        env, node.config, task_status=cast(trio.TaskStatus[RunningBroker], status)
+                    )
+                except LogDirFailedError:
+                    # The broker halted on a failed disk (it logged why): the process is
+                    # gone, the node is down until something restarts it.
+                    if node.storage is storage:
+                        self._end_incarnation(node)
+                    if not status.done:
+                        raise  # to `_start_node`, which says the node did not start
                 except BaseException:
                     if storage.alive:
                         raise
@@ -313,6 +351,35 @@ class SimCluster:
     async def reset_clock(self, node: str) -> None:
         """Put the node's wall clock back in step."""
         self.node(node).clock.reset()
+        await trio.lowlevel.checkpoint()
+
+    def is_running(self, node: str) -> bool:
+        """Whether the node has a live incarnation."""
+        return self.node(node).up
+
+    def stored_files(self, node: str) -> dict[str, int]:
+        """The node's files (path -> size as the node sees it), sorted by path."""
+        disk = self.node(node).disk
+        return {path: len(disk.files[path].content) for path in sorted(disk.files)}
+
+    async def damage_file(self, node: str, path: str, damage: FileDamage) -> None:
+        """Flip a bit of, or truncate, a file of a node that is down."""
+        target = self.node(node)
+        if target.up:
+            raise SimClusterError(f"{node} is running: damage its files only while it is down")
+        if damage.flip_offset is not None:
+            target.disk.flip_bit(path, damage.flip_offset, damage.bit)
+        if damage.truncate_to is not None:
+            target.disk.cut(path, damage.truncate_to)
+        await trio.lowlevel.checkpoint()
+
+    async def set_disk_fault(self, node: str, fault: DiskFault | None) -> None:
+        """Make the node's disk fail (ENOSPC, slow fsync) until cleared with None."""
+        disk = self.node(node).disk
+        fault = fault or DiskFault()
+        disk.enospc_write = fault.enospc_write
+        disk.enospc_fsync = fault.enospc_fsync
+        disk.fsync_stall_s = fault.fsync_delay_ms / 1000
         await trio.lowlevel.checkpoint()
 
     @property

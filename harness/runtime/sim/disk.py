@@ -25,6 +25,7 @@ hands to `append` (it already makes them), so it costs one list entry per append
 
 from __future__ import annotations
 
+import errno
 import functools
 import random
 from collections.abc import Callable
@@ -109,12 +110,21 @@ def _is_under(key: str, prefix: str) -> bool:
 
 
 class SimDisk:
-    """A node's durable state across incarnations: files and directories by path."""
+    """A node's durable state across incarnations: files and directories by path.
+
+    Injected disk faults live here, so they outlast a restart as a full disk would:
+    `enospc_write` fails every write (append, write_at) with ENOSPC before it changes
+    anything, `enospc_fsync` fails every fsync with ENOSPC, and `fsync_stall_s` is added
+    to every fsync's latency.
+    """
 
     def __init__(self) -> None:
         self.files: dict[str, SimInode] = {}
         self.dirs: set[str] = set()
         self.last_written: SimInode | None = None
+        self.enospc_write = False
+        self.enospc_fsync = False
+        self.fsync_stall_s = 0.0
         # Everything ever appended to a workload topic's segment files (see above).
         self.appends: list[JournalEntry] = []
 
@@ -134,6 +144,20 @@ class SimDisk:
         """A process crash: the page cache outlives the process, so everything persists."""
         for inode in self.files.values():
             inode.sync()
+
+    def flip_bit(self, path: str, offset: int, bit: int) -> None:
+        """Flip one bit of a file, durably (a disk fault found on the next read)."""
+        inode = self.files[_normalize(path)]
+        inode.sync()
+        inode.content[offset] ^= 1 << bit
+        inode.durable[offset] = inode.content[offset]
+
+    def cut(self, path: str, size: int) -> None:
+        """Truncate a file to `size` bytes, durably."""
+        inode = self.files[_normalize(path)]
+        inode.sync()
+        del inode.content[size:]
+        del inode.durable[size:]
 
     def survive_power_loss(self, tear: random.Random | None = None) -> None:
         """A power cut: un-fsynced contents are lost; `tear` tears the last write."""
@@ -176,6 +200,8 @@ class SimFile:
     def append(self, data: bytes) -> None:
         """Append bytes; volatile until the next fsync."""
         inode = self._live()
+        if self._storage.disk.enospc_write:
+            raise _no_space(inode.path)
         inode.mark_dirty(len(inode.content))
         inode.content += data
         disk = self._storage.disk
@@ -188,6 +214,8 @@ class SimFile:
         if offset < 0:
             raise ValueError(f"write at negative offset {offset} in {self.path}")
         inode = self._live()
+        if self._storage.disk.enospc_write:
+            raise _no_space(inode.path)
         content = inode.content
         if offset > len(content):
             content += bytes(offset - len(content))
@@ -215,7 +243,10 @@ class SimFile:
     async def fsync(self) -> None:
         """Make everything written so far durable, then take the disk's fsync latency."""
         await self._storage.before_io()
-        self._live().sync()
+        inode = self._live()
+        if self._storage.disk.enospc_fsync:
+            raise _no_space(inode.path)
+        inode.sync()
         await self._storage.fsync_delay()
 
     def close(self) -> None:
@@ -258,13 +289,14 @@ class SimStorage:
         self.check_alive()
 
     async def fsync_delay(self) -> None:
-        """Spend the disk's fsync latency (always a checkpoint)."""
-        if self.fsync_latency_s > 0:
+        """Spend the disk's fsync latency, plus any injected stall (always a checkpoint)."""
+        latency = self.fsync_latency_s + self.disk.fsync_stall_s
+        if latency > 0:
             agenda = Agenda.for_this_run()  # a sleep without a cancel scope, if available
             if agenda is not None:
-                await agenda.sleep_until(trio.current_time() + self.fsync_latency_s)
+                await agenda.sleep_until(trio.current_time() + latency)
             else:
-                await trio.sleep(self.fsync_latency_s)
+                await trio.sleep(latency)
         else:
             await trio.lowlevel.checkpoint()
         self.check_alive()
@@ -357,4 +389,10 @@ class SimStorage:
     async def fsync_dir(self, path: str) -> None:
         """Directory entries are durable at once here; this only costs the fsync latency."""
         await self.before_io()
+        if self.disk.enospc_fsync:
+            raise _no_space(path)
         await self.fsync_delay()
+
+
+def _no_space(path: str) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device (injected by the nemesis)", path)
