@@ -29,6 +29,7 @@ from ..errors import BrokerError, ErrorCode
 from ..group.offsets_store import OFFSETS_TOPIC
 from ..group.results import JoinProtocol, OffsetAndMetadata
 from .context import RequestContext
+from .txn_coordinator_lookup import transaction_coordinator_of
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -54,7 +55,9 @@ _DeletedGroup = DeleteGroupsResponse.DeletableGroupResult
 
 def _find(broker: Broker, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
     if key_type == COORDINATOR_TRANSACTION:
-        return ErrorCode.INVALID_REQUEST, "transactions are not supported by this broker yet"
+        if not key:
+            return ErrorCode.INVALID_REQUEST, "transactional id must not be empty"
+        return ErrorCode.NONE, None
     if key_type != COORDINATOR_GROUP:
         return ErrorCode.INVALID_REQUEST, f"coordinator key type {key_type} is not supported"
     if not key:
@@ -70,6 +73,8 @@ async def _coordinator_of(
     error, message = _find(broker, key, key_type)
     if error is not ErrorCode.NONE:
         return error, message, None
+    if key_type == COORDINATOR_TRANSACTION:
+        return await transaction_coordinator_of(broker, key)
     cluster = broker.cluster
     if cluster is None:
         return ErrorCode.NONE, None, broker.endpoint
