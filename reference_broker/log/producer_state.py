@@ -171,16 +171,17 @@ class ProducerStateManager:
             epoch = header.producer_epoch
             first_seq = header.base_sequence
             last_seq = header.last_sequence
-            if entry is None:
+            if first_seq == NO_SEQUENCE and (entry is None or epoch >= entry.producer_epoch):
+                # Written by a coordinator (transactional offset commits): no sequence.
+                entry = entry or ProducerStateEntry(pid, epoch)
+                entry = replace(entry, producer_epoch=epoch)
+            elif entry is None:
                 if first_seq != 0:
                     raise OutOfOrderSequenceError(
                         f"producer {pid} is unknown to this partition and its first batch "
                         f"starts at sequence {first_seq}, not 0"
                     )
                 entry = ProducerStateEntry(pid, epoch)
-            elif first_seq == NO_SEQUENCE and epoch >= entry.producer_epoch:
-                # Written by a coordinator (transactional offset commits): no sequence.
-                entry = replace(entry, producer_epoch=epoch)
             elif epoch < entry.producer_epoch:
                 raise InvalidProducerEpochError(
                     f"producer {pid} epoch {epoch} is older than the current epoch "
