@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -27,7 +28,10 @@ SETTINGS = {
 }
 
 
-async def with_broker(tmp_path: Path, client: Callable[[str], object]) -> object:
+T = TypeVar("T")
+
+
+async def with_broker(tmp_path: Path, client: Callable[[str], T]) -> T:
     async with in_process_broker(tmp_path, SETTINGS) as running:
         return await trio.to_thread.run_sync(client, bootstrap_of(running))
 
@@ -53,13 +57,14 @@ def read_all(bootstrap: str, topic: str, isolation: str, expect: int) -> list[by
             if len(values) >= expect:
                 break
             continue
-        if message.error() is None:
-            values.append(message.value())
+        value = message.value()
+        if message.error() is None and value is not None:
+            values.append(value)
     consumer.close()
     return values
 
 
-def txn_producer(bootstrap: str, txn_id: str, **extra: object) -> object:
+def txn_producer(bootstrap: str, txn_id: str, **extra: object) -> Any:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, **extra})
@@ -71,19 +76,19 @@ async def test_confluent_commit_and_abort_by_isolation_level(tmp_path: Path) -> 
     def client(bootstrap: str) -> tuple[list[bytes], list[bytes]]:
         producer = txn_producer(bootstrap, "tx-commit-abort")
         for value, commit in ((b"c1", True), (b"a1", False), (b"c2", True), (b"a2", False)):
-            producer.begin_transaction()  # type: ignore[attr-defined]
-            producer.produce("t", value)  # type: ignore[attr-defined]
-            producer.flush(10)  # type: ignore[attr-defined]
+            producer.begin_transaction()
+            producer.produce("t", value)
+            producer.flush(10)
             if commit:
-                producer.commit_transaction(10)  # type: ignore[attr-defined]
+                producer.commit_transaction(10)
             else:
-                producer.abort_transaction(10)  # type: ignore[attr-defined]
+                producer.abort_transaction(10)
         return (
             read_all(bootstrap, "t", "read_committed", 2),
             read_all(bootstrap, "t", "read_uncommitted", 4),
         )
 
-    committed, uncommitted = await with_broker(tmp_path, client)  # type: ignore[misc]
+    committed, uncommitted = await with_broker(tmp_path, client)
     assert committed == [b"c1", b"c2"]
     assert uncommitted == [b"c1", b"a1", b"c2", b"a2"]
 
@@ -94,19 +99,19 @@ async def test_read_committed_waits_for_an_open_transaction(tmp_path: Path) -> N
 
         plain = Producer({"bootstrap.servers": bootstrap})
         producer = txn_producer(bootstrap, "tx-open")
-        producer.begin_transaction()  # type: ignore[attr-defined]
-        producer.produce("t", b"pending")  # type: ignore[attr-defined]
-        producer.flush(10)  # type: ignore[attr-defined]
+        producer.begin_transaction()
+        producer.produce("t", b"pending")
+        producer.flush(10)
         plain.produce("t", b"after")
         plain.flush(10)
         # Data after an open transaction is invisible to read_committed: the LSO stops.
         during = read_all(bootstrap, "t", "read_committed", 1)
         uncommitted = read_all(bootstrap, "t", "read_uncommitted", 2)
-        producer.commit_transaction(10)  # type: ignore[attr-defined]
+        producer.commit_transaction(10)
         after = read_all(bootstrap, "t", "read_committed", 2)
         return during, uncommitted, after
 
-    during, uncommitted, after = await with_broker(tmp_path, client)  # type: ignore[misc]
+    during, uncommitted, after = await with_broker(tmp_path, client)
     assert during == []
     assert uncommitted == [b"pending", b"after"]
     assert after == [b"pending", b"after"]
@@ -130,7 +135,7 @@ async def test_send_offsets_to_transaction_commits_offsets_only_with_it(tmp_path
             }
         )
         consumer.subscribe(["in"])
-        got = []
+        got: list[Any] = []
         deadline = time.monotonic() + 30
         while len(got) < 5 and time.monotonic() < deadline:
             message = consumer.poll(0.5)
@@ -139,24 +144,20 @@ async def test_send_offsets_to_transaction_commits_offsets_only_with_it(tmp_path
         assert len(got) == 5
         producer = txn_producer(bootstrap, "tx-eos")
         metadata = consumer.consumer_group_metadata()
-        producer.begin_transaction()  # type: ignore[attr-defined]
-        producer.produce("out", b"M0")  # type: ignore[attr-defined]
-        producer.send_offsets_to_transaction(  # type: ignore[attr-defined]
-            [TopicPartition("in", 0, 3)], metadata, 10
-        )
-        producer.commit_transaction(10)  # type: ignore[attr-defined]
+        producer.begin_transaction()
+        producer.produce("out", b"M0")
+        producer.send_offsets_to_transaction([TopicPartition("in", 0, 3)], metadata, 10)
+        producer.commit_transaction(10)
         (after_commit,) = consumer.committed([TopicPartition("in", 0)], 10)
-        producer.begin_transaction()  # type: ignore[attr-defined]
-        producer.produce("out", b"M1")  # type: ignore[attr-defined]
-        producer.send_offsets_to_transaction(  # type: ignore[attr-defined]
-            [TopicPartition("in", 0, 5)], metadata, 10
-        )
-        producer.abort_transaction(10)  # type: ignore[attr-defined]
+        producer.begin_transaction()
+        producer.produce("out", b"M1")
+        producer.send_offsets_to_transaction([TopicPartition("in", 0, 5)], metadata, 10)
+        producer.abort_transaction(10)
         (after_abort,) = consumer.committed([TopicPartition("in", 0)], 10)
         consumer.close()
         return after_commit.offset, after_abort.offset
 
-    after_commit, after_abort = await with_broker(tmp_path, client)  # type: ignore[misc]
+    after_commit, after_abort = await with_broker(tmp_path, client)
     assert after_commit == 3
     assert after_abort == 3
 
@@ -166,21 +167,21 @@ async def test_zombie_instance_is_fenced_and_its_transaction_aborted(tmp_path: P
         from confluent_kafka import KafkaException
 
         zombie = txn_producer(bootstrap, "tx-zombie")
-        zombie.begin_transaction()  # type: ignore[attr-defined]
-        zombie.produce("out", b"from-zombie")  # type: ignore[attr-defined]
-        zombie.flush(10)  # type: ignore[attr-defined]
+        zombie.begin_transaction()
+        zombie.produce("out", b"from-zombie")
+        zombie.flush(10)
         successor = txn_producer(bootstrap, "tx-zombie")
         try:
-            zombie.commit_transaction(10)  # type: ignore[attr-defined]
+            zombie.commit_transaction(10)
             outcome, fatal = "committed", False
         except KafkaException as exc:
             outcome, fatal = exc.args[0].name(), exc.args[0].fatal()
-        successor.begin_transaction()  # type: ignore[attr-defined]
-        successor.produce("out", b"from-successor")  # type: ignore[attr-defined]
-        successor.commit_transaction(10)  # type: ignore[attr-defined]
+        successor.begin_transaction()
+        successor.produce("out", b"from-successor")
+        successor.commit_transaction(10)
         return outcome, fatal, read_all(bootstrap, "out", "read_committed", 1)
 
-    outcome, fatal, values = await with_broker(tmp_path, client)  # type: ignore[misc]
+    outcome, fatal, values = await with_broker(tmp_path, client)
     assert outcome == "_FENCED" and fatal
     assert values == [b"from-successor"]
 
@@ -190,21 +191,21 @@ async def test_transaction_timeout_aborts_and_fences_the_producer(tmp_path: Path
         from confluent_kafka import KafkaException
 
         producer = txn_producer(bootstrap, "tx-slow", **{"transaction.timeout.ms": 1000})
-        producer.begin_transaction()  # type: ignore[attr-defined]
-        producer.produce("t", b"too-slow")  # type: ignore[attr-defined]
-        producer.flush(10)  # type: ignore[attr-defined]
+        producer.begin_transaction()
+        producer.produce("t", b"too-slow")
+        producer.flush(10)
         time.sleep(2.5)
         # The coordinator aborted it: the LSO moved past it and its data is aborted.
         committed = read_all(bootstrap, "t", "read_committed", 0)
         uncommitted = read_all(bootstrap, "t", "read_uncommitted", 1)
         try:
-            producer.commit_transaction(10)  # type: ignore[attr-defined]
+            producer.commit_transaction(10)
             failed = False
         except KafkaException:
             failed = True
-        return committed + [b"|"] + uncommitted, failed
+        return [*committed, b"|", *uncommitted], failed
 
-    values, failed = await with_broker(tmp_path, client)  # type: ignore[misc]
+    values, failed = await with_broker(tmp_path, client)
     assert values == [b"|", b"too-slow"]
     assert failed
 
@@ -233,6 +234,6 @@ async def test_aiokafka_transactional_producer(tmp_path: Path) -> None:
             read_all(bootstrap, "t", "read_uncommitted", 3),
         )
 
-    committed, uncommitted = await with_broker(tmp_path, client)  # type: ignore[misc]
+    committed, uncommitted = await with_broker(tmp_path, client)
     assert committed == [b"aio-commit", b"aio-commit-2"]
     assert uncommitted == [b"aio-commit", b"aio-abort", b"aio-commit-2"]
