@@ -127,7 +127,9 @@ def read_committed(bootstrap: str, wanted: int) -> dict[int, list[int]]:
                 break
             continue
         quiet_since = time.monotonic()
-        seen[message.partition()].append(int(message.value()))
+        partition, value = message.partition(), message.value()
+        assert partition is not None and value is not None
+        seen[partition].append(int(value))
     consumer.close()
     return seen
 
