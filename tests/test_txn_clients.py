@@ -36,8 +36,11 @@ async def with_broker(tmp_path: Path, client: Callable[[str], T]) -> T:
         return await trio.to_thread.run_sync(client, bootstrap_of(running))
 
 
-def read_all(bootstrap: str, topic: str, isolation: str, expect: int) -> list[bytes]:
-    """Every value of partition 0 of `topic` a consumer with `isolation` gets."""
+def read_all(
+    bootstrap: str, topic: str, isolation: str, expect: int, wait_s: float = 10.0
+) -> list[bytes]:
+    """The values of partition 0 of `topic` a consumer with `isolation` gets: once it has
+    `expect` and nothing more comes, or after `wait_s`."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -50,7 +53,7 @@ def read_all(bootstrap: str, topic: str, isolation: str, expect: int) -> list[by
     )
     consumer.assign([TopicPartition(topic, 0, 0)])
     values: list[bytes] = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         message = consumer.poll(0.2)
         if message is None:
