@@ -240,3 +240,39 @@ async def test_aiokafka_transactional_producer(tmp_path: Path) -> None:
     committed, uncommitted = await with_broker(tmp_path, client)
     assert committed == [b"aio-commit", b"aio-commit-2"]
     assert uncommitted == [b"aio-commit", b"aio-abort", b"aio-commit-2"]
+
+
+async def test_list_offsets_latest_is_the_lso_under_read_committed(tmp_path: Path) -> None:
+    def client(bootstrap: str) -> tuple[int, int, int]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        seed = txn_producer(bootstrap, "tx-list")
+        seed.begin_transaction()
+        seed.produce("t", b"a")
+        seed.produce("t", b"b")
+        seed.commit_transaction(10)
+        seed.begin_transaction()
+        seed.produce("t", b"open")
+        seed.flush(10)
+        tp = TopicPartition("t", 0)
+        ends = []
+        for isolation in ("read_committed", "read_uncommitted"):
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
+            ends.append(consumer.end_offsets([tp])[tp])
+            consumer.close()
+        seed.abort_transaction(10)
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+        deadline = time.monotonic() + 10
+        while True:
+            after = consumer.end_offsets([tp])[tp]
+            if after > ends[0] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        consumer.close()
+        return ends[0], ends[1], after
+
+    committed_end, uncommitted_end, after_abort = await with_broker(tmp_path, client)
+    # a, b, their COMMIT marker at 2; the open transaction starts at 3.
+    assert committed_end == 3
+    assert uncommitted_end == 4
+    assert after_abort == 5  # past the ABORT marker
