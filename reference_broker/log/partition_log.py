@@ -152,6 +152,7 @@ class PartitionLog:
         self._bases: list[int] = []
         self._producers = ProducerStateManager()
         self._txn_index = TxnIndex(storage, self.directory)
+        self._txn_dirty = False
         self._epochs = LeaderEpochCache()
         self._log_end_offset = 0
         self._high_watermark = 0
@@ -386,9 +387,8 @@ class PartitionLog:
         entry = AbortedTxn(
             completed.producer_id, completed.first_offset, completed.last_offset, lso
         )
-        written = self._txn_index.add(entry, segment_base)
-        if written is not None:
-            self._unsynced_files.append(written)
+        if self._txn_index.add(entry, segment_base):
+            self._txn_dirty = True
             self._dir_dirty = True
 
     def _read_high_watermark(self) -> int:
@@ -979,6 +979,11 @@ class PartitionLog:
                     unsynced.pop(0).close()
                     if self._closed:
                         return
+                if self._txn_dirty:
+                    self._txn_dirty = False
+                    await self._txn_index.flush()
+                    if self._closed:
+                        return
                 if dir_dirty:
                     await self.storage.fsync_dir(self.directory)
             except OSError as exc:
@@ -987,6 +992,7 @@ class PartitionLog:
             except BaseException:
                 # Cancelled: nothing is known durable, a later flush tries again.
                 self._rolled_unflushed = True
+                self._txn_dirty = True
                 self._dirty.update(s for s in dirty if not s.closed)
                 self._unsynced_files[:0] = unsynced
                 unsynced = []
@@ -1048,6 +1054,7 @@ class PartitionLog:
     def close_now(self) -> None:
         """Release the files without flushing (unsynced data stays as the storage keeps it)."""
         self._closed = True
+        self._txn_index.close()
         for segment in self._segments:
             segment.close()
         for f in self._unsynced_files:

@@ -10,8 +10,9 @@ Entries live in memory too (sorted by marker offset). The files follow the segme
 deleted with them by retention, cut back with them on truncation, and loaded at open;
 an entry whose marker is at or past the recovered log end is dropped (its marker was
 lost in the crash). Entries are written without fsync on the append path and fsynced
-by the log's next flush; recovery replays the log after the newest producer snapshot,
-which re-adds any abort the files lost.
+by the log's next flush (one open file per segment with entries, kept until the log
+closes); recovery replays the log after the newest producer snapshot, which re-adds
+any abort the files lost.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class TxnIndex:
         self._lasts: list[int] = []
         # Which segment file holds each entry (by marker offset).
         self._segment_of: dict[int, int] = {}
+        # Open index files being appended to, and those with writes not yet fsynced.
+        self._files: dict[int, StorageFile] = {}
+        self._unsynced: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,17 +101,38 @@ class TxnIndex:
         self._segment_of[entry.last_offset] = base
         return True
 
-    def add(self, entry: AbortedTxn, segment_base: int) -> StorageFile | None:
-        """Record an abort whose marker went to segment `segment_base`.
-
-        Returns the index file, written but not fsynced, for the log's next flush to sync
-        (None when the index already held it: a replay after recovery).
-        """
+    def add(self, entry: AbortedTxn, segment_base: int) -> bool:
+        """Record an abort whose marker went to segment `segment_base`, written but not
+        fsynced (`flush`); False when the index already held it (a replay)."""
         if not self._insert(entry, segment_base):
-            return None
-        f = self._storage.open(self._path(segment_base))
+            return False
+        f = self._files.get(segment_base)
+        if f is None:
+            f = self._files[segment_base] = self._storage.open(self._path(segment_base))
         f.append(_pack(entry))
-        return f
+        self._unsynced.add(segment_base)
+        return True
+
+    async def flush(self) -> None:
+        """fsync the index files written since the last flush."""
+        for base in sorted(self._unsynced):
+            f = self._files.get(base)
+            if f is not None:
+                await f.fsync()
+            self._unsynced.discard(base)
+
+    def close(self) -> None:
+        """Close the open index files (unsynced writes stay as the storage keeps them)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        self._unsynced.clear()
+
+    def _forget_file(self, base: int) -> None:
+        f = self._files.pop(base, None)
+        if f is not None:
+            f.close()
+        self._unsynced.discard(base)
 
     def collect(self, fetch_offset: int, upper_bound: int) -> list[AbortedTxn]:
         """Aborted transactions that overlap [fetch_offset, upper_bound), as Kafka's
@@ -140,10 +165,12 @@ class TxnIndex:
         self._entries = kept
         self._lasts = [e.last_offset for e in kept]
         for base in gone:
+            self._forget_file(base)
             if self._storage.exists(self._path(base)):
                 self._storage.remove(self._path(base))
 
     def _rewrite(self, base: int, entries: list[AbortedTxn]) -> None:
+        self._forget_file(base)
         path = self._path(base)
         if not entries:
             if self._storage.exists(path):
