@@ -450,10 +450,12 @@ class GroupCoordinator:
         )
         return {tp: stored.get(tp, ErrorCode.OFFSET_METADATA_TOO_LARGE) for tp in offsets}
 
-    def complete_transaction(self, partition: int, producer_id: int, commit: bool) -> None:
+    def complete_transaction(
+        self, partition: int, producer_id: int, producer_epoch: int, commit: bool
+    ) -> None:
         """A transaction marker was written to `__consumer_offsets-<partition>`."""
         if self._store.owns(partition):
-            self._store.complete_transaction(partition, producer_id, commit)
+            self._store.complete_transaction(partition, producer_id, producer_epoch, commit)
 
     def has_pending_offset(self, group_id: str, tp: TopicPartition) -> bool:
         """Whether an undecided transaction commits an offset of `tp` for the group."""

@@ -152,8 +152,9 @@ class OffsetsStore:
         self._offsets: dict[str, dict[TopicPartition, _Committed]] = {}
         # The last GroupMetadataValue of every group that has one and was not deleted.
         self._group_metadata: dict[str, GroupMetadataValue] = {}
-        # Transactional commits awaiting their marker: producer id -> group -> offsets.
-        self._pending: dict[int, dict[str, dict[TopicPartition, _Committed]]] = {}
+        # Transactional commits awaiting their marker: producer id -> group -> offsets,
+        # each with the producer epoch that wrote it.
+        self._pending: dict[int, dict[str, dict[TopicPartition, tuple[_Committed, int]]]] = {}
 
     def partition_for(self, group_id: str) -> int:
         """The `__consumer_offsets` partition that stores this group."""
@@ -247,11 +248,18 @@ class OffsetsStore:
                         for control in batch:
                             # kafka-python's ControlRecord: type 1 COMMIT, 0 ABORT.
                             commit = getattr(control, "type", 0) == 1
-                            self.complete_transaction(partition, batch.producer_id, commit)
+                            self.complete_transaction(
+                                partition, batch.producer_id, batch.producer_epoch, commit
+                            )
                 elif batch.magic >= 2 and batch.is_transactional:
                     for record in batch:
                         self._apply_pending(
-                            partition, batch.producer_id, record.offset, record.key, record.value
+                            partition,
+                            batch.producer_id,
+                            batch.producer_epoch,
+                            record.offset,
+                            record.key,
+                            record.value,
                         )
                 elif batch.magic >= 2:
                     for record in batch:
@@ -295,6 +303,7 @@ class OffsetsStore:
         self,
         partition: int,
         producer_id: int,
+        producer_epoch: int,
         log_offset: int,
         key: bytes | None,
         value: bytes | None,
@@ -311,11 +320,17 @@ class OffsetsStore:
                 f"{OFFSETS_TOPIC}-{partition} offset {log_offset}: {exc}"
             ) from None
         group = self._pending.setdefault(producer_id, {}).setdefault(decoded.group, {})
-        group[(decoded.topic, decoded.partition)] = committed
+        group[(decoded.topic, decoded.partition)] = (committed, producer_epoch)
 
-    def complete_transaction(self, partition: int, producer_id: int, commit: bool) -> None:
+    def complete_transaction(
+        self, partition: int, producer_id: int, producer_epoch: int, commit: bool
+    ) -> None:
         """A marker reached `partition`: the producer's pending commits of groups stored
-        there become committed (COMMIT) or go (ABORT)."""
+        there become committed (COMMIT) or go (ABORT).
+
+        A COMMIT applies only commits written with its own epoch: one an older, fenced
+        instance slipped in under the same producer id is dropped, never committed by
+        its successor's transaction."""
         groups = self._pending.get(producer_id)
         if not groups:
             return
@@ -324,7 +339,9 @@ class OffsetsStore:
             if not commit:
                 continue
             stored = self._offsets.setdefault(group_id, {})
-            for tp, committed in offsets.items():
+            for tp, (committed, epoch) in offsets.items():
+                if epoch != producer_epoch:
+                    continue
                 current = stored.get(tp)
                 if current is None or current.log_offset < committed.log_offset:
                     stored[tp] = committed
@@ -377,7 +394,7 @@ class OffsetsStore:
             return dict.fromkeys(offsets, _commit_error(exc.code))
         group = self._pending.setdefault(producer_id, {}).setdefault(group_id, {})
         for delta, (tp, om) in enumerate(stamped.items()):
-            group[tp] = _Committed(om, appended.base_offset + delta)
+            group[tp] = (_Committed(om, appended.base_offset + delta), producer_epoch)
         return dict.fromkeys(offsets, ErrorCode.NONE)
 
     async def commit(

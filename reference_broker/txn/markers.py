@@ -74,7 +74,7 @@ async def write_marker_locally(
     except BrokerError as exc:
         return exc.code
     if topic == OFFSETS_TOPIC:
-        broker.coordinator.complete_transaction(index, producer_id, marker.commit)
+        broker.coordinator.complete_transaction(index, producer_id, producer_epoch, marker.commit)
     return ErrorCode.NONE
 
 
