@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("faultline.broker.txn")
 
 WRITE_TXN_MARKERS_VERSION = 1
+# Connections per leader: a connection carries one request at a time and each waits for
+# its markers to replicate, so independent transactions spread over a few of them.
+CHANNELS_PER_LEADER = 4
 # How long a leader waits for its ISR to take a marker before answering with an error.
 MARKER_REPLICATION_TIMEOUT_S = 5.0
 _Marker = WriteTxnMarkersRequest.WritableTxnMarker
@@ -84,7 +87,7 @@ class TxnMarkerChannel:
     def __init__(self, broker: Broker, request_timeout_s: float = 10.0) -> None:
         self._broker = broker
         self._timeout_s = request_timeout_s
-        self._channels: dict[int, PeerChannel] = {}
+        self._channels: dict[tuple[int, int], PeerChannel] = {}
 
     def _leader_of(self, tp: TopicPartition) -> int:
         broker = self._broker
@@ -122,13 +125,14 @@ class TxnMarkerChannel:
                     nursery.start_soon(remote, leader, tps)
         return results
 
-    def _channel(self, leader: int) -> PeerChannel | None:
-        channel = self._channels.get(leader)
+    def _channel(self, leader: int, producer_id: int) -> PeerChannel | None:
+        key = (leader, producer_id % CHANNELS_PER_LEADER)
+        channel = self._channels.get(key)
         if channel is None:
             address = self._broker.config.controller_address(leader)
             if address is None:
                 return None
-            channel = self._channels[leader] = PeerChannel(
+            channel = self._channels[key] = PeerChannel(
                 self._broker.env.network,
                 address.host,
                 address.port,
@@ -140,7 +144,7 @@ class TxnMarkerChannel:
     async def _send_to(
         self, leader: int, request: MarkerRequest, tps: list[TopicPartition]
     ) -> dict[TopicPartition, ErrorCode]:
-        channel = self._channel(leader)
+        channel = self._channel(leader, request.producer_id)
         if channel is None:
             logger.warning("no controller listener known for node %d: cannot send markers", leader)
             return dict.fromkeys(tps, ErrorCode.BROKER_NOT_AVAILABLE)
