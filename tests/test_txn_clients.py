@@ -5,7 +5,8 @@ sees committed data only, a read_uncommitted one the aborted data too; offsets s
 send_offsets_to_transaction become the group's only if the transaction commits; a
 zombie (an older instance of the same transactional.id) is fenced and its open
 transaction aborted; a transaction left open past transaction.timeout.ms is aborted by
-the coordinator. aiokafka's transactional producer commits and aborts the same way.
+the coordinator. aiokafka's and kafka-python's transactional producers commit and
+abort the same way; ListOffsets answers the LSO to read_committed consumers.
 """
 
 from __future__ import annotations
@@ -276,3 +277,27 @@ async def test_list_offsets_latest_is_the_lso_under_read_committed(tmp_path: Pat
     assert committed_end == 3
     assert uncommitted_end == 4
     assert after_abort == 5  # past the ABORT marker
+
+
+async def test_kafka_python_transactional_producer(tmp_path: Path) -> None:
+    def client(bootstrap: str) -> tuple[list[bytes], list[bytes]]:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="tx-kp")
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send("t", b"kp-commit")
+        producer.commit_transaction()
+        producer.begin_transaction()
+        producer.send("t", b"kp-abort")
+        producer.flush()
+        producer.abort_transaction()
+        producer.close()
+        return (
+            read_all(bootstrap, "t", "read_committed", 1),
+            read_all(bootstrap, "t", "read_uncommitted", 2),
+        )
+
+    committed, uncommitted = await with_broker(tmp_path, client)
+    assert committed == [b"kp-commit"]
+    assert uncommitted == [b"kp-commit", b"kp-abort"]
