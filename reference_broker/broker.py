@@ -1,9 +1,11 @@
-"""The Broker: one node's logs, partitions, topics, group coordinator and periodic tasks.
+"""The Broker: one node's logs, partitions, topics, group and transaction coordinators
+and periodic tasks.
 
 Everything the request handlers act on hangs off a `Broker`. It is opened from a
 `NodeEnv` (storage, clock, rng) and a `BrokerConfig`; `run` owns the background
-work (group coordinator timers, the log flusher, retention, the replica manager's
-fetchers and ISR checks) in its own nursery; `close` flushes and closes every log.
+work (group coordinator timers, the transaction coordinator's markers and timeouts,
+the log flusher, retention, the replica manager's fetchers and ISR checks) in its own
+nursery; `close` flushes and closes every log.
 The network side lives in `server.py`.
 
 Two modes:
