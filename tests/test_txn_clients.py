@@ -109,7 +109,7 @@ async def test_read_committed_waits_for_an_open_transaction(tmp_path: Path) -> N
         plain.produce("t", b"after")
         plain.flush(10)
         # Data after an open transaction is invisible to read_committed: the LSO stops.
-        during = read_all(bootstrap, "t", "read_committed", 1)
+        during = read_all(bootstrap, "t", "read_committed", 1, wait_s=2)
         uncommitted = read_all(bootstrap, "t", "read_uncommitted", 2)
         producer.commit_transaction(10)
         after = read_all(bootstrap, "t", "read_committed", 2)
