@@ -1,9 +1,11 @@
-"""The Broker: one node's logs, partitions, topics, group coordinator and periodic tasks.
+"""The Broker: one node's logs, partitions, topics, group and transaction coordinators
+and periodic tasks.
 
 Everything the request handlers act on hangs off a `Broker`. It is opened from a
 `NodeEnv` (storage, clock, rng) and a `BrokerConfig`; `run` owns the background
-work (group coordinator timers, the log flusher, retention, the replica manager's
-fetchers and ISR checks) in its own nursery; `close` flushes and closes every log.
+work (group coordinator timers, the transaction coordinator's markers and timeouts,
+the log flusher, retention, the replica manager's fetchers and ISR checks) in its own
+nursery; `close` flushes and closes every log.
 The network side lives in `server.py`.
 
 Two modes:
@@ -55,6 +57,10 @@ from .metadata import (
 )
 from .replication.manager import ReplicaManager
 from .replication.partition import HighWatermarkSignal, Partition
+from .txn.config import TXN_STATE_TOPIC, TxnConfig
+from .txn.coordinator import TransactionCoordinator
+from .txn.log_writer import LocalTxnLogWriter
+from .txn.markers import TxnMarkerChannel
 
 if TYPE_CHECKING:
     from .controller.client import ControllerClient
@@ -157,6 +163,16 @@ class Broker:
             config=config,
             log_config_of=self.log_config_of,
         )
+        # Transactions: a coordinator for the `__transaction_state` partitions led here.
+        self.txn_config = TxnConfig.from_properties(config.properties)
+        self.txn_markers = TxnMarkerChannel(self)
+        self.txn_coordinator = TransactionCoordinator(
+            self.txn_config,
+            env.clock,
+            LocalTxnLogWriter(logs, env.clock),
+            self.txn_markers,
+            lambda: self.producer_ids.next_id(),
+        )
 
     @property
     def cluster_id(self) -> str:
@@ -196,7 +212,21 @@ class Broker:
             # makes this node its leader; loading all of them here would create local logs
             # and move their high watermarks as if this node were their only replica.
             await coordinator.load()
+            for log in list(logs.all()):
+                if log.topic == TXN_STATE_TOPIC:
+                    await broker.ensure_local_txn_partition(log.partition)
         return broker
+
+    async def ensure_local_txn_partition(self, index: int) -> None:
+        """A standalone node: create (if need be) and coordinate `__transaction_state-<index>`."""
+        if self.config.cluster_mode or index in self.txn_coordinator.owned_partitions():
+            return
+        log = self.logs.get(TXN_STATE_TOPIC, index)
+        if log is None:
+            log = self.logs.create(TXN_STATE_TOPIC, index, self.log_config_of(TXN_STATE_TOPIC))
+        # One node is the whole ISR: everything in the log is committed.
+        log.update_high_watermark(log.log_end_offset)
+        await self.txn_coordinator.become_coordinator(index, log, 0)
 
     def advertise(self, bound: Listener) -> None:
         """Set the endpoint clients are told about, given the inter-broker listener's bound
@@ -246,6 +276,13 @@ class Broker:
                 OFFSETS_LOG_CONFIG,
                 flush_messages=self.config.log.flush_messages,
                 flush_ms=self.config.log.flush_ms,
+            )
+        if topic == TXN_STATE_TOPIC:
+            return replace(
+                OFFSETS_LOG_CONFIG,
+                flush_messages=self.config.log.flush_messages,
+                flush_ms=self.config.log.flush_ms,
+                min_insync_replicas=self.txn_config.min_isr,
             )
         record = self.cluster.get(topic) if self.cluster is not None else self.topics.get(topic)
         if record is None:
@@ -472,6 +509,7 @@ class Broker:
         and in cluster mode the replica manager (fetchers, ISR checks)."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.coordinator.run)
+            await nursery.start(self.txn_coordinator.run)
             if self.config.cluster_mode:
                 # A standalone node has no followers to fetch for or ISR to check.
                 await nursery.start(self.replicas.run)
@@ -520,6 +558,7 @@ class Broker:
     async def close(self) -> None:
         """Flush and close every log (clean shutdown), then mark the shutdown clean with
         this node's broker epoch, if it registered one."""
+        await self.txn_markers.aclose()
         await self.logs.close()
         client = self.controller_client
         if client is not None and client.broker_epoch >= 0:

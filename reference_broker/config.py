@@ -244,6 +244,27 @@ SETTINGS: dict[str, Setting] = _settings(
         "how often preferred leaders are elected (300)",
     ),
     (
+        "transaction.state.log.num.partitions",
+        _parse_int,
+        "partitions of __transaction_state (50)",
+    ),
+    (
+        "transaction.state.log.replication.factor",
+        _parse_int,
+        "RF of __transaction_state (3)",
+    ),
+    (
+        "transaction.state.log.min.isr",
+        _parse_int,
+        "min.insync.replicas of __transaction_state (2)",
+    ),
+    ("transaction.max.timeout.ms", _parse_int, "largest transaction.timeout.ms (900000)"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        _parse_int,
+        "how often the coordinator aborts timed-out transactions (10000)",
+    ),
+    (
         "faultline.storage.volatile.until.fsync",
         _parse_bool,
         "keep writes in process memory until fsync, so SIGKILL = power cut (false)",

@@ -58,6 +58,10 @@ class ErrorCode(IntEnum):
     INVALID_PRODUCER_EPOCH = 47
     INVALID_TXN_STATE = 48
     INVALID_PRODUCER_ID_MAPPING = 49
+    INVALID_TRANSACTION_TIMEOUT = 50
+    CONCURRENT_TRANSACTIONS = 51
+    TRANSACTION_COORDINATOR_FENCED = 52
+    OPERATION_NOT_ATTEMPTED = 55
     KAFKA_STORAGE_ERROR = 56
     UNKNOWN_PRODUCER_ID = 59
     NON_EMPTY_GROUP = 68
@@ -163,3 +167,9 @@ class KafkaStorageError(BrokerError):
 
 class InvalidRequestError(BrokerError):
     code = ErrorCode.INVALID_REQUEST
+
+
+class TransactionCoordinatorFencedError(BrokerError):
+    """A transaction marker from a coordinator older than one this partition heard from."""
+
+    code = ErrorCode.TRANSACTION_COORDINATOR_FENCED

@@ -37,6 +37,7 @@ from .metadata.cluster_view import ClusterView
 from .metadata.producer_ids import ProducerIdManager
 from .metadata.publisher import MetadataPublisher
 from .replication.assignment import AlterPartitionResult
+from .txn.log_writer import ReplicatedTxnLogWriter
 
 # Each node allocates producer ids below (node id + 1) << PRODUCER_ID_BITS.
 PRODUCER_ID_BITS = 40
@@ -124,6 +125,7 @@ class ClusterMembership:
         broker.controller_service = self.service
         broker.controller_client = self.client
         broker.coordinator.use_writer(ReplicatedOffsetsWriter(broker))
+        broker.txn_coordinator.use_writer(ReplicatedTxnLogWriter(broker))
         broker.replicas.alter_partition = _AlterPartitionThroughController(self.client)
         broker.producer_ids = ProducerIdManager(
             broker.store, base=config.node_id << PRODUCER_ID_BITS

@@ -92,17 +92,6 @@ POISON = {
         raw_batch(records(1), record_count=1, producer_id=-7, producer_epoch=0, base_sequence=0),
         87,
     ),
-    "transactional": (
-        raw_batch(
-            records(1),
-            record_count=1,
-            attributes=0x10,
-            producer_id=7,
-            producer_epoch=0,
-            base_sequence=0,
-        ),
-        48,
-    ),
     "producer set LogAppendTime": (raw_batch(records(1), record_count=1, attributes=0x08), 32),
     "unknown codec 6": (raw_batch(records(1), record_count=1, attributes=6), 87),
 }

@@ -408,6 +408,59 @@ class GroupCoordinator:
         stored = await self._store.commit(group_id, valid)
         return {tp: stored.get(tp, ErrorCode.OFFSET_METADATA_TOO_LARGE) for tp in offsets}
 
+    async def commit_transactional_offsets(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    ) -> dict[TopicPartition, ErrorCode]:
+        """TxnOffsetCommit: offsets in a producer's transaction, visible once it commits.
+
+        A member's generation is checked when given (v3+, KIP-447); generation -1 is a
+        commit on behalf of a group the producer does not belong to, as Kafka allows.
+        """
+        error = self._check_loaded(group_id)
+        if error is not ErrorCode.NONE:
+            return dict.fromkeys(offsets, error)
+        group = self._groups.get(group_id)
+        if group is None:
+            group = self._groups[group_id] = self._new_group(group_id)
+        if generation_id >= 0:
+            error = group.validate_offset_commit(
+                generation_id=generation_id,
+                member_id=member_id,
+                group_instance_id=group_instance_id,
+                now=trio.current_time(),
+            )
+            self._settle(group)
+            if error is not ErrorCode.NONE:
+                return dict.fromkeys(offsets, error)
+        limit = self._config.offset_metadata_max_bytes
+        valid = {
+            tp: om
+            for tp, om in offsets.items()
+            if om.metadata is None or _java_length(om.metadata) <= limit
+        }
+        stored = await self._store.commit_transactional(
+            group_id, producer_id, producer_epoch, valid
+        )
+        return {tp: stored.get(tp, ErrorCode.OFFSET_METADATA_TOO_LARGE) for tp in offsets}
+
+    def complete_transaction(
+        self, partition: int, producer_id: int, producer_epoch: int, commit: bool
+    ) -> None:
+        """A transaction marker was written to `__consumer_offsets-<partition>`."""
+        if self._store.owns(partition):
+            self._store.complete_transaction(partition, producer_id, producer_epoch, commit)
+
+    def has_pending_offset(self, group_id: str, tp: TopicPartition) -> bool:
+        """Whether an undecided transaction commits an offset of `tp` for the group."""
+        return self._store.has_pending(group_id, tp)
+
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None
     ) -> tuple[ErrorCode, dict[TopicPartition, OffsetAndMetadata | None]]:

@@ -10,6 +10,12 @@ tombstone.
 Group metadata (GroupMetadataKey/Value: generation, leader, members) lives in the same
 partition as the group's offsets, so a restarted coordinator resumes each group at the
 generation it last stored instead of handing generation numbers out a second time.
+
+Transactional offset commits (TxnOffsetCommit) are appended as a transactional batch
+carrying the producer's id and epoch, and held pending per producer until the
+transaction's marker reaches this partition: COMMIT makes them the group's committed
+offsets, ABORT drops them (Kafka's pendingTransactionalOffsetCommits). Replay does the
+same with the markers in the log; a transaction still undecided stays pending.
 """
 
 from __future__ import annotations
@@ -76,8 +82,13 @@ class NotCoordinatorError(BrokerError):
 class OffsetsWriter(Protocol):
     """How the store appends to its partitions: locally, or through replication."""
 
-    def append(self, partition: int, records: bytes) -> AppendResult:
-        """Append a batch as the partition's leader; raises BrokerError."""
+    def append(
+        self, partition: int, records: bytes, *, from_coordinator: bool = False
+    ) -> AppendResult:
+        """Append a batch as the partition's leader; raises BrokerError.
+
+        `from_coordinator`: a transactional offset commit (producer id and epoch, no
+        sequence), exempt from the checks of a client's batch."""
         ...
 
     async def complete(self, partition: int, end_offset: int) -> None:
@@ -99,10 +110,12 @@ class LocalOffsetsWriter:
             raise NotCoordinatorError(f"{OFFSETS_TOPIC}-{partition} has no log on this node")
         return log
 
-    def append(self, partition: int, records: bytes) -> AppendResult:
+    def append(
+        self, partition: int, records: bytes, *, from_coordinator: bool = False
+    ) -> AppendResult:
         """Append at leader epoch 0; the high watermark follows the log end."""
         log = self._log(partition)
-        appended = log.append_as_leader(records, leader_epoch=0)
+        appended = log.append_as_leader(records, leader_epoch=0, from_coordinator=from_coordinator)
         log.update_high_watermark(log.log_end_offset)
         return appended
 
@@ -139,6 +152,9 @@ class OffsetsStore:
         self._offsets: dict[str, dict[TopicPartition, _Committed]] = {}
         # The last GroupMetadataValue of every group that has one and was not deleted.
         self._group_metadata: dict[str, GroupMetadataValue] = {}
+        # Transactional commits awaiting their marker: producer id -> group -> offsets,
+        # each with the producer epoch that wrote it.
+        self._pending: dict[int, dict[str, dict[TopicPartition, tuple[_Committed, int]]]] = {}
 
     def partition_for(self, group_id: str) -> int:
         """The `__consumer_offsets` partition that stores this group."""
@@ -200,6 +216,9 @@ class OffsetsStore:
         for group_id in gone:
             self._offsets.pop(group_id, None)
             self._group_metadata.pop(group_id, None)
+        for groups in self._pending.values():
+            for group_id in [g for g in groups if self.partition_for(g) == partition]:
+                del groups[group_id]
         return gone
 
     def _log_of(self, group_id: str) -> tuple[int, PartitionLog]:
@@ -224,8 +243,25 @@ class OffsetsStore:
             while records.has_next():
                 batch = records.next_batch()
                 next_position = batch.base_offset + batch.last_offset_delta + 1
-                if batch.magic >= 2 and not batch.is_control_batch and not batch.is_transactional:
-                    # Transactional offset commits need their markers; not implemented yet.
+                if batch.magic >= 2 and batch.is_control_batch:
+                    if batch.producer_id >= 0:
+                        for control in batch:
+                            # kafka-python's ControlRecord: type 1 COMMIT, 0 ABORT.
+                            commit = getattr(control, "type", 0) == 1
+                            self.complete_transaction(
+                                partition, batch.producer_id, batch.producer_epoch, commit
+                            )
+                elif batch.magic >= 2 and batch.is_transactional:
+                    for record in batch:
+                        self._apply_pending(
+                            partition,
+                            batch.producer_id,
+                            batch.producer_epoch,
+                            record.offset,
+                            record.key,
+                            record.value,
+                        )
+                elif batch.magic >= 2:
                     for record in batch:
                         self._apply(partition, record.offset, record.key, record.value)
                 if next_position > position:
@@ -262,6 +298,104 @@ class OffsetsStore:
             raise OffsetsRecordError(
                 f"{OFFSETS_TOPIC}-{partition} offset {log_offset}: {exc}"
             ) from None
+
+    def _apply_pending(
+        self,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        log_offset: int,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> None:
+        if key is None or value is None:
+            return
+        try:
+            decoded = decode_key(bytes(key))
+            if isinstance(decoded, GroupMetadataKey):
+                return
+            committed = _Committed(decode_offset_commit_value(bytes(value)), log_offset)
+        except OffsetsRecordError as exc:
+            raise OffsetsRecordError(
+                f"{OFFSETS_TOPIC}-{partition} offset {log_offset}: {exc}"
+            ) from None
+        group = self._pending.setdefault(producer_id, {}).setdefault(decoded.group, {})
+        group[(decoded.topic, decoded.partition)] = (committed, producer_epoch)
+
+    def complete_transaction(
+        self, partition: int, producer_id: int, producer_epoch: int, commit: bool
+    ) -> None:
+        """A marker reached `partition`: the producer's pending commits of groups stored
+        there become committed (COMMIT) or go (ABORT).
+
+        A COMMIT applies only commits written with its own epoch: one an older, fenced
+        instance slipped in under the same producer id is dropped, never committed by
+        its successor's transaction."""
+        groups = self._pending.get(producer_id)
+        if not groups:
+            return
+        for group_id in [g for g in groups if self.partition_for(g) == partition]:
+            offsets = groups.pop(group_id)
+            if not commit:
+                continue
+            stored = self._offsets.setdefault(group_id, {})
+            for tp, (committed, epoch) in offsets.items():
+                if epoch != producer_epoch:
+                    continue
+                current = stored.get(tp)
+                if current is None or current.log_offset < committed.log_offset:
+                    stored[tp] = committed
+        if not groups:
+            del self._pending[producer_id]
+
+    def has_pending(self, group_id: str, tp: TopicPartition) -> bool:
+        """Whether a transaction not yet decided commits an offset of `tp` for the group."""
+        return any(tp in groups.get(group_id, {}) for groups in self._pending.values())
+
+    async def commit_transactional(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+    ) -> dict[TopicPartition, ErrorCode]:
+        """TxnOffsetCommit: append the offsets in the producer's transaction; they stay
+        pending until its marker (`complete_transaction`)."""
+        if not offsets:
+            return {}
+        now_ms = self._clock.now_ms()
+        stamped = {
+            tp: om if om.commit_timestamp_ms >= 0 else replace(om, commit_timestamp_ms=now_ms)
+            for tp, om in offsets.items()
+        }
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=0,
+            is_transactional=True,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            base_sequence=-1,
+            batch_size=1 << 31,
+        )
+        for delta, ((topic, partition), om) in enumerate(stamped.items()):
+            builder.append(
+                delta,
+                timestamp=now_ms,
+                key=encode_offset_commit_key(OffsetCommitKey(group_id, topic, partition)),
+                value=encode_offset_commit_value(om),
+                headers=[],
+            )
+        try:
+            index, _log = self._log_of(group_id)
+            appended = self._writer.append(index, bytes(builder.build()), from_coordinator=True)
+            with trio.CancelScope(shield=True):
+                await self._writer.complete(index, appended.last_offset + 1)
+        except BrokerError as exc:
+            return dict.fromkeys(offsets, _commit_error(exc.code))
+        group = self._pending.setdefault(producer_id, {}).setdefault(group_id, {})
+        for delta, (tp, om) in enumerate(stamped.items()):
+            group[tp] = (_Committed(om, appended.base_offset + delta), producer_epoch)
+        return dict.fromkeys(offsets, ErrorCode.NONE)
 
     async def commit(
         self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
@@ -418,4 +552,7 @@ def _commit_error(code: ErrorCode) -> ErrorCode:
         ErrorCode.INVALID_FETCH_SIZE,
     ):
         return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
+    if code is ErrorCode.INVALID_PRODUCER_EPOCH:
+        # A transactional commit from a fenced producer.
+        return ErrorCode.PRODUCER_FENCED
     return code

@@ -29,12 +29,14 @@ class ReplicatedOffsetsWriter:
         self._broker = broker
         self._timeout_s = timeout_s
 
-    def append(self, partition: int, records: bytes) -> AppendResult:
+    def append(
+        self, partition: int, records: bytes, *, from_coordinator: bool = False
+    ) -> AppendResult:
         """Append as the partition's leader in its current leader epoch; raises BrokerError."""
         replica = self._broker.partition(OFFSETS_TOPIC, partition)
         replica.ensure_leader()
         replica.check_enough_replicas(-1)
-        return replica.append_records_as_leader(records)
+        return replica.append_records_as_leader(records, from_coordinator=from_coordinator)
 
     async def complete(self, partition: int, end_offset: int) -> None:
         """Flush per policy, then wait until the high watermark reaches `end_offset`."""

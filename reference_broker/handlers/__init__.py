@@ -14,7 +14,9 @@ per-listener API scopes, `ApiMessageType.ListenerType`):
   BeginQuorumEpoch, EndQuorumEpoch, Fetch of `__cluster_metadata`), the brokers'
   requests to the controller (BrokerRegistration, BrokerHeartbeat, AlterPartition)
   and the topic requests brokers forward to it (CreateTopics, DeleteTopics), as
-  Kafka's ControllerApis serves them.
+  Kafka's ControllerApis serves them; and WriteTxnMarkers, the transaction
+  coordinators' markers, kept off the client listeners so that no client can write
+  a commit or an abort.
 
 An API missing from a listener's table is not in its ApiVersions, and a request for
 it closes the connection (see `server.py`).
@@ -61,6 +63,13 @@ from .quorum import (
     handle_end_quorum_epoch,
     handle_vote,
 )
+from .transactions import (
+    handle_add_offsets_to_txn,
+    handle_add_partitions_to_txn,
+    handle_end_txn,
+    handle_txn_offset_commit,
+    handle_write_txn_markers,
+)
 
 BROKER_HANDLERS: dict[int, Handler] = {
     ApiKey.Produce: handle_produce,
@@ -82,6 +91,10 @@ BROKER_HANDLERS: dict[int, Handler] = {
     ApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
     ApiKey.DescribeConfigs: handle_describe_configs,
     ApiKey.DeleteGroups: handle_delete_groups,
+    ApiKey.AddPartitionsToTxn: handle_add_partitions_to_txn,
+    ApiKey.AddOffsetsToTxn: handle_add_offsets_to_txn,
+    ApiKey.EndTxn: handle_end_txn,
+    ApiKey.TxnOffsetCommit: handle_txn_offset_commit,
 }
 """What a client listener serves (ApiVersions is added below)."""
 BROKER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler([*BROKER_HANDLERS, ApiKey.ApiVersions])
@@ -98,6 +111,9 @@ CONTROLLER_HANDLERS: dict[int, Handler] = {
     ApiKey.AlterPartition: handle_alter_partition,
     ApiKey.CreateTopics: handle_controller_create_topics,
     ApiKey.DeleteTopics: handle_controller_delete_topics,
+    # A transaction coordinator's markers to the partitions this node leads (inter-broker,
+    # never on a client listener).
+    ApiKey.WriteTxnMarkers: handle_write_txn_markers,
 }
 """What a controller listener serves (ApiVersions is added below)."""
 CONTROLLER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler(

@@ -7,16 +7,19 @@ a consumer always makes progress. If fewer than min_bytes are available and
 max_wait_ms > 0, the request waits (a DelayedFetch) until a high watermark moves
 on one of its partitions or the time is up, then reads again.
 
-Only the leader serves a partition (NOT_LEADER_OR_FOLLOWER elsewhere), and a
-request naming a leader epoch is checked against it (FENCED_LEADER_EPOCH for an older
-one, UNKNOWN_LEADER_EPOCH for a newer one). Consumers (replica_id < 0) read up to the
-high watermark (the last stable offset for read_committed, equal to it while there
-are no transactions). Followers (replica_id = their broker id) read up to the log
-end offset; from v12 their last fetched epoch is checked against the leader's epoch
-cache first, and a follower whose log diverged gets `diverging_epoch` (the epoch and
-where it ends here) instead of records. Otherwise the fetch offset is the follower's
-log end offset: it may grow the ISR and move the high watermark. Replica long-polls
-wake on appends, consumer long-polls when the high watermark moves.
+Only the leader serves a partition (NOT_LEADER_OR_FOLLOWER elsewhere), and a request
+naming a leader epoch is checked against it (FENCED_LEADER_EPOCH for an older one,
+UNKNOWN_LEADER_EPOCH for a newer one). Consumers (replica_id < 0) read up to the high
+watermark with isolation_level read_uncommitted, and up to the last stable offset (LSO:
+no open transaction below it) with read_committed; a read_committed answer lists the
+aborted transactions that overlap the returned batches, so the consumer drops their
+records (consumers skip the control batches themselves). Followers (replica_id = their
+broker id) read up to the log end offset; from v12 their last fetched epoch is checked
+against the leader's epoch cache first, and a follower whose log diverged gets
+`diverging_epoch` (the epoch and where it ends here) instead of records. Otherwise the
+fetch offset is the follower's log end offset: it may grow the ISR and move the high
+watermark. Replica long-polls wake on appends, consumer long-polls when their visible
+end (HW or LSO) moves.
 
 A Fetch of `__cluster_metadata` is the controller quorum's (Raft), served only on a
 controller listener (`quorum.handle_controller_fetch`); here, on a client listener, its
@@ -37,6 +40,7 @@ from kafka.protocol.consumer import FetchResponse
 from kafka.protocol.data_container import DataContainer
 
 from ..errors import BrokerError, ErrorCode, OffsetOutOfRangeError
+from ..log.record_batch import iter_batches
 from .context import RequestContext
 
 if TYPE_CHECKING:
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
 _TopicResponse = FetchResponse.FetchableTopicResponse
 _PartitionData = _TopicResponse.PartitionData
 _EpochEndOffset = _PartitionData.EpochEndOffset
+_AbortedTransaction = _PartitionData.AbortedTransaction
 
 READ_COMMITTED = 1
 METADATA_TOPIC = "__cluster_metadata"
@@ -77,9 +82,7 @@ def _error_partition(index: int, code: ErrorCode, hw: int = -1, log_start: int =
 def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
     replica_id = request.replica_id
     is_replica = replica_id >= 0
-    read_committed = request.isolation_level == READ_COMMITTED
-    # read_committed answers carry an (empty) aborted transaction list; others null.
-    aborted: list[DataContainer] | None = [] if read_committed else None
+    read_committed = request.isolation_level == READ_COMMITTED and not is_replica
     remaining = max(request.max_bytes, 0)
     min_one = True
     bytes_read = 0
@@ -103,6 +106,8 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                             entries.append(_diverging(p.partition, partition, *diverging))
                             continue
                     max_offset = None
+                elif read_committed:
+                    max_offset = partition.last_stable_offset
                 else:
                     max_offset = partition.high_watermark
                 result = log.read(
@@ -129,6 +134,11 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                 entries.append(_error_partition(p.partition, exc.code))
                 continue
             records = result.records
+            # read_committed answers carry the aborted transaction list (maybe empty);
+            # others null.
+            aborted: list[DataContainer] | None = None
+            if read_committed:
+                aborted = _aborted_in(broker, partition, p.fetch_offset, records)
             if records:
                 size = len(records)
                 remaining = max(remaining - size, 0)
@@ -142,7 +152,7 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
                     partition_index=p.partition,
                     error_code=0,
                     high_watermark=result.high_watermark,
-                    last_stable_offset=result.high_watermark,
+                    last_stable_offset=partition.last_stable_offset,
                     log_start_offset=result.log_start_offset,
                     aborted_transactions=aborted,
                     preferred_read_replica=-1,
@@ -151,6 +161,22 @@ def _read_once(broker: Broker, request: ApiMessage, version: int) -> _Read:
             )
         responses.append(_TopicResponse(version=version, topic=topic.topic, partitions=entries))
     return _Read(responses, bytes_read, complete)
+
+
+def _aborted_in(
+    broker: Broker, partition: Partition, fetch_offset: int, records: bytes
+) -> list[DataContainer]:
+    """The aborted transactions overlapping the returned batches (Kafka's
+    collectAbortedTxns up to the offset after the last batch returned)."""
+    if not records:
+        return []
+    upper = fetch_offset
+    for header, _raw in iter_batches(records):
+        upper = header.next_offset
+    return [
+        _AbortedTransaction(producer_id=a.producer_id, first_offset=a.first_offset)
+        for a in broker.log_of(partition).aborted_transactions(fetch_offset, upper)
+    ]
 
 
 def _diverging(index: int, partition: Partition, epoch: int, end_offset: int) -> ApiMessage:
@@ -172,12 +198,18 @@ def _new_data_available(broker: Broker, request: ApiMessage) -> bool:
     # Cheaper than a full re-read: did any requested partition's visible end move past
     # the fetch offset (or the partition vanish, or this node stop leading it)?
     is_replica = request.replica_id >= 0
+    read_committed = request.isolation_level == READ_COMMITTED
     for topic in request.topics:
         for p in topic.partitions:
             partition = broker.partitions.get((topic.topic, p.partition))
             if partition is None or not partition.is_leader:
                 return True
-            end = partition.log_end_offset if is_replica else partition.high_watermark
+            if is_replica:
+                end = partition.log_end_offset
+            elif read_committed:
+                end = partition.last_stable_offset
+            else:
+                end = partition.high_watermark
             if end > p.fetch_offset:
                 return True
     return False

@@ -29,6 +29,7 @@ from ..errors import BrokerError, ErrorCode
 from ..group.offsets_store import OFFSETS_TOPIC
 from ..group.results import JoinProtocol, OffsetAndMetadata
 from .context import RequestContext
+from .txn_coordinator_lookup import transaction_coordinator_of
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -54,7 +55,9 @@ _DeletedGroup = DeleteGroupsResponse.DeletableGroupResult
 
 def _find(broker: Broker, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
     if key_type == COORDINATOR_TRANSACTION:
-        return ErrorCode.INVALID_REQUEST, "transactions are not supported by this broker yet"
+        if not key:
+            return ErrorCode.INVALID_REQUEST, "transactional id must not be empty"
+        return ErrorCode.NONE, None
     if key_type != COORDINATOR_GROUP:
         return ErrorCode.INVALID_REQUEST, f"coordinator key type {key_type} is not supported"
     if not key:
@@ -70,6 +73,8 @@ async def _coordinator_of(
     error, message = _find(broker, key, key_type)
     if error is not ErrorCode.NONE:
         return error, message, None
+    if key_type == COORDINATOR_TRANSACTION:
+        return await transaction_coordinator_of(broker, key)
     cluster = broker.cluster
     if cluster is None:
         return ErrorCode.NONE, None, broker.endpoint
@@ -291,15 +296,45 @@ def _fetch_group_offsets(
     return error, by_topic
 
 
+def _stable(
+    broker: Broker,
+    group_id: str,
+    topic: str,
+    index: int,
+    om: OffsetAndMetadata | None,
+    *,
+    require_stable: bool,
+) -> tuple[OffsetAndMetadata | None, int]:
+    """The offset to answer and its error: with require_stable (v7+, KIP-447) a partition
+    whose offset an undecided transaction commits is UNSTABLE_OFFSET_COMMIT, so the
+    consumer retries instead of starting from an offset about to change."""
+    if require_stable and broker.coordinator.has_pending_offset(group_id, (topic, index)):
+        return None, int(ErrorCode.UNSTABLE_OFFSET_COMMIT)
+    return om, 0
+
+
 async def handle_offset_fetch(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """Committed offsets of a group (v8+: of several groups); -1 where none is committed."""
     version = ctx.version
+    require_stable = version >= 7 and bool(request.require_stable)
     if version >= 8:
         groups = []
         for group in request.groups:
-            error, by_topic = _fetch_group_offsets(broker, group.group_id, group.topics)
+            error, found = _fetch_group_offsets(broker, group.group_id, group.topics)
+            by_topic = {
+                name: [
+                    (
+                        index,
+                        *_stable(
+                            broker, group.group_id, name, index, om, require_stable=require_stable
+                        ),
+                    )
+                    for index, om in partitions
+                ]
+                for name, partitions in found.items()
+            }
             groups.append(
                 _FetchGroup(
                     group_id=group.group_id,
@@ -313,9 +348,9 @@ async def handle_offset_fetch(
                                     committed_offset=om.offset if om else -1,
                                     committed_leader_epoch=om.leader_epoch if om else -1,
                                     metadata=(om.metadata if om else None) or "",
-                                    error_code=0,
+                                    error_code=code,
                                 )
-                                for index, om in partitions
+                                for index, om, code in partitions
                             ],
                         )
                         for name, partitions in by_topic.items()
@@ -324,7 +359,17 @@ async def handle_offset_fetch(
             )
         return OffsetFetchResponse(version=version, throttle_time_ms=0, groups=groups)
 
-    error, by_topic = _fetch_group_offsets(broker, request.group_id, request.topics)
+    error, found = _fetch_group_offsets(broker, request.group_id, request.topics)
+    by_topic = {
+        name: [
+            (
+                index,
+                *_stable(broker, request.group_id, name, index, om, require_stable=require_stable),
+            )
+            for index, om in partitions
+        ]
+        for name, partitions in found.items()
+    }
     # v1 has no top-level error code: a group-level error is reported on every partition.
     partition_error = int(error) if version < 2 else 0
     return OffsetFetchResponse(
@@ -340,9 +385,9 @@ async def handle_offset_fetch(
                         committed_offset=om.offset if om else -1,
                         committed_leader_epoch=om.leader_epoch if om else -1,
                         metadata=(om.metadata if om else None) or "",
-                        error_code=partition_error,
+                        error_code=partition_error or code,
                     )
-                    for index, om in partitions
+                    for index, om, code in partitions
                 ],
             )
             for name, partitions in by_topic.items()

@@ -1,8 +1,10 @@
 """ListOffsets (earliest, latest, by timestamp) and OffsetForLeaderEpoch.
 
 Both are answered by the partition's leader only (NOT_LEADER_OR_FOLLOWER elsewhere),
-after the leader-epoch check. "Latest" is the high watermark for consumers and the
-log end offset for a follower asking as a replica (replica_id >= 0), as in Kafka.
+after the leader-epoch check. "Latest" is the high watermark for read_uncommitted
+consumers, the last stable offset for read_committed ones (isolation_level 1) and the
+log end offset for a follower asking as a replica (replica_id >= 0), as in Kafka; a
+timestamp lookup finds only records below the same bound.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ _EpochPartition = _EpochTopic.EpochEndOffset
 
 
 def _list_offset(
-    broker: Broker, topic: str, p: ApiMessage, version: int, replica_id: int
+    broker: Broker,
+    topic: str,
+    p: ApiMessage,
+    version: int,
+    replica_id: int,
+    read_committed: bool = False,
 ) -> ApiMessage:
     try:
         partition = broker.partition(topic, p.partition_index)
@@ -43,9 +50,14 @@ def _list_offset(
     if p.timestamp == EARLIEST_TIMESTAMP:
         offset = partition.log_start_offset
     elif p.timestamp == LATEST_TIMESTAMP:
-        # For consumers the end is the high watermark (= last stable offset, no
-        # transactions); a follower resolving an out-of-range fetch needs the log end.
-        offset = partition.log_end_offset if replica_id >= 0 else partition.high_watermark
+        # For consumers the end is the high watermark, or the last stable offset under
+        # read_committed; a follower resolving an out-of-range fetch needs the log end.
+        if replica_id >= 0:
+            offset = partition.log_end_offset
+        elif read_committed:
+            offset = partition.last_stable_offset
+        else:
+            offset = partition.high_watermark
     elif p.timestamp < 0:
         return _ListPartition(
             partition_index=p.partition_index,
@@ -56,7 +68,8 @@ def _list_offset(
     else:
         found = broker.log_of(partition).offset_for_timestamp(p.timestamp)
         # Only committed records are visible to a timestamp lookup, as in Kafka.
-        if found is not None and found[0] < partition.high_watermark:
+        bound = partition.last_stable_offset if read_committed else partition.high_watermark
+        if found is not None and found[0] < bound:
             offset, timestamp = found
     return _ListPartition(
         partition_index=p.partition_index,
@@ -71,11 +84,13 @@ async def handle_list_offsets(
     broker: Broker, ctx: RequestContext, request: ApiMessage
 ) -> ApiMessage:
     """Resolve each partition's timestamp query to an offset."""
+    # isolation_level exists from v2; 1 is read_committed.
+    read_committed = ctx.version >= 2 and request.isolation_level == 1
     topics = [
         _ListTopic(
             name=topic.name,
             partitions=[
-                _list_offset(broker, topic.name, p, ctx.version, request.replica_id)
+                _list_offset(broker, topic.name, p, ctx.version, request.replica_id, read_committed)
                 for p in topic.partitions
             ],
         )

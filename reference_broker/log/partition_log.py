@@ -33,6 +33,12 @@ Offsets: `log_start_offset` (first offset kept by retention), `log_end_offset`
 (LEO, the next offset to assign) and `high_watermark` (set by the broker: the
 offset below which data is replicated enough to be read by consumers).
 
+Transactions: the log tracks each producer's open transaction (`producer_state`), so
+its `last_stable_offset` is the high watermark capped at the first offset of the
+earliest open transaction; `append_marker_as_leader` writes a coordinator's COMMIT or
+ABORT control batch, and every ABORT enters the aborted-transactions index
+(`txn_index`) that read_committed fetches consult.
+
 Durability follows Kafka's flush.messages / flush.ms: the log counts unflushed
 records and tells the broker when a flush is due (`flush_due`); the broker awaits
 `flush()` (on the produce path for flush.messages, from a timer for flush.ms).
@@ -59,9 +65,11 @@ from reference_broker.errors import (
     RecordListTooLargeError,
 )
 from reference_broker.log.config import LogConfig
+from reference_broker.log.control_batch import TxnMarker, build_marker, parse_marker
 from reference_broker.log.epoch_cache import LeaderEpochCache
 from reference_broker.log.producer_state import (
     SNAPSHOT_SUFFIX,
+    CompletedTxn,
     PlannedBatch,
     ProducerStateEntry,
     ProducerStateManager,
@@ -91,6 +99,7 @@ from reference_broker.log.segment import (
     file_name,
     parse_file_name,
 )
+from reference_broker.log.txn_index import AbortedTxn, TxnIndex
 
 logger = logging.getLogger("faultline.broker.log")
 
@@ -148,6 +157,8 @@ class PartitionLog:
         self._segments: list[LogSegment] = []
         self._bases: list[int] = []
         self._producers = ProducerStateManager()
+        self._txn_index = TxnIndex(storage, self.directory)
+        self._txn_dirty = False
         self._epochs = LeaderEpochCache()
         self._log_end_offset = 0
         self._high_watermark = 0
@@ -284,6 +295,7 @@ class PartitionLog:
         self._recovery_point = self._log_end_offset
         self._high_watermark = min(self._read_high_watermark(), self._log_end_offset)
         self._high_watermark = max(self._high_watermark, self.log_start_offset)
+        self._txn_index.load(self._bases, self._log_end_offset)
         self._rebuild_producer_state()
         self.recovery = recovery.report(len(self._segments), self._log_end_offset)
         self._refill_from = self.recovery.first_missing_offset
@@ -353,9 +365,41 @@ class PartitionLog:
             found = segment.find(start)
             if found is None:
                 continue
-            for _, header in segment.iter_batches_from(found):
-                if header.base_offset >= start:
+            for position, header in segment.iter_batches_from(found):
+                if header.base_offset < start:
+                    continue
+                if header.is_control and header.has_producer_id:
+                    raw = segment.log.read(position, header.size_in_bytes)
+                    self._replay_marker(header, raw, segment.base_offset)
+                else:
                     self._producers.replay(header)
+
+    def _replay_marker(self, header: BatchHeader, raw: bytes, segment_base: int) -> None:
+        """A marker already in the log (recovery, replication): close the transaction."""
+        try:
+            marker = parse_marker(header, raw)
+        except BrokerError as exc:
+            logger.warning("%s: unreadable transaction marker: %s", self.directory, exc)
+            self._producers.replay(header)
+            return
+        entry, completed = self._producers.plan_marker(
+            header, marker, header.base_offset, check=False
+        )
+        self._producers.install_entry(entry)
+        if completed is not None:
+            self._index_completed(completed, segment_base)
+
+    def _index_completed(self, completed: CompletedTxn, segment_base: int) -> None:
+        if not completed.aborted:
+            return
+        unstable = self._producers.first_unstable_offset()
+        lso = completed.last_offset + 1 if unstable is None else unstable
+        entry = AbortedTxn(
+            completed.producer_id, completed.first_offset, completed.last_offset, lso
+        )
+        if self._txn_index.add(entry, segment_base):
+            self._txn_dirty = True
+            self._dir_dirty = True
 
     def _read_high_watermark(self) -> int:
         path = f"{self.directory}/{HIGH_WATERMARK_FILE}"
@@ -422,6 +466,24 @@ class PartitionLog:
         """Base offsets of the segments, oldest first."""
         return list(self._bases)
 
+    @property
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the earliest open transaction (None when none is open)."""
+        return self._producers.first_unstable_offset()
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The offset below which every transaction is decided and data is committed
+        (LSO): the high watermark, capped by the earliest open transaction."""
+        unstable = self._producers.first_unstable_offset()
+        if unstable is None:
+            return self._high_watermark
+        return min(self._high_watermark, unstable)
+
+    def aborted_transactions(self, fetch_offset: int, upper_bound: int) -> list[AbortedTxn]:
+        """Aborted transactions overlapping [fetch_offset, upper_bound) (read_committed)."""
+        return self._txn_index.collect(fetch_offset, upper_bound)
+
     def update_high_watermark(self, offset: int) -> None:
         """Advance the high watermark; never backwards, never past the LEO."""
         offset = min(offset, self._log_end_offset)
@@ -439,7 +501,9 @@ class PartitionLog:
         if self._closed:
             raise KafkaStorageError(f"log {self.directory} is closed")
 
-    def append_as_leader(self, records: bytes, leader_epoch: int) -> AppendResult:
+    def append_as_leader(
+        self, records: bytes, leader_epoch: int, *, from_coordinator: bool = False
+    ) -> AppendResult:
         """Append a produce request's batches for this partition, all or nothing.
 
         Assigns offsets from the LEO and stamps `leader_epoch`; checks size limits,
@@ -448,9 +512,13 @@ class PartitionLog:
         Kafka. A CreateTime batch is stored with maxTimestamp set to its largest record
         timestamp. A retried batch that this partition already holds is answered with
         its original offsets and nothing is appended (`duplicate=True`).
+
+        `from_coordinator`: the group coordinator's own batches (transactional offset
+        commits carry a producer id and epoch but no sequence), as Kafka's
+        AppendOrigin.COORDINATOR skips the client checks.
         """
         self._check_open()
-        headers = self._check_batches(records, leader=True)
+        headers = self._check_batches(records, leader=True, client=not from_coordinator)
         if not headers:
             return AppendResult(-1, -1, -1, self.log_start_offset, False, 0)
         max_timestamps = self._validate_records(records, headers)
@@ -528,9 +596,16 @@ class PartitionLog:
             expected = header.last_offset + 1
             pos += header.size_in_bytes
         self._write(bytes(records), infos)
+        segment_base = self._active.base_offset
+        pos = 0
         for header in headers:
-            self._producers.replay(header)
+            if header.is_control and header.has_producer_id:
+                raw = bytes(records[pos : pos + header.size_in_bytes])
+                self._replay_marker(header, raw, segment_base)
+            else:
+                self._producers.replay(header)
             self._epochs.assign(header.partition_leader_epoch, header.base_offset)
+            pos += header.size_in_bytes
         return AppendResult(
             headers[0].base_offset,
             headers[-1].last_offset,
@@ -540,7 +615,33 @@ class PartitionLog:
             sum(h.record_count for h in headers),
         )
 
-    def _check_batches(self, records: bytes, *, leader: bool) -> list[BatchHeader]:
+    def append_marker_as_leader(
+        self, producer_id: int, producer_epoch: int, marker: TxnMarker, leader_epoch: int
+    ) -> AppendResult:
+        """Write a transaction coordinator's COMMIT or ABORT marker for a producer.
+
+        Closes the producer's open transaction here (if any; a marker for a transaction
+        that wrote nothing to this partition is still written, as Kafka does) and indexes
+        an abort. Raises InvalidProducerEpochError for a marker older than the producer's
+        epoch here, TransactionCoordinatorFencedError for one from an older coordinator.
+        """
+        self._check_open()
+        now = self._clock.now_ms()
+        buf = bytearray(build_marker(producer_id, producer_epoch, marker, now))
+        header = parse_header(buf)
+        offset = self._log_end_offset
+        entry, completed = self._producers.plan_marker(header, marker, offset, check=True)
+        assign_offset_and_epoch(buf, 0, offset, leader_epoch)
+        self._write(buf, [BatchInfo(0, len(buf), offset, offset, now)])
+        self._producers.install_entry(entry)
+        self._epochs.assign(leader_epoch, offset)
+        if completed is not None:
+            self._index_completed(completed, self._active.base_offset)
+        return AppendResult(offset, offset, -1, self.log_start_offset, False, 1)
+
+    def _check_batches(
+        self, records: bytes, *, leader: bool, client: bool = True
+    ) -> list[BatchHeader]:
         headers: list[BatchHeader] = []
         total = len(records)
         if total > self.config.segment_bytes:
@@ -556,7 +657,7 @@ class PartitionLog:
                         f"max.message.bytes={self.config.max_message_bytes} of {self.directory}"
                     )
                 validate_batch(header, raw)
-                if leader:
+                if leader and client:
                     validate_client_batch(header)
                 headers.append(header)
         except RecordMagicError as exc:
@@ -784,6 +885,7 @@ class PartitionLog:
         self._truncate_fully_and_start_at(offset)
 
     def _truncate_fully_and_start_at(self, offset: int) -> None:
+        self._txn_index.drop_segments(self._bases)
         for segment in self._segments:
             self._dirty.discard(segment)
             segment.delete()
@@ -803,6 +905,7 @@ class PartitionLog:
         self._high_watermark = min(self._high_watermark, leo)
         self._recovery_point = min(self._recovery_point, leo)
         self._epochs.truncate_from_end(leo)
+        self._txn_index.truncate_to(leo)
         self._unflushed_messages = min(self._unflushed_messages, leo - self._recovery_point)
         self._unsynced_files = [f for f in self._unsynced_files if _still_valid(f, leo)]
         self._rebuild_producer_state()
@@ -845,6 +948,7 @@ class PartitionLog:
         segment = self._segments.pop(0)
         self._bases.pop(0)
         self._dirty.discard(segment)
+        self._txn_index.drop_segments([segment.base_offset])
         segment.delete()
         self._dir_dirty = True
 
@@ -894,6 +998,11 @@ class PartitionLog:
                     unsynced.pop(0).close()
                     if self._closed:
                         return
+                if self._txn_dirty:
+                    self._txn_dirty = False
+                    await self._txn_index.flush()
+                    if self._closed:
+                        return
                 if dir_dirty:
                     await self.storage.fsync_dir(self.directory)
             except OSError as exc:
@@ -902,6 +1011,7 @@ class PartitionLog:
             except BaseException:
                 # Cancelled: nothing is known durable, a later flush tries again.
                 self._rolled_unflushed = True
+                self._txn_dirty = True
                 self._dirty.update(s for s in dirty if not s.closed)
                 self._unsynced_files[:0] = unsynced
                 unsynced = []
@@ -963,6 +1073,7 @@ class PartitionLog:
     def close_now(self) -> None:
         """Release the files without flushing (unsynced data stays as the storage keeps it)."""
         self._closed = True
+        self._txn_index.close()
         for segment in self._segments:
             segment.close()
         for f in self._unsynced_files:

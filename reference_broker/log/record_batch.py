@@ -36,7 +36,6 @@ from reference_broker.errors import (
     CorruptRecordError,
     InvalidRecordError,
     InvalidTimestampError,
-    InvalidTxnStateError,
 )
 from reference_broker.log.compression import decompress
 
@@ -261,9 +260,9 @@ def validate_client_batch(header: BatchHeader) -> None:
     As Kafka's LogValidator.validateBatch: InvalidRecordError for batches no
     well-behaved producer sends (empty, offsets not dense, control batches, producer
     id, epoch and sequence not all set or all -1), InvalidTimestampError for a producer
-    claiming LogAppendTime, InvalidTxnStateError for a transactional batch (this broker
-    serves no transactions, so none can be ongoing). The records themselves are
-    checked by `record_validator.validate_records`.
+    claiming LogAppendTime. Transactional batches are checked against the producer's
+    state (`producer_state`). The records themselves are checked by
+    `record_validator.validate_records`.
     """
     if header.record_count <= 0:
         raise InvalidRecordError(
@@ -294,11 +293,6 @@ def validate_client_batch(header: BatchHeader) -> None:
         raise InvalidTimestampError(
             "producers may not set the LogAppendTime timestamp type; the broker sets it "
             "for topics with message.timestamp.type=LogAppendTime"
-        )
-    if header.is_transactional:
-        raise InvalidTxnStateError(
-            "transactional record batch, but this broker serves no transactions, so the "
-            f"producer {pid} has no ongoing transaction"
         )
 
 

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..group.offsets_store import OFFSETS_TOPIC
+from ..txn.config import TXN_STATE_TOPIC
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from ..replication.assignment import PartitionAssignment
     from .cluster_view import ClusterView, ImageSource
 
 logger = logging.getLogger("faultline.broker.metadata")
@@ -81,3 +83,34 @@ class MetadataPublisher:
             elif not leads and index in owned:
                 logger.info("node %d resigns %s-%d", self._broker.node_id, OFFSETS_TOPIC, index)
                 coordinator.resign_coordinator(index)
+        await self._publish_transaction_coordinator(assignments)
+
+    async def _publish_transaction_coordinator(
+        self, assignments: list[PartitionAssignment]
+    ) -> None:
+        """Take over (or give up) the transactional ids of `__transaction_state` partitions
+        whose leadership moved; a new leader epoch is a new coordinator epoch."""
+        txn = self._broker.txn_coordinator
+        owned = txn.owned_partitions()
+        for assignment in assignments:
+            if assignment.topic != TXN_STATE_TOPIC:
+                continue
+            index = assignment.partition
+            leads = assignment.leader == self._broker.node_id
+            replica = self._broker.partitions.get((TXN_STATE_TOPIC, index))
+            if leads and replica is not None and replica.is_leader:
+                if index in owned and txn.coordinator_epoch(index) == replica.leader_epoch:
+                    continue
+                logger.info(
+                    "node %d coordinates %s-%d (epoch %d)",
+                    self._broker.node_id,
+                    TXN_STATE_TOPIC,
+                    index,
+                    replica.leader_epoch,
+                )
+                await txn.become_coordinator(
+                    index, self._broker.log_of(replica), replica.leader_epoch
+                )
+            elif index in owned and not leads:
+                logger.info("node %d resigns %s-%d", self._broker.node_id, TXN_STATE_TOPIC, index)
+                txn.resign_coordinator(index)

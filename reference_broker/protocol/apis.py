@@ -65,10 +65,20 @@ from kafka.protocol.metadata import (
     MetadataResponse,
 )
 from kafka.protocol.producer import (
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    EndTxnRequest,
+    EndTxnResponse,
     InitProducerIdRequest,
     InitProducerIdResponse,
     ProduceRequest,
     ProduceResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+    WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 )
 
 from .controller_apis import (
@@ -158,6 +168,14 @@ SUPPORTED_APIS: dict[int, ApiSpec] = {
         ),
         _spec(ApiKey.DescribeConfigs, DescribeConfigsRequest, DescribeConfigsResponse, 1, 4),
         _spec(ApiKey.DeleteGroups, DeleteGroupsRequest, DeleteGroupsResponse, 0, 2),
+        # Transactions: v4+ of AddPartitionsToTxn is the broker-side batch form, EndTxn v5
+        # and TxnOffsetCommit v4+ belong to transactions v2 (KIP-890), not served.
+        _spec(
+            ApiKey.AddPartitionsToTxn, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, 0, 3
+        ),
+        _spec(ApiKey.AddOffsetsToTxn, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, 0, 3),
+        _spec(ApiKey.EndTxn, EndTxnRequest, EndTxnResponse, 0, 3),
+        _spec(ApiKey.TxnOffsetCommit, TxnOffsetCommitRequest, TxnOffsetCommitResponse, 0, 3),
     )
 }
 
@@ -200,6 +218,7 @@ CONTROLLER_APIS: dict[int, ApiSpec] = {
             BROKER_HEARTBEAT_VERSION,
             BROKER_HEARTBEAT_VERSION,
         ),
+        _spec(ApiKey.WriteTxnMarkers, WriteTxnMarkersRequest, WriteTxnMarkersResponse, 1, 1),
     )
 }
 

@@ -39,6 +39,7 @@ from ..errors import (
     NotLeaderOrFollowerError,
     UnknownLeaderEpochError,
 )
+from ..log.control_batch import TxnMarker
 from ..log.partition_log import AppendResult, PartitionLog
 from .assignment import NO_LEADER, AlterPartitionResult, PartitionAssignment
 from .isr import (
@@ -215,6 +216,11 @@ class Partition:
     def high_watermark(self) -> int:
         """The offset below which records are committed (visible to consumers)."""
         return self.log.high_watermark
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The high watermark capped by the earliest open transaction (read_committed)."""
+        return self.log.last_stable_offset
 
     @property
     def log_end_offset(self) -> int:
@@ -399,7 +405,9 @@ class Partition:
 
     # -- leader: appends, follower fetches, ISR and high watermark ----------------------
 
-    def append_records_as_leader(self, records: bytes, required_acks: int = 1) -> AppendResult:
+    def append_records_as_leader(
+        self, records: bytes, required_acks: int = 1, *, from_coordinator: bool = False
+    ) -> AppendResult:
         """Append a producer's batches in this leader epoch (checks leadership and acks).
 
         Raises NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS (acks=all, ISR too small) or the
@@ -407,11 +415,29 @@ class Partition:
         """
         self.ensure_leader()
         self.check_enough_replicas(required_acks)
-        result = self.log.append_as_leader(records, self.leader_epoch)
+        result = self.log.append_as_leader(
+            records, self.leader_epoch, from_coordinator=from_coordinator
+        )
         if not result.duplicate:
             # Followers long-poll for new data, not only for a new high watermark.
             self._signal.fire()
             self.maybe_advance_high_watermark()
+        return result
+
+    def append_marker_as_leader(
+        self, producer_id: int, producer_epoch: int, marker: TxnMarker
+    ) -> AppendResult:
+        """Write a transaction marker in this leader epoch (WriteTxnMarkers).
+
+        Markers are always written with acks=all semantics by the caller; like any
+        append they wake followers and may move the high watermark.
+        """
+        self.ensure_leader()
+        result = self.log.append_marker_as_leader(
+            producer_id, producer_epoch, marker, self.leader_epoch
+        )
+        self._signal.fire()
+        self.maybe_advance_high_watermark()
         return result
 
     def update_follower_fetch(self, replica_id: int, fetch_offset: int, now: float) -> None:
