@@ -313,3 +313,33 @@ def test_print_survivor_counts() -> None:
     """Runs last in this module: the figures for the report (visible with -s)."""
     for case, count in SURVIVORS.items():
         print(f"{case}: {count} of {MESSAGES} messages served")
+
+
+def test_second_power_cut_before_the_repair_is_flushed_keeps_offsets_retired(
+    tmp_path: Path,
+) -> None:
+    """A power cut after a roll leaves an empty segment above a gap; recovery fills the
+    gap and drops that segment. Until the fillers are fsynced the segment's files stay
+    as evidence, so a second cut in between still never hands those offsets out again."""
+    small = LogConfig(segment_bytes=700, index_interval_bytes=150)
+    storage = OsStorage(tmp_path, volatile_until_fsync=True)
+    log = PartitionLog.open(storage, "m-0", small, ManualClock())
+    count = 0
+    for sizes in ([1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]):
+        data = b""
+        for size in sizes:
+            data += build_batch([b"v%d" % (count + i) for i in range(size)])
+            count += size
+        log.append_as_leader(data, leader_epoch=0)
+    rolled = log.log_end_offset
+    assert (tmp_path / "m-0" / f"{8:020d}.log").exists(), "the appends must roll at 8"
+    ends = []
+    for _ in range(2):  # two power cuts, nothing flushed in between
+        storage = OsStorage(tmp_path, volatile_until_fsync=True)
+        log = PartitionLog.open(storage, "m-0", small, ManualClock())
+        ends.append(log.log_end_offset)
+    assert rolled > 8 and ends == [8, 8]
+    trio.run(log.flush)
+    assert not (tmp_path / "m-0" / f"{8:020d}.log").exists()  # replaced once durable
+    storage = OsStorage(tmp_path, volatile_until_fsync=True)
+    assert PartitionLog.open(storage, "m-0", small, ManualClock()).log_end_offset == 8

@@ -169,6 +169,9 @@ class PartitionLog:
         self._dirty: set[LogSegment] = set()
         self._unsynced_files: list[StorageFile] = []
         self._dir_dirty = False
+        # Segments recovery dropped whose files stay, as evidence of the offsets handed
+        # out, until the repair that replaces them is durable (deleted by the next flush).
+        self._superseded: list[LogSegment] = []
         self._flush_lock = trio.Lock()
         self._closed = False
         self._failure: str | None = None
@@ -272,7 +275,7 @@ class PartitionLog:
             empty = self._segments.pop()
             self._bases.pop()
             self._dirty.discard(empty)
-            empty.delete()
+            self._superseded.append(empty)
             self._dir_dirty = True
         end = recovery.evidence_end()
         if end > self._active.next_offset:
@@ -311,6 +314,10 @@ class PartitionLog:
         return offset
 
     def _new_segment(self, base: int, *, created_ms: int, track: bool = True) -> LogSegment:
+        for old in [s for s in self._superseded if s.base_offset == base]:
+            # A new segment takes the old one's file names: the old files must go first.
+            self._superseded.remove(old)
+            old.delete()
         segment = LogSegment(
             self.storage,
             self.directory,
@@ -1003,6 +1010,10 @@ class PartitionLog:
                     await self._txn_index.flush()
                     if self._closed:
                         return
+                # The repairs are durable now, so the files they replace may go.
+                superseded, self._superseded = self._superseded, []
+                for segment in superseded:
+                    segment.delete()
                 if dir_dirty:
                     await self.storage.fsync_dir(self.directory)
             except OSError as exc:
@@ -1078,6 +1089,8 @@ class PartitionLog:
             segment.close()
         for f in self._unsynced_files:
             f.close()
+        for segment in self._superseded:
+            segment.close()
         self._unsynced_files = []
 
     def delete(self) -> None:
