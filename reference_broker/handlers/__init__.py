@@ -61,6 +61,14 @@ from .quorum import (
     handle_end_quorum_epoch,
     handle_vote,
 )
+from .reassignment import (
+    handle_alter_partition_reassignments,
+    handle_controller_alter_partition_reassignments,
+    handle_controller_list_partition_reassignments,
+    handle_controller_unregister_broker,
+    handle_list_partition_reassignments,
+    handle_unregister_broker,
+)
 
 BROKER_HANDLERS: dict[int, Handler] = {
     ApiKey.Produce: handle_produce,
@@ -82,6 +90,10 @@ BROKER_HANDLERS: dict[int, Handler] = {
     ApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
     ApiKey.DescribeConfigs: handle_describe_configs,
     ApiKey.DeleteGroups: handle_delete_groups,
+    # Forwarded to the active controller, as Kafka forwards them.
+    ApiKey.AlterPartitionReassignments: handle_alter_partition_reassignments,
+    ApiKey.ListPartitionReassignments: handle_list_partition_reassignments,
+    ApiKey.UnregisterBroker: handle_unregister_broker,
 }
 """What a client listener serves (ApiVersions is added below)."""
 BROKER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler([*BROKER_HANDLERS, ApiKey.ApiVersions])
@@ -98,6 +110,9 @@ CONTROLLER_HANDLERS: dict[int, Handler] = {
     ApiKey.AlterPartition: handle_alter_partition,
     ApiKey.CreateTopics: handle_controller_create_topics,
     ApiKey.DeleteTopics: handle_controller_delete_topics,
+    ApiKey.AlterPartitionReassignments: handle_controller_alter_partition_reassignments,
+    ApiKey.ListPartitionReassignments: handle_controller_list_partition_reassignments,
+    ApiKey.UnregisterBroker: handle_controller_unregister_broker,
 }
 """What a controller listener serves (ApiVersions is added below)."""
 CONTROLLER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler(

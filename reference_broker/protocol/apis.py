@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kafka.protocol.admin import (
+    AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteGroupsRequest,
@@ -33,6 +35,8 @@ from kafka.protocol.admin import (
     DescribeGroupsResponse,
     ListGroupsRequest,
     ListGroupsResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
 )
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
@@ -77,6 +81,7 @@ from .controller_apis import (
     BROKER_HEARTBEAT_VERSION,
     BROKER_REGISTRATION_VERSION,
     END_QUORUM_EPOCH_VERSION,
+    UNREGISTER_BROKER_VERSION,
     VOTE_VERSION,
     AlterPartitionRequest,
     AlterPartitionResponse,
@@ -88,6 +93,8 @@ from .controller_apis import (
     BrokerRegistrationResponse,
     EndQuorumEpochRequest,
     EndQuorumEpochResponse,
+    UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
     VoteRequest,
     VoteResponse,
 )
@@ -158,6 +165,27 @@ SUPPORTED_APIS: dict[int, ApiSpec] = {
         ),
         _spec(ApiKey.DescribeConfigs, DescribeConfigsRequest, DescribeConfigsResponse, 1, 4),
         _spec(ApiKey.DeleteGroups, DeleteGroupsRequest, DeleteGroupsResponse, 0, 2),
+        _spec(
+            ApiKey.AlterPartitionReassignments,
+            AlterPartitionReassignmentsRequest,
+            AlterPartitionReassignmentsResponse,
+            0,
+            1,
+        ),
+        _spec(
+            ApiKey.ListPartitionReassignments,
+            ListPartitionReassignmentsRequest,
+            ListPartitionReassignmentsResponse,
+            0,
+            0,
+        ),
+        _spec(
+            ApiKey.UnregisterBroker,
+            UnregisterBrokerRequest,
+            UnregisterBrokerResponse,
+            UNREGISTER_BROKER_VERSION,
+            UNREGISTER_BROKER_VERSION,
+        ),
     )
 }
 
