@@ -30,15 +30,19 @@ from history.model import split_log
 from history.writer import HistoryWriter
 from nemesis import grudge as grudges
 from nemesis.ledger import Ledger
+from nemesis.membership import apply_membership
 from nemesis.ops import (
+    AddBroker,
     AnyFaultOp,
     ClockReset,
     ClockSkew,
     ClockStrobe,
+    DecommissionBroker,
     Kill,
     LeaderTarget,
     Pause,
     PowerLoss,
+    Reassign,
     ResetConnections,
     Restart,
     Resume,
@@ -117,6 +121,8 @@ class Executor:
                 await self._clock_strobe(op, nursery)
             case ClockReset():
                 await self._clock_reset(op.nodes, final=False)
+            case AddBroker() | DecommissionBroker() | Reassign():
+                await apply_membership(op, self.target, self._record, nursery)
 
     async def heal_everything(self) -> None:
         """Undo everything the ledger says is broken, one event per kind of repair.

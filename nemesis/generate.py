@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nemesis import grudge as grudges
+from nemesis.membership import MembershipGenerator
 from nemesis.ops import (
     AnyFaultOp,
     ClockReset,
@@ -266,7 +267,11 @@ class _Clock:
         )
 
 
-def _package(name: str, interval_ms: int) -> _Partition | _Link | _Crash | _Pause | _Clock:
+def _package(
+    name: str, interval_ms: int, nodes: Sequence[str] = ()
+) -> _Partition | _Link | _Crash | _Pause | _Clock | MembershipGenerator:
+    if name == "membership":
+        return MembershipGenerator(nodes)
     if name == "partition":
         return _Partition()
     if name == "link":
@@ -311,7 +316,7 @@ def generate(
         raise ValueError(f"interval must be positive, got {interval_ms} ms")
     rng = random.Random(seed)
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
-    generators = [_package(name, interval_ms) for name in names]
+    generators = [_package(name, interval_ms, nodes) for name in names]
     active_since: dict[int, int] = {}
     ops: list[AnyFaultOp] = []
     at_ms = 0

@@ -173,6 +173,35 @@ class ClockReset(FaultOp, tag="clock-reset", frozen=True):
         return sorted(self.nodes)
 
 
+class AddBroker(FaultOp, tag="add-broker", frozen=True):
+    """Start spare node `node` as a new broker of the cluster (outside the quorum).
+
+    Spares are not among the schedule's nodes (other packages never touch them), so
+    the target checks the name when the op runs.
+    """
+
+    PACKAGE = "membership"
+
+    node: str
+
+
+class DecommissionBroker(FaultOp, tag="decommission-broker", frozen=True):
+    """Move every replica off broker `node` (one it added), then retire it for good."""
+
+    PACKAGE = "membership"
+
+    node: str
+
+
+class Reassign(FaultOp, tag="reassign", frozen=True):
+    """AlterPartitionReassignments of `log` ("topic/partition") to `replicas` (nodes)."""
+
+    PACKAGE = "membership"
+
+    log: str
+    replicas: list[str]
+
+
 AnyFaultOp = (
     StartPartition
     | StopPartition
@@ -187,6 +216,9 @@ AnyFaultOp = (
     | ClockSkew
     | ClockStrobe
     | ClockReset
+    | AddBroker
+    | DecommissionBroker
+    | Reassign
 )
 
 

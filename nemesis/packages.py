@@ -18,10 +18,15 @@ PACKAGES: dict[str, str] = {
     "pause": "SIGSTOP one node, a minority or all nodes, SIGCONT on stop",
     "power-loss": "crash one node or all at once losing un-fsynced writes, restart on stop",
     "clock": "bump one node's wall clock or strobe it back and forth; reset on stop",
+    "membership": "add a spare broker, reassign a log to a new replica set, decommission "
+    "an added broker (not part of mixed: name it, e.g. kill,partition,membership)",
 }
 
+# Packages `mixed` leaves out: they change the cluster itself and need spare nodes.
+OPT_IN: frozenset[str] = frozenset({"membership"})
+
 ALIASES: dict[str, str] = {
-    "mixed": "every package above",
+    "mixed": "every package above but membership",
     "none": "no faults (a baseline run)",
 }
 
@@ -50,5 +55,5 @@ def parse(spec: str | Iterable[str]) -> tuple[str, ...]:
         raise ValueError(f"'none' cannot be combined with other packages, got "
                          f"{','.join(names)}")
     if "mixed" in names:
-        return tuple(PACKAGES)
+        return tuple(name for name in PACKAGES if name not in OPT_IN or name in names)
     return tuple(name for name in PACKAGES if name in names)

@@ -95,3 +95,25 @@ class FaultTarget(Protocol):
     def controller(self) -> str | None:
         """The active controller node, if the runtime can tell."""
         ...
+
+
+class MembershipTarget(FaultTarget, Protocol):
+    """A cluster whose membership can change: spare nodes to add, brokers to retire,
+    partitions to reassign (the `membership` package). Node names as in `nodes`."""
+
+    @property
+    def spares(self) -> Sequence[str]:
+        """Configured nodes not started yet, which `add_broker` may start."""
+        ...
+
+    async def add_broker(self, node: str) -> None:
+        """Start spare `node` as a broker; returns once the controller unfenced it."""
+        ...
+
+    async def reassign(self, topic: str, partition: int, replicas: Sequence[str]) -> None:
+        """Start moving the partition to `replicas`; returns once the controller took it."""
+        ...
+
+    async def decommission(self, node: str) -> None:
+        """Move every replica off `node`, then stop it for good and unregister it."""
+        ...

@@ -389,8 +389,8 @@ class SimCluster:
 
     async def add_broker(self, node: str, *, timeout_s: float = 30.0) -> None:
         """Start spare `node` as a new broker (an observer of the quorum); returns once the
-        controller has unfenced it (MembershipError after `timeout_s`). It registers with the controller on its own and holds no replica until a
-        reassignment places one on it."""
+        controller has unfenced it (MembershipError after `timeout_s`). It registers on
+        its own and holds no replica until a reassignment places one on it."""
         if node not in self._spares:
             raise MembershipError(
                 f"{node!r} is not a spare node; spares: {', '.join(self._spares) or 'none'}"
@@ -434,11 +434,19 @@ class SimCluster:
             raise MembershipError(f"listing reassignments failed with error {found}")
         return found
 
-    def _hosted(self) -> dict[tuple[str, int], tuple[int, ...]]:
-        """Every partition's replicas in the image of a live member."""
-        image = self._member_broker().cluster
-        assert image is not None
-        return {(a.topic, a.partition): a.replicas for a in image.assignments()}
+    def _hosted(self, *, target: bool = False) -> dict[tuple[str, int], tuple[int, ...]]:
+        """Every partition's replicas in the image of a live member (with `target`, those
+        it keeps once its ongoing reassignment completes)."""
+        service = self._member_broker().controller_service
+        assert service is not None
+        image = service.image
+        return {
+            (image.topic_names[topic_id], index): (
+                state.replica_sets.target if target else state.replicas
+            )
+            for (topic_id, index), state in image.partitions.items()
+            if topic_id in image.topic_names
+        }
 
     async def decommission(self, node: str, *, timeout_s: float = 60.0) -> None:
         """Move every replica off broker `node`, then stop it for good and unregister it.
@@ -453,7 +461,7 @@ class SimCluster:
         if leaving.config.is_voter:
             raise MembershipError(f"{node} is a controller voter; the quorum stays fixed")
         members = [broker_id(m) for m in self._members]
-        for move in moves_off(leaving.node_id, self._hosted(), members):
+        for move in moves_off(leaving.node_id, self._hosted(target=True), members):
             await self.reassign(move.topic, move.partition, [f"n{r}" for r in move.replicas])
         with trio.move_on_after(timeout_s):
             while any(leaving.node_id in r for r in self._hosted().values()):
