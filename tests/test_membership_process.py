@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 from kafka import KafkaAdminClient, TopicPartition
@@ -37,7 +38,7 @@ def _wait_topic(client: KafkaAdminClient, topic: str) -> list[int]:
 def _reassign_over_the_wire(bootstrap: str) -> dict[str, object]:
     """Errors and a real reassignment through kafka-python's admin client."""
     client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
     try:
         from kafka.admin import NewTopic
 

@@ -9,7 +9,7 @@ monitor (`harness.runtime.sim.invariants`) watches the whole run.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -80,8 +80,8 @@ async def _with_load(
 
 
 def test_a_reassignment_onto_an_added_broker_completes_without_losing_acked_writes() -> None:
-    async def scenario(cluster: SimCluster) -> tuple[object, ...]:
-        seen: dict[str, object] = {}
+    async def scenario(cluster: SimCluster) -> tuple[Any, ...]:
+        seen: dict[str, Any] = {}
 
         async def change() -> None:
             await cluster.add_broker("n4")
@@ -116,8 +116,8 @@ def test_a_reassignment_onto_an_added_broker_completes_without_losing_acked_writ
 
 
 def test_a_reassignment_survives_a_controller_failover() -> None:
-    async def scenario(cluster: SimCluster) -> tuple[object, ...]:
-        seen: dict[str, object] = {}
+    async def scenario(cluster: SimCluster) -> tuple[Any, ...]:
+        seen: dict[str, Any] = {}
 
         async def change() -> None:
             await cluster.add_broker("n4")
@@ -149,8 +149,8 @@ def test_a_reassignment_survives_a_controller_failover() -> None:
 
 
 def test_a_reassignment_completes_after_its_leader_is_killed_and_restarted() -> None:
-    async def scenario(cluster: SimCluster) -> tuple[object, ...]:
-        seen: dict[str, object] = {}
+    async def scenario(cluster: SimCluster) -> tuple[Any, ...]:
+        seen: dict[str, Any] = {}
 
         async def change() -> None:
             await cluster.add_broker("n4")
@@ -181,8 +181,8 @@ def test_a_reassignment_completes_after_its_leader_is_killed_and_restarted() -> 
 
 
 def test_decommission_moves_every_replica_off_then_retires_and_unregisters_the_broker() -> None:
-    async def scenario(cluster: SimCluster) -> tuple[object, ...]:
-        seen: dict[str, object] = {}
+    async def scenario(cluster: SimCluster) -> tuple[Any, ...]:
+        seen: dict[str, Any] = {}
 
         async def change() -> None:
             await cluster.add_broker("n4")
