@@ -15,9 +15,11 @@ Changes are permanent, so the package is never "in force" (nothing to repair); o
 packages never target spares, and the brokers it adds are left to it alone.
 
 Execution (`apply_membership`): the executor hands these ops to the target's
-`MembershipTarget` primitives and records one nemesis event per op once it is done. A
-decommission waits for its reassignments to complete, which a fault may hold back for a
-long while, so it runs in the background and its event is written when it finishes.
+`MembershipTarget` primitives and records one nemesis event per op once it is done. An
+added broker must register with the controller and a decommission must wait for its
+reassignments to complete, both of which a fault may hold back for a long while, so
+these two run in the background (the schedule's other ops keep their times) and their
+event is written when they finish; a reassignment returns once the controller took it.
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ class MembershipGenerator:
             choices.append("decommission")
         if not choices:
             return None
-        choice = rng.choices(choices, weights=[_WEIGHTS[c] for c in choices])[0]
+        if self.spares and not self.added:
+            # First bring a broker in, so that reassignments have somewhere new to go.
+            choice = "add"
+        else:
+            choice = rng.choices(choices, weights=[_WEIGHTS[c] for c in choices])[0]
         if choice == "add":
             node = self.spares.pop(0)
             self.added.append(node)
@@ -131,10 +137,10 @@ async def apply_membership(
         else:
             record(f, value)
 
-    if isinstance(op, DecommissionBroker):
-        nursery.start_soon(run)
-    else:
+    if isinstance(op, Reassign):
         await run()
+    else:
+        nursery.start_soon(run)
 
 
 def _membership(target: FaultTarget) -> MembershipTarget | None:
