@@ -186,6 +186,7 @@ def test_observer_finds_the_leader_and_replicates_without_voting() -> None:
 def test_an_observer_told_of_no_leader_asks_again_only_after_the_fetch_interval() -> None:
     observer = RaftNode(9, {1, 2, 3}, InMemoryRaftLog(), QuorumStateStore(), random.Random(3), 0)
     (fetch,) = observer.tick(0)
+    assert isinstance(fetch, FetchRequest)
     no_leader = FetchResponse(
         src=fetch.dst,
         dst=9,

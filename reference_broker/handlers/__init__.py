@@ -9,12 +9,14 @@ Each kind of listener has its own table, and serves only the APIs in it (Kafka's
 per-listener API scopes, `ApiMessageType.ListenerType`):
 
 - `BROKER_HANDLERS`, for the client listeners (every listener not named in
-  controller.listener.names): the client APIs, and Fetch for replication.
+  controller.listener.names): the client APIs, Fetch for replication, and the admin
+  APIs forwarded to the active controller (AlterPartitionReassignments,
+  ListPartitionReassignments, UnregisterBroker).
 - `CONTROLLER_HANDLERS`, for the controller listeners: the Raft quorum (Vote,
   BeginQuorumEpoch, EndQuorumEpoch, Fetch of `__cluster_metadata`), the brokers'
   requests to the controller (BrokerRegistration, BrokerHeartbeat, AlterPartition)
-  and the topic requests brokers forward to it (CreateTopics, DeleteTopics), as
-  Kafka's ControllerApis serves them.
+  and the requests brokers forward to it (CreateTopics, DeleteTopics and the three
+  admin APIs above), as Kafka's ControllerApis serves them.
 
 An API missing from a listener's table is not in its ApiVersions, and a request for
 it closes the connection (see `server.py`).
