@@ -68,10 +68,6 @@ class _AlterPartitionThroughController:
         )
 
 
-class ClusterMembershipError(RuntimeError):
-    """The node cannot join its cluster as configured; the message says what to change."""
-
-
 class ClusterMembership:
     """The quorum member, controller client, lifecycle and metadata publisher of a node."""
 
