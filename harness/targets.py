@@ -33,6 +33,7 @@ from harness.run_config import RunConfig
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.run import SimSettings
 from harness.runtime.sim.scheduler import derive_rng
+from nemesis.membership import SPARE_NODES
 from nemesis.target import DiskFault, FaultTarget, FileDamage, LinkFault
 from workloads.base import WorkloadEnv
 from workloads.client.transport import Network, TcpNetwork, wall_clock_ms
@@ -72,7 +73,13 @@ def sim_settings(config: RunConfig) -> SimSettings:
     # sub-millisecond wait (rounded to 0 ms) spins without virtual time ever advancing.
     return SimSettings(nodes=config.nodes, broker_settings=config.broker_settings(),
                        base_latency_ms=SIM_LINK_LATENCY_MS, quorum=config.replicated,
-                       tear_on_power_loss=config.torn_writes)
+                       tear_on_power_loss=config.torn_writes,
+                       spare_nodes=spare_nodes(config))
+
+
+def spare_nodes(config: RunConfig) -> int:
+    """Spare nodes to configure: the `membership` package adds them (replicated runs)."""
+    return SPARE_NODES if config.replicated and "membership" in config.packages else 0
 
 
 # A replicated run's topics all live on the one cluster.
@@ -147,6 +154,7 @@ async def _process_session(config: RunConfig, run_dir: Path) -> AsyncIterator[Se
         torn_writes=config.torn_writes,
         seed=config.seed,
         quorum=config.replicated,
+        spare_nodes=spare_nodes(config),
     )
     try:
         entered = await cluster.__aenter__()

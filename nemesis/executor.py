@@ -32,16 +32,20 @@ from history.writer import HistoryWriter
 from nemesis import grudge as grudges
 from nemesis.disk import DiskNemesis, restart_or_note
 from nemesis.ledger import Ledger
+from nemesis.membership import apply_membership
 from nemesis.ops import (
+    AddBroker,
     AnyFaultOp,
     ClockReset,
     ClockSkew,
     ClockStrobe,
     CorruptFiles,
+    DecommissionBroker,
     Kill,
     LeaderTarget,
     Pause,
     PowerLoss,
+    Reassign,
     ResetConnections,
     Restart,
     Resume,
@@ -133,6 +137,8 @@ class Executor:
                 await self.disk.start_fault(op)
             case StopDiskFault():
                 await self.disk.stop_faults(op.nodes, final=False)
+            case AddBroker() | DecommissionBroker() | Reassign():
+                await apply_membership(op, self.target, self._record, nursery)
 
     async def heal_everything(self) -> None:
         """Undo everything the ledger says is broken, one event per kind of repair.

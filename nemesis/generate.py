@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from nemesis import grudge as grudges
 from nemesis.composites import Composite, Timers
 from nemesis.disk import DiskPackage
+from nemesis.membership import MembershipGenerator
 from nemesis.ops import (
     AnyFaultOp,
     ClockReset,
@@ -269,8 +270,10 @@ class _Clock:
 
 
 def _package(
-    name: str, interval_ms: int
-) -> _Partition | _Link | _Crash | _Pause | _Clock | DiskPackage:
+    name: str, interval_ms: int, nodes: Sequence[str] = ()
+) -> _Partition | _Link | _Crash | _Pause | _Clock | DiskPackage | MembershipGenerator:
+    if name == "membership":
+        return MembershipGenerator(nodes)
     if name == "partition":
         return _Partition()
     if name == "link":
@@ -320,7 +323,9 @@ def generate(
     rng = random.Random(seed)
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
     generators = [
-        Composite(name, timers or Timers()) if name in COMPOSITES else _package(name, interval_ms)
+        Composite(name, timers or Timers())
+        if name in COMPOSITES
+        else _package(name, interval_ms, nodes)
         for name in names
     ]
     active_since: dict[int, int] = {}

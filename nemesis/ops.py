@@ -210,6 +210,8 @@ class ClockReset(FaultOp, tag="clock-reset", frozen=True):
 def _with_role(named: set[str], role: Role | None) -> list[str]:
     """The nodes an op names, with its role's fallback nodes, sorted."""
     return sorted(named | set(role.fallback)) if role is not None else sorted(named)
+
+
 class Damage(msgspec.Struct, kw_only=True, frozen=True):
     """One file to damage on a crashed node: a `kind` of file (segment, index,
     checkpoint or metadata; see `nemesis.disk.FILE_KINDS`), an `action` (flip one bit,
@@ -254,6 +256,33 @@ class StopDiskFault(FaultOp, tag="stop-disk-fault", frozen=True):
 
     def nodes_named(self) -> list[str]:
         return sorted(self.nodes)
+class AddBroker(FaultOp, tag="add-broker", frozen=True):
+    """Start spare node `node` as a new broker of the cluster (outside the quorum).
+
+    Spares are not among the schedule's nodes (other packages never touch them), so
+    the target checks the name when the op runs.
+    """
+
+    PACKAGE = "membership"
+
+    node: str
+
+
+class DecommissionBroker(FaultOp, tag="decommission-broker", frozen=True):
+    """Move every replica off broker `node` (one it added), then retire it for good."""
+
+    PACKAGE = "membership"
+
+    node: str
+
+
+class Reassign(FaultOp, tag="reassign", frozen=True):
+    """AlterPartitionReassignments of `log` ("topic/partition") to `replicas` (nodes)."""
+
+    PACKAGE = "membership"
+
+    log: str
+    replicas: list[str]
 
 
 AnyFaultOp = (
@@ -273,6 +302,9 @@ AnyFaultOp = (
     | CorruptFiles
     | StartDiskFault
     | StopDiskFault
+    | AddBroker
+    | DecommissionBroker
+    | Reassign
 )
 
 

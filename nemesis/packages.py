@@ -22,6 +22,8 @@ PACKAGES: dict[str, str] = {
     "disk": "one node's disk: kill it and flip bits in or truncate its segment, index, "
     "checkpoint or metadata files (restart on stop), or fill it (ENOSPC on write or "
     "fsync) or slow its fsyncs until stop; not part of mixed",
+    "membership": "add a spare broker, reassign a log to a new replica set, decommission "
+    "an added broker (not part of mixed: name it, e.g. kill,partition,membership)",
 }
 
 # Scenarios from the literature built from the faults above, aimed at roles resolved when
@@ -40,12 +42,13 @@ COMPOSITES: dict[str, str] = {
     "clock-jump-controller": "jump the active controller's clock forward or back, reset later",
 }
 
-# Packages `mixed` leaves out: ask for them by name.
-OPT_IN = frozenset({"disk"})
+# Packages `mixed` leaves out (disk faults take nodes out for good; membership needs
+# spare nodes): ask for them by name.
+OPT_IN = frozenset({"disk", "membership"})
 
 ALIASES: dict[str, str] = {
-    "mixed": "every single-fault package but disk (partition ... clock; composites are "
-    "named apart)",
+    "mixed": "every single-fault package but disk and membership (partition ... clock; "
+    "composites are named apart)",
     "none": "no faults (a baseline run)",
 }
 

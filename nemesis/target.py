@@ -145,3 +145,24 @@ class FaultTarget(Protocol):
         """Make the node's disk fail as `fault` says from now on (None: healthy again).
         The fault outlives restarts until cleared, as a full disk would."""
         ...
+
+class MembershipTarget(FaultTarget, Protocol):
+    """A cluster whose membership can change: spare nodes to add, brokers to retire,
+    partitions to reassign (the `membership` package). Node names as in `nodes`."""
+
+    @property
+    def spares(self) -> Sequence[str]:
+        """Configured nodes not started yet, which `add_broker` may start."""
+        ...
+
+    async def add_broker(self, node: str) -> None:
+        """Start spare `node` as a broker; returns once the controller unfenced it."""
+        ...
+
+    async def reassign(self, topic: str, partition: int, replicas: Sequence[str]) -> None:
+        """Start moving the partition to `replicas`; returns once the controller took it."""
+        ...
+
+    async def decommission(self, node: str) -> None:
+        """Move every replica off `node`, then stop it for good and unregister it."""
+        ...

@@ -69,22 +69,13 @@ class _AlterPartitionThroughController:
         )
 
 
-class ClusterMembershipError(RuntimeError):
-    """The node cannot join its cluster as configured; the message says what to change."""
-
-
 class ClusterMembership:
     """The quorum member, controller client, lifecycle and metadata publisher of a node."""
 
     def __init__(self, env: NodeEnv, config: BrokerConfig, broker: Broker) -> None:
-        if not config.is_voter:
-            # Observers (brokers outside the voter set) would fetch the metadata log
-            # without voting; every node of our clusters is a voter.
-            raise ClusterMembershipError(
-                f"node.id {config.node_id} is not in controller.quorum.voters "
-                f"({', '.join(map(str, sorted(config.controller_quorum_voters)))}); only "
-                "combined broker+controller nodes are supported"
-            )
+        # A node outside controller.quorum.voters is an observer: it fetches the
+        # metadata log from the quorum leader without ever voting or standing (a broker
+        # added to a running cluster), and its controller service is never active.
         voters = sorted(config.controller_quorum_voters)
         self.cluster_id = cluster_id_for(voters)
         self.broker = broker

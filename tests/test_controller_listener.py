@@ -310,5 +310,7 @@ def test_each_listener_table_serves_its_apis_and_only_those() -> None:
     assert set(BROKER_HANDLERS) == set(SUPPORTED_APIS)
     assert not set(BROKER_HANDLERS) & set(CONTROLLER_APIS)
     assert set(CONTROLLER_HANDLERS) == set(CONTROLLER_APIS) | {
-        ApiKey.ApiVersions, ApiKey.Fetch, ApiKey.CreateTopics, ApiKey.DeleteTopics
+        ApiKey.ApiVersions, ApiKey.Fetch, ApiKey.CreateTopics, ApiKey.DeleteTopics,
+        ApiKey.AlterPartitionReassignments, ApiKey.ListPartitionReassignments,
+        ApiKey.UnregisterBroker,
     }

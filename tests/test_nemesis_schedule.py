@@ -150,9 +150,11 @@ def test_generated_mixed_schedules_never_collide_across_packages(seed: int) -> N
 
 def test_none_gives_no_faults_and_mixed_gives_every_package() -> None:
     assert make("none", 1).ops == []
-    # Opt-in packages (disk) join mixed only when named beside it.
-    assert packages.parse("mixed") == tuple(p for p in packages.PACKAGES if p != "disk")
-    assert packages.parse("mixed,disk") == tuple(packages.PACKAGES)
+    # Opt-in packages (disk, membership) join mixed only when named beside it.
+    opt_in = packages.OPT_IN
+    assert packages.parse("mixed") == tuple(p for p in packages.PACKAGES if p not in opt_in)
+    assert packages.parse("mixed,disk") == tuple(p for p in packages.PACKAGES if p != "membership")
+    assert "membership" in packages.parse("mixed,membership")
     assert packages.parse("kill, partition") == ("partition", "kill")
 
 

@@ -181,3 +181,25 @@ def test_observer_finds_the_leader_and_replicates_without_voting() -> None:
     assert observer.log.end_offset == leader.log.end_offset
     ballot = VoteRequest(src=2, dst=9, epoch=9, last_epoch=9, last_offset=9)
     assert not vote(observer, ballot, 0).granted
+
+
+def test_an_observer_told_of_no_leader_asks_again_only_after_the_fetch_interval() -> None:
+    observer = RaftNode(9, {1, 2, 3}, InMemoryRaftLog(), QuorumStateStore(), random.Random(3), 0)
+    (fetch,) = observer.tick(0)
+    assert isinstance(fetch, FetchRequest)
+    no_leader = FetchResponse(
+        src=fetch.dst,
+        dst=9,
+        correlation_id=fetch.correlation_id,
+        epoch=0,
+        leader_id=None,
+        error="not_leader_or_follower",
+    )
+    # During an election no voter can name a leader: asking again at once would loop
+    # as fast as the network answers.
+    assert observer.receive(no_leader, 1) == []
+    assert observer.tick(1) == []
+    interval = observer.config.fetch_interval_ms
+    assert observer.next_deadline_ms() == 1 + interval
+    (again,) = observer.tick(1 + interval)
+    assert isinstance(again, FetchRequest)

@@ -7,7 +7,8 @@ driver knows, else the voters in turn. A peer that is unreachable or answers
 NOT_CONTROLLER is dropped as a guess and the next one is tried after a short
 backoff, until the call's deadline; then the call answers REQUEST_TIMED_OUT. Remote
 calls are the Kafka RPCs (BrokerRegistration, BrokerHeartbeat, AlterPartition,
-CreateTopics, DeleteTopics) over one `PeerChannel` per voter, to its controller listener.
+CreateTopics, DeleteTopics, AlterPartitionReassignments, ListPartitionReassignments,
+UnregisterBroker) over one `PeerChannel` per voter, to its controller listener.
 
 The client is also the broker's `TopicAdmin` (create/delete topics) and the
 replica manager's `AlterPartitionSender` (it fills in this broker's id and epoch).
@@ -22,10 +23,14 @@ from typing import TypeVar
 
 import trio
 from kafka.protocol.admin import (
+    AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
 )
 
 from ..config import Listener
@@ -36,20 +41,27 @@ from ..protocol.controller_apis import (
     ALTER_PARTITION_VERSION,
     BROKER_HEARTBEAT_VERSION,
     BROKER_REGISTRATION_VERSION,
+    UNREGISTER_BROKER_VERSION,
     AlterPartitionRequest,
     BrokerHeartbeatRequest,
     BrokerRegistrationRequest,
+    UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 )
 from .service import (
     AlterPartitionResult,
     ControllerService,
     HeartbeatResult,
+    OngoingReassignment,
+    ReassignmentResult,
     RegistrationResult,
     TopicResult,
 )
 
 CREATE_TOPICS_VERSION = 7
 DELETE_TOPICS_VERSION = 5
+ALTER_REASSIGNMENTS_VERSION = 1
+LIST_REASSIGNMENTS_VERSION = 0
 PLAINTEXT = 0  # SecurityProtocol id of PLAINTEXT
 # Only names the sender in the peer's logs: what a controller serves depends on the
 # listener a request arrives on (its controller listener), never on the client id.
@@ -395,3 +407,111 @@ class ControllerClient:
             TopicResult(ErrorCode.REQUEST_TIMED_OUT),
         )
         return error_code_of(result.error_code)
+
+    # -- reassignments and decommissioning (forwarded from the client listener) -----------------
+
+    async def alter_reassignment(
+        self,
+        topic: str,
+        partition: int,
+        target: tuple[int, ...] | None,
+        *,
+        allow_factor_change: bool = True,
+    ) -> ReassignmentResult:
+        """AlterPartitionReassignments for one partition at the active controller."""
+
+        async def remote(channel: PeerChannel) -> ReassignmentResult:
+            _Topic = AlterPartitionReassignmentsRequest.ReassignableTopic
+            request = AlterPartitionReassignmentsRequest(
+                version=ALTER_REASSIGNMENTS_VERSION,
+                timeout_ms=self.request_timeout_ms,
+                allow_replication_factor_change=allow_factor_change,
+                topics=[
+                    _Topic(
+                        name=topic,
+                        partitions=[
+                            _Topic.ReassignablePartition(
+                                partition_index=partition,
+                                replicas=None if target is None else list(target),
+                            )
+                        ],
+                    )
+                ],
+            )
+            response: AlterPartitionReassignmentsResponse = await channel.request(
+                request, ALTER_REASSIGNMENTS_VERSION
+            )
+            if response.error_code != ErrorCode.NONE:
+                return ReassignmentResult(response.error_code, response.error_message)
+            for t in response.responses:
+                for p in t.partitions:
+                    if t.name == topic and p.partition_index == partition:
+                        return ReassignmentResult(p.error_code, p.error_message)
+            return ReassignmentResult(ErrorCode.UNKNOWN_SERVER_ERROR, "no answer for the partition")
+
+        return await self._call(
+            lambda s: s.alter_reassignment(
+                topic, partition, target, allow_factor_change=allow_factor_change
+            ),
+            remote,
+            lambda r: r.error_code,
+            ReassignmentResult(ErrorCode.REQUEST_TIMED_OUT, "no active controller answered"),
+        )
+
+    async def list_reassignments(
+        self, partitions: Mapping[str, list[int]] | None = None
+    ) -> list[OngoingReassignment] | int:
+        """ListPartitionReassignments at the active controller: the ongoing ones, or an
+        error code."""
+
+        async def remote(channel: PeerChannel) -> list[OngoingReassignment] | int:
+            _Topic = ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics
+            request = ListPartitionReassignmentsRequest(
+                version=LIST_REASSIGNMENTS_VERSION,
+                timeout_ms=self.request_timeout_ms,
+                topics=None
+                if partitions is None
+                else [_Topic(name=t, partition_indexes=list(p)) for t, p in partitions.items()],
+            )
+            response: ListPartitionReassignmentsResponse = await channel.request(
+                request, LIST_REASSIGNMENTS_VERSION
+            )
+            if response.error_code != ErrorCode.NONE:
+                return int(response.error_code)
+            return [
+                OngoingReassignment(
+                    t.name,
+                    p.partition_index,
+                    tuple(p.replicas),
+                    tuple(p.adding_replicas),
+                    tuple(p.removing_replicas),
+                )
+                for t in response.topics
+                for p in t.partitions
+            ]
+
+        return await self._call(
+            lambda s: s.list_reassignments(partitions),
+            remote,
+            lambda r: r if isinstance(r, int) else ErrorCode.NONE,
+            int(ErrorCode.REQUEST_TIMED_OUT),
+        )
+
+    async def unregister_broker(self, broker_id: int) -> ReassignmentResult:
+        """UnregisterBroker at the active controller."""
+
+        async def remote(channel: PeerChannel) -> ReassignmentResult:
+            request = UnregisterBrokerRequest(
+                version=UNREGISTER_BROKER_VERSION, broker_id=broker_id
+            )
+            response: UnregisterBrokerResponse = await channel.request(
+                request, UNREGISTER_BROKER_VERSION
+            )
+            return ReassignmentResult(response.error_code, response.error_message)
+
+        return await self._call(
+            lambda s: s.unregister_broker(broker_id),
+            remote,
+            lambda r: r.error_code,
+            ReassignmentResult(ErrorCode.REQUEST_TIMED_OUT, "no active controller answered"),
+        )

@@ -23,6 +23,15 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from .partition_change import ElrChange, PartitionView, change_partition
+from .reassignment import (
+    ReassignmentError,
+    ReplicaSets,
+    change_record,
+    complete_if_ready,
+    revert,
+    start,
+    validate_target,
+)
 from .records import (
     NO_LEADER,
     FenceBrokerRecord,
@@ -33,6 +42,7 @@ from .records import (
     RemoveTopicRecord,
     TopicRecord,
     UnfenceBrokerRecord,
+    UnregisterBrokerRecord,
 )
 
 # The decisions Kafka's ClusterControlManager and ReplicationControlManager log at INFO:
@@ -54,8 +64,9 @@ class BrokerRegistration:
 
 @dataclass(frozen=True, slots=True)
 class PartitionState:
-    """A partition's replicas, leader and ISR, with the epochs that version them, and its
-    eligible leader replicas (KIP-966; empty while the feature is off)."""
+    """A partition's replicas, leader and ISR, with the epochs that version them, its
+    eligible leader replicas (KIP-966; empty while the feature is off) and the replicas
+    an ongoing reassignment adds and removes (KIP-455; empty when none is)."""
 
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
@@ -64,6 +75,15 @@ class PartitionState:
     partition_epoch: int
     elr: tuple[int, ...] = ()
     last_known_elr: tuple[int, ...] = ()
+    adding_replicas: tuple[int, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
+
+    @property
+    def replica_sets(self) -> ReplicaSets:
+        """The fields a reassignment changes."""
+        return ReplicaSets(
+            self.replicas, self.isr, self.leader, self.adding_replicas, self.removing_replicas
+        )
 
 
 UNCLEAN_LEADER_ELECTION_CONFIG = "unclean.leader.election.enable"
@@ -136,7 +156,13 @@ class MetadataImage:
                     record.partition_epoch,
                     record.elr,
                     record.last_known_elr,
+                    record.adding_replicas,
+                    record.removing_replicas,
                 )
+            case UnregisterBrokerRecord():
+                broker = self.brokers.get(record.broker_id)
+                if broker is not None and broker.broker_epoch == record.broker_epoch:
+                    del self.brokers[record.broker_id]
             case PartitionChangeRecord():
                 key = (record.topic_id, record.partition)
                 self.partitions[key] = _applied(self.partitions[key], record)
@@ -160,6 +186,9 @@ class Errors(Enum):
     INELIGIBLE_REPLICA = "INELIGIBLE_REPLICA"
     INVALID_CONFIG = "INVALID_CONFIG"
     POLICY_VIOLATION = "POLICY_VIOLATION"
+    INVALID_REPLICA_ASSIGNMENT = "INVALID_REPLICA_ASSIGNMENT"
+    NO_REASSIGNMENT_IN_PROGRESS = "NO_REASSIGNMENT_IN_PROGRESS"
+    BROKER_ID_NOT_REGISTERED = "BROKER_ID_NOT_REGISTERED"
 
     @property
     def code(self) -> int:
@@ -173,13 +202,16 @@ _KAFKA_CODES = {
     Errors.NOT_LEADER_OR_FOLLOWER: 6,
     Errors.TOPIC_ALREADY_EXISTS: 36,
     Errors.INVALID_REPLICATION_FACTOR: 38,
+    Errors.INVALID_REPLICA_ASSIGNMENT: 39,
     Errors.INVALID_CONFIG: 40,
     Errors.INVALID_REQUEST: 42,
     Errors.POLICY_VIOLATION: 44,
     Errors.FENCED_LEADER_EPOCH: 74,
+    Errors.NO_REASSIGNMENT_IN_PROGRESS: 85,
     Errors.STALE_BROKER_EPOCH: 77,
     Errors.INVALID_UPDATE_VERSION: 95,
     Errors.DUPLICATE_BROKER_REGISTRATION: 101,
+    Errors.BROKER_ID_NOT_REGISTERED: 102,
     Errors.INELIGIBLE_REPLICA: 107,
 }
 
@@ -190,6 +222,7 @@ class Decision:
 
     records: tuple[MetadataRecord, ...] = ()
     error: Errors = Errors.NONE
+    message: str | None = None
     broker_epoch: int | None = None
     partition: PartitionState | None = None
 
@@ -370,6 +403,21 @@ class Controller:
         records: list[MetadataRecord] = [FenceBrokerRecord(broker_id, broker_epoch)]
         return Decision((*records, *self._changes_for_fenced({broker_id})))
 
+    def unregister_broker(self, broker_id: int) -> Decision:
+        """Remove a broker from the cluster for good (UnregisterBroker): it leaves every ISR
+        and ELR and loses every leadership, as Kafka's handleBrokerUnregistered. Its
+        replicas stay assigned; move them off first (a reassignment), as Kafka expects."""
+        broker = self.image.brokers.get(broker_id)
+        if broker is None:
+            return Decision(
+                error=Errors.BROKER_ID_NOT_REGISTERED,
+                message=f"broker {broker_id} is not registered",
+            )
+        logger.info("unregistering broker %d (epoch %d)", broker_id, broker.broker_epoch)
+        self.sessions.pop(broker_id, None)
+        records = self._changes_for_fenced({broker_id})
+        return Decision((*records, UnregisterBrokerRecord(broker_id, broker.broker_epoch)))
+
     def reset_sessions(self, now_ms: int) -> None:
         """On becoming the active controller, give every unfenced broker a full session.
 
@@ -500,7 +548,100 @@ class Controller:
                     None if after.last_known_elr == state.last_known_elr else after.last_known_elr
                 ),
             )
+        change = self._complete_reassignment(topic_id, partition, state, change)
         return Decision((change,), partition=_applied(state, change))
+
+    def _complete_reassignment(
+        self, topic_id: str, index: int, state: PartitionState, change: PartitionChangeRecord
+    ) -> PartitionChangeRecord:
+        """`change`, extended to complete the partition's reassignment when it brings the
+        last target replica into the ISR (Kafka's completeReassignmentIfNeeded)."""
+        after = _applied(state, change)
+        if not after.replica_sets.reassigning:
+            return change
+        done = complete_if_ready(after.replica_sets, self.image.is_live)
+        if done == after.replica_sets:
+            return change
+        logger.info(
+            "completing the reassignment of %s-%d to %s (leader %d, ISR %s)",
+            self.image.topic_names.get(topic_id, topic_id),
+            index,
+            list(done.replicas),
+            done.leader,
+            list(done.isr),
+        )
+        return PartitionChangeRecord(
+            topic_id,
+            index,
+            leader=None if done.leader == state.leader else done.leader,
+            isr=None if done.isr == state.isr else done.isr,
+            elr=tuple(r for r in after.elr if r in done.replicas) if after.elr else change.elr,
+            last_known_elr=change.last_known_elr,
+            replicas=done.replicas,
+            adding_replicas=(),
+            removing_replicas=(),
+        )
+
+    # -- reassignments (KIP-455) -----------------------------------------------------------
+
+    def alter_reassignment(
+        self,
+        topic_id: str,
+        index: int,
+        target: tuple[int, ...] | None,
+        *,
+        allow_factor_change: bool = True,
+    ) -> Decision:
+        """Start, replace or (with `target` None) cancel the reassignment of one partition
+        (AlterPartitionReassignments); see `reassignment.py` for the steps."""
+        state = self.image.partitions.get((topic_id, index))
+        if state is None:
+            return Decision(error=Errors.UNKNOWN_TOPIC_OR_PARTITION)
+        name = self.image.topic_names.get(topic_id, topic_id)
+        current = state.replica_sets
+        if target is None:
+            if not current.reassigning:
+                return Decision(
+                    error=Errors.NO_REASSIGNMENT_IN_PROGRESS,
+                    message=f"no reassignment of {name}-{index} is in progress",
+                )
+            after = revert(current, self.image.is_live)
+            logger.info("cancelling the reassignment of %s-%d", name, index)
+        else:
+            try:
+                validate_target(
+                    target,
+                    self.image.brokers,
+                    current_factor=len(current.original),
+                    allow_factor_change=allow_factor_change,
+                )
+            except ReassignmentError as exc:
+                return Decision(error=Errors(exc.code), message=str(exc))
+            base = revert(current, self.image.is_live) if current.reassigning else current
+            after = complete_if_ready(start(base, target), self.image.is_live)
+            logger.info(
+                "reassigning %s-%d from %s to %s (adding %s, removing %s)",
+                name,
+                index,
+                list(current.original),
+                list(target),
+                list(after.adding),
+                list(after.removing),
+            )
+        record = change_record(topic_id, index, current, after)
+        if record is None:
+            return Decision(partition=state)
+        if state.elr and record.replicas is not None:
+            record = replace(record, elr=tuple(r for r in state.elr if r in record.replicas))
+        return Decision((record,), partition=_applied(state, record))
+
+    def reassignments(self) -> list[tuple[str, int, PartitionState]]:
+        """(topic id, index, state) of every partition being reassigned, in order."""
+        return [
+            (topic_id, index, state)
+            for (topic_id, index), state in sorted(self.image.partitions.items())
+            if state.replica_sets.reassigning
+        ]
 
     def elect_preferred_leaders(self) -> Decision:
         """Move leadership back to each partition's first replica where it is live and in sync."""
@@ -672,14 +813,18 @@ def _parse_bool(value: str | None) -> bool | None:
 
 def _applied(state: PartitionState, change: PartitionChangeRecord) -> PartitionState:
     """`state` after `change`: the partition epoch always moves, the leader epoch when the
-    leader does."""
+    leader does or a replica leaves the replica set."""
     leader = state.leader if change.leader is None else change.leader
+    replicas = state.replicas if change.replicas is None else change.replicas
+    shrunk = any(r not in replicas for r in state.replicas)
     return PartitionState(
-        state.replicas,
+        replicas,
         state.isr if change.isr is None else change.isr,
         leader,
-        state.leader_epoch + (1 if leader != state.leader else 0),
+        state.leader_epoch + (1 if leader != state.leader or shrunk else 0),
         state.partition_epoch + 1,
         state.elr if change.elr is None else change.elr,
         state.last_known_elr if change.last_known_elr is None else change.last_known_elr,
+        state.adding_replicas if change.adding_replicas is None else change.adding_replicas,
+        state.removing_replicas if change.removing_replicas is None else change.removing_replicas,
     )

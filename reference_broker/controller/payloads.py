@@ -52,6 +52,7 @@ from .records import (
     RemoveTopicRecord,
     TopicRecord,
     UnfenceBrokerRecord,
+    UnregisterBrokerRecord,
 )
 
 PAYLOAD_VERSION = 1
@@ -69,6 +70,7 @@ _RECORD_TYPES: dict[str, type[Any]] = {
         RemoveTopicRecord,
         PartitionRecord,
         PartitionChangeRecord,
+        UnregisterBrokerRecord,
     )
 }
 _LIST_TYPE = "RecordList"

@@ -71,13 +71,19 @@ class PartitionRecord:
     partition_epoch: int
     elr: tuple[int, ...] = ()
     last_known_elr: tuple[int, ...] = ()
+    adding_replicas: tuple[int, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionChangeRecord:
     """A change to a partition: None fields are unchanged.
 
-    Replaying it bumps the partition epoch, and the leader epoch when the leader moves.
+    Replaying it bumps the partition epoch, and the leader epoch when the leader moves
+    or a replica leaves the replica set (a finished reassignment), as Kafka's
+    PartitionChangeBuilder does. `adding_replicas` and `removing_replicas` are Kafka's
+    fields of an ongoing reassignment (KIP-455): `replicas` then holds the target
+    replicas followed by the ones being removed.
     """
 
     topic_id: str
@@ -86,6 +92,17 @@ class PartitionChangeRecord:
     isr: tuple[int, ...] | None = None
     elr: tuple[int, ...] | None = None
     last_known_elr: tuple[int, ...] | None = None
+    replicas: tuple[int, ...] | None = None
+    adding_replicas: tuple[int, ...] | None = None
+    removing_replicas: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterBrokerRecord:
+    """A broker is removed from the cluster for good (UnregisterBroker, decommission)."""
+
+    broker_id: int
+    broker_epoch: int
 
 
 MetadataRecord = (
@@ -96,4 +113,5 @@ MetadataRecord = (
     | RemoveTopicRecord
     | PartitionRecord
     | PartitionChangeRecord
+    | UnregisterBrokerRecord
 )

@@ -107,6 +107,25 @@ class TopicResult:
     message: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReassignmentResult:
+    """AlterPartitionReassignments' (or UnregisterBroker's) answer for one item."""
+
+    error_code: int
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OngoingReassignment:
+    """ListPartitionReassignments' entry for one partition being reassigned."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    adding_replicas: tuple[int, ...]
+    removing_replicas: tuple[int, ...]
+
+
 _Decide = Callable[[Controller, int], Decision]
 
 
@@ -426,6 +445,72 @@ class ControllerService:
         if outcome.error is not Errors.NONE:
             return TopicResult(outcome.error.code, message=_why(outcome.error, name))
         return TopicResult(ErrorCode.NONE)
+
+
+    # -- reassignments and decommissioning ---------------------------------------------------------
+
+    async def alter_reassignment(
+        self,
+        topic: str,
+        partition: int,
+        target: Sequence[int] | None,
+        *,
+        allow_factor_change: bool = True,
+    ) -> ReassignmentResult:
+        """AlterPartitionReassignments for one partition: start (or replace) a reassignment
+        to `target`, or cancel the ongoing one with None. Answers once the first step is
+        committed; the controller completes it as the new replicas join the ISR."""
+
+        def decide(c: Controller, _now: int) -> Decision:
+            topic_id = self.image.topics.get(topic)
+            if topic_id is None:
+                return Decision(
+                    error=Errors.UNKNOWN_TOPIC_OR_PARTITION,
+                    message=f"topic {topic!r} does not exist",
+                )
+            return c.alter_reassignment(
+                topic_id,
+                partition,
+                None if target is None else tuple(target),
+                allow_factor_change=allow_factor_change,
+            )
+
+        outcome = await self._commit(decide)
+        if isinstance(outcome, int):
+            return ReassignmentResult(outcome)
+        if outcome.error is not Errors.NONE:
+            return ReassignmentResult(outcome.error.code, outcome.message or outcome.error.value)
+        return ReassignmentResult(ErrorCode.NONE)
+
+    async def list_reassignments(
+        self, partitions: Mapping[str, Sequence[int]] | None = None
+    ) -> list[OngoingReassignment] | int:
+        """ListPartitionReassignments: the ongoing reassignments (of `partitions` when
+        given), or NOT_CONTROLLER, from the active controller's image."""
+        if not self.is_active or self._controller is None:
+            return ErrorCode.NOT_CONTROLLER
+        found = []
+        for topic_id, index, state in self._controller.reassignments():
+            name = self.image.topic_names.get(topic_id)
+            if name is None:
+                continue
+            if partitions is not None and index not in partitions.get(name, ()):
+                continue
+            found.append(
+                OngoingReassignment(
+                    name, index, state.replicas, state.adding_replicas, state.removing_replicas
+                )
+            )
+        return found
+
+    async def unregister_broker(self, broker_id: int) -> ReassignmentResult:
+        """UnregisterBroker: remove a decommissioned broker's registration for good."""
+        outcome = await self._commit(lambda c, _now: c.unregister_broker(broker_id))
+        if isinstance(outcome, int):
+            return ReassignmentResult(outcome)
+        if outcome.error is not Errors.NONE:
+            return ReassignmentResult(outcome.error.code, outcome.message or outcome.error.value)
+        return ReassignmentResult(ErrorCode.NONE)
 
 
 def _why(error: Errors, topic: str) -> str:

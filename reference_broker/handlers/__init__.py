@@ -9,14 +9,16 @@ Each kind of listener has its own table, and serves only the APIs in it (Kafka's
 per-listener API scopes, `ApiMessageType.ListenerType`):
 
 - `BROKER_HANDLERS`, for the client listeners (every listener not named in
-  controller.listener.names): the client APIs, and Fetch for replication.
+  controller.listener.names): the client APIs, Fetch for replication, and the admin
+  APIs forwarded to the active controller (AlterPartitionReassignments,
+  ListPartitionReassignments, UnregisterBroker).
 - `CONTROLLER_HANDLERS`, for the controller listeners: the Raft quorum (Vote,
   BeginQuorumEpoch, EndQuorumEpoch, Fetch of `__cluster_metadata`), the brokers'
   requests to the controller (BrokerRegistration, BrokerHeartbeat, AlterPartition)
-  and the topic requests brokers forward to it (CreateTopics, DeleteTopics), as
-  Kafka's ControllerApis serves them; and WriteTxnMarkers, the transaction
-  coordinators' markers, kept off the client listeners so that no client can write
-  a commit or an abort.
+  and the requests brokers forward to it (CreateTopics, DeleteTopics and the three
+  admin APIs above), as Kafka's ControllerApis serves them; and WriteTxnMarkers,
+  the transaction coordinators' markers, kept off the client listeners so that no
+  client can write a commit or an abort.
 
 An API missing from a listener's table is not in its ApiVersions, and a request for
 it closes the connection (see `server.py`).
@@ -63,6 +65,14 @@ from .quorum import (
     handle_end_quorum_epoch,
     handle_vote,
 )
+from .reassignment import (
+    handle_alter_partition_reassignments,
+    handle_controller_alter_partition_reassignments,
+    handle_controller_list_partition_reassignments,
+    handle_controller_unregister_broker,
+    handle_list_partition_reassignments,
+    handle_unregister_broker,
+)
 from .transactions import (
     handle_add_offsets_to_txn,
     handle_add_partitions_to_txn,
@@ -95,6 +105,10 @@ BROKER_HANDLERS: dict[int, Handler] = {
     ApiKey.AddOffsetsToTxn: handle_add_offsets_to_txn,
     ApiKey.EndTxn: handle_end_txn,
     ApiKey.TxnOffsetCommit: handle_txn_offset_commit,
+    # Forwarded to the active controller, as Kafka forwards them.
+    ApiKey.AlterPartitionReassignments: handle_alter_partition_reassignments,
+    ApiKey.ListPartitionReassignments: handle_list_partition_reassignments,
+    ApiKey.UnregisterBroker: handle_unregister_broker,
 }
 """What a client listener serves (ApiVersions is added below)."""
 BROKER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler([*BROKER_HANDLERS, ApiKey.ApiVersions])
@@ -114,6 +128,9 @@ CONTROLLER_HANDLERS: dict[int, Handler] = {
     # A transaction coordinator's markers to the partitions this node leads (inter-broker,
     # never on a client listener).
     ApiKey.WriteTxnMarkers: handle_write_txn_markers,
+    ApiKey.AlterPartitionReassignments: handle_controller_alter_partition_reassignments,
+    ApiKey.ListPartitionReassignments: handle_controller_list_partition_reassignments,
+    ApiKey.UnregisterBroker: handle_controller_unregister_broker,
 }
 """What a controller listener serves (ApiVersions is added below)."""
 CONTROLLER_HANDLERS[ApiKey.ApiVersions] = api_versions_handler(

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kafka.protocol.admin import (
+    AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteGroupsRequest,
@@ -33,6 +35,8 @@ from kafka.protocol.admin import (
     DescribeGroupsResponse,
     ListGroupsRequest,
     ListGroupsResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
 )
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.api_message import ApiMessage
@@ -87,6 +91,7 @@ from .controller_apis import (
     BROKER_HEARTBEAT_VERSION,
     BROKER_REGISTRATION_VERSION,
     END_QUORUM_EPOCH_VERSION,
+    UNREGISTER_BROKER_VERSION,
     VOTE_VERSION,
     AlterPartitionRequest,
     AlterPartitionResponse,
@@ -98,6 +103,8 @@ from .controller_apis import (
     BrokerRegistrationResponse,
     EndQuorumEpochRequest,
     EndQuorumEpochResponse,
+    UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
     VoteRequest,
     VoteResponse,
 )
@@ -176,6 +183,27 @@ SUPPORTED_APIS: dict[int, ApiSpec] = {
         _spec(ApiKey.AddOffsetsToTxn, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, 0, 3),
         _spec(ApiKey.EndTxn, EndTxnRequest, EndTxnResponse, 0, 3),
         _spec(ApiKey.TxnOffsetCommit, TxnOffsetCommitRequest, TxnOffsetCommitResponse, 0, 3),
+        _spec(
+            ApiKey.AlterPartitionReassignments,
+            AlterPartitionReassignmentsRequest,
+            AlterPartitionReassignmentsResponse,
+            0,
+            1,
+        ),
+        _spec(
+            ApiKey.ListPartitionReassignments,
+            ListPartitionReassignmentsRequest,
+            ListPartitionReassignmentsResponse,
+            0,
+            0,
+        ),
+        _spec(
+            ApiKey.UnregisterBroker,
+            UnregisterBrokerRequest,
+            UnregisterBrokerResponse,
+            UNREGISTER_BROKER_VERSION,
+            UNREGISTER_BROKER_VERSION,
+        ),
     )
 }
 

@@ -80,3 +80,14 @@ class BrokerHeartbeatRequest(ApiMessage, load_json=schemas):  # type: ignore[cal
 
 class BrokerHeartbeatResponse(ApiMessage, load_json=schemas):  # type: ignore[call-arg]
     """The controller's answer: whether the broker is fenced, caught up, may shut down."""
+
+
+UNREGISTER_BROKER_VERSION = 0
+
+
+class UnregisterBrokerRequest(ApiMessage, load_json=schemas):  # type: ignore[call-arg]
+    """An administrator removes a decommissioned broker's registration (API key 64)."""
+
+
+class UnregisterBrokerResponse(ApiMessage, load_json=schemas):  # type: ignore[call-arg]
+    """The controller's answer: BROKER_ID_NOT_REGISTERED when there is no such broker."""

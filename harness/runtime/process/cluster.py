@@ -45,6 +45,12 @@ Faults (FaultTarget):
   stays full across restarts); a broker that hits ENOSPC halts and exits 1, as Kafka
   does. Files of a stopped node are damaged in place (`damage_file`).
 
+Membership (quorum only, `spare_nodes`): spare nodes n(N+1).. get proxies and data dirs
+but no process; `add_broker` starts one as a broker outside the controller quorum (an
+observer; the voters stay n1..nN), `reassign` sends AlterPartitionReassignments,
+`decommission` moves every replica off a broker, stops it for good and unregisters it
+(see `harness.runtime.membership`). `nodes` lists the members: started, not retired.
+
 Processes never outlive the cluster: the context manager's `finally` stops them
 (SIGTERM, then SIGKILL), and each broker has PR_SET_PDEATHSIG=SIGKILL, so the kernel
 kills it should the harness itself be SIGKILLed.
@@ -66,6 +72,8 @@ import trio
 
 from harness.broker_process import BrokerStartError
 from harness.commands.broker import DISK_FAULT_FILE, TORN_WRITE_FILE
+from harness.runtime.membership import MembershipError, broker_id, moves_off, spare_names
+from harness.runtime.process import admin
 from harness.runtime.process.node import BrokerNode, NodeState
 from harness.runtime.process.observer import Beliefs, watch_beliefs
 from harness.runtime.process.proxy import FaultProxy, Link
@@ -99,9 +107,12 @@ class ProcessCluster:
         start_timeout_s: float = 20.0,
         pass_peers: bool = False,
         quorum: bool = False,
+        spare_nodes: int = 0,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one node, not {size}")
+        if spare_nodes and not quorum:
+            raise ValueError("spare nodes need a KRaft cluster (quorum=True)")
         self.run_dir = Path(run_dir)
         self.power_loss_enabled = power_loss
         self.torn_writes = torn_writes
@@ -114,7 +125,11 @@ class ProcessCluster:
         self.pass_peers = pass_peers or quorum
         self._base_settings = dict(settings or {})
         rng = random.Random(seed)
-        names = [f"n{i}" for i in range(1, size + 1)]
+        self._members = [f"n{i}" for i in range(1, size + 1)]
+        self._voters = list(self._members)
+        self._spares = spare_names(size, spare_nodes)
+        self._retired: list[str] = []
+        names = [*self._members, *self._spares]
         self._nodes: dict[str, BrokerNode] = {}
         for i, name in enumerate(names, start=1):
             node_settings = dict(self._base_settings)
@@ -191,11 +206,11 @@ class ProcessCluster:
             try:
                 for proxy in self._proxies():
                     await nursery.start(proxy.serve)
-                for node in self._nodes.values():
-                    self._prepare(node)
+                for name in self._members:
+                    self._prepare(self._nodes[name])
                 async with trio.open_nursery() as starting:
-                    for node in self._nodes.values():
-                        starting.start_soon(self._start, node)
+                    for name in self._members:
+                        starting.start_soon(self._start, self._nodes[name])
                 if self.quorum:
                     nursery.start_soon(watch_beliefs, self._running_brokers, self._believe)
                 try:
@@ -277,11 +292,11 @@ class ProcessCluster:
             # The same voters string on every node (the controller proxies); each node dials
             # its peers' controller listeners through its own proxies, faultline.voter.<id>.
             node.settings["controller.quorum.voters"] = ",".join(
-                f"{n.node_id}@{self._controller_proxies[n.name].address}"
-                for n in self._nodes.values()
+                f"{self._nodes[n].node_id}@{self._controller_proxies[n].address}"
+                for n in self._voters
             )
             for (src, dst), proxy in self._peer_controller_proxies.items():
-                if src == node.name:
+                if src == node.name and dst in self._voters:
                     node.settings[f"faultline.voter.{self._nodes[dst].node_id}"] = proxy.address
 
     async def _start(self, node: BrokerNode) -> None:
@@ -355,8 +370,18 @@ class ProcessCluster:
 
     @property
     def nodes(self) -> Sequence[str]:
-        """Broker node names, n1..nN."""
-        return list(self._nodes)
+        """Member broker node names: n1..nN, then brokers added, less those retired."""
+        return list(self._members)
+
+    @property
+    def spares(self) -> Sequence[str]:
+        """Spare nodes not started yet (`add_broker` starts one)."""
+        return list(self._spares)
+
+    @property
+    def retired(self) -> Sequence[str]:
+        """Nodes decommissioned for good."""
+        return list(self._retired)
 
     @property
     def clients(self) -> Sequence[str]:
@@ -425,8 +450,8 @@ class ProcessCluster:
         A node that is running (or paused) is left as it is, as Jepsen's `start!`.
         """
         broker = self._node(node)
-        if broker.state is not NodeState.STOPPED:
-            return
+        if broker.state is not NodeState.STOPPED or node not in self._members:
+            return  # running, or a spare not added / a retired broker: nothing to bring back
         try:
             await self._start(broker)
         except BrokerStartError as exc:
@@ -547,6 +572,85 @@ class ProcessCluster:
         FindCoordinator answers); None until that topic exists."""
         count = int(str(self._base_settings.get("offsets.topic.num.partitions", 50)))
         return self.leader_of(OFFSETS_TOPIC, partition_for(group, count))
+
+    # -- membership ----------------------------------------------------------------------
+
+    def _admin_address(self) -> admin.Address:
+        for name in self._members:
+            node = self._nodes[name]
+            if node.state is NodeState.RUNNING and node.address is not None:
+                return admin.Address(node.address.host, node.address.port, node.node_id)
+        raise MembershipError("no member broker is running to send the request to")
+
+    async def add_broker(self, node: str, *, timeout_s: float = 30.0) -> None:
+        """Start spare `node` as a new broker (an observer of the quorum); returns once
+        Metadata lists it (unfenced); MembershipError after `timeout_s`."""
+        if node not in self._spares:
+            raise MembershipError(
+                f"{node!r} is not a spare node; spares: {', '.join(self._spares) or 'none'}"
+            )
+        broker = self._nodes[node]
+        self._prepare(broker)
+        await self._start(broker)
+        self._spares.remove(node)
+        self._members.append(node)
+        with trio.move_on_after(timeout_s):
+            while broker.node_id not in await self._live_brokers():
+                await trio.sleep(0.2)
+            return
+        raise MembershipError(f"{node} started but was not unfenced within {timeout_s:.0f} s")
+
+    async def _live_brokers(self) -> set[int]:
+        try:
+            return await admin.live_brokers(self._admin_address())
+        except (OSError, trio.BrokenResourceError, MembershipError):
+            return set()
+
+    async def reassign(self, topic: str, partition: int, replicas: Sequence[str]) -> None:
+        """AlterPartitionReassignments of one partition to `replicas` (node names); returns
+        once the controller committed its start."""
+        target = tuple(broker_id(r) for r in replicas)
+        try:
+            await admin.reassign(self._admin_address(), topic, partition, target)
+        except admin.AdminError as exc:
+            raise MembershipError(str(exc)) from None
+
+    async def decommission(self, node: str, *, timeout_s: float = 60.0) -> None:
+        """Move every replica off broker `node`, then stop it for good and unregister it.
+
+        Only a broker outside the quorum can go. Raises MembershipError, leaving it a
+        member, if its replicas did not move off within `timeout_s`.
+        """
+        if node not in self._members:
+            raise MembershipError(f"{node!r} is not a member broker")
+        if node in self._voters:
+            raise MembershipError(f"{node} is a controller voter; the quorum stays fixed")
+        leaving = self._nodes[node].node_id
+        members = [broker_id(m) for m in self._members]
+        for move in moves_off(leaving, await admin.targets(self._admin_address()), members):
+            await self.reassign(move.topic, move.partition, [f"n{r}" for r in move.replicas])
+        still: list[tuple[str, int]] = []
+        with trio.move_on_after(timeout_s):
+            while True:
+                hosted = await admin.replicas(self._admin_address())
+                still = sorted(k for k, r in hosted.items() if leaving in r)
+                if not still:
+                    break
+                await trio.sleep(0.2)
+        if still:
+            raise MembershipError(
+                f"{node} still hosts {len(still)} partition(s) after {timeout_s:.0f} s "
+                f"(e.g. {still[0][0]}-{still[0][1]}); not decommissioned"
+            )
+        await self._nodes[node].terminate()
+        self._detach(node)
+        self._members.remove(node)
+        self._retired.append(node)
+        try:
+            await admin.unregister(self._admin_address(), leaving)
+        except admin.AdminError as exc:
+            raise MembershipError(str(exc)) from None
+
 
 def _last_line(path: Path) -> str:
     """The last line a broker wrote (why it exited), or a note that there is none."""

@@ -20,6 +20,11 @@ a client listener `PLAINTEXT://nK:9092` and a controller listener `CONTROLLER://
 are replicated and `leader_of`/`controller` report what the live nodes believe. With
 `quorum=False` each node is an independent single-node broker; `topic_homes` records
 which node a workload put each topic on, and that is what `leader_of` reports.
+
+With `spare_nodes` (quorum only) the cluster also configures nodes it does not start:
+`add_broker` starts one as a broker outside the quorum, `reassign` moves a partition's
+replicas, `decommission` moves every replica off a broker and retires it for good (see
+`harness.runtime.membership`). `nodes` lists the members only: started, not retired.
 """
 
 from __future__ import annotations
@@ -34,11 +39,13 @@ import trio
 from nemesis.target import DiskFault, FileDamage, LinkFault, NodeWontStartError
 from reference_broker.broker import Broker
 from reference_broker.config import BrokerConfig
+from reference_broker.controller.service import OngoingReassignment
 from reference_broker.env import NodeEnv
 from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
 from reference_broker.log_dir_failure import LogDirFailedError
 from reference_broker.server import RunningBroker, serve_broker
 
+from ..membership import MembershipError, broker_id, moves_off, spare_names
 from .clock import DEFAULT_EPOCH_MS, SimClock
 from .disk import SimDisk, SimStorage
 from .network import HostNetwork, SimNetwork
@@ -107,9 +114,12 @@ class SimCluster:
         tear_on_power_loss: bool = False,
         epoch_ms: int = DEFAULT_EPOCH_MS,
         quorum: bool = False,
+        spare_nodes: int = 0,
     ) -> None:
         if nodes < 1:
             raise SimClusterError(f"a cluster needs at least one node, not {nodes}")
+        if spare_nodes and not quorum:
+            raise SimClusterError("spare nodes need a KRaft cluster (quorum=True)")
         self._nursery = nursery
         self.network = network
         self.seed = seed
@@ -120,7 +130,10 @@ class SimCluster:
         self.quorum = quorum
         self._nodes: dict[str, SimNode] = {}
         voters = ",".join(f"{i}@n{i}:{CONTROLLER_PORT}" for i in range(1, nodes + 1))
-        for node_id in range(1, nodes + 1):
+        self._members = [f"n{i}" for i in range(1, nodes + 1)]
+        self._spares = spare_names(nodes, spare_nodes)
+        self._retired: list[str] = []
+        for node_id in range(1, nodes + spare_nodes + 1):
             name = f"n{node_id}"
             listener = f"PLAINTEXT://{name}:{BROKER_PORT}"
             props = {
@@ -147,9 +160,9 @@ class SimCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every node; returns once all of them serve."""
-        for node in self._nodes.values():
-            await self._start_node(node)
+        """Start every member node (not the spares); returns once all of them serve."""
+        for name in self._members:
+            await self._start_node(self._nodes[name])
 
     def node(self, name: str) -> SimNode:
         """The node called `name`; SimClusterError if there is none."""
@@ -272,8 +285,18 @@ class SimCluster:
 
     @property
     def nodes(self) -> Sequence[str]:
-        """Broker node names, n1..nN."""
-        return list(self._nodes)
+        """Member broker node names: n1..nN, then brokers added, less those retired."""
+        return list(self._members)
+
+    @property
+    def spares(self) -> Sequence[str]:
+        """Spare nodes not started yet (`add_broker` starts one)."""
+        return list(self._spares)
+
+    @property
+    def retired(self) -> Sequence[str]:
+        """Nodes decommissioned for good."""
+        return list(self._retired)
 
     @property
     def clients(self) -> Sequence[str]:
@@ -326,6 +349,8 @@ class SimCluster:
     async def restart(self, node: str) -> None:
         """Start a crashed node again on its disk; returns once it serves (no-op if up)."""
         target = self.node(node)
+        if node not in self._members:
+            return  # a spare not added yet, or a retired broker: nothing to bring back
         if not target.up:
             await self._start_node(target)
 
@@ -444,3 +469,110 @@ class SimCluster:
             return None
         partitions = next(iter(self._nodes.values())).config.offsets_topic_num_partitions
         return self.leader_of(OFFSETS_TOPIC, partition_for(group, partitions))
+
+    # -- membership --------------------------------------------------------------------
+
+    def _member_broker(self) -> Broker:
+        """A live member's broker, to send admin requests through (the first one up)."""
+        for name in self._members:
+            node = self._nodes[name]
+            if node.up and node.running is not None:
+                return node.running.broker
+        raise MembershipError("no member broker is up to send the request to")
+
+    async def add_broker(self, node: str, *, timeout_s: float = 30.0) -> None:
+        """Start spare `node` as a new broker (an observer of the quorum); returns once the
+        controller has unfenced it (MembershipError after `timeout_s`). It registers on
+        its own and holds no replica until a reassignment places one on it."""
+        if node not in self._spares:
+            raise MembershipError(
+                f"{node!r} is not a spare node; spares: {', '.join(self._spares) or 'none'}"
+            )
+        await self._start_node(self._nodes[node])
+        self._spares.remove(node)
+        self._members.append(node)
+        new_id = self._nodes[node].node_id
+        with trio.move_on_after(timeout_s):
+            while not self._registered_live(new_id):
+                await trio.sleep(0.1)
+        if not self._registered_live(new_id):
+            raise MembershipError(f"{node} started but was not unfenced within {timeout_s:.0f} s")
+
+    def _registered_live(self, broker: int) -> bool:
+        view = self._member_broker().cluster
+        return view is not None and view.image.is_live(broker)
+
+    async def reassign(self, topic: str, partition: int, replicas: Sequence[str]) -> None:
+        """AlterPartitionReassignments of one partition to `replicas` (node names), sent
+        through a live member as a client's request would be forwarded; returns once the
+        controller committed its start (completion follows as replicas catch up)."""
+        client = self._member_broker().controller_client
+        if client is None:
+            raise MembershipError("the cluster has no controller quorum")
+        target = tuple(broker_id(r) for r in replicas)
+        result = await client.alter_reassignment(topic, partition, target)
+        if result.error_code != 0:
+            raise MembershipError(
+                f"reassigning {topic}-{partition} to {list(replicas)} failed with error "
+                f"{result.error_code}: {result.message}"
+            )
+
+    async def list_reassignments(self) -> list[OngoingReassignment]:
+        """The ongoing reassignments, as ListPartitionReassignments answers."""
+        client = self._member_broker().controller_client
+        if client is None:
+            raise MembershipError("the cluster has no controller quorum")
+        found = await client.list_reassignments()
+        if isinstance(found, int):
+            raise MembershipError(f"listing reassignments failed with error {found}")
+        return found
+
+    def _hosted(self, *, target: bool = False) -> dict[tuple[str, int], tuple[int, ...]]:
+        """Every partition's replicas in the image of a live member (with `target`, those
+        it keeps once its ongoing reassignment completes)."""
+        service = self._member_broker().controller_service
+        assert service is not None
+        image = service.image
+        return {
+            (image.topic_names[topic_id], index): (
+                state.replica_sets.target if target else state.replicas
+            )
+            for (topic_id, index), state in image.partitions.items()
+            if topic_id in image.topic_names
+        }
+
+    async def decommission(self, node: str, *, timeout_s: float = 60.0) -> None:
+        """Move every replica off broker `node`, then stop it for good and unregister it.
+
+        Only a broker outside the quorum can go (the voters stay fixed). Raises
+        MembershipError, leaving it a member, if its replicas did not move off within
+        `timeout_s` (a fault may hold a reassignment back; the reassignments stay).
+        """
+        if node not in self._members:
+            raise MembershipError(f"{node!r} is not a member broker")
+        leaving = self.node(node)
+        if leaving.config.is_voter:
+            raise MembershipError(f"{node} is a controller voter; the quorum stays fixed")
+        members = [broker_id(m) for m in self._members]
+        for move in moves_off(leaving.node_id, self._hosted(target=True), members):
+            await self.reassign(move.topic, move.partition, [f"n{r}" for r in move.replicas])
+        with trio.move_on_after(timeout_s):
+            while any(leaving.node_id in r for r in self._hosted().values()):
+                await trio.sleep(0.1)
+        still = sorted(k for k, r in self._hosted().items() if leaving.node_id in r)
+        if still:
+            raise MembershipError(
+                f"{node} still hosts {len(still)} partition(s) after {timeout_s:.0f} s "
+                f"(e.g. {still[0][0]}-{still[0][1]}); not decommissioned"
+            )
+        await self._crash(node, power_loss=False)
+        self._members.remove(node)
+        self._retired.append(node)
+        client = self._member_broker().controller_client
+        assert client is not None
+        result = await client.unregister_broker(leaving.node_id)
+        if result.error_code != 0:
+            raise MembershipError(
+                f"UnregisterBroker {leaving.node_id} failed with error {result.error_code}: "
+                f"{result.message}"
+            )

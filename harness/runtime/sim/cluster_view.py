@@ -59,9 +59,11 @@ class ClusterRecorder:
         """Write whatever changed since the last sample."""
         cluster = self.cluster
         now: int | None = None
-        for name in cluster.nodes:
+        # Brokers added since the start appear, retired ones go down for good.
+        members = list(cluster.nodes)
+        for name in [*members, *(n for n in self._up if n not in members)]:
             up = cluster.node(name).up
-            if up != self._up[name]:
+            if up != self._up.get(name):
                 now = self._now_ns() if now is None else now
                 self._up[name] = up
                 self._write({"kind": "node", "time": now, "node": name, "up": up})

@@ -44,6 +44,8 @@ class SimSettings:
     broker_settings: Mapping[str, object] = field(default_factory=dict)
     # One KRaft cluster (replicated topics) instead of independent single-node brokers.
     quorum: bool = False
+    # Nodes configured but not started, for `SimCluster.add_broker` (quorum only).
+    spare_nodes: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ def run_sim(
                 tear_on_power_loss=settings.tear_on_power_loss,
                 epoch_ms=settings.epoch_ms,
                 quorum=settings.quorum,
+                spare_nodes=settings.spare_nodes,
             )
             try:
                 await cluster.start()

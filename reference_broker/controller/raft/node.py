@@ -82,6 +82,9 @@ class RaftNode:
         # flight while it knows none: (correlation id, sent at).
         self._observer_target: int | None = None
         self._observer_fetch: tuple[int, int] | None = None
+        # When an observer may ask again after a voter answered without naming a
+        # leader (during an election): without a pause it would ask in a tight loop.
+        self._observer_next_ms = 0
         self._restore(now_ms)
 
     # -- public surface -----------------------------------------------------------
@@ -244,7 +247,7 @@ class RaftNode:
             return current.next_fetch_ms
         if self._observer_fetch is not None:
             return self._observer_fetch[1] + self.config.request_timeout_ms
-        return 0
+        return self._observer_next_ms
 
     def _tick_candidate(self, s: Candidate, now_ms: int) -> list[Message]:
         if s.backoff_deadline_ms is not None:
@@ -495,7 +498,7 @@ class RaftNode:
             return [self._fetch_request(target, current.fetch_in_flight)]
         if not self.quorum.is_voter:
             # An observer that knows no leader asks a random voter, which names it.
-            if self._observer_fetch is not None and now_ms < self._fetch_due_ms():
+            if now_ms < self._fetch_due_ms():
                 return []
             correlation_id = self._new_correlation_id()
             self._observer_fetch = (correlation_id, now_ms)
@@ -567,6 +570,7 @@ class RaftNode:
             current.next_fetch_ms = now_ms + self.config.fetch_interval_ms
         elif self._observer_fetch is not None and m.correlation_id == self._observer_fetch[0]:
             self._observer_fetch = None
+            self._observer_next_ms = now_ms + self.config.fetch_interval_ms
         else:
             return []
         if m.epoch > self.epoch or (
