@@ -1,11 +1,14 @@
-"""Schedule generation: packages + duration + interval + seed -> a concrete `Schedule`.
+"""Schedule generation: packages + duration + interval + timers + seed -> a `Schedule`.
 
-Follows Jepsen's `nemesis.combined`: every package flip-flops between a start and its
-stop; each step picks a package at random (`gen/mix`) and waits a staggered delay drawn
-uniformly from [0, 2 × interval) (`gen/stagger`), so faults come on average once per
-interval. One departure: a fault in force for MAX_FAULT_INTERVALS intervals is repaired
-at the next step, so no fault outlives a few intervals by chance. Targets are drawn
-here, not at run time, so the schedule is plain data.
+Follows Jepsen's `nemesis.combined` in picking: each step picks an idle package at random
+(`gen/mix`) after a staggered delay drawn uniformly from [0, 2 × interval)
+(`gen/stagger`), so faults start on average once per interval while a package is free.
+It departs from Jepsen's flip-flop in how long a fault lasts: each fault draws a
+duration class and a duration from it (`nemesis.timing`: short, around the broker session
+timeout, past replica.lag.time.max.ms, around the group timeouts), read from the timers
+of the cluster the schedule is for, and its package repairs it exactly then. A package
+with a fault in force is not picked again until its repair. Targets are drawn here, not
+at run time, so the schedule is plain data.
 
 A small model of the cluster (`_World`) keeps packages from colliding: a node killed by
 one package is not paused by another, and so on. The executor checks again at run time,
@@ -39,11 +42,13 @@ from nemesis.ops import (
     StopPartition,
 )
 from nemesis.packages import parse
+from nemesis.timing import FaultTimers, draw_duration
 
 DEFAULT_INTERVAL_MS = 10_000
 DEFAULT_RECOVERY_MS = 10_000
-# The longest a fault stays in force, in intervals, before its package repairs it.
-MAX_FAULT_INTERVALS = 2
+# A repair that cannot happen when due (a clock to reset on a node another package has
+# down) is tried again this much later.
+RETRY_REPAIR_MS = 1_000
 
 # Share of clean-cut partitions that block one direction only, and of partitions that
 # also cut clients off from the brokers on the other side.
@@ -292,13 +297,16 @@ def generate(
     recovery_ms: int = DEFAULT_RECOVERY_MS,
     seed: int,
     logs: Sequence[str] = (),
+    timers: FaultTimers | None = None,
 ) -> Schedule:
     """A schedule of faults from `packages` over `duration_ms`, then heal and recovery.
 
     `packages` is a spec such as "partition,kill", "mixed" or "none" (see
     `nemesis.packages`). `logs` ("topic/partition") are the partitions whose leader a
     `leader` partition may isolate; the controller is always a candidate. The same
-    arguments always give the same schedule.
+    arguments always give the same schedule. `timers` are the Kafka timers of the
+    cluster and clients the schedule is for (Kafka's defaults when None); fault durations
+    are drawn around them.
     """
     names = parse(packages)
     if len(nodes) == 0:
@@ -310,32 +318,41 @@ def generate(
     if interval_ms <= 0:
         raise ValueError(f"interval must be positive, got {interval_ms} ms")
     rng = random.Random(seed)
+    timers = timers or FaultTimers()
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
     generators = [_package(name, interval_ms) for name in names]
-    active_since: dict[int, int] = {}
+    # Generator index -> when the fault it has in force is repaired.
+    due: dict[int, int] = {}
     ops: list[AnyFaultOp] = []
     at_ms = 0
     while generators:
-        at_ms += int(rng.uniform(0, 2 * interval_ms))
-        if at_ms >= duration_ms:
-            break
-        # Unlike a pure gen/mix, a fault is repaired once it has lasted MAX_FAULT_INTERVALS
-        # intervals: otherwise an unlucky draw (say, every node powered off and the
-        # power-loss package never picked again) leaves the whole run without a cluster.
-        overdue = [
-            i
-            for i, since in sorted(active_since.items())
-            if at_ms - since >= MAX_FAULT_INTERVALS * interval_ms
-        ]
-        for index in overdue or [rng.randrange(len(generators))]:
+        step_at = at_ms + int(rng.uniform(0, 2 * interval_ms))
+        # Repairs falling due before the next step, in time order (faults past the end
+        # are left to the final heal).
+        while due:
+            index, when = min(due.items(), key=lambda item: (item[1], item[0]))
+            if when > step_at or when >= duration_ms:
+                break
+            del due[index]
             generator = generators[index]
-            op = generator.step(at_ms, world, rng)
+            op = generator.step(when, world, rng)
             if op is not None:
                 ops.append(op)
             if generator.is_active:
-                active_since.setdefault(index, at_ms)
-            else:
-                active_since.pop(index, None)
+                due[index] = when + RETRY_REPAIR_MS
+        at_ms = step_at
+        if at_ms >= duration_ms:
+            break
+        idle = [i for i in range(len(generators)) if i not in due]
+        if not idle:
+            continue
+        index = rng.choice(idle)
+        generator = generators[index]
+        op = generator.step(at_ms, world, rng)
+        if op is not None:
+            ops.append(op)
+        if generator.is_active:
+            due[index] = at_ms + draw_duration(timers, rng).ms
     return Schedule(
         nodes=list(nodes),
         clients=list(clients),
