@@ -177,13 +177,20 @@ def _availability_text(availability: dict[str, Any] | None) -> str:
     if not availability:
         return "-"
     share = availability.get("share")
-    text = ("no sends while faults were in force" if share is None else
-            f"{share * 100:.0f}% of {availability['sends_during_faults']} sends acknowledged")
+    text = ("no faults in force, or no sends or polls" if share is None else
+            f"{share * 100:.0f}% of {availability.get('fault_time_s', 0):g} s under faults "
+            f"served sends and polls (sends {_share(availability.get('send_share'))}, "
+            f"polls {_share(availability.get('poll_share'))}, "
+            f"in {availability.get('window_s', 0):g} s windows)")
     recovery = availability.get("recovery_s")
     if availability.get("final_heal_s") is not None:
         text += ("; no send acknowledged after the final heal" if recovery is None else
                  f"; first send acknowledged {recovery:.3f} s after the final heal")
     return text
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
 
 
 def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:
