@@ -325,6 +325,12 @@ class NativeSession:
         except KafkaClientError as exc:
             raise OpUnknown(str(exc)) from exc
 
+    def pause_membership(self, paused: bool) -> None:
+        """Stop (True) or restart (False) the group heartbeats of the subscribed consumer:
+        a stalled member, whose session expires while it still holds its generation."""
+        if self._consumer is not None and self._subscribed:
+            self._consumer.client.pause_heartbeats(paused)
+
     def take_rebalance(self) -> Rebalance | None:
         """The assignment after the latest rebalance since the last call, if any."""
         change, self._rebalance = self._rebalance, None
