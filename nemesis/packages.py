@@ -1,7 +1,8 @@
 """Fault packages: the names `--nemesis` accepts, each a family of faults a schedule mixes.
 
 As in Jepsen's `nemesis.combined`, a package emits a start, then its stop, then a start
-again, on the schedule's staggered interval; packages interleave, so a partition can
+again; starts come on the schedule's staggered interval and each stop when the fault's
+drawn duration ends (`nemesis.timing`); packages interleave, so a partition can
 overlap a kill. `mixed` means every package, `none` means no faults at all.
 """
 
