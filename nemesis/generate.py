@@ -238,8 +238,8 @@ class _Clock:
     Deltas and periods are powers of two over the ranges Jepsen's clock nemesis uses.
     """
 
-    def __init__(self, interval_ms: int) -> None:
-        self.interval_ms = interval_ms
+    def __init__(self, timers: FaultTimers) -> None:
+        self.timers = timers
         self.skewed: str | None = None
 
     @property
@@ -267,11 +267,12 @@ class _Clock:
             node=node,
             delta_ms=sign * 2 ** rng.randint(2, 16),
             period_ms=2 ** rng.randint(3, 10),
-            duration_ms=rng.randint(1, max(1, self.interval_ms)),
+            # A strobe ends by itself: its duration is drawn here, like any fault's.
+            duration_ms=draw_duration(self.timers, rng).ms,
         )
 
 
-def _package(name: str, interval_ms: int) -> _Partition | _Link | _Crash | _Pause | _Clock:
+def _package(name: str, timers: FaultTimers) -> _Partition | _Link | _Crash | _Pause | _Clock:
     if name == "partition":
         return _Partition()
     if name == "link":
@@ -283,7 +284,7 @@ def _package(name: str, interval_ms: int) -> _Partition | _Link | _Crash | _Paus
     if name == "pause":
         return _Pause()
     if name == "clock":
-        return _Clock(interval_ms)
+        return _Clock(timers)
     raise ValueError(f"no generator for package {name!r}")
 
 
@@ -320,7 +321,7 @@ def generate(
     rng = random.Random(seed)
     timers = timers or FaultTimers()
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
-    generators = [_package(name, interval_ms) for name in names]
+    generators = [_package(name, timers) for name in names]
     # Generator index -> when the fault it has in force is repaired.
     due: dict[int, int] = {}
     ops: list[AnyFaultOp] = []

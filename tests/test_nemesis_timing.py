@@ -97,3 +97,15 @@ def test_a_run_reads_its_timers_from_the_broker_settings_it_starts_brokers_with(
     assert default.transaction_timeout_ms is None
     tuned = fault_timers(RunConfig.build({"seed": 1, "replica-lag-time-max-ms": 12_000}))
     assert tuned.replica_lag_ms == 12_000
+
+
+def test_clock_strobes_last_a_drawn_duration_too() -> None:
+    from nemesis.ops import ClockStrobe
+
+    timers = FaultTimers()
+    strobes = [op for seed in range(10)
+               for op in generate("clock", nodes=NODES, duration_ms=600_000, seed=seed,
+                                  timers=timers).ops if isinstance(op, ClockStrobe)]
+    assert len(strobes) > 20
+    assert any(op.duration_ms > timers.replica_lag_ms for op in strobes)
+    assert any(op.duration_ms < timers.broker_session_ms for op in strobes)
