@@ -181,3 +181,15 @@ def test_a_real_sim_run_reports_availability_in_results_and_report(tmp_path: Pat
     assert availability["recovery_s"] is not None
     report = (run_dir / "report.html").read_text()
     assert "served sends and polls" in report
+
+
+def test_a_clock_strobe_ends_where_the_final_heal_stops_it(tmp_path: Path) -> None:
+    h = History()
+    busy_outside(h, 10, 14, 20)
+    h.nemesis("clock-strobe", 10, {"node": "n1", "delta_ms": 64, "period_ms": 32,
+                                   "duration_ms": 40_000})
+    h.nemesis("clock-reset", 14, {"nodes": ["n1"], "final": True})
+    a = measure_availability(h.write(tmp_path / "h.jsonl"))
+    assert a.fault_time_s == pytest.approx(4.0)
+    assert a.final_heal_s == pytest.approx(14.0)
+    assert a.recovery_s == pytest.approx(0.3)
