@@ -87,6 +87,9 @@ def _pick(spec: str, eligible: list[str], n_total: int, rng: random.Random) -> l
 class _Partition:
     """Flip-flops start-partition / stop-partition."""
 
+    # Whether the fault just started takes out every node (see nemesis.timing).
+    cluster_wide = False
+
     def __init__(self) -> None:
         self.active = False
 
@@ -138,6 +141,8 @@ def _shape_fits(shape: str, n: int) -> bool:
 class _Link:
     """Flip-flops a latency or bandwidth fault with its repair; resets are instant."""
 
+    cluster_wide = False
+
     def __init__(self) -> None:
         self.active = False
 
@@ -184,6 +189,7 @@ class _Crash:
         self.specs = specs
         self.power_loss = power_loss
         self.crashed: list[str] = []
+        self.cluster_wide = False
 
     @property
     def is_active(self) -> bool:
@@ -201,6 +207,7 @@ class _Crash:
         nodes = _pick(rng.choice(self.specs), eligible, len(world.nodes), rng)
         self.crashed = nodes
         world.down |= set(nodes)
+        self.cluster_wide = not world.up()
         if self.power_loss:
             return PowerLoss(at_ms=at_ms, nodes=nodes)
         return Kill(at_ms=at_ms, nodes=nodes)
@@ -211,6 +218,7 @@ class _Pause:
 
     def __init__(self) -> None:
         self.paused: list[str] = []
+        self.cluster_wide = False
 
     @property
     def is_active(self) -> bool:
@@ -229,6 +237,7 @@ class _Pause:
         nodes = _pick(spec, eligible, len(world.nodes), rng)
         self.paused = nodes
         world.paused |= set(nodes)
+        self.cluster_wide = not world.up()
         return Pause(at_ms=at_ms, nodes=nodes)
 
 
@@ -237,6 +246,8 @@ class _Clock:
 
     Deltas and periods are powers of two over the ranges Jepsen's clock nemesis uses.
     """
+
+    cluster_wide = False
 
     def __init__(self, timers: FaultTimers) -> None:
         self.timers = timers
@@ -353,7 +364,8 @@ def generate(
         if op is not None:
             ops.append(op)
         if generator.is_active:
-            due[index] = at_ms + draw_duration(timers, rng).ms
+            drawn = draw_duration(timers, rng, cluster_wide=generator.cluster_wide)
+            due[index] = at_ms + drawn.ms
     return Schedule(
         nodes=list(nodes),
         clients=list(clients),

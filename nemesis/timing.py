@@ -43,6 +43,11 @@ AROUND = (0.8, 1.3)
 BEYOND = (1.1, 1.6)
 
 CLASSES = ("short", "session", "lag", "group", "transaction")
+# A fault that takes down or pauses every node draws only from these: the long classes
+# are there for what a partial fault does to the rest of the cluster (a lagging follower
+# leaves the ISR, an expelled member's partitions move), and with every node out there
+# is no rest of the cluster, only a run without a cluster.
+CLUSTER_WIDE_CLASSES = ("short", "session")
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,14 @@ class FaultDuration(NamedTuple):
     ms: int
 
 
-def draw_duration(timers: FaultTimers, rng: random.Random) -> FaultDuration:
-    """A duration class drawn uniformly among the run's, then a duration inside it."""
-    name = rng.choice(timers.classes())
+def draw_duration(
+    timers: FaultTimers, rng: random.Random, *, cluster_wide: bool = False
+) -> FaultDuration:
+    """A duration class drawn uniformly among the run's (among CLUSTER_WIDE_CLASSES for
+    a fault that takes out every node), then a duration inside it."""
+    classes = timers.classes()
+    if cluster_wide:
+        classes = tuple(c for c in classes if c in CLUSTER_WIDE_CLASSES)
+    name = rng.choice(classes)
     low, high = timers.bounds(name)
     return FaultDuration(name, rng.randrange(low, high))

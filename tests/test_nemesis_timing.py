@@ -109,3 +109,20 @@ def test_clock_strobes_last_a_drawn_duration_too() -> None:
     assert len(strobes) > 20
     assert any(op.duration_ms > timers.replica_lag_ms for op in strobes)
     assert any(op.duration_ms < timers.broker_session_ms for op in strobes)
+
+
+def test_a_fault_that_takes_out_every_node_stays_short_or_around_the_session() -> None:
+    """The long classes are for partial faults; with every node out there is no cluster
+    left to shrink an ISR or move a partition."""
+    timers = FaultTimers()
+    whole: list[int] = []
+    partial: list[int] = []
+    for seed in range(30):
+        ops = generate("kill", nodes=NODES, duration_ms=600_000, seed=seed, timers=timers).ops
+        for start, stop in zip(ops[::2], ops[1::2], strict=False):
+            assert isinstance(start, Kill) and isinstance(stop, Restart)
+            (whole if len(start.nodes) == len(NODES) else partial).append(
+                stop.at_ms - start.at_ms)
+    assert whole and partial
+    assert max(whole) < timers.bounds("session")[1]
+    assert max(partial) > timers.replica_lag_ms
