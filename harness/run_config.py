@@ -105,7 +105,8 @@ class RunConfig:
         derive=lambda v: _from_schedule(
             v, lambda s: ",".join(s.fault_packages()) or "none", "mixed"))
     nemesis_interval_s: float = setting(
-        5.0, "Mean seconds between fault actions.", name="nemesis-interval", minimum=0.01)
+        5.0, "Mean seconds between fault starts (each fault lasts a duration drawn around "
+        "Kafka's timers).", name="nemesis-interval", minimum=0.01)
     time_limit_s: float = setting(
         60.0, "Seconds of workload under faults (simulated on --target sim).",
         name="time-limit", minimum=0.1, default_text="60; --schedule's duration",

@@ -37,12 +37,12 @@ from harness import exit_codes
 from harness.availability import Availability, measure_availability
 from harness.broker_warnings import scan as scan_broker_warnings
 from harness.explanations import CLUSTER_TIMELINE, attribute, cause_lines, separate
+from harness.fault_timers import fault_timers
 from harness.oracle import GroundTruth, HarnessError, check_failed_sends
 from harness.progress import CountingWriter, RunCounters, show_progress
 from harness.run_config import ConfigError, RunConfig
 from harness.targets import CLUSTER_HOME, REPLICATED_TOPICS, Session
 from nemesis import Executor, Schedule, generate
-from nemesis.composites import Timers
 from workloads.adapters import ProducerSettings
 from workloads.base import Workload, WorkloadOptions
 from workloads.recorder import HistoryRecorder
@@ -167,7 +167,7 @@ def make_schedule(config: RunConfig, session: Session, topics: tuple[str, ...]) 
         recovery_ms=round(config.recovery_s * 1000),
         seed=config.seed,
         logs=[f"{t}/{p}" for t in topics for p in range(config.partitions)],
-        timers=Timers.from_settings(config.broker_settings()),
+        timers=fault_timers(config),
     )
 
 

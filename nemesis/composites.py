@@ -2,7 +2,7 @@
 
 A single-fault package flip-flops one fault on the schedule's staggered interval. The
 scenarios here need several faults in a set order and for set times, and the times that
-matter are the brokers' own timers (`Timers`): a leader cut off for less than
+matter are the brokers' own timers (`nemesis.timing.FaultTimers`): a leader cut off for less than
 `broker.session.timeout.ms` is never replaced, and a follower that stops fetching leaves
 the ISR only after `replica.lag.time.max.ms` (or once the controller fences it, after
 the session timeout). So when the generator picks a composite it plays a whole scenario
@@ -34,8 +34,6 @@ Scenarios (Tₛ = session timeout, Tₗ = replica lag time):
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -52,33 +50,10 @@ from nemesis.ops import (
 )
 from nemesis.packages import COMPOSITES
 from nemesis.roles import Role, RoleKind
+from nemesis.timing import FaultTimers as Timers
+
 
 # Kafka's defaults, which the brokers of a run use unless its settings say otherwise.
-DEFAULT_SESSION_TIMEOUT_MS = 9_000
-DEFAULT_REPLICA_LAG_MS = 30_000
-
-
-@dataclass(frozen=True)
-class Timers:
-    """The broker timers the scenarios are timed by."""
-
-    session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS  # broker.session.timeout.ms
-    replica_lag_ms: int = DEFAULT_REPLICA_LAG_MS  # replica.lag.time.max.ms
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, object] | None) -> Timers:
-        """The timers from Kafka broker settings (`RunConfig.broker_settings()`)."""
-        settings = settings or {}
-        return cls(
-            session_timeout_ms=int(
-                str(settings.get("broker.session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS))
-            ),
-            replica_lag_ms=int(
-                str(settings.get("replica.lag.time.max.ms", DEFAULT_REPLICA_LAG_MS))
-            ),
-        )
-
-
 class World(Protocol):
     """What a scenario needs to know about the cluster when it is drawn."""
 
@@ -88,6 +63,9 @@ class World(Protocol):
 
 class Composite:
     """One composite package: plays a whole scenario when stepped, then waits it out."""
+
+    # Its faults never take out every node at once (see `nemesis.timing`).
+    cluster_wide = False
 
     def __init__(self, name: str, timers: Timers) -> None:
         if name not in COMPOSITES:
@@ -125,7 +103,7 @@ def _ms(rng: random.Random, low: float, high: float) -> int:
 def isolate_leader(at: int, world: World, rng: random.Random, t: Timers) -> list[AnyFaultOp]:
     """Cut the leader off from the brokers (not from clients) past the session timeout."""
     role = _log_role("leader", world, rng)
-    hold = _ms(rng, 1.5 * t.session_timeout_ms, 2.5 * t.session_timeout_ms)
+    hold = _ms(rng, 1.5 * t.broker_session_ms, 2.5 * t.broker_session_ms)
     return [
         StartPartition(at_ms=at, shape="isolate-leader", role=role),
         StopPartition(at_ms=at + hold),
@@ -139,10 +117,10 @@ def shrink_isr_then_kill_leader(
     leader = _log_role("leader", world, rng)
     cut = Role(kind="minority-without-leader", log=leader.log,
                fallback=[rng.choice(world.nodes)])
-    shrink = min(t.session_timeout_ms, t.replica_lag_ms)
+    shrink = min(t.broker_session_ms, t.replica_lag_ms)
     kill_at = at + _ms(rng, 1.2 * shrink, 1.8 * shrink)
-    heal_at = kill_at + _ms(rng, 0.25 * t.session_timeout_ms, 0.75 * t.session_timeout_ms)
-    restart_at = heal_at + _ms(rng, 0.5 * t.session_timeout_ms, 1.5 * t.session_timeout_ms)
+    heal_at = kill_at + _ms(rng, 0.25 * t.broker_session_ms, 0.75 * t.broker_session_ms)
+    restart_at = heal_at + _ms(rng, 0.5 * t.broker_session_ms, 1.5 * t.broker_session_ms)
     return [
         StartPartition(at_ms=at, shape="shrink-isr", role=cut),
         Kill(at_ms=kill_at, role=leader),
@@ -160,9 +138,9 @@ def rolling_restart(at: int, world: World, rng: random.Random, t: Timers) -> lis
     now = at
     for node in order:
         ops.append(Kill(at_ms=now, nodes=[node]))
-        now += _ms(rng, 1_000, max(1_001, t.session_timeout_ms / 2))
+        now += _ms(rng, 1_000, max(1_001, t.broker_session_ms / 2))
         ops.append(Restart(at_ms=now, nodes=[node]))
-        now += t.session_timeout_ms // 3
+        now += t.broker_session_ms // 3
     return ops
 
 
@@ -179,7 +157,7 @@ def flapping_partition(
         start = StartPartition(at_ms=0, shape="flapping-one", grudge=grudges.to_json(grudge))
     ops: list[AnyFaultOp] = []
     now = at
-    low, high = t.session_timeout_ms / 6, t.session_timeout_ms / 2
+    low, high = t.broker_session_ms / 6, t.broker_session_ms / 2
     for _ in range(rng.randint(3, 6)):
         ops.append(msgspec.structs.replace(start, at_ms=now))
         now += _ms(rng, low, high)
@@ -192,7 +170,7 @@ def controller_only(at: int, world: World, rng: random.Random, t: Timers) -> lis
     """One-way partition of the active controller: unheard, or deaf."""
     role = Role(kind="controller", fallback=[rng.choice(world.nodes)])
     deaf = rng.random() < 0.5
-    hold = _ms(rng, 1.2 * t.session_timeout_ms, 2 * t.session_timeout_ms)
+    hold = _ms(rng, 1.2 * t.broker_session_ms, 2 * t.broker_session_ms)
     return [
         StartPartition(at_ms=at, shape="controller-only", role=role, one_way=True, deaf=deaf),
         StopPartition(at_ms=at + hold),
@@ -205,7 +183,7 @@ def clock_jump_controller(
     """Jump the active controller's clock, put every clock back in step later."""
     role = Role(kind="controller")
     delta = rng.choice((-1, 1)) * 2 ** rng.randint(10, 18)
-    hold = _ms(rng, 0.5 * t.session_timeout_ms, 2 * t.session_timeout_ms)
+    hold = _ms(rng, 0.5 * t.broker_session_ms, 2 * t.broker_session_ms)
     return [
         ClockSkew(at_ms=at, node=rng.choice(world.nodes), delta_ms=delta, role=role),
         ClockReset(at_ms=at + hold, nodes=list(world.nodes)),

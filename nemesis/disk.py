@@ -111,6 +111,9 @@ class DiskPackage:
     it and collides with the disk fault's own crash or halt.
     """
 
+    # Its faults never take out every node at once (see `nemesis.timing`).
+    cluster_wide = False
+
     def __init__(self) -> None:
         self.node: str | None = None
         self.corrupted = False

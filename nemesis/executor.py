@@ -146,6 +146,9 @@ class Executor:
         Network first so restarted nodes can reach their peers, then resume, restart,
         and clocks last so a restarted node's clock is put in step too.
         """
+        # Strobes still running stop here; their nodes get a final clock reset below, so
+        # the history shows where each strobe ended.
+        strobed = sorted(n for n, strobe in self._strobes.items() if not strobe.done.is_set())
         for node in sorted(self._strobes):
             await self._stop_strobe(node)
         if self.ledger.blocked:
@@ -157,8 +160,8 @@ class Executor:
         await self.disk.heal()  # before restarts: a node must not restart on a full disk
         if self.ledger.down:
             await self._restart(sorted(self.ledger.down), final=True)
-        if self.ledger.skewed:
-            await self._clock_reset(sorted(self.ledger.skewed), final=True)
+        if self.ledger.skewed or strobed:
+            await self._clock_reset(sorted(set(self.ledger.skewed) | set(strobed)), final=True)
 
     # -- partitions -------------------------------------------------------------------
 

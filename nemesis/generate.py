@@ -1,11 +1,14 @@
-"""Schedule generation: packages + duration + interval + seed -> a concrete `Schedule`.
+"""Schedule generation: packages + duration + interval + timers + seed -> a `Schedule`.
 
-Follows Jepsen's `nemesis.combined`: every package flip-flops between a start and its
-stop; each step picks a package at random (`gen/mix`) and waits a staggered delay drawn
-uniformly from [0, 2 × interval) (`gen/stagger`), so faults come on average once per
-interval. One departure: a fault in force for MAX_FAULT_INTERVALS intervals is repaired
-at the next step, so no fault outlives a few intervals by chance. Targets are drawn
-here, not at run time, so the schedule is plain data.
+Follows Jepsen's `nemesis.combined` in picking: each step picks an idle package at random
+(`gen/mix`) after a staggered delay drawn uniformly from [0, 2 × interval)
+(`gen/stagger`), so faults start on average once per interval while a package is free.
+It departs from Jepsen's flip-flop in how long a fault lasts: each fault draws a
+duration class and a duration from it (`nemesis.timing`: short, around the broker session
+timeout, past replica.lag.time.max.ms, around the group timeouts), read from the timers
+of the cluster the schedule is for, and its package repairs it exactly then. A package
+with a fault in force is not picked again until its repair. Targets are drawn here, not
+at run time, so the schedule is plain data.
 
 A small model of the cluster (`_World`) keeps packages from colliding: a node killed by
 one package is not paused by another, and so on. The executor checks again at run time,
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nemesis import grudge as grudges
-from nemesis.composites import Composite, Timers
+from nemesis.composites import Composite
 from nemesis.disk import DiskPackage
 from nemesis.membership import MembershipGenerator
 from nemesis.ops import (
@@ -42,11 +45,13 @@ from nemesis.ops import (
     StopPartition,
 )
 from nemesis.packages import COMPOSITES, parse
+from nemesis.timing import FaultTimers, draw_duration
 
 DEFAULT_INTERVAL_MS = 10_000
 DEFAULT_RECOVERY_MS = 10_000
-# The longest a fault stays in force, in intervals, before its package repairs it.
-MAX_FAULT_INTERVALS = 2
+# A repair that cannot happen when due (a clock to reset on a node another package has
+# down) is tried again this much later.
+RETRY_REPAIR_MS = 1_000
 
 # Share of clean-cut partitions that block one direction only, and of partitions that
 # also cut clients off from the brokers on the other side.
@@ -84,6 +89,9 @@ def _pick(spec: str, eligible: list[str], n_total: int, rng: random.Random) -> l
 
 class _Partition:
     """Flip-flops start-partition / stop-partition."""
+
+    # Whether the fault just started takes out every node (see nemesis.timing).
+    cluster_wide = False
 
     def __init__(self) -> None:
         self.active = False
@@ -136,6 +144,8 @@ def _shape_fits(shape: str, n: int) -> bool:
 class _Link:
     """Flip-flops a latency or bandwidth fault with its repair; resets are instant."""
 
+    cluster_wide = False
+
     def __init__(self) -> None:
         self.active = False
 
@@ -182,6 +192,7 @@ class _Crash:
         self.specs = specs
         self.power_loss = power_loss
         self.crashed: list[str] = []
+        self.cluster_wide = False
 
     @property
     def is_active(self) -> bool:
@@ -199,6 +210,7 @@ class _Crash:
         nodes = _pick(rng.choice(self.specs), eligible, len(world.nodes), rng)
         self.crashed = nodes
         world.down |= set(nodes)
+        self.cluster_wide = not world.up()
         if self.power_loss:
             return PowerLoss(at_ms=at_ms, nodes=nodes)
         return Kill(at_ms=at_ms, nodes=nodes)
@@ -209,6 +221,7 @@ class _Pause:
 
     def __init__(self) -> None:
         self.paused: list[str] = []
+        self.cluster_wide = False
 
     @property
     def is_active(self) -> bool:
@@ -227,6 +240,7 @@ class _Pause:
         nodes = _pick(spec, eligible, len(world.nodes), rng)
         self.paused = nodes
         world.paused |= set(nodes)
+        self.cluster_wide = not world.up()
         return Pause(at_ms=at_ms, nodes=nodes)
 
 
@@ -236,8 +250,10 @@ class _Clock:
     Deltas and periods are powers of two over the ranges Jepsen's clock nemesis uses.
     """
 
-    def __init__(self, interval_ms: int) -> None:
-        self.interval_ms = interval_ms
+    cluster_wide = False
+
+    def __init__(self, timers: FaultTimers) -> None:
+        self.timers = timers
         self.skewed: str | None = None
 
     @property
@@ -265,12 +281,13 @@ class _Clock:
             node=node,
             delta_ms=sign * 2 ** rng.randint(2, 16),
             period_ms=2 ** rng.randint(3, 10),
-            duration_ms=rng.randint(1, max(1, self.interval_ms)),
+            # A strobe ends by itself: its duration is drawn here, like any fault's.
+            duration_ms=draw_duration(self.timers, rng).ms,
         )
 
 
 def _package(
-    name: str, interval_ms: int, nodes: Sequence[str] = ()
+    name: str, timers: FaultTimers, nodes: Sequence[str] = ()
 ) -> _Partition | _Link | _Crash | _Pause | _Clock | DiskPackage | MembershipGenerator:
     if name == "membership":
         return MembershipGenerator(nodes)
@@ -285,7 +302,7 @@ def _package(
     if name == "pause":
         return _Pause()
     if name == "clock":
-        return _Clock(interval_ms)
+        return _Clock(timers)
     if name == "disk":
         return DiskPackage()
     raise ValueError(f"no generator for package {name!r}")
@@ -301,15 +318,16 @@ def generate(
     recovery_ms: int = DEFAULT_RECOVERY_MS,
     seed: int,
     logs: Sequence[str] = (),
-    timers: Timers | None = None,
+    timers: FaultTimers | None = None,
 ) -> Schedule:
     """A schedule of faults from `packages` over `duration_ms`, then heal and recovery.
 
     `packages` is a spec such as "partition,kill", "mixed" or "none" (see
     `nemesis.packages`). `logs` ("topic/partition") are the partitions whose leader a
-    `leader` partition may isolate; the controller is always a candidate. `timers` are
-    the brokers' timers the composite packages are timed by (Kafka's defaults if None).
-    The same arguments always give the same schedule.
+    `leader` partition may isolate; the controller is always a candidate. The same
+    arguments always give the same schedule. `timers` are the Kafka timers of the
+    cluster and clients the schedule is for (Kafka's defaults when None); fault durations
+    are drawn around them, and the composite packages are timed by them.
     """
     names = parse(packages)
     if len(nodes) == 0:
@@ -321,40 +339,50 @@ def generate(
     if interval_ms <= 0:
         raise ValueError(f"interval must be positive, got {interval_ms} ms")
     rng = random.Random(seed)
+    timers = timers or FaultTimers()
     world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
     generators = [
-        Composite(name, timers or Timers())
-        if name in COMPOSITES
-        else _package(name, interval_ms, nodes)
+        Composite(name, timers) if name in COMPOSITES else _package(name, timers, nodes)
         for name in names
     ]
-    active_since: dict[int, int] = {}
+    # Generator index -> when the fault it has in force is repaired.
+    due: dict[int, int] = {}
     ops: list[AnyFaultOp] = []
     at_ms = 0
     while generators:
-        at_ms += int(rng.uniform(0, 2 * interval_ms))
-        if at_ms >= duration_ms:
-            break
-        # Unlike a pure gen/mix, a fault is repaired once it has lasted MAX_FAULT_INTERVALS
-        # intervals: otherwise an unlucky draw (say, every node powered off and the
-        # power-loss package never picked again) leaves the whole run without a cluster.
-        overdue = [
-            i
-            for i, since in sorted(active_since.items())
-            if at_ms - since >= MAX_FAULT_INTERVALS * interval_ms
-        ]
-        for index in overdue or [rng.randrange(len(generators))]:
+        step_at = at_ms + int(rng.uniform(0, 2 * interval_ms))
+        # Repairs falling due before the next step, in time order (faults past the end
+        # are left to the final heal).
+        while due:
+            index, when = min(due.items(), key=lambda item: (item[1], item[0]))
+            if when > step_at or when >= duration_ms:
+                break
+            del due[index]
             generator = generators[index]
-            op = generator.step(at_ms, world, rng)
+            op = generator.step(when, world, rng)
             if isinstance(op, list):
-                # A composite's whole scenario; what falls after the final heal is dropped.
                 ops.extend(o for o in op if o.at_ms < duration_ms)
             elif op is not None:
                 ops.append(op)
             if generator.is_active:
-                active_since.setdefault(index, at_ms)
-            else:
-                active_since.pop(index, None)
+                due[index] = when + RETRY_REPAIR_MS
+        at_ms = step_at
+        if at_ms >= duration_ms:
+            break
+        idle = [i for i in range(len(generators)) if i not in due]
+        if not idle:
+            continue
+        index = rng.choice(idle)
+        generator = generators[index]
+        op = generator.step(at_ms, world, rng)
+        if isinstance(op, list):
+            # A composite's whole scenario; what falls after the final heal is dropped.
+            ops.extend(o for o in op if o.at_ms < duration_ms)
+        elif op is not None:
+            ops.append(op)
+        if generator.is_active:
+            drawn = draw_duration(timers, rng, cluster_wide=generator.cluster_wide)
+            due[index] = at_ms + drawn.ms
     ops.sort(key=lambda op: op.at_ms)  # stable: a composite's ops run ahead of later steps
     return Schedule(
         nodes=list(nodes),

@@ -53,6 +53,9 @@ class _World(Protocol):
 class MembershipGenerator:
     """Draws add-broker, reassign and decommission-broker ops (see the module docstring)."""
 
+    # Its faults never take out every node at once (see `nemesis.timing`).
+    cluster_wide = False
+
     def __init__(self, nodes: Sequence[str], spares: int = SPARE_NODES) -> None:
         self.spares = spare_names(nodes, spares)
         self.added: list[str] = []

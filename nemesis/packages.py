@@ -1,9 +1,11 @@
 """Fault packages: the names `--nemesis` accepts, each a family of faults a schedule mixes.
 
 As in Jepsen's `nemesis.combined`, a package emits a start, then its stop, then a start
-again, on the schedule's staggered interval; packages interleave, so a partition can
-overlap a kill. `mixed` means every single-fault package, `none` means no faults at all.
-Composite packages (`COMPOSITES`) each play a timed scenario of several faults.
+again; starts come on the schedule's staggered interval and each stop when the fault's
+drawn duration ends (`nemesis.timing`); packages interleave, so a partition can
+overlap a kill. `mixed` means every single-fault package but the opt-in ones, `none`
+means no faults at all. Composite packages (`COMPOSITES`) each play a timed scenario
+of several faults.
 """
 
 from __future__ import annotations

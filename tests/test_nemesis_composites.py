@@ -8,15 +8,15 @@ from hypothesis import strategies as st
 
 from harness.shrink.search import fault_units
 from nemesis import packages
-from nemesis.composites import Timers
 from nemesis.generate import generate
 from nemesis.ops import Kill, Restart, Schedule, StartPartition, StopPartition
+from nemesis.timing import FaultTimers
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 composite_sets = st.lists(
     st.sampled_from([*packages.COMPOSITES, *packages.PACKAGES]), min_size=1, unique=True)
 seeds = st.integers(min_value=0, max_value=2**32)
-TIMERS = Timers(session_timeout_ms=6_000, replica_lag_ms=20_000)
+TIMERS = FaultTimers(broker_session_ms=6_000, replica_lag_ms=20_000)
 
 
 def make(spec: str | list[str], seed: int, duration_ms: int = 300_000) -> Schedule:
@@ -45,18 +45,12 @@ def test_each_composite_is_a_package_name_and_mixes_with_others() -> None:
         assert make(name, 1).ops, name
 
 
-def test_timers_come_from_the_broker_settings() -> None:
-    assert Timers.from_settings({}) == Timers(9_000, 30_000)
-    assert Timers.from_settings({"broker.session.timeout.ms": 3000,
-                                 "replica.lag.time.max.ms": 10_000}) == Timers(3_000, 10_000)
-
-
 def test_isolate_leader_outlasts_the_session_timeout_and_leaves_clients_alone() -> None:
     ops = make("isolate-leader", 4).ops
     for start, stop in zip(ops[::2], ops[1::2], strict=False):
         assert isinstance(start, StartPartition) and isinstance(stop, StopPartition)
         assert start.role is not None and start.role.kind == "leader" and start.clients == []
-        assert stop.at_ms - start.at_ms > TIMERS.session_timeout_ms
+        assert stop.at_ms - start.at_ms > TIMERS.broker_session_ms
 
 
 def test_shrink_isr_waits_for_the_shrink_before_killing_the_leader() -> None:
@@ -65,7 +59,7 @@ def test_shrink_isr_waits_for_the_shrink_before_killing_the_leader() -> None:
     assert isinstance(start, StartPartition) and isinstance(kill, Kill)
     assert start.role is not None and start.role.kind == "minority-without-leader"
     assert kill.role is not None and kill.role.kind == "leader" and kill.role.log == start.role.log
-    assert kill.at_ms - start.at_ms >= 1.2 * min(TIMERS.session_timeout_ms, TIMERS.replica_lag_ms)
+    assert kill.at_ms - start.at_ms >= 1.2 * min(TIMERS.broker_session_ms, TIMERS.replica_lag_ms)
 
 
 def test_rolling_restart_restarts_each_node_before_the_next_goes_down() -> None:
@@ -84,9 +78,9 @@ def test_flapping_phases_are_shorter_than_the_session_timeout() -> None:
     assert len(ops) >= 6
     for start, stop in zip(ops[::2], ops[1::2], strict=False):
         assert isinstance(start, StartPartition) and isinstance(stop, StopPartition)
-        assert stop.at_ms - start.at_ms < TIMERS.session_timeout_ms
+        assert stop.at_ms - start.at_ms < TIMERS.broker_session_ms
     # Healed and cut again within a scenario, too, inside the session timeout.
-    assert ops[2].at_ms - ops[1].at_ms < TIMERS.session_timeout_ms
+    assert ops[2].at_ms - ops[1].at_ms < TIMERS.broker_session_ms
 
 
 def test_shrinking_pairs_a_role_aimed_kill_with_the_restart_that_ends_it() -> None:

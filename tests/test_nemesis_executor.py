@@ -364,6 +364,18 @@ def test_a_strobe_cut_short_by_the_final_heal_is_reset() -> None:
     assert target.healthy()
 
 
+def test_a_strobe_cut_short_in_step_still_records_where_it_ended() -> None:
+    # At 1.5 s the clock is back in step (reset at 1.0 s): the final heal stops the strobe
+    # and records a final clock reset, so the history shows where the strobe ended.
+    op = ClockStrobe(at_ms=0, node="n2", delta_ms=64, period_ms=1_000, duration_ms=60_000)
+    target = RecordingTarget()
+    schedule = Schedule(nodes=NODES, duration_ms=1_500, ops=[op])
+    events = run_virtual(run_schedule, schedule, target)
+    assert [e.f for e in events] == ["clock-strobe", "clock-reset"]
+    assert events[1].value == {"nodes": ["n2"], "final": True}
+    assert target.healthy()
+
+
 def test_a_kill_stops_the_strobe_on_that_node() -> None:
     ops: list[AnyFaultOp] = [
         ClockStrobe(at_ms=0, node="n2", delta_ms=8, period_ms=100, duration_ms=10_000),

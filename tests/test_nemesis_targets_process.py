@@ -19,11 +19,11 @@ import trio
 from harness.runtime.process import ProcessCluster
 from harness.runtime.process.observer import ask
 from history.writer import HistoryWriter
-from nemesis.composites import Timers
 from nemesis.executor import Executor
 from nemesis.generate import generate
 from nemesis.ops import ClockSkew, Kill, Pause, Restart
 from nemesis.roles import Role
+from nemesis.timing import FaultTimers
 from workloads.client import KafkaClientError, Producer, ProducerConfig
 
 SESSION_MS = 3000
@@ -148,7 +148,7 @@ async def play(cluster: ProcessCluster, package: str, seed: int,
     per op, then the final heal's)."""
     schedule = generate(package, nodes=cluster.nodes, clients=cluster.clients,
                         duration_ms=duration_ms, interval_ms=1_000, recovery_ms=0, seed=seed,
-                        logs=["t/0"], timers=Timers(session_timeout_ms=SESSION_MS))
+                        logs=["t/0"], timers=FaultTimers(broker_session_ms=SESSION_MS))
     stream = io.BytesIO()
     executor = Executor(cluster, HistoryWriter(stream), origin=trio.current_time())
     answers: list[Seen | None] = []

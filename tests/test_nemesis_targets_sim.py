@@ -22,7 +22,6 @@ from harness.runner import execute
 from harness.runtime.sim.cluster import SimCluster
 from harness.runtime.sim.run import SimSettings, run_sim
 from history.writer import HistoryWriter
-from nemesis.composites import DEFAULT_SESSION_TIMEOUT_MS
 from nemesis.executor import Executor
 from nemesis.ops import (
     AnyFaultOp,
@@ -41,12 +40,13 @@ from nemesis.ops import (
     StopPartition,
 )
 from nemesis.roles import Role
+from nemesis.timing import DEFAULT_BROKER_SESSION_MS
 from workloads.client import KafkaClientError, Producer, ProducerConfig
 
 NODES = ["n1", "n2", "n3"]
 ALL = list(NODES)
 T1 = Role(kind="leader", log="t1/0")
-SESSION_NS = DEFAULT_SESSION_TIMEOUT_MS * 1_000_000
+SESSION_NS = DEFAULT_BROKER_SESSION_MS * 1_000_000
 
 
 def run(folder: Path, nemesis: str, *, seed: int = 3, time_limit: float = 30.0,

@@ -35,6 +35,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "schedules"
 TINY = ["--time-limit", "3", "--recovery", "1", "--final-read", "5", "--nemesis-interval",
         "1", "--replication-factor", "1", "--flush", "never", "--nemesis", "power-loss",
         "--rate", "100"]
+# A seed whose tiny power-loss schedule holds two power losses: most faults now last
+# longer than the 3 s run (fault durations span the broker's timers), so few seeds do.
+TINY_SEED = "8"
 
 
 # -- the search, on synthetic predicates -----------------------------------------------
@@ -159,7 +162,7 @@ def results(run_dir: Path) -> dict[str, Any]:
 
 
 def test_a_tiny_lossy_run_shrinks_and_its_command_reproduces_it(tmp_path: Path) -> None:
-    run_dir = run(tmp_path, *TINY, "--seed", "1")
+    run_dir = run(tmp_path, *TINY, "--seed", TINY_SEED)
     assert "lost-write" in results(run_dir)["verdict"]["bad_anomaly_types"]
     index = (tmp_path / "results" / "index.html").read_text()
     result = shrink_cli(str(run_dir))
@@ -191,7 +194,7 @@ def test_the_shrunk_run_is_rechecked_and_never_lacks_the_anomaly(
     loss, so shrink falls back to the last candidate that does, here the original."""
     import harness.shrink as shrink_module
 
-    run_dir = run(tmp_path, *TINY, "--seed", "1")
+    run_dir = run(tmp_path, *TINY, "--seed", TINY_SEED)
 
     def lying_search(original: Candidate, probe: Any) -> ShrinkResult:
         fault_free = Candidate(original.frame, (), original.concurrency, original.rate)

@@ -17,6 +17,16 @@ consumer group `group-N`: it subscribes, then polls and commits as `opts.commit`
   the start of a poll, once `AUTO_COMMIT_INTERVAL_S` passed since the last commit,
   commit the positions everything polled before has reached (on logs still owned).
 
+Zombie members (faultline's own client): after a poll that returned records, a member
+may stall (`ZOMBIE_P`) with its heartbeats stopped, for 0.9 to 1.6 times its session
+timeout, as a process in a long GC pause or a stuck processing step does; then, before it
+hears anything from the coordinator, it commits the batch with the generation and member
+id it still holds. By then the coordinator has usually expelled it and rebalanced:
+Kafka refuses such a commit with UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION or
+REBALANCE_IN_PROGRESS, and the history records it as a failed commit. A coordinator that
+stored it would move the group's offset back under the member that took the log over,
+which the group checker reports (commit-regression, lost-by-commit).
+
 Per operation a member crashes with `opts.crash_probability` — also between a poll
 and its commit, the window each strategy's guarantee is about — (its client is dropped
 without LeaveGroup: the group notices only when its session times out), or leaves
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import random
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -52,6 +62,19 @@ from workloads.recorder import HistoryRecorder, Retired, describe
 POLL_WAIT_S = 0.2
 LEAVE_P = 0.01
 AUTO_COMMIT_INTERVAL_S = 1.0
+# Chance per poll with records that a member turns zombie (module docstring), and the
+# range of its stall as multiples of its session timeout.
+ZOMBIE_P = 0.02
+ZOMBIE_STALL = (0.9, 1.6)
+
+
+@runtime_checkable
+class StallableSession(Protocol):
+    """A session whose group heartbeats can be stopped and restarted (a stalled member)."""
+
+    def pause_membership(self, paused: bool) -> None:
+        """Stop (True) or restart (False) the subscribed consumer's heartbeats."""
+        ...
 
 
 def group_id(group: TopicGroup) -> str:
@@ -258,8 +281,23 @@ class _Member:
             # A crash after processing, before committing: the batch will be read again.
             if self._crash_now():
                 return True
-            await self._commit(offsets)
+            if isinstance(self.session, StallableSession) and self.rng.random() < ZOMBIE_P:
+                await self._zombie_commit(self.session, offsets)
+            else:
+                await self._commit(offsets)
         return False
+
+    async def _zombie_commit(self, session: StallableSession, offsets: dict[str, int]) -> None:
+        """Stall with heartbeats stopped past (or near) the session timeout, then commit
+        `offsets` with the generation still held; heartbeats restart after the commit."""
+        low, high = ZOMBIE_STALL
+        stall_s = self.rng.uniform(low, high) * self.spec.session_timeout_ms / 1000
+        session.pause_membership(True)
+        try:
+            await trio.sleep(stall_s)
+            await self._commit(offsets)
+        finally:
+            session.pause_membership(False)
 
     async def _poll_commit_process(self) -> bool:
         """At-most-once: fetch, commit, and only then record (process) the batch.

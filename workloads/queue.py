@@ -10,6 +10,14 @@ member that takes over a log resumes where the group left it. With probability
 without LeaveGroup or flush, a `crash` op completes `info`, and a new process number
 takes over the slot. Any `info` completion retires the process the same way.
 
+Some sends are pipelined (faultline's own client only): the process sends a burst to one
+key, hence one partition, from several logical processes ("lanes") that share its
+producer, each lane starting a moment after the last so each send is its own batch. The
+producer keeps up to max.in.flight.requests.per.connection batches of that partition in
+flight at once, so an idempotent producer's sequence window is exercised under faults.
+Each lane is a history process of its own (one operation at a time); a lane whose send
+completes `info` retires alone and a new process number takes its place.
+
 `final_reads` hands over to fresh processes that assign every log from the beginning
 and poll until they reach the end offsets seen when the phase began.
 
@@ -42,7 +50,7 @@ from workloads.base import (
     session_spec,
     topic_groups,
 )
-from workloads.recorder import HistoryRecorder
+from workloads.recorder import HistoryRecorder, Retired
 
 # How an operation is chosen after the crash draw: cumulative probabilities.
 SEND_P = 0.5
@@ -50,6 +58,11 @@ POLL_P = 0.92  # poll in (SEND_P, POLL_P], change of assignment above
 # A change of assignment subscribes with this probability, else assigns.
 SUBSCRIBE_P = 0.4
 POLL_WAIT_S = 0.2
+# Share of sends that go out as a pipelined burst (see the module docstring), and the
+# pause between two lanes' sends of a burst: long enough for the producer's sender to
+# drain the previous lane's batch, so the next send opens a batch of its own.
+PIPELINE_P = 0.3
+LANE_STAGGER_S = 0.002
 
 
 def group_id(group: TopicGroup) -> str:
@@ -107,10 +120,14 @@ class QueueWorkload:
         def spec_for(process: int) -> SessionSpec:
             return session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
 
+        # Third-party sessions are not known to take concurrent sends.
+        pipelined = env.client_library == "faultline"
+
         async def body(session: ClientSession, process: int, rng: random.Random) -> bool:
             client = _QueueProcess(
                 self, session, opts, recorder, process, rng, group, spec_for(process)
             )
+            client.pipelined = pipelined
             return await client.run(until)
 
         await run_slot(env, recorder, until, rngs, slot, spec_for, body)
@@ -139,6 +156,10 @@ class _QueueProcess:
         self.group = group
         self.spec = spec
         self.mode: str | None = None  # "assign" | "subscribe" once one completed ok
+        self.pipelined = False  # whether sends may go out as pipelined bursts
+        # Process numbers of the extra lanes of a burst (lane 0 is `process` itself);
+        # None where a lane retired and awaits a new number.
+        self.lanes: list[int | None] = []
 
     async def run(self, until: float) -> bool:
         """Operate until `until`; True when the process decided to crash."""
@@ -158,6 +179,10 @@ class _QueueProcess:
                 await self.change_assignment()
 
     async def send(self) -> None:
+        depth = self.spec.producer.max_in_flight
+        if self.pipelined and depth > 1 and self.rng.random() < PIPELINE_P:
+            await self.pipelined_send(self.rng.randint(2, depth))
+            return
         count = self.rng.choice((1, 1, 2))
         messages = [
             {
@@ -174,6 +199,47 @@ class _QueueProcess:
             lambda: self.session.send(messages),
             timeout_s=self.spec.send_timeout_s,
         )
+
+    async def pipelined_send(self, depth: int) -> None:
+        """`depth` lanes each send one message to one key, staggered so each is a batch.
+
+        Raises Retired after the burst when lane 0 (this process) completed `info`.
+        """
+        topic = self.rng.choice(self.group.topics)
+        key = f"k{self.rng.randrange(self.opts.keys)}"
+        while len(self.lanes) < depth - 1:
+            self.lanes.append(None)
+        retired: list[Retired] = []
+
+        async def lane(index: int, process: int) -> None:
+            message = {"topic": topic, "key": key, "value": self.recorder.next_value()}
+            try:
+                await self.recorder.perform(
+                    process,
+                    "send",
+                    [message],
+                    lambda: self.session.send([message]),
+                    timeout_s=self.spec.send_timeout_s,
+                )
+            except Retired as exc:
+                if index == 0:
+                    retired.append(exc)
+                else:
+                    self.lanes[index - 1] = None
+
+        async with trio.open_nursery() as nursery:
+            for index in range(depth):
+                if index == 0:
+                    process = self.process
+                else:
+                    assigned = self.lanes[index - 1]
+                    if assigned is None:
+                        assigned = self.lanes[index - 1] = self.recorder.new_process()
+                    process = assigned
+                    await trio.sleep(LANE_STAGGER_S)
+                nursery.start_soon(lane, index, process)
+        if retired:
+            raise retired[0]
 
     async def poll(self) -> None:
         ok, polled = await self.recorder.perform(

@@ -127,8 +127,8 @@ class CellResults:
                 or next((r for r, _ in self.runs if r.bad), None))
 
     def availability(self) -> float | None:
-        """Mean over runs of the share of sends under way during faults that were
-        acknowledged while faults were in force (`harness.availability`)."""
+        """Mean over runs of the share of time under faults in which sends were
+        acknowledged and polls returned records (`harness.availability`)."""
         shares = [r.availability.get("share") for r, _ in self.runs]
         values = [s for s in shares if s is not None]
         return statistics.fmean(values) if values else None

@@ -117,14 +117,23 @@ def digest_history(path: Path, wanted: set[int]) -> HistoryDigest:
 
 def fault_windows(nemesis: Iterable[NemesisRecord],
                   end_s: float) -> list[Window]:
-    """Pair nemesis start/stop events into shaded windows (open ones end at `end_s`)."""
+    """Pair nemesis start/stop events into shaded windows (open ones end at `end_s`).
+
+    A clock strobe ends after its duration, or earlier when the executor stops it: at the
+    node's next clock event (a reset, including the final heal's, a skew or a strobe).
+    """
     windows: list[Window] = []
     open_: dict[tuple[str, str], tuple[float, str]] = {}
+    # node -> (start, planned end, label) of a strobe that may still be running.
+    strobes: dict[str, tuple[float, float, str]] = {}
 
     def close(key: tuple[str, str], t: float) -> None:
         if key in open_:
             start, label = open_.pop(key)
             windows.append(Window(start, t, key[0], label, key[1]))
+        if key[0] == "clock" and key[1] in strobes:
+            start, planned, label = strobes.pop(key[1])
+            windows.append(Window(start, min(t, planned), "clock", label, key[1]))
 
     for t, f, value, error in nemesis:
         if error is not None:
@@ -158,8 +167,7 @@ def fault_windows(nemesis: Iterable[NemesisRecord],
             node = v.get("node", "")
             close(("clock", node), t)
             if f == "clock-strobe":
-                windows.append(Window(t, t + v.get("duration_ms", 0) / 1000, "clock",
-                                      f"clock strobe {node}", node))
+                strobes[node] = (t, t + v.get("duration_ms", 0) / 1000, f"clock strobe {node}")
             else:
                 open_[("clock", node)] = (t, f"clock {node} {v.get('delta_ms')} ms")
         elif f == "clock-reset":
@@ -170,6 +178,8 @@ def fault_windows(nemesis: Iterable[NemesisRecord],
                 windows.append(Window(t, t, "reset", f"reset connections {n}".strip(), n))
     for key in list(open_):
         close(key, end_s)
+    for node, (start, planned, label) in strobes.items():
+        windows.append(Window(start, planned, "clock", label, node))
     return sorted(windows, key=lambda w: (w.start, w.kind))
 
 
@@ -177,13 +187,20 @@ def _availability_text(availability: dict[str, Any] | None) -> str:
     if not availability:
         return "-"
     share = availability.get("share")
-    text = ("no sends while faults were in force" if share is None else
-            f"{share * 100:.0f}% of {availability['sends_during_faults']} sends acknowledged")
+    text = ("no faults in force, or no sends or polls" if share is None else
+            f"{share * 100:.0f}% of {availability.get('fault_time_s', 0):g} s under faults "
+            f"served sends and polls (sends {_share(availability.get('send_share'))}, "
+            f"polls {_share(availability.get('poll_share'))}, "
+            f"in {availability.get('window_s', 0):g} s windows)")
     recovery = availability.get("recovery_s")
     if availability.get("final_heal_s") is not None:
         text += ("; no send acknowledged after the final heal" if recovery is None else
                  f"; first send acknowledged {recovery:.3f} s after the final heal")
     return text
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
 
 
 def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:

@@ -103,6 +103,7 @@ class NativeSession:
         self.clock_ms = clock_ms
         self.rng = rng
         self._nursery: trio.Nursery | None = None
+        self._producer_starting = trio.Lock()
         self._nursery_cm: Any = None
         self._producer: _Hosted | None = None
         self._consumer: _Hosted | None = None
@@ -150,6 +151,11 @@ class NativeSession:
         return hosted, client
 
     async def _producer_client(self) -> Producer:
+        # Pipelined sends call this concurrently: one of them starts the producer.
+        async with self._producer_starting:
+            return await self._start_producer()
+
+    async def _start_producer(self) -> Producer:
         if self._producer is None:
             s, p = self.spec, self.spec.producer
             config = ProducerConfig(
@@ -318,6 +324,12 @@ class NativeSession:
             return await consumer.position(TopicPartition(*split_log(log)))
         except KafkaClientError as exc:
             raise OpUnknown(str(exc)) from exc
+
+    def pause_membership(self, paused: bool) -> None:
+        """Stop (True) or restart (False) the group heartbeats of the subscribed consumer:
+        a stalled member, whose session expires while it still holds its generation."""
+        if self._consumer is not None and self._subscribed:
+            self._consumer.client.pause_heartbeats(paused)
 
     def take_rebalance(self) -> Rebalance | None:
         """The assignment after the latest rebalance since the last call, if any."""

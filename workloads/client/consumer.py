@@ -652,6 +652,13 @@ class Consumer:
                 )
         state.next_fetch = next_fetch
 
+    def pause_heartbeats(self, paused: bool) -> None:
+        """Stop (True) or restart (False) the group member's heartbeats, as a stalled
+        process would; the member keeps its generation until the coordinator says
+        otherwise."""
+        if self._group is not None:
+            self._group.heartbeats_paused = paused
+
     # -- commits -------------------------------------------------------------------------
 
     def consumed_offsets(self) -> dict[TopicPartition, int]:

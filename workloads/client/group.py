@@ -121,6 +121,10 @@ class GroupMember:
     _last_poll: float = 0.0
     _lost: bool = False
     _rebalance_lock: trio.Lock = field(default_factory=trio.Lock)
+    # A stalled process (a long GC pause, a stuck processing step): no heartbeats go out,
+    # so the coordinator expels the member after its session timeout, while the member
+    # still holds its old generation and member id.
+    heartbeats_paused: bool = False
 
     def __post_init__(self) -> None:
         names = self.config.partition_assignment_strategy
@@ -416,6 +420,8 @@ class GroupMember:
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
+            if self.heartbeats_paused:
+                continue
             if self.state is not MemberState.STABLE:
                 last_ok = now
                 continue
