@@ -45,14 +45,15 @@ CONFIG = RunConfig(seed=5, time_limit_s=36.0, recovery_s=6.0, final_read_s=15.0,
 OPS: list[AnyFaultOp] = [
     CorruptFiles(at_ms=4_000, node="n1", damages=[Damage(kind="segment", action="flip", pick=3)]),
     Restart(at_ms=6_000, nodes=["n1"]),
-    CorruptFiles(at_ms=9_000, node="n2", damages=[Damage(kind="index", action="flip", pick=1)]),
-    Restart(at_ms=11_000, nodes=["n2"]),
+    StartDiskFault(at_ms=9_000, node="n2", fsync_delay_ms=1_000.0),
+    StopDiskFault(at_ms=12_000, nodes=["n2"]),
     StartDiskFault(at_ms=14_000, node="n3", enospc_write=True),
     StopDiskFault(at_ms=18_000, nodes=["n3"]),
     StartDiskFault(at_ms=21_000, node="n1", enospc_fsync=True),
     StopDiskFault(at_ms=25_000, nodes=["n1"]),
-    StartDiskFault(at_ms=28_000, node="n2", fsync_delay_ms=1_000.0),
-    StopDiskFault(at_ms=32_000, nodes=["n2"]),
+    # Late, so that n2's segments have grown past an index entry.
+    CorruptFiles(at_ms=28_000, node="n2", damages=[Damage(kind="index", action="flip", pick=1)]),
+    Restart(at_ms=31_000, nodes=["n2"]),
 ]
 
 
@@ -114,7 +115,7 @@ def test_a_damaged_index_is_rebuilt_with_a_warning(disk_run: RunOutcome) -> None
 
 
 def test_enospc_on_write_halts_the_broker_until_space_returns(disk_run: RunOutcome) -> None:
-    start, stop = _events(disk_run, "start-disk-fault")[0], _events(disk_run, "stop-disk-fault")[0]
+    start, stop = _events(disk_run, "start-disk-fault")[1], _events(disk_run, "stop-disk-fault")[1]
     assert start["value"] == {"node": "n3", "enospc_write": True, "enospc_fsync": False,
                               "fsync_delay_ms": 0.0}
     assert stop["value"]["restarted_halted"] == ["n3"]
@@ -126,7 +127,7 @@ def test_enospc_on_write_halts_the_broker_until_space_returns(disk_run: RunOutco
 
 
 def test_enospc_on_fsync_halts_the_broker_too(disk_run: RunOutcome) -> None:
-    start, stop = _events(disk_run, "start-disk-fault")[1], _events(disk_run, "stop-disk-fault")[1]
+    start, stop = _events(disk_run, "start-disk-fault")[2], _events(disk_run, "stop-disk-fault")[2]
     assert start["value"]["node"] == "n1" and start["value"]["enospc_fsync"] is True
     assert stop["value"]["restarted_halted"] == ["n1"]
     log = _log(disk_run, "n1").splitlines()
@@ -134,7 +135,7 @@ def test_enospc_on_fsync_halts_the_broker_too(disk_run: RunOutcome) -> None:
 
 
 def test_a_slow_fsync_delays_but_never_halts(disk_run: RunOutcome) -> None:
-    start, stop = _events(disk_run, "start-disk-fault")[2], _events(disk_run, "stop-disk-fault")[2]
+    start, stop = _events(disk_run, "start-disk-fault")[0], _events(disk_run, "stop-disk-fault")[0]
     assert start["value"]["fsync_delay_ms"] == 1_000.0
     assert stop["value"]["restarted_halted"] == []
     assert "CRITICAL" not in _log(disk_run, "n2")
