@@ -27,11 +27,13 @@ _STARTS = {
     "start-link-fault": "link",
     "clock-skew": "clock",
     "clock-strobe": "clock",
+    "start-disk-fault": "disk",
 }
 _ENDS = {
     "stop-partition": "partition",
     "stop-link-fault": "link",
     "clock-reset": "clock",
+    "stop-disk-fault": "disk",
 }
 _NODE_STARTS = {"kill": "down", "power-loss": "down", "pause": "paused"}
 _NODE_ENDS = {"restart": "down", "resume": "paused"}
@@ -80,10 +82,13 @@ class RunCounters:
             target = value.get("node", "") if isinstance(value, dict) else ""
             self.active.setdefault(_STARTS[f], set()).add(target or "")
         elif f in _ENDS:
-            if f == "clock-reset":
-                self.active.get("clock", set()).difference_update(nodes)
+            if f in ("clock-reset", "stop-disk-fault"):
+                self.active.get(_ENDS[f], set()).difference_update(nodes)
             else:
                 self.active.pop(_ENDS[f], None)
+        elif f == "disk-corrupt" and isinstance(value, dict):
+            # The node is killed, its files damaged; `restart` brings it back.
+            self.active.setdefault("down", set()).add(str(value.get("node", "")))
         elif f in _NODE_STARTS:
             self.active.setdefault(_NODE_STARTS[f], set()).update(nodes)
         elif f in _NODE_ENDS:

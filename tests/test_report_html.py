@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from harness.progress import RunCounters
 from harness.report.charts import (
     Axis,
     Operation,
@@ -35,6 +36,31 @@ def test_fault_windows_pair_starts_with_their_stops_per_node() -> None:
     assert Window(3.0, 4.0, "partition", "partition halves", "") in windows  # network-wide
     assert any(w.kind == "reset" and w.start == w.end == 5.0 for w in windows)
     assert not any(w.kind == "paused" for w in windows)  # a skipped op broke nothing
+
+
+def test_disk_and_membership_events_are_fault_windows_and_in_the_status_line() -> None:
+    events = [
+        NemesisRecord(1.0, "disk-corrupt", {"node": "n1", "crash": "kill", "damaged": []}, None),
+        NemesisRecord(2.0, "restart", {"nodes": ["n1"]}, None),
+        NemesisRecord(3.0, "start-disk-fault", {"node": "n2", "enospc_write": True,
+                                                "enospc_fsync": False, "fsync_delay_ms": 0.0},
+                      None),
+        NemesisRecord(4.0, "stop-disk-fault", {"nodes": ["n2"], "restarted_halted": ["n2"]},
+                      None),
+        NemesisRecord(5.0, "reassign", {"log": "t1/0", "replicas": ["n2", "n3", "n4"]}, None),
+    ]
+    windows = fault_windows(events, end_s=9.0)
+    assert Window(1.0, 2.0, "down", "disk damage n1", "n1") in windows
+    assert Window(3.0, 4.0, "disk", "disk ENOSPC n2", "n2") in windows
+    assert Window(5.0, 5.0, "membership", "reassign t1/0", "") in windows
+    counters = RunCounters()
+    for record in events[:3]:
+        counters.observe("nemesis", "info", record.f, record.value, None)
+        if record.f == "disk-corrupt":
+            assert counters.faults_active() == "down n1"
+    assert counters.faults_active() == "disk n2"
+    counters.observe("nemesis", "info", "stop-disk-fault", {"nodes": ["n2"]}, None)
+    assert counters.faults_active() == "none"
 
 
 def test_overlapping_faults_get_one_lane_per_node_each_labelled() -> None:

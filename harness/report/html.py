@@ -173,6 +173,20 @@ def fault_windows(nemesis: Iterable[NemesisRecord],
         elif f == "clock-reset":
             for n in nodes:
                 close(("clock", n), t)
+        elif f == "disk-corrupt":
+            node = v.get("node", "")
+            open_[("down", node)] = (t, f"disk damage {node}")
+        elif f == "start-disk-fault":
+            node = v.get("node", "")
+            what = ("ENOSPC" if v.get("enospc_write") or v.get("enospc_fsync")
+                    else f"fsync +{v.get('fsync_delay_ms', 0):g} ms")
+            open_[("disk", node)] = (t, f"disk {what} {node}")
+        elif f == "stop-disk-fault":
+            for n in nodes:
+                close(("disk", n), t)
+        elif f in ("add-broker", "decommission-broker", "reassign"):
+            target = v.get("node") or v.get("log") or ""
+            windows.append(Window(t, t, "membership", f"{f} {target}".strip(), v.get("node", "")))
         elif f == "reset-connections":
             for n in nodes or [""]:
                 windows.append(Window(t, t, "reset", f"reset connections {n}".strip(), n))
