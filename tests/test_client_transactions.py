@@ -222,3 +222,23 @@ def confluent_read(bootstrap: str, isolation: str, expect: int) -> list[int]:
             values.append(int(value))
     consumer.close()
     return values
+
+
+async def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(
+    tmp_path: Path,
+) -> None:
+    async with broker(tmp_path) as bootstrap:
+        async with session(
+            bootstrap, "slow", transactional_id="tx-t", transaction_timeout_ms=1_000
+        ) as slow:
+            await slow.begin_transaction()
+            await slow.send([msg("to", 1)])
+            await trio.sleep(2.5)  # the coordinator aborts it and bumps the epoch
+            with pytest.raises(TxnFatal):
+                await slow.commit_transaction()
+        async with session(bootstrap, "next", transactional_id="tx-t") as after:
+            await after.begin_transaction()
+            await after.send([msg("to", 2)])
+            await after.commit_transaction()
+        assert await read_values(bootstrap, "to/0", "read_committed", expect=1) == [2]
+        assert await read_values(bootstrap, "to/0", "read_uncommitted", expect=2) == [1, 2]

@@ -328,6 +328,11 @@ class Producer:
         assert self._nursery is not None and self._nursery_cm is not None
         try:
             if exc is None:
+                txn = self.transactions
+                if txn is not None and txn.state in _NO_SENDS:
+                    # Batches of a transaction that must abort never go out: drop them
+                    # rather than wait for them to expire.
+                    self._drop_queued()
                 await self.flush()
         finally:
             self._abort_incomplete("producer closed before delivery")
