@@ -11,7 +11,7 @@ the abort the same producer commits the next one.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.broker_process import bootstrap_of, in_process_broker
+from tests.broker_process import BrokerProcess, bootstrap_of, in_process_broker
 from workloads.adapters.native import NativeSession
 from workloads.adapters.session import (
     OpFailed,
@@ -242,3 +242,27 @@ async def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced
             await after.commit_transaction()
         assert await read_values(bootstrap, "to/0", "read_committed", expect=1) == [2]
         assert await read_values(bootstrap, "to/0", "read_uncommitted", expect=2) == [1, 2]
+
+
+async def test_a_broker_process_survives_a_kill_between_transactions(
+    broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """Against a `faultline broker` process: a committed transaction is still visible to
+    read_committed after a SIGKILL and restart, an aborted one is still invisible."""
+    data_dir = tmp_path / "node"
+    first = broker_factory(settings=SETTINGS, data_dir=data_dir)
+    async with session(first.bootstrap, "p1", transactional_id="tx-p") as p:
+        await p.begin_transaction()
+        await p.send([msg("pk", 1)])
+        await p.commit_transaction()
+        await p.begin_transaction()
+        await p.send([msg("pk", 2)])
+        await p.abort_transaction()
+    first.kill()
+    second = broker_factory(settings=SETTINGS, data_dir=data_dir)
+    async with session(second.bootstrap, "p2", transactional_id="tx-p") as p:
+        await p.begin_transaction()
+        await p.send([msg("pk", 3)])
+        await p.commit_transaction()
+    committed = await read_values(second.bootstrap, "pk/0", "read_committed", expect=2)
+    assert committed == [1, 3]
