@@ -266,3 +266,29 @@ async def test_a_broker_process_survives_a_kill_between_transactions(
         await p.commit_transaction()
     committed = await read_values(second.bootstrap, "pk/0", "read_committed", expect=2)
     assert committed == [1, 3]
+
+
+async def test_our_read_committed_consumer_drops_confluents_aborted_transactions(
+    tmp_path: Path,
+) -> None:
+    def produce(bootstrap: str) -> None:
+        from confluent_kafka import Producer as CfProducer
+
+        producer = CfProducer({"bootstrap.servers": bootstrap, "transactional.id": "cf-tx"})
+        producer.init_transactions(10)
+        for values, commit in (([1, 2], True), ([3, 4, 5], False), ([6], True)):
+            producer.begin_transaction()
+            for v in values:
+                producer.produce("cfin", str(v).encode(), partition=0)
+            producer.flush(10)  # abort purges what is not sent yet: write it first
+            if commit:
+                producer.commit_transaction(10)
+            else:
+                producer.abort_transaction(10)
+
+    async with broker(tmp_path) as bootstrap:
+        await trio.to_thread.run_sync(produce, bootstrap)
+        committed = await read_values(bootstrap, "cfin/0", "read_committed", expect=3)
+        uncommitted = await read_values(bootstrap, "cfin/0", "read_uncommitted", expect=6)
+    assert committed == [1, 2, 6]
+    assert uncommitted == [1, 2, 3, 4, 5, 6]
