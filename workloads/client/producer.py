@@ -28,6 +28,17 @@ Failure handling follows the Java client:
   it reached the broker and got no answer, or an answer other than the few that prove
   the batch is in no log (`errors.NOT_APPENDED`); that decides between
   `DefiniteFailure` and `UnknownOutcome` when it finally fails (see errors.py).
+
+With transactional.id the producer is transactional, as Java's: `init_transactions()`
+(FindCoordinator key_type 1, InitProducerId, fencing older instances),
+`begin_transaction()`, sends (AddPartitionsToTxn before a partition's first send of
+the transaction; batches flagged transactional), `send_offsets_to_transaction()`
+(AddOffsetsToTxn, then TxnOffsetCommit to the group coordinator),
+`commit_transaction()` (flush, then EndTxn) and `abort_transaction()`. The state and
+the sorting of errors into abortable and fatal live in `transactions.py`; a failed
+batch makes the transaction abortable, and the abort that follows bumps the epoch
+through the coordinator (InitProducerId with the current id and epoch, KIP-360)
+instead of locally, since the coordinator owns a transactional producer's epoch.
 """
 
 from __future__ import annotations
