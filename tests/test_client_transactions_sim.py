@@ -20,7 +20,7 @@ from harness.runtime.sim.run import SimSettings, run_sim
 from reference_broker.group.offsets_store import partition_for
 from reference_broker.txn.config import TXN_STATE_TOPIC
 from workloads.adapters.native import NativeSession
-from workloads.adapters.session import OpFailed, OpUnknown, SessionSpec, TxnFatal
+from workloads.adapters.session import OpFailed, OpUnknown, SessionSpec, TxnAbortable, TxnFatal
 
 T = TypeVar("T")
 
@@ -168,3 +168,38 @@ def test_killing_the_transaction_coordinator_before_commit_leaves_a_consistent_o
         assert committed[3:-3] == [10, 11, 12]
     if outcomes[1].startswith("failed"):
         assert committed[3:-3] == []
+
+
+def test_a_send_cut_off_from_its_leader_makes_the_transaction_abortable() -> None:
+    async def scenario(cluster: SimCluster) -> tuple[str, list[int], list[int]]:
+        await wait_for(lambda: cluster.controller() is not None)
+        # A timeout longer than the cut: the coordinator must not abort (and fence) it first.
+        settings = {"transactional_id": "tx-cut", "transaction_timeout_ms": 60_000}
+        async with session(cluster, "p", **settings) as p:
+            await p.begin_transaction()
+            await p.send([msg(1)])  # t/0 joins the transaction
+            leader = cluster.leader_of("t", 0)
+            assert leader is not None
+            await cluster.block("p", leader)
+            try:
+                with trio.fail_after(p.spec.send_timeout_s):
+                    await p.send([msg(2)])
+            except TxnAbortable as exc:
+                outcome = f"abortable: {exc}"
+            else:
+                outcome = "sent"
+            await cluster.heal_network()
+            await p.abort_transaction()
+            await p.begin_transaction()
+            await p.send([msg(3)])
+            await p.commit_transaction()
+        committed = await read(cluster, "rc", "read_committed", 1)
+        uncommitted = await read(cluster, "ru", "read_uncommitted", 2)
+        return outcome, committed, uncommitted
+
+    outcome, committed, uncommitted = simulate(scenario)
+    assert outcome.startswith("abortable"), outcome
+    assert committed == [3]
+    # The cut-off send may or may not have reached the log; the aborted values are
+    # visible to read_uncommitted only.
+    assert uncommitted[0] == 1 and uncommitted[-1] == 3, uncommitted
