@@ -292,3 +292,33 @@ async def test_our_read_committed_consumer_drops_confluents_aborted_transactions
         uncommitted = await read_values(bootstrap, "cfin/0", "read_uncommitted", expect=6)
     assert committed == [1, 2, 6]
     assert uncommitted == [1, 2, 3, 4, 5, 6]
+
+
+async def test_read_committed_waits_for_offsets_an_open_transaction_commits(
+    tmp_path: Path,
+) -> None:
+    tp = TopicPartition("src", 0)
+    seen: dict[str, int | None] = {}
+
+    async def committed_as(bootstrap: str, isolation: str) -> None:
+        config = ConsumerConfig(
+            bootstrap_servers=[bootstrap],
+            group_id="g",
+            isolation_level=isolation,
+            max_block_ms=10_000,
+        )
+        async with Consumer(config) as consumer:
+            seen[isolation] = (await consumer.committed([tp]))[tp]
+
+    async with broker(tmp_path) as bootstrap, session(bootstrap, "p", transactional_id="s") as p:
+        producer = await p._transactional_producer()
+        await producer.cluster.create_topic("src", 1)
+        await p.begin_transaction()
+        await p.send_offsets_to_transaction({"src/0": 7}, "g")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(committed_as, bootstrap, "read_committed")
+            await committed_as(bootstrap, "read_uncommitted")
+            await trio.sleep(1)
+            assert "read_committed" not in seen  # still waiting for the decision
+            await p.commit_transaction()
+    assert seen == {"read_uncommitted": None, "read_committed": 7}

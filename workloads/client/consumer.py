@@ -847,7 +847,9 @@ class Consumer:
                 OffsetFetchRequest.OffsetFetchRequestTopic(name=t, partition_indexes=sorted(ps))
                 for t, ps in topics.items()
             ],
-            require_stable=False,
+            # As Java: a read_committed consumer does not start from offsets an undecided
+            # transaction commits (KIP-447); the coordinator answers UNSTABLE_OFFSET_COMMIT.
+            require_stable=bool(self._isolation()),
         )
         deadline = trio.current_time() + self.config.max_block_ms / 1000
         while True:
@@ -873,6 +875,15 @@ class Consumer:
                 continue
             if code:
                 raise BrokerError(code, f"OffsetFetch for group {group_id!r}")
+            if any(p.error_code == 88 for t in response.topics for p in t.partitions):
+                if trio.current_time() >= deadline:
+                    raise KafkaClientError(
+                        f"committed offsets of group {group_id!r} stayed UNSTABLE_OFFSET_COMMIT "
+                        f"(a transaction committing them is undecided) for max.block.ms="
+                        f"{self.config.max_block_ms}"
+                    )
+                await trio.sleep(self.config.retry_backoff_ms / 1000)
+                continue
             out: dict[TopicPartition, tuple[int, int] | None] = dict.fromkeys(tps)
             for t in response.topics:
                 for p in t.partitions:
