@@ -145,7 +145,13 @@ async def test_a_second_instance_fences_the_zombie(tmp_path: Path) -> None:
                 with pytest.raises(TxnFatal, match=r"PRODUCER_FENCED|INVALID_PRODUCER_EPOCH"):
                     await old.send([msg("z", 3)])
                     await old.commit_transaction()
-        assert await read_values(bootstrap, "z/0", "read_committed", expect=1) == [2]
+                # The zombie stays fenced: it never starts an instance that would fence `new`.
+                with pytest.raises(TxnFatal, match="fenced"):
+                    await old.begin_transaction()
+                await new.begin_transaction()
+                await new.send([msg("z", 4)])
+                await new.commit_transaction()
+        assert await read_values(bootstrap, "z/0", "read_committed", expect=2) == [2, 4]
 
 
 async def test_a_failed_send_makes_the_transaction_abortable_and_abort_recovers(

@@ -19,9 +19,11 @@ Error mapping (the client already sorts its errors into the two kinds, see
   answered INVALID_TXN_STATE) -> `TxnAbortable`; `TransactionFatalError` (fenced,
   refused the id) -> `TxnFatal`; EndTxn(commit) unanswered -> `OpUnknown`. Inside a
   transaction any failed delivery makes the send `TxnAbortable`: the transaction can
-  no longer commit. After a fatal error, an unknown commit or a failed abort the
-  producer is dropped, and the next use starts a new instance of the transactional
-  id, whose InitProducerId settles (aborts) whatever the old one left open.
+  no longer commit. After an unknown commit or a failed abort the producer is
+  dropped, and the next use starts a new instance of the transactional id, whose
+  InitProducerId settles (aborts) whatever the old one left open. After a fatal
+  error every later send or transactional call is `TxnFatal` too: the process is a
+  zombie, and a new instance started from it would fence its successor.
 
 Each client (producer, consumer) lives in its own task of the session's nursery, so
 a consumer can be replaced (assign <-> subscribe) while the producer stays, and a
@@ -127,6 +129,9 @@ class NativeSession:
         self._subscribed = False
         self._crashed = False
         self._rebalance: Rebalance | None = None
+        # Set once the transactional producer is fenced: this process is a zombie, and
+        # starting a new instance of the id from it would fence its successor.
+        self._fenced: TxnFatal | None = None
 
     async def __aenter__(self) -> Self:
         self._nursery_cm = trio.open_nursery()
@@ -167,6 +172,8 @@ class NativeSession:
         return hosted, client
 
     async def _producer_client(self) -> Producer:
+        if self._fenced is not None:
+            raise TxnFatal(f"this process's transactional producer was fenced: {self._fenced}")
         if self._producer is None:
             s, p = self.spec, self.spec.producer
             config = ProducerConfig(
@@ -192,7 +199,8 @@ class NativeSession:
                     await producer.init_transactions()
                 except TransactionFatalError as exc:
                     self._drop_producer()
-                    raise TxnFatal(str(exc)) from exc
+                    self._fenced = TxnFatal(str(exc))
+                    raise self._fenced from exc
                 except KafkaClientError as exc:
                     self._drop_producer()
                     raise OpFailed(f"init_transactions failed: {exc}") from exc
@@ -310,7 +318,8 @@ class NativeSession:
             txn is not None and txn.state is TxnState.FATAL_ERROR
         ):
             self._drop_producer()
-            return TxnFatal(str(txn.error if txn is not None and txn.error else exc))
+            self._fenced = TxnFatal(str(txn.error if txn is not None and txn.error else exc))
+            return self._fenced
         return TxnAbortable(str(exc))
 
     async def _transactional_producer(self) -> Producer:
