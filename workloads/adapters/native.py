@@ -13,6 +13,17 @@ Error mapping (the client already sorts its errors into the two kinds, see
 - commit: `CommitFailedError` (rebalance, fenced) -> `fail`; `CommitOutcomeUnknown`
   and anything else -> `info`.
 - assign/subscribe: local state changes; failing to bootstrap the consumer -> `fail`.
+- transactions (a spec with a transactional_id; the producer runs init_transactions
+  on first use, fencing older instances): the client's `TransactionAbortableError`
+  (a send of the transaction failed, the coordinator refused a step, EndTxn(commit)
+  answered INVALID_TXN_STATE) -> `TxnAbortable`; `TransactionFatalError` (fenced,
+  refused the id) -> `TxnFatal`; EndTxn(commit) unanswered -> `OpUnknown`. Inside a
+  transaction any failed delivery makes the send `TxnAbortable`: the transaction can
+  no longer commit. After an unknown commit or a failed abort the producer is
+  dropped, and the next use starts a new instance of the transactional id, whose
+  InitProducerId settles (aborts) whatever the old one left open. After a fatal
+  error every later send or transactional call is `TxnFatal` too: the process is a
+  zombie, and a new instance started from it would fence its successor.
 
 Each client (producer, consumer) lives in its own task of the session's nursery, so
 a consumer can be replaced (assign <-> subscribe) while the producer stays, and a
@@ -40,6 +51,12 @@ from workloads.client import (
     UnknownOutcome,
 )
 from workloads.client.consumer import LATEST, CommitOutcomeUnknown, Consumer
+from workloads.client.errors import (
+    TransactionAbortableError,
+    TransactionFatalError,
+    TransactionOutcomeUnknown,
+)
+from workloads.client.transactions import TxnState
 
 from .session import (
     OpFailed,
@@ -47,6 +64,8 @@ from .session import (
     PollRecords,
     Rebalance,
     SessionSpec,
+    TxnAbortable,
+    TxnFatal,
     decode_value,
     split_log,
 )
@@ -111,6 +130,9 @@ class NativeSession:
         self._subscribed = False
         self._crashed = False
         self._rebalance: Rebalance | None = None
+        # Set once the transactional producer is fenced: this process is a zombie, and
+        # starting a new instance of the id from it would fence its successor.
+        self._fenced: TxnFatal | None = None
 
     async def __aenter__(self) -> Self:
         self._nursery_cm = trio.open_nursery()
@@ -151,6 +173,8 @@ class NativeSession:
         return hosted, client
 
     async def _producer_client(self) -> Producer:
+        if self._fenced is not None:
+            raise TxnFatal(f"this process's transactional producer was fenced: {self._fenced}")
         # Pipelined sends call this concurrently: one of them starts the producer.
         async with self._producer_starting:
             return await self._start_producer()
@@ -170,10 +194,29 @@ class NativeSession:
                 request_timeout_ms=s.request_timeout_ms,
                 max_block_ms=p.delivery_timeout_ms,
                 socket_connection_setup_timeout_ms=s.request_timeout_ms,
+                transactional_id=s.transactional_id,
+                transaction_timeout_ms=s.transaction_timeout_ms,
             )
             manager = Producer(config, network=self.network, rng=self.rng, clock_ms=self.clock_ms)
-            self._producer, _ = await self._start(manager)
+            hosted, producer = await self._start(manager)
+            self._producer = hosted
+            if s.transactional_id is not None:
+                try:
+                    await producer.init_transactions()
+                except TransactionFatalError as exc:
+                    self._drop_producer()
+                    self._fenced = TxnFatal(str(exc))
+                    raise self._fenced from exc
+                except KafkaClientError as exc:
+                    self._drop_producer()
+                    raise OpFailed(f"init_transactions failed: {exc}") from exc
         return self._producer.client
+
+    def _drop_producer(self) -> None:
+        """Forget the producer without a goodbye; the next use starts a new instance."""
+        if self._producer is not None:
+            self._producer.scope.cancel()
+            self._producer = None
 
     async def _consumer_client(self, *, group: str | None, subscribe: bool) -> Consumer:
         """The consumer for this mode, replacing one of another mode or group."""
@@ -203,6 +246,7 @@ class NativeSession:
                 session_timeout_ms=s.session_timeout_ms,
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
                 max_poll_interval_ms=s.max_poll_interval_ms,
+                isolation_level=s.isolation_level,
             )
             self._consumer, _ = await self._start(
                 Consumer(config, network=self.network, rng=self.rng)
@@ -223,6 +267,8 @@ class NativeSession:
     async def send(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Produce `messages`; see the module docstring for the outcome mapping."""
         producer = await self._producer_client()
+        if producer.transactions is not None:
+            return await self._send_in_transaction(producer, messages)
         deliveries = []
         queue_error: KafkaClientError | None = None
         for m in messages:
@@ -252,6 +298,83 @@ class NativeSession:
             first = (unknown or definite or [queue_error])[0]  # type: ignore[list-item]  # not None here
             raise OpUnknown(f"{len(out)} of {len(messages)} messages acknowledged: {first}")
         return out
+
+    async def _send_in_transaction(
+        self, producer: Producer, messages: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A send of the open transaction: every message acknowledged, or the transaction
+        cannot commit (`TxnAbortable`) or the producer is done (`TxnFatal`)."""
+        out: list[dict[str, Any]] = []
+        try:
+            deliveries = []
+            for m in messages:
+                key = None if m["key"] is None else m["key"].encode()
+                deliveries.append(await producer.send(m["topic"], str(m["value"]).encode(), key))
+            for m, delivery in zip(messages, deliveries, strict=True):
+                meta = await delivery.wait()
+                out.append({**m, "partition": meta.partition, "offset": meta.offset})
+        except KafkaClientError as exc:
+            raise self._txn_error(producer, exc) from exc
+        return out
+
+    def _txn_error(self, producer: Producer, exc: KafkaClientError) -> OpFailed | OpUnknown:
+        """The session error of a transactional call's client error."""
+        txn = producer.transactions
+        if isinstance(exc, TransactionFatalError) or (
+            txn is not None and txn.state is TxnState.FATAL_ERROR
+        ):
+            self._drop_producer()
+            self._fenced = TxnFatal(str(txn.error if txn is not None and txn.error else exc))
+            return self._fenced
+        return TxnAbortable(str(exc))
+
+    async def _transactional_producer(self) -> Producer:
+        if self.spec.transactional_id is None:
+            raise OpFailed("transactions need a session with a transactional_id")
+        return await self._producer_client()
+
+    async def begin_transaction(self) -> None:
+        """Open a transaction (the first one after init_transactions on first use)."""
+        producer = await self._transactional_producer()
+        try:
+            await producer.begin_transaction()
+        except KafkaClientError as exc:
+            raise self._txn_error(producer, exc) from exc
+
+    async def send_offsets_to_transaction(self, offsets: dict[str, int], group: str) -> None:
+        """Commit `group`'s offsets with the open transaction."""
+        producer = await self._transactional_producer()
+        tps = {TopicPartition(*split_log(k)): v for k, v in offsets.items()}
+        try:
+            await producer.send_offsets_to_transaction(tps, group)
+        except KafkaClientError as exc:
+            raise self._txn_error(producer, exc) from exc
+
+    async def commit_transaction(self) -> None:
+        """Commit; an unanswered EndTxn is `OpUnknown` (and the producer is replaced)."""
+        producer = await self._transactional_producer()
+        try:
+            await producer.commit_transaction()
+        except TransactionOutcomeUnknown as exc:
+            self._drop_producer()
+            raise OpUnknown(str(exc)) from exc
+        except (TransactionAbortableError, TransactionFatalError) as exc:
+            raise self._txn_error(producer, exc) from exc
+        except KafkaClientError as exc:
+            self._drop_producer()
+            raise OpUnknown(str(exc)) from exc
+
+    async def abort_transaction(self) -> None:
+        """Abort; if the abort itself fails the producer is replaced (the new instance's
+        InitProducerId aborts what is left open)."""
+        producer = await self._transactional_producer()
+        try:
+            await producer.abort_transaction()
+        except TransactionFatalError as exc:
+            raise self._txn_error(producer, exc) from exc
+        except KafkaClientError as exc:
+            self._drop_producer()
+            raise OpUnknown(f"abort did not complete: {exc}") from exc
 
     async def poll(self, wait_s: float) -> PollRecords:
         """Poll once; a rebalance during it is kept for `take_rebalance`."""

@@ -28,6 +28,14 @@ class OpUnknown(Exception):
     """The operation may or may not have taken effect (history `info`)."""
 
 
+class TxnAbortable(OpFailed):
+    """An error inside a transaction that aborting it recovers from."""
+
+
+class TxnFatal(OpUnknown):
+    """An error after which the transactional producer cannot go on (fenced)."""
+
+
 @dataclass(frozen=True)
 class Rebalance:
     """What a group rebalance left this process owning."""
@@ -67,6 +75,9 @@ class SessionSpec:
     max_poll_interval_ms: int = 10_000
     fetch_max_wait_ms: int = 100
     max_poll_records: int = 100
+    transactional_id: str | None = None
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_uncommitted"
+    transaction_timeout_ms: int = 10_000
 
     @property
     def send_timeout_s(self) -> float:

@@ -57,6 +57,10 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     ApiKey.LeaveGroup: (0, 5),
     ApiKey.SyncGroup: (0, 5),
     ApiKey.InitProducerId: (0, 4),
+    ApiKey.AddPartitionsToTxn: (0, 3),
+    ApiKey.AddOffsetsToTxn: (0, 3),
+    ApiKey.EndTxn: (0, 3),
+    ApiKey.TxnOffsetCommit: (0, 3),
     ApiKey.CreateTopics: (2, 7),
     ApiKey.ApiVersions: (0, 3),
 }
@@ -456,13 +460,15 @@ class Cluster:
 
     # -- coordinators and admin ----------------------------------------------------------
 
-    async def find_coordinator(self, group_id: str) -> int:
-        """The node id of the group's coordinator (its address is added to the cache)."""
+    async def find_coordinator(self, group_id: str, key_type: int = 0) -> int:
+        """The node id of the group's coordinator (its address is added to the cache);
+        with key_type=1, of the transactional id's transaction coordinator."""
         last: Exception | None = None
+        what = "transactional id" if key_type == 1 else "group"
         for node_id in self._candidates():
             try:
                 response = await self.send(
-                    node_id, FindCoordinatorRequest(key=group_id, key_type=0)
+                    node_id, FindCoordinatorRequest(key=group_id, key_type=key_type)
                 )
             except (ConnectionLostError, RequestTimedOutError) as exc:
                 last = exc
@@ -470,7 +476,7 @@ class Cluster:
             if response.error_code != 0:
                 raise BrokerError(
                     response.error_code,
-                    f"FindCoordinator for group {group_id!r}",
+                    f"FindCoordinator for {what} {group_id!r}",
                     "the coordinator is moving or loading; retry after retry.backoff.ms",
                 )
             self.brokers.setdefault(
@@ -479,7 +485,7 @@ class Cluster:
             )
             return response.node_id
         raise ConnectionLostError(
-            f"no broker answered FindCoordinator for group {group_id!r}: {last}",
+            f"no broker answered FindCoordinator for {what} {group_id!r}: {last}",
             maybe_delivered=False,
         )
 

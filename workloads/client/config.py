@@ -122,12 +122,16 @@ class ProducerConfig(CommonConfig):
     max_request_size: int = 1_048_576
     buffer_memory: int = 33_554_432
     compression_type: str = "none"
+    # Set, the producer is transactional (init_transactions, begin/commit/abort).
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = 60_000
 
     @classmethod
     def _adjust_implicit(cls, kwargs: dict[str, Any]) -> None:
         # As the Java client: idempotence is on by default, but settings that
-        # contradict it, when it was not asked for explicitly, turn it off quietly.
-        if "enable_idempotence" in kwargs:
+        # contradict it, when it was not asked for explicitly, turn it off quietly
+        # (unless the producer is transactional, which needs it).
+        if "enable_idempotence" in kwargs or kwargs.get("transactional_id"):
             return
         if (
             kwargs.get("acks", -1) != -1
@@ -164,6 +168,13 @@ class ProducerConfig(CommonConfig):
                     "enable.idempotence=true requires retries > 0; raise retries or set "
                     "enable.idempotence=false"
                 )
+        if self.transactional_id is not None and not self.enable_idempotence:
+            raise ConfigError(
+                "transactional.id requires enable.idempotence=true; remove "
+                "enable.idempotence=false or the transactional.id"
+            )
+        if self.transaction_timeout_ms <= 0:
+            raise ConfigError("transaction.timeout.ms must be positive")
         if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms:
             raise ConfigError(
                 f"delivery.timeout.ms={self.delivery_timeout_ms} must be at least linger.ms + "

@@ -54,6 +54,7 @@ from .errors import (
     is_retriable,
 )
 from .group import GroupMember, RebalanceEvent, RebalanceListener
+from .read_committed import AbortedSkipper, AbortedTxn
 from .transport import Network, TcpNetwork
 
 EARLIEST = -2
@@ -592,7 +593,13 @@ class Consumer:
                     continue  # reassigned or sought while the fetch was out
                 code = pd.error_code
                 if code == 0:
-                    self._buffer_records(tp, state, pd.records)
+                    aborted = None
+                    if self._isolation():
+                        aborted = [
+                            AbortedTxn(a.producer_id, a.first_offset)
+                            for a in getattr(pd, "aborted_transactions", None) or ()
+                        ]
+                    self._buffer_records(tp, state, pd.records, aborted)
                 elif code == 1:  # OFFSET_OUT_OF_RANGE
                     if config.auto_offset_reset == "none":
                         raise OffsetOutOfRangeError(
@@ -614,13 +621,22 @@ class Consumer:
         with contextlib.suppress(ConnectionLostError):
             await self.cluster.refresh_metadata(topics)
 
-    def _buffer_records(self, tp: TopicPartition, state: _Assigned, raw: bytes | None) -> None:
+    def _buffer_records(
+        self,
+        tp: TopicPartition,
+        state: _Assigned,
+        raw: bytes | None,
+        aborted: list[AbortedTxn] | None = None,
+    ) -> None:
+        """Buffer a fetched partition's records; under read_committed (`aborted` given),
+        without those of aborted transactions."""
         if not raw:
             return
         position = state.position
         assert position is not None
         records = MemoryRecords(bytes(raw))
         next_fetch = position
+        skipper = None if aborted is None else AbortedSkipper(aborted)
         while True:
             batch = records.next_batch()
             if batch is None:
@@ -631,6 +647,8 @@ class Consumer:
                     "check: the log or the network corrupted it"
                 )
             next_fetch = max(next_fetch, batch.next_offset)
+            if skipper is not None and skipper.skip(batch):
+                continue
             if batch.is_control_batch:
                 continue
             epoch = batch.leader_epoch
@@ -836,7 +854,9 @@ class Consumer:
                 OffsetFetchRequest.OffsetFetchRequestTopic(name=t, partition_indexes=sorted(ps))
                 for t, ps in topics.items()
             ],
-            require_stable=False,
+            # As Java: a read_committed consumer does not start from offsets an undecided
+            # transaction commits (KIP-447); the coordinator answers UNSTABLE_OFFSET_COMMIT.
+            require_stable=bool(self._isolation()),
         )
         deadline = trio.current_time() + self.config.max_block_ms / 1000
         while True:
@@ -862,6 +882,15 @@ class Consumer:
                 continue
             if code:
                 raise BrokerError(code, f"OffsetFetch for group {group_id!r}")
+            if any(p.error_code == 88 for t in response.topics for p in t.partitions):
+                if trio.current_time() >= deadline:
+                    raise KafkaClientError(
+                        f"committed offsets of group {group_id!r} stayed UNSTABLE_OFFSET_COMMIT "
+                        f"(a transaction committing them is undecided) for max.block.ms="
+                        f"{self.config.max_block_ms}"
+                    )
+                await trio.sleep(self.config.retry_backoff_ms / 1000)
+                continue
             out: dict[TopicPartition, tuple[int, int] | None] = dict.fromkeys(tps)
             for t in response.topics:
                 for p in t.partitions:

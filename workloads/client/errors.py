@@ -226,3 +226,19 @@ def raise_for_code(code: int, context: str) -> None:
             "newer than this client supports, upgrade one of them"
         )
     raise BrokerError(code, context)
+
+
+class TransactionAbortableError(KafkaClientError):
+    """The transaction cannot commit (a send failed, the coordinator refused a step):
+    `abort_transaction()` recovers, and the producer goes on with a new transaction."""
+
+
+class TransactionFatalError(KafkaClientError):
+    """The transactional producer cannot go on: a newer instance with the same
+    transactional.id fenced it, or the broker refused it the id. Close it; a new
+    producer with the same transactional.id takes over."""
+
+
+class TransactionOutcomeUnknown(UnknownOutcome):
+    """EndTxn (commit) was sent and not answered in time: the transaction may have
+    committed or aborted. A new instance of the transactional.id settles it."""

@@ -28,6 +28,17 @@ Failure handling follows the Java client:
   it reached the broker and got no answer, or an answer other than the few that prove
   the batch is in no log (`errors.NOT_APPENDED`); that decides between
   `DefiniteFailure` and `UnknownOutcome` when it finally fails (see errors.py).
+
+With transactional.id the producer is transactional, as Java's: `init_transactions()`
+(FindCoordinator key_type 1, InitProducerId, fencing older instances),
+`begin_transaction()`, sends (AddPartitionsToTxn before a partition's first send of
+the transaction; batches flagged transactional), `send_offsets_to_transaction()`
+(AddOffsetsToTxn, then TxnOffsetCommit to the group coordinator),
+`commit_transaction()` (flush, then EndTxn) and `abort_transaction()`. The state and
+the sorting of errors into abortable and fatal live in `transactions.py`; a failed
+batch makes the transaction abortable, and the abort that follows bumps the epoch
+through the coordinator (InitProducerId with the current id and epoch, KIP-360)
+instead of locally, since the coordinator owns a transactional producer's epoch.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import functools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -45,10 +56,17 @@ from typing import Self
 import trio
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.data_container import DataContainer
-from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
+from kafka.protocol.producer import (
+    AddOffsetsToTxnRequest,
+    AddPartitionsToTxnRequest,
+    EndTxnRequest,
+    InitProducerIdRequest,
+    ProduceRequest,
+    TxnOffsetCommitRequest,
+)
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from .cluster import Cluster, TopicPartition
+from .cluster import GROUP, Cluster, TopicPartition
 from .config import ProducerConfig
 from .connection import Connection
 from .errors import (
@@ -64,6 +82,9 @@ from .errors import (
     ProducerFencedError,
     RequestTimedOutError,
     RetriesExhaustedError,
+    TransactionAbortableError,
+    TransactionFatalError,
+    TransactionOutcomeUnknown,
     UnknownOutcome,
     UnsupportedVersionError,
     error_name,
@@ -72,6 +93,7 @@ from .errors import (
     proves_not_appended,
 )
 from .partitioner import DefaultPartitioner
+from .transactions import COORDINATOR_MOVED, FATAL_TXN, RETRY_TXN, TransactionManager, TxnState
 from .transport import Network, TcpNetwork, wall_clock_ms
 
 Header = tuple[str, bytes | None]
@@ -79,6 +101,9 @@ Header = tuple[str, bytes | None]
 _BATCH_OVERHEAD = DefaultRecordBatchBuilder.HEADER_STRUCT.size
 _RECORD_OVERHEAD = DefaultRecordBatchBuilder.MAX_RECORD_OVERHEAD
 _MAX_EPOCH = 32767
+# The transaction coordinator gets connections of its own, as the group coordinator does,
+# so EndTxn is not queued behind produce requests to the same broker.
+TXN = "txn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +138,13 @@ class _Batch:
         "size",
         "timestamps",
         "tp",
+        "transactional",
         "values",
     )
 
-    def __init__(self, tp: TopicPartition, created_at: float) -> None:
+    def __init__(self, tp: TopicPartition, created_at: float, transactional: bool = False) -> None:
         self.tp = tp
+        self.transactional = transactional
         self.created_at = created_at
         self.keys: list[bytes | None] = []
         self.values: list[bytes | None] = []
@@ -156,7 +183,7 @@ class _Batch:
             builder = DefaultRecordBatchBuilder(
                 magic=2,
                 compression_type=0,
-                is_transactional=False,
+                is_transactional=self.transactional,
                 producer_id=self.producer_id,
                 producer_epoch=self.producer_epoch,
                 base_sequence=-1 if self.base_sequence is None else self.base_sequence,
@@ -272,6 +299,15 @@ class Producer:
         self._buffered_bytes = 0
         self._space = trio.Event()
         self.epoch_bumps = 0
+        self.transactions: TransactionManager | None = None
+        if config.transactional_id is not None:
+            self.transactions = TransactionManager(
+                config.transactional_id, config.transaction_timeout_ms
+            )
+        self._txn_coordinator: int | None = None
+        self._group_coordinators: dict[str, int] = {}
+        self._add_lock = trio.Lock()
+        self._released = trio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -283,7 +319,8 @@ class Producer:
                 self.config, network=self.network, rng=self.rng, nursery=self._nursery
             )
             await self._cluster.bootstrap_cluster()
-            if self.config.enable_idempotence:
+            # A transactional producer gets its id from init_transactions().
+            if self.config.enable_idempotence and self.transactions is None:
                 await self._init_producer_id()
             self._nursery.start_soon(self._sender)
         except BaseException:
@@ -302,6 +339,11 @@ class Producer:
         assert self._nursery is not None and self._nursery_cm is not None
         try:
             if exc is None:
+                txn = self.transactions
+                if txn is not None and txn.state in _NO_SENDS:
+                    # Batches of a transaction that must abort never go out: drop them
+                    # rather than wait for them to expire.
+                    self._drop_queued()
                 await self.flush()
         finally:
             self._abort_incomplete("producer closed before delivery")
@@ -335,9 +377,18 @@ class Producer:
         """Queue a record; returns its Delivery. Waits only for metadata or buffer space.
 
         Raises UnknownTopicError / AuthorizationError if the topic cannot be used and
-        MessageTooLargeError if the record can never fit in a request.
+        MessageTooLargeError if the record can never fit in a request. Inside a
+        transaction, such an error leaves the transaction abortable (as in Java).
         """
-        return await self._send(topic, value, key, partition, headers, timestamp_ms, True)
+        try:
+            return await self._send(topic, value, key, partition, headers, timestamp_ms, True)
+        except (TransactionAbortableError, TransactionFatalError):
+            raise
+        except KafkaClientError as exc:
+            txn = self.transactions
+            if txn is not None and txn.state is TxnState.IN_TRANSACTION:
+                raise txn.abortable(exc) from exc
+            raise
 
     async def _send(
         self,
@@ -384,6 +435,11 @@ class Producer:
             await self._wait_for_space(size)
         ts = self.clock_ms() if timestamp_ms is None else timestamp_ms
         tp = TopicPartition(topic, partition)
+        txn = self.transactions
+        if txn is not None:
+            txn.check_can_send()
+            if txn.needs_adding(tp):
+                await self._add_partitions_to_txn(tp)
         state = self._partitions.get(tp)
         if state is None:
             state = self._partitions[tp] = _PartitionState()
@@ -404,7 +460,7 @@ class Producer:
                 )
                 # The sticky partition moved on: route this record to the new one.
                 return await self._send(topic, value, key, None, headers, ts, False)
-            batch = _Batch(tp, trio.current_time())
+            batch = _Batch(tp, trio.current_time(), txn is not None)
             queue.append(batch)
             self._incomplete.add(batch)
             self._wake()
@@ -544,6 +600,8 @@ class Producer:
                 continue
             if self._epoch_bump_required or (config.enable_idempotence and self.producer_id < 0):
                 continue
+            if self.transactions is not None and self.transactions.state in _NO_SENDS:
+                continue  # the transaction is going to abort: its batches wait to be dropped
             if state.in_flight and (
                 batch.base_sequence is not None or config.max_in_flight_requests_per_connection == 1
             ):
@@ -605,7 +663,7 @@ class Producer:
         # records; the same in v3..v9), which kafka-python's compiled encoder takes
         # as it takes its data objects: building those costs more than encoding them.
         return ProduceRequest(
-            transactional_id=None,
+            transactional_id=self.config.transactional_id,
             acks=self.config.acks,
             timeout_ms=self.config.request_timeout_ms,
             topic_data=[
@@ -694,6 +752,7 @@ class Producer:
     def _release(self, node: int, batches: list[_Batch]) -> None:
         """The request is over: its in-flight slot and its batches' places are free."""
         self._in_flight_requests[node] -= 1
+        self._released.set()
         for b in batches:
             state = self._partitions[b.tp]
             if b in state.in_flight:
@@ -735,6 +794,11 @@ class Producer:
             self._request_rewrite(batch.tp)
             self._fail(batch, ProduceFailed(_describe(code, context, message), code))
             return
+        if code == 59 and self.transactions is not None:
+            # A transaction's batch cannot be re-sequenced under a new epoch mid-transaction:
+            # the transaction aborts, and the abort bumps the epoch (Java's transactional path).
+            self._fail(batch, ProduceFailed(_describe(code, context, message), code))
+            return
         if code == 59 and batch.base_sequence is not None:  # UNKNOWN_PRODUCER_ID
             # The broker forgot our producer state (e.g. retention removed it): restart
             # sequences under a new epoch and retry (KIP-360).
@@ -747,6 +811,8 @@ class Producer:
                 "Close this producer and create a new one"
             )
             self._fatal = fenced
+            if self.transactions is not None:
+                self._fatal = self.transactions.fatal(fenced)
             self._fail(batch, fenced)
             return
         if code == 10:
@@ -829,11 +895,22 @@ class Producer:
                 # A sequence that will never be acknowledged leaves a gap.
                 self._request_rewrite(batch.tp)
         batch.error = final
+        if self.transactions is not None and batch.transactional:
+            # As Java: a failed send leaves the transaction unable to commit.
+            if isinstance(error, ProducerFencedError):
+                self.transactions.fatal(error)
+            else:
+                self.transactions.abortable(final)
         self._finish(batch)
 
     def _request_rewrite(self, tp: TopicPartition) -> None:
         """Restart `tp`'s sequences at 0 under a new epoch once nothing is in flight."""
         self._rewrite.add(tp)
+        if self.transactions is not None:
+            # The coordinator owns a transactional producer's epoch: the bump is an
+            # InitProducerId after the abort this failure forces, not a local one.
+            self.transactions.needs_epoch_bump = True
+            return
         self._epoch_bump_required = True
         self._wake()
 
@@ -954,6 +1031,309 @@ class Producer:
                     batch.base_sequence = state.next_sequence
                     state.next_sequence += len(batch)
                     batch.encoded = None
+
+    # -- transactions --------------------------------------------------------------------
+
+    def _txn(self) -> TransactionManager:
+        if self.transactions is None:
+            raise KafkaClientError(
+                "transactional call on a producer without transactional.id; set transactional.id"
+            )
+        return self.transactions
+
+    async def init_transactions(self) -> None:
+        """Get the transactional id's producer id and a new epoch (fencing older instances).
+
+        Retries while the coordinator moves, loads or finishes an earlier transaction of
+        the id (which the new epoch aborts), within max.block.ms.
+        """
+        txn = self._txn()
+        txn.start_init()
+        try:
+            await self._init_transactional_id(None)
+        except TransactionFatalError:
+            raise
+        except BaseException:
+            txn.init_failed()
+            raise
+        txn.initialized()
+
+    async def begin_transaction(self) -> None:
+        """Open a transaction: sends until commit or abort belong to it."""
+        self._txn().begin()
+
+    async def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], group_id: str
+    ) -> None:
+        """Commit `offsets` (next offset to read) for `group_id` with the transaction:
+        AddOffsetsToTxn to the transaction coordinator, TxnOffsetCommit to the group's."""
+        txn = self._txn()
+        txn.check_can_send()
+        if group_id not in txn.groups:
+            await self._call_coordinator(
+                AddOffsetsToTxnRequest(
+                    transactional_id=txn.transactional_id,
+                    producer_id=self.producer_id,
+                    producer_epoch=self.producer_epoch,
+                    group_id=group_id,
+                ),
+                f"AddOffsetsToTxn for group {group_id!r}",
+            )
+            txn.groups.add(group_id)
+        by_topic: dict[str, list[tuple[int, int]]] = {}
+        for tp, offset in offsets.items():
+            by_topic.setdefault(tp.topic, []).append((tp.partition, offset))
+        topic_cls = TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic
+        part_cls = topic_cls.TxnOffsetCommitRequestPartition
+        request = TxnOffsetCommitRequest(
+            transactional_id=txn.transactional_id,
+            group_id=group_id,
+            producer_id=self.producer_id,
+            producer_epoch=self.producer_epoch,
+            generation_id=-1,
+            member_id="",
+            group_instance_id=None,
+            topics=[
+                topic_cls(
+                    name=topic,
+                    partitions=[
+                        part_cls(
+                            partition_index=p,
+                            committed_offset=o,
+                            committed_leader_epoch=-1,
+                            committed_metadata="",
+                        )
+                        for p, o in sorted(parts)
+                    ],
+                )
+                for topic, parts in by_topic.items()
+            ],
+        )
+        await self._call_coordinator(
+            request, f"TxnOffsetCommit for group {group_id!r}", group=group_id
+        )
+
+    async def commit_transaction(self) -> None:
+        """Flush the transaction's sends, then EndTxn(commit).
+
+        Raises TransactionAbortableError when a send failed or the coordinator refused
+        (abort, then go on), TransactionFatalError when fenced, and
+        TransactionOutcomeUnknown when EndTxn went out and no answer came back.
+        """
+        txn = self._txn()
+        txn.begin_commit()
+        await self.flush()
+        if txn.state in (TxnState.ABORTABLE_ERROR, TxnState.FATAL_ERROR):
+            assert txn.error is not None
+            raise txn.error
+        if txn.partitions or txn.groups:
+            await self._end_txn(commit=True)
+        # Nothing was added: the coordinator never heard of this transaction (Java skips EndTxn).
+        txn.completed()
+
+    async def abort_transaction(self) -> None:
+        """Drop the transaction's unsent batches, wait for those in flight, EndTxn(abort).
+
+        After a failed send the epoch is bumped (InitProducerId with the current id and
+        epoch, KIP-360) so the partitions' sequences can restart.
+        """
+        txn = self._txn()
+        if txn.state is TxnState.FATAL_ERROR:
+            assert txn.error is not None
+            raise txn.error
+        if not txn.begin_abort():
+            return
+        # Markers must follow every batch of the transaction: what is in flight is
+        # answered (or times out) first, and nothing new goes out meanwhile.
+        while True:
+            self._drop_queued()
+            if not any(s.in_flight for s in self._partitions.values()):
+                break
+            self._released = trio.Event()
+            await self._released.wait()
+        if txn.partitions or txn.groups:
+            await self._end_txn(commit=False)
+        if txn.needs_epoch_bump:
+            txn.start_init()
+            try:
+                await self._init_transactional_id((self.producer_id, self.producer_epoch))
+            except TransactionFatalError:
+                raise
+            except BaseException:
+                txn.init_failed()
+                raise
+            txn.initialized()
+        else:
+            txn.completed()
+
+    def _drop_queued(self) -> None:
+        for state in self._partitions.values():
+            queue, state.queue = state.queue, deque()
+            for batch in queue:
+                self._fail(
+                    batch,
+                    TransactionAbortableError("the transaction aborted before this batch went out"),
+                )
+
+    async def _end_txn(self, *, commit: bool) -> None:
+        txn = self._txn()
+        await self._call_coordinator(
+            EndTxnRequest(
+                transactional_id=txn.transactional_id,
+                producer_id=self.producer_id,
+                producer_epoch=self.producer_epoch,
+                committed=commit,
+            ),
+            "EndTxn(commit)" if commit else "EndTxn(abort)",
+            unknown_on_timeout=commit,
+        )
+
+    async def _add_partitions_to_txn(self, tp: TopicPartition) -> None:
+        """AddPartitionsToTxn before the transaction's first send to `tp`."""
+        txn = self._txn()
+        async with self._add_lock:
+            if not txn.needs_adding(tp):
+                return
+            txn.check_can_send()
+            await self._call_coordinator(
+                AddPartitionsToTxnRequest(
+                    v3_and_below_transactional_id=txn.transactional_id,
+                    v3_and_below_producer_id=self.producer_id,
+                    v3_and_below_producer_epoch=self.producer_epoch,
+                    v3_and_below_topics=[
+                        AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(
+                            name=tp.topic, partitions=[tp.partition]
+                        )
+                    ],
+                ),
+                f"AddPartitionsToTxn {tp}",
+            )
+            txn.added({tp})
+
+    async def _coordinator_node(self, group: str | None) -> int:
+        txn = self._txn()
+        if group is not None:
+            node = self._group_coordinators.get(group)
+            if node is None:
+                node = self._group_coordinators[group] = await self.cluster.find_coordinator(group)
+            return node
+        if self._txn_coordinator is None:
+            self._txn_coordinator = await self.cluster.find_coordinator(
+                txn.transactional_id, key_type=1
+            )
+        return self._txn_coordinator
+
+    def _forget_coordinator(self, group: str | None) -> None:
+        if group is None:
+            self._txn_coordinator = None
+        else:
+            self._group_coordinators.pop(group, None)
+
+    async def _call_coordinator(
+        self,
+        request: ApiMessage,
+        context: str,
+        *,
+        group: str | None = None,
+        unknown_on_timeout: bool = False,
+    ) -> ApiMessage:
+        """Send a transactional request to the transaction coordinator (or `group`'s),
+        retrying moves and concurrent transactions within max.block.ms; a refusal
+        becomes the abortable or fatal error Java's handlers make of it."""
+        txn = self._txn()
+        deadline = trio.current_time() + self.config.max_block_ms / 1000
+        backoff = self.config.retry_backoff_ms / 1000
+        maybe_sent = False
+        last: Exception | None = None
+        while trio.current_time() < deadline:
+            try:
+                node = await self._coordinator_node(group)
+                response = await self.cluster.send(
+                    node, request, channel=TXN if group is None else GROUP
+                )
+            except (ConnectionLostError, RequestTimedOutError) as exc:
+                maybe_sent |= exc.maybe_delivered
+                last = exc
+                self._forget_coordinator(group)
+                await trio.sleep(backoff)
+                continue
+            except BrokerError as exc:  # FindCoordinator: the coordinator is moving or loading
+                last = exc
+                await trio.sleep(backoff)
+                continue
+            codes = _txn_error_codes(response) - {0, 55}  # 55: OPERATION_NOT_ATTEMPTED
+            if not codes:
+                return response
+            fatal = codes & FATAL_TXN
+            if fatal or any(is_authorization(c) for c in codes):
+                code = min(fatal) if fatal else min(codes)
+                raise txn.fatal(TransactionFatalError(_describe(code, context, None)))
+            code = min(codes)
+            if codes <= _RETRY_TXN_CALL:
+                if codes & COORDINATOR_MOVED:
+                    self._forget_coordinator(group)
+                last = BrokerError(code, context)
+                await trio.sleep(backoff)
+                continue
+            raise txn.coordinator_error(code, context)
+        if unknown_on_timeout and maybe_sent:
+            raise TransactionOutcomeUnknown(
+                f"{context} for {txn.transactional_id!r} got no answer within "
+                f"max.block.ms={self.config.max_block_ms}: the transaction may have committed "
+                f"or aborted; last error: {last}"
+            )
+        raise txn.abortable(
+            KafkaClientError(
+                f"{context} for {txn.transactional_id!r} did not succeed within "
+                f"max.block.ms={self.config.max_block_ms}: {last}"
+            )
+        )
+
+    async def _init_transactional_id(self, expected: tuple[int, int] | None) -> None:
+        """InitProducerId for the transactional id at its coordinator: a new epoch (and a
+        fresh start for every partition's sequences); `expected` is this instance's own
+        id and epoch when it bumps its epoch after an abort (KIP-360)."""
+        txn = self._txn()
+        pid, epoch = expected if expected is not None else (-1, -1)
+        response = await self._call_coordinator(
+            InitProducerIdRequest(
+                transactional_id=txn.transactional_id,
+                transaction_timeout_ms=txn.timeout_ms,
+                producer_id=pid,
+                producer_epoch=epoch,
+            ),
+            "InitProducerId",
+        )
+        self.producer_id = response.producer_id
+        self.producer_epoch = response.producer_epoch
+        self._rewrite.clear()
+        for state in self._partitions.values():
+            state.producer_id = self.producer_id
+            state.producer_epoch = self.producer_epoch
+            state.next_sequence = 0
+            state.last_acked_sequence = -1
+            state.unresolved = False
+        self._wake()
+
+
+# The transaction is going to abort: its batches are not sent (Java's Sender fails them).
+_NO_SENDS = frozenset({TxnState.ABORTING, TxnState.ABORTABLE_ERROR, TxnState.FATAL_ERROR})
+# Coordinator answers retried by `_call_coordinator`: the RETRY_TXN codes, and a
+# TxnOffsetCommit's UNKNOWN_TOPIC_OR_PARTITION (the offsets topic is still loading).
+_RETRY_TXN_CALL = RETRY_TXN | {3}
+
+
+def _txn_error_codes(response: ApiMessage) -> set[int]:
+    """Every error code of a transactional response, top level and per partition."""
+    codes: set[int] = set()
+    top = getattr(response, "error_code", None)
+    if top is not None:
+        codes.add(top)
+    for t in getattr(response, "results_by_topic_v3_and_below", None) or ():
+        codes.update(p.partition_error_code for p in t.results_by_partition)
+    for t in getattr(response, "topics", None) or ():
+        codes.update(p.error_code for p in t.partitions)
+    return codes
 
 
 def _describe(code: int, context: str, message: str | None) -> str:
