@@ -187,7 +187,8 @@ class FaultTimeline:
         return frozenset(i.package for i in self.intervals if i.covers(time_ns, self.linger_ns))
 
     @classmethod
-    def from_events(cls, events: Iterable[Mapping[str, Any]]) -> FaultTimeline:
+    def from_events(cls, events: Iterable[Mapping[str, Any]], *,
+                    linger_s: float = LINGER_S) -> FaultTimeline:
         """From nemesis history events (`f`, `value`, `time`), in the order recorded."""
         intervals: list[FaultInterval] = []
         open_: dict[tuple[str, str], int] = {}
@@ -222,7 +223,7 @@ class FaultTimeline:
                 close(_GLOBAL_ENDS.get(f, f.removeprefix("stop-")), "*", t)
         intervals.extend(FaultInterval(package, start, None)
                          for (package, _), start in sorted(open_.items()))
-        return cls(intervals)
+        return cls(intervals, linger_s=linger_s)
 
 
 def coverage_of(observations: Iterable[Observation], timeline: FaultTimeline) -> Coverage:
