@@ -8,6 +8,8 @@ mutation of a corpus entry, picked with weight toward entries whose states few r
 reached (rare states are where the unexplored neighbours are) and away from entries
 already mutated often. Mutations work on `Schedule` data only:
 
+- `overlay`: the faults of one package from a fresh schedule are laid over this one,
+  so what this schedule reaches happens under one more fault;
 - `stretch`: a fault lasts a duration drawn across Kafka's own timers (its stop op
   moves), so a partition can outlive the broker session timeout or a pause the
   replica lag time;
@@ -53,11 +55,14 @@ from nemesis.ops import (
 )
 
 # Share of proposals that are fresh schedules from the plain generator.
-FRESH_CHANCE = 0.2
+FRESH_CHANCE = 0.25
 # Fault durations a stretch draws from (ms): short flaps to well past the session
 # timeout (9 s), Kafka's default replica lag (30 s) and group session timeouts.
 STRETCH_DURATIONS_MS = (500, 2_000, 5_000, 9_500, 12_000, 20_000, 31_000, 45_000)
-MUTATIONS = ("stretch", "shift", "retarget", "swap-kind", "drop", "splice")
+MUTATIONS = ("overlay", "stretch", "shift", "retarget", "swap-kind", "drop", "splice")
+# How often each is drawn: an overlay puts the events a schedule already reaches under
+# one more fault, the shortest way to states not seen yet (kind @ fault combination).
+MUTATION_WEIGHTS = (4, 2, 1, 1, 1, 1, 1)
 
 
 @dataclass
@@ -122,9 +127,12 @@ def mutate(schedule: Schedule, rng: random.Random, *, other: Schedule | None = N
            fresh: Schedule | None = None, kind: str | None = None) -> Schedule:
     """One mutation of `schedule` (`kind`, or one drawn at random); `other` is the
     splice partner (`fresh` when `other` is the schedule itself or absent)."""
-    kind = kind or rng.choice(MUTATIONS)
+    kind = kind or rng.choices(MUTATIONS, weights=MUTATION_WEIGHTS)[0]
     ops = list(schedule.ops)
-    if kind == "splice":
+    if kind == "overlay":
+        if fresh is not None and fresh.nodes == schedule.nodes:
+            ops = ops + _one_package(fresh, rng)
+    elif kind == "splice":
         partner = other if other is not None and other is not schedule else fresh
         if (partner is not None and partner.nodes == schedule.nodes
                 and partner.clients == schedule.clients):
@@ -168,6 +176,23 @@ def end_of(ops: list[AnyFaultOp], i: int) -> int | None:
                 and op.node in later.nodes)):
             return j
     return None
+
+
+def _one_package(schedule: Schedule, rng: random.Random) -> list[AnyFaultOp]:
+    """The ops of one fault package drawn from `schedule`: its starts and their ends."""
+    packages = sorted({op.PACKAGE for op in schedule.ops if op.PACKAGE})
+    if not packages:
+        return []
+    package = rng.choice(packages)
+    ops = list(schedule.ops)
+    picked: set[int] = set()
+    for i, op in enumerate(ops):
+        if package == op.PACKAGE:
+            picked.add(i)
+            end = end_of(ops, i)
+            if end is not None:
+                picked.add(end)
+    return [ops[i] for i in sorted(picked)]
 
 
 def _stretch(ops: list[AnyFaultOp], i: int, rng: random.Random,

@@ -58,7 +58,8 @@ def test_every_mutation_keeps_a_schedule_valid() -> None:
     for seed in range(40):
         schedule = base(seed)
         for kind in MUTATIONS:
-            mutated = mutate(schedule, rng, other=base(seed + 100), kind=kind)
+            mutated = mutate(schedule, rng, other=base(seed + 100), fresh=base(seed + 200),
+                             kind=kind)
             mutated.validate()
             assert mutated.nodes == schedule.nodes and mutated.duration_ms == 20_000
 
@@ -82,6 +83,17 @@ def test_stretch_moves_a_faults_stop_and_retarget_its_restart() -> None:
         kill, restart = moved.ops
         assert isinstance(kill, Kill) and isinstance(restart, Restart)
         assert set(kill.nodes) == set(restart.nodes)
+
+
+def test_an_overlay_adds_one_packages_faults_from_another_schedule() -> None:
+    crash = Schedule(nodes=NODES, duration_ms=20_000, ops=[
+        Kill(at_ms=1_000, nodes=["n1"]), Restart(at_ms=5_000, nodes=["n1"])])
+    partitions = Schedule(nodes=NODES, duration_ms=20_000, ops=[
+        StartPartition(at_ms=2_000, shape="halves", grudge={"n1": ["n2", "n3"]}),
+        StopPartition(at_ms=9_000)])
+    merged = mutate(crash, random.Random(1), fresh=partitions, kind="overlay")
+    assert [type(op).__name__ for op in merged.ops] == [
+        "Kill", "StartPartition", "Restart", "StopPartition"]
 
 
 def test_the_corpus_keeps_schedules_that_reached_new_states() -> None:
