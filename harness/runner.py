@@ -36,6 +36,7 @@ from checkers.verdict import Verdict, check_file
 from harness import exit_codes
 from harness.availability import Availability, measure_availability
 from harness.broker_warnings import scan as scan_broker_warnings
+from harness.coverage import read_coverage
 from harness.explanations import CLUSTER_TIMELINE, attribute, cause_lines, separate
 from harness.fault_timers import fault_timers
 from harness.oracle import GroundTruth, HarnessError, check_failed_sends
@@ -423,6 +424,7 @@ def conclude(
                                        harness_errors=len(harness_errors))
     availability = measure_availability(history_path)
     warnings = scan_broker_warnings(run_dir / "nodes")
+    coverage = read_coverage(run_dir)
     results = {
         "run_id": run_dir.name,
         "valid": explanations["valid"],
@@ -455,6 +457,7 @@ def conclude(
         "reproduce": config.command(),
         "verdict": verdict,
         "explanations": explanations,
+        "coverage": coverage.to_json(),
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(run_dir)

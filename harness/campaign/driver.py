@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from harness.campaign.engines import Engine
 from harness.campaign.matrix import Matrix
@@ -59,6 +60,41 @@ def plan(matrix: Matrix) -> list[RunRequest]:
 Listener = Callable[[CampaignResults, RunRecord | None, Judgement | None], None]
 
 
+class Plan(Protocol):
+    """The runs still to hand out: all at once (`StaticPlan`) or as earlier runs allow
+    (`harness.campaign.guided.GuidedPlan`)."""
+
+    def __len__(self) -> int: ...
+
+    def take(self) -> RunRequest | None:
+        """The next run to start, None when none may start now."""
+
+    def settle(self, request: RunRequest, record: RunRecord | None) -> None:
+        """A run `take` gave finished (`record`) or was skipped (None)."""
+
+    def clear(self) -> None:
+        """Hand out nothing more."""
+
+
+class StaticPlan:
+    """Every run planned up front, handed out in order."""
+
+    def __init__(self, requests: list[RunRequest]) -> None:
+        self._pending = deque(requests)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def take(self) -> RunRequest | None:
+        return self._pending.popleft() if self._pending else None
+
+    def settle(self, request: RunRequest, record: RunRecord | None) -> None:
+        pass
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
 def run_campaign(
     matrix: Matrix,
     folder: Path,
@@ -67,15 +103,17 @@ def run_campaign(
     *,
     on_change: Listener,
     save: Callable[[CampaignResults], None],
+    planner: Plan | None = None,
 ) -> CampaignResults:
     """Run `matrix` on `engine` into `folder/runs/`; `on_change` sees every finished run
-    (and, with None, every idle tick), `save` writes the matrix so far.
+    (and, with None, every idle tick), `save` writes the matrix so far. `planner` hands
+    out the runs (default: every run of `plan(matrix)` at once).
 
     Ctrl-C abandons the runs in flight, marks the results interrupted and returns them.
     """
     results = CampaignResults(matrix)
-    pending = deque(plan(matrix))
-    in_flight: set[str] = set()
+    pending = planner if planner is not None else StaticPlan(plan(matrix))
+    in_flight: dict[str, RunRequest] = {}
     started = time.monotonic()
     stopping = False
     save(results)
@@ -83,17 +121,22 @@ def run_campaign(
     try:
         while pending or in_flight:
             while not stopping and pending and len(in_flight) < engine.slots + 1:
-                request = pending.popleft()
+                request = pending.take()
+                if request is None:
+                    break
                 cell = results.cells[request.cell]
                 if rules.fail_fast and set(cell.outcomes()) & set(FAILED):
                     cell.skipped_seeds.append(request.seed)
+                    pending.settle(request, None)
                     continue
                 engine.submit(request)
-                in_flight.add(request.run_name)
+                in_flight[request.run_name] = request
             record = engine.next_done(timeout=0.25)
             judgement = None
             if record is not None:
-                in_flight.discard(record.run_name)
+                done = in_flight.pop(record.run_name, None)
+                if done is not None:
+                    pending.settle(done, record)
                 run_dir = folder / "runs" / record.run_name
                 if record.archive:
                     unpack(record.archive, run_dir)

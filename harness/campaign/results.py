@@ -24,6 +24,7 @@ from checkers.anomalies import FAMILIES, FAMILY_OF, UNCERTAIN
 from harness import exit_codes
 from harness.campaign.matrix import Cell, Matrix
 from harness.campaign.task import RunRecord
+from harness.coverage import Coverage
 
 # Run outcomes.
 PASS = "pass"
@@ -145,6 +146,13 @@ class CellResults:
             "not_recovered": len(times) - len(done),
         }
 
+    def coverage(self) -> Coverage:
+        """Every state the configuration's runs reached (`harness.coverage`)."""
+        total = Coverage()
+        for record, _ in self.runs:
+            total = total.merge(Coverage.from_json(record.coverage))
+        return total
+
     def to_json(self, replay: dict[str, str],
                 shrinks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """As written into campaign.json; `replay` maps run names to their commands,
@@ -167,10 +175,19 @@ class CellResults:
             "families": self.families(),
             "availability": _round(self.availability()),
             "recovery": self.recovery(),
+            "coverage": _coverage_summary(self.coverage()),
             "first_failing_run": first.run_name if first else None,
             "replay": replay.get(first.run_name) if first else None,
             "shrunk": (shrinks or {}).get(first.run_name) if first else None,
         }
+
+
+def _coverage_summary(coverage: Coverage) -> dict[str, Any]:
+    """campaign.json's per-configuration coverage: distinct states, runs per kind."""
+    return {"distinct_states": len(coverage.states),
+            "kinds": {k: n for k, n in coverage.kind_counts().items() if n},
+            "kinds_missing": coverage.kinds_missing(),
+            "states": sorted(coverage.states)}
 
 
 def _round(value: float | None) -> float | None:

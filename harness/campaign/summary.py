@@ -102,7 +102,8 @@ def _recovery(recovery: dict[str, Any]) -> str:
 def terminal_table(data: dict[str, Any]) -> str:
     """The guarantee table as text: one row per configuration, one column per family."""
     families = list(data["families"])
-    header = ["#", "configuration", "expect", "runs", *families, "avail", "recover", "status"]
+    header = ["#", "configuration", "expect", "runs", *families, "avail", "recover", "states",
+              "status"]
     rows = [header]
     for c in data["configurations"]:
         n = len(c["seeds_run"])
@@ -110,6 +111,7 @@ def terminal_table(data: dict[str, Any]) -> str:
             str(c["index"]), c["label"], c["expectation"]["name"], str(n),
             *[family_cell(c["families"][f], n) for f in families],
             _percent(c["availability"]), _recovery(c["recovery"]),
+            str((c.get("coverage") or {}).get("distinct_states", "-")),
             c["status"] if c["error"] is None else "skipped: invalid",
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -122,7 +124,13 @@ def terminal_table(data: dict[str, Any]) -> str:
         if number == 0:
             lines.append("  ".join("-" * w for w in widths))
     notes = ["", "families: k/n = runs (of n) with an anomaly of that family outside what the "
-             "run allows; ! = some of them violated the configuration's expectation"]
+             "run allows; ! = some of them violated the configuration's expectation",
+             "states: distinct fault-space states the runs reached (event kind @ faults in "
+             "force; harness/coverage.py)"]
+    for c in data["configurations"]:
+        missing = (c.get("coverage") or {}).get("kinds_missing")
+        if c["seeds_run"] and missing:
+            notes.append(f"configuration {c['index']} never reached: {', '.join(missing)}")
     for c in data["configurations"]:
         if c["error"] is not None:
             notes.append(f"configuration {c['index']} ({c['label']}) cannot run: {c['error']}")

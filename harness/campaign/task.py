@@ -10,6 +10,7 @@ results come back, on every engine.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import tempfile
 import threading
@@ -32,6 +33,9 @@ class RunRequest:
     seed: int
     config: dict[str, Any]  # RunConfig.to_json()
     run_name: str
+    # A schedule to run instead of generating one (`Schedule` as JSON builtins): a
+    # coverage-guided campaign (nemesis.guided) sends each run's mutated schedule.
+    schedule: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class RunRecord:
     # Sends recorded `fail` that a broker appended (sim oracle): faultline's own failure.
     harness_errors: int = 0
     archive: bytes = b""  # the run folder, tar.gz
+    # results.json's `coverage` (harness.coverage): the states the run reached.
+    coverage: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """As written into campaign.json (without the archive)."""
@@ -66,6 +72,7 @@ class RunRecord:
             "events": self.events, "run_seconds": round(self.run_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3), "error": self.error,
             "harness_errors": self.harness_errors,
+            "coverage": self.coverage,
         }
 
 
@@ -78,6 +85,7 @@ def execute(request: RunRequest) -> RunRecord:
     from harness.commands.check import first_example
     from harness.run_config import RunConfig
     from harness.runner import RunSetupError, RunStalled, run
+    from nemesis.ops import Schedule
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="faultline-task-") as scratch:
@@ -85,8 +93,11 @@ def execute(request: RunRequest) -> RunRecord:
         run_dir.mkdir()
         try:
             config = RunConfig.from_json(request.config)
+            schedule = (None if request.schedule is None
+                        else Schedule.from_json(json.dumps(request.schedule)))
             with _ONE_RUN_AT_A_TIME:
-                outcome = run(config, Path(scratch), run_dir=run_dir, index=False)
+                outcome = run(config, Path(scratch), run_dir=run_dir, schedule=schedule,
+                              index=False)
         except RunSetupError as exc:
             return _failed(request, f"setup error: {exc}", run_dir, started)
         except RunStalled as exc:
@@ -116,7 +127,18 @@ def execute(request: RunRequest) -> RunRecord:
             wall_seconds=time.monotonic() - started,
             harness_errors=len(outcome.harness_errors),
             archive=pack(run_dir),
+            coverage=_coverage(run_dir),
         )
+
+
+def _coverage(run_dir: Path) -> dict[str, Any]:
+    """results.json's `coverage` of a finished run ({} when it has none)."""
+    try:
+        data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    coverage = data.get("coverage") if isinstance(data, dict) else None
+    return coverage if isinstance(coverage, dict) else {}
 
 
 def _failed(request: RunRequest, error: str, run_dir: Path, started: float) -> RunRecord:

@@ -82,6 +82,13 @@ def parse_duration(text: str) -> float:
 @click.option("--shrink", "shrink", is_flag=True,
               help="Shrink the first violating run of each violated configuration (sim "
                    "runs) into its folder's shrunk/ and show the shrunk command.")
+@click.option("--guided", is_flag=True,
+              help="Coverage-guided schedules: each generation of runs mutates the "
+                   "schedules that reached fault-space states not reached before "
+                   "(seeded, deterministic; sim and process targets).")
+@click.option("--guided-batch", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Seeds per generation of a --guided campaign [default: 4]; results "
+                   "of a generation steer the next.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write JUnit XML here: one test case per (configuration, seed).")
 @click.option("--name", default=None, help="Name of the campaign [default: the matrix's].")
@@ -91,7 +98,8 @@ def parse_duration(text: str) -> float:
 def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None,
              seeds: int | None, seed_range: str | None, expect: str | None,
              workers: int | None, scheduler: str | None, time_budget: str | None,
-             until_first_failure: bool, fail_fast: bool, shrink: bool, junit: Path | None,
+             until_first_failure: bool, fail_fast: bool, shrink: bool, guided: bool,
+             guided_batch: int | None, junit: Path | None,
              name: str | None, out: Path, **options: Any) -> None:
     """Run a matrix of configurations x seeds and judge each configuration against its
     expectation; print and write the guarantee table."""
@@ -131,6 +139,14 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
                               axes=[parse_axis(text) for text in axes],
                               seeds=chosen_seeds, expect=expect)
         budget = parse_duration(time_budget) if time_budget is not None else None
+        if guided_batch is not None and not guided:
+            raise ConfigError("--guided-batch only applies with --guided")
+        planner = None
+        if guided:
+            from harness.campaign.driver import plan
+            from harness.campaign.guided import DEFAULT_BATCH, GuidedPlan
+
+            planner = GuidedPlan(matrix, plan(matrix), batch=guided_batch or DEFAULT_BATCH)
     except ConfigError as exc:
         bad_input(str(exc))
     if name:
@@ -184,7 +200,8 @@ def campaign(axes: tuple[str, ...], matrix_file: Path | None, preset: str | None
 
     rules = StopRules(time_budget_s=budget, until_first_failure=until_first_failure,
                       fail_fast=fail_fast)
-    results = run_campaign(matrix, folder, engine, rules, on_change=on_change, save=save)
+    results = run_campaign(matrix, folder, engine, rules, on_change=on_change, save=save,
+                           planner=planner)
     progress.finish(results)
     if shrink and not results.interrupted:
         _shrink_failures(results, folder, workers or min(2, os.cpu_count() or 1))

@@ -151,6 +151,7 @@ def render_campaign(data: dict[str, Any]) -> str:
                  "ended; recovery: from the final heal to "
                  "the first acknowledged send (median over seeds). A weak configuration whose "
                  "seeds never showed its weakness is <i>not demonstrated</i>, never safe.</p>")
+    parts.append(_coverage_section(configurations))
     parts.append("<h2>Runs</h2>")
     run_rows = []
     labels = {c["index"]: c["label"] for c in data["configurations"]}
@@ -173,6 +174,28 @@ def render_campaign(data: dict[str, Any]) -> str:
         parts.append(f"<tr><td>{escape(key.replace('_', ' '))}</td><td>{escape(text)}</td></tr>")
     parts.append("</table><p class='muted'>Files: campaign.json, runs/.</p></body></html>")
     return "".join(parts)
+
+
+def _coverage_section(configurations: list[dict[str, Any]]) -> str:
+    """Per configuration: distinct fault-space states reached, the event kinds reached
+    (with observations) and those never reached (campaign.json's `coverage`)."""
+    rows = []
+    for config in configurations:
+        coverage = config.get("coverage")
+        if not coverage or not config["seeds_run"]:
+            continue
+        reached = ", ".join(f"{k} {n}" for k, n in coverage.get("kinds", {}).items()) or "-"
+        missing = ", ".join(coverage.get("kinds_missing", [])) or "-"
+        rows.append(f"<tr><td>{config['index']}</td><td>{escape(config['label'])}</td>"
+                    f"<td>{coverage.get('distinct_states', 0)}</td><td>{escape(reached)}</td>"
+                    f"<td class='muted'>{escape(missing)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Coverage</h2><table><tr><th>#</th><th>configuration</th><th>states</th>"
+            "<th>event kinds reached (observations)</th><th>never reached</th></tr>"
+            + "".join(rows) + "</table><p class='muted'>A state is an event kind in the "
+            "fault packages in force (or healed within 10 s) when it happened; see "
+            "harness/coverage.py and each run's report.</p>")
 
 
 def write_campaign_report(folder: Path, data: dict[str, Any] | None = None) -> Path:

@@ -20,6 +20,7 @@ from checkers.anomalies import ANOMALIES
 from harness.report.broker_warnings import broker_warnings_html
 from harness.report.charts import CHART_CSS, charts_section
 from harness.report.config_table import config_html, nemesis_text, topics_text
+from harness.report.coverage import coverage_html
 from harness.report.evidence import Events, evidence_indices, kind_html
 from harness.report.plots import Window
 
@@ -324,6 +325,7 @@ def render_report(run_dir: Path) -> str:
         ("reproduce", results.get("reproduce", "")),
         ("history sha256", results.get("history", {}).get("sha256", "")),
     ]))
+    parts.append(coverage_html(results))
     parts.append("<h2>Anomalies</h2>")
     counts = verdict.get("counts", {})
     if not counts:

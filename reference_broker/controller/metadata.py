@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from .. import events
 from .partition_change import ElrChange, PartitionView, change_partition
 from .reassignment import (
     ReassignmentError,
@@ -382,6 +383,7 @@ class Controller:
                 broker_id,
                 broker.broker_epoch,
             )
+            events.emit("broker-fenced", broker=broker_id, reason="session-timeout")
             records.append(FenceBrokerRecord(broker_id, broker.broker_epoch))
             fenced.add(broker_id)
         if fenced:
@@ -400,6 +402,7 @@ class Controller:
         logger.info(
             "fencing broker %d (epoch %d) for its controlled shutdown", broker_id, broker_epoch
         )
+        events.emit("broker-fenced", broker=broker_id, reason="controlled-shutdown")
         records: list[MetadataRecord] = [FenceBrokerRecord(broker_id, broker_epoch)]
         return Decision((*records, *self._changes_for_fenced({broker_id})))
 
@@ -674,6 +677,9 @@ class Controller:
             for replica in state.replicas:
                 if live(replica):
                     # Unclean: the ISR restarts from the new leader; what others held may be lost.
+                    events.emit("unclean-election",
+                                topic=self.image.topic_names.get(topic_id, topic_id),
+                                leader=replica)
                     return replica, (replica,)
         # Kafka never empties the ISR: the last member stays, so a clean election can
         # happen when it returns.
@@ -709,6 +715,9 @@ class Controller:
                 list(state.isr),
                 list(state.elr),
             )
+            events.emit("unclean-election",
+                        log=f"{self.image.topic_names.get(topic_id, topic_id)}/{index}",
+                        leader=change.leader)
         return change
 
     def _elr_records(

@@ -28,6 +28,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from reference_broker import events
 from reference_broker.env import Clock
 from reference_broker.errors import BrokerError, ErrorCode
 from reference_broker.group.config import GroupConfig
@@ -171,6 +172,7 @@ class GroupCoordinator:
         generation; until done, its groups answer COORDINATOR_LOAD_IN_PROGRESS.
         """
         self._loading.add(partition)
+        events.emit("coordinator-load", partition=partition)
         try:
             await trio.lowlevel.checkpoint()
             self._drop_groups(self._store.unload_partition(partition))
@@ -388,6 +390,8 @@ class GroupCoordinator:
         if group is None:
             if generation_id >= 0:
                 # A generation of a group this coordinator does not know: a stale member.
+                events.emit("stale-generation", group=group_id, generation=generation_id,
+                            current="unknown", request="offset-commit")
                 return dict.fromkeys(offsets, ErrorCode.ILLEGAL_GENERATION)
             group = self._groups[group_id] = self._new_group(group_id)
         error = group.validate_offset_commit(

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from reference_broker import events
 from reference_broker.errors import ErrorCode
 from reference_broker.group.config import NEW_MEMBER_JOIN_TIMEOUT_MS, GroupConfig
 from reference_broker.group.member import Member
@@ -607,6 +608,10 @@ class ClassicGroup:
         current = self.static_members.get(group_instance_id)
         return current is not None and current != member_id
 
+    def _stale_generation(self, generation_id: int, request: str) -> None:
+        events.emit("stale-generation", group=self.group_id, generation=generation_id,
+                    current=self.generation_id, request=request)
+
     def _support_count(self, protocol_name: str) -> int:
         return sum(1 for m in self.members.values() if protocol_name in m.protocol_names)
 
@@ -636,6 +641,7 @@ class ClassicGroup:
         if member is None:
             return SyncResult.failed(ErrorCode.UNKNOWN_MEMBER_ID)
         if generation_id != self.generation_id:
+            self._stale_generation(generation_id, "sync")
             return SyncResult.failed(ErrorCode.ILLEGAL_GENERATION)
         if (protocol_type is not None and protocol_type != self.protocol_type) or (
             protocol_name is not None and protocol_name != self.protocol_name
@@ -723,6 +729,7 @@ class ClassicGroup:
         if member is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
         if generation_id != self.generation_id:
+            self._stale_generation(generation_id, "heartbeat")
             return ErrorCode.ILLEGAL_GENERATION
         if self.state is GroupState.EMPTY:
             return ErrorCode.UNKNOWN_MEMBER_ID
@@ -784,6 +791,7 @@ class ClassicGroup:
             if member_id not in self.members:
                 return ErrorCode.UNKNOWN_MEMBER_ID
             if generation_id != self.generation_id:
+                self._stale_generation(generation_id, "offset-commit")
                 return ErrorCode.ILLEGAL_GENERATION
         elif self.state is not GroupState.EMPTY:
             return ErrorCode.UNKNOWN_MEMBER_ID
@@ -894,6 +902,8 @@ class ClassicGroup:
             self._join_deadline = now + self.rebalance_timeout_ms() / 1000
             return
         self.generation_id += 1
+        events.emit("rebalance", group=self.group_id, generation=self.generation_id,
+                    members=len(self.members))
         if not self.members:
             self.protocol_name = None
             self._transition(GroupState.EMPTY)

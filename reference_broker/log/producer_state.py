@@ -40,6 +40,7 @@ from types import MappingProxyType
 
 import crc32c
 
+from reference_broker import events
 from reference_broker.errors import (
     InvalidProducerEpochError,
     InvalidTxnStateError,
@@ -183,6 +184,8 @@ class ProducerStateManager:
                     )
                 entry = ProducerStateEntry(pid, epoch)
             elif epoch < entry.producer_epoch:
+                events.emit("producer-fenced", producer=pid, epoch=epoch,
+                            current=entry.producer_epoch)
                 raise InvalidProducerEpochError(
                     f"producer {pid} epoch {epoch} is older than the current epoch "
                     f"{entry.producer_epoch}: this producer was fenced"

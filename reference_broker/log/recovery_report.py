@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from reference_broker import events
 from reference_broker.log.recovery_scan import DamagedRange
 
 logger = logging.getLogger("faultline.broker.log")
@@ -179,3 +180,6 @@ class RecoveryNotes:
         """Log the report: WARNING when anything was repaired, INFO otherwise."""
         level = logging.WARNING if report.repaired else logging.INFO
         logger.log(level, "recovered %s: %s", self.directory, report.summary())
+        if report.repaired:
+            events.emit("recovery-truncation", dir=self.directory.rstrip("/").rsplit("/", 1)[-1],
+                        bytes=report.truncated_bytes, missing_from=report.first_missing_offset)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import trio
 
+from .. import events
 from ..errors import (
     ErrorCode,
     FencedLeaderEpochError,
@@ -147,6 +148,8 @@ class Partition:
         self._signal = signal
         self._isr_listener = isr_listener
         self._isr_eligible = isr_eligible
+        # (stale epoch, leader epoch) pairs already reported as `leader-epoch-fenced`.
+        self._fenced_epochs_seen: set[tuple[int, int]] = set()
 
     @classmethod
     def standalone(
@@ -291,6 +294,9 @@ class Partition:
                     self._followers[replica] = FollowerState()
             for replica in set(self._followers) - set(assignment.replicas):
                 del self._followers[replica]
+            # Same leader epoch, new partition epoch: the controller changed the ISR
+            # (a fenced follower left it) or confirmed the leader's own change.
+            _emit_isr_change(self, frozenset(self.isr), isr, by="controller")
         self.role = ReplicaRole.LEADER
         self.replicas = tuple(assignment.replicas)
         self.leader_id = self.local_id
@@ -364,6 +370,10 @@ class Partition:
         if current_leader_epoch == -1:
             return
         if current_leader_epoch < self.leader_epoch:
+            if (current_leader_epoch, self.leader_epoch) not in self._fenced_epochs_seen:
+                self._fenced_epochs_seen.add((current_leader_epoch, self.leader_epoch))
+                events.emit("leader-epoch-fenced", log=f"{self.topic}/{self.index}",
+                            epoch=current_leader_epoch, leader_epoch=self.leader_epoch)
             raise FencedLeaderEpochError(
                 f"leader epoch {current_leader_epoch} of {self.topic}-{self.index} is older "
                 f"than {self.leader_epoch}; refresh metadata"
@@ -560,6 +570,7 @@ class Partition:
             return IsrOutcome.AWAIT_METADATA
         if result.partition_epoch < self.partition_epoch:
             return IsrOutcome.IGNORED
+        _emit_isr_change(self, frozenset(self.isr), frozenset(result.isr), by="leader")
         self._isr.reset(frozenset(result.isr))
         self.partition_epoch = result.partition_epoch
         logger.info(
@@ -656,9 +667,28 @@ class Partition:
                 offset,
                 self.log.high_watermark,
             )
+        if offset < self.log.log_end_offset:
+            events.emit(
+                "truncation-below-hw" if offset < self.log.high_watermark
+                else "follower-truncation",
+                log=f"{self.topic}/{self.index}", to=offset, hw=self.log.high_watermark,
+                leo=self.log.log_end_offset,
+            )
         self.log.truncate_to(offset)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Empty a follower's log and restart it at `offset` (the leader's log start)."""
         self._ensure_follower()
         self.log.truncate_fully_and_start_at(offset)
+
+
+def _emit_isr_change(partition: Partition, old: frozenset[int], new: frozenset[int], *,
+                     by: str) -> None:
+    """An `isr-shrink` and/or `isr-expand` event for a leader's committed ISR change."""
+    log = f"{partition.topic}/{partition.index}"
+    if old - new:
+        events.emit("isr-shrink", log=log, removed=",".join(map(str, sorted(old - new))),
+                    isr=",".join(map(str, sorted(new))), by=by)
+    if new - old:
+        events.emit("isr-expand", log=log, added=",".join(map(str, sorted(new - old))),
+                    isr=",".join(map(str, sorted(new))), by=by)

@@ -62,6 +62,7 @@ import json
 import logging
 import random
 import signal
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -245,7 +246,11 @@ class ProcessCluster:
         change is seen up to that late; power cuts' losses are not visible here."""
         self._timeline = (open(self.run_dir / "cluster.jsonl", "w", encoding="utf-8"),  # noqa: SIM115 (closed at stop)
                           origin)
+        # The wall time of the origin places the brokers' wall-clock log lines on the
+        # history's clock (harness.coverage).
+        origin_wall = time.time() - (trio.current_time() - origin)
         self._timeline[0].write(json.dumps({"kind": "start", "origin_s": origin,
+                                            "origin_wall": origin_wall,
                                             "nodes": list(self._nodes)}) + "\n")
         self._record(Beliefs(), self._beliefs, self._timeline)
 
