@@ -25,7 +25,7 @@ import hashlib
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -159,14 +159,22 @@ def workload_options(config: RunConfig, topics: tuple[str, ...]) -> WorkloadOpti
 
 def make_schedule(config: RunConfig, session: Session, topics: tuple[str, ...]) -> Schedule:
     """The nemesis schedule for this run, generated from its packages and seed."""
+    return generate_for(config, nodes=list(session.fault_target.nodes),
+                        clients=list(session.fault_target.clients), topics=topics)
+
+
+def generate_for(config: RunConfig, *, nodes: list[str], clients: list[str],
+                 topics: Sequence[str], seed: int | None = None) -> Schedule:
+    """The generated schedule of `config` (with `seed` instead of its own, if given) for a
+    cluster of `nodes` and `clients` serving `topics`."""
     return generate(
         config.nemesis,
-        nodes=list(session.fault_target.nodes),
-        clients=list(session.fault_target.clients),
+        nodes=nodes,
+        clients=clients,
         duration_ms=round(config.time_limit_s * 1000),
         interval_ms=max(1, round(config.nemesis_interval_s * 1000)),
         recovery_ms=round(config.recovery_s * 1000),
-        seed=config.seed,
+        seed=config.seed if seed is None else seed,
         logs=[f"{t}/{p}" for t in topics for p in range(config.partitions)],
         timers=fault_timers(config),
     )

@@ -19,8 +19,7 @@ from harness.campaign.matrix import Matrix
 from harness.campaign.task import RunRecord, RunRequest
 from harness.coverage import Coverage
 from harness.run_config import ConfigError, RunConfig
-from harness.runner import _topic_homes
-from nemesis.generate import generate
+from harness.runner import _topic_homes, generate_for
 from nemesis.guided import Guide
 from nemesis.ops import Schedule
 
@@ -36,17 +35,8 @@ def base_schedule(config: RunConfig, seed: int) -> Schedule:
     if given is not None:
         return given
     clients = config.client_names if config.target == "sim" else []
-    topics = list(_topic_homes(config))
-    return generate(
-        config.nemesis,
-        nodes=config.node_names,
-        clients=clients,
-        duration_ms=round(config.time_limit_s * 1000),
-        interval_ms=max(1, round(config.nemesis_interval_s * 1000)),
-        recovery_ms=round(config.recovery_s * 1000),
-        seed=seed,
-        logs=[f"{t}/{p}" for t in topics for p in range(config.partitions)],
-    )
+    return generate_for(config, nodes=config.node_names, clients=clients,
+                        topics=list(_topic_homes(config)), seed=seed)
 
 
 class GuidedPlan:
