@@ -16,6 +16,11 @@ already mutated often. Mutations work on `Schedule` data only:
 - `shift`: the ops from some point on move earlier or later together;
 - `retarget`: a kill, power loss or pause hits other nodes (its restart or resume
   follows), a clock bump another node;
+- `aim`: a kill, power loss, pause or partition is aimed at a role instead (a log's
+  leader or in-sync followers, the active controller, a minority with or without the
+  leader; `nemesis.roles`), resolved when it starts, its concrete nodes the fallback:
+  faults on the node that matters reach elections, ISR shrinks and fencing that the
+  same fault on a bystander never does;
 - `swap-kind`: a kill becomes a power loss or the other way round;
 - `drop`: an op goes (a dropped stop leaves its fault in force until the final heal);
 - `splice`: the ops before a time from this schedule, after it from another entry.
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -53,16 +58,18 @@ from nemesis.ops import (
     StopLinkFault,
     StopPartition,
 )
+from nemesis.roles import Role, RoleKind
 
 # Share of proposals that are fresh schedules from the plain generator.
 FRESH_CHANCE = 0.25
 # Fault durations a stretch draws from (ms): short flaps to well past the session
 # timeout (9 s), Kafka's default replica lag (30 s) and group session timeouts.
 STRETCH_DURATIONS_MS = (500, 2_000, 5_000, 9_500, 12_000, 20_000, 31_000, 45_000)
-MUTATIONS = ("overlay", "stretch", "shift", "retarget", "swap-kind", "drop", "splice")
+MUTATIONS = ("overlay", "stretch", "shift", "retarget", "aim", "swap-kind", "drop", "splice")
 # How often each is drawn: an overlay puts the events a schedule already reaches under
-# one more fault, the shortest way to states not seen yet (kind @ fault combination).
-MUTATION_WEIGHTS = (4, 2, 1, 1, 1, 1, 1)
+# one more fault, the shortest way to states not seen yet (kind @ fault combination);
+# aiming one at a role moves it to where the cluster's state machines are.
+MUTATION_WEIGHTS = (4, 2, 1, 1, 3, 1, 1, 1)
 
 
 @dataclass
@@ -82,9 +89,10 @@ class Guide:
     """
 
     def __init__(self, seed: int, base: Callable[[int], Schedule], *,
-                 fresh_chance: float = FRESH_CHANCE) -> None:
+                 fresh_chance: float = FRESH_CHANCE, logs: Sequence[str] = ()) -> None:
         self.seed = seed
         self.base = base
+        self.logs = list(logs)
         self.fresh_chance = fresh_chance
         self.corpus: list[CorpusEntry] = []
         self.seen: set[str] = set()
@@ -101,7 +109,8 @@ class Guide:
         schedule = entry.schedule
         for _ in range(rng.randint(1, 3)):
             other = rng.choice(self.corpus).schedule
-            schedule = mutate(schedule, rng, other=other, fresh=self.base(rng.randrange(2**31)))
+            schedule = mutate(schedule, rng, other=other, fresh=self.base(rng.randrange(2**31)),
+                              logs=self.logs)
         return msgspec.structs.replace(schedule, seed=run_seed)
 
     def feed(self, schedule: Schedule, states: Iterable[str]) -> frozenset[str]:
@@ -124,9 +133,11 @@ class Guide:
 
 
 def mutate(schedule: Schedule, rng: random.Random, *, other: Schedule | None = None,
-           fresh: Schedule | None = None, kind: str | None = None) -> Schedule:
+           fresh: Schedule | None = None, kind: str | None = None,
+           logs: Sequence[str] = ()) -> Schedule:
     """One mutation of `schedule` (`kind`, or one drawn at random); `other` is the
-    splice partner (`fresh` when `other` is the schedule itself or absent)."""
+    splice partner (`fresh` when `other` is the schedule itself or absent); `logs`
+    ("topic/partition") are the logs an `aim` may pick a leader of."""
     kind = kind or rng.choices(MUTATIONS, weights=MUTATION_WEIGHTS)[0]
     ops = list(schedule.ops)
     if kind == "overlay":
@@ -149,6 +160,8 @@ def mutate(schedule: Schedule, rng: random.Random, *, other: Schedule | None = N
             ops = ops[:i] + [_at(op, op.at_ms + delta) for op in ops[i:]]
         elif kind == "retarget":
             ops = _retarget(ops, i, rng, schedule.nodes)
+        elif kind == "aim":
+            ops = _aim(ops, i, rng, logs, schedule.nodes)
         elif kind == "swap-kind":
             op = ops[i]
             if isinstance(op, Kill):
@@ -227,6 +240,36 @@ def _retarget(ops: list[AnyFaultOp], i: int, rng: random.Random,
             assert isinstance(end, ClockReset)
             ops[j] = msgspec.structs.replace(
                 end, nodes=sorted((set(end.nodes) - {op.node}) | {node}))
+    return ops
+
+
+# Roles an aimed fault may take, by whether they need a log.
+_LOG_ROLES: tuple[RoleKind, ...] = ("leader", "followers", "minority-with-leader",
+                                    "minority-without-leader")
+_ANY_ROLES: tuple[RoleKind, ...] = ("controller", "minority-with-leader",
+                                    "minority-without-leader")
+
+
+def _aim(ops: list[AnyFaultOp], i: int, rng: random.Random, logs: Sequence[str],
+         nodes: list[str]) -> list[AnyFaultOp]:
+    """`ops[i]` aimed at a role, its own nodes the fallback. Who holds the role is known
+    only at run time, so the restart or resume that ends it names every node (the
+    executor skips those not down or paused); a partition's stop heals every cut."""
+    aimable = [k for k, op in enumerate(ops)
+               if isinstance(op, Kill | PowerLoss | Pause | StartPartition) and op.role is None]
+    if not aimable:
+        return ops
+    i = i if i in aimable else rng.choice(aimable)
+    op = ops[i]
+    assert isinstance(op, Kill | PowerLoss | Pause | StartPartition)
+    if logs and rng.random() < 0.75:
+        role = Role(kind=rng.choice(_LOG_ROLES), log=rng.choice(list(logs)))
+    else:
+        role = Role(kind=rng.choice(_ANY_ROLES))
+    j = end_of(ops, i)
+    ops[i] = msgspec.structs.replace(op, role=role)
+    if j is not None and isinstance(ops[j], Restart | Resume):
+        ops[j] = msgspec.structs.replace(ops[j], nodes=list(nodes))
     return ops
 
 

@@ -85,6 +85,22 @@ def test_stretch_moves_a_faults_stop_and_retarget_its_restart() -> None:
         assert set(kill.nodes) == set(restart.nodes)
 
 
+def test_aim_points_a_fault_at_a_role_and_its_end_at_every_node() -> None:
+    crash = Schedule(nodes=NODES, duration_ms=20_000, ops=[
+        Kill(at_ms=1_000, nodes=["n1"]), Restart(at_ms=5_000, nodes=["n1"])])
+    kinds = set()
+    for seed in range(30):
+        kill, restart = mutate(crash, random.Random(seed), kind="aim", logs=["t1/0"]).ops
+        assert isinstance(kill, Kill) and kill.role is not None and kill.nodes == ["n1"]
+        assert kill.role.log in (None, "t1/0")
+        # Whoever held the role is known only at run time: the restart covers them all.
+        assert isinstance(restart, Restart) and restart.nodes == NODES
+        kinds.add(kill.role.kind)
+    assert {"leader", "followers", "controller"} <= kinds
+    aimed = mutate(crash, random.Random(0), kind="aim", logs=["t1/0"])
+    assert mutate(aimed, random.Random(1), kind="aim", logs=["t1/0"]).ops == aimed.ops
+
+
 def test_an_overlay_adds_one_packages_faults_from_another_schedule() -> None:
     crash = Schedule(nodes=NODES, duration_ms=20_000, ops=[
         Kill(at_ms=1_000, nodes=["n1"]), Restart(at_ms=5_000, nodes=["n1"])])

@@ -55,7 +55,8 @@ class GuidedPlan:
             if config.target not in GUIDED_TARGETS:
                 raise ConfigError(f"--guided needs the sim or process target; configuration "
                                   f"{cell.index} runs on {config.target}")
-            self.guides[cell.index] = Guide(matrix.seeds[0], _base_for(config))
+            logs = [f"{t}/{p}" for t in _topic_homes(config) for p in range(config.partitions)]
+            self.guides[cell.index] = Guide(matrix.seeds[0], _base_for(config), logs=logs)
         order = {seed: i for i, seed in enumerate(matrix.seeds)}
         self._generations: deque[list[RunRequest]] = deque()
         current: list[RunRequest] = []
