@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import trio
 from kafka.protocol.api_key import ApiKey
 
+from . import bugs
 from .broker import Broker
 from .config import BrokerConfig, Listener
 from .env import NodeEnv
@@ -215,6 +216,11 @@ async def serve_broker(
     accepts connections. On cancellation (SIGTERM in the CLI) every connection is
     dropped and every log flushed and closed before this returns.
     """
+    # Planted bugs (none unless configured) follow every task this broker starts.
+    bugs.activate(config.bugs)
+    if config.bugs:
+        logger.info("broker %d runs with planted bugs: %s", config.node_id,
+                       ", ".join(sorted(config.bugs)))
     broker = await Broker.open(env, config)
     # In a cluster the quorum parts hang off the broker before any peer can call in.
     membership = ClusterMembership(env, config, broker) if config.cluster_mode else None

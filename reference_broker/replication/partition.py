@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import trio
 
+from .. import bugs
 from ..errors import (
     ErrorCode,
     FencedLeaderEpochError,
@@ -134,6 +135,9 @@ class Partition:
         self.log = log
         self.local_id = local_id
         self.min_insync_replicas = min_insync_replicas
+        if bugs.enabled("min-isr-ignored"):
+            # PLANTED BUG min-isr-ignored: the topic's min.insync.replicas is dropped.
+            self.min_insync_replicas = 1
         self.role = ReplicaRole.OFFLINE
         self.replicas: tuple[int, ...] = ()
         self.leader_id = NO_LEADER
@@ -320,6 +324,10 @@ class Partition:
         self.leader_epoch_start_offset = UNKNOWN_OFFSET
         self._isr.reset(frozenset(assignment.isr))
         self._followers = {}
+        if changed and bugs.enabled("truncate-to-hw"):
+            # PLANTED BUG truncate-to-hw: cut back to our own (lagging) high watermark
+            # instead of letting the leader say where the logs diverged.
+            self.log.truncate_to(self.log.high_watermark)
         if changed:
             logger.info(
                 "%s-%d: follower of %d in epoch %d at offset %d",
@@ -472,7 +480,9 @@ class Partition:
         if state is None:
             return None
         if (
-            state.log_end_offset < self.log.high_watermark
+            # PLANTED BUG isr-expand-lagging: a follower below the HW counts as caught up.
+            (state.log_end_offset < self.log.high_watermark
+             and not bugs.enabled("isr-expand-lagging"))
             or state.log_end_offset < self.leader_epoch_start_offset
         ):
             return None
@@ -556,11 +566,15 @@ class Partition:
         if not self.is_leader or len(self.isr) < self.effective_min_isr:
             return False
         new_hw = self.log.log_end_offset
-        for replica in self._isr.maximal:
-            if replica == self.local_id:
-                continue
-            state = self._followers.get(replica)
-            new_hw = min(new_hw, state.log_end_offset if state is not None else UNKNOWN_OFFSET)
+        follower_leos = [
+            state.log_end_offset if state is not None else UNKNOWN_OFFSET
+            for state in (self._followers.get(r) for r in self._isr.maximal if r != self.local_id)
+        ]
+        if follower_leos and bugs.enabled("hw-max-isr-leo"):
+            # PLANTED BUG hw-max-isr-leo: committed once the fastest follower has it.
+            new_hw = min(new_hw, max(follower_leos))
+        else:
+            new_hw = min([new_hw, *follower_leos])
         if new_hw > self.log.high_watermark:
             self.log.update_high_watermark(new_hw)
             self._signal.fire()
