@@ -33,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from .. import bugs
 from .records import NO_LEADER, PartitionChangeRecord
 
 
@@ -132,10 +131,7 @@ def change_partition(
             last_known = state.last_known_elr
             if len(last_known) == 1 and acceptable(last_known[0]):
                 leader, unclean = last_known[0], True
-        # PLANTED BUG unclean-election-when-disabled: the topic's setting is not consulted.
-        if leader == NO_LEADER and (
-            unclean_election or bugs.enabled("unclean-election-when-disabled")
-        ):
+        if leader == NO_LEADER and unclean_election:
             leader = next((r for r in state.replicas if acceptable(r)), NO_LEADER)
             unclean = leader != NO_LEADER
 
