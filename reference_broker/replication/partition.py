@@ -134,10 +134,7 @@ class Partition:
         self.index = index
         self.log = log
         self.local_id = local_id
-        self.min_insync_replicas = min_insync_replicas
-        if bugs.enabled("min-isr-ignored"):
-            # PLANTED BUG min-isr-ignored: the topic's min.insync.replicas is dropped.
-            self.min_insync_replicas = 1
+        self._min_insync_replicas = min_insync_replicas
         self.role = ReplicaRole.OFFLINE
         self.replicas: tuple[int, ...] = ()
         self.leader_id = NO_LEADER
@@ -189,6 +186,18 @@ class Partition:
         )
 
     # -- offsets and membership ---------------------------------------------------------
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """The topic's min.insync.replicas (acks=all needs this many in the ISR)."""
+        if bugs.enabled("min-isr-ignored"):
+            # PLANTED BUG min-isr-ignored: the topic's setting is dropped for Kafka's default.
+            return 1
+        return self._min_insync_replicas
+
+    @min_insync_replicas.setter
+    def min_insync_replicas(self, value: int) -> None:
+        self._min_insync_replicas = value
 
     @property
     def is_leader(self) -> bool:
