@@ -159,7 +159,7 @@ def test_faultline_bugs_lists_names_descriptions_sources_and_campaigns() -> None
 # the same run without the bug passes.
 CHEAP = {
     "ack-before-fsync": {"lost-write", "unseen"},
-    "unclean-election-when-disabled": {"lost-write", "unseen", "inconsistent-offsets"},
+    "ack-before-replication": {"lost-write", "inconsistent-offsets"},
 }
 
 
