@@ -15,6 +15,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+from harness.broker_process import BrokerStartError, running_broker, start_broker
 from harness.bug_presets import bug_campaigns
 from harness.campaign.matrix import build_matrix, parse_axis, read_preset
 from harness.cli import cli
@@ -175,3 +176,13 @@ def test_a_cheap_bug_is_found_and_its_run_without_it_is_clean(
     found = run(planted, tmp_path / "with", index=False)
     assert found.verdict["valid"] is False
     assert set(found.verdict["bad_anomaly_types"]) & CHEAP[name], found.verdict["anomaly_types"]
+
+
+def test_a_broker_process_runs_with_the_bugs_its_settings_name(tmp_path: Path) -> None:
+    # The process target hands run settings to `faultline broker --set`, as here.
+    with running_broker(tmp_path / "data", settings={"faultline.bugs": "ack-before-fsync"}) as b:
+        b.terminate()
+    assert "runs with planted bugs: ack-before-fsync" in b.log_path.read_text()
+    with pytest.raises(BrokerStartError, match="exited with code"):
+        start_broker(tmp_path / "bad", settings={"faultline.bugs": "nope"})
+    assert "unknown bug(s) nope" in (tmp_path / "bad.log").read_text()
