@@ -45,8 +45,9 @@ _BUGS = (
             "acknowledged write when a follower takes over."
         ),
         modelled_on=(
-            "KAFKA-1211 / KIP-101 era discussions of acknowledging before the ISR has the "
-            "data; Jepsen's 2013 Kafka analysis of acknowledged writes lost on leader change"
+            "Jepsen's 2013 Kafka analysis (acknowledged writes lost on leader change); Kafka "
+            "holds an acks=all produce in DelayedProduce until the high watermark passes it, "
+            "and KAFKA-1148 fixed a delayed produce completing across a leader change"
         ),
         source="https://aphyr.com/posts/293-call-me-maybe-kafka",
     ),
