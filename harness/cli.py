@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("serve", "serve", "Browse a results folder on a local web server (127.0.0.1)."),
     "campaign": ("campaign", "campaign",
                  "Run a matrix of configurations x seeds; check each against expectations."),
+    "bugs": ("bugs", "bugs",
+             "List the bugs --bug can plant in the reference broker, and what finds each."),
 }
 
 

@@ -24,6 +24,7 @@ from checkers.anomalies import ANOMALIES
 from harness.settings import ConfigError, command_line, resolve, setting, settings_of
 from nemesis import Schedule, ScheduleError
 from nemesis import packages as nemesis_packages
+from reference_broker import bugs as reference_bugs
 from workloads.adapters import Acks
 from workloads.base import CommitStrategy
 from workloads.registry import WORKLOADS
@@ -73,6 +74,13 @@ def _check_allow(types: tuple[str, ...]) -> None:
     if unknown:
         raise ConfigError(f"--allow: unknown anomaly type {unknown[0]!r}; expected one of "
                           f"{', '.join(ANOMALIES)}")
+
+
+def _check_bugs(names: tuple[str, ...]) -> None:
+    try:
+        reference_bugs.parse(names)
+    except reference_bugs.UnknownBugError as exc:
+        raise ConfigError(f"--bug: {exc}") from None
 
 
 def _check_flush(flush: str) -> None:
@@ -180,6 +188,10 @@ class RunConfig:
         {}, "--target external: shell command for kill, restart, pause or resume; {node} "
         "becomes the node's host:port (repeatable).", name="fault-cmd",
         metavar="ACTION=CMD")
+    bugs: tuple[str, ...] = setting(
+        (), "Plant this bug of the reference broker's catalogue (repeatable; `faultline "
+        "bugs` lists them): the sim and process brokers run with it, so a campaign can show "
+        "that its faults find it.", name="bug", metavar="NAME", check=_check_bugs)
 
     @classmethod
     def build(cls, given: Mapping[str, Any]) -> RunConfig:
@@ -231,6 +243,8 @@ class RunConfig:
             "group.initial.rebalance.delay.ms": 0,
         }
         settings.update(flush_settings(self.flush))
+        if self.bugs:
+            settings[reference_bugs.CONFIG_KEY] = ",".join(self.bugs)
         return settings
 
     def tag(self) -> str:
@@ -244,6 +258,7 @@ class RunConfig:
         """The config as JSON-ready data (tuples as lists)."""
         data = asdict(self)
         data["allow"] = list(self.allow)
+        data["bugs"] = list(self.bugs)
         return data
 
     @classmethod
@@ -329,6 +344,10 @@ class RunConfig:
             if key not in FAULT_COMMANDS:
                 raise ConfigError(f"--fault-cmd must name one of {', '.join(FAULT_COMMANDS)}, "
                                   f"not {key!r}")
+        if self.bugs and self.target not in ("sim", "process"):
+            raise ConfigError(f"--bug plants a bug in faultline's reference broker, which "
+                              f"--target {self.target} does not run: use --target sim or "
+                              "process")
         if self.target == "tansu" and self.nodes != 1:
             raise ConfigError("--target tansu runs exactly one node: use --nodes 1")
 

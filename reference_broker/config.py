@@ -24,6 +24,8 @@ faultline-only settings live under `faultline.`:
 - `faultline.storage.volatile.until.fsync` (bool, default false): file writes stay
   in the broker's process memory until fsync, so SIGKILL behaves as a power cut
   and loses exactly the un-fsynced suffix of every file.
+- `faultline.bugs` (comma-separated names, default none): plant these bugs of the
+  catalogue in `bugs.py` (a harness measures itself by finding them).
 
 Limits Kafka lacks or leaves unbounded by default, because a single user request must not
 exhaust the broker: `create.topics.max.partitions.per.request` (Kafka's KRaft controller
@@ -43,6 +45,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import bugs as _bugs
+from .bugs import CONFIG_KEY as BUGS_CONFIG_KEY
 from .log.config import LogConfig
 
 INT64_MAX = (1 << 63) - 1
@@ -120,6 +124,12 @@ def _parse_str(value: object) -> str:
     if not isinstance(value, str | int):
         raise ValueError(f"expected a string, not {type(value).__name__}")
     return str(value).strip()
+
+
+def _parse_bugs(value: object) -> frozenset[str]:
+    if isinstance(value, list | tuple | set | frozenset):
+        return _bugs.parse(str(v) for v in value)
+    return _bugs.parse(_parse_str(value))
 
 
 @dataclass(frozen=True)
@@ -269,6 +279,11 @@ SETTINGS: dict[str, Setting] = _settings(
         _parse_bool,
         "keep writes in process memory until fsync, so SIGKILL = power cut (false)",
     ),
+    (
+        BUGS_CONFIG_KEY,
+        _parse_bugs,
+        "comma-separated names of planted bugs from the catalogue (none); see bugs.py",
+    ),
 )
 
 # Broker-wide log settings and the topic config each one defaults.
@@ -416,6 +431,8 @@ class BrokerConfig:
     controller_listener_names: tuple[str, ...] = ()
     inter_broker_listener_name: str = "PLAINTEXT"
     properties: Mapping[str, object] = field(default_factory=dict)
+    # Planted bugs (faultline.bugs): empty for a correct broker.
+    bugs: frozenset[str] = frozenset()
 
     @property
     def cluster_mode(self) -> bool:
@@ -584,6 +601,7 @@ class BrokerConfig:
             offsets_topic_num_partitions=int(values.get("offsets.topic.num.partitions", 50)),  # type: ignore[call-overload]
             offset_metadata_max_bytes=int(values.get("offset.metadata.max.bytes", 4096)),  # type: ignore[call-overload]
             volatile_until_fsync=bool(values.get("faultline.storage.volatile.until.fsync", False)),
+            bugs=frozenset(values.get(BUGS_CONFIG_KEY, frozenset())),  # type: ignore[call-overload]
             controller_quorum_voters=parse_voters(str(values.get("controller.quorum.voters", ""))),
             controller_quorum_election_timeout_ms=_int(
                 values, "controller.quorum.election.timeout.ms", 1000

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import trio
 from kafka.protocol.api_key import ApiKey
 
+from . import bugs
 from .broker import Broker
 from .config import BrokerConfig, Listener
 from .env import NodeEnv
@@ -217,6 +218,11 @@ async def serve_broker(
     accepts connections. On cancellation (SIGTERM in the CLI) every connection is
     dropped and every log flushed and closed before this returns.
     """
+    # Planted bugs (none unless configured) follow every task this broker starts.
+    bugs.activate(config.bugs)
+    if config.bugs:
+        logger.info("broker %d runs with planted bugs: %s", config.node_id,
+                       ", ".join(sorted(config.bugs)))
     # A disk error anywhere in the one log directory halts the broker, as in Kafka.
     channel = LogDirFailureChannel()
     env = dataclasses.replace(env, storage=FailureAwareStorage(env.storage, channel))

@@ -190,7 +190,7 @@ def test_the_kafka_guarantees_preset_states_each_claim_with_runnable_configurati
         assert (config.acks, config.replication_factor, config.min_insync_replicas,
                 config.unclean_leader_election) == ("all", 3, 2, False)
         assert config.flush == "every" and config.target == "sim"
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets: kafka-guarantees"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; presets: .*kafka-guarantees"):
         read_preset("nope")
 
 

@@ -60,7 +60,8 @@ def parse_duration(text: str) -> float:
               default=None, help="A TOML matrix file: [settings], [vary] and "
                                  "[[configuration]] entries with expectations.")
 @click.option("--preset", default=None,
-              help="A shipped matrix: kafka-guarantees runs Kafka's documented claims.")
+              help="A shipped matrix: kafka-guarantees runs Kafka's documented claims; "
+                   "bug-NAME is aimed at a planted bug (`faultline bugs`).")
 @click.option("--seeds", type=int, default=None,
               help="Run seeds 1..N of every configuration [default: the matrix's, else 1].")
 @click.option("--seed-range", default=None, metavar="A..B",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from .. import events
+from .. import bugs, events
 from .partition_change import ElrChange, PartitionView, change_partition
 from .reassignment import (
     ReassignmentError,
@@ -494,6 +494,9 @@ class Controller:
 
     def unclean_election_enabled(self, topic_id: str) -> bool:
         """The topic's `unclean.leader.election.enable`, else the cluster default."""
+        if bugs.enabled("unclean-election-when-disabled"):
+            # PLANTED BUG unclean-election-when-disabled: the setting is never consulted.
+            return True
         override = _parse_bool(self.image.topic_config(topic_id, UNCLEAN_LEADER_ELECTION_CONFIG))
         return self.config.unclean_leader_election if override is None else override
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import bugs
 from ..errors import BrokerError, ErrorCode
 from ..log.partition_log import AppendResult
 from .offsets_store import OFFSETS_TOPIC
@@ -42,6 +43,9 @@ class ReplicatedOffsetsWriter:
         """Flush per policy, then wait until the high watermark reaches `end_offset`."""
         replica = self._broker.partition(OFFSETS_TOPIC, partition)
         await self._broker.flush_if_due(replica)
+        if bugs.enabled("offsets-ack-before-replication"):
+            # PLANTED BUG offsets-ack-before-replication: the leader's append is enough.
+            return
         code = await replica.wait_for_high_watermark(end_offset, self._timeout_s)
         if code is not ErrorCode.NONE:
             raise BrokerError(

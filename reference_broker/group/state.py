@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reference_broker import events
+from reference_broker import bugs, events
 from reference_broker.errors import ErrorCode
 from reference_broker.group.config import NEW_MEMBER_JOIN_TIMEOUT_MS, GroupConfig
 from reference_broker.group.member import Member
@@ -788,16 +788,19 @@ class ClassicGroup:
         if generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID or group_instance_id is not None:
             if self._is_static_member_fenced(member_id, group_instance_id):
                 return ErrorCode.FENCED_INSTANCE_ID
-            if member_id not in self.members:
+            if bugs.enabled("commit-stale-generation"):
+                # PLANTED BUG commit-stale-generation: neither member nor generation checked.
+                pass
+            elif member_id not in self.members:
                 return ErrorCode.UNKNOWN_MEMBER_ID
-            if generation_id != self.generation_id:
+            elif generation_id != self.generation_id:
                 self._stale_generation(generation_id, "offset-commit")
                 return ErrorCode.ILLEGAL_GENERATION
         elif self.state is not GroupState.EMPTY:
             return ErrorCode.UNKNOWN_MEMBER_ID
         if self.state is GroupState.COMPLETING_REBALANCE:
             return ErrorCode.REBALANCE_IN_PROGRESS
-        if self.state is not GroupState.EMPTY:
+        if self.state is not GroupState.EMPTY and member_id in self.members:
             # Stable or PreparingRebalance: a commit counts as a sign of life.
             self.members[member_id].reset_heartbeat(now)
         return ErrorCode.NONE
@@ -901,7 +904,9 @@ class ClassicGroup:
             self._join_is_initial = False
             self._join_deadline = now + self.rebalance_timeout_ms() / 1000
             return
-        self.generation_id += 1
+        # PLANTED BUG rebalance-keeps-generation: only the first rebalance bumps it.
+        if not (self.generation_id > 0 and bugs.enabled("rebalance-keeps-generation")):
+            self.generation_id += 1
         events.emit("rebalance", group=self.group_id, generation=self.generation_id,
                     members=len(self.members))
         if not self.members:

@@ -29,6 +29,7 @@ import trio
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.producer import ProduceResponse
 
+from .. import bugs
 from ..errors import BrokerError, ErrorCode, InvalidRecordError
 from .context import CloseConnection, RequestContext
 
@@ -108,7 +109,8 @@ async def handle_produce(
                 error_message=None,
             )
             entries.append(entry)
-            if acks == -1:
+            # PLANTED BUG ack-before-replication: answer acks=all like acks=1.
+            if acks == -1 and not bugs.enabled("ack-before-replication"):
                 waits.append((entry, partition, result.last_offset + 1, leader_epoch))
         responses.append(_TopicResponse(name=name, partition_responses=entries))
 

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import trio
 
+from reference_broker import bugs
 from reference_broker.env import Clock, Storage, StorageFile
 from reference_broker.errors import (
     BrokerError,
@@ -299,7 +300,11 @@ class PartitionLog:
         self._high_watermark = min(self._read_high_watermark(), self._log_end_offset)
         self._high_watermark = max(self._high_watermark, self.log_start_offset)
         self._txn_index.load(self._bases, self._log_end_offset)
-        self._rebuild_producer_state()
+        if bugs.enabled("producer-state-not-recovered"):
+            # PLANTED BUG producer-state-not-recovered: no snapshot load, no log replay.
+            self._producers = ProducerStateManager()
+        else:
+            self._rebuild_producer_state()
         self.recovery = recovery.report(len(self._segments), self._log_end_offset)
         self._refill_from = self.recovery.first_missing_offset
         recovery.log(self.recovery)
@@ -973,6 +978,9 @@ class PartitionLog:
         if self._rolled_unflushed:
             return True
         messages = self.config.flush_messages
+        if bugs.enabled("ack-before-fsync"):
+            # PLANTED BUG ack-before-fsync: flush.messages is never consulted.
+            messages = None
         if messages is not None and self._unflushed_messages >= messages:
             return True
         interval = self.config.flush_ms

@@ -40,7 +40,7 @@ from types import MappingProxyType
 
 import crc32c
 
-from reference_broker import events
+from reference_broker import bugs, events
 from reference_broker.errors import (
     InvalidProducerEpochError,
     InvalidTxnStateError,
@@ -107,7 +107,9 @@ class ProducerStateEntry:
 
     def with_batch(self, batch: BatchMetadata) -> ProducerStateEntry:
         """This entry with `batch` added, keeping the newest BATCHES_TO_RETAIN."""
-        batches = (*self.batches, batch)[-BATCHES_TO_RETAIN:]
+        # PLANTED BUG dedup-window-1: only the newest batch is remembered.
+        retain = 1 if bugs.enabled("dedup-window-1") else BATCHES_TO_RETAIN
+        batches = (*self.batches, batch)[-retain:]
         return replace(self, batches=batches, last_timestamp=batch.timestamp)
 
 
@@ -177,7 +179,9 @@ class ProducerStateManager:
                 entry = entry or ProducerStateEntry(pid, epoch)
                 entry = replace(entry, producer_epoch=epoch)
             elif entry is None:
-                if first_seq != 0:
+                # PLANTED BUG producer-state-not-recovered: an unknown producer is taken
+                # as new at whatever sequence it sends.
+                if first_seq != 0 and not bugs.enabled("producer-state-not-recovered"):
                     raise OutOfOrderSequenceError(
                         f"producer {pid} is unknown to this partition and its first batch "
                         f"starts at sequence {first_seq}, not 0"

@@ -18,6 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+from reference_broker import bugs
 from reference_broker.env import Storage, StorageFile
 from reference_broker.errors import CorruptRecordError
 from reference_broker.log.record_batch import (
@@ -231,7 +232,9 @@ class LogSegment:
         written = [self._keep_aside(r) for r in aside]
         damaged = scan.damaged
         if damaged and all(r.at_tail for r in damaged):
-            self.log.truncate(damaged[0].start)
+            # PLANTED BUG torn-tail-kept: the torn bytes stay in the file.
+            if not bugs.enabled("torn-tail-kept"):
+                self.log.truncate(damaged[0].start)
         elif damaged:
             self._rewrite_without(damaged)
         # Positions move down by the damaged bytes before them.

@@ -34,6 +34,7 @@ import trio
 from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.consumer import FetchRequest, ListOffsetsRequest
 
+from .. import bugs
 from ..config import BrokerConfig, Listener
 from ..env import Clock, Network
 from ..errors import BrokerError, ErrorCode
@@ -217,7 +218,10 @@ class ReplicaFetcher:
                     partition=key[1],
                     current_leader_epoch=partition.leader_epoch,
                     fetch_offset=log.log_end_offset,
-                    last_fetched_epoch=log.latest_epoch,
+                    # PLANTED BUG follower-skips-epoch-check: no epoch, so no divergence check.
+                    last_fetched_epoch=(
+                        -1 if bugs.enabled("follower-skips-epoch-check") else log.latest_epoch
+                    ),
                     log_start_offset=log.log_start_offset,
                     partition_max_bytes=self._config.replica_fetch_max_bytes,
                 )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .. import events
+from .. import bugs, events
 from ..errors import (
     ErrorCode,
     FencedLeaderEpochError,
@@ -135,7 +135,7 @@ class Partition:
         self.index = index
         self.log = log
         self.local_id = local_id
-        self.min_insync_replicas = min_insync_replicas
+        self._min_insync_replicas = min_insync_replicas
         self.role = ReplicaRole.OFFLINE
         self.replicas: tuple[int, ...] = ()
         self.leader_id = NO_LEADER
@@ -189,6 +189,18 @@ class Partition:
         )
 
     # -- offsets and membership ---------------------------------------------------------
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """The topic's min.insync.replicas (acks=all needs this many in the ISR)."""
+        if bugs.enabled("min-isr-ignored"):
+            # PLANTED BUG min-isr-ignored: the topic's setting is dropped for Kafka's default.
+            return 1
+        return self._min_insync_replicas
+
+    @min_insync_replicas.setter
+    def min_insync_replicas(self, value: int) -> None:
+        self._min_insync_replicas = value
 
     @property
     def is_leader(self) -> bool:
@@ -332,6 +344,10 @@ class Partition:
         self.leader_epoch_start_offset = UNKNOWN_OFFSET
         self._isr.reset(frozenset(assignment.isr))
         self._followers = {}
+        if changed and bugs.enabled("truncate-to-hw"):
+            # PLANTED BUG truncate-to-hw: cut back to our own (lagging) high watermark
+            # instead of letting the leader say where the logs diverged.
+            self.log.truncate_to(self.log.high_watermark)
         if changed:
             logger.info(
                 "%s-%d: follower of %d in epoch %d at offset %d",
@@ -508,7 +524,9 @@ class Partition:
         if state is None:
             return None
         if (
-            state.log_end_offset < self.log.high_watermark
+            # PLANTED BUG isr-expand-lagging: a follower below the HW counts as caught up.
+            (state.log_end_offset < self.log.high_watermark
+             and not bugs.enabled("isr-expand-lagging"))
             or state.log_end_offset < self.leader_epoch_start_offset
         ):
             return None
@@ -593,11 +611,15 @@ class Partition:
         if not self.is_leader or len(self.isr) < self.effective_min_isr:
             return False
         new_hw = self.log.log_end_offset
-        for replica in self._isr.maximal:
-            if replica == self.local_id:
-                continue
-            state = self._followers.get(replica)
-            new_hw = min(new_hw, state.log_end_offset if state is not None else UNKNOWN_OFFSET)
+        follower_leos = [
+            state.log_end_offset if state is not None else UNKNOWN_OFFSET
+            for state in (self._followers.get(r) for r in self._isr.maximal if r != self.local_id)
+        ]
+        if follower_leos and bugs.enabled("hw-max-isr-leo"):
+            # PLANTED BUG hw-max-isr-leo: committed once the fastest follower has it.
+            new_hw = min(new_hw, max(follower_leos))
+        else:
+            new_hw = min([new_hw, *follower_leos])
         if new_hw > self.log.high_watermark:
             self.log.update_high_watermark(new_hw)
             self._signal.fire()
