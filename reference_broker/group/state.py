@@ -792,6 +792,9 @@ class ClassicGroup:
                 # PLANTED BUG commit-stale-generation: neither member nor generation checked.
                 pass
             elif member_id not in self.members:
+                if generation_id >= 0:
+                    # A member expelled from an earlier generation (a zombie) commits.
+                    self._stale_generation(generation_id, "offset-commit")
                 return ErrorCode.UNKNOWN_MEMBER_ID
             elif generation_id != self.generation_id:
                 self._stale_generation(generation_id, "offset-commit")
