@@ -29,6 +29,12 @@ Scenarios (Tₛ = session timeout, Tₗ = replica lag time):
   brokers for 1.2–2 Tₛ: either nobody hears it, or it hears nobody.
 - `clock-jump-controller`: jump the active controller's clock by ±2^10..2^18 ms, reset
   every clock Tₛ/2–2 Tₛ later.
+
+Coordinator scenarios (`nemesis.coordinator_faults`): kill, pause or isolate the
+transaction coordinator of a transactional id, or the group coordinator of a consumer
+group, for 1.5–2.5 Tₛ; and `zombie-producer`, which pauses a client endpoint for longer
+than the producers' transaction timeout plus the coordinator's abort interval, so its
+open transaction is aborted and its transactional id fenced by the time it runs again.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Protocol
 
 import msgspec
 
+from nemesis import coordinator_faults
 from nemesis import grudge as grudges
 from nemesis.ops import (
     AnyFaultOp,
@@ -56,6 +63,11 @@ from nemesis.roles import Role, RoleKind
 # Kafka's defaults, which the brokers of a run use unless its settings say otherwise.
 DEFAULT_SESSION_TIMEOUT_MS = 9_000
 DEFAULT_REPLICA_LAG_MS = 30_000
+# A producer's transaction.timeout.ms (a client setting, Kafka's default), and the
+# broker's transaction.max.timeout.ms and abort check interval.
+DEFAULT_TXN_TIMEOUT_MS = 60_000
+DEFAULT_TXN_MAX_TIMEOUT_MS = 900_000
+DEFAULT_TXN_ABORT_INTERVAL_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,26 +76,52 @@ class Timers:
 
     session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS  # broker.session.timeout.ms
     replica_lag_ms: int = DEFAULT_REPLICA_LAG_MS  # replica.lag.time.max.ms
+    # How long an open transaction may last before its coordinator aborts it: the
+    # producers' transaction.timeout.ms, which the broker caps at transaction.max.timeout.ms.
+    txn_timeout_ms: int = DEFAULT_TXN_TIMEOUT_MS
+    # transaction.abort.timed.out.transaction.cleanup.interval.ms: how often the
+    # coordinator looks for transactions past their timeout.
+    txn_abort_interval_ms: int = DEFAULT_TXN_ABORT_INTERVAL_MS
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, object] | None) -> Timers:
-        """The timers from Kafka broker settings (`RunConfig.broker_settings()`)."""
+    def from_settings(
+        cls, settings: Mapping[str, object] | None, *,
+        txn_timeout_ms: int = DEFAULT_TXN_TIMEOUT_MS,
+    ) -> Timers:
+        """The timers from Kafka broker settings (`RunConfig.broker_settings()`), with the
+        transaction timeout the run's producers ask for (a client setting)."""
         settings = settings or {}
+
+        def get(name: str, default: int) -> int:
+            return int(str(settings.get(name, default)))
+
         return cls(
-            session_timeout_ms=int(
-                str(settings.get("broker.session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS))
-            ),
-            replica_lag_ms=int(
-                str(settings.get("replica.lag.time.max.ms", DEFAULT_REPLICA_LAG_MS))
+            session_timeout_ms=get("broker.session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS),
+            replica_lag_ms=get("replica.lag.time.max.ms", DEFAULT_REPLICA_LAG_MS),
+            # A producer asking for more than the maximum is refused at InitProducerId.
+            txn_timeout_ms=min(txn_timeout_ms,
+                               get("transaction.max.timeout.ms", DEFAULT_TXN_MAX_TIMEOUT_MS)),
+            txn_abort_interval_ms=get(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                DEFAULT_TXN_ABORT_INTERVAL_MS,
             ),
         )
+
+    @property
+    def txn_abort_ms(self) -> int:
+        """The longest an open transaction can stay open untouched: its timeout, then up to
+        one abort check interval until the coordinator notices."""
+        return self.txn_timeout_ms + self.txn_abort_interval_ms
 
 
 class World(Protocol):
     """What a scenario needs to know about the cluster when it is drawn."""
 
     nodes: list[str]
+    clients: list[str]
     logs: list[str]
+    groups: list[str]
+    transactional_ids: list[str]
 
 
 class Composite:
@@ -106,6 +144,8 @@ class Composite:
         if at_ms < self.busy_until or len(world.nodes) < 2:
             return None
         ops = _SCENARIOS[self.name](at_ms, world, rng, self.timers)
+        if not ops:  # nothing to aim at (a zombie without client endpoints)
+            return None
         self.busy_until = max(op.at_ms for op in ops) + 1
         return ops
 
@@ -226,3 +266,4 @@ _SCENARIOS: dict[str, _Scenario] = {
     "controller-only": controller_only,
     "clock-jump-controller": clock_jump_controller,
 }
+_SCENARIOS.update(coordinator_faults.SCENARIOS)

@@ -62,6 +62,9 @@ class _World:
     clients: list[str]
     logs: list[str]
     down: set[str] = field(default_factory=set)
+    # The consumer groups and transactional ids the workload uses (coordinator faults).
+    groups: list[str] = field(default_factory=list)
+    transactional_ids: list[str] = field(default_factory=list)
     paused: set[str] = field(default_factory=set)
 
     def up(self) -> list[str]:
@@ -299,6 +302,8 @@ def generate(
     seed: int,
     logs: Sequence[str] = (),
     timers: Timers | None = None,
+    groups: Sequence[str] = (),
+    transactional_ids: Sequence[str] = (),
 ) -> Schedule:
     """A schedule of faults from `packages` over `duration_ms`, then heal and recovery.
 
@@ -306,6 +311,8 @@ def generate(
     `nemesis.packages`). `logs` ("topic/partition") are the partitions whose leader a
     `leader` partition may isolate; the controller is always a candidate. `timers` are
     the brokers' timers the composite packages are timed by (Kafka's defaults if None).
+    `groups` and `transactional_ids` are those the workload uses, whose coordinators the
+    coordinator packages aim at.
     The same arguments always give the same schedule.
     """
     names = parse(packages)
@@ -318,7 +325,8 @@ def generate(
     if interval_ms <= 0:
         raise ValueError(f"interval must be positive, got {interval_ms} ms")
     rng = random.Random(seed)
-    world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
+    world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs),
+                   groups=list(groups), transactional_ids=list(transactional_ids))
     generators = [
         Composite(name, timers or Timers()) if name in COMPOSITES else _package(name, interval_ms)
         for name in names

@@ -256,6 +256,27 @@ class StopDiskFault(FaultOp, tag="stop-disk-fault", frozen=True):
         return sorted(self.nodes)
 
 
+class PauseClient(FaultOp, tag="pause-client", frozen=True):
+    """Freeze client endpoints, as SIGSTOP freezes a process: a transactional producer
+    among them stalls mid-transaction (a zombie once its transaction times out)."""
+
+    PACKAGE = "zombie-producer"
+
+    clients: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.clients)
+
+
+class ResumeClient(FaultOp, tag="resume-client", frozen=True):
+    """Let paused client endpoints run again."""
+
+    clients: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.clients)
+
+
 AnyFaultOp = (
     StartPartition
     | StopPartition
@@ -273,6 +294,8 @@ AnyFaultOp = (
     | CorruptFiles
     | StartDiskFault
     | StopDiskFault
+    | PauseClient
+    | ResumeClient
 )
 
 

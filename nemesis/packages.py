@@ -38,6 +38,20 @@ COMPOSITES: dict[str, str] = {
     "controller-only": "one-way partition of the active controller from the other brokers "
     "(it is not heard, or it hears nobody), clients untouched",
     "clock-jump-controller": "jump the active controller's clock forward or back, reset later",
+    "kill-txn-coordinator": "kill a transactional id's transaction coordinator (leader of its "
+    "__transaction_state partition), restart it after 1.5-2.5 session timeouts",
+    "pause-txn-coordinator": "SIGSTOP a transactional id's transaction coordinator for "
+    "1.5-2.5 session timeouts",
+    "isolate-txn-coordinator": "cut a transactional id's transaction coordinator off from the "
+    "other brokers (and half the time from clients) for 1.5-2.5 session timeouts",
+    "kill-group-coordinator": "kill a consumer group's coordinator (leader of its "
+    "__consumer_offsets partition), restart it after 1.5-2.5 session timeouts",
+    "pause-group-coordinator": "SIGSTOP a consumer group's coordinator for 1.5-2.5 session "
+    "timeouts",
+    "isolate-group-coordinator": "cut a consumer group's coordinator off from the other "
+    "brokers (and half the time from clients) for 1.5-2.5 session timeouts",
+    "zombie-producer": "pause a client endpoint longer than transaction.timeout.ms plus the "
+    "abort check interval: its transaction is aborted and it comes back a zombie",
 }
 
 # Packages `mixed` leaves out: ask for them by name.
