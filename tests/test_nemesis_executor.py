@@ -210,6 +210,7 @@ class RecordingTarget:
     def healthy(self) -> bool:
         return not (
             self.blocked or self.faults or self.down or self.paused or any(self.clock_ms.values())
+            or self.paused_clients
         )
 
 
