@@ -68,6 +68,9 @@ DEFAULT_REPLICA_LAG_MS = 30_000
 DEFAULT_TXN_TIMEOUT_MS = 60_000
 DEFAULT_TXN_MAX_TIMEOUT_MS = 900_000
 DEFAULT_TXN_ABORT_INTERVAL_MS = 10_000
+# controller.quorum.fetch.timeout.ms + 2 × controller.quorum.election.timeout.ms (the
+# election timeout is drawn from [base, 2 × base]): Kafka's defaults.
+DEFAULT_CONTROLLER_FAILOVER_MS = 2_000 + 2 * 1_000
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class Timers:
     # transaction.abort.timed.out.transaction.cleanup.interval.ms: how often the
     # coordinator looks for transactions past their timeout.
     txn_abort_interval_ms: int = DEFAULT_TXN_ABORT_INTERVAL_MS
+    # The longest the controller quorum takes to notice its leader is gone and elect
+    # another; a broker that was the active controller is fenced only after that plus
+    # a session timeout (the new controller starts every broker's session afresh).
+    controller_failover_ms: int = DEFAULT_CONTROLLER_FAILOVER_MS
 
     @classmethod
     def from_settings(
@@ -105,6 +112,8 @@ class Timers:
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
                 DEFAULT_TXN_ABORT_INTERVAL_MS,
             ),
+            controller_failover_ms=get("controller.quorum.fetch.timeout.ms", 2_000)
+            + 2 * get("controller.quorum.election.timeout.ms", 1_000),
         )
 
     @property

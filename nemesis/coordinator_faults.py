@@ -8,15 +8,17 @@ over mid-transaction, and a producer that stalls until its transaction times out
 comes back as a zombie. Each scenario here is a `nemesis.composites` package; targets are
 `Role`s resolved when each fault starts, so "the coordinator" is whoever holds it then.
 
-Scenarios (Tₛ = broker.session.timeout.ms, Tₓ = the producers' transaction.timeout.ms
-plus the coordinator's abort check interval):
+Scenarios (Tₛ = broker.session.timeout.ms, T꜀ = the controller quorum's failover time,
+Tₓ = the producers' transaction.timeout.ms plus the coordinator's abort check interval):
 
 - `kill-txn-coordinator`, `kill-group-coordinator`: kill the coordinator, restart it
-  1.5–2.5 Tₛ later: long enough for the controller to fence it and move the role.
-- `pause-txn-coordinator`, `pause-group-coordinator`: SIGSTOP it for 1.5–2.5 Tₛ; when it
+  1.5–2.5 Tₛ + T꜀ later: long enough for the controller to fence it and move the role,
+  even when the coordinator was the active controller too (a new controller must be
+  elected first, and it starts the brokers' sessions afresh).
+- `pause-txn-coordinator`, `pause-group-coordinator`: SIGSTOP it for as long; when it
   wakes it still believes it coordinates, until it learns otherwise.
 - `isolate-txn-coordinator`, `isolate-group-coordinator`: cut it off from the other
-  brokers for 1.5–2.5 Tₛ; half the time the clients are cut off from it too, else they
+  brokers for as long; half the time the clients are cut off from it too, else they
   keep reaching it (a coordinator that answers but cannot replicate its log).
 - `zombie-producer`: pause one client endpoint for 1.2–1.5 Tₓ, then resume it: its open
   transaction has been aborted meanwhile (and its epoch bumped), so it comes back as a
@@ -75,9 +77,10 @@ def _ms(rng: random.Random, low: float, high: float) -> int:
 def coordinator_fault(
     action: Action, which: Coordinator, at: int, world: World, rng: random.Random, t: Timers
 ) -> list[AnyFaultOp]:
-    """Kill, pause or isolate a coordinator past the session timeout, then repair."""
+    """Kill, pause or isolate a coordinator until the role has moved, then repair."""
     role = coordinator_role(which, world, rng)
-    end = at + _ms(rng, 1.5 * t.session_timeout_ms, 2.5 * t.session_timeout_ms)
+    end = at + t.controller_failover_ms + _ms(rng, 1.5 * t.session_timeout_ms,
+                                              2.5 * t.session_timeout_ms)
     everyone = list(world.nodes)
     if action == "kill":
         # The restart names every node: the executor skips those that are up.
