@@ -160,3 +160,14 @@ def test_timers_read_the_transaction_settings_capped_by_the_broker_maximum() -> 
     assert Timers.from_settings({"controller.quorum.fetch.timeout.ms": 500,
                                  "controller.quorum.election.timeout.ms": 300}
                                 ).controller_failover_ms == 1_100
+
+
+def test_the_shrinker_keeps_a_client_pause_with_the_resume_that_ends_it() -> None:
+    from harness.shrink.search import fault_units
+
+    ops = make("zombie-producer", 3).ops[:2]
+    kill = Kill(at_ms=ops[0].at_ms + 1, nodes=["n1"])
+    schedule = Schedule(nodes=NODES, clients=["c1", "c2"], duration_ms=600_000,
+                        ops=[ops[0], kill, ops[1]])
+    units = fault_units(schedule)
+    assert [(u.starts, u.stops) for u in units] == [((ops[0],), (ops[1],)), ((kill,), ())]
