@@ -171,3 +171,19 @@ def test_the_shrinker_keeps_a_client_pause_with_the_resume_that_ends_it() -> Non
                         ops=[ops[0], kill, ops[1]])
     units = fault_units(schedule)
     assert [(u.starts, u.stops) for u in units] == [((ops[0],), (ops[1],)), ((kill,), ())]
+
+
+def test_a_paused_client_shows_in_the_progress_line_and_the_report_timeline() -> None:
+    from harness.progress import RunCounters
+    from harness.report.html import NemesisRecord, fault_windows
+    from harness.report.plots import Window
+
+    counters = RunCounters()
+    counters.observe("nemesis", "info", "pause-client", {"clients": ["c2"]}, None)
+    assert counters.faults_active() == "client paused c2"
+    counters.observe("nemesis", "info", "resume-client", {"clients": ["c2"]}, None)
+    assert counters.faults_active() == "none"
+    windows = fault_windows([NemesisRecord(1.0, "pause-client", {"clients": ["c2"]}, None),
+                             NemesisRecord(4.0, "resume-client", {"clients": ["c2"]}, None)],
+                            end_s=9.0)
+    assert windows == [Window(1.0, 4.0, "paused", "pause client c2", "c2")]
