@@ -37,6 +37,9 @@ _ENDS = {
 }
 _NODE_STARTS = {"kill": "down", "power-loss": "down", "pause": "paused"}
 _NODE_ENDS = {"restart": "down", "resume": "paused"}
+# Client endpoints paused (`pause-client`) are listed under `clients`, not `nodes`.
+_CLIENT_STARTS = {"pause-client": "client paused"}
+_CLIENT_ENDS = {"resume-client": "client paused"}
 
 
 @dataclass
@@ -93,6 +96,10 @@ class RunCounters:
             self.active.setdefault(_NODE_STARTS[f], set()).update(nodes)
         elif f in _NODE_ENDS:
             self.active.get(_NODE_ENDS[f], set()).difference_update(nodes)
+        elif f in _CLIENT_STARTS:
+            self.active.setdefault(_CLIENT_STARTS[f], set()).update(value.get("clients", []))
+        elif f in _CLIENT_ENDS:
+            self.active.get(_CLIENT_ENDS[f], set()).difference_update(value.get("clients", []))
 
 
 class CountingWriter(HistoryWriter):

@@ -267,6 +267,18 @@ class SignalTarget:
     def coordinator_of(self, group: str) -> str | None:
         """Unknown."""
         return None
+
+    def txn_coordinator_of(self, transactional_id: str) -> str | None:
+        """Unknown."""
+        return None
+
+    async def pause_client(self, client: str) -> None:
+        """Unsupported: this target has no client endpoints to freeze."""
+        raise UnsupportedFault("this target cannot pause a client")
+
+    async def resume_client(self, client: str) -> None:
+        """Nothing was paused."""
+
     def is_running(self, node: str) -> bool:
         """Unknown: assumed running."""
         return True

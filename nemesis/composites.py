@@ -29,6 +29,12 @@ Scenarios (Tₛ = session timeout, Tₗ = replica lag time):
   brokers for 1.2–2 Tₛ: either nobody hears it, or it hears nobody.
 - `clock-jump-controller`: jump the active controller's clock by ±2^10..2^18 ms, reset
   every clock Tₛ/2–2 Tₛ later.
+
+Coordinator scenarios (`nemesis.coordinator_faults`): kill, pause or isolate the
+transaction coordinator of a transactional id, or the group coordinator of a consumer
+group, for 1.5–2.5 Tₛ; and `zombie-producer`, which pauses a client endpoint for longer
+than the producers' transaction timeout plus the coordinator's abort interval, so its
+open transaction is aborted and its transactional id fenced by the time it runs again.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Protocol
 
 import msgspec
 
+from nemesis import coordinator_faults
 from nemesis import grudge as grudges
 from nemesis.ops import (
     AnyFaultOp,
@@ -53,12 +60,14 @@ from nemesis.roles import Role, RoleKind
 from nemesis.timing import FaultTimers as Timers
 
 
-# Kafka's defaults, which the brokers of a run use unless its settings say otherwise.
 class World(Protocol):
     """What a scenario needs to know about the cluster when it is drawn."""
 
     nodes: list[str]
+    clients: list[str]
     logs: list[str]
+    groups: list[str]
+    transactional_ids: list[str]
 
 
 class Composite:
@@ -84,6 +93,8 @@ class Composite:
         if at_ms < self.busy_until or len(world.nodes) < 2:
             return None
         ops = _SCENARIOS[self.name](at_ms, world, rng, self.timers)
+        if not ops:  # nothing to aim at (a zombie without client endpoints)
+            return None
         self.busy_until = max(op.at_ms for op in ops) + 1
         return ops
 
@@ -204,3 +215,4 @@ _SCENARIOS: dict[str, _Scenario] = {
     "controller-only": controller_only,
     "clock-jump-controller": clock_jump_controller,
 }
+_SCENARIOS.update(coordinator_faults.SCENARIOS)

@@ -44,11 +44,13 @@ from nemesis.ops import (
     Kill,
     LeaderTarget,
     Pause,
+    PauseClient,
     PowerLoss,
     Reassign,
     ResetConnections,
     Restart,
     Resume,
+    ResumeClient,
     Schedule,
     ScheduleError,
     StartDiskFault,
@@ -139,6 +141,10 @@ class Executor:
                 await self.disk.stop_faults(op.nodes, final=False)
             case AddBroker() | DecommissionBroker() | Reassign():
                 await apply_membership(op, self.target, self._record, nursery)
+            case PauseClient():
+                await self._pause_clients(op.clients)
+            case ResumeClient():
+                await self._resume_clients(op.clients, final=False)
 
     async def heal_everything(self) -> None:
         """Undo everything the ledger says is broken, one event per kind of repair.
@@ -157,6 +163,8 @@ class Executor:
             await self._stop_link_fault(final=True)
         if self.ledger.paused:
             await self._resume(sorted(self.ledger.paused), final=True)
+        if self.ledger.paused_clients:
+            await self._resume_clients(sorted(self.ledger.paused_clients), final=True)
         await self.disk.heal()  # before restarts: a node must not restart on a full disk
         if self.ledger.down:
             await self._restart(sorted(self.ledger.down), final=True)
@@ -305,6 +313,27 @@ class Executor:
         await _each(self.target.resume, nodes)
         self.ledger.resumed(nodes)
         self._record_nodes("resume", nodes, skipped, final=final)
+
+    async def _pause_clients(self, requested: Sequence[str]) -> None:
+        clients, skipped = _split(requested, self.ledger.why_not_pause_client)
+        await _each(self.target.pause_client, clients)
+        self.ledger.clients_paused(clients)
+        self._record_clients("pause-client", clients, skipped, final=False)
+
+    async def _resume_clients(self, requested: Sequence[str], *, final: bool) -> None:
+        clients, skipped = _split(requested, self.ledger.why_not_resume_client)
+        await _each(self.target.resume_client, clients)
+        self.ledger.clients_resumed(clients)
+        self._record_clients("resume-client", clients, skipped, final=final)
+
+    def _record_clients(
+        self, f: str, clients: Sequence[str], skipped: dict[str, str], *, final: bool
+    ) -> None:
+        value: dict[str, Any] = {"clients": sorted(clients)}
+        if skipped:
+            value["skipped"] = skipped
+        error = None if clients or not skipped else "skipped: " + "; ".join(skipped.values())
+        self._record(f, _final(value, final), error=error)
 
     # -- clocks -----------------------------------------------------------------------
 

@@ -68,6 +68,9 @@ class _World:
     clients: list[str]
     logs: list[str]
     down: set[str] = field(default_factory=set)
+    # The consumer groups and transactional ids the workload uses (coordinator faults).
+    groups: list[str] = field(default_factory=list)
+    transactional_ids: list[str] = field(default_factory=list)
     paused: set[str] = field(default_factory=set)
 
     def up(self) -> list[str]:
@@ -319,6 +322,8 @@ def generate(
     seed: int,
     logs: Sequence[str] = (),
     timers: FaultTimers | None = None,
+    groups: Sequence[str] = (),
+    transactional_ids: Sequence[str] = (),
 ) -> Schedule:
     """A schedule of faults from `packages` over `duration_ms`, then heal and recovery.
 
@@ -328,6 +333,8 @@ def generate(
     arguments always give the same schedule. `timers` are the Kafka timers of the
     cluster and clients the schedule is for (Kafka's defaults when None); fault durations
     are drawn around them, and the composite packages are timed by them.
+    `groups` and `transactional_ids` are those the workload uses, whose coordinators the
+    coordinator packages aim at.
     """
     names = parse(packages)
     if len(nodes) == 0:
@@ -340,7 +347,8 @@ def generate(
         raise ValueError(f"interval must be positive, got {interval_ms} ms")
     rng = random.Random(seed)
     timers = timers or FaultTimers()
-    world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs))
+    world = _World(nodes=list(nodes), clients=list(clients), logs=list(logs),
+                   groups=list(groups), transactional_ids=list(transactional_ids))
     generators = [
         Composite(name, timers) if name in COMPOSITES else _package(name, timers, nodes)
         for name in names

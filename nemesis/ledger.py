@@ -6,7 +6,8 @@ it for everything still broken so the final heal undoes exactly that.
 
 Per node the states are: up, paused (frozen, connections open), or down (killed or
 power-lost; only `restart` leaves it). A clock is skewed from a bump or a strobe until
-a reset. Links are blocked (partition) or degraded (link fault) independently.
+a reset. A client endpoint is paused (frozen) or runs. Links are blocked (partition) or
+degraded (link fault) independently.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ class Ledger:
     down: set[str] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
     skewed: set[str] = field(default_factory=set)
+    paused_clients: set[str] = field(default_factory=set)
 
     def healthy(self) -> bool:
         """True when nothing is broken."""
-        return not (self.blocked or self.degraded or self.down or self.paused or self.skewed)
+        return not (self.blocked or self.degraded or self.down or self.paused or self.skewed
+                    or self.paused_clients)
 
     def why_not_crash(self, node: str) -> str | None:
         """Why `node` cannot be killed or power-cut now, or None if it can."""
@@ -96,6 +99,22 @@ class Ledger:
         """Forget every degraded link, returning them sorted."""
         links, self.degraded = sorted(self.degraded), set()
         return links
+
+    def why_not_pause_client(self, client: str) -> str | None:
+        """Why client endpoint `client` cannot be paused now, or None if it can."""
+        return f"{client} is already paused" if client in self.paused_clients else None
+
+    def why_not_resume_client(self, client: str) -> str | None:
+        """Why client endpoint `client` cannot be resumed now, or None if it can."""
+        return None if client in self.paused_clients else f"{client} is not paused"
+
+    def clients_paused(self, clients: Iterable[str]) -> None:
+        """Client endpoints were frozen."""
+        self.paused_clients |= set(clients)
+
+    def clients_resumed(self, clients: Iterable[str]) -> None:
+        """Client endpoints run again."""
+        self.paused_clients -= set(clients)
 
     def skew(self, node: str) -> None:
         """A node's clock was moved."""

@@ -256,6 +256,8 @@ class StopDiskFault(FaultOp, tag="stop-disk-fault", frozen=True):
 
     def nodes_named(self) -> list[str]:
         return sorted(self.nodes)
+
+
 class AddBroker(FaultOp, tag="add-broker", frozen=True):
     """Start spare node `node` as a new broker of the cluster (outside the quorum).
 
@@ -285,6 +287,27 @@ class Reassign(FaultOp, tag="reassign", frozen=True):
     replicas: list[str]
 
 
+class PauseClient(FaultOp, tag="pause-client", frozen=True):
+    """Freeze client endpoints, as SIGSTOP freezes a process: a transactional producer
+    among them stalls mid-transaction (a zombie once its transaction times out)."""
+
+    PACKAGE = "zombie-producer"
+
+    clients: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.clients)
+
+
+class ResumeClient(FaultOp, tag="resume-client", frozen=True):
+    """Let paused client endpoints run again."""
+
+    clients: list[str]
+
+    def nodes_named(self) -> list[str]:
+        return sorted(self.clients)
+
+
 AnyFaultOp = (
     StartPartition
     | StopPartition
@@ -305,6 +328,8 @@ AnyFaultOp = (
     | AddBroker
     | DecommissionBroker
     | Reassign
+    | PauseClient
+    | ResumeClient
 )
 
 

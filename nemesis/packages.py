@@ -42,6 +42,21 @@ COMPOSITES: dict[str, str] = {
     "controller-only": "one-way partition of the active controller from the other brokers "
     "(it is not heard, or it hears nobody), clients untouched",
     "clock-jump-controller": "jump the active controller's clock forward or back, reset later",
+    "kill-txn-coordinator": "kill a transactional id's transaction coordinator (leader of its "
+    "__transaction_state partition), restart it once the role has moved (1.5-2.5 session "
+    "timeouts plus a controller failover)",
+    "pause-txn-coordinator": "SIGSTOP a transactional id's transaction coordinator until "
+    "the role has moved (as kill-txn-coordinator)",
+    "isolate-txn-coordinator": "cut a transactional id's transaction coordinator off from the "
+    "other brokers (and half the time from clients) until the role has moved",
+    "kill-group-coordinator": "kill a consumer group's coordinator (leader of its "
+    "__consumer_offsets partition), restart it once the role has moved (as kill-txn-...)",
+    "pause-group-coordinator": "SIGSTOP a consumer group's coordinator until the role has "
+    "moved",
+    "isolate-group-coordinator": "cut a consumer group's coordinator off from the other "
+    "brokers (and half the time from clients) until the role has moved",
+    "zombie-producer": "pause a client endpoint longer than transaction.timeout.ms plus the "
+    "abort check interval: its transaction is aborted and it comes back a zombie",
 }
 
 # Packages `mixed` leaves out (disk faults take nodes out for good; membership needs

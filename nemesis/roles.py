@@ -15,6 +15,8 @@ The vocabulary (`kind`):
 - `controller`: the active controller;
 - `coordinator`: the coordinator of `group`, the leader of the `__consumer_offsets`
   partition the group hashes to (what FindCoordinator answers);
+- `txn-coordinator`: the transaction coordinator of `transactional_id`, the leader of
+  the `__transaction_state` partition the id hashes to (FindCoordinator, key type 1);
 - `minority-with-leader`: a minority of the nodes (⌊(n-1)/2⌋, at least one) that
   includes the leader of `log`;
 - `minority-without-leader`: a minority that excludes it.
@@ -45,6 +47,7 @@ RoleKind = Literal[
     "coordinator",
     "minority-with-leader",
     "minority-without-leader",
+    "txn-coordinator",
 ]
 ROLE_KINDS: tuple[str, ...] = (
     "leader",
@@ -53,6 +56,7 @@ ROLE_KINDS: tuple[str, ...] = (
     "coordinator",
     "minority-with-leader",
     "minority-without-leader",
+    "txn-coordinator",
 )
 _NEEDS_LOG = ("leader", "followers")
 
@@ -64,6 +68,7 @@ class Role(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     log: str | None = None
     group: str | None = None
     fallback: list[str] = []
+    transactional_id: str | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns these into a ValidationError naming the field path.
@@ -71,6 +76,9 @@ class Role(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
             raise ValueError(f"a {self.kind!r} role needs `log` (\"topic/partition\")")
         if self.kind == "coordinator" and not self.group:
             raise ValueError("a 'coordinator' role needs `group` (the consumer group id)")
+        if self.kind == "txn-coordinator" and not self.transactional_id:
+            raise ValueError("a 'txn-coordinator' role needs `transactional_id` (the "
+                             "producer's transactional.id)")
         if self.log is not None:
             split_log(self.log)
 
@@ -81,6 +89,8 @@ class Role(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
             value["log"] = self.log
         if self.group is not None:
             value["group"] = self.group
+        if self.transactional_id is not None:
+            value["transactional_id"] = self.transactional_id
         return value
 
 
@@ -134,6 +144,10 @@ def _lookup(role: Role, target: FaultTarget) -> tuple[list[str], str]:
         assert role.group is not None  # __post_init__
         coordinator = target.coordinator_of(role.group)
         return ([coordinator] if coordinator else []), "coordinator_of"
+    if role.kind == "txn-coordinator":
+        assert role.transactional_id is not None  # __post_init__
+        coordinator = target.txn_coordinator_of(role.transactional_id)
+        return ([coordinator] if coordinator else []), "txn_coordinator_of"
     leader, how = _leader(role, target)
     if leader not in nodes:
         return [], how

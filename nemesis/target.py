@@ -129,6 +129,23 @@ class FaultTarget(Protocol):
     def coordinator_of(self, group: str) -> str | None:
         """The node coordinating a consumer group (what FindCoordinator answers: the
         leader of the group's `__consumer_offsets` partition), if the runtime can tell."""
+        ...
+
+    def txn_coordinator_of(self, transactional_id: str) -> str | None:
+        """The node coordinating a transactional id (what FindCoordinator with key type 1
+        answers: the leader of the id's `__transaction_state` partition), if the runtime
+        can tell."""
+        ...
+
+    async def pause_client(self, client: str) -> None:
+        """Freeze a client endpoint, as SIGSTOP would: nothing it sends reaches a broker
+        and nothing reaches it until resumed; its connections stay open."""
+        ...
+
+    async def resume_client(self, client: str) -> None:
+        """Let a paused client endpoint run again (held bytes flow both ways)."""
+        ...
+
     def is_running(self, node: str) -> bool:
         """Whether the node has a live incarnation (a broker that halted has none)."""
         ...

@@ -34,6 +34,13 @@ DEFAULT_BROKER_SESSION_MS = 9_000
 DEFAULT_REPLICA_LAG_MS = 30_000
 DEFAULT_GROUP_SESSION_MS = 6_000
 DEFAULT_GROUP_REBALANCE_MS = 10_000
+# A producer's transaction.timeout.ms (Kafka's client default) and the broker's
+# transaction.abort.timed.out.transaction.cleanup.interval.ms.
+DEFAULT_TXN_TIMEOUT_MS = 60_000
+DEFAULT_TXN_ABORT_INTERVAL_MS = 10_000
+# controller.quorum.fetch.timeout.ms + 2 × controller.quorum.election.timeout.ms (the
+# election timeout is drawn from [base, 2 × base]): Kafka's defaults.
+DEFAULT_CONTROLLER_FAILOVER_MS = 2_000 + 2 * 1_000
 
 # Bounds of each class as fractions of its timer. "Around" a timer spans both sides of it
 # so some faults end just before it fires and some just after; "longer than" leaves room
@@ -60,6 +67,20 @@ class FaultTimers:
     group_rebalance_ms: int = DEFAULT_GROUP_REBALANCE_MS
     # None: the run's producers are not transactional, so the class is not drawn.
     transaction_timeout_ms: int | None = None
+    # How often the transaction coordinator looks for transactions past their timeout.
+    txn_abort_interval_ms: int = DEFAULT_TXN_ABORT_INTERVAL_MS
+    # The longest the controller quorum takes to notice its leader is gone and elect
+    # another; a broker that was the active controller is fenced only after that plus
+    # a session timeout (the new controller starts every broker's session afresh).
+    controller_failover_ms: int = DEFAULT_CONTROLLER_FAILOVER_MS
+
+    @property
+    def txn_abort_ms(self) -> int:
+        """The longest an open transaction can stay open untouched: its timeout (Kafka's
+        client default when the run's producers are not transactional), then up to one
+        abort check interval until the coordinator notices."""
+        timeout = self.transaction_timeout_ms or DEFAULT_TXN_TIMEOUT_MS
+        return timeout + self.txn_abort_interval_ms
 
     def __post_init__(self) -> None:
         for name in ("broker_session_ms", "replica_lag_ms", "group_session_ms",

@@ -67,9 +67,12 @@ class RecordingTarget:
         controller: str | None = None,
         isrs: dict[tuple[str, int], list[str]] | None = None,
         coordinators: dict[str, str] | None = None,
+        txn_coordinators: dict[str, str] | None = None,
     ) -> None:
         self.isrs = isrs or {}
         self.coordinators = coordinators or {}
+        self.txn_coordinators = txn_coordinators or {}
+        self.paused_clients: set[str] = set()
         self._nodes = list(nodes)
         self._clients = list(clients)
         self.leaders = leaders or {}
@@ -177,6 +180,20 @@ class RecordingTarget:
 
     def coordinator_of(self, group: str) -> str | None:
         return self.coordinators.get(group)
+
+    def txn_coordinator_of(self, transactional_id: str) -> str | None:
+        return self.txn_coordinators.get(transactional_id)
+
+    async def pause_client(self, client: str) -> None:
+        assert client in self._clients and client not in self.paused_clients, client
+        self._log("pause_client", client)
+        self.paused_clients.add(client)
+
+    async def resume_client(self, client: str) -> None:
+        assert client in self.paused_clients, f"resume of running client {client}"
+        self._log("resume_client", client)
+        self.paused_clients.discard(client)
+
     def is_running(self, node: str) -> bool:
         return node not in self.down
 
@@ -193,6 +210,7 @@ class RecordingTarget:
     def healthy(self) -> bool:
         return not (
             self.blocked or self.faults or self.down or self.paused or any(self.clock_ms.values())
+            or self.paused_clients
         )
 
 

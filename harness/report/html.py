@@ -164,6 +164,12 @@ def fault_windows(nemesis: Iterable[NemesisRecord],
         elif f == "resume":
             for n in nodes:
                 close(("paused", n), t)
+        elif f == "pause-client":
+            for c in v.get("clients", []):
+                open_[("paused", c)] = (t, f"pause client {c}")
+        elif f == "resume-client":
+            for c in v.get("clients", []):
+                close(("paused", c), t)
         elif f in ("clock-skew", "clock-strobe"):
             node = v.get("node", "")
             close(("clock", node), t)

@@ -35,9 +35,11 @@ from nemesis.ops import (
     ClockStrobe,
     Kill,
     Pause,
+    PauseClient,
     PowerLoss,
     Restart,
     Resume,
+    ResumeClient,
     Schedule,
     StartLinkFault,
     StartPartition,
@@ -133,7 +135,8 @@ def fault_units(schedule: Schedule) -> list[Fault]:
 
     A stop ends the open starts of its kind it covers (StopPartition every open
     partition, StopLinkFault every open link fault, Restart the kills and power losses
-    of its nodes, Resume the pauses, ClockReset the clock faults of its nodes); starts
+    of its nodes, Resume the pauses, ResumeClient the client pauses of its clients,
+    ClockReset the clock faults of its nodes); starts
     one stop ends together are one unit. Any other op (a connection reset, a stop with
     nothing open) is a unit of its own.
     """
@@ -183,7 +186,7 @@ def fault_units(schedule: Schedule) -> list[Fault]:
 
 def _starts(op: AnyFaultOp) -> bool:
     return isinstance(op, StartPartition | StartLinkFault | Kill | PowerLoss | Pause
-                      | ClockSkew | ClockStrobe)
+                      | ClockSkew | ClockStrobe | PauseClient)
 
 
 def _ends(stop: AnyFaultOp, start: AnyFaultOp) -> bool:
@@ -199,6 +202,8 @@ def _ends(stop: AnyFaultOp, start: AnyFaultOp) -> bool:
     if isinstance(stop, Resume):
         return isinstance(start, Pause) and (
             start.role is not None or bool(set(stop.nodes) & set(start.nodes)))
+    if isinstance(stop, ResumeClient):
+        return isinstance(start, PauseClient) and bool(set(stop.clients) & set(start.clients))
     if isinstance(stop, ClockReset):
         return isinstance(start, ClockSkew | ClockStrobe) and (
             start.role is not None or start.node in stop.nodes)

@@ -33,6 +33,9 @@ Faults (FaultTarget):
   writes), so `kill` sends SIGUSR2, on which the broker hands its buffers to the OS
   without fsync and exits 137 (see harness/commands/broker.py), while `power_loss`
   sends SIGKILL: unsynced writes vanish, exactly as in a power cut.
+- pause_client/resume_client = every link between the "clients" endpoint and the
+  brokers frozen both ways (held as by a partition, but apart from it): all clients
+  share that endpoint, so all of them stall, as if their host were SIGSTOPped.
 - pause/resume = SIGSTOP/SIGCONT; restart = a new process on the same data dir,
   behind the same proxy port, so clients reconnect to the address they know.
 - clock = `<data_dir>/clock-offset-ms` holds the node's skew, SIGUSR1 makes the broker
@@ -81,6 +84,7 @@ from harness.runtime.process.proxy import FaultProxy, Link
 from nemesis.disk import CONTROL_FILES
 from nemesis.target import DiskFault, FileDamage, LinkFault, NodeWontStartError
 from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
+from reference_broker.txn.config import TXN_STATE_TOPIC
 
 log = logging.getLogger("faultline.runtime.process")
 
@@ -419,6 +423,22 @@ class ProcessCluster:
             if node in (proxy.forward.src, proxy.forward.dst):
                 proxy.reset_connections()
 
+    async def pause_client(self, client: str) -> None:
+        """Freeze the client endpoint: hold every byte between it and the brokers."""
+        for link in self._client_links(client):
+            link.freeze(True)
+
+    async def resume_client(self, client: str) -> None:
+        """Release a paused client endpoint's links (a partition's cuts stay)."""
+        for link in self._client_links(client):
+            link.freeze(False)
+
+    def _client_links(self, client: str) -> list[Link]:
+        if client != CLIENTS:
+            raise ClusterError(f"no client endpoint {client!r}; the one endpoint is {CLIENTS!r}")
+        return [self.link(a, b) for node in self._nodes for a, b in ((client, node),
+                                                                     (node, client))]
+
     # -- FaultTarget: processes ----------------------------------------------------------
 
     async def kill(self, node: str) -> None:
@@ -656,6 +676,11 @@ class ProcessCluster:
         except admin.AdminError as exc:
             raise MembershipError(str(exc)) from None
 
+    def txn_coordinator_of(self, transactional_id: str) -> str | None:
+        """The believed leader of the id's `__transaction_state` partition (what
+        FindCoordinator with key type 1 answers); None until that topic exists."""
+        count = int(str(self._base_settings.get("transaction.state.log.num.partitions", 50)))
+        return self.leader_of(TXN_STATE_TOPIC, partition_for(transactional_id, count))
 
 def _last_line(path: Path) -> str:
     """The last line a broker wrote (why it exited), or a note that there is none."""

@@ -4,9 +4,9 @@ The nemesis resolves a `leader` partition when it starts it (`FaultTarget.leader
 `controller`), synchronously, so the answer must already be at hand. `watch_beliefs`
 asks every running broker for Metadata on its own port (not through the fault proxies:
 the harness sees past the faults it injects) every `WATCH_INTERVAL_S` and keeps the
-latest `Beliefs`: per partition (`__consumer_offsets` too, whose leaders coordinate the
-groups), the leader named with the highest leader epoch and its ISR; the controller,
-the node most brokers name.
+latest `Beliefs`: per partition (`__consumer_offsets` and `__transaction_state` too,
+whose leaders coordinate the groups and the transactional ids), the leader named with
+the highest leader epoch and its ISR; the controller, the node most brokers name.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kafka.protocol.api_message import ApiMessage
 from kafka.protocol.metadata import MetadataRequest
 
 from reference_broker.group.offsets_store import OFFSETS_TOPIC
+from reference_broker.txn.config import TXN_STATE_TOPIC
 from workloads.client.connection import Connection
 from workloads.client.errors import KafkaClientError
 
@@ -27,6 +28,9 @@ WATCH_INTERVAL_S = 0.25
 REQUEST_TIMEOUT_S = 1.0
 # Metadata v9: partitions carry their leader epoch; every broker here serves v0..v12.
 METADATA_VERSION = 9
+# Internal topics whose partition leaders coordinate something (groups, transactional
+# ids); asked for by name when an all-topics answer leaves them out.
+COORDINATION_TOPICS = (OFFSETS_TOPIC, TXN_STATE_TOPIC)
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,14 @@ async def ask(host: str, port: int, node_id: int) -> ApiMessage:
             try:
                 response = await conn.request(MetadataRequest(topics=None), METADATA_VERSION,
                                               REQUEST_TIMEOUT_S)
-                if not any(t.name == OFFSETS_TOPIC for t in response.topics):
-                    # Group coordinators are the leaders of this topic's partitions; a broker
+                named = {t.name for t in response.topics}
+                missing = [name for name in COORDINATION_TOPICS if name not in named]
+                if missing:
+                    # Coordinators are the leaders of these topics' partitions; a broker
                     # may leave internal topics out of an all-topics answer.
                     internal = await conn.request(MetadataRequest(
-                        topics=[MetadataRequest.MetadataRequestTopic(name=OFFSETS_TOPIC)],
+                        topics=[MetadataRequest.MetadataRequestTopic(name=name)
+                                for name in missing],
                         allow_auto_topic_creation=False), METADATA_VERSION, REQUEST_TIMEOUT_S)
                     response.topics.extend(t for t in internal.topics if t.error_code == 0)
             finally:

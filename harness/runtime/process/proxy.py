@@ -51,7 +51,10 @@ class Link:
     def __init__(self, src: str, dst: str, rng: random.Random) -> None:
         self.src = src
         self.dst = dst
-        self.blocked = False
+        self._cut = False
+        # Held because the client endpoint at one end is paused: apart from `_cut`, so
+        # healing a partition does not wake a paused client, nor resuming it heal a cut.
+        self.frozen = False
         self.fault: LinkFault | None = None
         self._rng = rng
         self._changed = trio.Event()
@@ -61,14 +64,24 @@ class Link:
     def __repr__(self) -> str:
         return f"Link({self.src}->{self.dst}, blocked={self.blocked}, fault={self.fault})"
 
+    @property
+    def blocked(self) -> bool:
+        """Whether bytes on this link are held (cut by a partition, or frozen)."""
+        return self._cut or self.frozen
+
     def block(self) -> None:
         """Hold every byte on this link from now on."""
-        self.blocked = True
+        self._cut = True
         self._notify()
 
     def unblock(self) -> None:
-        """Let held bytes and new ones flow."""
-        self.blocked = False
+        """Let held bytes and new ones flow (unless the link is also frozen)."""
+        self._cut = False
+        self._notify()
+
+    def freeze(self, frozen: bool) -> None:
+        """Hold (True) or release (False) the link for a paused client endpoint."""
+        self.frozen = frozen
         self._notify()
 
     def set_fault(self, fault: LinkFault | None) -> None:

@@ -11,7 +11,9 @@ skewable clock and an rng derived from the run's seed.
 - power_loss: the same, but the disk keeps only what was fsynced (optionally tearing
   the last write).
 - restart: a new incarnation on the same disk; returns once the broker serves.
-- pause/resume: the node's host gate (see `network.SimHost`).
+- pause/resume: the node's host gate (see `network.SimHost`); `pause_client` and
+  `resume_client` work the same gate of a client endpoint's host, so a paused client's
+  sends, connects and receives wait as a SIGSTOPped process's would.
 
 With `quorum=True` the nodes form one Kafka cluster: every node is a
 broker and a voter of the KRaft controller quorum (`controller.quorum.voters`), with
@@ -44,11 +46,12 @@ from reference_broker.env import NodeEnv
 from reference_broker.group.offsets_store import OFFSETS_TOPIC, partition_for
 from reference_broker.log_dir_failure import LogDirFailedError
 from reference_broker.server import RunningBroker, serve_broker
+from reference_broker.txn.config import TXN_STATE_TOPIC, TxnConfig
 
 from ..membership import MembershipError, broker_id, moves_off, spare_names
 from .clock import DEFAULT_EPOCH_MS, SimClock
 from .disk import SimDisk, SimStorage
-from .network import HostNetwork, SimNetwork
+from .network import HostNetwork, SimHost, SimNetwork
 from .node_logs import CURRENT_NODE
 from .scheduler import derive_rng
 
@@ -368,6 +371,24 @@ class SimCluster:
         """Crash the node losing every write not fsynced; `restart` brings it back."""
         await self._crash(node, power_loss=True)
 
+    async def pause_client(self, client: str) -> None:
+        """Freeze a client endpoint: its network calls wait until `resume_client`."""
+        self._client_host(client).pause()
+        await trio.lowlevel.checkpoint()
+
+    async def resume_client(self, client: str) -> None:
+        """Unfreeze a paused client endpoint."""
+        self._client_host(client).resume()
+        await trio.lowlevel.checkpoint()
+
+    def _client_host(self, client: str) -> SimHost:
+        if client not in self._clients:
+            raise SimClusterError(
+                f"unknown client endpoint {client!r}; clients: "
+                f"{', '.join(self._clients) or 'none yet'}"
+            )
+        return self.network.hosts[client]
+
     async def bump_clock(self, node: str, delta_ms: int) -> None:
         """Shift the node's wall clock by delta_ms from now on."""
         self.node(node).clock.bump(delta_ms)
@@ -576,3 +597,13 @@ class SimCluster:
                 f"UnregisterBroker {leaving.node_id} failed with error {result.error_code}: "
                 f"{result.message}"
             )
+
+    def txn_coordinator_of(self, transactional_id: str) -> str | None:
+        """The leader of the id's `__transaction_state` partition, as FindCoordinator
+        (key type 1) answers; None without a quorum (each node then coordinates the ids
+        its clients bring it)."""
+        if not self.quorum:
+            return None
+        config = TxnConfig.from_properties(next(iter(self._nodes.values())).config.properties)
+        return self.leader_of(TXN_STATE_TOPIC, partition_for(transactional_id,
+                                                             config.num_partitions))
