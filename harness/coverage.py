@@ -43,6 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from nemesis.ops import Schedule
+
 KINDS: tuple[str, ...] = (
     "leader-change",
     "clean-election",
@@ -224,6 +228,23 @@ class FaultTimeline:
         intervals.extend(FaultInterval(package, start, None)
                          for (package, _), start in sorted(open_.items()))
         return cls(intervals, linger_s=linger_s)
+
+
+def schedule_contexts(schedule: Schedule) -> frozenset[str]:
+    """The fault contexts (the part of a state after `@`) a run of `schedule` can place
+    events in: every combination of packages in force at some moment, by the same rules
+    as a run's history, read from the schedule's ops alone (a role resolves to whoever
+    holds it, so its node is unknown here: the op's own nodes stand in)."""
+    events = [{"f": op.__struct_config__.tag, "time": op.at_ms * 1_000_000,
+               "value": msgspec.to_builtins(op)} for op in schedule.ops]
+    timeline = FaultTimeline.from_events(events)
+    end_ns = schedule.duration_ms * 1_000_000
+    moments = {0, *(i.start_ns for i in timeline.intervals),
+               *(i.end_ns for i in timeline.intervals if i.end_ns is not None),
+               *(i.end_ns + timeline.linger_ns for i in timeline.intervals
+                 if i.end_ns is not None)}
+    return frozenset(state_name("", timeline.at(t)).removeprefix("@")
+                     for t in moments if t <= end_ns + timeline.linger_ns)
 
 
 def coverage_of(observations: Iterable[Observation], timeline: FaultTimeline) -> Coverage:

@@ -25,6 +25,12 @@ already mutated often. Mutations work on `Schedule` data only:
 - `drop`: an op goes (a dropped stop leaves its fault in force until the final heal);
 - `splice`: the ops before a time from this schedule, after it from another entry.
 
+Proposals are also ranked before they run: given a `contexts` predictor (the fault
+combinations a schedule puts in force, read from its ops alone), each run draws
+`CANDIDATES` proposals and takes the one whose combinations earlier runs reached least,
+so the static shape of the next schedule is steered toward what was not tried, and the
+dynamic feedback (the corpus) toward what was reached.
+
 A mutated schedule may pair a stop with no start, or start a fault on a node already
 down: the executor checks each op against what is broken at run time and records a
 skipped op, so every schedule here is safe to run.
@@ -62,6 +68,8 @@ from nemesis.roles import Role, RoleKind
 
 # Share of proposals that are fresh schedules from the plain generator.
 FRESH_CHANCE = 0.25
+# Proposals drawn per run when they are ranked by the fault contexts they would reach.
+CANDIDATES = 6
 # Fault durations a stretch draws from (ms): short flaps to well past the session
 # timeout (9 s), Kafka's default replica lag (30 s) and group session timeouts.
 STRETCH_DURATIONS_MS = (500, 2_000, 5_000, 9_500, 12_000, 20_000, 31_000, 45_000)
@@ -89,10 +97,16 @@ class Guide:
     """
 
     def __init__(self, seed: int, base: Callable[[int], Schedule], *,
-                 fresh_chance: float = FRESH_CHANCE, logs: Sequence[str] = ()) -> None:
+                 fresh_chance: float = FRESH_CHANCE, logs: Sequence[str] = (),
+                 contexts: Callable[[Schedule], Iterable[str]] | None = None) -> None:
         self.seed = seed
         self.base = base
         self.logs = list(logs)
+        # What fault contexts (the part of a state after "@") a schedule can place events
+        # in, read from the schedule alone; None: proposals are not ranked.
+        self.contexts = contexts
+        # context -> how many fed states were reached in it
+        self.context_hits: Counter[str] = Counter()
         self.fresh_chance = fresh_chance
         self.corpus: list[CorpusEntry] = []
         self.seen: set[str] = set()
@@ -100,10 +114,29 @@ class Guide:
         self.hits: Counter[str] = Counter()
 
     def propose(self, run_seed: int) -> Schedule:
-        """The schedule for the run with `run_seed`."""
+        """The schedule for the run with `run_seed`.
+
+        With a `contexts` predictor, `CANDIDATES` proposals are drawn and the one whose
+        fault contexts runs reached least wins (a context no run reached counts most):
+        the static half of the steering, toward fault combinations not tried yet."""
         rng = random.Random(f"guided:{self.seed}:{run_seed}")
+        if self.contexts is None or not self.corpus:
+            return self._candidate(run_seed, rng, first=True)
+        candidates = [self._candidate(run_seed, rng, first=k == 0) for k in range(CANDIDATES)]
+        scores = [self._novelty(c) for c in candidates]
+        return candidates[scores.index(max(scores))]
+
+    def _novelty(self, schedule: Schedule) -> float:
+        assert self.contexts is not None
+        return sum(1.0 / (1 + self.context_hits[c]) for c in set(self.contexts(schedule)))
+
+    def _candidate(self, run_seed: int, rng: random.Random, *, first: bool) -> Schedule:
+        """One proposal: fresh (the run's own plain schedule for the first candidate,
+        another seed's after it) or a mutation of a corpus entry."""
         if not self.corpus or rng.random() < self.fresh_chance:
-            return self.base(run_seed)
+            if first:
+                return self.base(run_seed)
+            return msgspec.structs.replace(self.base(rng.randrange(2**31)), seed=run_seed)
         entry = self._pick(rng)
         entry.picked += 1
         schedule = entry.schedule
@@ -118,6 +151,7 @@ class Guide:
         schedule joins the corpus when there are any)."""
         reached = frozenset(states)
         self.hits.update(reached)
+        self.context_hits.update(state.split("@", 1)[-1] for state in reached)
         new = reached - self.seen
         if new:
             self.seen |= new

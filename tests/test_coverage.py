@@ -210,3 +210,19 @@ def test_a_stale_producer_epoch_logs_producer_fenced(
         produce(log, 2, epoch=2)
     assert (f"event=producer-fenced producer={PID} epoch=2 current=3"
             in [r.getMessage() for r in caplog.records])
+
+
+def test_schedule_contexts_are_the_fault_combinations_a_schedule_puts_in_force() -> None:
+    from harness.coverage import schedule_contexts
+    from nemesis.ops import Kill, Restart, Schedule, StartPartition, StopPartition
+
+    schedule = Schedule(nodes=["n1", "n2", "n3"], duration_ms=60_000, ops=[
+        Kill(at_ms=1_000, nodes=["n1"]),
+        StartPartition(at_ms=2_000, shape="halves", grudge={"n2": ["n3"]}),
+        Restart(at_ms=3_000, nodes=["n1"]),
+        StopPartition(at_ms=30_000),
+    ])
+    # quiet before, both while they overlap (and kill lingers 10 s after its restart),
+    # the partition alone after that, quiet again 10 s after the last heal.
+    assert schedule_contexts(schedule) == {"quiet", "kill", "kill+partition", "partition"}
+    assert schedule_contexts(Schedule(nodes=["n1"], duration_ms=5_000)) == {"quiet"}

@@ -112,6 +112,22 @@ def test_an_overlay_adds_one_packages_faults_from_another_schedule() -> None:
         "Kill", "StartPartition", "Restart", "StopPartition"]
 
 
+def test_ranked_proposals_go_where_the_fed_runs_did_not() -> None:
+    def packages(schedule: Schedule) -> set[str]:
+        return {op.PACKAGE for op in schedule.ops if op.PACKAGE} or {"quiet"}
+
+    guide = Guide(1, base, contexts=packages)
+    guide.feed(base(1), {"a@partition", "b@partition", "c@kill"})
+    unranked = Guide(1, base)
+    unranked.feed(base(1), {"a@partition", "b@partition", "c@kill"})
+    # With every context but clock reached often, a proposal putting clock in force wins.
+    for context in ("partition", "kill", "pause", "link", "power-loss", "quiet"):
+        guide.context_hits[context] += 100
+    ranked = sum("clock" in packages(guide.propose(seed)) for seed in range(20, 30))
+    plain = sum("clock" in packages(unranked.propose(seed)) for seed in range(20, 30))
+    assert ranked >= 8 and ranked > plain
+
+
 def test_the_corpus_keeps_schedules_that_reached_new_states() -> None:
     guide = Guide(1, base)
     assert guide.feed(base(1), {"a@quiet", "b@kill"}) == {"a@quiet", "b@kill"}

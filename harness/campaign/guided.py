@@ -17,7 +17,7 @@ import msgspec
 
 from harness.campaign.matrix import Matrix
 from harness.campaign.task import RunRecord, RunRequest
-from harness.coverage import Coverage
+from harness.coverage import Coverage, schedule_contexts
 from harness.run_config import ConfigError, RunConfig
 from harness.runner import _topic_homes, generate_for
 from nemesis.guided import Guide
@@ -56,7 +56,8 @@ class GuidedPlan:
                 raise ConfigError(f"--guided needs the sim or process target; configuration "
                                   f"{cell.index} runs on {config.target}")
             logs = [f"{t}/{p}" for t in _topic_homes(config) for p in range(config.partitions)]
-            self.guides[cell.index] = Guide(matrix.seeds[0], _base_for(config), logs=logs)
+            self.guides[cell.index] = Guide(matrix.seeds[0], _base_for(config), logs=logs,
+                                            contexts=schedule_contexts)
         order = {seed: i for i, seed in enumerate(matrix.seeds)}
         self._generations: deque[list[RunRequest]] = deque()
         current: list[RunRequest] = []
