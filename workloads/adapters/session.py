@@ -28,6 +28,14 @@ class OpUnknown(Exception):
     """The operation may or may not have taken effect (history `info`)."""
 
 
+class TxnAbortable(OpFailed):
+    """An error inside a transaction that aborting it recovers from."""
+
+
+class TxnFatal(OpUnknown):
+    """An error after which the transactional producer cannot go on (fenced)."""
+
+
 @dataclass(frozen=True)
 class Rebalance:
     """What a group rebalance left this process owning."""
@@ -67,6 +75,9 @@ class SessionSpec:
     max_poll_interval_ms: int = 10_000
     fetch_max_wait_ms: int = 100
     max_poll_records: int = 100
+    transactional_id: str | None = None
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_uncommitted"
+    transaction_timeout_ms: int = 10_000
 
     @property
     def send_timeout_s(self) -> float:
@@ -120,6 +131,29 @@ class ClientSession(Protocol):
 
     def crash(self) -> None:
         """Make leaving the session's block drop the clients without a goodbye."""
+        ...
+
+    # -- transactions (sessions whose spec has a transactional_id) -------------------------
+    # The producer initialises on first use (InitProducerId with the transactional id,
+    # fencing older instances). Inside a begun transaction `send` sends transactionally.
+    # An abortable error raises `TxnAbortable` (the caller aborts and records `fail`); a
+    # fatal one (fenced) raises `TxnFatal` (the process is done: `info`); a commit whose
+    # outcome is unknown raises `OpUnknown`, one that certainly aborted `OpFailed`.
+
+    async def begin_transaction(self) -> None:
+        """Start a transaction (initialising the transactional producer on first use)."""
+        ...
+
+    async def send_offsets_to_transaction(self, offsets: dict[str, int], group: str) -> None:
+        """Commit `group`'s offsets (log -> next offset to read) with the transaction."""
+        ...
+
+    async def commit_transaction(self) -> None:
+        """Commit the open transaction."""
+        ...
+
+    async def abort_transaction(self) -> None:
+        """Abort the open transaction."""
         ...
 
 
