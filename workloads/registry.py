@@ -8,9 +8,11 @@ from workloads.base import Workload
 from workloads.group import GroupWorkload
 from workloads.keyed_order import KeyedOrderWorkload
 from workloads.queue import QueueWorkload
+from workloads.txn import TxnWorkload
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
     "queue": QueueWorkload,
     "keyed-order": KeyedOrderWorkload,
     "group": GroupWorkload,
+    "txn": TxnWorkload,
 }
