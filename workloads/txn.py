@@ -8,7 +8,8 @@ key of a random topic, or poll — run between begin_transaction and commit_tran
 and recorded as one `txn` operation with its micro-ops (DESIGN.md section 4, see
 `workloads.txn_ops`). A share of the transactions (`ABORT_P`) is aborted on purpose
 after its micro-ops ran, so the history holds aborted writes a read_committed consumer
-must never return. Consumers read at `opts.isolation_level`: read_uncommitted ones may
+must never return; a process whose aborted transaction polled assigns its logs again
+(from the beginning), as an application rewinds after an abort. Consumers read at `opts.isolation_level`: read_uncommitted ones may
 read the aborted writes, which the checker reports as aborted-read / G1a.
 
 `final_reads` reads every log from the beginning with read_committed: what committed.
@@ -172,4 +173,9 @@ class _TxnProcess:
 
         outcome = await perform_txn(self.recorder, self.session, self.process, ops, body,
                                     timeout_s=timeout)
+        if not outcome.ok and any(f == "poll" and p for f, p in outcome.ops):
+            # An aborted transaction's reads did not happen: as a Kafka application
+            # rewinds its consumer after an abort, this one assigns again before the
+            # next transaction (the checker holds the process's polls contiguous).
+            self.assigned = False
         return outcome.session_usable
