@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from workloads.base import Workload
+from workloads.exactly_once import ExactlyOnceWorkload
 from workloads.group import GroupWorkload
 from workloads.keyed_order import KeyedOrderWorkload
 from workloads.queue import QueueWorkload
@@ -15,4 +16,5 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "keyed-order": KeyedOrderWorkload,
     "group": GroupWorkload,
     "txn": TxnWorkload,
+    "exactly-once": ExactlyOnceWorkload,
 }

@@ -9,8 +9,9 @@ and recorded as one `txn` operation with its micro-ops (DESIGN.md section 4, see
 `workloads.txn_ops`). A share of the transactions (`ABORT_P`) is aborted on purpose
 after its micro-ops ran, so the history holds aborted writes a read_committed consumer
 must never return; a process whose aborted transaction polled assigns its logs again
-(from the beginning), as an application rewinds after an abort. Consumers read at `opts.isolation_level`: read_uncommitted ones may
-read the aborted writes, which the checker reports as aborted-read / G1a.
+(from the beginning), as an application rewinds after an abort. Consumers read at
+`opts.isolation_level`: read_uncommitted ones may read the aborted writes, which the
+checker reports as aborted-read / G1a.
 
 `final_reads` reads every log from the beginning with read_committed: what committed.
 """

@@ -89,6 +89,13 @@ def delivery_failed_for_certain(err: KafkaError) -> bool:
     return err.code() in DEFINITE_DELIVERY
 
 
+def _raise_if_fatal(exc: KafkaException, what: str) -> None:
+    """Raise TxnFatal when `exc` says the transactional producer is dead (fenced)."""
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError) and err.fatal():
+        raise TxnFatal(f"{what}: {err}") from exc
+
+
 def _tp(log: str, offset: int = OFFSET_INVALID) -> CTopicPartition:
     topic, partition = split_log(log)
     return CTopicPartition(topic, partition, offset)
@@ -201,10 +208,15 @@ class ConfluentSession(ThreadedSession):
         if consumer is not None:
             consumer.close()
         if producer is not None:
-            if polite:
-                producer.flush(self.spec.request_timeout_ms / 1000)
-            else:
-                producer.purge()
+            try:
+                if polite:
+                    producer.flush(self.spec.request_timeout_ms / 1000)
+                else:
+                    producer.purge()
+            except KafkaException:
+                # A transactional producer in a fatal state refuses even a flush; the
+                # session is over either way and its outcome was already recorded.
+                pass
 
     # -- operations ------------------------------------------------------------------------
 
@@ -229,9 +241,16 @@ class ConfluentSession(ThreadedSession):
                 queue_error = exc
                 break
             queued += 1
+        if self._in_txn and isinstance(queue_error, KafkaException):
+            _raise_if_fatal(queue_error, "produce")
         if queued == 0 and queue_error is not None:
             raise OpFailed(f"not queued: {queue_error}")
-        producer.flush(self.spec.send_timeout_s - 1.0)
+        try:
+            producer.flush(self.spec.send_timeout_s - 1.0)
+        except KafkaException as exc:
+            # A transactional producer's flush reports the transaction's own failure.
+            _raise_if_fatal(exc, "flush")
+            raise (TxnAbortable if self._in_txn else OpUnknown)(f"flush: {exc}") from exc
         out: list[dict[str, Any]] = []
         definite: list[str] = []
         unknown: list[str] = []
