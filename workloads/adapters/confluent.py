@@ -428,6 +428,11 @@ class ConfluentSession(ThreadedSession):
                     raise OpUnknown(f"{what}: {err}") from exc
                 raise TxnAbortable(f"{what}: {err}") from exc
 
+    @property
+    def _txn_limit_s(self) -> float:
+        # init_transactions and the retry loop each take up to twice the request timeout.
+        return 4 * self.spec.request_timeout_ms / 1000 + 2.0
+
     async def begin_transaction(self) -> None:
         """Begin a transaction, running init_transactions first on first use."""
 
@@ -448,7 +453,7 @@ class ConfluentSession(ThreadedSession):
                 raise OpFailed(f"begin_transaction: {exc}") from exc
             self._in_txn = True
 
-        await self.call(begin)
+        await self.call_bounded(self._txn_limit_s, begin)
 
     async def send_offsets_to_transaction(self, offsets: dict[str, int], group: str) -> None:
         """Add `group`'s offsets to the transaction (with the group metadata of this
@@ -469,7 +474,7 @@ class ConfluentSession(ThreadedSession):
                 lambda timeout: producer.send_offsets_to_transaction(tps, metadata, timeout),
             )
 
-        await self.call(send_offsets)
+        await self.call_bounded(self._txn_limit_s, send_offsets)
 
     async def commit_transaction(self) -> None:
         """Commit the open transaction (OpUnknown when its outcome cannot be known)."""
@@ -483,7 +488,7 @@ class ConfluentSession(ThreadedSession):
                 # abortable commit error leaves the abort to the caller.
                 self._in_txn = False
 
-        await self.call(commit)
+        await self.call_bounded(self._txn_limit_s, commit)
 
     async def abort_transaction(self) -> None:
         """Abort the open transaction."""
@@ -497,4 +502,4 @@ class ConfluentSession(ThreadedSession):
                 # An abort that fails leaves the producer unusable for this process.
                 raise OpUnknown(str(exc)) from exc
 
-        await self.call(abort)
+        await self.call_bounded(self._txn_limit_s, abort)
