@@ -8,7 +8,8 @@ processes commit what each poll returned once it is recorded (after processing),
 member that takes over a log resumes where the group left it. With probability
 `opts.crash_probability` per operation a process crashes: its clients are dropped
 without LeaveGroup or flush, a `crash` op completes `info`, and a new process number
-takes over the slot. Any `info` completion retires the process the same way.
+takes over the slot. Any `info` completion retires the process the same way. With
+`opts.transactional` each send is a transaction of its own (a `txn` operation).
 
 `final_reads` hands over to fresh processes that assign every log from the beginning
 and poll until they reach the end offsets seen when the phase began.
@@ -43,6 +44,7 @@ from workloads.base import (
     topic_groups,
 )
 from workloads.recorder import HistoryRecorder
+from workloads.txn_ops import MicroOps, perform_txn
 
 # How an operation is chosen after the crash draw: cumulative probabilities.
 SEND_P = 0.5
@@ -105,7 +107,10 @@ class QueueWorkload:
         """One slot: a process at a time; each retired process is replaced by a new one."""
 
         def spec_for(process: int) -> SessionSpec:
-            return session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
+            return session_spec(
+                opts, group.bootstrap, f"queue-{process}", group=group_id(group),
+                transactional_id=f"queue-{slot}" if opts.transactional else None,
+            )
 
         async def body(session: ClientSession, process: int, rng: random.Random) -> bool:
             client = _QueueProcess(
@@ -167,6 +172,18 @@ class _QueueProcess:
             }
             for _ in range(count)
         ]
+        if self.opts.transactional:
+            # --transactional: each send is a transaction of its own.
+            ops: MicroOps = [["send", m] for m in messages]
+
+            async def body(ops: MicroOps) -> bool:
+                for i, sent in enumerate(await self.session.send(messages)):
+                    ops[i] = ["send", sent]
+                return True
+
+            await perform_txn(self.recorder, self.session, self.process, ops, body,
+                              timeout_s=self.spec.send_timeout_s + 2 * self.spec.admin_timeout_s)
+            return
         await self.recorder.perform(
             self.process,
             "send",
