@@ -219,7 +219,7 @@ class _Member:
     async def run(self) -> bool:
         """Transform until the run ends; True when the member decided to crash."""
         pipe, recorder = self.pipe, self.pipe.recorder
-        value = {"topics": [pipe.source], "group": pipe.group_id}
+        value: dict[str, object] = {"topics": [pipe.source], "group": pipe.group_id}
 
         async def subscribe() -> dict[str, object]:
             await self.session.subscribe([pipe.source], pipe.group_id)
