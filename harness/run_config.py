@@ -169,6 +169,18 @@ class RunConfig:
     commit: CommitStrategy = setting(
         "after", "Group workload: commit before processing (at-most-once), after "
         "(at-least-once) or auto (enable.auto.commit).", choices=COMMIT_STRATEGIES)
+    isolation_level: IsolationLevel = setting(
+        "read_uncommitted", "Consumers' isolation.level: read_committed never returns records "
+        "of aborted or still-open transactions. The final reads of txn and exactly-once "
+        "always read committed.", choices=ISOLATION_LEVELS)
+    transactional: bool = setting(
+        False, "Producers use transactions (txn and exactly-once always do; with queue each "
+        "send is its own transaction).", default_text="true for txn and exactly-once",
+        derive=lambda v: v["workload"] in TXN_WORKLOADS)
+    eos_offsets_outside_txn: bool = setting(
+        False, "Planted weakness for checking the checker (exactly-once): commit the input "
+        "offsets with a plain consumer commit after the transaction instead of inside it, "
+        "so a member that crashes in between is re-processed (eos-duplicate).")
     accept_tradeoffs: bool = setting(
         False, "Anomalies a documented trade-off of this configuration explains (flush "
         "never + power loss, acks=0/1 leader loss, unclean election, commit before, "
@@ -182,18 +194,6 @@ class RunConfig:
         {}, "--target external: shell command for kill, restart, pause or resume; {node} "
         "becomes the node's host:port (repeatable).", name="fault-cmd",
         metavar="ACTION=CMD")
-    isolation_level: IsolationLevel = setting(
-        "read_uncommitted", "Consumers' isolation.level: read_committed never returns records "
-        "of aborted or still-open transactions. The final reads of txn and exactly-once "
-        "always read committed.", choices=ISOLATION_LEVELS)
-    transactional: bool = setting(
-        False, "Producers use transactions (txn and exactly-once always do; with queue each "
-        "send is its own transaction).", default_text="true for txn and exactly-once",
-        derive=lambda v: v["workload"] in TXN_WORKLOADS)
-    eos_offsets_outside_txn: bool = setting(
-        False, "Planted weakness for checking the checker (exactly-once): commit the input "
-        "offsets with a plain consumer commit after the transaction instead of inside it, "
-        "so a member that crashes in between is re-processed (eos-duplicate).")
 
     @classmethod
     def build(cls, given: Mapping[str, Any]) -> RunConfig:
@@ -244,11 +244,11 @@ class RunConfig:
             # As Jepsen's Kafka test does: the 3 s default only delays every run's first join.
             "group.initial.rebalance.delay.ms": 0,
         }
-        settings.update(flush_settings(self.flush))
         # Kafka's transaction log wants 3 replicas, 2 in sync: fewer nodes could never
         # serve InitProducerId, so the transaction state log fits the cluster.
         settings["transaction.state.log.replication.factor"] = min(3, self.nodes)
         settings["transaction.state.log.min.isr"] = min(2, self.nodes)
+        settings.update(flush_settings(self.flush))
         return settings
 
     def tag(self) -> str:
@@ -296,6 +296,7 @@ class RunConfig:
         for s in SETTINGS.values():
             s.check(getattr(self, s.attr))
         packages = self.packages
+        self._check_transactions()
         if self.acks != "all" and self.enable_idempotence:
             raise ConfigError(
                 f"--acks {self.acks} with an idempotent producer: Kafka requires acks=all "
@@ -347,7 +348,6 @@ class RunConfig:
             if key not in FAULT_COMMANDS:
                 raise ConfigError(f"--fault-cmd must name one of {', '.join(FAULT_COMMANDS)}, "
                                   f"not {key!r}")
-        self._check_transactions()
         if self.target == "tansu" and self.nodes != 1:
             raise ConfigError("--target tansu runs exactly one node: use --nodes 1")
 
@@ -357,6 +357,10 @@ class RunConfig:
         if self.workload in TXN_WORKLOADS and not self.transactional:
             raise ConfigError(f"--workload {self.workload} is made of transactions: drop "
                               "--no-transactional")
+        if self.transactional and self.workload not in ("queue", *TXN_WORKLOADS):
+            raise ConfigError(f"--transactional is for the queue, txn and exactly-once "
+                              f"workloads; --workload {self.workload} sends outside "
+                              "transactions")
         if self.eos_offsets_outside_txn and self.workload != "exactly-once":
             raise ConfigError("--eos-offsets-outside-txn is for --workload exactly-once only")
         if not self.transactional:

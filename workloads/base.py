@@ -32,6 +32,7 @@ from workloads.client import ConsumerConfig, KafkaClientError
 from workloads.client.consumer import Consumer
 from workloads.client.transport import Network
 from workloads.recorder import HistoryRecorder, Retired
+from workloads.txn_ops import MicroOps, perform_txn
 
 CommitStrategy = Literal["before", "after", "auto"]
 IsolationLevel = Literal["read_committed", "read_uncommitted"]
@@ -193,6 +194,10 @@ def session_spec(
         producer=opts.producer,
         request_timeout_ms=opts.request_timeout_ms,
         isolation_level=extra.pop("isolation_level", opts.isolation_level),
+        # --transactional without an id of the workload's choosing: one per client.
+        transactional_id=extra.pop(
+            "transactional_id", client_id if opts.transactional else None
+        ),
         transaction_timeout_ms=opts.transaction_timeout_ms,
         **extra,
     )
@@ -375,3 +380,23 @@ async def run_slot(
             await trio.sleep(rng.uniform(0.1, 0.5))
         if crashed:
             recorder.complete(process, "info", "crash", None, error="client crashed")
+
+
+async def send_transactionally(
+    recorder: HistoryRecorder,
+    session: ClientSession,
+    process: int,
+    messages: list[dict[str, Any]],
+    spec: SessionSpec,
+) -> None:
+    """Send `messages` as one transaction of their own, recorded as a `txn` operation
+    (the queue workload's sends under --transactional). Raises `Retired` after `info`."""
+    ops: MicroOps = [["send", m] for m in messages]
+
+    async def body(ops: MicroOps) -> bool:
+        for i, sent in enumerate(await session.send(messages)):
+            ops[i] = ["send", sent]
+        return True
+
+    await perform_txn(recorder, session, process, ops, body,
+                      timeout_s=spec.send_timeout_s + 2 * spec.admin_timeout_s)

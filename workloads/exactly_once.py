@@ -144,7 +144,8 @@ class _Pipeline:
         while trio.current_time() < self.until:
             process = self.recorder.new_process()
             rng = self.rngs.rng("feeder", process)
-            spec = session_spec(self.opts, self.group.bootstrap, f"eos-feeder-{process}")
+            spec = session_spec(self.opts, self.group.bootstrap, f"eos-feeder-{process}",
+                                transactional_id=None)
             try:
                 async with open_session(self.env, endpoint, spec, rng) as session:
                     while True:

@@ -8,8 +8,7 @@ processes commit what each poll returned once it is recorded (after processing),
 member that takes over a log resumes where the group left it. With probability
 `opts.crash_probability` per operation a process crashes: its clients are dropped
 without LeaveGroup or flush, a `crash` op completes `info`, and a new process number
-takes over the slot. Any `info` completion retires the process the same way. With
-`opts.transactional` each send is a transaction of its own (a `txn` operation).
+takes over the slot. Any `info` completion retires the process the same way.
 
 `final_reads` hands over to fresh processes that assign every log from the beginning
 and poll until they reach the end offsets seen when the phase began.
@@ -21,6 +20,9 @@ there), otherwise "assign". The runner reads it after `run`.
 A process works on the topics that share its bootstrap (see `base.topic_groups`); slot
 k uses topic group k mod the number of groups (one group on a replicated cluster, one
 per broker when each topic lives alone on its own broker).
+
+With `opts.transactional` each send is a transaction of its own (a `txn` operation of
+its sends, see `base.send_transactionally`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from workloads.base import (
     pace,
     read_everything,
     run_slot,
+    send_transactionally,
     session_spec,
     topic_groups,
 )
 from workloads.recorder import HistoryRecorder
-from workloads.txn_ops import MicroOps, perform_txn
 
 # How an operation is chosen after the crash draw: cumulative probabilities.
 SEND_P = 0.5
@@ -107,10 +109,7 @@ class QueueWorkload:
         """One slot: a process at a time; each retired process is replaced by a new one."""
 
         def spec_for(process: int) -> SessionSpec:
-            return session_spec(
-                opts, group.bootstrap, f"queue-{process}", group=group_id(group),
-                transactional_id=f"queue-{slot}" if opts.transactional else None,
-            )
+            return session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
 
         async def body(session: ClientSession, process: int, rng: random.Random) -> bool:
             client = _QueueProcess(
@@ -173,16 +172,8 @@ class _QueueProcess:
             for _ in range(count)
         ]
         if self.opts.transactional:
-            # --transactional: each send is a transaction of its own.
-            ops: MicroOps = [["send", m] for m in messages]
-
-            async def body(ops: MicroOps) -> bool:
-                for i, sent in enumerate(await self.session.send(messages)):
-                    ops[i] = ["send", sent]
-                return True
-
-            await perform_txn(self.recorder, self.session, self.process, ops, body,
-                              timeout_s=self.spec.send_timeout_s + 2 * self.spec.admin_timeout_s)
+            await send_transactionally(self.recorder, self.session, self.process, messages,
+                                       self.spec)
             return
         await self.recorder.perform(
             self.process,
