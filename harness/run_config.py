@@ -26,13 +26,16 @@ from nemesis import Schedule, ScheduleError
 from nemesis import packages as nemesis_packages
 from reference_broker import bugs as reference_bugs
 from workloads.adapters import Acks
-from workloads.base import CommitStrategy
+from workloads.base import CommitStrategy, IsolationLevel
 from workloads.registry import WORKLOADS
 
 TARGETS = ("sim", "process", "tansu", "external")
 CLIENT_LIBRARIES = ("faultline", "kafka-python", "confluent-kafka")
 ACKS: tuple[Acks, ...] = get_args(Acks)
 COMMIT_STRATEGIES: tuple[CommitStrategy, ...] = get_args(CommitStrategy)
+ISOLATION_LEVELS: tuple[IsolationLevel, ...] = get_args(IsolationLevel)
+# Workloads made of transactions: they need transactional producers.
+TXN_WORKLOADS = ("txn", "exactly-once")
 
 # Packages each target can inject; sim and process implement every FaultTarget primitive.
 TANSU_PACKAGES = frozenset({"pause"})
@@ -175,6 +178,18 @@ class RunConfig:
     commit: CommitStrategy = setting(
         "after", "Group workload: commit before processing (at-most-once), after "
         "(at-least-once) or auto (enable.auto.commit).", choices=COMMIT_STRATEGIES)
+    isolation_level: IsolationLevel = setting(
+        "read_uncommitted", "Consumers' isolation.level: read_committed never returns records "
+        "of aborted or still-open transactions. The final reads of txn and exactly-once "
+        "always read committed.", choices=ISOLATION_LEVELS)
+    transactional: bool = setting(
+        False, "Producers use transactions (txn and exactly-once always do; with queue each "
+        "send is its own transaction).", default_text="true for txn and exactly-once",
+        derive=lambda v: v["workload"] in TXN_WORKLOADS)
+    eos_offsets_outside_txn: bool = setting(
+        False, "Planted weakness for checking the checker (exactly-once): commit the input "
+        "offsets with a plain consumer commit after the transaction instead of inside it, "
+        "so a member that crashes in between is re-processed (eos-duplicate).")
     accept_tradeoffs: bool = setting(
         False, "Anomalies a documented trade-off of this configuration explains (flush "
         "never + power loss, acks=0/1 leader loss, unclean election, commit before, "
@@ -242,6 +257,10 @@ class RunConfig:
             # As Jepsen's Kafka test does: the 3 s default only delays every run's first join.
             "group.initial.rebalance.delay.ms": 0,
         }
+        # Kafka's transaction log wants 3 replicas, 2 in sync: fewer nodes could never
+        # serve InitProducerId, so the transaction state log fits the cluster.
+        settings["transaction.state.log.replication.factor"] = min(3, self.nodes)
+        settings["transaction.state.log.min.isr"] = min(2, self.nodes)
         settings.update(flush_settings(self.flush))
         if self.bugs:
             settings[reference_bugs.CONFIG_KEY] = ",".join(self.bugs)
@@ -293,6 +312,7 @@ class RunConfig:
         for s in SETTINGS.values():
             s.check(getattr(self, s.attr))
         packages = self.packages
+        self._check_transactions()
         if self.acks != "all" and self.enable_idempotence:
             raise ConfigError(
                 f"--acks {self.acks} with an idempotent producer: Kafka requires acks=all "
@@ -351,6 +371,26 @@ class RunConfig:
         if self.target == "tansu" and self.nodes != 1:
             raise ConfigError("--target tansu runs exactly one node: use --nodes 1")
 
+
+    def _check_transactions(self) -> None:
+        """Raise ConfigError for a transactional run that cannot work."""
+        if self.workload in TXN_WORKLOADS and not self.transactional:
+            raise ConfigError(f"--workload {self.workload} is made of transactions: drop "
+                              "--no-transactional")
+        if self.transactional and self.workload not in ("queue", *TXN_WORKLOADS):
+            raise ConfigError(f"--transactional is for the queue, txn and exactly-once "
+                              f"workloads; --workload {self.workload} sends outside "
+                              "transactions")
+        if self.eos_offsets_outside_txn and self.workload != "exactly-once":
+            raise ConfigError("--eos-offsets-outside-txn is for --workload exactly-once only")
+        if not self.transactional:
+            return
+        if self.client == "kafka-python":
+            raise ConfigError("--client kafka-python has no transactional session in faultline: "
+                              "use --client confluent-kafka or faultline")
+        if not self.enable_idempotence:
+            raise ConfigError("a transactional producer is idempotent: drop "
+                              "--no-enable-idempotence (and keep --acks all)")
 
     def _check_schedule_fits(self, schedule: Schedule) -> None:
         """Raise ConfigError unless the schedule's timing, packages, nodes and clients are

@@ -154,6 +154,9 @@ def workload_options(config: RunConfig, topics: tuple[str, ...]) -> WorkloadOpti
         rate=config.rate,
         concurrency=config.concurrency,
         crash_probability=config.crash_probability,
+        isolation_level=config.isolation_level,
+        transactional=config.transactional,
+        eos_offsets_outside_txn=config.eos_offsets_outside_txn,
     )
 
 

@@ -115,7 +115,7 @@ def test_queue_workload_same_seed_writes_the_same_bytes() -> None:
 
 
 def test_every_workload_names_a_checker_mode_the_checker_knows() -> None:
-    assert set(WORKLOADS) == {"queue", "keyed-order", "group"}
+    assert set(WORKLOADS) == {"queue", "keyed-order", "group", "txn", "exactly-once"}
     for name, factory in WORKLOADS.items():
         workload = factory()
         assert workload.name == name

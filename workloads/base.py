@@ -32,8 +32,10 @@ from workloads.client import ConsumerConfig, KafkaClientError
 from workloads.client.consumer import Consumer
 from workloads.client.transport import Network
 from workloads.recorder import HistoryRecorder, Retired
+from workloads.txn_ops import MicroOps, perform_txn
 
 CommitStrategy = Literal["before", "after", "auto"]
+IsolationLevel = Literal["read_committed", "read_uncommitted"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,16 @@ class WorkloadOptions:
     concurrency: int = 6  # client processes alive at once
     keys: int = 20  # distinct message keys
     crash_probability: float = 0.01  # per op, a client "crashes" (info, retired, replaced)
+    # What consumers read: read_committed skips aborted and still-open transactions.
+    isolation_level: IsolationLevel = "read_uncommitted"
+    # Producers use transactions (txn and exactly-once always do; the queue workload
+    # then makes each send its own transaction).
+    transactional: bool = False
+    # Planted weakness (exactly-once): commit input offsets with a plain consumer commit
+    # after the transaction instead of inside it, so a crash between the two reprocesses.
+    eos_offsets_outside_txn: bool = False
+    # transaction.timeout.ms of transactional producers.
+    transaction_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -181,6 +193,12 @@ def session_spec(
         group=group,
         producer=opts.producer,
         request_timeout_ms=opts.request_timeout_ms,
+        isolation_level=extra.pop("isolation_level", opts.isolation_level),
+        # --transactional without an id of the workload's choosing: one per client.
+        transactional_id=extra.pop(
+            "transactional_id", client_id if opts.transactional else None
+        ),
+        transaction_timeout_ms=opts.transaction_timeout_ms,
         **extra,
     )
 
@@ -241,16 +259,19 @@ async def read_everything(
     recorder: HistoryRecorder,
     deadline: float,
     rngs: RngSource,
+    isolation_level: IsolationLevel | None = None,
 ) -> None:
     """The final phase every workload shares: for each topic group a fresh process
     assigns every log from the beginning and polls until its position reaches the end
     offsets seen when it started and every offset a send was acknowledged at, or
     `deadline`. (A leader elected after faults may hold committed records above its
     high watermark until its ISR grows back.) A process retired by an `info` is
-    replaced and the replacement starts over from the beginning."""
+    replaced and the replacement starts over from the beginning. `isolation_level`
+    overrides the run's (transactional workloads read back what committed)."""
+    level = opts.isolation_level if isolation_level is None else isolation_level
     async with trio.open_nursery() as nursery:
         for group in topic_groups(env, opts):
-            nursery.start_soon(_read_group, env, opts, recorder, deadline, rngs, group)
+            nursery.start_soon(_read_group, env, opts, recorder, deadline, rngs, group, level)
 
 
 async def _read_group(
@@ -260,6 +281,7 @@ async def _read_group(
     deadline: float,
     rngs: RngSource,
     group: TopicGroup,
+    isolation_level: IsolationLevel,
 ) -> None:
     logs = group.logs(opts.partitions)
     ends: dict[str, int] | None = None
@@ -267,7 +289,8 @@ async def _read_group(
         while True:
             process = recorder.new_process()
             spec = session_spec(
-                opts, group.bootstrap, f"final-{process}", max_poll_records=_FINAL_POLL_RECORDS
+                opts, group.bootstrap, f"final-{process}", max_poll_records=_FINAL_POLL_RECORDS,
+                isolation_level=isolation_level,
             )
             endpoint = endpoint_for(env, group.index)
             try:
@@ -357,3 +380,23 @@ async def run_slot(
             await trio.sleep(rng.uniform(0.1, 0.5))
         if crashed:
             recorder.complete(process, "info", "crash", None, error="client crashed")
+
+
+async def send_transactionally(
+    recorder: HistoryRecorder,
+    session: ClientSession,
+    process: int,
+    messages: list[dict[str, Any]],
+    spec: SessionSpec,
+) -> None:
+    """Send `messages` as one transaction of their own, recorded as a `txn` operation
+    (the queue workload's sends under --transactional). Raises `Retired` after `info`."""
+    ops: MicroOps = [["send", m] for m in messages]
+
+    async def body(ops: MicroOps) -> bool:
+        for i, sent in enumerate(await session.send(messages)):
+            ops[i] = ["send", sent]
+        return True
+
+    await perform_txn(recorder, session, process, ops, body,
+                      timeout_s=spec.send_timeout_s + 2 * spec.admin_timeout_s)

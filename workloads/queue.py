@@ -28,6 +28,9 @@ there), otherwise "assign". The runner reads it after `run`.
 A process works on the topics that share its bootstrap (see `base.topic_groups`); slot
 k uses topic group k mod the number of groups (one group on a replicated cluster, one
 per broker when each topic lives alone on its own broker).
+
+With `opts.transactional` each send is a transaction of its own (a `txn` operation of
+its sends, see `base.send_transactionally`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from workloads.base import (
     pace,
     read_everything,
     run_slot,
+    send_transactionally,
     session_spec,
     topic_groups,
 )
@@ -192,6 +196,10 @@ class _QueueProcess:
             }
             for _ in range(count)
         ]
+        if self.opts.transactional:
+            await send_transactionally(self.recorder, self.session, self.process, messages,
+                                       self.spec)
+            return
         await self.recorder.perform(
             self.process,
             "send",

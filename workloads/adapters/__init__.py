@@ -21,6 +21,8 @@ from .session import (
     ProducerSettings,
     Rebalance,
     SessionSpec,
+    TxnAbortable,
+    TxnFatal,
 )
 
 if TYPE_CHECKING:
@@ -73,5 +75,7 @@ __all__ = [
     "ProducerSettings",
     "Rebalance",
     "SessionSpec",
+    "TxnAbortable",
+    "TxnFatal",
     "open_session",
 ]

@@ -23,6 +23,14 @@ Error mapping:
 - commit: REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID (the group
   moved on; nothing stored) -> `fail`; anything else -> `info`.
 - assign/subscribe: failing to create the consumer -> `fail`.
+- transactions (a spec with a transactional_id): librdkafka classifies each error of
+  its transactional API. `error.fatal()` (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH,
+  authorization) -> `TxnFatal`: the producer is dead. `txn_requires_abort()` ->
+  `TxnAbortable`. A retriable error is retried within the request timeout (librdkafka
+  documents every transactional call as safe to repeat then). A delivery error inside a
+  transaction -> `TxnAbortable`: librdkafka then refuses to commit it. Any other commit
+  error, or a commit still retriable at its deadline -> `OpUnknown`. init_transactions
+  failing (not fatally) -> `OpFailed`: no transaction began, the next begin retries it.
 
 Known limits, both librdkafka's: it does not expose the group generation, so
 rebalances are recorded with `assignment` but without `generation` (the checker's
@@ -33,6 +41,7 @@ producer's queue is purged unsent, as a killed process would lose it).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import (
@@ -52,6 +61,8 @@ from .session import (
     PollRecords,
     Rebalance,
     SessionSpec,
+    TxnAbortable,
+    TxnFatal,
     decode_value,
     split_log,
 )
@@ -78,6 +89,13 @@ def delivery_failed_for_certain(err: KafkaError) -> bool:
     return err.code() in DEFINITE_DELIVERY
 
 
+def _raise_if_fatal(exc: KafkaException, what: str) -> None:
+    """Raise TxnFatal when `exc` says the transactional producer is dead (fenced)."""
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError) and err.fatal():
+        raise TxnFatal(f"{what}: {err}") from exc
+
+
 def _tp(log: str, offset: int = OFFSET_INVALID) -> CTopicPartition:
     topic, partition = split_log(log)
     return CTopicPartition(topic, partition, offset)
@@ -96,6 +114,8 @@ class ConfluentSession(ThreadedSession):
         self._consumer: Consumer | None = None
         self._subscribed = False
         self._group: str | None = None
+        self._txn_ready = False  # init_transactions succeeded
+        self._in_txn = False
 
     # -- clients (called in the worker thread) ---------------------------------------------
 
@@ -125,11 +145,21 @@ class ConfluentSession(ThreadedSession):
                         "linger.ms": p.linger_ms,
                         "delivery.timeout.ms": p.delivery_timeout_ms,
                         "request.timeout.ms": self.spec.request_timeout_ms,
+                        **self._transactional(),
                     }
                 )
             except KafkaException as exc:
                 raise OpFailed(f"could not start a confluent Producer: {exc}") from exc
         return self._producer
+
+    def _transactional(self) -> dict[str, Any]:
+        s = self.spec
+        if s.transactional_id is None:
+            return {}
+        return {
+            "transactional.id": s.transactional_id,
+            "transaction.timeout.ms": s.transaction_timeout_ms,
+        }
 
     def _consumer_client(self, *, group: str | None, subscribe: bool) -> Consumer:
         current = self._consumer
@@ -155,6 +185,7 @@ class ConfluentSession(ThreadedSession):
                         "session.timeout.ms": s.session_timeout_ms,
                         "heartbeat.interval.ms": s.heartbeat_interval_ms,
                         "max.poll.interval.ms": s.max_poll_interval_ms,
+                        "isolation.level": s.isolation_level,
                     }
                 )
             except KafkaException as exc:
@@ -177,10 +208,15 @@ class ConfluentSession(ThreadedSession):
         if consumer is not None:
             consumer.close()
         if producer is not None:
-            if polite:
-                producer.flush(self.spec.request_timeout_ms / 1000)
-            else:
-                producer.purge()
+            try:
+                if polite:
+                    producer.flush(self.spec.request_timeout_ms / 1000)
+                else:
+                    producer.purge()
+            except KafkaException:
+                # A transactional producer in a fatal state refuses even a flush; the
+                # session is over either way and its outcome was already recorded.
+                pass
 
     # -- operations ------------------------------------------------------------------------
 
@@ -205,9 +241,16 @@ class ConfluentSession(ThreadedSession):
                 queue_error = exc
                 break
             queued += 1
+        if self._in_txn and isinstance(queue_error, KafkaException):
+            _raise_if_fatal(queue_error, "produce")
         if queued == 0 and queue_error is not None:
             raise OpFailed(f"not queued: {queue_error}")
-        producer.flush(self.spec.send_timeout_s - 1.0)
+        try:
+            producer.flush(self.spec.send_timeout_s - 1.0)
+        except KafkaException as exc:
+            # A transactional producer's flush reports the transaction's own failure.
+            _raise_if_fatal(exc, "flush")
+            raise (TxnAbortable if self._in_txn else OpUnknown)(f"flush: {exc}") from exc
         out: list[dict[str, Any]] = []
         definite: list[str] = []
         unknown: list[str] = []
@@ -222,6 +265,10 @@ class ConfluentSession(ThreadedSession):
                 definite.append(str(err))
             else:
                 unknown.append(str(err))
+        if self._in_txn and (unknown or definite or queue_error is not None):
+            # librdkafka will not commit a transaction one of whose messages failed.
+            first = (unknown or definite or [str(queue_error)])[0]
+            raise TxnAbortable(f"a send inside the transaction failed: {first}")
         if not unknown and not out and queue_error is None:
             raise OpFailed(definite[0])
         if unknown or definite or queue_error is not None:
@@ -347,3 +394,112 @@ class ConfluentSession(ThreadedSession):
             return max(tp.offset, known) if tp.offset >= 0 else known
 
         return await self.call(position)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _txn_producer(self) -> Producer:
+        if self.spec.transactional_id is None:
+            raise OpFailed(
+                "a transaction needs a transactional producer: this session's spec has no "
+                "transactional_id"
+            )
+        return self._producer_client()
+
+    def _txn_call(self, what: str, fn: Any, *, commit: bool = False) -> None:
+        """Run one transactional API call, retrying retriable errors until the request
+        timeout; map the rest onto TxnFatal / TxnAbortable / OpUnknown (see module doc)."""
+        deadline = time.monotonic() + 2 * self.spec.request_timeout_ms / 1000
+        while True:
+            try:
+                fn(max(0.1, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not isinstance(err, KafkaError):
+                    raise OpUnknown(f"{what}: {exc}") from exc
+                if err.fatal():
+                    raise TxnFatal(f"{what}: {err}") from exc
+                if err.txn_requires_abort():
+                    raise TxnAbortable(f"{what}: {err}") from exc
+                if err.retriable() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                if commit:
+                    raise OpUnknown(f"{what}: {err}") from exc
+                raise TxnAbortable(f"{what}: {err}") from exc
+
+    @property
+    def _txn_limit_s(self) -> float:
+        # init_transactions and the retry loop each take up to twice the request timeout.
+        return 4 * self.spec.request_timeout_ms / 1000 + 2.0
+
+    async def begin_transaction(self) -> None:
+        """Begin a transaction, running init_transactions first on first use."""
+
+        def begin() -> None:
+            producer = self._txn_producer()
+            if not self._txn_ready:
+                try:
+                    self._txn_call("init_transactions", producer.init_transactions)
+                except TxnAbortable as exc:
+                    raise OpFailed(str(exc)) from exc
+                self._txn_ready = True
+            try:
+                producer.begin_transaction()
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    raise TxnFatal(f"begin_transaction: {err}") from exc
+                raise OpFailed(f"begin_transaction: {exc}") from exc
+            self._in_txn = True
+
+        await self.call_bounded(self._txn_limit_s, begin)
+
+    async def send_offsets_to_transaction(self, offsets: dict[str, int], group: str) -> None:
+        """Add `group`'s offsets to the transaction (with the group metadata of this
+        session's consumer, so a member fenced by a rebalance cannot commit them)."""
+
+        def send_offsets() -> None:
+            producer = self._txn_producer()
+            consumer = self._consumer
+            if consumer is None or self._group != group:
+                raise TxnAbortable(
+                    f"send_offsets_to_transaction for group {group!r}: this session's "
+                    "consumer is not a member of it"
+                )
+            metadata = consumer.consumer_group_metadata()
+            tps = [_tp(log, o) for log, o in offsets.items()]
+            self._txn_call(
+                "send_offsets_to_transaction",
+                lambda timeout: producer.send_offsets_to_transaction(tps, metadata, timeout),
+            )
+
+        await self.call_bounded(self._txn_limit_s, send_offsets)
+
+    async def commit_transaction(self) -> None:
+        """Commit the open transaction (OpUnknown when its outcome cannot be known)."""
+
+        def commit() -> None:
+            producer = self._txn_producer()
+            try:
+                self._txn_call("commit_transaction", producer.commit_transaction, commit=True)
+            finally:
+                # Whatever happened, this transaction is no longer open for sends; an
+                # abortable commit error leaves the abort to the caller.
+                self._in_txn = False
+
+        await self.call_bounded(self._txn_limit_s, commit)
+
+    async def abort_transaction(self) -> None:
+        """Abort the open transaction."""
+
+        def abort() -> None:
+            producer = self._txn_producer()
+            self._in_txn = False
+            try:
+                self._txn_call("abort_transaction", producer.abort_transaction)
+            except TxnAbortable as exc:
+                # An abort that fails leaves the producer unusable for this process.
+                raise OpUnknown(str(exc)) from exc
+
+        await self.call_bounded(self._txn_limit_s, abort)

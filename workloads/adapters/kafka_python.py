@@ -34,6 +34,7 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka import TopicPartition as KTopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
+from . import ClientLibraryError  # (imported lazily by open_session: no cycle at import)
 from .session import (
     OpFailed,
     OpUnknown,
@@ -292,3 +293,27 @@ class KafkaPythonSession(ThreadedSession):
                 raise OpUnknown(repr(exc)) from exc
 
         return await self.call(position)
+
+    # -- transactions: not wired for kafka-python (the run settings refuse it first) ------
+
+    def _no_transactions(self) -> ClientLibraryError:
+        return ClientLibraryError(
+            "faultline's kafka-python session has no transactions: use --client "
+            "confluent-kafka or faultline for transactional workloads"
+        )
+
+    async def begin_transaction(self) -> None:
+        """Not supported: raises ClientLibraryError."""
+        raise self._no_transactions()
+
+    async def send_offsets_to_transaction(self, offsets: dict[str, int], group: str) -> None:
+        """Not supported: raises ClientLibraryError."""
+        raise self._no_transactions()
+
+    async def commit_transaction(self) -> None:
+        """Not supported: raises ClientLibraryError."""
+        raise self._no_transactions()
+
+    async def abort_transaction(self) -> None:
+        """Not supported: raises ClientLibraryError."""
+        raise self._no_transactions()

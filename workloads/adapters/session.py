@@ -133,6 +133,29 @@ class ClientSession(Protocol):
         """Make leaving the session's block drop the clients without a goodbye."""
         ...
 
+    # -- transactions (sessions whose spec has a transactional_id) -------------------------
+    # The producer initialises on first use (InitProducerId with the transactional id,
+    # fencing older instances). Inside a begun transaction `send` sends transactionally.
+    # An abortable error raises `TxnAbortable` (the caller aborts and records `fail`); a
+    # fatal one (fenced) raises `TxnFatal` (the process is done: `info`); a commit whose
+    # outcome is unknown raises `OpUnknown`, one that certainly aborted `OpFailed`.
+
+    async def begin_transaction(self) -> None:
+        """Start a transaction (initialising the transactional producer on first use)."""
+        ...
+
+    async def send_offsets_to_transaction(self, offsets: dict[str, int], group: str) -> None:
+        """Commit `group`'s offsets (log -> next offset to read) with the transaction."""
+        ...
+
+    async def commit_transaction(self) -> None:
+        """Commit the open transaction."""
+        ...
+
+    async def abort_transaction(self) -> None:
+        """Abort the open transaction."""
+        ...
+
 
 def split_log(log: str) -> tuple[str, int]:
     """`"t1/0"` -> ("t1", 0)."""

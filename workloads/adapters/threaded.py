@@ -17,7 +17,7 @@ from typing import Any, Self, TypeVar
 
 import trio
 
-from .session import Rebalance, SessionSpec
+from .session import OpUnknown, Rebalance, SessionSpec
 
 T = TypeVar("T")
 
@@ -34,6 +34,9 @@ class ThreadedSession:
         self._rebalance: Rebalance | None = None
         # log -> next offset after the records this session's polls returned.
         self._polled_next: dict[str, int] = {}
+        # A library call outlived its own timeout and was abandoned still holding the
+        # lock: the clients must not be touched again (not even to close them).
+        self._wedged = False
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` in a worker thread, holding the session's lock."""
@@ -43,6 +46,23 @@ class ThreadedSession:
                 return fn(*args, **kwargs)
 
         return await trio.to_thread.run_sync(partial(locked))
+
+    async def call_bounded(self, limit_s: float, fn: Callable[..., T], *args: Any) -> T:
+        """`call`, but abandon the worker thread if `fn` has not returned after `limit_s`
+        (librdkafka's transactional calls can block past their own timeout while a
+        coordinator is down): raises OpUnknown and leaves the session wedged."""
+
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        with trio.move_on_after(limit_s):
+            return await trio.to_thread.run_sync(locked, abandon_on_cancel=True)
+        self._wedged = True
+        raise OpUnknown(
+            f"{getattr(fn, '__name__', 'the call')} did not return within {limit_s:.3g} s "
+            "(past the library's own timeout); the client is abandoned"
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -55,6 +75,8 @@ class ThreadedSession:
     ) -> None:
         # Shielded: a cancelled workload must still release the library's sockets and
         # threads; `_close` is bounded by the library's own timeouts.
+        if self._wedged:
+            return
         with trio.CancelScope(shield=True):
             await self.call(self._close, polite=exc is None and not self._crashed)
 
