@@ -124,8 +124,9 @@ class QueueWorkload:
         def spec_for(process: int) -> SessionSpec:
             return session_spec(opts, group.bootstrap, f"queue-{process}", group=group_id(group))
 
-        # Third-party sessions are not known to take concurrent sends.
-        pipelined = env.client_library == "faultline"
+        # Third-party sessions are not known to take concurrent sends, and a transaction's
+        # sends go one at a time inside it.
+        pipelined = env.client_library == "faultline" and not opts.transactional
 
         async def body(session: ClientSession, process: int, rng: random.Random) -> bool:
             client = _QueueProcess(
