@@ -42,7 +42,8 @@ class AbortedSkipper:
     consumer must not hand out."""
 
     def __init__(self, aborted: list[AbortedTxn]) -> None:
-        self._pending = sorted(aborted, key=lambda a: (a.first_offset, a.producer_id))
+        # Ordered by first offset (an AbortedTxn tuple would order by producer id).
+        self._pending = [(a.first_offset, a.producer_id) for a in aborted]
         heapq.heapify(self._pending)
         self._active: set[int] = set()
 
@@ -50,8 +51,8 @@ class AbortedSkipper:
         """Whether `batch` is dropped (a control batch, or data of an aborted transaction)."""
         if batch.is_transactional:
             # Aborted transactions that began at or before this batch are now open.
-            while self._pending and self._pending[0].first_offset <= batch.last_offset:
-                self._active.add(heapq.heappop(self._pending).producer_id)
+            while self._pending and self._pending[0][0] <= batch.last_offset:
+                self._active.add(heapq.heappop(self._pending)[1])
         if batch.is_control_batch:
             if batch.is_transactional and _is_abort_marker(batch):
                 self._active.discard(batch.producer_id)
