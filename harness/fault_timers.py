@@ -19,8 +19,12 @@ from workloads.adapters.session import SessionSpec
 
 def fault_timers(config: RunConfig) -> FaultTimers:
     """The timers of the cluster and clients `config` runs."""
-    # The workloads' producers are not transactional: no transaction timeout to draw.
-    return timers_from_settings(config.broker_settings())
+    # Without transactional producers there is no transaction timeout to draw around.
+    spec = SessionSpec(bootstrap="", client_id="")
+    return timers_from_settings(
+        config.broker_settings(),
+        transaction_timeout_ms=spec.transaction_timeout_ms if config.transactional else None,
+    )
 
 
 def timers_from_settings(settings: Mapping[str, object], *,

@@ -47,6 +47,7 @@ from nemesis import Executor, Schedule, generate
 from workloads.adapters import ProducerSettings
 from workloads.base import Workload, WorkloadOptions
 from workloads.recorder import HistoryRecorder
+from workloads.registry import COORDINATED
 
 # Evidence items kept per anomaly type for a run (the summary shows the first).
 ATTRIBUTION_EVIDENCE = 5000
@@ -180,6 +181,8 @@ def generate_for(config: RunConfig, *, nodes: list[str], clients: list[str],
         seed=config.seed if seed is None else seed,
         logs=[f"{t}/{p}" for t in topics for p in range(config.partitions)],
         timers=fault_timers(config),
+        groups=COORDINATED[config.workload].groups,
+        transactional_ids=COORDINATED[config.workload].transactional_ids,
     )
 
 
