@@ -59,6 +59,8 @@ ANOMALIES: dict[str, str] = {
                 "transaction, yet no output record of it appears.",
     "eos-order": "Two input records of one key and log appear in the output in the other "
                  "order.",
+    "unrecoverable-node": "A broker crashed (kill or power loss, its disk intact) and refused "
+                          "to start again on its own data.",
 }
 
 # type -> the smallest history that shows it (tests/histories/<type>.jsonl), in words;
@@ -103,6 +105,7 @@ EXAMPLES: dict[str, str] = {
     "eos-loss": "a committed txn consumes input 1 and commits past it but sends no output",
     "eos-order": "inputs 1 and 2 of key k1 are at t0/0 offsets 0 and 1; their outputs land at "
                  "out/0 offsets 1 and 0",
+    "unrecoverable-node": "n1 loses power; its restart fails: the broker cannot start",
 }
 
 
@@ -121,6 +124,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "phantom": ("aborted-read", "precommitted-read"),
     "transaction": ("G0", "G1a", "G1b", "G1c", "G-single", "G2-item"),
     "exactly-once": ("eos-duplicate", "eos-loss", "eos-order"),
+    "recovery": ("unrecoverable-node",),
 }
 FAMILY_OF: dict[str, str] = {kind: family for family, kinds in FAMILIES.items()
                              for kind in kinds}

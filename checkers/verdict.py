@@ -16,6 +16,7 @@ from checkers.anomalies import ANOMALIES, UNCERTAIN, Findings, allowed_for
 from checkers.exactly_once import ExactlyOnceRecorder, eos_cases
 from checkers.groups import GroupChecker
 from checkers.queue import QueueChecker
+from checkers.recovery import RecoveryChecker
 from checkers.txn_graph import (
     TxnRecorder,
     build_graph,
@@ -145,7 +146,7 @@ def _txn_complete(event: Txn, invoke: Txn, queue: QueueChecker, groups: GroupChe
 
 
 def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally: _Tally,
-         txns: _Txns) -> None:
+         txns: _Txns, recovery: RecoveryChecker) -> None:
     """Feed every step to the checkers; the dispatch is inline because this loop is hot.
 
     It dispatches on `type(event) is ...`, which mypy cannot narrow by; the asserts under
@@ -167,6 +168,7 @@ def _run(steps: Iterable[Step], queue: QueueChecker, groups: GroupChecker, tally
         cls = type(event)
         if cls is NemesisEvent:
             tally.nemesis[f] = tally.nemesis.get(f, 0) + 1
+            recovery.nemesis(event.index, f, event.value)
             continue
         if TYPE_CHECKING:
             assert not isinstance(event, NemesisEvent)
@@ -283,7 +285,7 @@ def check_steps(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _run(steps, queue, groups, tally, txns)
+        _run(steps, queue, groups, tally, txns, RecoveryChecker(findings))
         queue.finish()
         groups.finish(queue.logs)
         _finish_txns(txns, queue, findings, orders)

@@ -300,7 +300,8 @@ class Executor:
         await _each(lambda node: restart_or_note(self.target.restart, node, failed), nodes)
         started = [node for node in nodes if node not in failed]
         self.ledger.restarted(started)
-        self._record_nodes("restart", started, {**skipped, **failed}, final=final)
+        self._record_nodes("restart", started, {**skipped, **failed}, final=final,
+                           failed=failed)
 
     async def _pause(self, requested: Sequence[str], asked: dict[str, Any] | None = None) -> None:
         nodes, skipped = _split(requested, self.ledger.why_not_pause)
@@ -403,10 +404,14 @@ class Executor:
         *,
         final: bool = False,
         asked: dict[str, Any] | None = None,
+        failed: dict[str, str] | None = None,
     ) -> None:
         value: dict[str, Any] = {"nodes": sorted(nodes), **(asked or {})}
         if skipped:
             value["skipped"] = skipped
+        if failed:
+            # Nodes that refused to start (also under `skipped`, with the same reason).
+            value["failed"] = failed
         error = None if nodes or not skipped else "skipped: " + "; ".join(skipped.values())
         if not nodes and not skipped and asked:
             error = "the role resolved to no node and the op names no fallback"

@@ -122,3 +122,10 @@ def test_evidence_is_bounded_but_counts_are_exact(tmp_path: Path) -> None:
     assert verdict["counts"] == {"unseen": 50}
     assert len(verdict["anomalies"]["unseen"]) == 5
     assert any("limited" in note for note in verdict["notes"])
+
+
+def test_a_node_refusing_its_damaged_files_is_not_unrecoverable() -> None:
+    verdict = check_file(str(HISTORIES / "unrecoverable-node.jsonl"), mode="strict")
+    # n1 lost power with its disk intact; n2's files were damaged by the harness first.
+    assert [e["node"] for e in verdict["anomalies"]["unrecoverable-node"]] == ["n1"]
+    assert verdict["anomalies"]["unrecoverable-node"][0]["indices"] == [2, 4]
