@@ -112,7 +112,7 @@ def test_acks_1_loses_writes_when_their_leader_is_killed(tmp_path: Path) -> None
     # n1's followers fetch half a second late (its links to them are slow), so n1 leads
     # partitions that took acks=1 writes its followers had not fetched when it died; the
     # new leader never had them and n1 truncates them on its return.
-    config = configured(**ACKS_1, seed=12, nemesis="kill,link")
+    config = configured(**ACKS_1, seed=7, nemesis="kill,link")
     slow = StartLinkFault(at_ms=2_000, links=[("n1", "n2"), ("n1", "n3")], latency_ms=500.0)
     outcome = _run(tmp_path, config, [slow, Kill(at_ms=4_000, nodes=["n1"]),
                                       StopLinkFault(at_ms=4_500),
@@ -132,7 +132,7 @@ def acks_all_under_random_faults(tmp_path: Path, seed: int) -> RunOutcome:
 
 # Seed 17 kills one node and pauses the other two: the group coordinator is unavailable
 # for seconds (the client once let COORDINATOR_NOT_AVAILABLE escape its heartbeat loop).
-@pytest.mark.parametrize("seed", [1, 2, 17])
+@pytest.mark.parametrize("seed", [2, 5, 17])
 def test_acks_all_min_insync_2_loses_nothing_under_partitions_kills_and_pauses(
     tmp_path: Path, seed: int
 ) -> None:
@@ -279,15 +279,23 @@ def test_fsync_never_and_power_loss_of_every_replica_lose_writes_even_at_acks_al
 ) -> None:
     # 20 s: after a total power loss the brokers serve again only once a controller is
     # elected and each has registered, and the loss shows once new writes pass the gap.
-    config = configured(nemesis="power-loss", flush="never", time_limit_s=20.0)
+    # The acknowledged batches are lost whole (no torn writes here). When some evidence
+    # survives that their offsets were handed out, recovery retires them and a reader
+    # misses the values (lost-write); when none does, as in Kafka, the offsets are handed
+    # out again and a reader finds other values there (inconsistent-offsets).
+    config = configured(nemesis="power-loss", flush="never", time_limit_s=20.0,
+                        torn_writes=False)
     outcome = _run(tmp_path, config, POWER_LOSS_OF_EVERY_REPLICA)
-    assert "lost-write" in outcome.verdict["counts"], outcome.verdict["counts"]
+    found = outcome.verdict["counts"]
+    losses = [kind for kind in ("lost-write", "inconsistent-offsets") if kind in found]
+    assert losses, found
     _, restart = nemesis_window_s(outcome, "power-loss", "restart")
     history = _history(outcome)
-    for item in assert_evidence_is_real(outcome, "lost-write"):
-        # Acknowledged by the cluster that lost power: every node is down from the cut to
-        # the restart, so nothing the new incarnations acknowledged is among them.
-        assert history[item["indices"][0]]["time"] / 1e9 < restart, item
+    for kind in losses:
+        for item in assert_evidence_is_real(outcome, kind):
+            # Acknowledged by the cluster that lost power: every node is down from the cut
+            # to the restart, so the first acknowledgement cited came before the restart.
+            assert history[item["indices"][0]]["time"] / 1e9 < restart, item
 
 
 def test_fsync_every_message_keeps_every_write_through_the_same_power_loss(
