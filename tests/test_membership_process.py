@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from kafka import KafkaAdminClient, TopicPartition
 from kafka import errors as kafka_errors
+from kafka.errors import KafkaError
 
 from harness.runtime.process import ProcessCluster
 from harness.runtime.process import admin as raw_admin
@@ -35,9 +36,23 @@ def _wait_topic(client: KafkaAdminClient, topic: str) -> list[int]:
         time.sleep(0.5)
 
 
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    """kafka-python's admin client, once the cluster answers it: right after start, a
+    broker still registering can reset the bootstrap connection or be named controller
+    before the client knows its address (UnknownBrokerIdError)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _reassign_over_the_wire(bootstrap: str) -> dict[str, object]:
     """Errors and a real reassignment through kafka-python's admin client."""
-    client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
+    client = _admin(bootstrap)
     seen: dict[str, Any] = {}
     try:
         from kafka.admin import NewTopic
@@ -89,7 +104,10 @@ async def test_reassignment_apis_over_the_wire_and_add_reassign_decommission(
         assert list(cluster.retired) == ["n4"]
         hosted = await raw_admin.replicas(cluster._admin_address())
         assert all(4 not in r for r in hosted.values()), hosted
-        live = await raw_admin.live_brokers(cluster._admin_address())
+        # The brokers learn of the unregistration from the metadata log, a moment later.
+        with trio.move_on_after(10):
+            while 4 in (live := await raw_admin.live_brokers(cluster._admin_address())):
+                await trio.sleep(0.2)
         unregister_again: str | None = None
         try:
             await raw_admin.unregister(cluster._admin_address(), 4)
