@@ -158,6 +158,9 @@ class RunConfig:
     enable_idempotence: bool = setting(
         True, "Producer enable.idempotence.", default_text="true with --acks all",
         derive=lambda v: v["acks"] == "all")
+    delivery_timeout_ms: int = setting(
+        10_000, "Producer delivery.timeout.ms: how long a send may be retried before it "
+        "fails (Kafka's default is 120000; shorter keeps runs brisk).", minimum=1)
     unclean_leader_election: bool = setting(False, "unclean.leader.election.enable.")
     # Kafka's feature name is eligible.leader.replicas.version (0 or 1); the run setting
     # is the on/off choice it makes.

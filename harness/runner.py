@@ -150,6 +150,7 @@ def workload_options(config: RunConfig, topics: tuple[str, ...]) -> WorkloadOpti
         producer=ProducerSettings(
             acks=config.acks,
             enable_idempotence=config.enable_idempotence,
+            delivery_timeout_ms=config.delivery_timeout_ms,
         ),
         commit=config.commit,
         rate=config.rate,
