@@ -45,7 +45,7 @@ from harness.run_config import ConfigError, RunConfig
 from harness.targets import CLUSTER_HOME, REPLICATED_TOPICS, Session
 from nemesis import Executor, Schedule, generate
 from workloads.adapters import ProducerSettings
-from workloads.base import Workload, WorkloadOptions
+from workloads.base import Workload, WorkloadOptions, WorkloadSetupError
 from workloads.recorder import HistoryRecorder
 from workloads.registry import COORDINATED
 
@@ -298,6 +298,18 @@ def execute(
             return Executed(ran, seconds, None)
         except TargetSetupError as exc:
             raise RunSetupError(str(exc)) from None
+        except ExceptionGroup as group:
+            # A workload that cannot prepare the cluster fails inside the run's nurseries.
+            setup, rest = group.split(WorkloadSetupError)
+            if setup is None or rest is not None:
+                raise
+            raise RunSetupError(str(_first_leaf(setup))) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (nested) group that is not itself a group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _execute_sim(config: RunConfig, run_dir: Path, workload: Workload, writer: CountingWriter,

@@ -138,3 +138,20 @@ def test_replay_names_the_first_divergence_of_a_tampered_history(tmp_path: Path)
 def test_report_of_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def test_an_external_cluster_too_small_for_the_topics_is_a_setup_error(tmp_path: Path) -> None:
+    """A workload that cannot create its topics says why and exits 2, no traceback."""
+    import subprocess
+    import sys
+
+    from harness.broker_process import running_broker
+
+    with running_broker(tmp_path / "n1") as broker:
+        done = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", "--target", "external",
+             "--bootstrap-servers", broker.bootstrap, "--nemesis", "none", "--time-limit", "2",
+             "--out", str(tmp_path / "runs"), "-q"],
+            capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "replication factor 3" in done.stderr and "Traceback" not in done.stderr
