@@ -177,6 +177,7 @@ def test_a_sim_power_loss_with_unsynced_data_yields_recovery_truncation(
     assert quiet["coverage"]["kinds"]["recovery-truncation"] == 0, quiet["coverage"]
 
 
+@pytest.mark.slow
 def test_a_process_run_records_coverage_in_results_json(tmp_path: Path) -> None:
     config = RunConfig(target="process", seed=5, time_limit_s=14.0, recovery_s=2.0,
                        final_read_s=10.0, nemesis="kill", flush="every")

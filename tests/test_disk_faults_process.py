@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from harness.runtime.process import NodeState, ProcessCluster
@@ -102,6 +103,7 @@ async def test_a_slow_fsync_slows_acknowledgements_without_halting(tmp_path: Pat
     assert _events(stream, "stop-disk-fault")[0]["value"]["restarted_halted"] == []
 
 
+@pytest.mark.slow
 async def test_damaged_files_of_a_killed_broker_are_repaired_or_refused_as_kafka_does(
     tmp_path: Path,
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 
 from harness.runtime.process import ProcessCluster
@@ -171,6 +172,7 @@ async def watch_leaders(cluster: ProcessCluster, named: set[str]) -> None:
         await trio.sleep(0.2)
 
 
+@pytest.mark.slow
 async def test_isolate_leader_and_controller_only_composites_on_processes(
     tmp_path: Path,
 ) -> None:

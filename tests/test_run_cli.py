@@ -140,6 +140,7 @@ def test_report_of_a_folder_that_is_not_a_run_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a run directory" in result.output
 
 
+@pytest.mark.slow
 def test_an_external_cluster_too_small_for_the_topics_is_a_setup_error(tmp_path: Path) -> None:
     """A workload that cannot create its topics says why and exits 2, no traceback."""
     import subprocess

@@ -58,6 +58,7 @@ def test_txn_workload_is_valid_under_kills(tmp_path: Path) -> None:
     assert "kill" in (outcome.run_dir / "history.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_read_uncommitted_reads_aborted_writes_and_read_committed_does_not(
     tmp_path: Path,
 ) -> None:
@@ -69,6 +70,7 @@ def test_read_uncommitted_reads_aborted_writes_and_read_committed_does_not(
     assert clean.verdict["valid"] is True, counts(clean)
 
 
+@pytest.mark.slow
 def test_exactly_once_holds_under_kills_and_zombies(tmp_path: Path) -> None:
     outcome = run_process(tmp_path, "exactly-once", nemesis="kill",
                           **{"nemesis-interval": 2.0, "time-limit": 8.0})
