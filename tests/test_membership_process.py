@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from kafka import KafkaAdminClient, TopicPartition
 from kafka import errors as kafka_errors
@@ -81,6 +82,8 @@ def _reassign_over_the_wire(bootstrap: str) -> dict[str, object]:
     return seen
 
 
+# Slow: on a loaded machine the same-set reorder sometimes does not show within 30 s.
+@pytest.mark.slow
 async def test_reassignment_apis_over_the_wire_and_add_reassign_decommission(
     tmp_path: Path,
 ) -> None:
