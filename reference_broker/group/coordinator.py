@@ -403,12 +403,7 @@ class GroupCoordinator:
         self._settle(group)
         if error is not ErrorCode.NONE:
             return dict.fromkeys(offsets, error)
-        limit = self._config.offset_metadata_max_bytes
-        valid = {
-            tp: om
-            for tp, om in offsets.items()
-            if om.metadata is None or _java_length(om.metadata) <= limit
-        }
+        valid = self._within_metadata_limit(offsets)
         stored = await self._store.commit(group_id, valid)
         return {tp: stored.get(tp, ErrorCode.OFFSET_METADATA_TOO_LARGE) for tp in offsets}
 
@@ -443,12 +438,7 @@ class GroupCoordinator:
             self._settle(group)
             if error is not ErrorCode.NONE:
                 return dict.fromkeys(offsets, error)
-        limit = self._config.offset_metadata_max_bytes
-        valid = {
-            tp: om
-            for tp, om in offsets.items()
-            if om.metadata is None or _java_length(om.metadata) <= limit
-        }
+        valid = self._within_metadata_limit(offsets)
         stored = await self._store.commit_transactional(
             group_id, producer_id, producer_epoch, valid
         )
@@ -533,6 +523,18 @@ class GroupCoordinator:
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID
         return self._check_loaded(group_id)
+
+    def _within_metadata_limit(
+        self, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The offsets whose metadata fits offset.metadata.max.bytes (the others are
+        answered OFFSET_METADATA_TOO_LARGE)."""
+        limit = self._config.offset_metadata_max_bytes
+        return {
+            tp: om
+            for tp, om in offsets.items()
+            if om.metadata is None or _java_length(om.metadata) <= limit
+        }
 
     def _settle(self, group: ClassicGroup) -> list[tuple[GroupWrite, ErrorCode]]:
         """Append the group's metadata records, hand out the responses it owes parked
